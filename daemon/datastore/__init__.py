@@ -1,0 +1,1 @@
+"""The qi2lab DataStore: reads and writes the on-disk layout of the spec."""

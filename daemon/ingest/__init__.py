@@ -1,0 +1,1 @@
+"""The ingestion daemon: watch, plan, queue, convert, record."""

@@ -1,0 +1,1 @@
+"""What the microscope writes: the experiment plan and the NDTiff datasets."""
