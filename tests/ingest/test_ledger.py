@@ -1,0 +1,63 @@
+"""The ledger's state machine on a real SQLite file, including reopening after a 'crash'."""
+
+from daemon.ingest.ledger import Ledger, UnitResult, unit_id
+
+
+def result() -> UnitResult:
+    return UnitResult(
+        source_bytes=10,
+        checksum="abc",
+        outputs=("polyDT/tile0000/round0000.zarr",),
+        read_s=1,
+        write_s=2,
+    )
+
+
+def test_new_dataset_becomes_pending_then_done(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    assert ledger.observe(0, 0, "run_r0001_tile0000_1", "f1")
+    uid = unit_id(0, 0)
+    assert ledger.pending() == [uid]
+    record = ledger.claim(uid)
+    assert record is not None and record.state == "running" and record.attempts == 1
+    assert ledger.claim(uid) is None  # a second worker cannot take it
+    ledger.finish(uid, result())
+    done = ledger.get(uid)
+    assert done.state == "done" and done.outputs == ("polyDT/tile0000/round0000.zarr",)
+    assert not ledger.observe(0, 0, "run_r0001_tile0000_1", "f1")  # nothing is redone
+    assert ledger.counts() == {"pending": 0, "running": 0, "done": 1, "failed": 0}
+
+
+def test_failed_unit_waits_for_its_source_to_change(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.observe(1, 2, "d", "f1")
+    uid = unit_id(1, 2)
+    ledger.claim(uid)
+    ledger.fail(uid, "d/NDTiff.index: garbage")
+    assert ledger.get(uid).error == "d/NDTiff.index: garbage"
+    assert not ledger.observe(1, 2, "d", "f1")
+    assert ledger.observe(1, 2, "d", "f2")
+    again = ledger.get(uid)
+    assert again.state == "pending" and again.error is None and again.attempts == 0
+
+
+def test_another_copy_of_a_done_dataset_is_converted_again(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.observe(0, 0, "run_r0001_tile0000_1", "f1")
+    ledger.claim(unit_id(0, 0))
+    ledger.finish(unit_id(0, 0), result())
+    assert ledger.observe(0, 0, "run_r0001_tile0000_2", "f9")
+    assert ledger.get(unit_id(0, 0)).dataset == "run_r0001_tile0000_2"
+
+
+def test_running_units_return_to_pending_after_a_crash(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    ledger = Ledger(path)
+    ledger.observe(0, 0, "d", "f")
+    ledger.claim(unit_id(0, 0))
+    # No close(): the process died here.
+    reopened = Ledger(path)
+    assert reopened.recover() == [unit_id(0, 0)]
+    assert reopened.pending() == [unit_id(0, 0)]
+    readonly = Ledger.open_readonly(path)
+    assert [u.unit_id for u in readonly.units()] == [unit_id(0, 0)]
