@@ -1,0 +1,182 @@
+"""Zarr v2 on disk: arrays through tensorstore, groups and attributes through atomic JSON.
+
+Responsibility: turn (path, numpy array, codec) into a zarr v2 array that tensorstore and
+zarr-python 3 both open, and read it back. Specs are plain JSON-able dicts so they can be
+logged and compared. This module knows nothing of tiles, rounds or what an array means; the
+store decides names, dtypes and ranks.
+
+Writes are submitted, not awaited: `write_array` returns tensorstore's future so a caller can
+start several arrays and wait for them together (awaiting each one in turn halves throughput,
+see the project's measurements).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorstore as ts
+
+from daemon.datastore.jsonio import read_json, write_json_atomic
+
+BLOSC_COMPRESSORS = frozenset({"lz4", "lz4hc", "zstd", "zlib", "blosclz"})
+BLOSC_SHUFFLES = {"none": 0, "byte": 1, "bit": 2}
+ZGROUP = ".zgroup"
+ZATTRS = ".zattrs"
+ZARRAY = ".zarray"
+
+
+@dataclass(frozen=True)
+class ArrayCodec:
+    """How arrays are compressed and chunked: configuration, chosen by benchmark.
+
+    compressor: a blosc codec name, or "none" for uncompressed chunks.
+    clevel: blosc compression level 0..9. shuffle: "bit", "byte" or "none".
+    z_chunk: z planes per chunk of a 3D [z, y, x] array.
+    """
+
+    compressor: str = "zstd"
+    clevel: int = 5
+    shuffle: str = "bit"
+    z_chunk: int = 1
+
+    def __post_init__(self) -> None:
+        if self.compressor != "none" and self.compressor not in BLOSC_COMPRESSORS:
+            allowed = ", ".join(sorted(BLOSC_COMPRESSORS))
+            raise ValueError(
+                f"ArrayCodec.compressor must be one of {allowed} or 'none', got {self.compressor!r}"
+            )
+        if not _is_int(self.clevel) or not 0 <= self.clevel <= 9:
+            raise ValueError(f"ArrayCodec.clevel must be an int in 0..9, got {self.clevel!r}")
+        if self.shuffle not in BLOSC_SHUFFLES:
+            raise ValueError(
+                f"ArrayCodec.shuffle must be one of bit, byte, none, got {self.shuffle!r}"
+            )
+        if not _is_int(self.z_chunk) or self.z_chunk < 1:
+            raise ValueError(f"ArrayCodec.z_chunk must be an int >= 1, got {self.z_chunk!r}")
+
+    def compressor_json(self) -> dict[str, Any] | None:
+        """The `compressor` entry of `.zarray` (None means uncompressed)."""
+        if self.compressor == "none":
+            return None
+        return {
+            "id": "blosc",
+            "cname": self.compressor,
+            "clevel": self.clevel,
+            "shuffle": BLOSC_SHUFFLES[self.shuffle],
+            "blocksize": 0,
+        }
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def make_context(concurrency: int | None = None) -> ts.Context:
+    """A tensorstore context whose copy/compression threads match the cores we may use.
+
+    `data_copy_concurrency` is the setting that matters for compressed writes (a limit of 1
+    halves throughput); one context is shared by every array of a DataStore so the limit holds
+    across arrays written at the same time.
+    """
+    if concurrency is None:
+        concurrency = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    return ts.Context({"data_copy_concurrency": {"limit": max(1, concurrency)}})
+
+
+def chunk_shape(shape: tuple[int, ...], codec: ArrayCodec) -> list[int]:
+    """Chunks: `z_chunk` planes for 3D [z, y, x], the whole array for 2D [y, x], one
+    leading index (one channel of a PSF, one component of a flow field) for 4D."""
+    dims = [max(1, n) for n in shape]
+    if len(dims) == 2:
+        return dims
+    if len(dims) == 3:
+        return [min(codec.z_chunk, dims[0]), dims[1], dims[2]]
+    if len(dims) == 4:
+        return [1, *dims[1:]]
+    raise ValueError(f"arrays must be 2D, 3D or 4D, got shape {tuple(shape)}")
+
+
+def little_endian(dtype: np.dtype[Any] | type) -> np.dtype[Any]:
+    """The little-endian form of a numeric dtype (zarr v2 on disk is always little-endian here)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "biuf":
+        raise ValueError(f"only numeric arrays are stored, got dtype {dtype}")
+    return dtype.newbyteorder("<")
+
+
+def array_spec(
+    path: str | os.PathLike[str], dtype: np.dtype[Any], shape: tuple[int, ...], codec: ArrayCodec
+) -> dict[str, Any]:
+    """The tensorstore spec (a plain dict) that creates a zarr v2 array at `path`."""
+    return {
+        "driver": "zarr",
+        "kvstore": {"driver": "file", "path": str(path)},
+        "metadata": {
+            "zarr_format": 2,
+            "dtype": little_endian(dtype).str,
+            "shape": [int(n) for n in shape],
+            "chunks": chunk_shape(tuple(shape), codec),
+            "compressor": codec.compressor_json(),
+            "filters": None,
+            "order": "C",
+            "fill_value": 0,
+        },
+    }
+
+
+def write_array(
+    path: str | os.PathLike[str],
+    data: np.ndarray,
+    codec: ArrayCodec,
+    context: ts.Context,
+    *,
+    immutable_source: bool = False,
+) -> ts.WriteFutures:
+    """Create (or overwrite) the array at `path` with `data`; return the pending write.
+
+    The array's metadata is created before returning; the data is written in the background
+    and is on disk when the returned future's `result()` returns. With
+    `immutable_source=True` the caller promises not to modify `data` until then, which lets
+    tensorstore use it without a copy (about half the extra memory).
+    """
+    data = np.asarray(data)
+    data = data.astype(little_endian(data.dtype), copy=False)
+    spec = array_spec(path, data.dtype, data.shape, codec)
+    store = ts.open(spec, create=True, delete_existing=True, context=context).result()
+    return store.write(data, can_reference_source_data_indefinitely=immutable_source)
+
+
+def read_array(path: str | os.PathLike[str], context: ts.Context | None = None) -> np.ndarray:
+    """The whole zarr v2 array at `path` as numpy; FileNotFoundError names a missing array."""
+    if not (Path(path) / ZARRAY).is_file():
+        raise FileNotFoundError(f"no zarr array at {path} (no {ZARRAY})")
+    spec = {"driver": "zarr", "kvstore": {"driver": "file", "path": str(path)}}
+    store = ts.open(spec, open=True, read=True, context=context).result()
+    return store.read().result()
+
+
+def create_group(path: str | os.PathLike[str]) -> None:
+    """Make `path` a zarr v2 group (`.zgroup`, empty `.zattrs`) unless it already is one."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / ZGROUP).is_file():
+        write_json_atomic(path / ZGROUP, {"zarr_format": 2})
+    if not (path / ZATTRS).is_file():
+        write_json_atomic(path / ZATTRS, {})
+
+
+def read_attrs(group: str | os.PathLike[str]) -> dict[str, Any]:
+    """The `.zattrs` of a group as a dict."""
+    attrs = read_json(Path(group) / ZATTRS)
+    if not isinstance(attrs, dict):
+        raise ValueError(f"{Path(group) / ZATTRS} must hold a JSON object")
+    return attrs
+
+
+def write_attrs(group: str | os.PathLike[str], attrs: dict[str, Any]) -> None:
+    """Atomically replace the `.zattrs` of a group."""
+    write_json_atomic(Path(group) / ZATTRS, attrs)

@@ -1,0 +1,80 @@
+"""Atomic file replacement, and JSON on top of it.
+
+Readers (downstream analysis polling datastore.json, pandas reading ingest_log.parquet, zarr
+reading .zattrs) may open a file at any moment and the writer may be killed at any moment, so
+a file is never rewritten in place: the new content goes to a temporary file in the same folder,
+is flushed and fsynced, then `os.replace`d over the old name (atomic on POSIX), and the folder
+is fsynced so the rename itself survives a power cut. A reader sees the old or the new file,
+never a mix. A writer killed mid-way can leave a `.<name>.*.tmp` file behind; it is harmless
+and never read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> None:
+    """Replace `path` with what `write` puts into the binary file it is given.
+
+    On any error (in `write` or in the file system) the temporary file is removed, the old
+    content of `path` is left untouched and the error propagates.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
+    """Make the entries of `folder` (creations, renames) durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
+    """Atomically replace `path` with `obj` as JSON (numpy scalars and arrays allowed).
+
+    The document is encoded before any file is touched, so an unencodable value (NaN, an
+    arbitrary object) raises ValueError naming `path` and leaves the old file as it was.
+    """
+    try:
+        data = json.dumps(obj, indent=2, allow_nan=False, default=_to_builtin).encode()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"cannot write {path} as JSON: {e}") from e
+    atomic_write(path, lambda f: f.write(data + b"\n"))
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """The JSON document at `path`; a file that is not valid JSON raises ValueError naming it."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+
+
+def _to_builtin(value: Any) -> Any:
+    """numpy values have `tolist()` (arrays -> lists, scalars -> Python numbers)."""
+    if hasattr(value, "tolist") and hasattr(value, "dtype"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
