@@ -50,6 +50,18 @@ def fsync_dir(folder: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def fsync_tree(folder: str | os.PathLike[str]) -> None:
+    """Make every file and directory under `folder` durable before it is renamed into view."""
+    for dirpath, _dirnames, filenames in os.walk(folder):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(dirpath)
+
+
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     """Atomically replace `path` with `obj` as JSON (numpy scalars and arrays allowed).
 

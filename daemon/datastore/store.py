@@ -1,0 +1,877 @@
+"""class DataStore: the qi2lab datastore on disk, read and written through one object.
+
+Responsibility: the experiment-wide values (calibrations.zarr/.zattrs), the per-entity arrays
+and attributes, datastore.json, discovery of what is on disk, and staging: an entity is
+written in a private folder under `.staging/` and appears at its published name by one
+rename, so a reader never sees half an entry. Not owned here: what the values mean for
+ingestion (the daemon), the ledger and the ingest log (the daemon writes those, using
+`jsonio.atomic_write`).
+
+Every value is validated where it enters: a bad value raises ValueError (or TypeError) naming
+the key and where it was going; reading a value that was never written raises
+MissingValueError naming the key and the file; addressing an entity that is not on disk raises
+UnknownEntityError naming it.
+
+Concurrency: one writer per datastore (the daemon); any number of readers in other processes.
+Within the writing process the store is thread-safe: a lock serialises every
+read-modify-write of a `.zattrs` and every publish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import math
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import tensorstore as ts
+
+from daemon.datastore.arrays import (
+    ZARRAY,
+    ZATTRS,
+    ArrayCodec,
+    create_group,
+    little_endian,
+    make_context,
+    read_array,
+    read_attrs,
+    write_array,
+    write_attrs,
+)
+from daemon.datastore.jsonio import fsync_dir, fsync_tree, read_json, write_json_atomic
+from daemon.datastore.layout import (
+    CALIBRATIONS,
+    POLYDT,
+    READOUTS,
+    STAGING,
+    STATE_FILE,
+    Entity,
+    discover,
+)
+
+FORMAT_VERSION = 1  # version of the on-disk layout this library writes (datastore.json Version)
+STATE_FLAGS = (
+    "Initialized",
+    "Calibrations",
+    "Corrected",
+    "LocalRegistered",
+    "GlobalRegistered",
+    "Fused",
+    "SegmentedCells",
+    "DecodedSpots",
+    "FilteredSpots",
+)
+
+
+class MissingValueError(LookupError):
+    """A value, attribute or array that was never written was asked for."""
+
+
+class UnknownEntityError(LookupError):
+    """A tile x round or tile x bit that is not in the datastore was addressed."""
+
+
+# --- validators: each takes a value and returns its JSON form, or raises ValueError/TypeError
+# --- with a message that the caller prefixes with the key and where it was going.
+
+Validator = Callable[[Any], Any]
+
+
+def _int(low: int) -> Validator:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise TypeError(f"expected an int, got {value!r}")
+        if value < low:
+            raise ValueError(f"expected an int >= {low}, got {value!r}")
+        return int(value)
+
+    return check
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _float(low: float | None = None, high: float | None = None, *, open_low=False) -> Validator:
+    def check(value: Any) -> float:
+        number = _number(value)
+        too_low = low is not None and (number <= low if open_low else number < low)
+        if too_low or (high is not None and number > high):
+            bracket = "(" if open_low else "["
+            raise ValueError(f"expected a number in {bracket}{low}, {high}], got {value!r}")
+        return number
+
+    return check
+
+
+def _sequence(value: Any, length: int | None = None) -> list[Any]:
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, str | bytes | Mapping) or not hasattr(value, "__len__"):
+        raise TypeError(f"expected a list, got {value!r}")
+    if length is not None and len(value) != length:
+        raise ValueError(f"expected {length} values, got {len(value)}: {value!r}")
+    return list(value)
+
+
+def _floats(length: int, *, positive: bool = False) -> Validator:
+    item = _float(0.0, open_low=True) if positive else _number
+
+    def check(value: Any) -> list[float]:
+        return [item(v) for v in _sequence(value, length)]
+
+    return check
+
+
+def _wavelength(value: Any) -> float:
+    number = _number(value)
+    if number >= 100:
+        raise ValueError(f"{value!r} looks like nm; give µm (e.g. 0.488 for 488 nm)")
+    if not 0 < number < 10:
+        raise ValueError(f"expected a wavelength in µm, got {value!r}")
+    return number
+
+
+def _wavelength_pair(value: Any) -> list[float]:
+    """[excitation, emission] in µm."""
+    return [_wavelength(v) for v in _sequence(value, 2)]
+
+
+def _wavelength_pairs(value: Any) -> list[list[float]]:
+    return [_wavelength_pair(v) for v in _sequence(value)]
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"expected a non-empty str, got {value!r}")
+    return value
+
+
+def _texts(value: Any) -> list[str]:
+    texts = [_text(v) for v in _sequence(value)]
+    if not texts:
+        raise ValueError("expected at least one name")
+    return texts
+
+
+def _choice(*options: str) -> Validator:
+    def check(value: Any) -> str:
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
+        return value
+
+    return check
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"expected a bool, got {value!r}")
+    return bool(value)
+
+
+def _ints(low: int) -> Validator:
+    item = _int(low)
+
+    def check(value: Any) -> list[int]:
+        return [item(v) for v in _sequence(value)]
+
+    return check
+
+
+def _matrix4(value: Any) -> list[list[float]]:
+    return [_floats(4)(row) for row in _sequence(value, 4)]
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected a dict, got {value!r}")
+    return dict(value)
+
+
+def _validated(validate: Validator, value: Any, key: str, where: object) -> Any:
+    """`validate(value)`, with the key and destination added to any error."""
+    try:
+        return validate(value)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{key} for {where}: {e}") from e
+
+
+# --- experiment-wide values, as descriptors so each is a plain property of DataStore
+
+
+class _Calibration:
+    """A validated property persisted under its own name in calibrations.zarr/.zattrs."""
+
+    def __init__(self, validate: Validator, doc: str) -> None:
+        self.validate = validate
+        self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.key = name
+
+    def __get__(self, ds: DataStore | None, owner: type | None = None) -> Any:
+        if ds is None:
+            return self
+        return ds._calibration(self.key)
+
+    def __set__(self, ds: DataStore, value: Any) -> None:
+        where = ds.calibrations_path / ZATTRS
+        ds._set_calibrations({self.key: _validated(self.validate, value, self.key, where)})
+
+
+class _TableCalibration(_Calibration):
+    """A table stored as `<key>` (rows) and `<key>_columns`, read back as a pyarrow.Table.
+
+    The setter takes a pyarrow.Table or a `(columns, rows)` pair; `validate` checks the rows.
+    """
+
+    def __get__(self, ds: DataStore | None, owner: type | None = None) -> Any:
+        if ds is None:
+            return self
+        columns = ds._calibration(f"{self.key}_columns")
+        rows = ds._calibration(self.key)
+        return pa.table({c: [row[i] for row in rows] for i, c in enumerate(columns)})
+
+    def __set__(self, ds: DataStore, value: Any) -> None:
+        where = ds.calibrations_path / ZATTRS
+        columns, rows = _validated(_table_parts, value, self.key, where)
+        rows = _validated(self.validate, rows, self.key, where)
+        ds._set_calibrations({self.key: rows, f"{self.key}_columns": columns})
+
+
+def _table_parts(value: Any) -> tuple[list[str], list[list[Any]]]:
+    """(columns, rows) of a pyarrow.Table or of a (columns, rows) pair, checked for shape."""
+    if isinstance(value, pa.Table):
+        columns = value.column_names
+        rows = [[row[c] for c in columns] for row in value.to_pylist()]
+    elif isinstance(value, tuple) and len(value) == 2:
+        columns, rows = _texts(value[0]), [_sequence(r) for r in _sequence(value[1])]
+    else:
+        raise TypeError(f"expected a pyarrow.Table or (columns, rows), got {type(value).__name__}")
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"column names must be unique, got {columns}")
+    for row in rows:
+        if len(row) != len(columns):
+            raise ValueError(f"row {row!r} has {len(row)} values for {len(columns)} columns")
+    return list(columns), rows
+
+
+def _codebook_rows(rows: list[list[Any]]) -> list[list[Any]]:
+    """[gene_id, b1, ..., bN]: a gene name, then 0 or 1 per bit."""
+    checked = []
+    for row in rows:
+        bits = [_int(0)(b) for b in row[1:]]
+        if any(b > 1 for b in bits):
+            raise ValueError(f"codebook bits must be 0 or 1, got {row!r}")
+        checked.append([_text(row[0]), *bits])
+    return checked
+
+
+def _order_rows(rows: list[list[Any]]) -> list[list[int]]:
+    """[round (from 1, as in the raw files), bit of readout channel 1, bit of channel 2, ...]."""
+    return [[_int(1)(row[0]), *(_int(0)(b) for b in row[1:])] for row in rows]
+
+
+# --- arrays and per-entity attributes of the spec
+
+
+@dataclass(frozen=True)
+class ArrayRule:
+    """What the spec requires of a named array: dtype, dimension names, owning entity kinds."""
+
+    dtype: str
+    dims: tuple[str, ...]
+    kinds: tuple[str, ...] = ()
+
+    def check(self, name: str, data: Any, where: object) -> np.ndarray:
+        """`data` as an ndarray, or ValueError naming where, the array, expected and got."""
+        data = np.asarray(data)
+        wrong_dtype = data.dtype.kind not in "biuf" or little_endian(data.dtype) != little_endian(
+            self.dtype
+        )
+        if wrong_dtype or data.ndim != len(self.dims):
+            expected = f"{self.dtype} [{', '.join(self.dims)}]"
+            raise ValueError(
+                f"{where}: {name} must be {expected}, got {data.dtype} with shape {data.shape}"
+            )
+        return data
+
+
+ENTITY_ARRAYS: dict[str, ArrayRule] = {
+    "camera_data": ArrayRule("uint16", ("z", "y", "x"), ("round", "bit")),
+    "corrected_data": ArrayRule("uint16", ("z", "y", "x"), ("round", "bit")),
+    "registered_decon_data": ArrayRule("uint16", ("z", "y", "x"), ("round", "bit")),
+    "of_xyz_3x_downsample": ArrayRule("float32", ("c", "z", "y", "x"), ("round",)),
+}
+CALIBRATION_ARRAYS: dict[str, ArrayRule] = {
+    "camera_noise_map": ArrayRule("uint16", ("y", "x")),
+    "psf_data": ArrayRule("float32", ("channel", "z", "y", "x")),
+}
+
+_BOTH = ("round", "bit")
+ENTITY_ATTRS: dict[str, tuple[Validator, tuple[str, ...]]] = {
+    "stage_zyx_um": (_floats(3), _BOTH),
+    "wavelengths_um": (_wavelength_pair, _BOTH),
+    "voxel_size_zyx_um": (_floats(3, positive=True), _BOTH),
+    "bit_linker": (_ints(1), ("round",)),
+    "round_linker": (_int(0), ("bit",)),
+    "psf_idx": (_int(0), _BOTH),
+    "gain_correction": (_bool, _BOTH),
+    "hotpixel_correction": (_bool, _BOTH),
+    "shading_correction": (_bool, _BOTH),
+    "source": (_json_object, _BOTH),
+    "affine_zyx_um": (_matrix4, _BOTH),
+    "origin_zyx_um": (_floats(3), _BOTH),
+    "spacing_zyx_um": (_floats(3, positive=True), _BOTH),
+}
+
+
+def _rule(table: Mapping[str, Any], what: str, name: str) -> Any:
+    if name not in table:
+        raise ValueError(f"unknown {what} {name!r}; known: {', '.join(table)}")
+    return table[name]
+
+
+def _check_spacing(attrs: Mapping[str, Any], where: object) -> None:
+    """spacing_zyx_um must equal voxel_size_zyx_um: a mismatch is an error, never a write."""
+    spacing, voxel = attrs.get("spacing_zyx_um"), attrs.get("voxel_size_zyx_um")
+    if spacing is None:
+        return
+    if voxel is None:
+        raise ValueError(f"{where}: spacing_zyx_um needs voxel_size_zyx_um written first")
+    if not all(math.isclose(s, v, rel_tol=1e-9) for s, v in zip(spacing, voxel, strict=True)):
+        raise ValueError(
+            f"{where}: spacing_zyx_um {spacing} differs from voxel_size_zyx_um {voxel}"
+        )
+
+
+def _finish(future: ts.WriteFutures, wait: bool) -> ts.WriteFutures | None:
+    if wait:
+        future.result()
+        return None
+    return future
+
+
+class DataStore:
+    """A qi2lab datastore folder (`<experiment>/qi2labdatastore`), opened or created.
+
+    Creating makes calibrations.zarr (a group), polyDT/, readouts/ and a datastore.json with
+    Initialized true; opening an existing store completes any of these that a crash left
+    missing and removes the staging folders of writers that are gone (crash debris).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        codec: ArrayCodec | None = None,
+        context: ts.Context | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.codec = codec if codec is not None else ArrayCodec()
+        self.context = context if context is not None else make_context()
+        self._lock = threading.RLock()
+        self._session_dir: Path | None = None
+        self._session_fd: int | None = None
+        self._create_missing()
+        self._remove_staging_debris()
+
+    def __repr__(self) -> str:
+        return f"DataStore({str(self.path)!r})"
+
+    def __enter__(self) -> DataStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove this store's staging folder (unpublished stages are discarded)."""
+        with self._lock:
+            if self._session_fd is None:
+                return
+            assert self._session_dir is not None
+            shutil.rmtree(self._session_dir, ignore_errors=True)
+            os.close(self._session_fd)
+            self._session_dir = self._session_fd = None
+
+    # --- creation and crash debris
+
+    def _create_missing(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        create_group(self.path / CALIBRATIONS)
+        for kind_root in (POLYDT, READOUTS):
+            (self.path / kind_root).mkdir(exist_ok=True)
+        if not (self.path / STATE_FILE).exists():
+            state = {"Version": FORMAT_VERSION, **dict.fromkeys(STATE_FLAGS, False)}
+            self.write_state({**state, "Initialized": True})
+        fsync_dir(self.path)
+
+    def _remove_staging_debris(self) -> None:
+        """Delete staging sessions nobody holds: a live writer keeps a lock on its session."""
+        staging = self.path / STAGING
+        if not staging.is_dir():
+            return
+        for entry in staging.iterdir():
+            if not entry.is_dir():
+                entry.unlink(missing_ok=True)
+                continue
+            try:
+                fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live writer's session
+            else:
+                shutil.rmtree(entry)
+            finally:
+                os.close(fd)
+
+    def _session(self) -> Path:
+        """This store's private staging folder, created and locked on first use.
+
+        The lock (flock, released by the kernel when the process dies) tells other openers the
+        folder is in use. If another opener removed the new folder before we locked it, we
+        make a new one.
+        """
+        with self._lock:
+            while self._session_dir is None:
+                staging = self.path / STAGING
+                staging.mkdir(exist_ok=True)
+                folder = Path(tempfile.mkdtemp(dir=staging, prefix="session-"))
+                fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if folder.is_dir() and os.stat(folder).st_ino == os.fstat(fd).st_ino:
+                    self._session_dir, self._session_fd = folder, fd
+                else:
+                    os.close(fd)
+            return self._session_dir
+
+    # --- datastore.json
+
+    def read_state(self) -> dict[str, Any]:
+        """datastore.json as a dict."""
+        doc = read_json(self.path / STATE_FILE)
+        if not isinstance(doc, dict):
+            raise ValueError(f"{self.path / STATE_FILE} must hold a JSON object")
+        return doc
+
+    def write_state(self, doc: Mapping[str, Any]) -> None:
+        """Atomically replace datastore.json; `Version` and every state flag must be present,
+        the flags as booleans. Other keys (the ingestion summary) are free-form JSON."""
+        where = self.path / STATE_FILE
+        if "Version" not in doc:
+            raise ValueError(f"{where}: the state needs 'Version'")
+        for flag in STATE_FLAGS:
+            if flag not in doc:
+                raise ValueError(f"{where}: the state needs the flag {flag!r}")
+            if not isinstance(doc[flag], bool):
+                raise TypeError(f"{where}: flag {flag!r} must be a bool, got {doc[flag]!r}")
+        write_json_atomic(where, dict(doc))
+
+    # --- discovery
+
+    def entities(self) -> list[Entity]:
+        """Every published entity on disk, sorted (raises LayoutError on a stray directory)."""
+        return discover(self.path)
+
+    @property
+    def tile_ids(self) -> list[int]:
+        """Tiles with at least one published round or bit."""
+        return sorted({e.tile for e in self.entities()})
+
+    @property
+    def round_ids(self) -> list[int]:
+        """Rounds published for at least one tile."""
+        return sorted({e.index for e in self.entities() if e.kind == "round"})
+
+    @property
+    def bit_ids(self) -> list[int]:
+        """Bits published for at least one tile."""
+        return sorted({e.index for e in self.entities() if e.kind == "bit"})
+
+    def has_entity(self, entity: Entity) -> bool:
+        """Whether `entity` is published."""
+        return (self.path / entity.relpath).is_dir()
+
+    def entity_path(self, entity: Entity) -> Path:
+        """The published folder of `entity` (whether or not it exists yet)."""
+        return self.path / entity.relpath
+
+    def _existing(self, entity: Entity) -> Path:
+        if not self.has_entity(entity):
+            raise UnknownEntityError(f"{entity}: no such entity in {self.path}")
+        return self.entity_path(entity)
+
+    # --- experiment-wide values (calibrations.zarr/.zattrs)
+
+    @property
+    def calibrations_path(self) -> Path:
+        """The calibrations.zarr group."""
+        return self.path / CALIBRATIONS
+
+    def _calibration(self, key: str) -> Any:
+        attrs = read_attrs(self.calibrations_path)
+        if key not in attrs:
+            where = self.calibrations_path / ZATTRS
+            raise MissingValueError(f"{key} was never written: not in {where}")
+        return attrs[key]
+
+    def _set_calibrations(self, updates: Mapping[str, Any]) -> None:
+        with self._lock:
+            attrs = read_attrs(self.calibrations_path)
+            write_attrs(self.calibrations_path, {**attrs, **updates})
+
+    num_rounds = _Calibration(_int(1), "Number of rounds (int >= 1).")
+    num_tiles = _Calibration(_int(1), "Number of tiles (int >= 1).")
+    num_bits = _Calibration(_int(1), "Number of codebook bits (int >= 1).")
+    channels_in_data = _Calibration(
+        _texts, "Dye names in ascending wavelength; element 0 is the fiducial."
+    )
+    wavelengths_um = _Calibration(
+        _wavelength_pairs, "[excitation, emission] per channel, in µm (488 is rejected as nm)."
+    )
+    voxel_size_zyx_um = _Calibration(_floats(3, positive=True), "[z, y, x] voxel size, µm.")
+    microscope_type = _Calibration(_choice("3D", "2D"), '"3D" or "2D".')
+    camera_model = _Calibration(_text, "Camera model name, e.g. orcav3 or flir.")
+    e_per_ADU = _Calibration(_float(0.0, open_low=True), "Gain used for corrected_data, e-/ADU.")
+    camera_offset_ADU = _Calibration(_float(0.0), "Offset used for corrected_data, ADU.")
+    binning = _Calibration(_int(1), "Camera binning (int >= 1).")
+    na = _Calibration(_float(0.0, 2.0, open_low=True), "Objective numerical aperture.")
+    ri = _Calibration(_float(1.0, 3.0), "Immersion refractive index.")
+    tile_overlap = _Calibration(_float(0.0, 1.0), "Tile overlap as a fraction (0..1).")
+    exp_codebook = _TableCalibration(
+        _codebook_rows, "codebook.csv as a pyarrow.Table: gene_id, then one 0/1 column per bit."
+    )
+    exp_order = _TableCalibration(
+        _order_rows, "bit_order.csv as a pyarrow.Table: round (from 1), then a bit per readout."
+    )
+
+    # --- calibration arrays
+
+    def _save_calibration_array(self, name: str, data: Any, wait: bool) -> ts.WriteFutures | None:
+        data = CALIBRATION_ARRAYS[name].check(name, data, CALIBRATIONS)
+        path = self.calibrations_path / name
+        return _finish(write_array(path, data, self.codec, self.context), wait)
+
+    def _load_calibration_array(self, name: str) -> np.ndarray:
+        path = self.calibrations_path / name
+        if not (path / ZARRAY).is_file():
+            raise MissingValueError(f"{name} was never written: no array at {path}")
+        return read_array(path, self.context)
+
+    def save_camera_noise_map(self, data: Any, wait: bool = True) -> ts.WriteFutures | None:
+        """Write calibrations.zarr/camera_noise_map (uint16 [y, x])."""
+        return self._save_calibration_array("camera_noise_map", data, wait)
+
+    def load_camera_noise_map(self) -> np.ndarray:
+        """Read calibrations.zarr/camera_noise_map."""
+        return self._load_calibration_array("camera_noise_map")
+
+    def save_psf_data(self, data: Any, wait: bool = True) -> ts.WriteFutures | None:
+        """Write calibrations.zarr/psf_data (float32 [channel, z, y, x])."""
+        return self._save_calibration_array("psf_data", data, wait)
+
+    def load_psf_data(self) -> np.ndarray:
+        """Read calibrations.zarr/psf_data."""
+        return self._load_calibration_array("psf_data")
+
+    # --- per-entity arrays and attributes: shared by in-place helpers and staged entities
+
+    def _write_entity_array(
+        self, folder: Path, entity: Entity, name: str, data: Any, immutable_source: bool
+    ) -> ts.WriteFutures:
+        rule: ArrayRule = _rule(ENTITY_ARRAYS, "array", name)
+        if entity.kind not in rule.kinds:
+            raise ValueError(f"{entity}: {name} belongs to {' and '.join(rule.kinds)}s only")
+        data = rule.check(name, data, entity)
+        return write_array(
+            folder / name, data, self.codec, self.context, immutable_source=immutable_source
+        )
+
+    def _update_entity_attrs(
+        self, folder: Path, entity: Entity, updates: Mapping[str, Any]
+    ) -> None:
+        where = f"{entity} ({folder / ZATTRS})"
+        checked = {}
+        for key, value in updates.items():
+            validate, kinds = _rule(ENTITY_ATTRS, "attribute", key)
+            if entity.kind not in kinds:
+                raise ValueError(f"{where}: {key} belongs to {' and '.join(kinds)}s only")
+            checked[key] = _validated(validate, value, key, where)
+        with self._lock:
+            merged = {**read_attrs(folder), **checked}
+            _check_spacing(merged, where)
+            write_attrs(folder, merged)
+
+    @staticmethod
+    def _address(tile: int, round: int | None, bit: int | None) -> Entity:
+        if (round is None) == (bit is None):
+            raise ValueError(
+                f"tile {tile}: give exactly one of round= or bit= (got round={round!r}, "
+                f"bit={bit!r})"
+            )
+        return Entity.round(tile, round) if round is not None else Entity.bit(tile, bit)
+
+    def _ensure_entity(self, entity: Entity) -> Path:
+        """The published folder of `entity`, published empty first if it is not there yet."""
+        with self._lock:
+            if not self.has_entity(entity):
+                self.stage(entity).publish()
+            return self.entity_path(entity)
+
+    # --- per-entity arrays, in place (how downstream analysis adds its results)
+
+    def save_local_array(
+        self,
+        name: str,
+        data: Any,
+        tile: int,
+        round: int | None = None,
+        bit: int | None = None,
+        *,
+        wait: bool = True,
+        immutable_source: bool = False,
+    ) -> ts.WriteFutures | None:
+        """Write array `name` of a tile x round or tile x bit in place (the entity is created if
+        missing); with wait=False return the pending write's future."""
+        entity = self._address(tile, round, bit)
+        future = self._write_entity_array(
+            self._ensure_entity(entity), entity, name, data, immutable_source
+        )
+        return _finish(future, wait)
+
+    def load_local_array(
+        self, name: str, tile: int, round: int | None = None, bit: int | None = None
+    ) -> np.ndarray:
+        """Read array `name` of a published tile x round or tile x bit."""
+        entity = self._address(tile, round, bit)
+        rule: ArrayRule = _rule(ENTITY_ARRAYS, "array", name)
+        if entity.kind not in rule.kinds:
+            raise ValueError(f"{entity}: {name} belongs to {' and '.join(rule.kinds)}s only")
+        path = self._existing(entity) / name
+        if not (path / ZARRAY).is_file():
+            raise MissingValueError(f"{entity}: {name} was never written (no array at {path})")
+        return read_array(path, self.context)
+
+    def save_local_camera_data(
+        self,
+        data: Any,
+        tile: int,
+        round: int | None = None,
+        bit: int | None = None,
+        wait: bool = True,
+    ) -> ts.WriteFutures | None:
+        """camera_data: uint16 [z, y, x] camera counts, oriented to the stage."""
+        return self.save_local_array("camera_data", data, tile, round, bit, wait=wait)
+
+    def load_local_camera_data(
+        self, tile: int, round: int | None = None, bit: int | None = None
+    ) -> np.ndarray:
+        """camera_data of a tile x round or tile x bit."""
+        return self.load_local_array("camera_data", tile, round, bit)
+
+    def save_local_corrected_data(
+        self,
+        data: Any,
+        tile: int,
+        round: int | None = None,
+        bit: int | None = None,
+        wait: bool = True,
+    ) -> ts.WriteFutures | None:
+        """corrected_data: uint16 [z, y, x], gain and offset corrected."""
+        return self.save_local_array("corrected_data", data, tile, round, bit, wait=wait)
+
+    def load_local_corrected_data(
+        self, tile: int, round: int | None = None, bit: int | None = None
+    ) -> np.ndarray:
+        """corrected_data of a tile x round or tile x bit."""
+        return self.load_local_array("corrected_data", tile, round, bit)
+
+    def save_local_registered_decon_data(
+        self,
+        data: Any,
+        tile: int,
+        round: int | None = None,
+        bit: int | None = None,
+        wait: bool = True,
+    ) -> ts.WriteFutures | None:
+        """registered_decon_data: uint16 [z, y, x], written by registration."""
+        return self.save_local_array("registered_decon_data", data, tile, round, bit, wait=wait)
+
+    def load_local_registered_decon_data(
+        self, tile: int, round: int | None = None, bit: int | None = None
+    ) -> np.ndarray:
+        """registered_decon_data of a tile x round or tile x bit."""
+        return self.load_local_array("registered_decon_data", tile, round, bit)
+
+    def save_local_of_xyz_3x_downsample(
+        self, data: Any, tile: int, round: int, wait: bool = True
+    ) -> ts.WriteFutures | None:
+        """of_xyz_3x_downsample: float32 4D optical flow to round 0 (rounds only)."""
+        return self.save_local_array("of_xyz_3x_downsample", data, tile, round, wait=wait)
+
+    def load_local_of_xyz_3x_downsample(self, tile: int, round: int) -> np.ndarray:
+        """of_xyz_3x_downsample of a tile x round."""
+        return self.load_local_array("of_xyz_3x_downsample", tile, round)
+
+    # --- per-entity attributes, in place
+
+    def save_local_attributes(
+        self, attrs: Mapping[str, Any], tile: int, round: int | None = None, bit: int | None = None
+    ) -> None:
+        """Validate and merge `attrs` (keys of the spec's per-entity table) into the entity's
+        .zattrs, creating the entity if missing."""
+        entity = self._address(tile, round, bit)
+        self._update_entity_attrs(self._ensure_entity(entity), entity, attrs)
+
+    def save_local_attribute(
+        self, key: str, value: Any, tile: int, round: int | None = None, bit: int | None = None
+    ) -> None:
+        """Validate and write one per-entity attribute."""
+        self.save_local_attributes({key: value}, tile, round, bit)
+
+    def load_local_attributes(
+        self, tile: int, round: int | None = None, bit: int | None = None
+    ) -> dict[str, Any]:
+        """Every attribute of a published entity."""
+        return read_attrs(self._existing(self._address(tile, round, bit)))
+
+    def load_local_attribute(
+        self, key: str, tile: int, round: int | None = None, bit: int | None = None
+    ) -> Any:
+        """One per-entity attribute; MissingValueError if it was never written."""
+        _rule(ENTITY_ATTRS, "attribute", key)
+        entity = self._address(tile, round, bit)
+        attrs = read_attrs(self._existing(entity))
+        if key not in attrs:
+            where = self.entity_path(entity) / ZATTRS
+            raise MissingValueError(f"{entity}: {key} was never written: not in {where}")
+        return attrs[key]
+
+    # --- staging
+
+    def stage(self, entity: Entity) -> StagedEntity:
+        """A new, empty entry for `entity` in this store's staging folder; see StagedEntity."""
+        folder = self._session() / f"{entity.relpath.parent.name}-{entity.relpath.name}"
+        return StagedEntity(self, entity, Path(f"{folder}.{uuid.uuid4().hex[:12]}"))
+
+    def _publish(self, staged: Path, entity: Entity) -> Path:
+        """Rename `staged` to the published name of `entity`.
+
+        An existing entry is first moved aside into the staging session, then the new one is
+        renamed in, then the old one removed. Each step is one rename, so after a crash the
+        published name holds the old complete entry, the new complete entry, or nothing (the
+        entry moved aside is crash debris, removed on the next open) - never a partial one.
+        """
+        fsync_tree(staged)
+        target = self.entity_path(entity)
+        with self._lock:
+            if not target.parent.is_dir():
+                target.parent.mkdir()
+                fsync_dir(target.parent.parent)
+            aside = None
+            if target.exists():
+                aside = self._session() / f"replaced-{uuid.uuid4().hex}"
+                os.rename(target, aside)
+            os.rename(staged, target)
+            fsync_dir(target.parent)
+            fsync_dir(staged.parent)
+        if aside is not None:
+            shutil.rmtree(aside)
+        return target
+
+
+class StagedEntity:
+    """An entity being written outside the published names; it appears by `publish()`.
+
+    Lifecycle: `ds.stage(entity)` creates the empty group; `write_array` / `write_attributes`
+    fill it (arrays in the background); `publish()` waits for the writes, makes everything
+    durable and renames the entry into place, replacing any existing one as a whole. Used as a
+    context manager, leaving the block without publishing discards the stage.
+    """
+
+    def __init__(self, store: DataStore, entity: Entity, path: Path) -> None:
+        self.store = store
+        self.entity = entity
+        self.path = path
+        self._pending: list[ts.WriteFutures] = []
+        self._state = "open"
+        create_group(path)
+
+    def __repr__(self) -> str:
+        return f"StagedEntity({self.entity}, {self._state})"
+
+    def __enter__(self) -> StagedEntity:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._state == "open":
+            self.discard()
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise RuntimeError(f"{self.entity}: the stage at {self.path} is {self._state}")
+
+    def write_array(
+        self, name: str, data: Any, wait: bool = False, *, immutable_source: bool = False
+    ) -> ts.WriteFutures | None:
+        """Start writing array `name` (checked against the spec); return its future unless
+        `wait`. `immutable_source=True` promises `data` is not modified until published."""
+        self._check_open()
+        future = self.store._write_entity_array(
+            self.path, self.entity, name, data, immutable_source
+        )
+        self._pending.append(future)
+        return _finish(future, wait)
+
+    def write_attributes(self, attrs: Mapping[str, Any]) -> None:
+        """Validate and merge per-entity attributes into the staged .zattrs."""
+        self._check_open()
+        self.store._update_entity_attrs(self.path, self.entity, attrs)
+
+    def publish(self) -> Path:
+        """Wait for every write, then make the entry visible at its name; return that path.
+
+        If a write failed, raises RuntimeError (from the first failure) and the stage stays
+        open, so it can be discarded or retried.
+        """
+        self._check_open()
+        errors = []
+        for future in self._pending:
+            try:
+                future.result()
+            except Exception as e:
+                errors.append(e)
+        self._pending.clear()
+        if errors:
+            raise RuntimeError(
+                f"{self.entity}: {len(errors)} array write(s) failed in {self.path}"
+            ) from errors[0]
+        target = self.store._publish(self.path, self.entity)
+        self._state = "published"
+        return target
+
+    def discard(self) -> None:
+        """Drop the stage and everything written to it."""
+        for future in self._pending:
+            # the data is being thrown away: a write error does not matter, only that it ended
+            with contextlib.suppress(Exception):
+                future.result()
+        shutil.rmtree(self.path, ignore_errors=True)
+        self._state = "discarded"
