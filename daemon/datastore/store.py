@@ -111,8 +111,11 @@ def _float(low: float | None = None, high: float | None = None, *, open_low=Fals
         number = _number(value)
         too_low = low is not None and (number <= low if open_low else number < low)
         if too_low or (high is not None and number > high):
-            bracket = "(" if open_low else "["
-            raise ValueError(f"expected a number in {bracket}{low}, {high}], got {value!r}")
+            if high is None:
+                expected = f"> {low}" if open_low else f">= {low}"
+            else:
+                expected = f"in {'(' if open_low else '['}{low}, {high}]"
+            raise ValueError(f"expected a number {expected}, got {value!r}")
         return number
 
     return check

@@ -1,0 +1,147 @@
+"""Staging: entries appear whole by rename, replace whole, and crash debris is cleaned up."""
+
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import zarr
+
+from daemon.datastore import DataStore, Entity, LayoutError
+
+STACK = np.arange(2 * 64 * 64, dtype=np.uint16).reshape(2, 64, 64)
+ENTITY = Entity.round(1, 2)
+
+
+def test_staged_entity_is_invisible_until_published(ds):
+    staged = ds.stage(ENTITY)
+    assert ".staging" in staged.path.parts
+    futures = [
+        staged.write_array("camera_data", STACK),
+        staged.write_array("corrected_data", STACK // 2, immutable_source=True),
+    ]
+    assert all(f is not None for f in futures)
+    staged.write_attributes({"psf_idx": 0, "bit_linker": [3, 4]})
+    assert not ds.has_entity(ENTITY)
+    assert ds.tile_ids == [] and ds.round_ids == []
+
+    published = staged.publish()
+
+    assert published == ds.entity_path(ENTITY)
+    assert not staged.path.exists()
+    assert ds.has_entity(ENTITY)
+    assert (ds.tile_ids, ds.round_ids, ds.bit_ids) == ([1], [2], [])
+    group = zarr.open_group(str(published), mode="r")
+    assert group.attrs.asdict() == {"psf_idx": 0, "bit_linker": [3, 4]}
+    np.testing.assert_array_equal(group["camera_data"][...], STACK)
+    np.testing.assert_array_equal(ds.load_local_corrected_data(1, round=2), STACK // 2)
+
+
+def test_publish_replaces_the_whole_entry(ds):
+    with ds.stage(ENTITY) as first:
+        first.write_array("camera_data", STACK)
+        first.write_array("registered_decon_data", STACK)
+        first.write_attributes({"psf_idx": 0, "gain_correction": True})
+        first.publish()
+    with ds.stage(ENTITY) as second:
+        second.write_array("camera_data", STACK[:1] + 5, wait=True)
+        second.write_attributes({"psf_idx": 1})
+        second.publish()
+    folder = ds.entity_path(ENTITY)
+    assert sorted(p.name for p in folder.iterdir()) == [".zattrs", ".zgroup", "camera_data"]
+    assert ds.load_local_attributes(1, round=2) == {"psf_idx": 1}
+    np.testing.assert_array_equal(ds.load_local_camera_data(1, round=2), STACK[:1] + 5)
+    session = ds._session()
+    assert list(session.iterdir()) == []  # neither stage nor the replaced entry is left
+
+
+def test_leaving_the_block_without_publish_discards(ds):
+    with ds.stage(ENTITY) as staged:
+        staged.write_array("camera_data", STACK)
+    assert not staged.path.exists()
+    assert not ds.has_entity(ENTITY)
+    with pytest.raises(RuntimeError, match=r"tile0001/round0002: the stage at .* is discarded"):
+        staged.write_attributes({"psf_idx": 0})
+
+
+def test_a_stage_publishes_once(ds):
+    staged = ds.stage(Entity.bit(0, 1))
+    staged.publish()
+    with pytest.raises(RuntimeError, match=r"tile0000/bit001: .* is published"):
+        staged.publish()
+
+
+def test_staged_writes_are_checked(ds):
+    with ds.stage(Entity.bit(0, 1)) as staged:
+        with pytest.raises(ValueError, match="tile0000/bit001: camera_data must be uint16"):
+            staged.write_array("camera_data", STACK.astype(np.float32))
+        with pytest.raises(ValueError, match="bit_linker belongs to rounds only"):
+            staged.write_attributes({"bit_linker": [1]})
+
+
+def test_open_removes_dead_sessions_but_not_live_ones(ds, context):
+    live = ds.stage(ENTITY)
+    dead = ds.path / ".staging" / "session-dead" / "tile0001-round0002.zarr.abc"
+    dead.mkdir(parents=True)
+    (dead / ".zgroup").write_text("{}")
+    (ds.path / ".staging" / "stray.tmp").write_text("x")
+
+    with DataStore(ds.path, context=context) as other:
+        assert not (ds.path / ".staging" / "session-dead").exists()
+        assert not (ds.path / ".staging" / "stray.tmp").exists()
+        assert live.path.is_dir()  # another opener must not delete a live writer's work
+        other.save_local_camera_data(STACK, 0, bit=4)  # and can write alongside it
+    live.publish()
+    assert ds.entities() == [Entity.bit(0, 4), ENTITY]
+
+
+def test_stray_directory_in_a_tile_is_named(ds):
+    ds.save_local_camera_data(STACK, 0, round=0)
+    (ds.entity_path(Entity.round(0, 0)).parent / "round0001.zarr.partial").mkdir()
+    with pytest.raises(LayoutError, match=r"round0001\.zarr\.partial: not a roundNNNN\.zarr"):
+        _ = ds.tile_ids
+
+
+# A writer that republishes one entity forever; each generation g has camera_data filled with
+# g and psf_idx g, so a mix of two generations (or a partial entry) is detectable.
+_REPUBLISHER = """
+import sys
+import numpy as np
+from daemon.datastore import DataStore, Entity
+ds = DataStore(sys.argv[1])
+g = 0
+while True:
+    with ds.stage(Entity.round(0, 1)) as st:
+        st.write_array("camera_data", np.full((4, 64, 64), g, np.uint16))
+        st.write_array("corrected_data", np.full((4, 64, 64), g, np.uint16))
+        st.write_attributes({"psf_idx": g})
+        st.publish()
+    if g == 0:
+        print("ready", flush=True)
+    g += 1
+"""
+
+
+def test_publish_survives_sigkill(ds, context):
+    rng = random.Random(99)
+    for _ in range(10):
+        writer = subprocess.Popen(
+            [sys.executable, "-c", _REPUBLISHER, str(ds.path)], stdout=subprocess.PIPE, text=True
+        )
+        assert writer.stdout.readline() == "ready\n"
+        time.sleep(rng.uniform(0.0, 0.15))
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        writer.stdout.close()
+        with DataStore(ds.path, context=context) as reopened:
+            assert list((ds.path / ".staging").iterdir()) == []  # the dead writer's debris
+            if not reopened.has_entity(Entity.round(0, 1)):
+                continue  # killed between moving the old entry aside and renaming the new in
+            g = reopened.load_local_attribute("psf_idx", 0, round=1)
+            for array in ("camera_data", "corrected_data"):
+                data = reopened.load_local_array(array, 0, round=1)
+                assert data.shape == (4, 64, 64)
+                assert (data == g).all(), f"{array} of generation {data.max()} with psf_idx {g}"
