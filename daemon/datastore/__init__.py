@@ -1,6 +1,6 @@
 """The qi2lab DataStore: reads and writes the on-disk layout of the spec."""
 
-from daemon.datastore.arrays import ArrayCodec, make_context
+from daemon.datastore.arrays import REFERENCE_CODEC, ArrayCodec, make_context
 from daemon.datastore.jsonio import atomic_write, read_json, write_json_atomic
 from daemon.datastore.layout import Entity, LayoutError
 from daemon.datastore.store import (
@@ -11,6 +11,7 @@ from daemon.datastore.store import (
 )
 
 __all__ = [
+    "REFERENCE_CODEC",
     "ArrayCodec",
     "DataStore",
     "Entity",

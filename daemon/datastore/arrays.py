@@ -75,6 +75,9 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+REFERENCE_CODEC = ArrayCodec()  # the spec's reference: blosc zstd 5, bit-shuffle, [1, y, x]
+
+
 def make_context(concurrency: int | None = None) -> ts.Context:
     """A tensorstore context whose copy/compression threads match the cores we may use.
 

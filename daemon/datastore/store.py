@@ -37,6 +37,7 @@ import pyarrow as pa
 import tensorstore as ts
 
 from daemon.datastore.arrays import (
+    REFERENCE_CODEC,
     ZARRAY,
     ZATTRS,
     ArrayCodec,
@@ -303,10 +304,8 @@ class ArrayRule:
     def check(self, name: str, data: Any, where: object) -> np.ndarray:
         """`data` as an ndarray, or ValueError naming where, the array, expected and got."""
         data = np.asarray(data)
-        wrong_dtype = data.dtype.kind not in "biuf" or little_endian(data.dtype) != little_endian(
-            self.dtype
-        )
-        if wrong_dtype or data.ndim != len(self.dims):
+        same_dtype = data.dtype.kind in "biuf" and little_endian(data.dtype) == np.dtype(self.dtype)
+        if not same_dtype or data.ndim != len(self.dims):
             expected = f"{self.dtype} [{', '.join(self.dims)}]"
             raise ValueError(
                 f"{where}: {name} must be {expected}, got {data.dtype} with shape {data.shape}"
@@ -349,6 +348,13 @@ def _rule(table: Mapping[str, Any], what: str, name: str) -> Any:
     return table[name]
 
 
+def _entity_array_rule(entity: Entity, name: str) -> ArrayRule:
+    rule: ArrayRule = _rule(ENTITY_ARRAYS, "array", name)
+    if entity.kind not in rule.kinds:
+        raise ValueError(f"{entity}: {name} belongs to {' and '.join(rule.kinds)}s only")
+    return rule
+
+
 def _check_spacing(attrs: Mapping[str, Any], where: object) -> None:
     """spacing_zyx_um must equal voxel_size_zyx_um: a mismatch is an error, never a write."""
     spacing, voxel = attrs.get("spacing_zyx_um"), attrs.get("voxel_size_zyx_um")
@@ -380,11 +386,11 @@ class DataStore:
     def __init__(
         self,
         path: str | os.PathLike[str],
-        codec: ArrayCodec | None = None,
+        codec: ArrayCodec = REFERENCE_CODEC,
         context: ts.Context | None = None,
     ) -> None:
         self.path = Path(path)
-        self.codec = codec if codec is not None else ArrayCodec()
+        self.codec = codec
         self.context = context if context is not None else make_context()
         self._lock = threading.RLock()
         self._session_dir: Path | None = None
@@ -599,10 +605,7 @@ class DataStore:
     def _write_entity_array(
         self, folder: Path, entity: Entity, name: str, data: Any, immutable_source: bool
     ) -> ts.WriteFutures:
-        rule: ArrayRule = _rule(ENTITY_ARRAYS, "array", name)
-        if entity.kind not in rule.kinds:
-            raise ValueError(f"{entity}: {name} belongs to {' and '.join(rule.kinds)}s only")
-        data = rule.check(name, data, entity)
+        data = _entity_array_rule(entity, name).check(name, data, entity)
         return write_array(
             folder / name, data, self.codec, self.context, immutable_source=immutable_source
         )
@@ -664,9 +667,7 @@ class DataStore:
     ) -> np.ndarray:
         """Read array `name` of a published tile x round or tile x bit."""
         entity = self._address(tile, round, bit)
-        rule: ArrayRule = _rule(ENTITY_ARRAYS, "array", name)
-        if entity.kind not in rule.kinds:
-            raise ValueError(f"{entity}: {name} belongs to {' and '.join(rule.kinds)}s only")
+        _entity_array_rule(entity, name)
         path = self._existing(entity) / name
         if not (path / ZARRAY).is_file():
             raise MissingValueError(f"{entity}: {name} was never written (no array at {path})")

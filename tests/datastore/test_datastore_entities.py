@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import zarr
 
-from daemon.datastore import Entity, MissingValueError, UnknownEntityError
+from daemon.datastore import ArrayCodec, DataStore, Entity, MissingValueError, UnknownEntityError
 
 RNG = np.random.default_rng(7)
 STACK = RNG.integers(90, 4000, size=(3, 64, 64), dtype=np.uint16)
@@ -171,3 +171,13 @@ def test_changing_voxel_size_under_a_spacing_is_an_error(ds):
     with pytest.raises(ValueError, match="differs from voxel_size_zyx_um"):
         ds.save_local_attribute("voxel_size_zyx_um", [0.5, 0.1, 0.1], 0, round=0)
     assert ds.load_local_attribute("voxel_size_zyx_um", 0, round=0) == [0.3, 0.1, 0.1]
+
+
+def test_the_store_writes_with_its_codec(tmp_path, context):
+    with DataStore(tmp_path / "ds", ArrayCodec(compressor="none", z_chunk=2), context) as store:
+        store.save_local_camera_data(STACK, 0, round=0)
+        zarray = json.loads(
+            (store.entity_path(Entity.round(0, 0)) / "camera_data" / ".zarray").read_text()
+        )
+    assert zarray["compressor"] is None
+    assert zarray["chunks"] == [2, 64, 64]
