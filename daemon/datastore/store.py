@@ -463,7 +463,10 @@ class DataStore:
                 staging = self.path / STAGING
                 staging.mkdir(exist_ok=True)
                 folder = Path(tempfile.mkdtemp(dir=staging, prefix="session-"))
-                fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+                except FileNotFoundError:
+                    continue  # removed as debris before we could lock it
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 if folder.is_dir() and os.stat(folder).st_ino == os.fstat(fd).st_ino:
                     self._session_dir, self._session_fd = folder, fd
