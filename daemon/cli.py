@@ -7,6 +7,7 @@ work, so the modules stay usable without the command line.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -42,16 +43,84 @@ def _run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_daemon_commands(sub: argparse._SubParsersAction) -> None:
+    watch = sub.add_parser("watch", help="follow EXPERIMENT/raw_data and ingest as data arrives")
+    ingest = sub.add_parser("ingest", help="one pass over EXPERIMENT/raw_data, then exit")
+    for p in (watch, ingest):
+        p.add_argument("experiment", type=Path)
+        p.add_argument("--config", type=Path, help="config.toml (default: built-in defaults)")
+    watch.add_argument(
+        "--exit-when-complete",
+        action="store_true",
+        help="exit once every unit of the plan is done or failed",
+    )
+
+
+def _run_daemon(args: argparse.Namespace) -> int:
+    from daemon.config import ConfigError, load_settings
+    from daemon.ingest.service import DaemonError, IngestService
+    from daemon.logs import configure_logging
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"qi2lab-ingest: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.logging.format, settings.logging.level)
+    try:
+        service = IngestService(args.experiment, settings)
+    except (DaemonError, OSError) as exc:
+        print(f"qi2lab-ingest: {exc}", file=sys.stderr)
+        return 2
+
+    def request_stop(signum: int, _frame: object) -> None:
+        service.stop_requested.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    watching = args.command == "watch"
+    progress = None if watching or not sys.stderr.isatty() else ProgressBar()
+    outcome = service.run(
+        watch=watching,
+        exit_when_complete=getattr(args, "exit_when_complete", False),
+        progress=progress,
+    )
+    if progress is not None:
+        progress.close()
+    if watching and not args.exit_when_complete:
+        return 0
+    return 1 if outcome.failed or outcome.pending else 0
+
+
+class ProgressBar:
+    """A tqdm bar over units, fed the ledger's counts by the service loop."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(unit="unit", desc="ingest", dynamic_ncols=True)
+
+    def __call__(self, counts: dict[str, int]) -> None:
+        self._bar.total = sum(counts.values())
+        self._bar.n = counts["done"] + counts["failed"]
+        self._bar.set_postfix(failed=counts["failed"], refresh=False)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        self._bar.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qi2lab-ingest", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_daemon_commands(sub)
     _add_simulate(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    runners = {"simulate": _run_simulate}
+    runners = {"simulate": _run_simulate, "watch": _run_daemon, "ingest": _run_daemon}
     return runners[args.command](args)
 
 

@@ -126,36 +126,40 @@ class Ledger:
             db.execute("UPDATE units SET state = 'pending' WHERE state = 'running'")
         return ids
 
-    def observe(self, tile: int, round_: int, dataset: str, fingerprint: str) -> bool:
-        """Record a complete dataset for a unit; True if the unit now needs converting.
+    def observe(
+        self, tile: int, round_: int, dataset: str, fingerprint: str, broken: str | None = None
+    ) -> bool:
+        """Record a finished dataset for a unit; True if the unit now needs converting.
 
         A new unit, or a known one whose source changed (another copy of the dataset, or the
-        same folder rewritten), becomes pending; a unit whose source is unchanged keeps its
-        state, so a restart redoes nothing and a failed unit waits for a change.
+        same folder rewritten), becomes pending, or failed at once when the dataset is
+        `broken` (the reason). A unit whose source is unchanged keeps its state, so a restart
+        redoes nothing and a failed unit waits for its source to change.
         """
         uid = unit_id(tile, round_)
+        state = "failed" if broken else "pending"
         with self._transaction() as db:
             row = db.execute(
                 "SELECT state, dataset, fingerprint FROM units WHERE unit_id = ?", (uid,)
             ).fetchone()
             if row is None:
                 db.execute(
-                    "INSERT INTO units (unit_id, tile, round, state, dataset, fingerprint, seen_at)"
-                    " VALUES (?, ?, ?, 'pending', ?, ?, ?)",
-                    (uid, tile, round_, dataset, fingerprint, time.time()),
+                    "INSERT INTO units (unit_id, tile, round, state, dataset, fingerprint, error,"
+                    " seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (uid, tile, round_, state, dataset, fingerprint, broken, time.time()),
                 )
-                return True
+                return not broken
             if (row["dataset"], row["fingerprint"]) == (dataset, fingerprint):
                 return row["state"] == "pending"
             if row["state"] == "running":
                 # The worker is reading the old source; the change is taken up once it ends.
                 return False
             db.execute(
-                "UPDATE units SET state = 'pending', dataset = ?, fingerprint = ?, error = NULL,"
+                "UPDATE units SET state = ?, dataset = ?, fingerprint = ?, error = ?,"
                 " attempts = 0, seen_at = ? WHERE unit_id = ?",
-                (dataset, fingerprint, time.time(), uid),
+                (state, dataset, fingerprint, broken, time.time(), uid),
             )
-            return True
+            return not broken
 
     def claim(self, uid: str) -> UnitRecord | None:
         """Move a pending unit to running for a worker; None if it is no longer pending."""

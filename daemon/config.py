@@ -1,0 +1,217 @@
+"""config.toml -> frozen, validated settings.
+
+Every section of the file maps onto one frozen dataclass; the loader checks each key against
+the dataclass's fields and type hints and lets the dataclass's own `__post_init__` judge the
+values. Any problem becomes a `ConfigError` that names the file and the dotted key, because the
+person reading it is standing at the acquisition PC with the file open in an editor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from daemon.datastore.arrays import ArrayCodec
+from daemon.raw.defaults import RawDefaults
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the file and the key."""
+
+
+def positive(name: str, value: float) -> None:
+    """Reject a value that is not strictly positive (and finite), naming the field."""
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DatastoreSettings:
+    """Where the datastore goes; a relative path is taken relative to the experiment folder."""
+
+    path: str = "qi2labdatastore"
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    """How new raw data is noticed."""
+
+    observer: Literal["inotify", "polling"] = "inotify"
+    poll_interval_s: float = 1.0
+    rescan_interval_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        positive("poll_interval_s", self.poll_interval_s)
+        positive("rescan_interval_s", self.rescan_interval_s)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """The conversion pool: its size, its queue (back-pressure) and its retries."""
+
+    count: int = 2
+    queue_size: int = 4
+    retry_attempts: int = 5
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        positive("count", self.count)
+        positive("queue_size", self.queue_size)
+        positive("retry_attempts", self.retry_attempts)
+        positive("retry_initial_s", self.retry_initial_s)
+        positive("retry_max_s", self.retry_max_s)
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """Files that replace the built-in calibrations; empty means the built-in one."""
+
+    noise_map: str = ""
+    psf: str = ""
+
+
+@dataclass(frozen=True)
+class StatusSettings:
+    """How often the published views of the ledger are refreshed during a run."""
+
+    ingest_log_interval_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        positive("ingest_log_interval_s", self.ingest_log_interval_s)
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """Log format: JSON lines for journald, a readable console on a terminal."""
+
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the daemon reads from config.toml."""
+
+    datastore: DatastoreSettings = field(default_factory=DatastoreSettings)
+    arrays: ArrayCodec = field(default_factory=ArrayCodec)
+    watch: WatchSettings = field(default_factory=WatchSettings)
+    workers: WorkerSettings = field(default_factory=WorkerSettings)
+    calibrations: CalibrationSettings = field(default_factory=CalibrationSettings)
+    status: StatusSettings = field(default_factory=StatusSettings)
+    logging: LogSettings = field(default_factory=LogSettings)
+    raw: RawDefaults = field(default_factory=RawDefaults)
+
+    def datastore_path(self, experiment: Path) -> Path:
+        """The datastore folder for an experiment folder."""
+        return experiment / self.datastore.path
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read a config file into `Settings`; without one, the built-in defaults.
+
+    The repository's config.toml spells out exactly these defaults, with a comment on every
+    key (a test keeps the two equal), so a lab copies it and edits what differs.
+
+    Raises:
+        ConfigError: the file is missing, is not TOML, or has an unknown key, a value of the
+            wrong type or an impossible value; the message names the file and the key.
+    """
+    if path is None:
+        return Settings()
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return _build(Settings, table, "", path)
+
+
+def _build(cls: type, table: Any, prefix: str, source: Path) -> Any:
+    """Build dataclass `cls` from a TOML table, checking keys and types recursively."""
+    where = prefix.rstrip(".") or "top level"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: [{where}] must be a table, got {_kind(table)}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        known_list = ", ".join(sorted(known))
+        raise ConfigError(
+            f"{source}: unknown key {prefix}{unknown[0]} (known in [{where}]: {known_list})"
+        )
+    values = {
+        name: _convert(hints[name], value, f"{prefix}{name}", source)
+        for name, value in table.items()
+    }
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{source}: [{where}] {exc}") from None
+
+
+def _convert(hint: Any, value: Any, key: str, source: Path) -> Any:
+    """Check one value against its type hint; nested dataclasses are built recursively."""
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, f"{key}.", source)
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            raise ConfigError(f"{source}: {key} must be one of {list(allowed)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(options[0], value, key, source)
+    if origin in (tuple, list):
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis} or {Any}
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {key} must be a list, got {_kind(value)}")
+        converted = [_convert(item, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
+        return tuple(converted) if origin is tuple else converted
+    if origin is dict:
+        _, value_type = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key} must be a table, got {_kind(value)}")
+        return {k: _convert(value_type, v, f"{key}.{k}", source) for k, v in value.items()}
+    return _scalar(hint, value, key, source)
+
+
+def _scalar(hint: Any, value: Any, key: str, source: Path) -> Any:
+    """Check a scalar; an int is accepted where a float is meant, never a bool for a number."""
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{source}: {key} must be {_NAMES[hint]}, got a boolean")
+    if not isinstance(value, hint):
+        raise ConfigError(f"{source}: {key} must be {_NAMES[hint]}, got {_kind(value)}")
+    return value
+
+
+_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _kind(value: Any) -> str:
+    """A TOML-ish name of a value's type, for error messages."""
+    names = {
+        bool: "boolean",
+        int: "integer",
+        float: "float",
+        str: "string",
+        list: "list",
+        dict: "table",
+    }
+    return f"{names.get(type(value), type(value).__name__)} {value!r}"

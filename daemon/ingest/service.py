@@ -1,0 +1,213 @@
+"""Wires the daemon together and runs its main loop.
+
+The main thread owns planning and publication: it drains filesystem events, rescans, keeps the
+observer alive, offers pending units to the worker pool while it has room, rewrites the
+published views of the ledger and talks to systemd. Workers only convert units and record
+their outcome in the ledger. Data flows one way: event -> planner -> ledger -> pool ->
+datastore -> ledger -> datastore.json.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from daemon import __version__
+from daemon.config import Settings
+from daemon.datastore.store import DataStore
+from daemon.ingest.ledger import Ledger
+from daemon.ingest.planner import Planner
+from daemon.ingest.sdnotify import Notifier
+from daemon.ingest.state import StatePublisher
+from daemon.ingest.unit import UnitConverter
+from daemon.ingest.watcher import RawWatcher
+from daemon.ingest.workers import WorkerPool
+from daemon.logs import get_logger
+
+STATE_DIR = ".ingest"  # the daemon's own state, inside the datastore folder
+LOOP_PERIOD_S = 0.2
+STATUS_PERIOD_S = 5.0
+# A worker that has not finished a unit for this long while units wait is taken as stuck,
+# and systemd's watchdog is left to expire.
+STUCK_AFTER_S = 600.0
+
+
+class DaemonError(RuntimeError):
+    """The daemon cannot start (another instance holds the lock, a folder is unusable)."""
+
+
+@dataclass
+class RunOutcome:
+    """How a run ended, for the exit code."""
+
+    done: int
+    failed: int
+    pending: int
+
+
+class IngestService:
+    """One experiment folder, watched and ingested until stopped."""
+
+    def __init__(self, experiment: Path, settings: Settings, notifier: Notifier | None = None):
+        self.experiment = experiment
+        self.settings = settings
+        self.raw_dir = experiment / "raw_data"
+        self.stop_requested = threading.Event()
+        self.notifier = notifier or Notifier()
+        self.log = get_logger(experiment=str(experiment))
+        store_path = settings.datastore_path(experiment)
+        state_dir = store_path / STATE_DIR
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _exclusive_lock(state_dir / "lock")
+        self.store = DataStore(store_path, codec=settings.arrays)
+        self.ledger = Ledger(state_dir / "ledger.sqlite")
+        self.planner = Planner(self.raw_dir, self.store, self.ledger, settings)
+        self.publisher = StatePublisher(
+            self.store,
+            self.ledger,
+            state_interval_s=0.5,
+            log_interval_s=settings.status.ingest_log_interval_s,
+        )
+        self.pool = WorkerPool(
+            self.ledger,
+            UnitConverter(self.raw_dir, self.store, self.planner, settings).convert,
+            count=settings.workers.count,
+            queue_size=settings.workers.queue_size,
+            retry_attempts=settings.workers.retry_attempts,
+            retry_initial_s=settings.workers.retry_initial_s,
+            retry_max_s=settings.workers.retry_max_s,
+        )
+        self.watcher = RawWatcher(
+            self.raw_dir,
+            polling=settings.watch.observer == "polling",
+            poll_interval_s=settings.watch.poll_interval_s,
+        )
+
+    def run(
+        self,
+        watch: bool = True,
+        exit_when_complete: bool = False,
+        progress: Callable[[dict[str, int]], None] | None = None,
+    ) -> RunOutcome:
+        """Recover, scan, then (if `watch`) follow the folder until stopped or complete."""
+        self.log.info("daemon started", version=__version__, settings=_plain(self.settings))
+        interrupted = self.ledger.recover()
+        if interrupted:
+            self.log.warning("recovered interrupted units", units=interrupted)
+        if watch:
+            self._start_watcher()
+        self.planner.scan()
+        self.notifier.ready(self._status_line())
+        last_rescan = last_status = time.monotonic()
+        try:
+            while not self.stop_requested.is_set():
+                if watch:
+                    for name in self.watcher.drain(LOOP_PERIOD_S):
+                        self.planner.consider(name)
+                now = time.monotonic()
+                if watch and now - last_rescan >= self.settings.watch.rescan_interval_s:
+                    self.planner.scan()
+                    last_rescan = now
+                if watch and not self.watcher.alive:
+                    self._start_watcher(restart=True)
+                self._dispatch()
+                self.publisher.mark_dirty()
+                self.publisher.maybe_publish(self.planner.plan, self.planner.calibrated)
+                if progress is not None:
+                    progress(self.ledger.counts())
+                if self._healthy():
+                    self.notifier.watchdog()
+                if now - last_status >= STATUS_PERIOD_S:
+                    self._report_status()
+                    last_status = now
+                if (not watch or exit_when_complete) and self._settled(watch):
+                    break
+                if not watch:
+                    time.sleep(LOOP_PERIOD_S)
+        finally:
+            counts = self._shutdown()
+        return RunOutcome(done=counts["done"], failed=counts["failed"], pending=counts["pending"])
+
+    def _start_watcher(self, restart: bool = False) -> None:
+        if not self.raw_dir.is_dir():
+            return  # not there yet; the rescan keeps looking, and the next loop tries again
+        self.watcher.start()
+        if restart:
+            self.log.warning("observer restarted", folder=str(self.raw_dir))
+
+    def _dispatch(self) -> None:
+        if not self.planner.calibrated:
+            return
+        for uid in self.ledger.pending():
+            if not self.pool.has_room:
+                break
+            self.pool.offer(uid)
+
+    def _settled(self, watch: bool) -> bool:
+        """Nothing left to do: one pass converted all it found, or the plan is all settled."""
+        if self.pool.in_flight or (self.planner.calibrated and self.ledger.pending()):
+            return False
+        if not watch:
+            return True
+        plan = self.planner.plan
+        if plan is None or self.planner.waiting:
+            return False
+        counts = self.ledger.counts()
+        return counts["done"] + counts["failed"] >= plan.num_tiles * plan.num_rounds
+
+    def _healthy(self) -> bool:
+        """Progressing, or idle by design; False when workers are stuck on units."""
+        if self.pool.busy_workers == 0:
+            return True
+        return time.monotonic() - self.pool.last_progress < STUCK_AFTER_S
+
+    def _status_line(self) -> str:
+        counts = self.ledger.counts()
+        return (
+            f"{counts['done']} done, {counts['failed']} failed, "
+            f"{counts['pending'] + counts['running']} waiting, "
+            f"{len(self.planner.waiting)} datasets being written"
+        )
+
+    def _report_status(self) -> None:
+        line = self._status_line()
+        self.notifier.status(line)
+        self.log.info("backlog", **self.ledger.counts(), being_written=len(self.planner.waiting))
+
+    def _shutdown(self) -> dict[str, int]:
+        """Stop everything in order; returns the final unit counts."""
+        self.notifier.stopping()
+        self.log.info("stopping", in_flight=self.pool.in_flight)
+        self.watcher.stop()
+        self.pool.stop()
+        self.publisher.publish(self.planner.plan, self.planner.calibrated)
+        counts = self.ledger.counts()
+        self.log.info("stopped", **counts)
+        self.ledger.close()
+        self.store.close()
+        self.notifier.close()
+        os.close(self._lock_file)
+        return counts
+
+
+def _exclusive_lock(path: Path) -> int:
+    """Hold a lock for the process's lifetime so two daemons never share a datastore."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DaemonError(
+            f"{path}: another qi2lab-ingest is already working on this datastore"
+        ) from None
+    return fd
+
+
+def _plain(settings: Settings) -> dict[str, object]:
+    """Settings as plain data for the start-up log line."""
+    return asdict(settings)

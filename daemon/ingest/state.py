@@ -1,0 +1,127 @@
+"""The one writer of datastore.json and ingest_log.parquet, both derived from the ledger.
+
+Both files are views of the ledger, rewritten whole and atomically, so a reader polling them
+never sees a torn file and a crash between two rewrites loses nothing (the ledger has it).
+Rewrites are coalesced: at most one per `min_interval_s`, plus one at the end, so a run of
+thousands of units does not rewrite a growing document once per unit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from daemon.datastore import layout
+from daemon.datastore.jsonio import atomic_write
+from daemon.datastore.store import DataStore
+from daemon.ingest.ledger import Ledger, UnitRecord
+from daemon.raw.experiment import Plan
+
+INGEST_LOG_SCHEMA = pa.schema(
+    [
+        ("unit_id", pa.string()),
+        ("tile", pa.int32()),
+        ("round", pa.int32()),
+        ("state", pa.string()),
+        ("dataset", pa.string()),
+        ("fingerprint", pa.string()),
+        ("attempts", pa.int32()),
+        ("source_bytes", pa.int64()),
+        ("checksum", pa.string()),
+        ("outputs", pa.list_(pa.string())),
+        ("error", pa.string()),
+        ("seen_at", pa.timestamp("ms", tz="UTC")),
+        ("started_at", pa.timestamp("ms", tz="UTC")),
+        ("finished_at", pa.timestamp("ms", tz="UTC")),
+        ("read_s", pa.float64()),
+        ("write_s", pa.float64()),
+    ]
+)
+
+
+def ingestion_summary(units: Iterable[UnitRecord], plan: Plan | None) -> dict[str, Any]:
+    """Per tile: rounds and bits done, what failed and why; and the totals."""
+    tiles: dict[str, dict[str, Any]] = {}
+    totals = {"pending": 0, "running": 0, "done": 0, "failed": 0}
+    for unit in units:
+        totals[unit.state] += 1
+        entry = tiles.setdefault(
+            layout.tile_name(unit.tile), {"rounds_done": [], "bits_done": [], "failed": {}}
+        )
+        if unit.state == "done":
+            entry["rounds_done"].append(unit.round)
+            if plan is not None:
+                entry["bits_done"].extend(plan.readout_bits(unit.round + 1))
+        elif unit.state == "failed":
+            entry["failed"][layout.entity_dirname("round", unit.round)] = unit.error
+    for entry in tiles.values():
+        entry["bits_done"].sort()
+    expected = plan.num_tiles * plan.num_rounds if plan is not None else None
+    return {"units_expected": expected, "units": totals, "tiles": tiles}
+
+
+def ingest_log_table(units: Iterable[UnitRecord]) -> pa.Table:
+    """The ledger as an Arrow table with the schema above."""
+    rows = [vars(u) | {"outputs": list(u.outputs)} for u in units]
+    for row in rows:
+        for key in ("seen_at", "started_at", "finished_at"):
+            if row[key] is not None:
+                row[key] = int(row[key] * 1000)
+    return pa.Table.from_pylist(rows, schema=INGEST_LOG_SCHEMA)
+
+
+class StatePublisher:
+    """Rewrites datastore.json and ingest_log.parquet from the ledger, coalescing requests.
+
+    datastore.json is what downstream analysis polls to start on a tile, so it is refreshed
+    soon after each change (`state_interval_s`); the Parquet log is for people and notebooks
+    and is refreshed every `log_interval_s` at most. `publish()` writes both at once.
+    """
+
+    def __init__(
+        self, store: DataStore, ledger: Ledger, state_interval_s: float, log_interval_s: float
+    ) -> None:
+        self._store = store
+        self._ledger = ledger
+        self._intervals = {"state": state_interval_s, "log": log_interval_s}
+        self._last = {"state": 0.0, "log": 0.0}
+        self._dirty = {"state": True, "log": True}
+
+    def mark_dirty(self) -> None:
+        """Something changed; publish at the next opportunity."""
+        self._dirty = {"state": True, "log": True}
+
+    def maybe_publish(self, plan: Plan | None, calibrations: bool) -> None:
+        """Rewrite whichever file has changes and has not been written for its interval."""
+        now = time.monotonic()
+        due = {
+            k for k in self._dirty if self._dirty[k] and now - self._last[k] >= self._intervals[k]
+        }
+        if due:
+            self._write(due, plan, calibrations)
+
+    def publish(self, plan: Plan | None, calibrations: bool) -> None:
+        """Rewrite both files now."""
+        self._write({"state", "log"}, plan, calibrations)
+
+    def _write(self, which: set[str], plan: Plan | None, calibrations: bool) -> None:
+        units = self._ledger.units()
+        if "state" in which:
+            summary = ingestion_summary(units, plan)
+            complete = (
+                summary["units_expected"] is not None
+                and summary["units"]["done"] == summary["units_expected"]
+            )
+            state = self._store.read_state()
+            state.update(Calibrations=calibrations, Corrected=complete, Ingestion=summary)
+            self._store.write_state(state)
+        if "log" in which:
+            table = ingest_log_table(units)
+            atomic_write(self._store.path / layout.INGEST_LOG, lambda f: pq.write_table(table, f))
+        for key in which:
+            self._dirty[key] = False
+            self._last[key] = time.monotonic()
