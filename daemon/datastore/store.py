@@ -181,6 +181,15 @@ def _choice(*options: str) -> Validator:
     return check
 
 
+def _choices(*options: str) -> Validator:
+    one = _choice(*options)
+
+    def check(value: Any) -> list[str]:
+        return [one(v) for v in _sequence(value)]
+
+    return check
+
+
 def _bool(value: Any) -> bool:
     if not isinstance(value, bool | np.bool_):
         raise TypeError(f"expected a bool, got {value!r}")
@@ -327,6 +336,8 @@ CALIBRATION_ARRAYS: dict[str, ArrayRule] = {
 _BOTH = ("round", "bit")
 ENTITY_ATTRS: dict[str, tuple[Validator, tuple[str, ...]]] = {
     "stage_zyx_um": (_floats(3), _BOTH),
+    # Live ingestion stores a flipped stage axis negated (raw-input spec); these are the axes.
+    "stage_flipped_axes": (_choices("z", "y", "x"), _BOTH),
     "wavelengths_um": (_wavelength_pair, _BOTH),
     "voxel_size_zyx_um": (_floats(3, positive=True), _BOTH),
     "bit_linker": (_ints(1), ("round",)),
