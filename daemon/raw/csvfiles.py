@@ -32,8 +32,8 @@ def parse_value(text: str) -> Value:
     return text
 
 
-def read_lines(path: Path) -> list[list[str]]:
-    """Non-blank lines of a CSV file split on commas; raises if absent, unreadable or empty."""
+def read_lines(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, cells) of each non-blank line; raises if absent, unreadable or empty."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -41,7 +41,9 @@ def read_lines(path: Path) -> list[list[str]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise MetadataError(path, f"cannot read: {exc}") from None
     lines = [
-        [cell.strip() for cell in line.split(",")] for line in text.splitlines() if line.strip()
+        (number, [cell.strip() for cell in line.split(",")])
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip()
     ]
     if not lines:
         raise MetadataError(path, "empty file")
@@ -55,7 +57,7 @@ def read_key_values(path: Path) -> dict[str, str]:
         raise MetadataError(
             path, f"expected a header line and one value line, found {len(lines)} lines"
         )
-    keys, values = lines
+    (_, keys), (_, values) = lines
     if len(keys) != len(values):
         raise MetadataError(path, f"{len(keys)} keys in the header but {len(values)} values")
     if len(set(keys)) != len(keys) or "" in keys:
@@ -63,14 +65,17 @@ def read_key_values(path: Path) -> dict[str, str]:
     return dict(zip(keys, values, strict=True))
 
 
-def read_table(path: Path) -> tuple[tuple[str, ...], tuple[tuple[Value, ...], ...]]:
-    """A header line and rows of the same width -> (columns, typed rows)."""
-    header, *rows = read_lines(path)
+Row = tuple[int, tuple[Value, ...]]
+
+
+def read_table(path: Path) -> tuple[tuple[str, ...], tuple[Row, ...]]:
+    """A header line and rows of the same width -> (columns, (line number, typed cells)...)."""
+    (_, header), *rows = read_lines(path)
     if not rows:
         raise MetadataError(path, "a header but no rows")
-    for number, row in enumerate(rows, start=2):
+    for number, row in rows:
         if len(row) != len(header):
             raise MetadataError(
                 path, f"line {number} has {len(row)} cells, the header {len(header)}"
             )
-    return tuple(header), tuple(tuple(parse_value(cell) for cell in row) for row in rows)
+    return tuple(header), tuple((n, tuple(parse_value(cell) for cell in row)) for n, row in rows)

@@ -251,7 +251,7 @@ def _codebook(path: Path) -> tuple[tuple[str, ...], tuple[tuple[Value, ...], ...
     if len(columns) < 2:
         raise MetadataError(path, "needs a gene_id column and at least one bit column")
     checked = []
-    for number, (gene, *bits) in enumerate(rows, start=2):
+    for number, (gene, *bits) in rows:
         for column, bit in zip(columns[1:], bits, strict=True):
             if bit not in (0, 1) or isinstance(bit, bool | float):
                 raise MetadataError(path, f"line {number}, {column}: must be 0 or 1, got {bit!r}")
@@ -272,7 +272,7 @@ def _bit_order(
         )
     seen_rounds: set[int] = set()
     seen_bits: set[int] = set()
-    for number, row in enumerate(rows, start=2):
+    for number, row in rows:
         for column, value in zip(columns, row, strict=True):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise MetadataError(
@@ -297,4 +297,4 @@ def _bit_order(
     missing = sorted(set(range(1, num_rounds + 1)) - seen_rounds)
     if missing:
         raise MetadataError(path, f"no row for round(s) {missing} of num_r={num_rounds}")
-    return columns, tuple(sorted(rows))
+    return columns, tuple(sorted(row for _, row in rows))
