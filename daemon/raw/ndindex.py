@@ -87,6 +87,7 @@ def _parse_entry(data: bytes, position: int, number: int) -> tuple[PlaneEntry, i
     axes_bytes, position = _field(data, position, number, "axes")
     if axes_bytes is None:
         return None
+    channel, z = _axes(axes_bytes, number)
     name_bytes, position = _field(data, position, number, "file name")
     if name_bytes is None or position + _FIXED.size > len(data):
         return None
@@ -101,7 +102,6 @@ def _parse_entry(data: bytes, position: int, number: int) -> tuple[PlaneEntry, i
         md_length,
         md_compression,
     ) = fixed
-    channel, z = _axes(axes_bytes, number)
     filename = _filename(name_bytes, number)
     if pixel_type not in TWO_BYTE_PIXEL_TYPES:
         raise IndexGarbageError(
