@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 from ndstorage import NDTiffDataset
 
+from daemon.raw.experiment import METADATA_FILES
 from daemon.simulate import SimulationSettings, simulate
 
 SMALL = {"tiles": 2, "rounds": 2, "z": 4, "size": 64}
@@ -52,3 +54,22 @@ def planes(channels=("F-Blue", "F-Red"), num_z=3, shape=(32, 32), dtype=np.uint1
         for c, channel in enumerate(channels)
         for z in range(num_z)
     ]
+
+
+def copy_metadata(raw: Path, tmp_path: Path) -> Path:
+    """The three metadata CSVs of `raw` in a fresh folder, for editing."""
+    target = tmp_path / "raw_data"
+    target.mkdir()
+    for name in METADATA_FILES:
+        shutil.copy(raw / name, target / name)
+    return target
+
+
+def edit_scan(raw: Path, **changes: str | None) -> Path:
+    """Rewrite scan_metadata.csv with keys changed (None: removed)."""
+    path = raw / "scan_metadata.csv"
+    keys, values = (line.split(",") for line in path.read_text().splitlines())
+    row = dict(zip(keys, values, strict=True)) | changes
+    row = {k: v for k, v in row.items() if v is not None}
+    path.write_text(",".join(row) + "\n" + ",".join(row.values()) + "\n")
+    return path

@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
+from conftest import copy_metadata, edit_scan
 
 from daemon.raw.csvfiles import parse_value
 from daemon.raw.defaults import ColorDefaults, RawDefaults
 from daemon.raw.errors import MetadataError, NotReadyError
-from daemon.raw.experiment import METADATA_FILES, Plan, load_plan, read_stage_position
+from daemon.raw.experiment import Plan, load_plan, read_stage_position
 from daemon.simulate import metadata_files, stage_position
-
-
-def copy_metadata(raw: Path, tmp_path: Path) -> Path:
-    """The three metadata CSVs of `raw` in a fresh folder, for editing."""
-    target = tmp_path / "raw_data"
-    target.mkdir()
-    for name in METADATA_FILES:
-        shutil.copy(raw / name, target / name)
-    return target
-
-
-def edit_scan(raw: Path, **changes: str | None) -> Path:
-    """Rewrite scan_metadata.csv with keys changed (None: removed)."""
-    path = raw / "scan_metadata.csv"
-    keys, values = (line.split(",") for line in path.read_text().splitlines())
-    row = dict(zip(keys, values, strict=True)) | changes
-    row = {k: v for k, v in row.items() if v is not None}
-    path.write_text(",".join(row) + "\n" + ",".join(row.values()) + "\n")
-    return path
 
 
 def test_plan_matches_what_the_simulator_wrote(simulated):
