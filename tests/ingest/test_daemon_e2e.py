@@ -1,0 +1,144 @@
+"""The daemon against a simulated microscope running in its own process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+from support.experiment import (
+    check_store,
+    daemon_command,
+    expected_entries,
+    log_events,
+    published_entries,
+    raw_checksums,
+    read_state,
+    simulator_process,
+    write_config,
+)
+
+from daemon.simulate import SimulationSettings, simulate
+
+TIMEOUT_S = 120
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        SimulationSettings(
+            tiles=3, rounds=2, z=6, size=96, channels=3, camera="orca", interval=0.01
+        ),
+        SimulationSettings(
+            tiles=2, rounds=3, z=5, size=80, channels=2, camera="flir", interval=0.01, seed=7
+        ),
+    ],
+    ids=["orca-3ch", "flir-2ch"],
+)
+def test_watch_ingests_a_live_acquisition(tmp_path, settings):
+    experiment = tmp_path / "exp"
+    config = write_config(tmp_path / "config.toml")
+    microscope = simulator_process(experiment, settings)
+    daemon = subprocess.run(
+        daemon_command("watch", experiment, config, "--exit-when-complete"),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert microscope.wait(TIMEOUT_S) == 0, microscope.stderr.read()
+    assert daemon.returncode == 0, daemon.stderr[-3000:]
+
+    store = experiment / "qi2labdatastore"
+    expected = expected_entries(experiment)
+    assert check_store(store, expected, complete=True) == []
+    state = read_state(store)
+    assert state["Calibrations"] is True and state["Corrected"] is True
+    units = settings.tiles * settings.rounds
+    assert state["Ingestion"]["units"]["done"] == units
+    events = log_events(daemon.stderr)
+    assert sum(e["event"] == "unit done" for e in events) == units
+    assert not [e for e in events if e["level"] == "error"]
+
+
+def test_metadata_arriving_after_the_datasets(tmp_path):
+    settings = SimulationSettings(tiles=2, rounds=1, z=4, size=64)
+    experiment = tmp_path / "exp"
+    simulate(experiment, settings)
+    held = tmp_path / "held"
+    held.mkdir()
+    for name in ("scan_metadata.csv", "codebook.csv", "bit_order.csv"):
+        shutil.move(experiment / "raw_data" / name, held / name)
+    config = write_config(tmp_path / "config.toml")
+    daemon = subprocess.Popen(
+        daemon_command("watch", experiment, config, "--exit-when-complete"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    waited = []
+    for line in daemon.stderr:
+        if '"waiting for metadata"' in line:
+            waited.append(line)
+            break
+    assert waited, "the daemon never said it waits for the metadata"
+    assert published_entries(experiment / "qi2labdatastore") == []
+    for name in ("bit_order.csv", "codebook.csv", "scan_metadata.csv"):
+        os.rename(held / name, experiment / "raw_data" / name)  # arrive one by one, atomically
+    rest = daemon.stderr.read()
+    assert daemon.wait(TIMEOUT_S) == 0, rest[-3000:]
+    assert (
+        check_store(experiment / "qi2labdatastore", expected_entries(experiment), complete=True)
+        == []
+    )
+
+
+def test_a_restart_after_the_run_redoes_nothing(tmp_path):
+    experiment = tmp_path / "exp"
+    simulate(experiment, SimulationSettings(tiles=2, rounds=2, z=3, size=64))
+    before = raw_checksums(experiment)
+    config = write_config(tmp_path / "config.toml")
+    first = subprocess.run(
+        daemon_command("ingest", experiment, config), capture_output=True, text=True
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    store = experiment / "qi2labdatastore"
+    stamps = {p: (store / p / ".zattrs").stat().st_mtime_ns for p in published_entries(store)}
+    time.sleep(0.05)
+    again = subprocess.run(
+        daemon_command("ingest", experiment, config), capture_output=True, text=True
+    )
+    assert again.returncode == 0
+    assert not [e for e in log_events(again.stderr) if e["event"] == "unit started"]
+    assert {
+        p: (store / p / ".zattrs").stat().st_mtime_ns for p in published_entries(store)
+    } == stamps
+    assert raw_checksums(experiment) == before  # raw data is never modified
+
+
+def test_a_dataset_arriving_twice_supersedes_the_first_copy(tmp_path):
+    experiment = tmp_path / "exp"
+    settings = SimulationSettings(tiles=1, rounds=1, z=3, size=64, camera="flir")
+    simulate(experiment, settings)
+    config = write_config(tmp_path / "config.toml")
+    assert (
+        subprocess.run(daemon_command("ingest", experiment, config), capture_output=True).returncode
+        == 0
+    )
+    # The microscope images the tile again (other content: another seed) into a `_2` folder.
+    retake = tmp_path / "retake"
+    simulate(retake, SimulationSettings(tiles=1, rounds=1, z=3, size=64, camera="flir", seed=5))
+    shutil.copytree(
+        retake / "raw_data" / "sim_r0001_tile0000_1",
+        experiment / "raw_data" / "sim_r0001_tile0000_2",
+    )
+    run = subprocess.run(
+        daemon_command("ingest", experiment, config), capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert [e["dataset"] for e in log_events(run.stderr) if e["event"] == "unit started"] == [
+        "sim_r0001_tile0000_2"
+    ]
+    assert (
+        check_store(experiment / "qi2labdatastore", expected_entries(retake), complete=True) == []
+    )

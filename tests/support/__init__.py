@@ -1,0 +1,1 @@
+"""Helpers shared by the test suites: simulated experiments and what they must produce."""

@@ -1,0 +1,178 @@
+"""A simulated experiment, the daemon run against it, and the DataStore it must produce.
+
+The expectations are computed from the simulator's own plane renderer and ground truth, with
+the orientation and correction written out here independently of the daemon's code, and the
+datastore is read back with zarr-python (a reader that is not ours).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from daemon.simulate import SimulationSettings, render_plane
+
+WAVELENGTHS_UM = {"blue": [0.488, 0.52], "yellow": [0.561, 0.58], "red": [0.635, 0.67]}
+
+
+def write_config(
+    path: Path, datastore: str = "qi2labdatastore", **sections: dict[str, Any]
+) -> Path:
+    """A config.toml for tests: JSON logs, quick rescans, plus any overrides."""
+    tables = {
+        "datastore": {"path": datastore},
+        "logging": {"format": "json"},
+        "watch": {"rescan_interval_s": 2.0},
+        "status": {"ingest_log_interval_s": 0.5},
+    }
+    for name, values in sections.items():
+        tables.setdefault(name, {}).update(values)
+    lines = []
+    for name, values in tables.items():
+        lines.append(f"[{name}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def daemon_command(command: str, experiment: Path, config: Path, *extra: str) -> list[str]:
+    """The command line of the daemon, run from this interpreter."""
+    return [
+        sys.executable,
+        "-m",
+        "daemon.cli",
+        command,
+        str(experiment),
+        "--config",
+        str(config),
+        *extra,
+    ]
+
+
+def simulator_process(experiment: Path, settings: SimulationSettings) -> subprocess.Popen[bytes]:
+    """The simulated microscope as a separate process, as the real one is."""
+    args = [sys.executable, "-m", "daemon.cli", "simulate", str(experiment)]
+    for option in ("tiles", "rounds", "z", "size", "channels", "camera", "interval", "seed"):
+        args += [f"--{option}", str(getattr(settings, option))]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def raw_checksums(experiment: Path) -> dict[str, str]:
+    """sha256 of every file under raw_data, to prove the daemon never changed one."""
+    sums = {}
+    for root, _dirs, files in os.walk(experiment / "raw_data"):
+        for name in files:
+            path = Path(root) / name
+            sums[str(path.relative_to(experiment))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return sums
+
+
+@dataclass(frozen=True)
+class ExpectedEntry:
+    """What one published entry must hold."""
+
+    relpath: str
+    camera: np.ndarray
+    corrected: np.ndarray
+    attrs: dict[str, Any]
+
+
+def expected_entries(experiment: Path) -> dict[str, ExpectedEntry]:
+    """Every entry the datastore of a simulated experiment must hold, by relative path."""
+    truth = json.loads((experiment / "simulation_truth.json").read_text())
+    settings = SimulationSettings(**truth["settings"])
+    entries = {}
+    for ds in truth["datasets"]:
+        round_, tile = ds["round"], ds["tile"]
+        orca = ds["camera"] == "orcav3"
+        pos = ds["stage_position_um"]
+        stage = [pos["z"], -pos["y"], -pos["x"]] if orca else [pos["z"], pos["y"], pos["x"]]
+        bits = [settings.bit(round_, color) for color in settings.readout_colors]
+        for color in settings.colors:
+            raw = np.stack(
+                [render_plane(settings, round_, tile, color, z) for z in range(settings.z)]
+            )
+            camera = np.rot90(raw, k=-1, axes=(1, 2))[:, ::-1, :] if orca else raw
+            corrected = (
+                ((camera.astype(np.float32) - ds["offset_ADU"]) * ds["e_per_ADU"])
+                .clip(0, 65535)
+                .astype(np.uint16)
+            )
+            attrs: dict[str, Any] = {
+                "stage_zyx_um": stage,
+                "wavelengths_um": WAVELENGTHS_UM[color],
+                "voxel_size_zyx_um": [ds["z_step_um"], ds["pixel_size_um"], ds["pixel_size_um"]],
+                "gain_correction": True,
+            }
+            if color == "blue":
+                relpath = f"polyDT/tile{tile:04d}/round{round_ - 1:04d}.zarr"
+                attrs["bit_linker"] = bits
+            else:
+                relpath = f"readouts/tile{tile:04d}/bit{settings.bit(round_, color):03d}.zarr"
+                attrs["round_linker"] = round_ - 1
+            entries[relpath] = ExpectedEntry(
+                relpath, np.ascontiguousarray(camera), corrected, attrs
+            )
+    return entries
+
+
+def published_entries(store: Path) -> list[str]:
+    """Relative paths of every entry published under polyDT/ and readouts/."""
+    return sorted(
+        str(p.relative_to(store))
+        for kind in ("polyDT", "readouts")
+        for p in (store / kind).glob("tile*/*.zarr")
+    )
+
+
+def check_entry(store: Path, expected: ExpectedEntry) -> list[str]:
+    """Differences between a published entry and what it must hold (empty when equal)."""
+    group = store / expected.relpath
+    problems = []
+    attrs = json.loads((group / ".zattrs").read_text())
+    for key, value in expected.attrs.items():
+        got = attrs.get(key)
+        if isinstance(value, bool):
+            same = got == value
+        else:
+            same = got is not None and np.allclose(got, value)
+        if not same:
+            problems.append(f"{expected.relpath}: {key} = {got!r}, expected {value!r}")
+    for name, data in (("camera_data", expected.camera), ("corrected_data", expected.corrected)):
+        array = zarr.open_array(group / name, mode="r")[...]
+        if array.dtype != np.uint16 or not np.array_equal(array, data):
+            problems.append(f"{expected.relpath}: {name} differs")
+    return problems
+
+
+def check_store(store: Path, expected: dict[str, ExpectedEntry], complete: bool) -> list[str]:
+    """Every published entry equals its expectation; with `complete`, every one is there."""
+    problems = []
+    published = published_entries(store)
+    for relpath in published:
+        if relpath not in expected:
+            problems.append(f"{relpath}: not expected")
+        else:
+            problems += check_entry(store, expected[relpath])
+    if complete:
+        problems += [f"{r}: missing" for r in sorted(set(expected) - set(published))]
+    return problems
+
+
+def read_state(store: Path) -> dict[str, Any]:
+    """datastore.json, parsed (raises if it is not complete JSON)."""
+    return json.loads((store / "datastore.json").read_text())
+
+
+def log_events(stderr: str) -> list[dict[str, Any]]:
+    """The JSON log lines of a run, parsed (every line must be JSON)."""
+    return [json.loads(line) for line in stderr.splitlines() if line.strip()]
