@@ -1,0 +1,122 @@
+"""The simulator: deterministic realistic planes, files in the scope's order, a true truth file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daemon.raw.acquisition import resolve_acquisition
+from daemon.raw.defaults import RawDefaults
+from daemon.raw.experiment import load_plan, read_stage_position
+from daemon.raw.ndtiff import RawDataset
+from daemon.simulate import OFFSET_ADU, SimulationError, SimulationSettings, render_plane, simulate
+
+SMALL = SimulationSettings(tiles=2, rounds=2, z=3, size=64, camera="flir")
+
+
+def test_planes_are_a_pure_function_of_their_coordinates():
+    plane = render_plane(SMALL, 2, 1, "red", 1)
+    assert plane.dtype == np.uint16 and plane.shape == (64, 64)
+    np.testing.assert_array_equal(
+        plane, render_plane(SimulationSettings(**vars(SMALL)), 2, 1, "red", 1)
+    )
+    others = [
+        render_plane(SMALL, 1, 1, "red", 1),
+        render_plane(SMALL, 2, 0, "red", 1),
+        render_plane(SimulationSettings(**(vars(SMALL) | {"seed": 1})), 2, 1, "red", 1),
+    ]
+    assert all(not np.array_equal(plane, other) for other in others)
+
+
+def test_content_looks_like_a_merfish_scope():
+    settings = SimulationSettings(size=256, z=5, rounds=1)
+    fiducial = render_plane(settings, 1, 0, "blue", 2).astype(float)
+    readout = render_plane(settings, 1, 0, "red", 2).astype(float)
+    assert fiducial.min() >= OFFSET_ADU and readout.min() >= OFFSET_ADU
+    assert np.median(readout) < OFFSET_ADU + 40  # mostly background
+    assert readout.max() > 1500  # spots of a few thousand counts
+    assert np.percentile(fiducial, 99) - np.percentile(fiducial, 1) > 200  # cells, not flat
+    assert fiducial.max() < 2000  # ... and no spots in the fiducial
+
+
+def test_writes_the_acquisition_and_a_true_ground_truth(tmp_path):
+    truth_path = simulate(tmp_path, SMALL)
+    raw = tmp_path / "raw_data"
+    assert truth_path == tmp_path / "simulation_truth.json"
+    truth = json.loads(truth_path.read_text())
+    plan = load_plan(raw)
+    assert truth["plan"]["num_bits"] == plan.num_bits == 4
+    assert len(truth["datasets"]) == 4
+    for entry in truth["datasets"]:
+        folder = raw / entry["folder"]
+        assert entry["folder"] == plan.dataset_name(entry["round"], entry["tile"]) + "_1"
+        stage = read_stage_position(plan.stage_positions_path(entry["round"], entry["tile"]))
+        assert stage == tuple(entry["stage_position_um"][k] for k in "xyz")
+        assert list(plan.readout_bits(entry["round"])) == list(entry["bits"].values())
+        with RawDataset(folder) as dataset:
+            acq = resolve_acquisition(plan, dataset, RawDefaults())
+            assert list(dataset.channels) == entry["channel_order"]
+        assert (acq.camera_model, acq.e_per_adu, acq.offset_adu) == (
+            entry["camera"],
+            entry["e_per_ADU"],
+            entry["offset_ADU"],
+        )
+        pixel = entry["pixel_size_um"]
+        assert acq.voxel_size_zyx_um == (entry["z_step_um"], pixel, pixel)
+
+
+def test_files_appear_in_the_scopes_order(tmp_path):
+    simulate(tmp_path, SMALL)
+    raw = tmp_path / "raw_data"
+    sequence = [raw / name for name in ("scan_metadata.csv", "codebook.csv", "bit_order.csv")]
+    for round in (1, 2):
+        for tile in (0, 1):
+            name = f"sim_r{round:04d}_tile{tile:04d}"
+            sequence += [raw / f"{name}_stage_positions.csv", raw / f"{name}_1" / "NDTiff.index"]
+    written = [path.stat().st_mtime_ns for path in sequence]
+    assert written == sorted(written)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("tiles", 0),
+        ("rounds", -1),
+        ("z", 0),
+        ("size", 8),
+        ("channels", 4),
+        ("camera", "nikon"),
+        ("interval", -0.5),
+        ("seed", -1),
+    ],
+)
+def test_bad_options_are_named(option, value):
+    with pytest.raises(SimulationError, match=f"--{option} must be"):
+        SimulationSettings(**{option: value})
+
+
+def test_never_overwrites_raw_data(tmp_path):
+    (tmp_path / "raw_data").mkdir()
+    (tmp_path / "raw_data" / "scan_metadata.csv").write_text("x")
+    with pytest.raises(SimulationError, match="already holds files"):
+        simulate(tmp_path, SMALL)
+
+
+@pytest.mark.xfail(
+    strict=True, reason="daemon/cli.py must catch SimulationError (asked of the lead)"
+)
+def test_command_line_reports_bad_options_without_a_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "simulate", str(tmp_path), "--tiles", "0"],
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "--tiles must be at least 1" in result.stderr and "Traceback" not in result.stderr
