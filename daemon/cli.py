@@ -26,19 +26,23 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
-    from daemon.simulate import SimulationSettings, simulate
+    from daemon.simulate import SimulationError, SimulationSettings, simulate
 
-    settings = SimulationSettings(
-        tiles=args.tiles,
-        rounds=args.rounds,
-        z=args.z,
-        size=args.size,
-        channels=args.channels,
-        camera=args.camera,
-        interval=args.interval,
-        seed=args.seed,
-    )
-    truth = simulate(args.experiment, settings)
+    try:
+        settings = SimulationSettings(
+            tiles=args.tiles,
+            rounds=args.rounds,
+            z=args.z,
+            size=args.size,
+            channels=args.channels,
+            camera=args.camera,
+            interval=args.interval,
+            seed=args.seed,
+        )
+        truth = simulate(args.experiment, settings)
+    except SimulationError as exc:
+        print(f"qi2lab-ingest simulate: {exc}", file=sys.stderr)
+        return 2
     print(f"simulated acquisition written; ground truth: {truth}")
     return 0
 

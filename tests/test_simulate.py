@@ -108,9 +108,6 @@ def test_never_overwrites_raw_data(tmp_path):
         simulate(tmp_path, SMALL)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="daemon/cli.py must catch SimulationError (asked of the lead)"
-)
 def test_command_line_reports_bad_options_without_a_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "daemon.cli", "simulate", str(tmp_path), "--tiles", "0"],
