@@ -95,11 +95,17 @@ class Ledger:
 
     @classmethod
     def open_readonly(cls, path: Path) -> Ledger:
-        """Open for reading only (for `status` while the daemon runs)."""
+        """Open for reading only (`status`, `verify`), while the daemon runs or after.
+
+        Creates nothing: `mode=ro` would create the -wal and -shm files that a daemon removes
+        when it stops, so without a -wal file (all is in the main file) it is opened immutable.
+        """
+        wal = path.with_name(f"{path.name}-wal")
+        query = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
         ledger = cls.__new__(cls)
         ledger.path = path
         ledger._lock = threading.Lock()
-        ledger._db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        ledger._db = sqlite3.connect(f"{path.as_uri()}?{query}", uri=True, check_same_thread=False)
         ledger._db.row_factory = sqlite3.Row
         return ledger
 
