@@ -60,6 +60,7 @@ class WorkerSettings:
     retry_attempts: int = 5
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
+    stuck_after_s: float = 600.0
 
     def __post_init__(self) -> None:
         positive("count", self.count)
@@ -67,6 +68,7 @@ class WorkerSettings:
         positive("retry_attempts", self.retry_attempts)
         positive("retry_initial_s", self.retry_initial_s)
         positive("retry_max_s", self.retry_max_s)
+        positive("stuck_after_s", self.stuck_after_s)
 
 
 @dataclass(frozen=True)

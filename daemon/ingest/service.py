@@ -32,9 +32,6 @@ from daemon.logs import get_logger
 STATE_DIR = ".ingest"  # the daemon's own state, inside the datastore folder
 LOOP_PERIOD_S = 0.2
 STATUS_PERIOD_S = 5.0
-# A worker that has not finished a unit for this long while units wait is taken as stuck,
-# and systemd's watchdog is left to expire.
-STUCK_AFTER_S = 600.0
 
 
 class DaemonError(RuntimeError):
@@ -161,10 +158,15 @@ class IngestService:
         return counts["done"] + counts["failed"] >= plan.num_tiles * plan.num_rounds
 
     def _healthy(self) -> bool:
-        """Progressing, or idle by design; False when workers are stuck on units."""
+        """Progressing, or idle by design; False when workers are stuck on units.
+
+        Stuck means busy without progress for `workers.stuck_after_s`; systemd's watchdog is
+        then left to expire.
+        """
         if self.pool.busy_workers == 0:
             return True
-        return time.monotonic() - self.pool.last_progress < STUCK_AFTER_S
+        stuck_after_s = self.settings.workers.stuck_after_s
+        return time.monotonic() - self.pool.last_progress < stuck_after_s
 
     def _status_line(self) -> str:
         counts = self.ledger.counts()
