@@ -59,6 +59,7 @@ from daemon.datastore.layout import (
     Entity,
     discover,
 )
+from daemon.units import wavelength_um
 
 FORMAT_VERSION = 1  # version of the on-disk layout this library writes (datastore.json Version)
 STATE_FLAGS = (
@@ -141,18 +142,9 @@ def _floats(length: int, *, positive: bool = False) -> Validator:
     return check
 
 
-def _wavelength(value: Any) -> float:
-    number = _number(value)
-    if number >= 100:
-        raise ValueError(f"{value!r} looks like nm; give µm (e.g. 0.488 for 488 nm)")
-    if not 0 < number < 10:
-        raise ValueError(f"expected a wavelength in µm, got {value!r}")
-    return number
-
-
 def _wavelength_pair(value: Any) -> list[float]:
     """[excitation, emission] in µm."""
-    return [_wavelength(v) for v in _sequence(value, 2)]
+    return [wavelength_um(_number(v)) for v in _sequence(value, 2)]
 
 
 def _wavelength_pairs(value: Any) -> list[list[float]]:

@@ -128,13 +128,15 @@ class WorkerPool:
                 if uid is not None:
                     self._forget(uid)
                 return
-            self.busy_workers += 1
+            with self._lock:
+                self.busy_workers += 1
+                self.last_progress = time.monotonic()  # a start is progress: not stuck after idling
             try:
                 self._convert_one(uid)
             finally:
-                self.busy_workers -= 1
-                self.last_progress = time.monotonic()
                 with self._lock:
+                    self.busy_workers -= 1
+                    self.last_progress = time.monotonic()
                     self._in_flight.discard(uid)
 
     def _forget(self, uid: str) -> None:

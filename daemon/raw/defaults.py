@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from daemon.units import wavelength_um
+
 # Micro-Manager camera device names -> the datastore's camera_model.
 CAMERA_MODELS = {"C13440-20CU": "orcav3", "Blackfly S BFS-U3-200S6M": "flir"}
 
@@ -30,8 +32,11 @@ class ColorDefaults:
     emission_um: float
 
     def __post_init__(self) -> None:
-        _check_positive("excitation_um", self.excitation_um)
-        _check_positive("emission_um", self.emission_um)
+        for name in ("excitation_um", "emission_um"):
+            try:
+                wavelength_um(getattr(self, name))
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
 
 
 @dataclass(frozen=True)
