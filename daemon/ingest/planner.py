@@ -16,7 +16,7 @@ from pathlib import Path
 from daemon.config import Settings
 from daemon.datastore.store import DataStore
 from daemon.ingest.calibrations import write_calibrations
-from daemon.ingest.ledger import Ledger
+from daemon.ingest.ledger import Ledger, unit_id
 from daemon.logs import get_logger
 from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import METADATA_FILES, Plan, load_plan
@@ -35,6 +35,7 @@ class Planner:
         self._ledger = ledger
         self._settings = settings
         self._said: set[str] = set()  # one log line per ignored entry or repeated problem
+        self._recorded: dict[str, tuple] = {}  # dataset -> file signature the ledger holds
         self._log = get_logger(raw_dir=str(raw_dir))
 
     def scan(self) -> None:
@@ -69,7 +70,7 @@ class Planner:
                     reason="not a dataset of the plan",
                 )
             return
-        raw_round, tile, _copy = parsed
+        raw_round, tile, copy = parsed
         if not (1 <= raw_round <= self.plan.num_rounds and 0 <= tile < self.plan.num_tiles):
             self._once(
                 f"outside:{name}",
@@ -79,21 +80,20 @@ class Planner:
                 tiles=self.plan.num_tiles,
             )
             return
-        source = self._current_copy(raw_round, tile)
+        source = self._newest_copy(name, copy)
         if source is not None:
             self._judge(source, raw_round, tile)
 
-    def _current_copy(self, raw_round: int, tile: int) -> str | None:
-        """The newest copy of a dataset (`_2` supersedes `_1`); None if it is not a real folder."""
-        assert self.plan is not None
-        copies = []
-        for name in os.listdir(self.raw_dir):
-            parsed = self.plan.parse_dataset_dir(name)
-            if parsed is not None and parsed[:2] == (raw_round, tile):
-                copies.append((parsed[2], name))
-        if not copies:
-            return None
-        name = max(copies)[1]
+    def _newest_copy(self, name: str, copy: int) -> str | None:
+        """The newest copy of a dataset (`_2` supersedes `_1`); None if it is not a real folder.
+
+        The writer numbers copies one past the highest present, so probing upwards finds the
+        newest with a few stats instead of a listing of raw_data per event.
+        """
+        base = name[: name.rindex("_")]
+        while (self.raw_dir / f"{base}_{copy + 1}").exists():
+            copy += 1
+        name = f"{base}_{copy}"
         path = self.raw_dir / name
         if path.is_symlink() or not path.is_dir():
             self._once(
@@ -105,6 +105,9 @@ class Planner:
     def _judge(self, name: str, raw_round: int, tile: int) -> None:
         assert self.plan is not None
         path = self.raw_dir / name
+        signature = _signature(path)
+        if self._recorded.get(name) == signature:
+            return  # unchanged since the ledger took it in: a rescan costs a few stats
         status = check_dataset(path, self.plan.channel_axis_names)
         if status.state == "incomplete":
             self.waiting.add(name)
@@ -118,10 +121,20 @@ class Planner:
         broken = f"{path}: {status.reason}" if status.state == "broken" else None
         if broken is None and not self.calibrated:
             self._calibrate(path)
+        uid = unit_id(tile, raw_round - 1)
         if self._ledger.observe(tile, raw_round - 1, name, fingerprint, broken=broken):
-            self._log.info("dataset seen", dataset=name, tile=tile, round=raw_round - 1)
+            self._log.info(
+                "dataset seen",
+                dataset=name,
+                unit=uid,
+                tile=tile,
+                round=raw_round - 1,
+            )
         elif broken:
             self._once(f"broken:{name}:{fingerprint}", "dataset broken", dataset=name, error=broken)
+        record = self._ledger.get(uid)
+        if record is not None and (record.dataset, record.fingerprint) == (name, fingerprint):
+            self._recorded[name] = signature
 
     def _load_plan(self) -> bool:
         """Read the metadata CSVs once they are all there; True when the plan became known."""
@@ -161,3 +174,13 @@ class Planner:
         if key not in self._said:
             self._said.add(key)
             self._log.warning(event, **fields)
+
+
+def _signature(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """Names, sizes and mtimes of a dataset's files: changes whenever the writer touches it."""
+    try:
+        with os.scandir(path) as entries:
+            stats = [(e.name, e.stat()) for e in entries]
+    except OSError:
+        return ()
+    return tuple(sorted((name, st.st_size, st.st_mtime_ns) for name, st in stats))
