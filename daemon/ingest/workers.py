@@ -171,7 +171,9 @@ class WorkerPool:
     def _log_retry(state: RetryCallState) -> None:
         record: UnitRecord = state.args[0]
         exc = state.outcome.exception() if state.outcome else None
-        get_logger(unit=record.unit_id).warning(
+        get_logger(
+            unit=record.unit_id, tile=record.tile, round=record.round, dataset=record.dataset
+        ).warning(
             "retry",
             attempt=state.attempt_number,
             error=describe(exc) if exc else "",
