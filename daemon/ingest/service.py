@@ -62,7 +62,7 @@ class IngestService:
         state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = _exclusive_lock(state_dir / "lock")
         self.store = DataStore(store_path, codec=settings.arrays)
-        self.ledger = Ledger(state_dir / "ledger.sqlite")
+        self.ledger = Ledger(ledger_path(store_path))
         self.planner = Planner(self.raw_dir, self.store, self.ledger, settings)
         self.publisher = StatePublisher(
             self.store,
@@ -195,6 +195,11 @@ class IngestService:
         self.notifier.close()
         os.close(self._lock_file)
         return counts
+
+
+def ledger_path(store_path: Path) -> Path:
+    """Where a datastore's ledger lives; `status` and `verify` open it read-only."""
+    return store_path / STATE_DIR / "ledger.sqlite"
 
 
 def _exclusive_lock(path: Path) -> int:
