@@ -25,7 +25,7 @@ from daemon.ingest.convert import correct, orient
 from daemon.ingest.ledger import UnitRecord, UnitResult
 from daemon.ingest.planner import Planner
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
-from daemon.raw.experiment import Channel, read_stage_position
+from daemon.raw.experiment import Channel, Plan, read_stage_position
 from daemon.raw.ndtiff import RawDataset
 
 
@@ -38,6 +38,15 @@ def stage_zyx_um(position_xyz: tuple[float, float, float], acq: Acquisition) -> 
     """Stage position as [z, y, x] µm; a flipped stage axis is stored negated (see the docs)."""
     x, y, z = position_xyz
     return [z, -y if acq.stage_flip_y else y, -x if acq.stage_flip_x else x]
+
+
+def unit_entities(plan: Plan, tile: int, round_: int) -> dict[Channel, Entity]:
+    """The entries of a unit by source channel: the fiducial gives the round's polyDT entry,
+    each readout channel the codebook bit it carries in that round (`verify` checks these)."""
+    return {plan.data_channels[0]: Entity.round(tile, round_)} | {
+        channel: Entity.bit(tile, bit)
+        for channel, bit in zip(plan.readouts, plan.readout_bits(round_ + 1), strict=True)
+    }
 
 
 @contextmanager
@@ -63,10 +72,7 @@ class UnitConverter:
         plan = self._planner.plan
         assert plan is not None, "units are dispatched only once the plan is known"
         raw_round = record.round + 1
-        entities = {plan.data_channels[0]: Entity.round(record.tile, record.round)} | {
-            channel: Entity.bit(record.tile, bit)
-            for channel, bit in zip(plan.readouts, plan.readout_bits(raw_round), strict=True)
-        }
+        entities = unit_entities(plan, record.tile, record.round)
         timings = {"read": 0.0, "write": 0.0}
         checksums: list[str] = []
         with RawDataset(self._raw_dir / record.dataset) as dataset, ExitStack() as stages:
