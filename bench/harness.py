@@ -1,0 +1,201 @@
+"""What every benchmark needs: the machine, a clock, and the daemon run as a child process.
+
+The daemon is always measured as the user runs it (`qi2lab-ingest` from the same venv, a child
+process) so start-up, planning and publication are part of its figures. Its peak RSS comes from
+`os.wait4` (the kernel's own high-water mark, nothing missed between samples); its RSS over time
+from /proc/PID/status, sampled by a thread, for growth over a long run. Its JSON log goes to a
+file, never a pipe: a pipe nobody drains would stall a daemon that logs 4000 units.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DAEMON = Path(sys.executable).with_name("qi2lab-ingest")
+MB = 1e6
+
+
+@dataclass
+class DaemonRun:
+    """How one daemon process went: wall time, exit code, memory and its log events."""
+
+    wall_s: float
+    returncode: int
+    peak_rss_mb: float
+    rss_samples: list[tuple[float, float]]  # (time.time(), MB)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("event") == event]
+
+    def units_span_s(self) -> float:
+        """First unit started to last unit done: conversion without start-up and shutdown."""
+        started = [e["t"] for e in self.named("unit started")]
+        done = [e["t"] for e in self.named("unit done")]
+        return max(done) - min(started) if started and done else float("nan")
+
+    def unit_seconds(self) -> list[float]:
+        """Each unit's own conversion time as the daemon logged it."""
+        return [float(e["seconds"]) for e in self.named("unit done")]
+
+
+def write_config(path: Path, datastore: Path, workers: int = 2) -> Path:
+    """A config.toml with what a benchmark changes; everything else stays the default."""
+    path.write_text(
+        f'[datastore]\npath = "{datastore}"\n\n'
+        f"[workers]\ncount = {workers}\n\n"
+        '[logging]\nformat = "json"\nlevel = "info"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+class DaemonProcess:
+    """`qi2lab-ingest COMMAND EXPERIMENT --config CONFIG` as a child, its log in CONFIG.log.
+
+    RSS is sampled from the moment it starts, so a long run shows growth, not just a peak.
+    """
+
+    def __init__(self, command: str, experiment: Path, config: Path, *extra: str) -> None:
+        self.config = config
+        self.log = config.with_suffix(".log")
+        self.samples: list[tuple[float, float]] = []
+        self.started = time.perf_counter()
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [str(DAEMON), command, str(experiment), "--config", str(config), *extra],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        self._sampler = threading.Thread(
+            target=_sample_rss, args=(self.proc.pid, self.samples), daemon=True
+        )
+        self._sampler.start()
+
+    def logged(self, event: str) -> bool:
+        """Whether the log already holds an `event` line (cheap enough to poll at start-up)."""
+        return f'"event": "{event}"' in self.log.read_text(encoding="utf-8", errors="replace")
+
+    def finish(self) -> DaemonRun:
+        """Wait for the process to exit and collect its run."""
+        _, status, usage = os.wait4(self.proc.pid, 0)
+        wall = time.perf_counter() - self.started
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        self._sampler.join()
+        return DaemonRun(
+            wall_s=wall,
+            returncode=self.proc.returncode,
+            peak_rss_mb=usage.ru_maxrss * 1024 / MB,
+            rss_samples=self.samples,
+            events=read_events(self.log),
+        )
+
+
+def run_daemon(command: str, experiment: Path, config: Path, *extra: str) -> DaemonRun:
+    """Run the daemon to its end and return how it went."""
+    return DaemonProcess(command, experiment, config, *extra).finish()
+
+
+def _sample_rss(pid: int, samples: list[tuple[float, float]], period_s: float = 0.1) -> None:
+    status = Path(f"/proc/{pid}/status")
+    while True:
+        try:
+            text = status.read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        rss = next((line.split()[1] for line in text.splitlines() if line[:6] == "VmRSS:"), None)
+        if rss is None:  # a zombie has no memory left to report
+            return
+        samples.append((time.time(), int(rss) * 1024 / MB))
+        time.sleep(period_s)
+
+
+def read_events(log: Path) -> list[dict[str, Any]]:
+    """The daemon's JSON log lines, each with `t` (epoch seconds) from its timestamp."""
+    events = []
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a traceback or a stray line is not an event
+        if isinstance(event, dict) and "timestamp" in event:
+            event["t"] = datetime.fromisoformat(event["timestamp"]).timestamp()
+            events.append(event)
+    return events
+
+
+def remove(path: Path) -> None:
+    """Delete a datastore or experiment (outside any timing), so the disk stays clean."""
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def du_bytes(path: Path) -> int:
+    """Bytes of the files under `path` (apparent size; chunks are whole files)."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def median(values: list[float]) -> float:
+    return float(np.median(values)) if values else float("nan")
+
+
+def machine(workdir: Path) -> dict[str, str]:
+    """Cores, memory, disk and versions, for the top of RESULTS.md."""
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown",
+    )
+    meminfo = Path("/proc/meminfo").read_text().split()
+    mem_gib = int(meminfo[meminfo.index("MemTotal:") + 1]) / 1024**2
+    disk = shutil.disk_usage(workdir)
+    device, fstype = _mount_of(workdir)
+    return {
+        "cores": f"{len(os.sched_getaffinity(0))} usable of {os.cpu_count()} ({cpu})",
+        "memory": f"{mem_gib:.1f} GiB",
+        "disk": f"{device} ({fstype}) at {workdir}: {disk.total / 1024**3:.0f} GiB,"
+        f" {disk.free / 1024**3:.0f} GiB free",
+        "software": f"Python {platform.python_version()}, numpy {np.__version__},"
+        f" tensorstore {version('tensorstore')}, Linux {platform.release()}",
+    }
+
+
+def _mount_of(path: Path) -> tuple[str, str]:
+    best = ("?", "?", "")
+    resolved = str(path.resolve())
+    for line in Path("/proc/mounts").read_text().splitlines():
+        device, point, fstype, *_ = line.split()
+        inside = resolved == point or resolved.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best[2]):
+            best = (device, fstype, point)
+    return best[0], best[1]
+
+
+def rss_start_end(run: DaemonRun, after: float) -> tuple[float, float]:
+    """RSS (MB) at the first sample from epoch time `after` on, and at the last sample.
+
+    `after` is when the run is warm (e.g. its first few units done), so start-up allocations
+    (imports, tensorstore's thread pools) do not count as growth.
+    """
+    warm = [mb for t, mb in run.rss_samples if t >= after] or [float("nan")]
+    return warm[0], warm[-1]

@@ -1,0 +1,200 @@
+"""Section 3: the daemon following a paced acquisition, and time-to-ready against the reference.
+
+The simulator (`qi2lab-ingest simulate`, a child process, pacing itself by rendering planes and
+`--interval`) writes into raw_data while `qi2lab-ingest watch --exit-when-complete` (another
+child) follows it. This process only watches both from outside, every `POLL_S`:
+
+- a dataset's completion is when `check_dataset` (the daemon's own rule) first says complete;
+- its unit is done when datastore.json's ingestion summary first lists its round for its tile;
+- the datastore is ready when datastore.json says `Corrected`.
+
+Both instants are seen up to `POLL_S` late, so a latency is good to about +-POLL_S.
+After the run, the reference converter converts the same experiment from scratch: started at
+the end of the acquisition, its duration is its time-to-ready.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import tensorstore as ts
+from converters import reference_convert
+from harness import (
+    DAEMON,
+    DaemonProcess,
+    DaemonRun,
+    percentile,
+    remove,
+    rss_start_end,
+    write_config,
+)
+from report import Row, Section, table
+
+from daemon.config import load_settings
+from daemon.raw.ndtiff import check_dataset
+
+POLL_S = 0.05
+ROOT_NAME = "sim"  # the simulator's default root_name
+
+
+@dataclass(frozen=True)
+class LiveRun:
+    tiles: int
+    rounds: int
+    z: int
+    size: int
+    interval: float = 0.0
+
+
+@dataclass
+class Timeline:
+    """Epoch seconds each dataset was seen complete and each unit seen done, keyed (round, tile)."""
+
+    complete: dict[tuple[int, int], float]
+    done: dict[tuple[int, int], float]
+    ready: float | None
+
+
+def _follow(experiment: Path, spec: LiveRun, sim: subprocess.Popen, timeout_s: float) -> Timeline:
+    raw = experiment / "raw_data"
+    state_path = experiment / "qi2labdatastore" / "datastore.json"
+    waiting = {
+        (r, t): raw / f"{ROOT_NAME}_r{r:04d}_tile{t:04d}_1"
+        for r in range(1, spec.rounds + 1)
+        for t in range(spec.tiles)
+    }
+    timeline = Timeline({}, {}, None)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        now = time.time()
+        for key, path in list(waiting.items()):
+            if path.is_dir() and check_dataset(path).state == "complete":
+                timeline.complete[key] = now
+                del waiting[key]
+        state = _read_state(state_path)
+        for tile_name, entry in state.get("Ingestion", {}).get("tiles", {}).items():
+            for r in entry.get("rounds_done", []):
+                timeline.done.setdefault((r + 1, int(tile_name.removeprefix("tile"))), now)
+        if state.get("Corrected"):
+            timeline.ready = now
+            return timeline
+        if sim.poll() not in (None, 0):
+            raise RuntimeError(f"the simulator exited {sim.returncode}")
+        time.sleep(POLL_S)
+    return timeline
+
+
+def _read_state(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def live_latency(
+    work: Path, spec: LiveRun, context: ts.Context, timeout_s: float = 1800
+) -> tuple[Section, DaemonRun]:
+    """Run the paced acquisition with the daemon watching; then the reference converter."""
+    experiment = work / "live"
+    (experiment / "raw_data").mkdir(parents=True)  # the daemon watches it from the start
+    config = write_config(work / "live.toml", experiment / "qi2labdatastore")
+    daemon = DaemonProcess("watch", experiment, config, "--exit-when-complete")
+    while not daemon.logged("daemon started"):
+        if daemon.proc.poll() is not None:
+            raise RuntimeError(f"watch exited at start; see {daemon.log}")
+        time.sleep(0.05)
+    args = ["--tiles", spec.tiles, "--rounds", spec.rounds, "--z", spec.z, "--size", spec.size]
+    sim_started = time.time()
+    with (work / "simulate.log").open("wb") as sim_log:
+        sim = subprocess.Popen(
+            [
+                str(DAEMON),
+                "simulate",
+                str(experiment),
+                *map(str, args),
+                "--interval",
+                str(spec.interval),
+            ],
+            stdout=sim_log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        timeline = _follow(experiment, spec, sim, timeout_s)
+    finally:
+        sim.wait()
+        if daemon.proc.poll() is None and not _ready(experiment):
+            daemon.proc.terminate()
+    run = daemon.finish()
+    units = len(timeline.complete)
+    acquisition_end = max(timeline.complete.values())
+    started = time.perf_counter()
+    dest = work / "live-reference"
+    reference_convert(experiment, dest, load_settings(None).arrays, context)
+    reference_s = time.perf_counter() - started
+    remove(dest)
+    remove(experiment)
+    return _section(spec, timeline, run, sim_started, acquisition_end, reference_s, units), run
+
+
+def _ready(experiment: Path) -> bool:
+    return bool(_read_state(experiment / "qi2labdatastore" / "datastore.json").get("Corrected"))
+
+
+def _section(
+    spec: LiveRun,
+    timeline: Timeline,
+    run: DaemonRun,
+    sim_started: float,
+    acquisition_end: float,
+    reference_s: float,
+    units: int,
+) -> Section:
+    keys = sorted(timeline.complete)
+    latencies = [timeline.done[k] - timeline.complete[k] for k in keys if k in timeline.done]
+    unit_s = sorted(run.unit_seconds())
+    one_unit = percentile(unit_s, 50)
+    p50, p95, worst = (percentile(latencies, q) for q in (50, 95, 100))
+    ready_s = (timeline.ready or float("nan")) - acquisition_end
+    speedup = reference_s / ready_s
+    first_done = min(timeline.done.values(), default=acquisition_end)
+    rss_start, rss_end = rss_start_end(run, first_done)
+    acquisition_s = acquisition_end - sim_started
+    rows = [
+        Row("latency p50", f"{p50:.2f} s", ""),
+        Row(
+            "latency p95",
+            f"{p95:.2f} s",
+            f"<= 2 s + one unit ({one_unit:.2f} s) = {2 + one_unit:.2f} s",
+            p95 <= 2 + one_unit,
+        ),
+        Row("latency max", f"{worst:.2f} s", ""),
+        Row("time-to-ready, watch during the run", f"{ready_s:.2f} s", ""),
+        Row("time-to-ready, reference after the run", f"{reference_s:.2f} s", ""),
+        Row("reference / watch", f"{speedup:.1f}x", ">= 10x", speedup >= 10),
+    ]
+    per_unit = [
+        [
+            f"r{r} tile{t}",
+            f"{timeline.complete[(r, t)] - sim_started:.2f}",
+            f"{timeline.done.get((r, t), float('nan')) - sim_started:.2f}",
+            f"{timeline.done.get((r, t), float('nan')) - timeline.complete[(r, t)]:.2f}",
+        ]
+        for r, t in keys
+    ]
+    body = [
+        f"{units} datasets ({spec.tiles} tiles x {spec.rounds} rounds, {spec.z} z, 3 channels,"
+        f" {spec.size}x{spec.size}) written by the paced simulator in {acquisition_s:.0f} s"
+        f" ({acquisition_s / units:.1f} s per dataset, `--interval {spec.interval}`); the"
+        f" daemon converts one in {one_unit:.2f} s (median of its own log; min"
+        f" {unit_s[0]:.2f}, max {unit_s[-1]:.2f}). Polled every {POLL_S} s. The simulator's"
+        " rendering takes about one core, so the daemon shares the two cores with it.",
+        f"Daemon RSS: {rss_start:.0f} MB at its first unit done, {rss_end:.0f} MB at the end,"
+        f" peak {run.peak_rss_mb:.0f} MB.",
+        "",
+        *table(["dataset", "complete at s", "done at s", "latency s"], per_unit),
+    ]
+    return Section("Live latency and time-to-ready", rows, body)
