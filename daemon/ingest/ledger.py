@@ -87,6 +87,7 @@ class Ledger:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
+        self.changes = 0  # committed transactions; the published views compare against it
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -105,6 +106,7 @@ class Ledger:
         ledger = cls.__new__(cls)
         ledger.path = path
         ledger._lock = threading.Lock()
+        ledger.changes = 0
         ledger._db = sqlite3.connect(f"{path.as_uri()}?{query}", uri=True, check_same_thread=False)
         ledger._db.row_factory = sqlite3.Row
         return ledger
@@ -124,6 +126,7 @@ class Ledger:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            self.changes += 1
 
     def recover(self) -> list[str]:
         """Return interrupted units (found `running`) to pending; returns their ids."""

@@ -113,7 +113,6 @@ class IngestService:
                 if watch and not self.watcher.alive:
                     self._start_watcher(restart=True)
                 self._dispatch()
-                self.publisher.mark_dirty()
                 self.publisher.maybe_publish(self.planner.plan, self.planner.calibrated)
                 if progress is not None:
                     progress(self.ledger.counts())

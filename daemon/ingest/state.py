@@ -75,11 +75,11 @@ def ingest_log_table(units: Iterable[UnitRecord]) -> pa.Table:
 
 
 class StatePublisher:
-    """Rewrites datastore.json and ingest_log.parquet from the ledger, coalescing requests.
+    """Rewrites datastore.json and ingest_log.parquet from the ledger when it has changed.
 
-    datastore.json is what downstream analysis polls to start on a tile, so it is refreshed
-    soon after each change (`state_interval_s`); the Parquet log is for people and notebooks
-    and is refreshed every `log_interval_s` at most. `publish()` writes both at once.
+    datastore.json is what downstream analysis polls to start on a tile, so it follows each
+    change of the ledger within `state_interval_s`; the Parquet log is for people and
+    notebooks and follows every `log_interval_s` at most. `publish()` writes both at once.
     """
 
     def __init__(
@@ -89,17 +89,16 @@ class StatePublisher:
         self._ledger = ledger
         self._intervals = {"state": state_interval_s, "log": log_interval_s}
         self._last = {"state": 0.0, "log": 0.0}
-        self._dirty = {"state": True, "log": True}
-
-    def mark_dirty(self) -> None:
-        """Something changed; publish at the next opportunity."""
-        self._dirty = {"state": True, "log": True}
+        self._published: dict[str, tuple[int, bool] | None] = {"state": None, "log": None}
 
     def maybe_publish(self, plan: Plan | None, calibrations: bool) -> None:
-        """Rewrite whichever file has changes and has not been written for its interval."""
+        """Rewrite whichever file is behind the ledger and has not been written for a while."""
         now = time.monotonic()
+        version = (self._ledger.changes, calibrations)
         due = {
-            k for k in self._dirty if self._dirty[k] and now - self._last[k] >= self._intervals[k]
+            k
+            for k, published in self._published.items()
+            if published != version and now - self._last[k] >= self._intervals[k]
         }
         if due:
             self._write(due, plan, calibrations)
@@ -109,6 +108,7 @@ class StatePublisher:
         self._write({"state", "log"}, plan, calibrations)
 
     def _write(self, which: set[str], plan: Plan | None, calibrations: bool) -> None:
+        version = (self._ledger.changes, calibrations)
         units = self._ledger.units()
         if "state" in which:
             summary = ingestion_summary(units, plan)
@@ -123,5 +123,5 @@ class StatePublisher:
             table = ingest_log_table(units)
             atomic_write(self._store.path / layout.INGEST_LOG, lambda f: pq.write_table(table, f))
         for key in which:
-            self._dirty[key] = False
+            self._published[key] = version
             self._last[key] = time.monotonic()
