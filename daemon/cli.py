@@ -7,9 +7,14 @@ work, so the modules stay usable without the command line.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from daemon.config import Settings
 
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
@@ -60,17 +65,25 @@ def _add_daemon_commands(sub: argparse._SubParsersAction) -> None:
     )
 
 
-def _run_daemon(args: argparse.Namespace) -> int:
+def _settings(args: argparse.Namespace) -> Settings:
+    """The --config file's settings; a bad file ends the command with its message, exit 2."""
     from daemon.config import ConfigError, load_settings
+
+    try:
+        return load_settings(args.config)
+    except ConfigError as exc:
+        print(f"qi2lab-ingest: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _run_daemon(args: argparse.Namespace) -> int:
     from daemon.ingest.service import DaemonError, IngestService
     from daemon.logs import configure_logging
 
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"qi2lab-ingest: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.logging.format, settings.logging.level)
+    settings = _settings(args)
+    configure_logging(
+        settings.logging.format, settings.logging.level, experiment=str(args.experiment)
+    )
     try:
         service = IngestService(args.experiment, settings)
     except (DaemonError, OSError) as exc:
@@ -114,17 +127,75 @@ class ProgressBar:
         self._bar.close()
 
 
+def _add_ops_commands(sub: argparse._SubParsersAction) -> None:
+    status = sub.add_parser("status", help="where a run stands (read-only): grid, ETA")
+    verify = sub.add_parser("verify", help="compare every ingested entry with its raw data")
+    for p in (status, verify):
+        p.add_argument("experiment", type=Path)
+        p.add_argument("--config", type=Path, help="config.toml (default: built-in defaults)")
+    status.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    demo = sub.add_parser("demo", help="a simulated microscope and the daemon side by side")
+    demo.add_argument(
+        "experiment", type=Path, nargs="?", help="a new folder (default: a temporary one)"
+    )
+    demo.add_argument(
+        "--interval", type=float, help="seconds between planes (default: ~30 s in all)"
+    )
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    from daemon.status import NoDatastoreError, collect, render
+
+    try:
+        report = collect(args.experiment, _settings(args))
+    except NoDatastoreError as exc:
+        print(f"qi2lab-ingest status: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report) if args.json else render(report))
+    return 0
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from daemon.status import NoDatastoreError
+    from daemon.verify import CannotVerifyError, verify
+
+    try:
+        summary = verify(args.experiment, _settings(args), report=print)
+    except (NoDatastoreError, CannotVerifyError) as exc:
+        print(f"qi2lab-ingest verify: {exc}", file=sys.stderr)
+        return 2
+    verdict = f"{summary.differences} differences" if summary.differences else "no differences"
+    skipped = f"; {summary.not_done} units not done, not checked" if summary.not_done else ""
+    print(f"verify: {summary.entries} entries of {summary.units} units, {verdict}{skipped}")
+    return 1 if summary.differences else 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from daemon.demo import ACQUISITION, run_demo
+
+    interval = ACQUISITION.interval if args.interval is None else args.interval
+    return run_demo(args.experiment, interval)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qi2lab-ingest", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_daemon_commands(sub)
+    _add_ops_commands(sub)
     _add_simulate(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    runners = {"simulate": _run_simulate, "watch": _run_daemon, "ingest": _run_daemon}
+    runners = {
+        "watch": _run_daemon,
+        "ingest": _run_daemon,
+        "status": _run_status,
+        "verify": _run_verify,
+        "demo": _run_demo,
+        "simulate": _run_simulate,
+    }
     return runners[args.command](args)
 
 

@@ -1,0 +1,240 @@
+"""`qi2lab-ingest status`: where a run stands, read from the ledger without touching anything.
+
+The ledger is the truth (datastore.json and ingest_log.parquet are views of it that lag by
+design), so the report is built from it: a tiles x rounds grid of unit states, the counts,
+throughput over the most recent units, the backlog and its ETA. The plan (rounds, tiles,
+bits per round) comes from raw_data's CSVs when they are readable, so units not seen yet show
+up too.
+
+Read-only by construction, so it is safe next to a running daemon and on a finished run: the
+ledger is opened with `Ledger.open_readonly` (which creates nothing), and whether a daemon is
+running is read from /proc/locks instead of by trying the daemon's lock, which could make a
+daemon starting at that moment fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from daemon.config import Settings
+from daemon.datastore import layout
+from daemon.ingest.ledger import Ledger, UnitRecord, unit_id
+from daemon.ingest.service import STATE_DIR, ledger_path
+from daemon.raw.errors import NotReadyError, RawDataError
+from daemon.raw.experiment import Plan, load_plan
+
+NOT_SEEN = "not seen"  # a unit of the plan whose dataset the daemon has not recorded yet
+RECENT_UNITS = 10  # throughput is measured over this many most recently finished units
+LABEL = 12  # width of the label column of the text report
+
+
+class NoDatastoreError(RuntimeError):
+    """The experiment has no datastore (no ledger) yet: nothing has been ingested."""
+
+
+def open_ledger(experiment: Path, settings: Settings) -> Ledger:
+    """The experiment's ledger, read-only.
+
+    Raises:
+        NoDatastoreError: there is no ledger yet; the message says where it was looked for.
+    """
+    path = ledger_path(settings.datastore_path(experiment))
+    if not path.is_file():
+        raise NoDatastoreError(
+            f"{experiment}: no datastore yet (no ledger at {path}); "
+            f"`qi2lab-ingest watch {experiment}` creates it"
+        )
+    return Ledger.open_readonly(path)
+
+
+def collect(experiment: Path, settings: Settings) -> dict[str, Any]:
+    """The status report as plain JSON-able data (what `status --json` prints).
+
+    Raises:
+        NoDatastoreError: there is no datastore yet.
+    """
+    ledger = open_ledger(experiment, settings)
+    try:
+        units = ledger.units()
+        counts = ledger.counts()
+    finally:
+        ledger.close()
+    store = settings.datastore_path(experiment)
+    plan = _readable_plan(experiment / "raw_data", settings)
+    pid = daemon_pid(store / STATE_DIR / "lock")
+    expected = plan.num_tiles * plan.num_rounds if plan is not None else None
+    speed = throughput(units)
+    mb_per_s = speed["mb_s"]
+    backlog = counts["pending"] + counts["running"]
+    unit_mb = _mean_unit_mb(units)
+    backlog_mb = round(unit_mb * backlog, 3) if backlog and unit_mb else None
+    eta_s = round(backlog_mb / mb_per_s, 1) if backlog_mb and mb_per_s and pid else None
+    return {
+        "experiment": str(experiment),
+        "datastore": str(store),
+        "daemon_pid": pid,
+        "plan": _plan_summary(plan),
+        "units": {
+            **counts,
+            "expected": expected,
+            "not_seen": expected - len(units) if expected is not None else None,
+        },
+        "grid": _grid(units, plan),
+        "failed": {u.unit_id: u.error for u in units if u.state == "failed"},
+        "throughput": speed,
+        "backlog": {"units": backlog, "mb": backlog_mb},
+        "eta_s": eta_s,
+    }
+
+
+def throughput(units: Sequence[UnitRecord]) -> dict[str, Any]:
+    """Speed over the most recently finished units.
+
+    `mb_s`: their bytes over the wall-clock span from the first one's start to the last one's
+    end, so parallel workers count as one pipe; while the microscope is the bottleneck this is
+    its pace. `conversion_mb_s`: their bytes over the time workers spent reading and writing
+    them, what one worker can do.
+    """
+    finished = sorted(
+        (u for u in units if u.state == "done" and u.finished_at and u.started_at),
+        key=lambda u: u.finished_at or 0.0,
+    )[-RECENT_UNITS:]
+    megabytes = sum(u.source_bytes or 0 for u in finished) / 1e6
+    span = max((u.finished_at or 0.0 for u in finished), default=0.0) - min(
+        (u.started_at or 0.0 for u in finished), default=0.0
+    )
+    busy = sum((u.read_s or 0.0) + (u.write_s or 0.0) for u in finished)
+    return {
+        "mb_s": round(megabytes / span, 3) if span > 0 else None,
+        "conversion_mb_s": round(megabytes / busy, 3) if busy > 0 else None,
+        "units": len(finished),
+    }
+
+
+def daemon_pid(lock: Path) -> int | None:
+    """The pid holding the daemon's flock on `lock` according to /proc/locks, or None.
+
+    Matched on the inode number only: /proc/locks names the device of the file actually
+    locked, which differs from what stat() reports on overlay file systems.
+    """
+    try:
+        inode = lock.stat().st_ino
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()  # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2180599 0 EOF"
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5].endswith(f":{inode}"):
+            return int(fields[4])
+    return None
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report as the grid and lines a person reads at the acquisition PC."""
+    pid = report["daemon_pid"]
+    labelled = [
+        ("experiment", report["experiment"]),
+        ("datastore", report["datastore"]),
+        ("daemon", f"running (pid {pid})" if pid else "not running"),
+        ("", ""),
+        *_grid_rows(report),
+        ("", ""),
+        ("units", _counts_line(report["units"])),
+        ("throughput", _throughput_line(report)),
+        ("backlog", _backlog_line(report)),
+        *(("failed", f"{unit}: {error}") for unit, error in report["failed"].items()),
+    ]
+    return "\n".join((label.ljust(LABEL) + text).rstrip() for label, text in labelled)
+
+
+def _readable_plan(raw_dir: Path, settings: Settings) -> Plan | None:
+    """The plan if raw_data's CSVs are there and valid; the grid then shows unseen units."""
+    try:
+        return load_plan(raw_dir, settings.raw)
+    except (NotReadyError, RawDataError):
+        return None
+
+
+def _plan_summary(plan: Plan | None) -> dict[str, Any] | None:
+    if plan is None:
+        return None
+    return {
+        "tiles": plan.num_tiles,
+        "rounds": plan.num_rounds,
+        "bits": plan.num_bits,
+        "round_bits": {_round(r): list(plan.readout_bits(r + 1)) for r in range(plan.num_rounds)},
+    }
+
+
+def _grid(units: Sequence[UnitRecord], plan: Plan | None) -> dict[str, dict[str, str]]:
+    """{tileNNNN: {roundNNNN: state}} over the plan's tiles and rounds and every known unit."""
+    states = {u.unit_id: u.state for u in units}
+    tiles = {u.tile for u in units} | set(range(plan.num_tiles if plan else 0))
+    rounds = {u.round for u in units} | set(range(plan.num_rounds if plan else 0))
+    return {
+        layout.tile_name(t): {
+            _round(r): states.get(unit_id(t, r), NOT_SEEN) for r in sorted(rounds)
+        }
+        for t in sorted(tiles)
+    }
+
+
+def _round(r: int) -> str:
+    """`round0001`: the round part of a unit id."""
+    return layout.entity_dirname("round", r).removesuffix(".zarr")
+
+
+def _mean_unit_mb(units: Sequence[UnitRecord]) -> float | None:
+    sizes = [u.source_bytes for u in units if u.state == "done" and u.source_bytes]
+    return sum(sizes) / len(sizes) / 1e6 if sizes else None
+
+
+def _grid_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, cells) rows: a round header, the bits of each round, then a row per tile."""
+    grid = report["grid"]
+    if not grid:
+        return [("", "(no units recorded yet)")]
+    rounds = list(next(iter(grid.values())))
+    bits = (report["plan"] or {}).get("round_bits", {})
+    rows = [("", rounds)]
+    if bits:
+        rows.append(("bits", [" ".join(map(str, bits.get(r, []))) for r in rounds]))
+    rows += [(tile, list(states.values())) for tile, states in grid.items()]
+    width = max(len(cell) for _, cells in rows for cell in cells) + 2
+    return [(label, "".join(cell.ljust(width) for cell in cells)) for label, cells in rows]
+
+
+def _counts_line(units: dict[str, Any]) -> str:
+    total = f" of {units['expected']}" if units["expected"] is not None else ""
+    parts = [f"{units['done']}{total} done"]
+    parts += [f"{units[s]} {s}" for s in ("running", "pending", "failed") if units[s]]
+    if units["not_seen"]:
+        parts.append(f"{units['not_seen']} not seen yet")
+    return ", ".join(parts)
+
+
+def _throughput_line(report: dict[str, Any]) -> str:
+    speed = report["throughput"]
+    if speed["mb_s"] is None:
+        return "not measured yet"
+    line = f"{speed['mb_s']:.1f} MB/s over the last {speed['units']} units"
+    if speed["conversion_mb_s"] is not None:
+        line += f" (a worker converts {speed['conversion_mb_s']:.1f} MB/s)"
+    return line
+
+
+def _backlog_line(report: dict[str, Any]) -> str:
+    backlog = report["backlog"]
+    if not backlog["units"]:
+        return "none"
+    size = f" (~{backlog['mb']:.1f} MB)" if backlog["mb"] is not None else ""
+    if report["eta_s"] is not None:
+        eta = f", ETA {timedelta(seconds=round(report['eta_s']))}"
+    elif report["daemon_pid"] is None:
+        eta = ", waiting for the daemon"
+    else:
+        eta = ""
+    return f"{backlog['units']} units{size}{eta}"
