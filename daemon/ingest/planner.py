@@ -131,7 +131,15 @@ class Planner:
                 round=raw_round - 1,
             )
         elif broken:
-            self._once(f"broken:{name}:{fingerprint}", "dataset broken", dataset=name, error=broken)
+            self._once(
+                f"broken:{name}:{fingerprint}",
+                "dataset broken",
+                dataset=name,
+                unit=uid,
+                tile=tile,
+                round=raw_round - 1,
+                error=broken,
+            )
         record = self._ledger.get(uid)
         if record is not None and (record.dataset, record.fingerprint) == (name, fingerprint):
             self._recorded[name] = signature
