@@ -164,7 +164,8 @@ def _run_verify(args: argparse.Namespace) -> int:
     except (NoDatastoreError, CannotVerifyError) as exc:
         print(f"qi2lab-ingest verify: {exc}", file=sys.stderr)
         return 2
-    verdict = f"{summary.differences} differences" if summary.differences else "no differences"
+    n = summary.differences
+    verdict = f"{n} difference{'s' if n > 1 else ''}" if n else "no differences"
     skipped = f"; {summary.not_done} units not done, not checked" if summary.not_done else ""
     print(f"verify: {summary.entries} entries of {summary.units} units, {verdict}{skipped}")
     return 1 if summary.differences else 0

@@ -162,7 +162,7 @@ def _entity_differences(
             continue
         differing = int(np.count_nonzero(got != want))
         if differing:
-            yield f"{entity}: {name} differs at {differing} voxels"
+            yield f"{entity}: {name} differs at {differing} voxel{'s' if differing > 1 else ''}"
     try:
         attrs = _flatten(read_attrs(folder))
     except (OSError, ValueError) as exc:
