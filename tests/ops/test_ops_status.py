@@ -1,0 +1,111 @@
+"""`status`: the ledger's truth, during a live run and after it, without touching anything."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+from collections import Counter
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from ops_support import cli, start_daemon
+from support.experiment import simulator_process, write_config
+
+from daemon.simulate import SimulationSettings
+
+STATES = ("pending", "running", "done", "failed")
+PACED = SimulationSettings(tiles=3, rounds=2, z=4, size=64, interval=0.03)
+
+
+def ledger_states(experiment: Path) -> dict[str, str]:
+    """unit id -> state, read with plain sqlite3 (not the daemon's code)."""
+    path = experiment / "qi2labdatastore" / ".ingest" / "ledger.sqlite"
+    with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+        return dict(db.execute("SELECT unit_id, state FROM units"))
+
+
+def grid_states(report: dict[str, Any]) -> dict[str, str]:
+    """unit id -> state of the report's grid, leaving out units not seen yet."""
+    return {
+        f"{tile}/{round_}": state
+        for tile, rounds in report["grid"].items()
+        for round_, state in rounds.items()
+        if state != "not seen"
+    }
+
+
+def status_json(experiment: Path) -> dict[str, Any]:
+    result = cli("status", experiment, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime) of every file and folder below `folder`."""
+    return {
+        str(path): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in [folder, *folder.rglob("*")]
+    }
+
+
+def test_status_matches_the_ledger_during_a_run_and_after_it(tmp_path: Path) -> None:
+    experiment = tmp_path / "exp"
+    config = write_config(tmp_path / "config.toml")
+    microscope = simulator_process(experiment, PACED)
+    daemon, log = start_daemon(experiment, config, "--exit-when-complete")
+    try:
+        log.wait_for("unit done")
+        os.kill(daemon.pid, signal.SIGSTOP)  # hold the ledger still while both read it
+        try:
+            during = status_json(experiment)
+            ledger = ledger_states(experiment)
+        finally:
+            os.kill(daemon.pid, signal.SIGCONT)
+        assert microscope.wait(60) == 0
+        assert daemon.wait(60) == 0, "".join(log.finish())[-3000:]
+    finally:
+        daemon.kill()
+        microscope.kill()
+    assert during["daemon_pid"] == daemon.pid
+    assert grid_states(during) == ledger
+    counts = Counter(ledger.values())
+    assert {s: during["units"][s] for s in STATES} == {s: counts[s] for s in STATES}
+    assert during["plan"]["round_bits"] == {"round0000": [1, 2], "round0001": [3, 4]}
+
+    before = snapshot(experiment)
+    after = status_json(experiment)
+    text = cli("status", experiment)
+    assert snapshot(experiment) == before  # read-only, with the ledger's -wal gone too
+
+    ledger = ledger_states(experiment)
+    assert grid_states(after) == ledger
+    assert set(ledger.values()) == {"done"} and len(ledger) == 6
+    assert after["units"] == {
+        "pending": 0,
+        "running": 0,
+        "done": 6,
+        "failed": 0,
+        "expected": 6,
+        "not_seen": 0,
+    }
+    assert after["daemon_pid"] is None
+    assert after["throughput"]["mb_s"] > 0 and after["throughput"]["units"] == 6
+    assert after["backlog"] == {"units": 0, "mb": None} and after["eta_s"] is None
+    lines = text.stdout.splitlines()
+    assert "daemon      not running" in lines
+    assert "bits        1 2        3 4" in lines
+    assert "tile0002    done       done" in lines
+    assert "units       6 of 6 done" in lines
+
+
+def test_without_a_datastore_status_says_so_exits_2_and_creates_nothing(tmp_path: Path) -> None:
+    experiment = tmp_path / "exp"
+    (experiment / "raw_data").mkdir(parents=True)
+    before = snapshot(experiment)
+    result = cli("status", experiment)
+    assert result.returncode == 2
+    assert "no datastore yet" in result.stderr and str(experiment) in result.stderr
+    assert snapshot(experiment) == before

@@ -1,0 +1,47 @@
+"""The systemd unit: accepted by systemd's own checker, and its command line is ours."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from daemon.cli import build_parser
+
+UNIT = Path(__file__).resolve().parents[2] / "systemd" / "qi2lab-ingest@.service"
+INSTALLED = "/opt/qi2lab-ingest/.venv/bin/qi2lab-ingest"
+ANALYZE = shutil.which("systemd-analyze")
+
+
+def exec_start() -> str:
+    (line,) = [x for x in UNIT.read_text().splitlines() if x.startswith("ExecStart=")]
+    return line.removeprefix("ExecStart=")
+
+
+@pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed (package systemd)")
+def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
+    # verify checks that ExecStart's binary exists: point it at this venv's, in an instance.
+    binary = Path(sys.executable).with_name("qi2lab-ingest")
+    assert binary.is_file() and INSTALLED in exec_start()
+    instance = tmp_path / "qi2lab-ingest@data-exp01.service"
+    instance.write_text(UNIT.read_text().replace(INSTALLED, str(binary)))
+
+    result = subprocess.run([ANALYZE, "verify", str(instance)], capture_output=True, text=True)
+
+    assert result.returncode == 0, result.stderr
+    # Unknown keys and bad values are only warnings to verify; for us they are failures.
+    assert [line for line in result.stderr.splitlines() if instance.name in line] == []
+
+
+def test_the_units_command_line_is_a_valid_watch_command() -> None:
+    binary, *args = shlex.split(exec_start().replace("%f", "/data/merfish/exp01"))
+    assert binary == INSTALLED
+    parsed = build_parser().parse_args(args)
+    assert parsed.command == "watch"
+    assert parsed.experiment == Path("/data/merfish/exp01")
+    assert parsed.config == Path("/etc/qi2lab-ingest/config.toml")
+    assert not parsed.exit_when_complete  # a service runs until stopped
