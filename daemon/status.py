@@ -14,6 +14,7 @@ daemon starting at that moment fail.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -58,10 +59,11 @@ def collect(experiment: Path, settings: Settings) -> dict[str, Any]:
     """
     ledger = open_ledger(experiment, settings)
     try:
-        units = ledger.units()
-        counts = ledger.counts()
+        units = ledger.units()  # one read: the grid and the counts are the same moment
     finally:
         ledger.close()
+    counts = dict.fromkeys(("pending", "running", "done", "failed"), 0)
+    counts.update(Counter(u.state for u in units))
     store = settings.datastore_path(experiment)
     plan = _readable_plan(experiment / "raw_data", settings)
     pid = daemon_pid(store / STATE_DIR / "lock")
@@ -80,7 +82,7 @@ def collect(experiment: Path, settings: Settings) -> dict[str, Any]:
         "units": {
             **counts,
             "expected": expected,
-            "not_seen": expected - len(units) if expected is not None else None,
+            "not_seen": max(0, expected - len(units)) if expected is not None else None,
         },
         "grid": _grid(units, plan),
         "failed": {u.unit_id: u.error for u in units if u.state == "failed"},
@@ -102,10 +104,10 @@ def throughput(units: Sequence[UnitRecord]) -> dict[str, Any]:
         (u for u in units if u.state == "done" and u.finished_at and u.started_at),
         key=lambda u: u.finished_at or 0.0,
     )[-RECENT_UNITS:]
+    if not finished:
+        return {"mb_s": None, "conversion_mb_s": None, "units": 0}
     megabytes = sum(u.source_bytes or 0 for u in finished) / 1e6
-    span = max((u.finished_at or 0.0 for u in finished), default=0.0) - min(
-        (u.started_at or 0.0 for u in finished), default=0.0
-    )
+    span = (finished[-1].finished_at or 0.0) - min(u.started_at or 0.0 for u in finished)
     busy = sum((u.read_s or 0.0) + (u.write_s or 0.0) for u in finished)
     return {
         "mb_s": round(megabytes / span, 3) if span > 0 else None,
