@@ -39,29 +39,41 @@ def run_demo(experiment: Path | None = None, interval: float = ACQUISITION.inter
         return 2
     print(_introduction(experiment, acquisition), flush=True)
     microscope = _child("simulate", experiment, *_simulate_options(acquisition), quiet=True)
-    daemon = None
+    children = [microscope]
     try:
-        _wait_for_metadata(raw, microscope)
+        if not _metadata_written(raw, microscope):
+            _stop(children)
+            print("demo failed: the simulator wrote no metadata (its error is above)")
+            return 1
         daemon = _child("watch", experiment, "--exit-when-complete")
-        codes = [microscope.wait(DEADLINE_S), daemon.wait(DEADLINE_S)]
+        children.append(daemon)
+        if microscope.wait(DEADLINE_S) != 0:
+            daemon.terminate()  # the plan can no longer complete
+        codes = [microscope.returncode, daemon.wait(DEADLINE_S)]
     except (KeyboardInterrupt, subprocess.TimeoutExpired) as exc:
-        for child in (microscope, daemon):
-            if child is not None:
-                child.terminate()
-                child.wait()
+        _stop(children)
         print(f"\ndemo stopped ({type(exc).__name__}); what was ingested is in {experiment}")
         return 1
     return _conclusion(experiment, codes)
 
 
-def _wait_for_metadata(raw: Path, microscope: subprocess.Popen) -> None:
-    """Until the run's metadata CSVs are written, as an operator starts the daemon once the
-    acquisition has begun (a daemon started earlier finds them at its next rescan)."""
+def _metadata_written(raw: Path, microscope: subprocess.Popen) -> bool:
+    """Wait until the run's metadata CSVs are written (False if the simulator ends first), as
+    an operator starts the daemon once the acquisition has begun: a daemon started before
+    raw_data exists would find them only at its next rescan."""
     deadline = time.monotonic() + DEADLINE_S
     while not all((raw / name).is_file() for name in METADATA_FILES):
         if microscope.poll() is not None or time.monotonic() > deadline:
-            return  # the daemon is started anyway and reports what it finds
+            return False
         time.sleep(0.05)
+    return True
+
+
+def _stop(children: list[subprocess.Popen]) -> None:
+    """End the demo's own children (SIGTERM: the daemon finishes what it converts)."""
+    for child in children:
+        child.terminate()
+        child.wait()
 
 
 def _introduction(experiment: Path, acquisition: SimulationSettings) -> str:
