@@ -6,7 +6,10 @@ in flight, `status` can read the file while the daemon writes it, and the table 
 by state without replaying history, so bookkeeping does not grow with the length of a run.
 
 States: pending (known, waiting for a worker), running, done, failed. A unit found `running`
-when the ledger is opened was interrupted by a crash and goes back to pending.
+when the ledger is opened was interrupted by a crash and goes back to pending. A failure is
+`environmental` when its cause lies outside the raw data (disk full, permission denied, an I/O
+error, a file that vanished): the service queues such a unit again after a back-off, while any
+other failure waits for the unit's raw data to change.
 """
 
 from __future__ import annotations
@@ -37,9 +40,13 @@ CREATE TABLE IF NOT EXISTS units (
     started_at    REAL,
     finished_at   REAL,
     read_s        REAL,
-    write_s       REAL
+    write_s       REAL,
+    environmental INTEGER NOT NULL DEFAULT 0
 );
 """
+# Columns added after the first release, with their definitions: a ledger written by an older
+# version gains them when it is opened for writing.
+ADDED_COLUMNS = {"environmental": "INTEGER NOT NULL DEFAULT 0"}
 
 
 def unit_id(tile: int, round_: int) -> str:
@@ -67,6 +74,7 @@ class UnitRecord:
     finished_at: float | None
     read_s: float | None
     write_s: float | None
+    environmental: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,10 @@ class Ledger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(units)")}
+        for column, definition in ADDED_COLUMNS.items():
+            if column not in present:
+                self._db.execute(f"ALTER TABLE units ADD COLUMN {column} {definition}")
 
     @classmethod
     def open_readonly(cls, path: Path) -> Ledger:
@@ -118,14 +130,18 @@ class Ledger:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One transaction; on any error, the COMMIT's own included (a full disk), it is rolled
+        back, so the connection is never left inside a transaction that every later BEGIN
+        would trip over."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
             self.changes += 1
 
     def recover(self) -> list[str]:
@@ -165,10 +181,40 @@ class Ledger:
                 return False
             db.execute(
                 "UPDATE units SET state = ?, dataset = ?, fingerprint = ?, error = ?,"
-                " attempts = 0, seen_at = ? WHERE unit_id = ?",
+                " environmental = 0, attempts = 0, seen_at = ? WHERE unit_id = ?",
                 (state, dataset, fingerprint, broken, time.time(), uid),
             )
             return not broken
+
+    def observe_unreadable(self, tile: int, round_: int, dataset: str, error: str) -> bool:
+        """Record that a dataset's files cannot be read (`error`); True if it was recorded.
+
+        The unit becomes failed (environmental, with no fingerprint) when it is new or its
+        recorded source is another copy; a unit that already knows this dataset keeps its state,
+        so entries converted before the files became unreadable are not disowned.
+        """
+        uid = unit_id(tile, round_)
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT state, dataset FROM units WHERE unit_id = ?", (uid,)
+            ).fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO units (unit_id, tile, round, state, dataset, fingerprint, error,"
+                    " environmental, seen_at, finished_at) VALUES (?, ?, ?, 'failed', ?, '', ?,"
+                    " 1, ?, ?)",
+                    (uid, tile, round_, dataset, error, time.time(), time.time()),
+                )
+                return True
+            if row["dataset"] == dataset or row["state"] == "running":
+                return False
+            db.execute(
+                "UPDATE units SET state = 'failed', dataset = ?, fingerprint = '', error = ?,"
+                " environmental = 1, attempts = 0, seen_at = ?, finished_at = ?"
+                " WHERE unit_id = ?",
+                (dataset, error, time.time(), time.time(), uid),
+            )
+            return True
 
     def claim(self, uid: str) -> UnitRecord | None:
         """Move a pending unit to running for a worker; None if it is no longer pending."""
@@ -186,7 +232,8 @@ class Ledger:
         with self._transaction() as db:
             db.execute(
                 "UPDATE units SET state = 'done', source_bytes = ?, checksum = ?, outputs = ?,"
-                " error = NULL, finished_at = ?, read_s = ?, write_s = ? WHERE unit_id = ?",
+                " error = NULL, environmental = 0, finished_at = ?, read_s = ?, write_s = ?"
+                " WHERE unit_id = ?",
                 (
                     result.source_bytes,
                     result.checksum,
@@ -198,13 +245,36 @@ class Ledger:
                 ),
             )
 
-    def fail(self, uid: str, error: str) -> None:
-        """Mark a unit failed; it is tried again only when its source changes."""
+    def fail(self, uid: str, error: str, environmental: bool = False) -> None:
+        """Mark a unit failed. An environmental failure is queued again by the service after a
+        back-off; any other is tried again only when its source changes."""
         with self._transaction() as db:
             db.execute(
-                "UPDATE units SET state = 'failed', error = ?, finished_at = ? WHERE unit_id = ?",
-                (error, time.time(), uid),
+                "UPDATE units SET state = 'failed', error = ?, environmental = ?, finished_at = ?"
+                " WHERE unit_id = ?",
+                (error, int(environmental), time.time(), uid),
             )
+
+    def requeue(self, uid: str) -> bool:
+        """Return a failed unit to pending (its back-off ran out, or an input of it changed);
+        True if it was failed."""
+        with self._transaction() as db:
+            return (
+                db.execute(
+                    "UPDATE units SET state = 'pending' WHERE unit_id = ? AND state = 'failed'",
+                    (uid,),
+                ).rowcount
+                > 0
+            )
+
+    def environmental_failures(self) -> list[UnitRecord]:
+        """Failed units whose cause was environmental: candidates to be queued again."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM units WHERE state = 'failed' AND environmental = 1"
+                " ORDER BY tile, round"
+            ).fetchall()
+        return [_record(r) for r in rows]
 
     def release(self, uid: str) -> None:
         """Return a running unit to pending (abandoned on shutdown, or its source changed)."""
@@ -246,4 +316,5 @@ class Ledger:
 def _record(row: sqlite3.Row) -> UnitRecord:
     values = dict(row)
     values["outputs"] = tuple(json.loads(values["outputs"]))
+    values["environmental"] = bool(values.get("environmental", 0))
     return UnitRecord(**values)
