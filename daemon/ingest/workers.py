@@ -4,16 +4,19 @@ Threads rather than processes: the heavy work (reading, correcting, compressing)
 numpy and tensorstore, which release the GIL. The queue is bounded so that a backlog stays in
 the ledger (a row per unit) instead of in memory; the service offers units only while there is
 room (back-pressure). A unit's outcome always reaches the ledger: done, failed with the file and
-the cause, or back to pending when the pool is stopped before the unit starts.
+the cause (marked environmental when waiting can fix it, see `failures`), or back to pending
+when the pool is stopped before the unit starts. A ledger write that fails (the disk under it
+is full) is tried again until it succeeds, and nothing a unit raises ends a worker thread.
 """
 
 from __future__ import annotations
 
-import errno
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from tenacity import (
     RetryCallState,
@@ -23,29 +26,12 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from daemon.ingest.failures import describe, errno_name, is_environmental, is_transient
 from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult
 from daemon.logs import get_logger
-from daemon.raw.errors import NotReadyError, RawDataError
-
-TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EBUSY, errno.ESTALE, errno.EINTR})
 
 Converter = Callable[[UnitRecord], UnitResult]
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Errors worth another try: a file still locked or briefly missing, a stale NFS handle."""
-    if isinstance(exc, NotReadyError):
-        return True
-    return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
-
-
-def describe(exc: BaseException) -> str:
-    """One line naming the file and the cause, for the ledger and the log."""
-    if isinstance(exc, OSError) and exc.filename:
-        return f"{exc.filename}: {exc.strerror or exc}"
-    if isinstance(exc, RawDataError):
-        return str(exc)  # already "<file>: <problem>"
-    return f"{type(exc).__name__}: {exc}"
+T = TypeVar("T")
 
 
 class WorkerPool:
@@ -67,6 +53,7 @@ class WorkerPool:
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._ledger_retry_s = (retry_initial_s, retry_max_s)
         self._retrying = Retrying(
             retry=retry_if_exception(is_transient),
             stop=stop_after_attempt(retry_attempts),
@@ -133,6 +120,8 @@ class WorkerPool:
                 self.last_progress = time.monotonic()  # a start is progress: not stuck after idling
             try:
                 self._convert_one(uid)
+            except Exception as exc:  # a worker outlives anything one unit does (even logging)
+                get_logger(unit=uid).exception("worker error", error=describe(exc))
             finally:
                 with self._lock:
                     self.busy_workers -= 1
@@ -144,7 +133,7 @@ class WorkerPool:
             self._in_flight.discard(uid)
 
     def _convert_one(self, uid: str) -> None:
-        record = self._ledger.claim(uid)
+        record = self._persist(uid, "claim", lambda: self._ledger.claim(uid))
         if record is None:
             return
         log = get_logger(unit=uid, tile=record.tile, round=record.round, dataset=record.dataset)
@@ -154,10 +143,17 @@ class WorkerPool:
             result = self._retrying(self._convert, record)
         except Exception as exc:  # every failure is recorded; the daemon goes on
             message = describe(exc)
-            self._ledger.fail(uid, message)
-            log.error("unit failed", error=message, cause=type(exc).__name__)
+            environmental = is_environmental(exc)
+            self._persist(uid, "fail", lambda: self._ledger.fail(uid, message, environmental))
+            log.error(
+                "unit failed",
+                error=message,
+                cause=type(exc).__name__,
+                errno=errno_name(exc),
+                environmental=environmental,
+            )
             return
-        self._ledger.finish(uid, result)
+        self._persist(uid, "finish", lambda: self._ledger.finish(uid, result))
         seconds = time.monotonic() - started
         log.info(
             "unit done",
@@ -166,6 +162,26 @@ class WorkerPool:
             mb_per_s=round(result.source_bytes / 1e6 / max(seconds, 1e-9), 1),
             outputs=list(result.outputs),
         )
+
+    def _persist(self, uid: str, action: str, write: Callable[[], T]) -> T | None:
+        """Run a ledger write until it succeeds; None if the pool stopped first.
+
+        SQLite fails a commit when the disk under the ledger is full or failing. The worker
+        waits and tries again (with the retry back-off) rather than lose the outcome; if the
+        pool stops meanwhile, the unit is still `running` in the ledger and is redone at the
+        next start, which converts it again from its raw data.
+        """
+        delay, longest = self._ledger_retry_s
+        while True:
+            try:
+                return write()
+            except (sqlite3.Error, OSError) as exc:
+                get_logger(unit=uid).error(
+                    "ledger write failed", action=action, error=str(exc), retry_in_s=delay
+                )
+            if self._stopping.wait(delay):
+                return None
+            delay = min(2 * delay, longest)
 
     @staticmethod
     def _log_retry(state: RetryCallState) -> None:
