@@ -53,7 +53,7 @@ class WatchSettings:
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """The conversion pool: its size, its queue (back-pressure) and its retries."""
+    """The conversion pool: its size, its queue (back-pressure), its retries and re-queuing."""
 
     count: int = 2
     queue_size: int = 4
@@ -61,6 +61,8 @@ class WorkerSettings:
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
     stuck_after_s: float = 600.0
+    requeue_initial_s: float = 30.0
+    requeue_max_s: float = 900.0
 
     def __post_init__(self) -> None:
         positive("count", self.count)
@@ -69,6 +71,18 @@ class WorkerSettings:
         positive("retry_initial_s", self.retry_initial_s)
         positive("retry_max_s", self.retry_max_s)
         positive("stuck_after_s", self.stuck_after_s)
+        positive("requeue_initial_s", self.requeue_initial_s)
+        positive("requeue_max_s", self.requeue_max_s)
+        if self.requeue_max_s < self.requeue_initial_s:
+            raise ValueError(
+                f"requeue_max_s ({self.requeue_max_s}) must not be below requeue_initial_s"
+                f" ({self.requeue_initial_s})"
+            )
+
+    def requeue_after_s(self, failures: int) -> float:
+        """Back-off before an environmentally failed unit is queued again, after `failures`
+        attempts: requeue_initial_s, doubling with each attempt, capped at requeue_max_s."""
+        return min(self.requeue_max_s, self.requeue_initial_s * 2 ** max(0, failures - 1))
 
 
 @dataclass(frozen=True)

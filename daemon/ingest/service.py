@@ -5,12 +5,18 @@ observer alive, offers pending units to the worker pool while it has room, rewri
 published views of the ledger and talks to systemd. Workers only convert units and record
 their outcome in the ledger. Data flows one way: event -> planner -> ledger -> pool ->
 datastore -> ledger -> datastore.json.
+
+Nothing the loop meets stops it: a step that fails (the datastore's disk is full, so neither
+the ledger nor datastore.json can be written) is logged and the next step tries again, and
+units that failed for environmental reasons are queued again once their back-off has run out
+(`workers.requeue_initial_s`), so ingestion resumes by itself when space or access returns.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +26,7 @@ from pathlib import Path
 from daemon import __version__
 from daemon.config import Settings
 from daemon.datastore.store import DataStore
+from daemon.ingest.failures import describe
 from daemon.ingest.ledger import Ledger
 from daemon.ingest.planner import Planner
 from daemon.ingest.sdnotify import Notifier
@@ -79,6 +86,9 @@ class IngestService:
             retry_initial_s=settings.workers.retry_initial_s,
             retry_max_s=settings.workers.retry_max_s,
         )
+        self._step_error: str | None = None  # the last failed step's error, logged once
+        self._last_rescan: float | None = None  # None until the first full scan succeeded
+        self._last_status = 0.0
         self.watcher = RawWatcher(
             self.raw_dir,
             polling=settings.watch.observer == "polling",
@@ -98,36 +108,73 @@ class IngestService:
             self.log.warning("recovered interrupted units", units=interrupted)
         if watch:
             self._start_watcher()
-        self.planner.scan()
         self.notifier.ready(self._status_line())
-        last_rescan = last_status = time.monotonic()
+        self._last_status = time.monotonic()
         try:
             while not self.stop_requested.is_set():
-                if watch:
-                    for name in self.watcher.drain(LOOP_PERIOD_S):
-                        self.planner.consider(name)
-                now = time.monotonic()
-                if watch and now - last_rescan >= self.settings.watch.rescan_interval_s:
-                    self.planner.scan()
-                    last_rescan = now
-                if watch and not self.watcher.alive:
-                    self._start_watcher(restart=True)
-                self._dispatch()
-                self.publisher.maybe_publish(self.planner.plan, self.planner.calibrated)
-                if progress is not None:
-                    progress(self.ledger.counts())
-                if self._healthy():
-                    self.notifier.watchdog()
-                if now - last_status >= STATUS_PERIOD_S:
-                    self._report_status()
-                    last_status = now
-                if (not watch or exit_when_complete) and self._settled(watch):
-                    break
+                try:
+                    if self._step(watch, exit_when_complete, progress):
+                        break
+                except Exception as exc:  # nothing one step meets stops the daemon
+                    self._step_failed(exc)
                 if not watch:
                     time.sleep(LOOP_PERIOD_S)
         finally:
             counts = self._shutdown()
         return RunOutcome(done=counts["done"], failed=counts["failed"], pending=counts["pending"])
+
+    def _step(
+        self,
+        watch: bool,
+        exit_when_complete: bool,
+        progress: Callable[[dict[str, int]], None] | None,
+    ) -> bool:
+        """One turn of the main loop; True when the run is over (settled and asked to exit)."""
+        if watch:
+            for name in self.watcher.drain(LOOP_PERIOD_S):
+                self.planner.consider(name)
+        now = time.monotonic()
+        interval = self.settings.watch.rescan_interval_s
+        # The first scan (retried until it succeeds), then in watch mode a periodic rescan.
+        if self._last_rescan is None or (watch and now - self._last_rescan >= interval):
+            self.planner.scan()
+            self._last_rescan = now
+        if watch and not self.watcher.alive:
+            self._start_watcher(restart=True)
+        self._requeue()
+        self._dispatch()
+        self.publisher.maybe_publish(self.planner.plan, self.planner.calibrated)
+        if progress is not None:
+            progress(self.ledger.counts())
+        if self._healthy():
+            self.notifier.watchdog()
+        if now - self._last_status >= STATUS_PERIOD_S:
+            self._report_status()
+            self._last_status = now
+        self._step_error = None
+        return (not watch or exit_when_complete) and self._settled(watch)
+
+    def _step_failed(self, exc: Exception) -> None:
+        """Log a failed step (once while the same error repeats) and pause before the next."""
+        message = describe(exc)
+        if message != self._step_error:
+            self.log.exception("loop step failed", error=message)
+            self._step_error = message
+        time.sleep(LOOP_PERIOD_S)
+
+    def _requeue(self) -> None:
+        """Queue again the environmental failures whose back-off has run out."""
+        now = time.time()
+        for record in self.ledger.environmental_failures():
+            wait_s = self.settings.workers.requeue_after_s(record.attempts)
+            if now >= (record.finished_at or 0.0) + wait_s and self.ledger.requeue(record.unit_id):
+                self.log.info(
+                    "unit requeued",
+                    unit=record.unit_id,
+                    dataset=record.dataset,
+                    previous_error=record.error,
+                    after_s=wait_s,
+                )
 
     def _start_watcher(self, restart: bool = False) -> None:
         if not self.raw_dir.is_dir():
@@ -145,13 +192,17 @@ class IngestService:
             self.pool.offer(uid)
 
     def _settled(self, watch: bool) -> bool:
-        """Nothing left to do: one pass converted all it found, or the plan is all settled."""
+        """Nothing left to do: one pass converted all it found, or the plan is all settled.
+
+        While watching, a unit that failed for environmental reasons is not settled: it will
+        be tried again. A single pass (`ingest`) does not wait for those back-offs.
+        """
         if self.pool.in_flight or (self.planner.calibrated and self.ledger.pending()):
             return False
         if not watch:
             return True
         plan = self.planner.plan
-        if plan is None or self.planner.waiting:
+        if plan is None or self.planner.waiting or self.ledger.environmental_failures():
             return False
         counts = self.ledger.counts()
         return counts["done"] + counts["failed"] >= plan.num_tiles * plan.num_rounds
@@ -186,7 +237,10 @@ class IngestService:
         self.log.info("stopping", in_flight=self.pool.in_flight)
         self.watcher.stop()
         self.pool.stop()
-        self.publisher.publish(self.planner.plan, self.planner.calibrated)
+        try:
+            self.publisher.publish(self.planner.plan, self.planner.calibrated)
+        except (OSError, sqlite3.Error) as exc:  # the ledger has it all; the next start publishes
+            self.log.error("final publication failed", error=describe(exc))
         counts = self.ledger.counts()
         self.log.info("stopped", **counts)
         self.ledger.close()
