@@ -1,10 +1,11 @@
 """What every benchmark needs: the machine, a clock, and the daemon run as a child process.
 
 The daemon is always measured as the user runs it (`qi2lab-ingest` from the same venv, a child
-process) so start-up, planning and publication are part of its figures. Its peak RSS comes from
-`os.wait4` (the kernel's own high-water mark, nothing missed between samples); its RSS over time
-from /proc/PID/status, sampled by a thread, for growth over a long run. Its JSON log goes to a
-file, never a pipe: a pipe nobody drains would stall a daemon that logs 4000 units.
+process) so start-up, planning and publication are part of its figures. Its RSS over time and
+its peak come from /proc/PID/status (VmRSS, VmHWM), sampled by a thread; VmHWM is the kernel's
+own high-water mark, so the peak misses nothing between samples. (`os.wait4`'s ru_maxrss is
+no use here: a child's counts the parent's RSS at fork time, i.e. this process's.) Its JSON
+log goes to a file, never a pipe: a pipe nobody drains would stall a daemon that logs 4000 units.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class DaemonProcess:
         self.config = config
         self.log = config.with_suffix(".log")
         self.samples: list[tuple[float, float]] = []
+        self.peak = [0.0]  # VmHWM, MB: a one-element list the sampler thread updates
         self.started = time.perf_counter()
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
@@ -82,7 +84,7 @@ class DaemonProcess:
                 stderr=log,
             )
         self._sampler = threading.Thread(
-            target=_sample_rss, args=(self.proc.pid, self.samples), daemon=True
+            target=_sample_rss, args=(self.proc.pid, self.samples, self.peak), daemon=True
         )
         self._sampler.start()
 
@@ -92,14 +94,14 @@ class DaemonProcess:
 
     def finish(self) -> DaemonRun:
         """Wait for the process to exit and collect its run."""
-        _, status, usage = os.wait4(self.proc.pid, 0)
+        _, status = os.waitpid(self.proc.pid, 0)
         wall = time.perf_counter() - self.started
         self.proc.returncode = os.waitstatus_to_exitcode(status)
         self._sampler.join()
         return DaemonRun(
             wall_s=wall,
             returncode=self.proc.returncode,
-            peak_rss_mb=usage.ru_maxrss * 1024 / MB,
+            peak_rss_mb=self.peak[0],
             rss_samples=self.samples,
             events=read_events(self.log),
         )
@@ -110,17 +112,20 @@ def run_daemon(command: str, experiment: Path, config: Path, *extra: str) -> Dae
     return DaemonProcess(command, experiment, config, *extra).finish()
 
 
-def _sample_rss(pid: int, samples: list[tuple[float, float]], period_s: float = 0.1) -> None:
+def _sample_rss(
+    pid: int, samples: list[tuple[float, float]], peak: list[float], period_s: float = 0.1
+) -> None:
     status = Path(f"/proc/{pid}/status")
     while True:
         try:
             text = status.read_text()
         except (FileNotFoundError, ProcessLookupError):
             return
-        rss = next((line.split()[1] for line in text.splitlines() if line[:6] == "VmRSS:"), None)
-        if rss is None:  # a zombie has no memory left to report
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        if "VmRSS" not in fields:  # a zombie has no memory left to report
             return
-        samples.append((time.time(), int(rss) * 1024 / MB))
+        samples.append((time.time(), int(fields["VmRSS"].split()[0]) * 1024 / MB))
+        peak[0] = max(peak[0], int(fields["VmHWM"].split()[0]) * 1024 / MB)
         time.sleep(period_s)
 
 

@@ -140,6 +140,24 @@ def live_latency(
     return _section(spec, timeline, run, sim_started, acquisition_end, reference_s, units), run
 
 
+def _breakdown(timeline: Timeline, run: DaemonRun) -> list[str]:
+    """Where the latency goes, from the daemon's own log: median and max of each step."""
+    at: dict[str, dict[tuple[int, int], float]] = {}
+    for name in ("dataset seen", "unit started", "unit done"):
+        at[name] = {(e["round"] + 1, e["tile"]): e["t"] for e in run.named(name)}
+    marks = [
+        ("complete -> dataset seen by the daemon", timeline.complete, at["dataset seen"]),
+        ("dataset seen -> unit started", at["dataset seen"], at["unit started"]),
+        ("unit started -> unit done (conversion)", at["unit started"], at["unit done"]),
+        ("unit done -> datastore.json says done", at["unit done"], timeline.done),
+    ]
+    rows = []
+    for label, begin, end in marks:
+        steps = [end[k] - begin[k] for k in begin if k in end]
+        rows.append([label, f"{percentile(steps, 50):.2f}", f"{percentile(steps, 100):.2f}"])
+    return table(["step of the latency", "median s", "max s"], rows)
+
+
 def _ready(experiment: Path) -> bool:
     return bool(_read_state(experiment / "qi2labdatastore" / "datastore.json").get("Corrected"))
 
@@ -186,6 +204,8 @@ def _section(
         for r, t in keys
     ]
     body = [
+        *_breakdown(timeline, run),
+        "",
         f"{units} datasets ({spec.tiles} tiles x {spec.rounds} rounds, {spec.z} z, 3 channels,"
         f" {spec.size}x{spec.size}) written by the paced simulator in {acquisition_s:.0f} s"
         f" ({acquisition_s / units:.1f} s per dataset, `--interval {spec.interval}`); the"

@@ -159,7 +159,7 @@ def memory_peaks(bench: Bench, workers: tuple[int, ...] = (1, 2, 4)) -> tuple[li
         )
     body = [
         f"`qi2lab-ingest ingest` of the section-1 experiment (datasets of {dataset_mb:.0f} MB),"
-        " peak RSS from `os.wait4` (the kernel's high-water mark of the process).",
+        " peak RSS is the process's VmHWM (the kernel's high-water mark), read from /proc.",
         "",
         *table(["workers", "peak RSS MB", "target MB", "MB/s of raw data"], lines),
     ]
