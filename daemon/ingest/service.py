@@ -108,7 +108,6 @@ class IngestService:
             self.log.warning("recovered interrupted units", units=interrupted)
         if watch:
             self._start_watcher()
-        self.notifier.ready(self._status_line())
         self._last_status = time.monotonic()
         try:
             while not self.stop_requested.is_set():
@@ -137,8 +136,11 @@ class IngestService:
         interval = self.settings.watch.rescan_interval_s
         # The first scan (retried until it succeeds), then in watch mode a periodic rescan.
         if self._last_rescan is None or (watch and now - self._last_rescan >= interval):
+            first = self._last_rescan is None
             self.planner.scan()
             self._last_rescan = now
+            if first:  # ready once what is already on disk is recorded
+                self.notifier.ready(self._status_line())
         if watch and not self.watcher.alive:
             self._start_watcher(restart=True)
         self._requeue()
