@@ -14,6 +14,7 @@ other failure waits for the unit's raw data to change.
 
 from __future__ import annotations
 
+import errno
 import json
 import sqlite3
 import threading
@@ -47,6 +48,25 @@ CREATE TABLE IF NOT EXISTS units (
 # Columns added after the first release, with their definitions: a ledger written by an older
 # version gains them when it is opened for writing.
 ADDED_COLUMNS = {"environmental": "INTEGER NOT NULL DEFAULT 0"}
+
+
+# SQLite's primary result codes for a file the system will not let it write, as errnos.
+_SQLITE_ERRNOS = {
+    sqlite3.SQLITE_FULL: errno.ENOSPC,
+    sqlite3.SQLITE_IOERR: errno.EIO,
+    sqlite3.SQLITE_READONLY: errno.EROFS,
+    sqlite3.SQLITE_CANTOPEN: errno.EACCES,
+    sqlite3.SQLITE_PERM: errno.EACCES,
+    sqlite3.SQLITE_BUSY: errno.EBUSY,
+}
+
+
+class LedgerError(OSError):
+    """A change could not be written to the ledger file (full disk, I/O error, ...).
+
+    An OSError with the errno SQLite's result code stands for and the ledger's path, so the
+    daemon reports it like any other file it cannot write, and retries it like one.
+    """
 
 
 def unit_id(tile: int, round_: int) -> str:
@@ -132,15 +152,19 @@ class Ledger:
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One transaction; on any error, the COMMIT's own included (a full disk), it is rolled
         back, so the connection is never left inside a transaction that every later BEGIN
-        would trip over."""
+        would trip over. An SQLite error meaning the file cannot be written is re-raised as a
+        LedgerError naming the ledger."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
                 self._db.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
+                code = _SQLITE_ERRNOS.get(getattr(exc, "sqlite_errorcode", -1) & 0xFF)
+                if code is not None:
+                    raise LedgerError(code, str(exc), str(self.path)) from exc
                 raise
             self.changes += 1
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from daemon import __version__
 from daemon.config import Settings
 from daemon.datastore.store import DataStore
-from daemon.ingest.failures import describe
+from daemon.ingest.failures import describe, errno_name
 from daemon.ingest.ledger import Ledger
 from daemon.ingest.planner import Planner
 from daemon.ingest.sdnotify import Notifier
@@ -87,6 +87,7 @@ class IngestService:
             retry_max_s=settings.workers.retry_max_s,
         )
         self._step_error: str | None = None  # the last failed step's error, logged once
+        self._recovered = False  # units left `running` by a crash are back to pending
         self._last_rescan: float | None = None  # None until the first full scan succeeded
         self._last_status = 0.0
         self.watcher = RawWatcher(
@@ -103,9 +104,6 @@ class IngestService:
     ) -> RunOutcome:
         """Recover, scan, then (if `watch`) follow the folder until stopped or complete."""
         self.log.info("daemon started", version=__version__, settings=_plain(self.settings))
-        interrupted = self.ledger.recover()
-        if interrupted:
-            self.log.warning("recovered interrupted units", units=interrupted)
         if watch:
             self._start_watcher()
         self._last_status = time.monotonic()
@@ -129,6 +127,11 @@ class IngestService:
         progress: Callable[[dict[str, int]], None] | None,
     ) -> bool:
         """One turn of the main loop; True when the run is over (settled and asked to exit)."""
+        if not self._recovered:  # before any dispatch; retried like any step until it succeeds
+            interrupted = self.ledger.recover()
+            if interrupted:
+                self.log.warning("recovered interrupted units", units=interrupted)
+            self._recovered = True
         if watch:
             for name in self.watcher.drain(LOOP_PERIOD_S):
                 self.planner.consider(name)
@@ -160,7 +163,7 @@ class IngestService:
         """Log a failed step (once while the same error repeats) and pause before the next."""
         message = describe(exc)
         if message != self._step_error:
-            self.log.exception("loop step failed", error=message)
+            self.log.exception("loop step failed", error=message, errno=errno_name(exc))
             self._step_error = message
         time.sleep(LOOP_PERIOD_S)
 
