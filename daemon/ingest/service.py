@@ -25,9 +25,10 @@ from pathlib import Path
 
 from daemon import __version__
 from daemon.config import Settings
+from daemon.datastore import layout
 from daemon.datastore.store import DataStore
 from daemon.ingest.failures import describe, errno_name
-from daemon.ingest.ledger import Ledger
+from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult
 from daemon.ingest.planner import Planner
 from daemon.ingest.sdnotify import Notifier
 from daemon.ingest.state import StatePublisher
@@ -35,6 +36,7 @@ from daemon.ingest.unit import UnitConverter
 from daemon.ingest.watcher import RawWatcher
 from daemon.ingest.workers import WorkerPool
 from daemon.logs import get_logger
+from daemon.raw.experiment import Plan
 
 STATE_DIR = ".ingest"  # the daemon's own state, inside the datastore folder
 LOOP_PERIOD_S = 0.2
@@ -77,9 +79,10 @@ class IngestService:
             state_interval_s=0.5,
             log_interval_s=settings.status.ingest_log_interval_s,
         )
+        self._converter = UnitConverter(self.raw_dir, self.store, self.planner, settings)
         self.pool = WorkerPool(
             self.ledger,
-            UnitConverter(self.raw_dir, self.store, self.planner, settings).convert,
+            self._convert,
             count=settings.workers.count,
             queue_size=settings.workers.queue_size,
             retry_attempts=settings.workers.retry_attempts,
@@ -148,7 +151,7 @@ class IngestService:
             self._start_watcher(restart=True)
         self._requeue()
         self._dispatch()
-        self.publisher.maybe_publish(self.planner.plan, self.planner.calibrated)
+        self._publish(self.publisher.maybe_publish)
         if progress is not None:
             progress(self.ledger.counts())
         if self._healthy():
@@ -180,6 +183,23 @@ class IngestService:
                     previous_error=record.error,
                     after_s=wait_s,
                 )
+
+    def _publish(self, write: Callable[[Plan | None, bool], None]) -> None:
+        """Rewrite the published views with `write`. A buffered write to a full disk raises an
+        OSError without a file name; it gets the datastore's folder, so the log says where."""
+        try:
+            write(self.planner.plan, self.planner.calibrated)
+        except OSError as exc:
+            if exc.filename is not None:
+                raise
+            views = f"writing {layout.STATE_FILE} or {layout.INGEST_LOG}"
+            raise OSError(exc.errno, f"{exc.strerror} ({views})", str(self.store.path)) from exc
+
+    def _convert(self, record: UnitRecord) -> UnitResult:
+        """A worker's job: the unit's files checked once more (they may have vanished or become
+        unreadable since the planner judged them), then the conversion."""
+        self.planner.check_files(record)
+        return self._converter.convert(record)
 
     def _start_watcher(self, restart: bool = False) -> None:
         if not self.raw_dir.is_dir():
@@ -243,7 +263,7 @@ class IngestService:
         self.watcher.stop()
         self.pool.stop()
         try:
-            self.publisher.publish(self.planner.plan, self.planner.calibrated)
+            self._publish(self.publisher.publish)
         except (OSError, sqlite3.Error) as exc:  # the ledger has it all; the next start publishes
             self.log.error("final publication failed", error=describe(exc))
         counts = self.ledger.counts()
