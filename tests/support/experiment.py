@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -68,11 +69,27 @@ def simulator_process(experiment: Path, settings: SimulationSettings) -> subproc
 
 def raw_checksums(experiment: Path) -> dict[str, str]:
     """sha256 of every file under raw_data, to prove the daemon never changed one."""
+    return tree_checksums(experiment / "raw_data", experiment)
+
+
+def tree_checksums(folder: Path, base: Path) -> dict[str, str]:
+    """sha256 of every file below `folder`, by path relative to `base`.
+
+    Symbolic links count by their target and other non-regular files (a FIFO) by their kind:
+    neither is opened, so a link is never followed and a FIFO never blocks the test.
+    """
     sums = {}
-    for root, _dirs, files in os.walk(experiment / "raw_data"):
-        for name in files:
+    for root, dirs, files in os.walk(folder):
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
             path = Path(root) / name
-            sums[str(path.relative_to(experiment))] = hashlib.sha256(path.read_bytes()).hexdigest()
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                digest = f"link -> {os.readlink(path)}"
+            elif stat.S_ISREG(mode):
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            else:
+                digest = f"mode {stat.S_IFMT(mode):o}"
+            sums[str(path.relative_to(base))] = digest
     return sums
 
 

@@ -1,0 +1,101 @@
+"""The datastore's disk runs full in the middle of a live run, then space returns.
+
+A real tmpfs holds the datastore (ledger and datastore.json included); the test fills it with a
+file while the simulated microscope is acquiring, and deletes the file again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from support.daemon import DaemonProcess, StatePoller
+from support.experiment import (
+    ExpectedEntry,
+    check_store,
+    expected_entries,
+    raw_checksums,
+    simulator_process,
+)
+from support.faults import fault_config, fill_disk, small_disk
+
+from daemon.ingest.ledger import Ledger
+from daemon.ingest.service import ledger_path
+from daemon.simulate import SimulationSettings, simulate
+
+SETTINGS = SimulationSettings(tiles=3, rounds=2, z=8, size=128, camera="orca", interval=0.03)
+DISK_BYTES = 32 << 20
+
+
+@dataclass
+class FullRun:
+    daemon: DaemonProcess
+    poller: StatePoller
+    store: Path
+    filler: Path
+    expected: dict[str, ExpectedEntry]
+
+
+@contextlib.contextmanager
+def disk_full_after_two_units(tmp_path: Path, leave: int) -> Iterator[FullRun]:
+    """A live run whose datastore disk is filled (to `leave` bytes free) after two units;
+    after the block, the space returns and the run must complete exactly as without the fault,
+    raw data untouched and datastore.json readable throughout."""
+    truth = tmp_path / "truth"
+    simulate(truth, SETTINGS)
+    expected = expected_entries(truth)
+    experiment = tmp_path / "exp"
+    with small_disk(tmp_path / "disk", DISK_BYTES) as disk:
+        store = disk / "store"
+        config = fault_config(tmp_path / "config.toml", datastore=str(store))
+        poller = StatePoller(store / "datastore.json")
+        poller.start()
+        microscope = simulator_process(experiment, SETTINGS)
+        with DaemonProcess("watch", experiment, config, "--exit-when-complete") as daemon:
+            daemon.wait_event("unit done")
+            daemon.wait_event("unit done")
+            filler = fill_disk(disk, leave=leave)
+            yield FullRun(daemon, poller, store, filler, expected)
+            assert daemon.alive()
+            assert check_store(store, expected, complete=False) == []  # what it had is intact
+
+            filler.unlink()  # space returns
+            assert daemon.wait() == 0, daemon.events[-5:]
+            assert microscope.wait(60) == 0
+        raw_at_end = raw_checksums(experiment)
+        poller.finish()
+        assert check_store(store, expected, complete=True) == []
+        state = poller.latest
+        assert state is not None and state["Corrected"] is True
+        assert state["Ingestion"]["units"]["failed"] == 0
+        assert raw_checksums(experiment) == raw_at_end
+
+
+def test_a_unit_that_meets_a_full_disk_fails_with_enospc_and_is_redone_when_space_returns(
+    tmp_path,
+):
+    # Less room than a unit needs, enough for the bookkeeping once the failed unit's partial
+    # entry is discarded.
+    with disk_full_after_two_units(tmp_path, leave=64 << 10) as run:
+        failed = run.daemon.wait_event("unit failed", errno="ENOSPC")
+        assert failed["error"].startswith(str(run.store)), failed  # names the file
+        assert failed["error"].endswith("No space left on device"), failed
+        assert failed["environmental"] is True
+        tile, round_ = failed["unit"].split("/")
+        run.poller.wait_until(lambda p: p.saw_failure(tile, f"{round_}.zarr", "No space left"))
+        record = Ledger.open_readonly(ledger_path(run.store)).get(failed["unit"])
+        assert record is not None and record.state == "failed" and record.environmental
+    assert failed["unit"] in {e["unit"] for e in run.daemon.named("unit requeued")}
+
+
+def test_with_not_a_byte_left_the_daemon_waits_keeping_datastore_json_and_resumes(tmp_path):
+    # Neither the ledger nor datastore.json can be written: the daemon says which file it could
+    # not write and why, keeps the last complete datastore.json, and carries on afterwards.
+    with disk_full_after_two_units(tmp_path, leave=0) as run:
+        full = run.daemon.wait_for(lambda e: e.get("errno") == "ENOSPC")
+        assert full["error"].startswith(str(run.store)), full
+        assert full["level"] == "error"
+        before = run.poller.reads
+        run.poller.wait_until(lambda p: p.reads > before + 10)  # still readable while full
