@@ -50,6 +50,7 @@ def record(experiment: Path, workers: int, out: Path, rate: int) -> None:
             ],
             check=True,
             stdout=subprocess.DEVNULL,
+            stderr=(Path(scratch) / "p.log").open("wb"),  # the daemon's log; py-spy's too
         )
 
 
