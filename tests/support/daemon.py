@@ -86,10 +86,20 @@ class DaemonProcess:
 
     def wait_event(self, name: str, timeout: float = WAIT_S, **fields: Any) -> Event:
         """The next event called `name` whose fields equal `fields`."""
-        return self.wait_for(
-            lambda e: e["event"] == name and all(e.get(k) == v for k, v in fields.items()),
-            timeout,
-        )
+        return self.wait_for(_named(name, fields), timeout)
+
+    def wait_seen(self, name: str, timeout: float = WAIT_S, **fields: Any) -> Event:
+        """An event called `name` with these fields, whether it came already or comes later
+        (wait_for only looks past the events earlier waits went through)."""
+        matches = _named(name, fields)
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in list(self.events):
+                if matches(event):
+                    return event
+            assert self._reader.is_alive(), f"the daemon ended (exit {self.process.poll()})"
+            assert time.monotonic() < deadline, f"no {name} {fields} within {timeout} s"
+            time.sleep(0.01)
 
     def named(self, name: str) -> list[Event]:
         """Every event called `name` so far."""
@@ -121,6 +131,10 @@ class DaemonProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()  # a test that failed half-way leaves no daemon behind
+
+
+def _named(name: str, fields: dict[str, Any]) -> Callable[[Event], bool]:
+    return lambda e: e["event"] == name and all(e.get(k) == v for k, v in fields.items())
 
 
 class StatePoller(threading.Thread):

@@ -1,0 +1,68 @@
+"""Raw files the daemon may not read, during a live acquisition, until their mode is fixed.
+
+The tests run as root, and root reads any file whatever its mode; so here the daemon runs as
+`nobody` (setpriv), as a service would run as its own user, while the microscope writes as
+root. A stack of one dataset and the NDTiff.index of another lose their read permission as the
+microscope writes them; both units must be recorded as failed naming the file and
+"Permission denied" (in the log and datastore.json), every other unit completes, and once the
+modes are fixed both units are converted without anyone touching the daemon.
+"""
+
+from __future__ import annotations
+
+import os
+
+from support.daemon import DaemonProcess, StatePoller
+from support.experiment import check_store, expected_entries, raw_checksums
+from support.faults import as_user, fault_config, microscope, shared_folder, wait_for_path
+
+from daemon.simulate import SimulationSettings, simulate
+
+SETTINGS = SimulationSettings(tiles=2, rounds=2, z=4, size=64, camera="orca", interval=0.02)
+# (dataset, the file made unreadable, its unit in datastore.json)
+UNREADABLE = [
+    ("sim_r0001_tile0001_1", "sim_r0001_tile0001_NDTiffStack.tif", ("tile0001", "round0000.zarr")),
+    ("sim_r0002_tile0000_1", "NDTiff.index", ("tile0000", "round0001.zarr")),
+]
+
+
+def test_unreadable_raw_files_fail_their_units_until_the_mode_is_fixed(tmp_path):
+    prefix, uid = as_user("nobody")
+    truth = tmp_path / "truth"
+    simulate(truth, SETTINGS)
+    expected = expected_entries(truth)
+    with shared_folder() as base:
+        experiment = base / "exp"
+        raw = experiment / "raw_data"
+        store = experiment / "qi2labdatastore"
+        store.mkdir(parents=True)
+        os.chown(store, uid, -1)
+        config = fault_config(base / "config.toml")
+        poller = StatePoller(store / "datastore.json")
+        poller.start()
+        with (
+            microscope(experiment, SETTINGS) as scope,
+            DaemonProcess("watch", experiment, config, "--exit-when-complete", wrapper=prefix) as d,
+        ):
+            for dataset, name, _unit in UNREADABLE:
+                wait_for_path(raw / dataset / name)
+                (raw / dataset / name).chmod(0)  # while the microscope still writes it
+            for _dataset, name, (tile, round_name) in UNREADABLE:
+                poller.wait_until(
+                    lambda p, t=tile, r=round_name, f=name: p.saw_failure(
+                        t, r, f, "Permission denied"
+                    )
+                )
+            assert scope.wait(60) == 0
+            assert d.alive()
+            assert check_store(store, expected, complete=False) == []
+            for dataset, name, _unit in UNREADABLE:
+                (raw / dataset / name).chmod(0o644)  # fixed; nobody tells the daemon
+            raw_at_end = raw_checksums(experiment)
+            assert d.wait() == 0, d.events[-5:]
+        poller.finish()
+        assert (store / "datastore.json").stat().st_uid == uid  # it really ran as `nobody`
+        assert check_store(store, expected, complete=True) == []
+        unreadable = [e for e in d.events if e.get("errno") == "EACCES"]
+        assert {e["unit"] for e in unreadable} == {"tile0001/round0000", "tile0000/round0001"}
+        assert raw_checksums(experiment) == raw_at_end

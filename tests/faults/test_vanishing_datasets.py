@@ -1,0 +1,75 @@
+"""Datasets replaced or deleted under the daemon while their units are being converted.
+
+The daemon runs one worker, and is paused (SIGSTOP) at two moments so the test can act while
+the daemon is frozen mid-work, with no race: once just after it starts converting tile 0,
+whose folder is then replaced by a different acquisition of that tile (another z range); once
+while tile 1 is converted and tile 3 waits in the queue, when tile 3's folder is moved out of
+raw_data. Tile 3 must fail naming its folder and ENOENT, then be converted by itself once its
+folder is back; tile 0 must end as the replacement's data, never a mix.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+
+from support.daemon import DaemonProcess, StatePoller
+from support.experiment import check_store, expected_entries, raw_checksums
+from support.faults import fault_config, microscope
+
+from daemon.simulate import SimulationSettings, simulate
+
+SETTINGS = SimulationSettings(tiles=4, rounds=1, z=4, size=96, camera="flir", interval=0.01)
+REPLACEMENT = SimulationSettings(tiles=4, rounds=1, z=5, size=96, camera="flir", seed=9)
+TILE0, TILE1, TILE3 = "sim_r0001_tile0000_1", "sim_r0001_tile0001_1", "sim_r0001_tile0003_1"
+
+
+def test_a_replaced_dataset_ends_as_the_replacement_and_a_deleted_one_waits_for_its_return(
+    tmp_path,
+):
+    truth, other = tmp_path / "truth", tmp_path / "other"
+    simulate(truth, SETTINGS)
+    simulate(other, REPLACEMENT)
+    expected = expected_entries(truth) | {
+        path: entry for path, entry in expected_entries(other).items() if "/tile0000/" in path
+    }
+    experiment = tmp_path / "exp"
+    raw = experiment / "raw_data"
+    store = experiment / "qi2labdatastore"
+    held = tmp_path / "held"
+    held.mkdir()
+    config = fault_config(tmp_path / "config.toml", workers={"count": 1})
+    poller = StatePoller(store / "datastore.json")
+    poller.start()
+    with (
+        microscope(experiment, SETTINGS) as scope,
+        DaemonProcess("watch", experiment, config, "--exit-when-complete") as daemon,
+    ):
+        daemon.wait_event("unit started", dataset=TILE0)
+        os.kill(daemon.pid, signal.SIGSTOP)
+        shutil.rmtree(raw / TILE0)
+        shutil.copytree(other / "raw_data" / TILE0, raw / TILE0)
+        assert scope.wait(60) == 0  # the acquisition ends while the daemon is frozen
+        os.kill(daemon.pid, signal.SIGCONT)
+
+        daemon.wait_seen("dataset seen", dataset=TILE3)
+        daemon.wait_seen("unit started", dataset=TILE1)
+        os.kill(daemon.pid, signal.SIGSTOP)
+        assert not [e for e in daemon.named("unit started") if e["dataset"] == TILE3]
+        os.rename(raw / TILE3, held / TILE3)  # gone from raw_data while its unit waits
+        os.kill(daemon.pid, signal.SIGCONT)
+
+        failed = daemon.wait_seen("unit failed", dataset=TILE3)
+        assert failed["error"] == f"{raw / TILE3}: No such file or directory", failed
+        assert failed["errno"] == "ENOENT" and failed["environmental"] is True
+        poller.wait_until(lambda p: p.saw_failure("tile0003", "round0000.zarr", str(raw / TILE3)))
+        assert daemon.alive()
+        os.rename(held / TILE3, raw / TILE3)  # back, as it was
+        raw_at_end = raw_checksums(experiment)
+        assert daemon.wait() == 0, daemon.events[-5:]
+    poller.finish()
+
+    assert check_store(store, expected, complete=True) == []
+    assert TILE3 in {e["dataset"] for e in daemon.named("unit requeued")}
+    assert raw_checksums(experiment) == raw_at_end
