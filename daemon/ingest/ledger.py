@@ -328,6 +328,17 @@ class Ledger:
             rows = self._db.execute("SELECT * FROM units ORDER BY tile, round").fetchall()
         return [_record(r) for r in rows]
 
+    def states(self) -> list[tuple[int, int, str, str | None]]:
+        """(tile, round, state, error) of every unit: what datastore.json summarises.
+
+        Far cheaper than `units()` (no row objects, no JSON), since the summary is rebuilt
+        from it after every change of a run that may hold thousands of units.
+        """
+        with self._lock:
+            return self._db.execute(
+                "SELECT tile, round, state, error FROM units ORDER BY tile, round"
+            ).fetchall()
+
     def counts(self) -> dict[str, int]:
         """How many units are in each state."""
         with self._lock:

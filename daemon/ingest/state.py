@@ -43,21 +43,26 @@ INGEST_LOG_SCHEMA = pa.schema(
 )
 
 
-def ingestion_summary(units: Iterable[UnitRecord], plan: Plan | None) -> dict[str, Any]:
-    """Per tile: rounds and bits done, what failed and why; and the totals."""
+def ingestion_summary(
+    states: Iterable[tuple[int, int, str, str | None]], plan: Plan | None
+) -> dict[str, Any]:
+    """Per tile: rounds and bits done, what failed and why; and the totals.
+
+    `states` are the ledger's (tile, round, state, error) rows.
+    """
     tiles: dict[str, dict[str, Any]] = {}
     totals = {"pending": 0, "running": 0, "done": 0, "failed": 0}
-    for unit in units:
-        totals[unit.state] += 1
+    for tile, round_, state, error in states:
+        totals[state] += 1
         entry = tiles.setdefault(
-            layout.tile_name(unit.tile), {"rounds_done": [], "bits_done": [], "failed": {}}
+            layout.tile_name(tile), {"rounds_done": [], "bits_done": [], "failed": {}}
         )
-        if unit.state == "done":
-            entry["rounds_done"].append(unit.round)
+        if state == "done":
+            entry["rounds_done"].append(round_)
             if plan is not None:
-                entry["bits_done"].extend(plan.readout_bits(unit.round + 1))
-        elif unit.state == "failed":
-            entry["failed"][layout.entity_dirname("round", unit.round)] = unit.error
+                entry["bits_done"].extend(plan.readout_bits(round_ + 1))
+        elif state == "failed":
+            entry["failed"][layout.entity_dirname("round", round_)] = error
     for entry in tiles.values():
         entry["bits_done"].sort()
     expected = plan.num_tiles * plan.num_rounds if plan is not None else None
@@ -79,8 +84,13 @@ class StatePublisher:
 
     datastore.json is what downstream analysis polls to start on a tile, so it follows each
     change of the ledger within `state_interval_s`; the Parquet log is for people and
-    notebooks and follows every `log_interval_s` at most. `publish()` writes both at once.
+    notebooks and follows every `log_interval_s` at most. Both are rebuilt whole, so each
+    rewrite costs more as a run grows: a file is never rewritten sooner than
+    `COST_FACTOR` times its last rewrite took, which caps this bookkeeping at a fixed share of
+    the main thread however many units the run has. `publish()` writes both at once.
     """
+
+    COST_FACTOR = 20
 
     def __init__(
         self, store: DataStore, ledger: Ledger, state_interval_s: float, log_interval_s: float
@@ -89,29 +99,28 @@ class StatePublisher:
         self._ledger = ledger
         self._intervals = {"state": state_interval_s, "log": log_interval_s}
         self._last = {"state": 0.0, "log": 0.0}
+        self._cost = {"state": 0.0, "log": 0.0}
         self._published: dict[str, tuple[int, bool] | None] = {"state": None, "log": None}
 
     def maybe_publish(self, plan: Plan | None, calibrations: bool) -> None:
         """Rewrite whichever file is behind the ledger and has not been written for a while."""
         now = time.monotonic()
         version = (self._ledger.changes, calibrations)
-        due = {
-            k
-            for k, published in self._published.items()
-            if published != version and now - self._last[k] >= self._intervals[k]
-        }
-        if due:
-            self._write(due, plan, calibrations)
+        for key, published in self._published.items():
+            wait_s = max(self._intervals[key], self.COST_FACTOR * self._cost[key])
+            if published != version and now - self._last[key] >= wait_s:
+                self._write(key, plan, calibrations)
 
     def publish(self, plan: Plan | None, calibrations: bool) -> None:
         """Rewrite both files now."""
-        self._write({"state", "log"}, plan, calibrations)
+        for key in self._published:
+            self._write(key, plan, calibrations)
 
-    def _write(self, which: set[str], plan: Plan | None, calibrations: bool) -> None:
+    def _write(self, key: str, plan: Plan | None, calibrations: bool) -> None:
+        started = time.monotonic()
         version = (self._ledger.changes, calibrations)
-        units = self._ledger.units()
-        if "state" in which:
-            summary = ingestion_summary(units, plan)
+        if key == "state":
+            summary = ingestion_summary(self._ledger.states(), plan)
             complete = (
                 summary["units_expected"] is not None
                 and summary["units"]["done"] == summary["units_expected"]
@@ -119,9 +128,9 @@ class StatePublisher:
             state = self._store.read_state()
             state.update(Calibrations=calibrations, Corrected=complete, Ingestion=summary)
             self._store.write_state(state)
-        if "log" in which:
-            table = ingest_log_table(units)
+        else:
+            table = ingest_log_table(self._ledger.units())
             atomic_write(self._store.path / layout.INGEST_LOG, lambda f: pq.write_table(table, f))
-        for key in which:
-            self._published[key] = version
-            self._last[key] = time.monotonic()
+        self._published[key] = version
+        self._last[key] = time.monotonic()
+        self._cost[key] = self._last[key] - started
