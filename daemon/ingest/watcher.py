@@ -12,20 +12,31 @@ from __future__ import annotations
 import queue
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    EVENT_TYPE_CLOSED_NO_WRITE,
+    EVENT_TYPE_OPENED,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+# Reading a file changes nothing, and the daemon reads raw_data all the time: its own reads
+# would come back as events (a unit retried because reading it touched its files).
+_READS = frozenset({EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE})
+
 
 class _TopLevelNames(FileSystemEventHandler):
-    """Puts the first path component below raw_data of every event on a queue."""
+    """Puts the first path component below raw_data of every event but reads on a queue."""
 
     def __init__(self, root: Path, names: queue.SimpleQueue[str]) -> None:
         self._root = root
         self._names = names
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in _READS:
+            return
         for path in (event.src_path, getattr(event, "dest_path", "")):
             if not path:
                 continue
