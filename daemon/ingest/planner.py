@@ -39,6 +39,7 @@ from daemon.raw.experiment import METADATA_FILES, Plan, load_plan
 from daemon.raw.ndtiff import RawDataset, check_dataset, dataset_fingerprint
 
 STAGE_SUFFIX = "_stage_positions.csv"
+MTIME_SLACK_S = 1.0
 _ONLY_REGULAR = "a symbolic link or special file; only regular files inside raw_data are read"
 
 
@@ -231,7 +232,9 @@ class Planner:
             changed = path.lstat().st_mtime
         except FileNotFoundError:
             return
-        since = record.started_at or record.seen_at
+        # File times come from a clock coarser than time.time(): a file rewritten just after
+        # the attempt began may carry an earlier time. A spare retry costs one failed attempt.
+        since = (record.started_at or record.seen_at) - MTIME_SLACK_S
         if changed > since and self._ledger.requeue(record.unit_id):
             self._log.info(
                 "unit requeued", unit=record.unit_id, dataset=record.dataset, changed=name
