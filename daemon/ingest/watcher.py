@@ -4,12 +4,14 @@ The event handler only enqueues (watchdog's threads must never do work); what ch
 judged later by the planner, which reads the entry itself. inotify is used on local disks; the
 polling observer where the config says so, because network mounts deliver no inotify events.
 Events can be lost (inotify's queue overflows), so the service also rescans periodically; this
-module only has to say "look at X soon".
+module only has to say "look at X soon". Where inotify cannot be had at all (the per-user
+limits are reached), it falls back to the polling observer rather than stop.
 """
 
 from __future__ import annotations
 
 import queue
+from collections.abc import Callable
 from pathlib import Path
 
 from watchdog.events import (
@@ -21,6 +23,8 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
+
+from daemon.logs import get_logger
 
 # Reading a file changes nothing, and the daemon reads raw_data all the time: its own reads
 # would come back as events (a unit retried because reading it touched its files).
@@ -54,18 +58,48 @@ class RawWatcher:
     def __init__(self, root: Path, polling: bool, poll_interval_s: float) -> None:
         self.root = root
         self.changes: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.started = False  # whether an observer was ever started (a later start is a restart)
         self._polling = polling
         self._poll_interval_s = poll_interval_s
         self._observer: BaseObserver | None = None
+        self._log = get_logger(folder=str(root))
 
     def start(self) -> None:
-        """Start (or restart) the observer on the folder, which must exist."""
+        """Start (or restart) the observer on the folder, which must exist.
+
+        When inotify cannot be had (the per-user limit of instances or watches is reached, as
+        on a busy machine), it polls instead, from then on, with one log line: changes are
+        noticed later, none is missed.
+
+        Raises:
+            OSError: the folder cannot be watched at all (it vanished, it may not be read).
+        """
         self.stop()
-        observer = PollingObserver(timeout=self._poll_interval_s) if self._polling else Observer()
-        observer.schedule(_TopLevelNames(self.root, self.changes), str(self.root), recursive=True)
-        observer.daemon = True
-        observer.start()
-        self._observer = observer
+        if not self._polling:
+            try:
+                self._observer = self._started(Observer)
+            except OSError as exc:
+                self._polling = True
+                self._log.warning("inotify unavailable, polling instead", error=str(exc))
+        if self._polling:
+            self._observer = self._started(lambda: PollingObserver(timeout=self._poll_interval_s))
+        self.started = True
+
+    def _started(self, make: Callable[[], BaseObserver]) -> BaseObserver:
+        """A new observer on the folder, running; nothing left running if it fails."""
+        observer = None
+        try:
+            observer = make()
+            observer.schedule(
+                _TopLevelNames(self.root, self.changes), str(self.root), recursive=True
+            )
+            observer.daemon = True
+            observer.start()
+        except OSError:
+            if observer is not None and observer.is_alive():
+                observer.stop()
+            raise
+        return observer
 
     @property
     def alive(self) -> bool:
