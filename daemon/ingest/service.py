@@ -14,12 +14,14 @@ units that failed for environmental reasons are queued again once their back-off
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,6 +40,9 @@ from daemon.ingest.workers import WorkerPool
 from daemon.logs import get_logger
 from daemon.raw.experiment import Plan
 
+# Only writing fills a disk or meets a read-only one, and raw data is only ever read: such an
+# error without a file name happened in the datastore.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 STATE_DIR = ".ingest"  # the daemon's own state, inside the datastore folder
 LOOP_PERIOD_S = 0.2
 STATUS_PERIOD_S = 5.0
@@ -107,8 +112,6 @@ class IngestService:
     ) -> RunOutcome:
         """Recover, scan, then (if `watch`) follow the folder until stopped or complete."""
         self.log.info("daemon started", version=__version__, settings=_plain(self.settings))
-        if watch:
-            self._start_watcher()
         self._last_status = time.monotonic()
         try:
             while not self.stop_requested.is_set():
@@ -135,6 +138,8 @@ class IngestService:
             if interrupted:
                 self.log.warning("recovered interrupted units", units=interrupted)
             self._recovered = True
+        if watch and not self.watcher.alive:  # before the first scan: no change falls between
+            self._start_watcher()
         if watch:
             for name in self.watcher.drain(LOOP_PERIOD_S):
                 self.planner.consider(name)
@@ -147,8 +152,6 @@ class IngestService:
             self._last_rescan = now
             if first:  # ready once what is already on disk is recorded
                 self.notifier.ready(self._status_line())
-        if watch and not self.watcher.alive:
-            self._start_watcher(restart=True)
         self._requeue()
         self._dispatch()
         self._publish(self.publisher.maybe_publish)
@@ -184,26 +187,34 @@ class IngestService:
                     after_s=wait_s,
                 )
 
-    def _publish(self, write: Callable[[Plan | None, bool], None]) -> None:
-        """Rewrite the published views with `write`. A buffered write to a full disk raises an
-        OSError without a file name; it gets the datastore's folder, so the log says where."""
+    @contextmanager
+    def _in_store(self, doing: str, errnos: frozenset[int] | None = None) -> Iterator[None]:
+        """Give an OSError without a file name (a buffered write to a full disk raises one) the
+        datastore folder and what was being done, so the log says where; if `errnos` is given,
+        only errors with one of them (the others may come from reading raw data)."""
         try:
-            write(self.planner.plan, self.planner.calibrated)
+            yield
         except OSError as exc:
-            if exc.filename is not None:
+            if exc.filename is not None or (errnos is not None and exc.errno not in errnos):
                 raise
-            views = f"writing {layout.STATE_FILE} or {layout.INGEST_LOG}"
-            raise OSError(exc.errno, f"{exc.strerror} ({views})", str(self.store.path)) from exc
+            raise OSError(exc.errno, f"{exc.strerror} ({doing})", str(self.store.path)) from exc
+
+    def _publish(self, write: Callable[[Plan | None, bool], None]) -> None:
+        """Rewrite the published views with `write` (which only writes into the datastore)."""
+        with self._in_store(f"writing {layout.STATE_FILE} or {layout.INGEST_LOG}"):
+            write(self.planner.plan, self.planner.calibrated)
 
     def _convert(self, record: UnitRecord) -> UnitResult:
         """A worker's job: the unit's files checked once more (they may have vanished or become
         unreadable since the planner judged them), then the conversion."""
         self.planner.check_files(record)
-        return self._converter.convert(record)
+        with self._in_store(f"writing the entries of {record.unit_id}", WRITE_ERRNOS):
+            return self._converter.convert(record)
 
-    def _start_watcher(self, restart: bool = False) -> None:
+    def _start_watcher(self) -> None:
         if not self.raw_dir.is_dir():
             return  # not there yet; the rescan keeps looking, and the next loop tries again
+        restart = self.watcher.started
         self.watcher.start()
         if restart:
             self.log.warning("observer restarted", folder=str(self.raw_dir))
