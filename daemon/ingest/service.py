@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import math
 import os
 import sqlite3
 import threading
@@ -218,6 +219,10 @@ class IngestService:
         self.watcher.start()
         if restart:
             self.log.warning("observer restarted", folder=str(self.raw_dir))
+        if self._last_rescan is not None:
+            # What arrived while no observer ran (raw_data created late, a dead observer)
+            # sent no event: look at everything now rather than at the next periodic rescan.
+            self._last_rescan = -math.inf
 
     def _dispatch(self) -> None:
         if not self.planner.calibrated:

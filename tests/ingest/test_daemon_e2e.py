@@ -142,3 +142,25 @@ def test_a_dataset_arriving_twice_supersedes_the_first_copy(tmp_path):
     assert (
         check_store(experiment / "qi2labdatastore", expected_entries(retake), complete=True) == []
     )
+
+
+def test_a_daemon_started_before_raw_data_exists_needs_no_rescan(tmp_path):
+    experiment = tmp_path / "exp"
+    experiment.mkdir()
+    # No periodic rescan within the test: only the observer, started when raw_data appears.
+    config = write_config(tmp_path / "config.toml", watch={"rescan_interval_s": 3600.0})
+    daemon = subprocess.Popen(
+        daemon_command("watch", experiment, config, "--exit-when-complete"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in daemon.stderr:
+        if '"waiting for raw_data"' in line:  # its first scan is done
+            break
+    simulate(experiment, SimulationSettings(tiles=1, rounds=2, z=3, size=64))
+    rest = daemon.stderr.read()
+    assert daemon.wait(TIMEOUT_S) == 0, rest[-3000:]
+    assert (
+        check_store(experiment / "qi2labdatastore", expected_entries(experiment), complete=True)
+        == []
+    )
