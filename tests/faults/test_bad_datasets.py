@@ -111,7 +111,9 @@ def test_broken_datasets_fail_naming_file_and_cause_and_a_new_copy_supersedes_th
                 os.rename(damage(scratch, name, good / f"{name}_1"), raw / f"{name}_1")
             for outside in ("sim_r0004_tile0000_1", "sim_r0001_tile0003_1"):
                 shutil.copytree(good / "sim_r0001_tile0000_1", raw / outside)
-            injected = tree_checksums(raw, raw)
+            intruders = [f"sim_r{r:04d}_tile{t:04d}_1" for r, t in DAMAGED]
+            intruders += ["sim_r0004_tile0000_1", "sim_r0001_tile0003_1"]
+            injected = {name: tree_checksums(raw / name, raw) for name in intruders}
             for (round_, tile), (_, parts) in DAMAGED.items():
                 tile_name, round_name = f"tile{tile:04d}", f"round{round_ - 1:04d}.zarr"
                 poller.wait_until(
@@ -134,5 +136,4 @@ def test_broken_datasets_fail_naming_file_and_cause_and_a_new_copy_supersedes_th
     started = {e["dataset"] for e in daemon.named("unit started")}
     assert not started & {f"sim_r{r:04d}_tile{t:04d}_1" for r, t in DAMAGED}
     assert raw_checksums(experiment) == raw_at_end
-    final = tree_checksums(raw, raw)
-    assert {path: final.get(path) for path in injected} == injected  # none of them touched
+    assert {name: tree_checksums(raw / name, raw) for name in injected} == injected

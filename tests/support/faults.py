@@ -116,6 +116,11 @@ def fill_disk(folder: Path, leave: int = 0) -> Path:
     return filler
 
 
+def shrink(filler: Path, by: int) -> None:
+    """Give `by` bytes of a filler file's space back."""
+    os.truncate(filler, max(0, filler.stat().st_size - by))
+
+
 # --- another user
 
 
