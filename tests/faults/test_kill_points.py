@@ -1,0 +1,195 @@
+"""SIGKILL aimed at the operations that must be atomic, each kill followed by a restart.
+
+tests/ingest/test_daemon_crash.py kills the daemon 24 times at moments chosen from its log
+lines. This test aims instead at what the daemon does on disk: it watches the datastore with
+inotify and sends SIGKILL on the k-th time, in one life of the daemon, that it
+  - writes an array (tensorstore creates a chunk file of a staged entry),
+  - renames an entry into polyDT/ or readouts/ (or moves the one it replaces aside),
+  - writes the ledger (SQLite appends to its write-ahead log),
+  - writes datastore.json (its temporary file appears),
+  - writes calibrations.zarr, or ingest_log.parquet.
+The signal follows the event within a fraction of a millisecond, so it lands inside the
+operation (a write and its fsync take longer) or just after it. After every kill, each entry
+already published must be complete and correct; after the last, a restart must finish the run
+with exactly what an uninterrupted run makes, datastore.json parseable at every read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from support.daemon import DaemonProcess, StatePoller
+from support.experiment import (
+    check_entry,
+    check_store,
+    daemon_command,
+    expected_entries,
+    published_entries,
+    raw_checksums,
+)
+from support.faults import fault_config, microscope
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from daemon.simulate import SimulationSettings, simulate
+
+# The acquisition lasts through the first lives; the kills leave a backlog of units, which
+# the later lives are killed in (a life finishes one or two units at most before it dies).
+SETTINGS = SimulationSettings(tiles=6, rounds=4, z=4, size=64, camera="orca", interval=0.05)
+
+
+def _created(test: Callable[[str], bool]) -> Callable[[FileSystemEvent], bool]:
+    return lambda e: e.event_type == "created" and test(str(e.src_path))
+
+
+def _entry_moved(store: Path) -> Callable[[FileSystemEvent], bool]:
+    """An entry itself renamed into its published name or aside (not the files it holds,
+    for which watchdog reports moves of their own)."""
+    entry = re.compile(rf"{re.escape(str(store))}/(polyDT|readouts)/tile\d{{4}}/[^/]+\.zarr")
+
+    def moved(e: FileSystemEvent) -> bool:
+        paths = (str(e.src_path), str(getattr(e, "dest_path", "")))
+        return e.event_type == "moved" and any(entry.fullmatch(p) for p in paths)
+
+    return moved
+
+
+def operations(store: Path) -> dict[str, Callable[[FileSystemEvent], bool]]:
+    """What each kill point looks like from outside: a predicate on inotify events."""
+    return {
+        "array write": _created(lambda p: "/.staging/" in p and p.endswith(".__lock")),
+        "entry rename": _entry_moved(store),
+        "ledger write": lambda e: (
+            e.event_type == "modified" and str(e.src_path).endswith("ledger.sqlite-wal")
+        ),
+        "datastore.json write": _created(lambda p: Path(p).name.startswith(".datastore.json.")),
+        "calibrations write": _created(lambda p: "/calibrations.zarr/" in p),
+        "ingest_log write": _created(lambda p: Path(p).name.startswith(".ingest_log.parquet.")),
+    }
+
+
+# (operation, k): kill at the k-th such operation of one life; every life ends in SIGKILL.
+# A life killed at one of the first 13 finishes a unit at most, so a backlog remains for the
+# next; the last 8 need no unit (every start writes the calibrations and publishes
+# datastore.json and ingest_log.parquet) and come last, when the acquisition is over.
+KILL_POINTS = [
+    ("array write", 1),
+    ("entry rename", 1),
+    ("ledger write", 2),
+    ("array write", 9),
+    ("entry rename", 2),
+    ("ledger write", 4),
+    ("array write", 17),
+    ("entry rename", 3),
+    ("ledger write", 1),
+    ("array write", 5),
+    ("entry rename", 4),
+    ("ledger write", 3),
+    ("array write", 13),
+    ("calibrations write", 1),
+    ("datastore.json write", 1),
+    ("calibrations write", 4),
+    ("ingest_log write", 1),
+    ("calibrations write", 7),
+    ("calibrations write", 10),
+    ("calibrations write", 13),
+    ("calibrations write", 16),
+]
+
+
+class KillSwitch(FileSystemEventHandler):
+    """Sends SIGKILL to the armed process at the k-th event an armed predicate accepts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._armed: tuple[int, Callable[[FileSystemEvent], bool], int] | None = None
+        self._count = 0
+        self.hit: str | None = None
+
+    def arm(self, pid: int, matches: Callable[[FileSystemEvent], bool], k: int) -> None:
+        with self._lock:
+            self._armed, self._count, self.hit = (pid, matches, k), 0, None
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._armed = None
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        with self._lock:
+            if self._armed is None:
+                return
+            pid, matches, k = self._armed
+            if not matches(event):
+                return
+            self._count += 1
+            if self._count == k:
+                os.kill(pid, signal.SIGKILL)
+                self.hit = f"{event.event_type} {event.src_path} {getattr(event, 'dest_path', '')}"
+                self._armed = None
+
+
+# The test's own recursive watch sees directories renamed under it; watchdog warns and copes.
+@pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
+def test_sigkill_inside_each_atomic_operation_then_restart_gives_the_uninterrupted_result(
+    tmp_path,
+):
+    truth = tmp_path / "truth"
+    simulate(truth, SETTINGS)
+    expected = expected_entries(truth)
+    experiment = tmp_path / "exp"
+    store = experiment / "qi2labdatastore"
+    store.mkdir(parents=True)  # watched before the daemon first opens it
+    config = fault_config(tmp_path / "config.toml")
+    ops = operations(store)
+    switch = KillSwitch()
+    watch = Observer()
+    watch.schedule(switch, str(store), recursive=True)
+    watch.start()
+    poller = StatePoller(store / "datastore.json")
+    poller.start()
+    kills: list[tuple[str, int, str | None]] = []
+    checked: dict[str, int] = {}  # published entry -> inode of the version checked
+    try:
+        with microscope(experiment, SETTINGS) as scope:
+            for operation, k in KILL_POINTS:
+                with DaemonProcess("watch", experiment, config, "--exit-when-complete") as life:
+                    switch.arm(life.pid, ops[operation], k)
+                    code = life.wait()
+                    switch.disarm()
+                assert code == -signal.SIGKILL, f"{operation} #{k} never came (exit {code})"
+                kills.append((operation, k, switch.hit))
+                for relpath in published_entries(store):  # each entry checked once per version
+                    version = (store / relpath).stat().st_ino
+                    if checked.get(relpath) != version:
+                        assert check_entry(store, expected[relpath]) == [], kills[-1]
+                        checked[relpath] = version
+            assert scope.wait(60) == 0
+            raw_at_end = raw_checksums(experiment)
+            with DaemonProcess("watch", experiment, config, "--exit-when-complete") as last:
+                assert last.wait() == 0, last.events[-5:]
+    finally:
+        watch.stop()
+        watch.join()
+    poller.finish()
+
+    assert len(kills) >= 20
+    assert check_store(store, expected, complete=True) == []
+    assert raw_checksums(experiment) == raw_at_end
+    # Exactly what one uninterrupted pass makes, every attribute included.
+    reference_config = fault_config(tmp_path / "reference.toml", datastore="reference")
+    reference = experiment / "reference"
+    run = subprocess.run(
+        daemon_command("ingest", experiment, reference_config), capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert published_entries(store) == published_entries(reference)
+    for relpath in [*published_entries(store), "calibrations.zarr"]:
+        ours = (store / relpath / ".zattrs").read_text()
+        assert ours == (reference / relpath / ".zattrs").read_text(), relpath

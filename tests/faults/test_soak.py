@@ -1,0 +1,119 @@
+"""A long accelerated acquisition: the daemon's memory, file descriptors and threads do not grow.
+
+Hundreds of tiny units stream from the simulator as fast as it can write them while the daemon
+ingests them; /proc/PID/status and /proc/PID/fd are sampled throughout. Each sample is tagged
+with the number of units done at that moment; the samples of the second half of the units must
+not exceed those of the first half (after a warm-up) by more than the tolerances below.
+
+The size is QI2LAB_SOAK_UNITS (default 80, what `make test` runs); a long run by hand:
+    QI2LAB_SOAK_UNITS=1000 .venv/bin/python -m pytest -m slow tests/faults/test_soak.py
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from support.daemon import DaemonProcess, StatePoller
+from support.experiment import check_store, expected_entries, raw_checksums
+from support.faults import fault_config, microscope
+
+from daemon.simulate import SimulationSettings, simulate
+
+UNITS = int(os.environ.get("QI2LAB_SOAK_UNITS", "80"))
+WARM_UP = 0.1  # the first tenth of the units: imports settle, caches and arenas fill
+# RSS: the median of the second half may exceed the first half's by 4 MiB plus 5 %. What
+# legitimately grows with a run is the per-dataset bookkeeping (a few hundred bytes per unit,
+# well under 1 MiB for a thousand units); samples move by a few MiB with glibc arenas and the
+# transient buffers of the units in flight. A leak of even one 16 x 16 x 2 stack (1 KiB) per
+# unit is invisible at this size, but a leaked buffer of a real dataset, a DataStore, a
+# tensorstore context or a thread per unit is many times the tolerance over hundreds of units.
+RSS_SLACK_BYTES = 4 << 20
+RSS_SLACK_FRACTION = 0.05
+# File descriptors and threads: at most the few that one unit in flight holds at the moment of
+# a sample (its stack files, a temporary file); a leak of one per unit adds dozens.
+FD_SLACK = 4
+
+
+@dataclass(frozen=True)
+class Sample:
+    done: int
+    rss: int
+    fds: int
+    threads: int
+
+
+class Sampler(threading.Thread):
+    """Samples a process's RSS, open descriptors and threads until it ends."""
+
+    def __init__(self, daemon: DaemonProcess) -> None:
+        super().__init__(daemon=True)
+        self.process = daemon
+        self.samples: list[Sample] = []
+
+    def run(self) -> None:
+        proc = Path(f"/proc/{self.process.pid}")
+        while self.process.alive():
+            try:
+                status = dict(
+                    line.split(":", 1) for line in (proc / "status").read_text().splitlines()
+                )
+                fds = len(os.listdir(proc / "fd"))
+            except (FileNotFoundError, ProcessLookupError):
+                return
+            if "VmRSS" not in status:
+                return  # exited, not yet reaped: nothing left to measure
+            done = len(self.process.named("unit done"))
+            rss = int(status["VmRSS"].split()[0]) * 1024
+            self.samples.append(Sample(done, rss, fds, int(status["Threads"])))
+            threading.Event().wait(0.05)
+
+
+@pytest.mark.slow
+def test_a_long_run_does_not_grow_memory_descriptors_or_threads(tmp_path):
+    settings = SimulationSettings(
+        tiles=UNITS // 2, rounds=2, z=2, size=16, channels=2, camera="flir", interval=0.0
+    )
+    experiment = tmp_path / "exp"
+    store = experiment / "qi2labdatastore"
+    config = fault_config(tmp_path / "config.toml")
+    poller = StatePoller(store / "datastore.json")
+    poller.start()
+    with (
+        microscope(experiment, settings) as scope,
+        DaemonProcess("watch", experiment, config, "--exit-when-complete") as daemon,
+    ):
+        sampler = Sampler(daemon)
+        sampler.start()
+        assert scope.wait(600) == 0
+        raw_at_end = raw_checksums(experiment)
+        assert daemon.wait(600) == 0, daemon.events[-5:]
+        sampler.join()
+    poller.finish()
+
+    total = settings.tiles * settings.rounds
+    assert len(daemon.named("unit done")) == total
+    truth = tmp_path / "truth"
+    simulate(truth, settings)
+    assert check_store(store, expected_entries(truth), complete=True) == []
+    assert raw_checksums(experiment) == raw_at_end
+
+    start, middle = WARM_UP * total, (1 + WARM_UP) / 2 * total
+    first = [s for s in sampler.samples if start <= s.done < middle]
+    second = [s for s in sampler.samples if s.done >= middle]
+    assert len(first) >= 5 and len(second) >= 5, (len(first), len(second))
+    rss_first = statistics.median(s.rss for s in first)
+    rss_second = statistics.median(s.rss for s in second)
+    report = (
+        f"RSS median {rss_first / 2**20:.1f} -> {rss_second / 2**20:.1f} MiB, "
+        f"fds max {max(s.fds for s in first)} -> {max(s.fds for s in second)}, "
+        f"threads max {max(s.threads for s in first)} -> {max(s.threads for s in second)}"
+    )
+    assert rss_second <= rss_first * (1 + RSS_SLACK_FRACTION) + RSS_SLACK_BYTES, report
+    assert max(s.fds for s in second) <= max(s.fds for s in first) + FD_SLACK, report
+    assert max(s.threads for s in second) <= max(s.threads for s in first), report
+    print(report)
