@@ -22,6 +22,7 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -139,7 +140,7 @@ def simulate(experiment: Path, settings: SimulationSettings) -> Path:
             _write_csv(
                 raw / f"{name}_stage_positions.csv", [["stage_x", "stage_y", "stage_z"], [x, y, z]]
             )
-            folder = _write_dataset(raw, name, settings, round, tile, pace)
+            folder = write_dataset(raw, name, settings, round, tile, pace).name
             datasets.append(_dataset_truth(settings, name, folder, round, tile))
     truth = {
         "settings": asdict(settings),
@@ -356,10 +357,23 @@ class _Pacer:
         self.first = False
 
 
-def _write_dataset(
-    raw: Path, name: str, settings: SimulationSettings, round: int, tile: int, pace: _Pacer
-) -> str:
-    """One tile of one round through ndstorage's writer; returns the folder name it created."""
+PlaneHook = Callable[[str, int, np.ndarray], np.ndarray]
+
+
+def write_dataset(
+    raw: Path,
+    name: str,
+    settings: SimulationSettings,
+    round: int,
+    tile: int,
+    pace: _Pacer | None = None,
+    plane: PlaneHook = lambda color, z, pixels: pixels,
+) -> Path:
+    """One tile of one round through ndstorage's writer; returns the folder it created.
+
+    `plane(color, z, pixels)` may alter each frame first: the fault tests use it to write
+    datasets with planes of the wrong size or pixel type exactly as the microscope would.
+    """
     dataset = NDTiffDataset(str(raw), name=name, writable=True)
     dataset.initialize(
         {
@@ -374,8 +388,9 @@ def _write_dataset(
     )
     try:
         for color, z in plane_order(settings):
-            pixels = render_plane(settings, round, tile, color, z)
-            pace.wait()
+            pixels = plane(color, z, render_plane(settings, round, tile, color, z))
+            if pace is not None:
+                pace.wait()
             dataset.put_image(
                 {"channel": AXIS_NAMES[color], "z": z},
                 pixels,
@@ -384,7 +399,7 @@ def _write_dataset(
         dataset.finish()
     finally:
         dataset.close()
-    return Path(dataset.path).name
+    return Path(dataset.path)
 
 
 def _dataset_truth(

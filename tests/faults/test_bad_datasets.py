@@ -33,10 +33,9 @@ from support.faults import (
     stack_of,
     truncate_mid_plane,
     wait_for_path,
-    write_dataset,
 )
 
-from daemon.simulate import SimulationSettings, simulate
+from daemon.simulate import SimulationSettings, simulate, write_dataset
 
 SETTINGS = SimulationSettings(tiles=3, rounds=3, z=3, size=64, camera="orca", interval=0.01)
 
@@ -56,7 +55,7 @@ def _copy(damage: Callable[[Path], None]) -> Damage:
 def _written(plane: Callable[[str, int, np.ndarray], np.ndarray]) -> Damage:
     def make(scratch: Path, name: str, good: Path) -> Path:
         round_, tile = int(name[5:9]), int(name[-4:])
-        return write_dataset(scratch, name, SETTINGS, round_, tile, plane)
+        return write_dataset(scratch, name, SETTINGS, round_, tile, plane=plane)
 
     return make
 

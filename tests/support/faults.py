@@ -18,22 +18,15 @@ import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from ndstorage import NDTiffDataset
 
 from daemon.raw.ndindex import parse_index
 from daemon.simulate import (
-    AXIS_NAMES,
-    CAMERA_NAMES,
     SimulationSettings,
-    image_metadata,
-    plane_order,
-    render_plane,
 )
 from support.experiment import simulator_process, write_config
 
@@ -152,43 +145,6 @@ def as_user(name: str = "nobody") -> tuple[list[str], int]:
 
 
 # --- datasets damaged on disk
-
-
-PlaneHook = Callable[[str, int, np.ndarray], np.ndarray]
-
-
-def write_dataset(
-    folder: Path,
-    name: str,
-    settings: SimulationSettings,
-    round_: int,
-    tile: int,
-    plane: PlaneHook = lambda color, z, pixels: pixels,
-) -> Path:
-    """An NDTiff dataset written by ndstorage as the simulator writes it, with each plane
-    passed through `plane(color, z, pixels)` first (to change its size or pixel type);
-    written in `folder` (outside raw_data) and returned, to be moved in whole."""
-    dataset = NDTiffDataset(str(folder), name=name, writable=True)
-    dataset.initialize(
-        {
-            "Prefix": name,
-            "ChNames": [AXIS_NAMES[c] for c in settings.colors],
-            "Slices": settings.z,
-            "Camera": CAMERA_NAMES[settings.camera],
-        }
-    )
-    try:
-        for color, z in plane_order(settings):
-            pixels = plane(color, z, render_plane(settings, round_, tile, color, z))
-            dataset.put_image(
-                {"channel": AXIS_NAMES[color], "z": z},
-                pixels,
-                image_metadata(settings, tile, color, z),
-            )
-        dataset.finish()
-    finally:
-        dataset.close()
-    return Path(dataset.path)
 
 
 def stack_of(dataset: Path) -> Path:
