@@ -1,4 +1,4 @@
-"""Command line: `qi2lab-ingest watch | ingest | status | verify | simulate | demo`.
+"""Command line: `qi2lab-ingest watch | ingest | backfill | status | verify | simulate | demo`.
 
 Each subcommand parses its own options and hands plain values to the module that does the
 work, so the modules stay usable without the command line.
@@ -178,11 +178,61 @@ def _run_demo(args: argparse.Namespace) -> int:
     return run_demo(args.experiment, interval)
 
 
+def _add_backfill(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "backfill", help="convert finished experiments on a Dask cluster (needs [cluster])"
+    )
+    p.add_argument("experiments", type=Path, nargs="+", metavar="EXPERIMENT")
+    p.add_argument("--config", type=Path, help="config.toml (default: built-in defaults)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", help="address of a running scheduler (tcp://host:8786)")
+    where.add_argument("--scheduler-file", help="a scheduler's JSON file (dask scheduler ...)")
+    p.add_argument("--workers", type=_positive, default=2, help="local cluster: processes")
+    p.add_argument(
+        "--threads-per-worker", type=_positive, default=1, help="local cluster: units at once"
+    )
+    p.add_argument(
+        "--path-map",
+        action="append",
+        type=_path_mapping,
+        default=[],
+        metavar="HERE=THERE",
+        help="workers see experiments under HERE at THERE (repeatable)",
+    )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be at least 1")
+    return value
+
+
+def _path_mapping(text: str) -> tuple[str, str]:
+    local, sep, remote = text.partition("=")
+    if not (sep and local and remote):
+        raise argparse.ArgumentTypeError(f"{text}: expected HERE=THERE")
+    return local, remote
+
+
+def _run_backfill(args: argparse.Namespace) -> int:
+    from daemon.backfill.command import ClusterOptions, backfill
+    from daemon.logs import configure_logging
+
+    settings = _settings(args)
+    configure_logging(settings.logging.format, settings.logging.level)
+    options = ClusterOptions(
+        args.scheduler, args.scheduler_file, args.workers, args.threads_per_worker
+    )
+    return backfill(args.experiments, settings, options, args.path_map)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qi2lab-ingest", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_daemon_commands(sub)
     _add_ops_commands(sub)
+    _add_backfill(sub)
     _add_simulate(sub)
     return parser
 
@@ -195,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         "status": _run_status,
         "verify": _run_verify,
         "demo": _run_demo,
+        "backfill": _run_backfill,
         "simulate": _run_simulate,
     }
     return runners[args.command](args)

@@ -75,7 +75,7 @@ class IngestService:
         store_path = settings.datastore_path(experiment)
         state_dir = store_path / STATE_DIR
         state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = _exclusive_lock(state_dir / "lock")
+        self._lock_file = exclusive_lock(state_dir / "lock")
         self.store = DataStore(store_path, codec=settings.arrays)
         self.ledger = Ledger(ledger_path(store_path))
         self.planner = Planner(self.raw_dir, self.store, self.ledger, settings)
@@ -85,7 +85,9 @@ class IngestService:
             state_interval_s=0.5,
             log_interval_s=settings.status.ingest_log_interval_s,
         )
-        self._converter = UnitConverter(self.raw_dir, self.store, self.planner, settings)
+        self._converter = UnitConverter(
+            self.raw_dir, self.store, lambda: self.planner.plan, settings
+        )
         self.pool = WorkerPool(
             self.ledger,
             self._convert,
@@ -296,7 +298,7 @@ def ledger_path(store_path: Path) -> Path:
     return store_path / STATE_DIR / "ledger.sqlite"
 
 
-def _exclusive_lock(path: Path) -> int:
+def exclusive_lock(path: Path) -> int:
     """Hold a lock for the process's lifetime so two daemons never share a datastore."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,6 @@ from daemon.datastore.layout import Entity
 from daemon.datastore.store import DataStore, StagedEntity
 from daemon.ingest.convert import correct, orient
 from daemon.ingest.ledger import UnitRecord, UnitResult
-from daemon.ingest.planner import Planner
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
 from daemon.raw.experiment import Channel, Plan, read_stage_position
 from daemon.raw.ndtiff import RawDataset
@@ -59,17 +58,23 @@ def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
 
 
 class UnitConverter:
-    """The worker's job for one unit; holds what every unit shares."""
+    """The worker's job for one unit; holds what every unit shares.
 
-    def __init__(self, raw_dir: Path, store: DataStore, planner: Planner, settings: Settings):
+    `plan` returns the experiment's plan when a unit is converted: the daemon's planner may
+    read it again until the calibrations are written, a backfill task reads it once.
+    """
+
+    def __init__(
+        self, raw_dir: Path, store: DataStore, plan: Callable[[], Plan | None], settings: Settings
+    ):
         self._raw_dir = raw_dir
         self._store = store
-        self._planner = planner
+        self._plan = plan
         self._settings = settings
 
     def convert(self, record: UnitRecord) -> UnitResult:
         """Read the unit's dataset, write its entries, and say what was produced."""
-        plan = self._planner.plan
+        plan = self._plan()
         assert plan is not None, "units are dispatched only once the plan is known"
         raw_round = record.round + 1
         entities = unit_entities(plan, record.tile, record.round)
@@ -120,7 +125,7 @@ class UnitConverter:
         checksum: str,
     ) -> dict[str, Any]:
         """Every per-entity attribute the spec asks ingestion to write."""
-        plan = self._planner.plan
+        plan = self._plan()
         assert plan is not None
         attrs: dict[str, Any] = {
             "stage_zyx_um": stage,
