@@ -45,6 +45,10 @@ def backfill(
     path_map: list[tuple[str, str]] | None = None,
 ) -> int:
     """Backfill `experiments` and return the exit status (see the module docstring)."""
+    folders = list(dict.fromkeys(p.resolve() for p in experiments))  # each once, in order
+    for folder in folders:
+        if not folder.is_dir():
+            return _bad(f"{folder}: no such experiment folder")
     try:
         from daemon.backfill.cluster import BackfillInterrupted, connect, run_backfill
     except ImportError as exc:
@@ -54,10 +58,6 @@ def backfill(
     from daemon.backfill.task import UnitFailure
     from daemon.ingest.ledger import UnitResult
 
-    folders = list(dict.fromkeys(p.resolve() for p in experiments))  # each once, in order
-    for folder in folders:
-        if not folder.is_dir():
-            return _bad(f"{folder}: no such experiment folder")
     with ExitStack() as stack:
         runs: list[ExperimentRun] = []
         try:

@@ -7,6 +7,7 @@ with what the raw planes and metadata say it must hold.
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -162,7 +163,11 @@ def test_client_killed_then_run_again(tmp_path, cluster):
     )
 
     def some_done() -> bool:
-        return sum(r.state == "done" for r in ledger_rows(experiment).values()) >= 2
+        try:
+            rows = ledger_rows(experiment)
+        except sqlite3.OperationalError:  # the client has created the file, not the table yet
+            return False
+        return sum(r.state == "done" for r in rows.values()) >= 2
 
     try:
         wait_until(some_done, "two units done")
