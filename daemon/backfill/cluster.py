@@ -11,12 +11,13 @@ restarted scheduler cancels the futures; the client resubmits them once it is re
 
 from __future__ import annotations
 
+import queue
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
-from distributed import CancelledError, Client, Future, KilledWorker, LocalCluster, as_completed
+from distributed import CancelledError, Client, Future, KilledWorker, LocalCluster
 
 from daemon.backfill.experiment import ExperimentRun
 from daemon.backfill.task import UnitFailure, convert_unit
@@ -26,6 +27,7 @@ from daemon.ingest.ledger import UnitRecord, UnitResult
 
 TASKS_PER_THREAD = 2  # one running, one queued: workers never wait for the client
 MIN_IN_FLIGHT = 2  # while no worker has joined yet (a batch job still queued)
+CHECK_CLIENT_S = 1.0  # how often a client waiting for results looks whether it gave up
 RESUBMITS = 3  # times a unit is submitted again after its future was cancelled
 
 
@@ -60,7 +62,7 @@ def connect(
             threads_per_worker=threads,
             processes=True,
             memory_limit=0,
-            dashboard_address=None,
+            dashboard_address=":0",
         ) as cluster,
         Client(cluster) as client,
     ):
@@ -73,10 +75,14 @@ def run_backfill(
     settings: Settings,
     on_outcome: Callable[[UnitResult | UnitFailure], None],
 ) -> None:
-    """Convert every pending unit of `runs` on the cluster; `on_outcome` sees each result."""
-    queue = deque((run, uid) for run in runs for uid in run.pending())
+    """Convert every pending unit of `runs` on the cluster; `on_outcome` sees each result.
+
+    Raises BackfillInterrupted when the client has given up on the scheduler (it tries to
+    reconnect for `distributed.comm.timeouts.connect` first).
+    """
+    backlog = deque((run, uid) for run in runs for uid in run.pending())
     jobs: dict[Future, _Job] = {}
-    completed = as_completed()
+    completed: queue.Queue[Future] = queue.Queue()
 
     def submit(job: _Job) -> None:
         try:
@@ -86,18 +92,28 @@ def run_backfill(
         except Exception as exc:
             raise BackfillInterrupted(f"cannot submit to the scheduler: {describe(exc)}") from exc
         jobs[future] = job
-        completed.add(future)
+        future.add_done_callback(completed.put)
+
+    limit = MIN_IN_FLIGHT
 
     def fill() -> None:
-        limit = max(MIN_IN_FLIGHT, TASKS_PER_THREAD * sum(client.nthreads().values()))
-        while queue and len(jobs) < limit:
-            run, uid = queue.popleft()
+        nonlocal limit
+        with suppress(OSError):  # the scheduler is away: keep the last limit meanwhile
+            limit = max(MIN_IN_FLIGHT, TASKS_PER_THREAD * sum(client.nthreads().values()))
+        while backlog and len(jobs) < limit:
+            run, uid = backlog.popleft()
             record = run.claim(uid)
             if record is not None:
                 submit(_Job(run, record))
 
     fill()
-    for future in completed:
+    while jobs:
+        try:
+            future = completed.get(timeout=CHECK_CLIENT_S)
+        except queue.Empty:
+            if client.status in ("closing", "closed"):
+                raise BackfillInterrupted("the connection to the scheduler is lost") from None
+            continue
         job = jobs.pop(future)
         outcome = _outcome(future, job.run, job.record)
         if outcome is None:

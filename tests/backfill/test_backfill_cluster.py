@@ -6,6 +6,7 @@ with what the raw planes and metadata say it must hold.
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -35,11 +36,18 @@ THREE_RUNS = (
 )
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LoopbackCluster]:
-    running = LoopbackCluster(tmp_path, workers=2)
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackCluster]:
+    running = LoopbackCluster(tmp_path_factory.mktemp("cluster"), workers=2)
     yield running
     running.close()
+
+
+@pytest.fixture
+def cluster(shared_cluster: LoopbackCluster) -> LoopbackCluster:
+    """The module's cluster with two live workers (a test may have killed one)."""
+    shared_cluster.ensure_workers(2)
+    return shared_cluster
 
 
 def backfill_command(cluster: LoopbackCluster, config: Path, *experiments: Path) -> list[str]:
@@ -77,6 +85,15 @@ def ledger_rows(experiment: Path) -> dict[str, UnitRecord]:
         return {r.unit_id: r for r in ledger.units()}
     finally:
         ledger.close()
+
+
+def done_count(experiment: Path) -> int:
+    """Units done so far, read while the client writes the ledger."""
+    try:
+        rows = ledger_rows(experiment)
+    except sqlite3.OperationalError:  # the client has created the file, not the table yet
+        return 0
+    return sum(r.state == "done" for r in rows.values())
 
 
 def entry_stamps(store: Path) -> dict[str, tuple[int, int]]:
@@ -139,13 +156,14 @@ def test_worker_killed_mid_unit(tmp_path, cluster):
         stderr=subprocess.PIPE,
         text=True,
     )
+    workers = cluster.worker_pids
     try:
-        left_behind = kill_mid_unit(experiment / STORE, cluster.worker_pids)
+        left_behind, killed = kill_mid_unit(experiment / STORE, workers)
         out, err = client.communicate(timeout=WAIT_S * 2)
     finally:
         client.kill()
     assert client.returncode == 0, err[-3000:] + out
-    assert sum(w.poll() is not None for w in cluster.workers) == 1  # one worker did it all
+    assert cluster.worker_pids == workers - {killed}  # the other worker did the rest
     assert not left_behind.exists()  # removed as debris by the next task, never published
     assert_complete(experiment, settings.tiles * settings.rounds)
     assert {r.attempts for r in ledger_rows(experiment).values()} == {1}
@@ -162,15 +180,8 @@ def test_client_killed_then_run_again(tmp_path, cluster):
         stderr=subprocess.DEVNULL,
     )
 
-    def some_done() -> bool:
-        try:
-            rows = ledger_rows(experiment)
-        except sqlite3.OperationalError:  # the client has created the file, not the table yet
-            return False
-        return sum(r.state == "done" for r in rows.values()) >= 2
-
     try:
-        wait_until(some_done, "two units done")
+        wait_until(lambda: done_count(experiment) >= 2, "two units done")
     finally:
         client.send_signal(signal.SIGKILL)
         client.wait(WAIT_S)
@@ -184,3 +195,36 @@ def test_client_killed_then_run_again(tmp_path, cluster):
     after = ledger_rows(experiment)
     assert {uid: after[uid] for uid in before} == before  # done units not converted again
     assert all(r.attempts <= 2 for r in after.values())  # the rest at most once more
+
+
+def test_scheduler_lost_then_run_again(tmp_path, cluster):
+    settings = SimulationSettings(tiles=3, rounds=2, z=4, size=128, channels=3, seed=6)
+    units = settings.tiles * settings.rounds
+    experiment = simulated(tmp_path, "run", settings)
+    config = write_config(tmp_path / "config.toml")
+    first = LoopbackCluster(tmp_path, workers=1)
+    client = subprocess.Popen(
+        backfill_command(first, config, experiment),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # how long the client tries to reconnect before it gives up (Dask's default: 30 s)
+        env={**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"},
+    )
+    try:
+        wait_until(lambda: done_count(experiment) >= 1, "a unit done")
+        first.scheduler.kill()  # its workers stop too, as Dask's workers do
+        _, err = client.communicate(timeout=WAIT_S)
+    finally:
+        client.kill()
+        first.close()
+    assert client.returncode == 1, err[-3000:]
+    assert "interrupted, run again to resume" in err, err[-3000:]
+    before = {uid: r for uid, r in ledger_rows(experiment).items() if r.state == "done"}
+    assert len(before) < units, "the client finished before the scheduler was lost"
+    assert {r.state for r in ledger_rows(experiment).values()} <= {"done", "pending"}
+
+    run_backfill(cluster, config, experiment)  # on another cluster
+    assert_complete(experiment, units)
+    after = ledger_rows(experiment)
+    assert {uid: after[uid] for uid in before} == before

@@ -49,24 +49,30 @@ class LoopbackCluster:
             str(self.scheduler_file),
         )
         wait_until(self.scheduler_file.exists, "the scheduler file")
-        self.workers = [
-            self._start(
-                "worker",
-                "--scheduler-file",
-                str(self.scheduler_file),
-                "--host",
-                "127.0.0.1",
-                "--nthreads",
-                "1",
-                "--no-nanny",
-                "--no-dashboard",
-                "--memory-limit",
-                "0",
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.ensure_workers(workers)
+
+    def ensure_workers(self, count: int = 2) -> None:
+        """Start workers until `count` are alive (after a test killed one), and wait for them."""
+        self.workers = [w for w in self.workers if w.poll() is None]
+        while len(self.workers) < count:
+            self.workers.append(
+                self._start(
+                    "worker",
+                    "--scheduler-file",
+                    str(self.scheduler_file),
+                    "--host",
+                    "127.0.0.1",
+                    "--nthreads",
+                    "1",
+                    "--no-nanny",
+                    "--no-dashboard",
+                    "--memory-limit",
+                    "0",
+                )
             )
-            for _ in range(workers)
-        ]
         with Client(scheduler_file=str(self.scheduler_file), timeout=WAIT_S) as client:
-            client.wait_for_workers(workers, timeout=WAIT_S)
+            client.wait_for_workers(count, timeout=WAIT_S)
 
     def _start(self, role: str, *args: str) -> subprocess.Popen[bytes]:
         module = f"distributed.cli.dask_{role}"
@@ -76,7 +82,7 @@ class LoopbackCluster:
 
     @property
     def worker_pids(self) -> set[int]:
-        return {w.pid for w in self.workers}
+        return {w.pid for w in self.workers if w.poll() is None}
 
     def close(self) -> None:
         for process in [*self.workers, self.scheduler]:
@@ -103,13 +109,14 @@ def lock_holder(folder: Path, candidates: set[int]) -> int | None:
     return None
 
 
-def kill_mid_unit(store: Path, worker_pids: set[int]) -> Path:
+def kill_mid_unit(store: Path, worker_pids: set[int]) -> tuple[Path, int]:
     """SIGKILL the worker that is writing an entry of `store`, while it writes it.
 
     Waits for a staged entry to appear, freezes its writer (SIGSTOP: the writer of a staged
     entry holds the lock of its staging session) and checks that the entry is still staged, so
     the unit is provably unfinished when the SIGKILL lands; a unit that finished in between is
-    let go and the next one is tried. Returns the staged entry the dead worker left behind.
+    let go and the next one is tried. Returns the staged entry the dead worker left behind and
+    the worker's pid.
     """
 
     def frozen_writer() -> tuple[Path, int] | None:
@@ -125,4 +132,4 @@ def kill_mid_unit(store: Path, worker_pids: set[int]) -> Path:
 
     staged, pid = wait_until(frozen_writer, "a worker writing a staged entry")  # type: ignore[misc]
     os.kill(pid, signal.SIGKILL)
-    return staged
+    return staged, pid
