@@ -122,6 +122,22 @@ def simulated(tmp_path: Path, name: str, settings: SimulationSettings) -> Path:
     return experiment
 
 
+def started_backfill(
+    tmp_path: Path, cluster: LoopbackCluster, settings: SimulationSettings, **env: str
+) -> tuple[Path, Path, subprocess.Popen[str]]:
+    """A simulated experiment, a config, and a backfill client started on them."""
+    experiment = simulated(tmp_path, "run", settings)
+    config = write_config(tmp_path / "config.toml")
+    client = subprocess.Popen(
+        backfill_command(cluster, config, experiment),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
+    return experiment, config, client
+
+
 def test_three_experiments_backfilled_then_nothing_redone(tmp_path, cluster):
     experiments = [simulated(tmp_path, f"run{i}", s) for i, s in enumerate(THREE_RUNS)]
     raw_before = {e: raw_checksums(e) for e in experiments}
@@ -148,14 +164,7 @@ def test_three_experiments_backfilled_then_nothing_redone(tmp_path, cluster):
 
 def test_worker_killed_mid_unit(tmp_path, cluster):
     settings = SimulationSettings(tiles=3, rounds=2, z=8, size=256, channels=3, seed=4)
-    experiment = simulated(tmp_path, "run", settings)
-    config = write_config(tmp_path / "config.toml")
-    client = subprocess.Popen(
-        backfill_command(cluster, config, experiment),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    experiment, _, client = started_backfill(tmp_path, cluster, settings)
     workers = cluster.worker_pids
     try:
         left_behind, killed = kill_mid_unit(experiment / STORE, workers)
@@ -172,19 +181,12 @@ def test_worker_killed_mid_unit(tmp_path, cluster):
 def test_client_killed_then_run_again(tmp_path, cluster):
     settings = SimulationSettings(tiles=4, rounds=2, z=4, size=128, channels=3, seed=5)
     units = settings.tiles * settings.rounds
-    experiment = simulated(tmp_path, "run", settings)
-    config = write_config(tmp_path / "config.toml")
-    client = subprocess.Popen(
-        backfill_command(cluster, config, experiment),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
+    experiment, config, client = started_backfill(tmp_path, cluster, settings)
     try:
         wait_until(lambda: done_count(experiment) >= 2, "two units done")
     finally:
         client.send_signal(signal.SIGKILL)
-        client.wait(WAIT_S)
+        client.communicate(timeout=WAIT_S)
     before = {uid: r for uid, r in ledger_rows(experiment).items() if r.state == "done"}
     assert 2 <= len(before) < units, "the client finished before it could be killed"
 
@@ -200,16 +202,10 @@ def test_client_killed_then_run_again(tmp_path, cluster):
 def test_scheduler_lost_then_run_again(tmp_path, cluster):
     settings = SimulationSettings(tiles=3, rounds=2, z=4, size=128, channels=3, seed=6)
     units = settings.tiles * settings.rounds
-    experiment = simulated(tmp_path, "run", settings)
-    config = write_config(tmp_path / "config.toml")
     first = LoopbackCluster(tmp_path, workers=1)
-    client = subprocess.Popen(
-        backfill_command(first, config, experiment),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # how long the client tries to reconnect before it gives up (Dask's default: 30 s)
-        env={**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"},
+    # how long the client tries to reconnect before it gives up (Dask's default: 30 s)
+    experiment, config, client = started_backfill(
+        tmp_path, first, settings, DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT="2s"
     )
     try:
         wait_until(lambda: done_count(experiment) >= 1, "a unit done")
