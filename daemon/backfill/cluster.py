@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
+import dask
 from distributed import CancelledError, Client, Future, KilledWorker, LocalCluster
 
 from daemon.backfill.experiment import ExperimentRun
@@ -25,6 +26,7 @@ from daemon.config import Settings
 from daemon.ingest.failures import describe
 from daemon.ingest.ledger import UnitRecord, UnitResult
 
+GLIBC_TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"  # None: unset
 TASKS_PER_THREAD = 2  # one running, one queued: workers never wait for the client
 MIN_IN_FLIGHT = 2  # while no worker has joined yet (a batch job still queued)
 CHECK_CLIENT_S = 1.0  # how often a client waiting for results looks whether it gave up
@@ -50,13 +52,17 @@ def connect(
     on the way out).
 
     The local cluster has no memory limit: a task holds about 4/3 of one dataset, which the
-    user sizes by `threads`, and Dask's spilling has nothing to spill (results are small).
+    user sizes by `threads`, and Dask's spilling has nothing to spill (results are small). Its
+    workers do without Dask's MALLOC_TRIM_THRESHOLD_: set at all, it stops glibc from raising
+    its mmap threshold, so every channel-sized array is mapped and faulted in afresh, which
+    halves the converter's speed (bench/RESULTS.md).
     """
     if scheduler is not None or scheduler_file is not None:
         with Client(scheduler, scheduler_file=scheduler_file) as client:
             yield client
         return
     with (
+        dask.config.set({GLIBC_TRIM: None}),
         LocalCluster(
             n_workers=workers,
             threads_per_worker=threads,

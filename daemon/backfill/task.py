@@ -21,9 +21,13 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
+import tensorstore as ts
+
 from daemon.config import Settings
+from daemon.datastore.arrays import make_context
 from daemon.datastore.store import DataStore
 from daemon.ingest.failures import describe, is_environmental
 from daemon.ingest.ledger import UnitRecord, UnitResult
@@ -55,11 +59,18 @@ def convert_unit(
         )
         with (
             unit_lock(store_path, record.unit_id),
-            DataStore(store_path, codec=settings.arrays) as store,
+            DataStore(store_path, codec=settings.arrays, context=_context()) as store,
         ):
             return UnitConverter(raw_dir, store, lambda: plan, settings).convert(record)
     except Exception as exc:  # reported to the client, which records it in the ledger
         return UnitFailure(describe(exc), type(exc).__name__, is_environmental(exc))
+
+
+@cache
+def _context() -> ts.Context:
+    """The worker process's tensorstore context, shared by its tasks: a fresh one per task
+    would start its thread pools and caches anew for every unit (measured ~25 % slower)."""
+    return make_context()
 
 
 @contextmanager
