@@ -34,7 +34,9 @@ from daemon.raw.experiment import load_plan
 from daemon.simulate import SimulationSettings, simulate
 
 HERE = Path(__file__).resolve().parent
-WAYS = ("ingest", "backfill-1", "backfill-2")
+# ingest-trim: ingest in the environment a Dask nanny gives its worker processes
+WAYS = ("ingest", "ingest-trim", "backfill-1", "backfill-2")
+NANNY_TRIM = {"MALLOC_TRIM_THRESHOLD_": "65536"}
 SUMMARY = re.compile(r"backfill: (\d+) units converted, (\d+) failed")
 
 
@@ -46,9 +48,15 @@ def run_way(way: str, experiments: list[Path], work: Path, tag: str) -> dict[str
     """One way over every experiment into datastore `tag`: wall, span and unit profile."""
     config = write_config(work / f"{tag}.toml", Path(tag), workers=2)
     started = time.perf_counter()
-    if way == "ingest":  # the daemon's one pass, one experiment after the other
-        for experiment in experiments:
-            assert run_daemon("ingest", experiment, config).returncode == 0, way
+    if way.startswith("ingest"):  # the daemon's one pass, one experiment after the other
+        env = NANNY_TRIM if way == "ingest-trim" else {}
+        os.environ.update(env)
+        try:
+            for experiment in experiments:
+                assert run_daemon("ingest", experiment, config).returncode == 0, way
+        finally:
+            for key in env:
+                del os.environ[key]
     else:
         workers = way.split("-")[1]
         cmd = [str(DAEMON), "backfill", *map(str, experiments), "--config", str(config)]
@@ -62,7 +70,7 @@ def run_way(way: str, experiments: list[Path], work: Path, tag: str) -> dict[str
     units = [u for ledger in ledgers for u in ledger]
     assert all(u.state == "done" for u in units), way
     # ingest converts the experiments one after the other: its span is the sum of theirs
-    groups = ledgers if way == "ingest" else [units]
+    groups = ledgers if way.startswith("ingest") else [units]
     span = sum(max(u.finished_at for u in g) - min(u.started_at for u in g) for g in groups)
     written = sum(du_bytes(e / tag) for e in experiments)
     for experiment in experiments:
@@ -153,7 +161,7 @@ def section(args: argparse.Namespace, runs: dict[str, list[dict[str, float]]], e
         f"- runs: {args.experiments} experiments x {args.tiles} tiles x {args.rounds} rounds ="
         f" {one['units']} units of {one['bytes'] / one['units'] / MB:.1f} MB"
         f" ({args.size} px, {args.z} z, 3 channels); median of {args.reps} repetitions,"
-        " the three ways side by side in each",
+        " the ways side by side in each",
         "",
         *table(
             [
@@ -203,6 +211,11 @@ def scaling_notes(runs: dict[str, list[dict[str, float]]], cores: int) -> list[s
         " is a few dozen files, published by rename) is the limit. Dask's cost and the task's"
         " set-up (above) are fixed per unit: smaller still against realistic units"
         " (2048 px x 20+ z, seconds each).",
+        "",
+        "ingest-trim is `ingest` with MALLOC_TRIM_THRESHOLD_=65536, which a Dask nanny sets"
+        " for its worker processes: set at all, it stops glibc from raising its mmap threshold,"
+        " so every channel-sized array is mapped and faulted in afresh. backfill's local"
+        " cluster unsets it (README: how to for your own workers).",
     ]
 
 
@@ -239,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
             simulate(experiments[-1], sim)
         runs: dict[str, list[dict[str, float]]] = {way: [] for way in WAYS}
         for rep in range(args.reps):
-            order = WAYS[rep % 3 :] + WAYS[: rep % 3]
+            k = rep % len(WAYS)
+            order = WAYS[k:] + WAYS[:k]
             for way in order:
                 say(f"repetition {rep + 1}: {way}")
                 runs[way].append(run_way(way, experiments, work, f"store-{way}"))
