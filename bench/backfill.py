@@ -2,10 +2,11 @@
 `backfill --workers 2` on the same runs, and what Dask and the task's set-up cost per unit.
 
 Runs as `.venv/bin/python bench/backfill.py`; writes its section of RESULTS.md (between the
-markers, which `bench/run.py` keeps). The three ways run side by side in each repetition, in
+markers, which `bench/run.py` keeps). The ways run side by side in each repetition, in
 rotating order, each into a fresh datastore deleted right after, and ratios are taken within a
 repetition before the median. Wall times include each command's start-up (a local cluster for
-backfill); the span, first unit started to last unit done, does not.
+backfill); the span, first unit claimed to last unit done, does not, except that backfill
+claims a unit when it submits it, so its span holds the workers' first import of the converter.
 """
 
 from __future__ import annotations
