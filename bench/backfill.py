@@ -179,6 +179,8 @@ def section(args: argparse.Namespace, runs: dict[str, list[dict[str, float]]], e
         f"- Dask per task (submit, run an empty task, gather; 1-worker local cluster, two"
         f" tasks out at a time as backfill keeps them, {args.overhead_tasks} tasks):"
         f" {extra['dask'] * 1e3:.1f} ms",
+        "- span: first unit claimed to last unit done; backfill claims a unit when it submits"
+        " it, so its span also holds the workers' first import of the converter (seconds here)",
         f"- convert_unit's own set-up per unit (plan, file checks, unit lock, datastore open and"
         f" close): {extra['setup'] * 1e3:.1f} ms",
         f"- together {(extra['dask'] + extra['setup']) / unit_s * 100:.1f} % of a unit's"
@@ -204,8 +206,8 @@ def scaling_notes(runs: dict[str, list[dict[str, float]]], cores: int) -> list[s
         f" compressing and writing; {mb_unit:.1f} MB read, {out_unit:.1f} MB written. The"
         " work is CPU (blosc compression in tensorstore's threads, which already use every"
         f" core of a worker process), so on these {cores} cores a second worker process finds"
-        " no idle core: expect backfill-2 no faster than backfill-1, and both near `ingest`,"
-        " which runs the same converter. On a cluster each node brings its cores:"
+        " no idle core and gains only by overlapping one unit's reading and publishing with"
+        " another's compression. On a cluster each node brings its cores:"
         f" about {per_core:.1f} MB/s per core on this machine, so N nodes of C cores convert"
         f" about N x C x {per_core:.1f} MB/s, until the shared filesystem's bandwidth"
         f" ({mb_unit + out_unit:.1f} MB of traffic per unit) or its metadata rate (an entry"
