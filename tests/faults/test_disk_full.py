@@ -65,8 +65,8 @@ def disk_full_after_two_units(tmp_path: Path, leave: int) -> Iterator[FullRun]:
             assert check_store(store, expected, complete=False) == []  # what it had is intact
 
             filler.unlink()  # space returns
-            assert daemon.wait() == 0, daemon.events[-5:]
-            assert microscope.wait(60) == 0
+            daemon.expect_exit(0)
+            microscope.expect_exit(0)
         raw_at_end = raw_checksums(experiment)
         poller.finish()
         assert check_store(store, expected, complete=True) == []
@@ -91,7 +91,10 @@ def test_a_unit_that_meets_a_full_disk_fails_with_enospc_and_is_redone_when_spac
         # datastore.json, still far too little for a unit.
         shrink(run.filler, by=256 << 10)
         tile, round_ = failed["unit"].split("/")
-        run.poller.wait_until(lambda p: p.saw_failure(tile, f"{round_}.zarr", "No space left"))
+        run.poller.wait_until(
+            lambda p: p.saw_failure(tile, f"{round_}.zarr", "No space left"),
+            while_alive=run.daemon,
+        )
     assert failed["unit"] in {e["unit"] for e in run.daemon.named("unit requeued")}
 
 
@@ -103,4 +106,6 @@ def test_with_not_a_byte_left_the_daemon_waits_keeping_datastore_json_and_resume
         assert full["error"].startswith(str(run.store)), full
         assert full["level"] == "error"
         before = run.poller.reads
-        run.poller.wait_until(lambda p: p.reads > before + 10)  # still readable while full
+        run.poller.wait_until(
+            lambda p: p.reads > before + 10, while_alive=run.daemon
+        )  # still readable while full

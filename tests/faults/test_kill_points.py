@@ -170,10 +170,10 @@ def test_sigkill_inside_each_atomic_operation_then_restart_gives_the_uninterrupt
                     if checked.get(relpath) != version:
                         assert check_entry(store, expected[relpath]) == [], kills[-1]
                         checked[relpath] = version
-            assert scope.wait(60) == 0
+            scope.expect_exit(0)
             raw_at_end = raw_checksums(experiment)
             with DaemonProcess("watch", experiment, config, "--exit-when-complete") as last:
-                assert last.wait() == 0, last.events[-5:]
+                last.expect_exit(0)
     finally:
         watch.stop()
         watch.join()

@@ -64,7 +64,7 @@ def test_status_matches_the_ledger_during_a_run_and_after_it(tmp_path: Path) -> 
             ledger = ledger_states(experiment)
         finally:
             os.kill(daemon.pid, signal.SIGCONT)
-        assert microscope.wait(60) == 0
+        microscope.expect_exit(0)
         assert daemon.wait(60) == 0, "".join(log.finish())[-3000:]
     finally:
         daemon.kill()
