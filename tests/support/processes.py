@@ -86,22 +86,34 @@ class Watched:
         if self.alive():
             return
         self._reader.join(10.0)
-        raise ProcessEnded(f"{self.name} ended while waited on: {self.report()}")
+        raise ProcessEnded(f"ended while waited on: {self.report()}")
 
-    def wait(self, timeout: float = WAIT_S) -> int:
-        """The exit code, once the process has ended and its stderr has been read to the end
-        (AssertionError with the report if it is still running at the deadline)."""
-        try:
-            code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"still running after {timeout} s: {self.report()}") from None
+    def wait(self, timeout: float = WAIT_S, while_alive: Iterable[Watched] = ()) -> int:
+        """The exit code, once the process has ended and its stderr has been read to the end.
+
+        Fails with the report at the deadline, and at once if one of the processes in
+        `while_alive` (those this one needs, e.g. the daemon a simulator feeds) ends first.
+        """
+        wait_until(
+            lambda: self.process.poll() is not None,
+            lambda: f"{self.name} to exit",
+            [p for p in while_alive if p is not self],
+            timeout,
+            also_report=[self],
+        )
         self._reader.join(timeout)
-        return code
+        return self.process.wait()
 
-    def expect_exit(self, expected: int = 0, timeout: float = WAIT_S) -> None:
-        """Wait for the end; AssertionError with the report unless the exit code is `expected`."""
-        code = self.wait(timeout)
+    def expect_exit(
+        self, expected: int = 0, timeout: float = WAIT_S, while_alive: Iterable[Watched] = ()
+    ) -> None:
+        """Wait for the end (as `wait`); AssertionError with the report unless the exit code
+        is `expected`."""
+        code = self.wait(timeout, while_alive)
         assert code == expected, f"expected exit {expected}: {self.report()}"
+
+    def send_signal(self, sig: int) -> None:
+        self.process.send_signal(sig)
 
     def stop(self, timeout: float = WAIT_S) -> int:
         """SIGTERM, as systemd stops a service; the exit code."""
@@ -129,6 +141,7 @@ def wait_until(
     what: str | Callable[[], str],
     alive: Iterable[Watched],
     timeout: float = WAIT_S,
+    also_report: Iterable[Watched] = (),
 ) -> T:
     """The first true value of `condition()`, polled while every process in `alive` runs.
 
@@ -137,6 +150,7 @@ def wait_until(
     (a text, or a function giving one) at the deadline.
     """
     processes = list(alive)
+    reported = [*processes, *also_report]
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
@@ -152,6 +166,6 @@ def wait_until(
             raise
         if time.monotonic() >= deadline:
             description = what() if callable(what) else what
-            running = "".join(f"\n{p.report()}" for p in processes)
+            running = "".join(f"\n{p.report()}" for p in reported)
             raise AssertionError(f"not within {timeout} s: {description}{running}")
         time.sleep(POLL_S)
