@@ -163,7 +163,7 @@ def test_sigkill_inside_each_atomic_operation_then_restart_gives_the_uninterrupt
                     switch.arm(life.pid, ops[operation], k)
                     code = life.wait()
                     switch.disarm()
-                assert code == -signal.SIGKILL, f"{operation} #{k} never came (exit {code})"
+                assert code == -signal.SIGKILL, f"{operation} #{k} never came: {life.report()}"
                 kills.append((operation, k, switch.hit))
                 for relpath in published_entries(store):  # each entry checked once per version
                     version = (store / relpath).stat().st_ino

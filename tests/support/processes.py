@@ -139,7 +139,7 @@ class Watched:
 def wait_until(
     condition: Callable[[], T | None],
     what: str | Callable[[], str],
-    alive: Iterable[Watched],
+    alive: Iterable[Watched] = (),
     timeout: float = WAIT_S,
     also_report: Iterable[Watched] = (),
 ) -> T:
