@@ -47,16 +47,16 @@ class ArrayCodec:
         if self.compressor != "none" and self.compressor not in BLOSC_COMPRESSORS:
             allowed = ", ".join(sorted(BLOSC_COMPRESSORS))
             raise ValueError(
-                f"ArrayCodec.compressor must be one of {allowed} or 'none', got {self.compressor!r}"
+                f"compressor must be one of {allowed} or 'none', got {self.compressor!r}"
             )
         if not _is_int(self.clevel) or not 0 <= self.clevel <= 9:
-            raise ValueError(f"ArrayCodec.clevel must be an int in 0..9, got {self.clevel!r}")
+            raise ValueError(f"clevel must be an int in 0..9, got {self.clevel!r}")
         if self.shuffle not in BLOSC_SHUFFLES:
             raise ValueError(
-                f"ArrayCodec.shuffle must be one of bit, byte, none, got {self.shuffle!r}"
+                f"shuffle must be one of bit, byte, none, got {self.shuffle!r}"
             )
         if not _is_int(self.z_chunk) or self.z_chunk < 1:
-            raise ValueError(f"ArrayCodec.z_chunk must be an int >= 1, got {self.z_chunk!r}")
+            raise ValueError(f"z_chunk must be an int >= 1, got {self.z_chunk!r}")
 
     def compressor_json(self) -> dict[str, Any] | None:
         """The `compressor` entry of `.zarray` (None means uncompressed)."""

@@ -21,11 +21,11 @@ from daemon.datastore.arrays import (
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"compressor": "gzip"}, "ArrayCodec.compressor must be one of .* got 'gzip'"),
-        ({"clevel": 10}, r"ArrayCodec.clevel must be an int in 0..9, got 10"),
-        ({"clevel": 2.5}, r"ArrayCodec.clevel must be an int in 0..9, got 2.5"),
-        ({"shuffle": "bits"}, "ArrayCodec.shuffle must be one of bit, byte, none, got 'bits'"),
-        ({"z_chunk": 0}, "ArrayCodec.z_chunk must be an int >= 1, got 0"),
+        ({"compressor": "gzip"}, "compressor must be one of .* got 'gzip'"),
+        ({"clevel": 10}, r"clevel must be an int in 0..9, got 10"),
+        ({"clevel": 2.5}, r"clevel must be an int in 0..9, got 2.5"),
+        ({"shuffle": "bits"}, "shuffle must be one of bit, byte, none, got 'bits'"),
+        ({"z_chunk": 0}, "z_chunk must be an int >= 1, got 0"),
     ],
 )
 def test_codec_rejects_bad_fields(kwargs, message):
