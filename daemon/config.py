@@ -101,9 +101,11 @@ class StatusSettings:
     """How often the published views of the ledger are refreshed during a run."""
 
     ingest_log_interval_s: float = 5.0
+    heartbeat_s: float = 60.0
 
     def __post_init__(self) -> None:
         positive("ingest_log_interval_s", self.ingest_log_interval_s)
+        positive("heartbeat_s", self.heartbeat_s)
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,17 @@ class Settings:
     def datastore_path(self, experiment: Path) -> Path:
         """The datastore folder for an experiment folder."""
         return experiment / self.datastore.path
+
+    def summary(self) -> str:
+        """The settings that shape a run, on one line (the console's start-up line; the whole
+        settings are logged at debug level and in every JSON start-up line)."""
+        codec = self.arrays
+        return (
+            f"{self.workers.count} workers, queue {self.workers.queue_size}; "
+            f"{self.watch.observer} observer, rescan every {self.watch.rescan_interval_s:g} s; "
+            f"arrays {codec.compressor} {codec.clevel} {codec.shuffle}-shuffle, "
+            f"{codec.z_chunk} z per chunk"
+        )
 
 
 def load_settings(path: Path | None = None) -> Settings:
