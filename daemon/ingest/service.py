@@ -281,7 +281,8 @@ class IngestService:
         return (
             f"{counts['done']} done, {counts['failed']} failed, "
             f"{counts['pending'] + counts['running']} waiting, "
-            f"{len(self.planner.waiting)} datasets being written"
+            f"{len(self.planner.waiting)} dataset{'' if len(self.planner.waiting) == 1 else 's'}"
+            " being written"
         )
 
     def _report_status(self) -> None:
