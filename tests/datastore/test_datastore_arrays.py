@@ -88,7 +88,7 @@ def test_overwrite_replaces_shape_and_content(tmp_path, context):
     smaller = np.full((2, 32, 32), 7, np.uint16)
     write_array(path, smaller, ArrayCodec(), context, immutable_source=True).result()
     np.testing.assert_array_equal(zarr.open_array(str(path), mode="r")[...], smaller)
-    assert sorted(p.name for p in path.iterdir()) == [".zarray", "0.0.0", "1.0.0"]
+    assert sorted(p.name for p in path.iterdir()) == [".zarray", ".zattrs", "0.0.0", "1.0.0"]
 
 
 def test_read_missing_array_names_it(tmp_path):
