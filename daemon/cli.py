@@ -123,25 +123,38 @@ def _run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiment_command(
+    sub: argparse._SubParsersAction, name: str, summary: str, description: str, exit_codes: str
+) -> argparse.ArgumentParser:
+    """A subcommand on one experiment folder, with --config and its exit codes in --help."""
+    p = sub.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=exit_codes,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("experiment", type=_path, help=EXPERIMENT_HELP)
+    p.add_argument("--config", type=_path, help=CONFIG_HELP)
+    return p
+
+
 def _add_daemon_commands(sub: argparse._SubParsersAction) -> None:
-    watch = sub.add_parser(
+    watch = _experiment_command(
+        sub,
         "watch",
-        help="follow EXPERIMENT/raw_data and ingest as data arrives",
-        description="Follow EXPERIMENT/raw_data (which may not exist yet) and ingest every "
-        "dataset once it is complete, until SIGTERM or SIGINT.",
-        epilog=DAEMON_EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "follow EXPERIMENT/raw_data and ingest as data arrives",
+        "Follow EXPERIMENT/raw_data (which may not exist yet) and ingest every dataset once it "
+        "is complete, until SIGTERM or SIGINT.",
+        DAEMON_EXIT_CODES,
     )
-    ingest = sub.add_parser(
+    _experiment_command(
+        sub,
         "ingest",
-        help="one pass over EXPERIMENT/raw_data, then exit",
-        description="Ingest every complete dataset of EXPERIMENT/raw_data, then exit.",
-        epilog=DAEMON_EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "one pass over EXPERIMENT/raw_data, then exit",
+        "Ingest every complete dataset of EXPERIMENT/raw_data, then exit.",
+        DAEMON_EXIT_CODES,
     )
-    for p in (watch, ingest):
-        p.add_argument("experiment", type=_path, help=EXPERIMENT_HELP)
-        p.add_argument("--config", type=_path, help=CONFIG_HELP)
     watch.add_argument(
         "--exit-when-complete",
         action="store_true",
@@ -246,23 +259,20 @@ class _AboveBar:
 
 
 def _add_ops_commands(sub: argparse._SubParsersAction) -> None:
-    status = sub.add_parser(
+    status = _experiment_command(
+        sub,
         "status",
-        help="where a run stands (read-only): grid, ETA",
-        description="Where a run stands, read from the ledger without changing anything.",
-        epilog=STATUS_EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "where a run stands (read-only): grid, ETA",
+        "Where a run stands, read from the ledger without changing anything.",
+        STATUS_EXIT_CODES,
     )
-    verify = sub.add_parser(
+    verify = _experiment_command(
+        sub,
         "verify",
-        help="compare every ingested entry with its raw data",
-        description="Re-read every entry of every done unit and compare it with its raw data.",
-        epilog=VERIFY_EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "compare every ingested entry with its raw data",
+        "Re-read every entry of every done unit and compare it with its raw data.",
+        VERIFY_EXIT_CODES,
     )
-    for p in (status, verify):
-        p.add_argument("experiment", type=_path, help=EXPERIMENT_HELP)
-        p.add_argument("--config", type=_path, help=CONFIG_HELP)
     status.add_argument("--json", action="store_true", help="one JSON object instead of text")
     status.add_argument(
         "--check", action="store_true", help="exit 1 unless every unit of the plan is done"
