@@ -11,6 +11,7 @@ import argparse
 import json
 import signal
 import sys
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -23,6 +24,7 @@ DESCRIPTION = (
     "Live ingestion of qi2lab MERFISH raw data (NDTiff datasets in EXPERIMENT/raw_data) into "
     "the qi2lab DataStore (zarr v2, EXPERIMENT/qi2labdatastore)."
 )
+HELP_WIDTH = 88  # descriptions kept as written (with the exit codes) are wrapped to this
 EXPERIMENT_HELP = "the experiment folder (it holds raw_data/ and gets qi2labdatastore/)"
 CONFIG_HELP = "config.toml (default: the built-in defaults, as in the repository's config.toml)"
 DAEMON_EXIT_CODES = """exit status:
@@ -130,7 +132,7 @@ def _experiment_command(
     p = sub.add_parser(
         name,
         help=summary,
-        description=description,
+        description=textwrap.fill(description, HELP_WIDTH),
         epilog=exit_codes,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -283,7 +285,14 @@ def _add_ops_commands(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser(
         "demo",
         help="a simulated microscope and the daemon side by side",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=textwrap.fill(
+            "A simulated microscope acquires 3 tiles x 3 rounds while the daemon follows it; "
+            "then status and verify report on the result.",
+            HELP_WIDTH,
+        ),
+        epilog="exit status:\n  0  everything was ingested and verifies clean\n  1  it did not"
+        "\n  2  EXPERIMENT already holds raw data",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument(
         "experiment", type=_path, nargs="?", help="a new folder (default: a temporary one)"
