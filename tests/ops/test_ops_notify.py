@@ -89,5 +89,5 @@ def _unblock(fifo: Path) -> None:
 
 def test_stuck_after_s_is_validated(tmp_path: Path) -> None:
     config = write_config(tmp_path / "config.toml", workers={"stuck_after_s": 0})
-    with pytest.raises(ConfigError, match=r"\[workers\] stuck_after_s must be a positive number"):
+    with pytest.raises(ConfigError, match=r": workers.stuck_after_s must be a positive number"):
         load_settings(config)

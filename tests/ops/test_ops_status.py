@@ -86,6 +86,7 @@ def test_status_matches_the_ledger_during_a_run_and_after_it(tmp_path: Path) -> 
         "running": 0,
         "done": 6,
         "failed": 0,
+        "acquiring": 0,
         "expected": 6,
         "not_seen": 0,
     }
