@@ -30,9 +30,9 @@ from daemon.simulate import SimulationSettings, simulate
 
 STORE = "qi2labdatastore"
 THREE_RUNS = (
-    SimulationSettings(tiles=2, rounds=2, z=4, size=128, channels=3, camera="orca", seed=1),
+    SimulationSettings(tiles=2, rounds=2, z=4, size=128, channels=3, camera="orcav3", seed=1),
     SimulationSettings(tiles=2, rounds=2, z=4, size=128, channels=2, camera="flir", seed=2),
-    SimulationSettings(tiles=1, rounds=3, z=5, size=160, channels=3, camera="orca", seed=3),
+    SimulationSettings(tiles=1, rounds=3, z=5, size=160, channels=3, camera="orcav3", seed=3),
 )
 
 

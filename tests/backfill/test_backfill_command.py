@@ -59,7 +59,7 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys):
     cases = {
         tmp_path / "nowhere": "no such experiment folder",
         tmp_path / "empty": "no raw_data folder",
-        experiment: "another qi2lab-ingest is already working on this datastore",
+        experiment: "is already working on this datastore",
     }
     try:
         for folder, says in cases.items():
