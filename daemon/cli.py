@@ -380,7 +380,7 @@ def _add_backfill(sub: argparse._SubParsersAction) -> None:
         epilog=BACKFILL_EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("experiments", type=_path, nargs="+", metavar="EXPERIMENT", help=EXPERIMENT_HELP)
+    p.add_argument("experiments", type=_path, nargs="+", help=EXPERIMENT_HELP)
     p.add_argument("--config", type=_path, help=CONFIG_HELP)
     where = p.add_mutually_exclusive_group()
     where.add_argument("--scheduler", help="address of a running scheduler (tcp://host:8786)")
