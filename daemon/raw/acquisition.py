@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.ingest.convert import Orientation
+from daemon.raw.orientation import Orientation
 from daemon.raw.csvfiles import Value
 from daemon.raw.defaults import CAMERA_MODELS, RawDefaults
 from daemon.raw.errors import DatasetError, MetadataError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import copy_metadata, edit_scan
 
-from daemon.ingest.convert import Orientation
+from daemon.raw.orientation import Orientation
 from daemon.raw.acquisition import resolve_acquisition
 from daemon.raw.defaults import CameraDefaults, RawDefaults
 from daemon.raw.errors import MetadataError

@@ -118,7 +118,9 @@ def expected_entries(experiment: Path) -> dict[str, ExpectedEntry]:
             raw = np.stack(
                 [render_plane(settings, round_, tile, color, z) for z in range(settings.z)]
             )
-            camera = np.rot90(raw, k=-1, axes=(1, 2))[:, ::-1, :] if orca else raw
+            # raw-input.md's expression on [channel, z, y, x], literally (a transpose).
+            spec = np.flip(np.rot90(raw[None], k=-1, axes=(3, 2)), axis=2)[0]
+            camera = spec if orca else raw
             corrected = (
                 ((camera.astype(np.float32) - ds["offset_ADU"]) * ds["e_per_ADU"])
                 .clip(0, 65535)
