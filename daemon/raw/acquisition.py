@@ -14,12 +14,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.raw.orientation import Orientation
 from daemon.raw.csvfiles import Value
 from daemon.raw.defaults import CAMERA_MODELS, RawDefaults
 from daemon.raw.errors import DatasetError, MetadataError
 from daemon.raw.experiment import Plan, check_kind
 from daemon.raw.ndtiff import RawDataset
+from daemon.raw.orientation import Orientation
 
 # A z step below this is a 3D (sub-Nyquist-ish) scan; the reference converter's rule.
 _3D_MAX_Z_STEP_UM = 0.5

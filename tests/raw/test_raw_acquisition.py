@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from conftest import copy_metadata, edit_scan
 
-from daemon.raw.orientation import Orientation
 from daemon.raw.acquisition import resolve_acquisition
 from daemon.raw.defaults import CameraDefaults, RawDefaults
 from daemon.raw.errors import MetadataError
 from daemon.raw.experiment import load_plan
 from daemon.raw.ndtiff import RawDataset
+from daemon.raw.orientation import Orientation
 
 
 def resolve(raw, defaults=None, scan_raw=None):
