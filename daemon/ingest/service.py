@@ -203,7 +203,7 @@ class IngestService:
     def _publish(self, write: Callable[[Plan | None, bool], None]) -> None:
         """Rewrite the published views with `write` (which only writes into the datastore)."""
         with self._in_store(f"writing {layout.STATE_FILE} or {layout.INGEST_LOG}"):
-            write(self.planner.plan, self.planner.calibrated)
+            write(self.planner.plan, self.planner.calibrations_complete)
 
     def _convert(self, record: UnitRecord) -> UnitResult:
         """A worker's job: the unit's files checked once more (they may have vanished or become
@@ -239,6 +239,8 @@ class IngestService:
         be tried again. A single pass (`ingest`) does not wait for those back-offs.
         """
         if self.pool.in_flight or (self.planner.calibrated and self.ledger.pending()):
+            return False
+        if self.planner.calibrating:
             return False
         if not watch:
             return True
@@ -278,6 +280,7 @@ class IngestService:
         self.log.info("stopping", in_flight=self.pool.in_flight)
         self.watcher.stop()
         self.pool.stop()
+        self.planner.close()
         try:
             self._publish(self.publisher.publish)
         except (OSError, sqlite3.Error) as exc:  # the ledger has it all; the next start publishes
