@@ -35,7 +35,7 @@ from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult
 from daemon.ingest.planner import Planner
 from daemon.ingest.sdnotify import Notifier
 from daemon.ingest.state import StatePublisher
-from daemon.ingest.unit import UnitConverter
+from daemon.ingest.unit import CONVERSION_VERSION, UnitConverter
 from daemon.ingest.watcher import RawWatcher
 from daemon.ingest.workers import WorkerPool
 from daemon.logs import get_logger
@@ -138,6 +138,11 @@ class IngestService:
             interrupted = self.ledger.recover()
             if interrupted:
                 self.log.warning("recovered interrupted units", units=interrupted)
+            outdated = self.ledger.requeue_outdated(CONVERSION_VERSION)
+            if outdated:
+                self.log.warning(
+                    "converting again", units=outdated, reason="written by an older version"
+                )
             self._recovered = True
         if watch and not self.watcher.alive:  # before the first scan: no change falls between
             self._start_watcher()
