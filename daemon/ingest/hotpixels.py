@@ -40,36 +40,45 @@ def replace_hot_pixels(channels: Sequence[np.ndarray], noise_map: np.ndarray) ->
             f"the camera noise map is {noise_map.shape[0]} x {noise_map.shape[1]} pixels,"
             f" the frames {shape[1]} x {shape[2]}"
         )
-    ys, xs = np.nonzero(noise_map > NOISE_THRESHOLD)
-    if len(ys):
-        zs = np.repeat(np.arange(shape[0]), len(ys))
-        _replace(channels, (zs, np.tile(ys, shape[0]), np.tile(xs, shape[0])))
-    bright = np.zeros(shape, dtype=bool)
-    above = np.empty(shape, dtype=bool)
-    for stack in channels:
-        np.greater(stack, SIGNAL_THRESHOLD_E, out=above)
-        bright |= above
-    voxels = np.nonzero(bright)
-    _replace(channels, voxels)
-    return len(voxels[0])
+    plane = shape[1] * shape[2]
+    hot = np.flatnonzero(noise_map > NOISE_THRESHOLD)
+    _replace(channels, (np.arange(shape[0])[:, None] * plane + hot).ravel())
+    bright = _bright_voxels(channels)
+    _replace(channels, bright)
+    return len(bright)
 
 
-def _replace(channels: Sequence[np.ndarray], voxels: tuple[np.ndarray, ...]) -> None:
-    """Set each stack at `voxels` to its 3x3x3 median there, all medians taken first."""
-    if not len(voxels[0]):
+def _bright_voxels(channels: Sequence[np.ndarray]) -> np.ndarray:
+    """Flat indices of the voxels where the maximum over the channels exceeds the threshold,
+    found plane by plane (small temporaries, no 3-D index arrays)."""
+    shape = channels[0].shape
+    plane = shape[1] * shape[2]
+    top = np.empty(shape[1:], dtype=channels[0].dtype)
+    found = []
+    for z in range(shape[0]):
+        np.copyto(top, channels[0][z])
+        for stack in channels[1:]:
+            np.maximum(top, stack[z], out=top)
+        found.append(np.flatnonzero(top > SIGNAL_THRESHOLD_E) + z * plane)
+    return np.concatenate(found)
+
+
+def _replace(channels: Sequence[np.ndarray], voxels: np.ndarray) -> None:
+    """Set each stack at the flat indices `voxels` to its 3x3x3 median there, all medians
+    taken first."""
+    if not len(voxels):
         return
-    flat = _neighbour_indices(channels[0].shape, voxels)
-    target = np.ravel_multi_index(voxels, channels[0].shape)
+    neighbours = _neighbour_indices(channels[0].shape, voxels)
     for stack in channels:
-        values = stack.reshape(-1)[flat]
-        medians = np.partition(values, 13, axis=0)[13]
-        stack.reshape(-1)[target] = medians
+        flat = stack.reshape(-1)
+        flat[voxels] = np.partition(flat[neighbours], 13, axis=0)[13]
 
 
-def _neighbour_indices(shape: tuple[int, ...], voxels: tuple[np.ndarray, ...]) -> np.ndarray:
+def _neighbour_indices(shape: tuple[int, ...], voxels: np.ndarray) -> np.ndarray:
     """(27, n) flat indices of each voxel's 3x3x3 neighbourhood, edges clamped (= reflect)."""
     nz, ny, nx = shape
-    z, y, x = voxels
+    z, rest = np.divmod(voxels, ny * nx)
+    y, x = np.divmod(rest, nx)
     planes = [np.clip(z + d, 0, nz - 1) * (ny * nx) for d in _OFFSETS]
     rows = [np.clip(y + d, 0, ny - 1) * nx for d in _OFFSETS]
     columns = [np.clip(x + d, 0, nx - 1) for d in _OFFSETS]
