@@ -9,21 +9,14 @@ import sys
 import numpy as np
 import psfmodels
 import zarr
-from support.experiment import daemon_command, write_config
+from support.experiment import simulate_and_ingest
 
-from daemon.simulate import SimulationSettings, simulate
+from daemon.simulate import SimulationSettings
 
 
 def test_psfs_are_the_reference_vectorial_model_normalised_to_sum_one(tmp_path):
     settings = SimulationSettings(tiles=1, rounds=1, z=7, size=32, channels=3)
-    experiment = tmp_path / "exp"
-    simulate(experiment, settings)
-    config = write_config(tmp_path / "config.toml")
-    run = subprocess.run(
-        daemon_command("ingest", experiment, config), capture_output=True, text=True, timeout=300
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    store = experiment / "qi2labdatastore"
+    store = simulate_and_ingest(tmp_path, settings) / "qi2labdatastore"
     assert json.loads((store / "datastore.json").read_text())["Calibrations"] is True
     psf = zarr.open_array(store / "calibrations.zarr" / "psf_data", mode="r")[...]
     assert psf.dtype == np.float32 and psf.shape == (3, 7, 51, 51)

@@ -11,14 +11,13 @@ different parts of the sample and the correlation below finds no match at the st
 from __future__ import annotations
 
 import json
-import subprocess
 
 import numpy as np
 import pytest
 import zarr
-from support.experiment import daemon_command, write_config
+from support.experiment import simulate_and_ingest
 
-from daemon.simulate import SimulationSettings, simulate
+from daemon.simulate import SimulationSettings
 
 MAX_SHIFT_PX = 12  # the search range of the correlation around the shift the stages give
 # A 2 x 2 grid of tiles (0 1 / 2 3): neighbours along x, then along y.
@@ -64,14 +63,7 @@ def _best_shift(a: np.ndarray, b: np.ndarray, expected: np.ndarray) -> tuple[np.
 @pytest.mark.parametrize("camera", ["orca", "flir"])
 def test_neighbouring_tiles_line_up_by_their_stage_positions(tmp_path, camera):
     settings = SimulationSettings(tiles=4, rounds=2, z=3, size=256, channels=2, camera=camera)
-    experiment = tmp_path / "exp"
-    simulate(experiment, settings)
-    config = write_config(tmp_path / "config.toml")
-    run = subprocess.run(
-        daemon_command("ingest", experiment, config), capture_output=True, text=True, timeout=300
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    store = experiment / "qi2labdatastore"
+    store = simulate_and_ingest(tmp_path, settings) / "qi2labdatastore"
     for round_ in range(1, settings.rounds + 1):
         bit = settings.bit(round_, "red")
         for axis, pairs in NEIGHBOURS.items():

@@ -4,16 +4,15 @@ scipy median filter of the whole stack (the reference's own operation, on a CPU)
 from __future__ import annotations
 
 import json
-import subprocess
 
 import numpy as np
 import pytest
 import zarr
 from scipy import ndimage
-from support.experiment import daemon_command, reference_hot_pixels, write_config
+from support.experiment import reference_hot_pixels, simulate_and_ingest
 
 from daemon.ingest.hotpixels import replace_hot_pixels
-from daemon.simulate import SimulationSettings, render_plane, simulate
+from daemon.simulate import SimulationSettings, render_plane
 
 
 @pytest.mark.parametrize("shape", [(6, 40, 50), (1, 30, 30), (2, 17, 9)])
@@ -49,21 +48,16 @@ def test_a_noise_map_of_another_size_is_named():
 )
 def test_the_daemon_replaces_hot_pixels_as_configured(tmp_path, camera, setting, replaced):
     settings = SimulationSettings(tiles=1, rounds=1, z=4, size=64, channels=2, camera=camera)
-    experiment = tmp_path / "exp"
-    simulate(experiment, settings)
     # A measured noise map with a few pixels over 375, so both passes have work.
     noise_map = np.zeros((64, 64), np.uint16)
     noise_map[[0, 10, 63], [5, 40, 63]] = 500
     np.save(tmp_path / "noise.npy", noise_map)
-    config = write_config(
-        tmp_path / "config.toml",
+    experiment = simulate_and_ingest(
+        tmp_path,
+        settings,
         corrections={"hotpixel": setting},
         calibrations={"noise_map": str(tmp_path / "noise.npy")},
     )
-    run = subprocess.run(
-        daemon_command("ingest", experiment, config), capture_output=True, text=True, timeout=300
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
 
     gain, offset = (0.03, 0.0) if camera == "flir" else (0.47, 100.0)
     raw = np.stack(

@@ -21,7 +21,7 @@ import numpy as np
 import zarr
 from scipy import ndimage
 
-from daemon.simulate import SimulationSettings, render_plane
+from daemon.simulate import SimulationSettings, render_plane, simulate
 
 WAVELENGTHS_UM = {"blue": [0.488, 0.52], "yellow": [0.561, 0.58], "red": [0.635, 0.67]}
 
@@ -66,6 +66,20 @@ def simulator_process(experiment: Path, settings: SimulationSettings) -> subproc
     for option in ("tiles", "rounds", "z", "size", "channels", "camera", "interval", "seed"):
         args += [f"--{option}", str(getattr(settings, option))]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def simulate_and_ingest(
+    tmp_path: Path, settings: SimulationSettings, **sections: dict[str, Any]
+) -> Path:
+    """Simulate into tmp_path/exp, run `ingest` on it (config: `sections`); the experiment."""
+    experiment = tmp_path / "exp"
+    simulate(experiment, settings)
+    config = write_config(tmp_path / "config.toml", **sections)
+    run = subprocess.run(
+        daemon_command("ingest", experiment, config), capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return experiment
 
 
 def raw_checksums(experiment: Path) -> dict[str, str]:
