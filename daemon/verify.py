@@ -2,9 +2,11 @@
 
 The ledger says which units are done, from which dataset and with which outputs; for each,
 the raw channels are read again and every entry of the unit is checked against them:
-camera_data bit for bit (raw, oriented), corrected_data recomputed with the same formula,
-the attributes (stage, wavelengths, voxel size, linkers, PSF index, source), and the ledger's
-own record (outputs, bytes, checksums). The expected values come from the same plan, settings
+camera_data bit for bit (raw, oriented), corrected_data recomputed with the same formula
+(hot pixels included), the conversion version (an entry written by an older version of the
+conversion is named as such: `ingest` converts it again), the attributes (stage,
+wavelengths, voxel size, linkers, PSF index, source), and the ledger's own record (outputs,
+bytes, checksums). The expected values come from the same plan, settings
 and conversion functions the daemon uses, so a difference means the bytes on disk are not what
 conversion produced (a damaged chunk, a hand edit, a bug in writing), never a second opinion.
 
@@ -147,7 +149,6 @@ def _expected_attributes(
         else {"round_linker": unit.round}
     )
     return {
-        "conversion_version": CONVERSION_VERSION,
         "stage_zyx_um": stage,
         "wavelengths_um": [channel.excitation_um, channel.emission_um],
         "voxel_size_zyx_um": list(acq.voxel_size_zyx_um),
