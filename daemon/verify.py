@@ -24,14 +24,16 @@ from typing import Any
 import numpy as np
 
 from daemon.config import Settings
-from daemon.datastore.arrays import read_array, read_attrs
+from daemon.datastore.arrays import DIMENSIONS, read_array, read_attrs
 from daemon.datastore.layout import CALIBRATIONS, Entity
+from daemon.datastore.store import ENTITY_ARRAYS
 from daemon.ingest.convert import correct, orient
 from daemon.ingest.ledger import UnitRecord
 from daemon.ingest.unit import (
     CONVERSION_VERSION,
     channel_checksum,
     hot_corrected,
+    source_dataset,
     stage_zyx_um,
     unit_entities,
 )
@@ -53,7 +55,8 @@ class Summary:
     units: int = 0
     entries: int = 0
     differences: int = 0
-    not_done: int = 0
+    not_done: int = 0  # units in the ledger that are not done (failed, pending, running)
+    not_seen: int = 0  # units of the plan the ledger has no record of yet
 
 
 def verify(experiment: Path, settings: Settings, report: Callable[[str], None]) -> Summary:
@@ -74,7 +77,7 @@ def verify(experiment: Path, settings: Settings, report: Callable[[str], None]) 
     except (NotReadyError, RawDataError) as exc:
         raise CannotVerifyError(f"cannot read the plan: {exc}") from None
     store = settings.datastore_path(experiment)
-    summary = Summary()
+    summary = Summary(not_seen=max(0, plan.num_tiles * plan.num_rounds - len(units)))
     for unit in units:
         if unit.state != "done":
             summary.not_done += 1
@@ -112,7 +115,7 @@ def _unit_differences(
                 checksums.append(channel_checksum(raw))
                 expected = _expected_attributes(
                     plan, unit, entity, channel, acq, stage, dataset.channel_nbytes, checksums[-1]
-                )
+                ) | {"source.dataset": source_dataset(raw_dir, unit.dataset)}
                 camera = orient(raw, acq.orientation)
                 arrays = {
                     "camera_data": camera,
@@ -154,7 +157,6 @@ def _expected_attributes(
         "voxel_size_zyx_um": list(acq.voxel_size_zyx_um),
         "psf_idx": plan.data_channels.index(channel),
         **linker,
-        "source.dataset": unit.dataset,
         "source.channel": channel.axis_name,
         "source.bytes": channel_nbytes,
         "source.checksum": checksum,
@@ -189,6 +191,13 @@ def _entity_differences(
         differing = int(np.count_nonzero(got != want))
         if differing:
             yield f"{entity}: {name} differs at {differing} voxel{'s' if differing > 1 else ''}"
+        dims = list(ENTITY_ARRAYS[name].dims)
+        try:
+            named = read_attrs(folder / name).get(DIMENSIONS)
+        except (OSError, ValueError) as exc:
+            named = f"unreadable ({exc})"
+        if named != dims:
+            yield f"{entity}: {name}'s {DIMENSIONS} is {named!r}, expected {dims!r}"
     try:
         attrs = _flatten(read_attrs(folder))
     except (OSError, ValueError) as exc:

@@ -139,6 +139,7 @@ def write_calibrations(
     store.tile_overlap = acq.tile_overlap
     store.exp_codebook = (plan.codebook_columns, plan.codebook_rows)
     store.exp_order = (plan.bit_order_columns, plan.bit_order_rows)
+    store.experiment_path = str(plan.raw_dir.parent)  # entries' `source.dataset` is relative
 
     shape_yx = orient(np.empty((1, *dataset.shape_yx), np.uint16), acq.orientation).shape[1:]
     if settings.calibrations.noise_map:

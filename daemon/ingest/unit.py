@@ -44,6 +44,12 @@ def channel_checksum(stack: np.ndarray) -> str:
     return f"crc32:{zlib.crc32(np.ascontiguousarray(stack, dtype='<u2')) & 0xFFFFFFFF:08x}"
 
 
+def source_dataset(raw_dir: Path, dataset: str) -> str:
+    """A dataset as the `source` attribute names it: its path relative to the experiment
+    folder (`raw_data/sim_r0001_tile0000_1`); calibrations.zarr holds the folder's own path."""
+    return f"{raw_dir.name}/{dataset}"
+
+
 def stage_zyx_um(position_xyz: tuple[float, float, float], acq: Acquisition) -> list[float]:
     """Stage position as [z, y, x] µm; a flipped stage axis is stored negated (see the docs)."""
     x, y, z = position_xyz
@@ -185,7 +191,7 @@ class UnitConverter:
             "shading_correction": False,
             "conversion_version": CONVERSION_VERSION,
             "source": {
-                "dataset": record.dataset,
+                "dataset": source_dataset(self._raw_dir, record.dataset),
                 "channel": channel.axis_name,
                 "bytes": dataset.channel_nbytes,
                 "checksum": checksum,
