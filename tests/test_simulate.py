@@ -130,7 +130,7 @@ def test_command_line_reports_bad_options_without_a_traceback(tmp_path):
 
 @pytest.mark.parametrize(
     ("camera", "mirrored", "affine"),
-    [("orca", "1", "0.0;0.108;0.0;0.108;0.0;0.0"), ("flir", "0", "0.108;0.0;0.0;0.0;0.108;0.0")],
+    [("orcav3", "1", "0.0;0.108;0.0;0.108;0.0;0.0"), ("flir", "0", "0.108;0.0;0.0;0.0;0.108;0.0")],
 )
 def test_images_carry_the_stage_mirrors_and_the_pixel_affine(tmp_path, camera, mirrored, affine):
     simulate(tmp_path, SimulationSettings(tiles=1, rounds=1, z=2, size=32, camera=camera))
@@ -150,7 +150,7 @@ def test_the_stage_misses_its_positions_slightly_in_later_rounds():
             assert 0 < np.abs(moved[:2]).max() <= STAGE_JITTER_UM and moved[2] == 0
 
 
-@pytest.mark.parametrize("camera", ["orca", "flir"])
+@pytest.mark.parametrize("camera", ["orcav3", "flir"])
 def test_a_fixed_map_of_hot_pixels_and_some_saturated_voxels(camera):
     settings = SimulationSettings(size=256, z=3, rounds=2, camera=camera)
     rows, columns, _ = hot_pixels(camera, 256)

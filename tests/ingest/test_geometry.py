@@ -60,7 +60,7 @@ def _best_shift(a: np.ndarray, b: np.ndarray, expected: np.ndarray) -> tuple[np.
     return base + np.array(best), scores[best]
 
 
-@pytest.mark.parametrize("camera", ["orca", "flir"])
+@pytest.mark.parametrize("camera", ["orcav3", "flir"])
 def test_neighbouring_tiles_line_up_by_their_stage_positions(tmp_path, camera):
     settings = SimulationSettings(tiles=4, rounds=2, z=3, size=256, channels=2, camera=camera)
     store = simulate_and_ingest(tmp_path, settings) / "qi2labdatastore"

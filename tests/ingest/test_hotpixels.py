@@ -44,7 +44,12 @@ def test_a_noise_map_of_another_size_is_named():
 
 @pytest.mark.parametrize(
     ("camera", "setting", "replaced"),
-    [("flir", "auto", True), ("orca", "auto", False), ("flir", "off", False), ("orca", "on", True)],
+    [
+        ("flir", "auto", True),
+        ("orcav3", "auto", False),
+        ("flir", "off", False),
+        ("orcav3", "on", True),
+    ],
 )
 def test_the_daemon_replaces_hot_pixels_as_configured(tmp_path, camera, setting, replaced):
     settings = SimulationSettings(tiles=1, rounds=1, z=4, size=64, channels=2, camera=camera)
@@ -63,7 +68,7 @@ def test_the_daemon_replaces_hot_pixels_as_configured(tmp_path, camera, setting,
     raw = np.stack(
         [[render_plane(settings, 1, 0, c, z) for z in range(4)] for c in settings.colors]
     )
-    camera_frame = np.swapaxes(raw, 2, 3) if camera == "orca" else raw  # the ORCA's transpose
+    camera_frame = np.swapaxes(raw, 2, 3) if camera == "orcav3" else raw  # the ORCA's transpose
     plain = ((camera_frame.astype(np.float32) - offset) * gain).clip(0, 65535).astype(np.uint16)
     expected = plain
     if replaced:
