@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from ops_support import HANG_GUARD_S, cli
+from ops_support import cli
 from support.experiment import log_events, write_config
 from support.faults import truncate_mid_plane
+from support.processes import WAIT_S
 
 from daemon import __version__
 from daemon.cli import build_parser
@@ -23,7 +24,7 @@ SMALL = SimulationSettings(tiles=2, rounds=2, z=4, size=64)
 def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`qi2lab-ingest ARGS` from the folder `cwd`, as a user types it there."""
     command = [sys.executable, "-m", "daemon.cli", *args]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=HANG_GUARD_S)
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=WAIT_S)
 
 
 def test_relative_paths_work_everywhere_and_the_log_shows_them_absolute(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ import sys
 import termios
 from pathlib import Path
 
-from ops_support import HANG_GUARD_S
 from support.experiment import daemon_command, log_events, write_config
+from support.processes import WAIT_S
 
 from daemon.simulate import SimulationSettings, simulate
 
@@ -40,7 +40,7 @@ def in_terminal(command: list[str]) -> tuple[int, str]:
             break
         chunks.append(chunk)
     os.close(controller)
-    return process.wait(HANG_GUARD_S), b"".join(chunks).decode(errors="replace")
+    return process.wait(WAIT_S), b"".join(chunks).decode(errors="replace")
 
 
 def screen_lines(output: str) -> list[str]:

@@ -4,7 +4,6 @@ each entry came from, per-channel checksums, and named array dimensions."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import time
@@ -16,8 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
-from ops_support import HANG_GUARD_S, NotifySocket, cli, start_daemon
+from ops_support import NotifySocket, cli, start_daemon
 from support.experiment import read_state, write_config
+from support.processes import wait_until
 
 from daemon import __version__
 from daemon.simulate import SimulationSettings, render_plane
@@ -29,34 +29,25 @@ def parse_time(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def wait_until(condition, what: str):  # type: ignore[no-untyped-def]
-    """Poll `condition` until it returns something true; fail after the hang guard."""
-    deadline = time.monotonic() + HANG_GUARD_S
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"{what} not within the hang guard"
-        time.sleep(0.05)
-    return result
-
-
 def test_a_live_daemon_says_who_it_is_beats_and_says_when_it_stopped(
     experiment_copy: Path, tmp_path: Path, notify_socket: NotifySocket
 ) -> None:
     """datastore.json's Daemon block; the lock names its holder; `backlog` is logged when it
     changes only; `stopping` says running and queued apart."""
     config = write_config(tmp_path / "config.toml", status={"heartbeat_s": 0.5})
-    env = os.environ | {"NOTIFY_SOCKET": str(notify_socket.path)}
-    daemon, log = start_daemon(experiment_copy, config, env=env)
     store = experiment_copy / STORE
-    try:
-        log.wait_for("watch started")
+    with start_daemon(experiment_copy, config, notify=notify_socket) as daemon:
+        daemon.wait_event("watch started")
         first = wait_until(
             lambda: (d := read_state(store).get("Daemon")) and d["pid"] == daemon.pid and d,
             "this daemon in datastore.json",
+            [daemon],
         )
         # Nothing changes (every unit is done), yet updated_at moves on: a heartbeat.
         later = wait_until(
             lambda: (d := read_state(store)["Daemon"])["updated_at"] > first["updated_at"] and d,
             "a heartbeat",
+            [daemon],
         )
         second = cli("watch", experiment_copy, "--config", config)
         # Three systemd status refreshes (one every 5 s) with an unchanged backlog.
@@ -64,10 +55,8 @@ def test_a_live_daemon_says_who_it_is_beats_and_says_when_it_stopped(
         while refreshes < 3:
             refreshes += notify_socket.receive().startswith("STATUS=")
         daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(HANG_GUARD_S) == 0
-    finally:
-        daemon.kill()
-    events = [json.loads(line) for line in log.finish()]
+        daemon.expect_exit(0)
+    events = daemon.events
 
     assert first["host"] == socket.gethostname() and first["version"] == __version__
     assert first["started_at"] == later["started_at"] and "stopped_at" not in later
