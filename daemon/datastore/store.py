@@ -338,6 +338,8 @@ ENTITY_ATTRS: dict[str, tuple[Validator, tuple[str, ...]]] = {
     "gain_correction": (_bool, _BOTH),
     "hotpixel_correction": (_bool, _BOTH),
     "shading_correction": (_bool, _BOTH),
+    # Version of the conversion that wrote the entry's pixels (ingestion; absent = 1).
+    "conversion_version": (_int(1), _BOTH),
     "source": (_json_object, _BOTH),
     "affine_zyx_um": (_matrix4, _BOTH),
     "origin_zyx_um": (_floats(3), _BOTH),

@@ -4,14 +4,18 @@ The fiducial channel becomes `polyDT/tileT/roundR.zarr`, each readout channel
 `readouts/tileT/bitB.zarr`; each gets camera_data (oriented to the stage), corrected_data and
 every attribute of the spec. Entries are written in the staging area and published by rename,
 so a published name always holds a complete entry. One channel is in memory at a time plus the
-one being compressed, so a worker needs about 4/3 of a dataset, whatever its size.
+one being compressed, so a worker needs about 4/3 of a dataset, whatever its size. With hot
+pixels replaced (the FLIR) every channel's corrected_data is needed before the first is
+written (the second pass looks at the maximum over the channels): they are computed first,
+then each channel's raw planes are read again for camera_data (from the page cache), so
+such a unit needs about 5/3 of a dataset.
 """
 
 from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,10 +26,16 @@ from daemon.config import Settings
 from daemon.datastore.layout import Entity
 from daemon.datastore.store import DataStore, StagedEntity
 from daemon.ingest.convert import correct, orient
+from daemon.ingest.hotpixels import replace_hot_pixels
 from daemon.ingest.ledger import UnitRecord, UnitResult
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
 from daemon.raw.experiment import Channel, Plan, read_stage_position
 from daemon.raw.ndtiff import RawDataset
+
+# Version of the conversion, in each entry's `conversion_version` and in the ledger: 1 = before
+# issue 10 (ORCA frames anti-transposed, no hot-pixel replacement), 2 = the reference's
+# transpose and hot pixels. `ingest` converts again every unit done by an older version.
+CONVERSION_VERSION = 2
 
 
 def channel_checksum(stack: np.ndarray) -> str:
@@ -43,6 +53,23 @@ def stage_zyx_um(position_xyz: tuple[float, float, float], acq: Acquisition) -> 
     """Stage position as [z, y, x] µm; a flipped stage axis is stored negated (see the docs)."""
     x, y, z = position_xyz
     return [z, -y if acq.stage_flip_y else y, -x if acq.stage_flip_x else x]
+
+
+def hot_corrected(
+    dataset: RawDataset, channels: Iterable[str], acq: Acquisition, noise_map: np.ndarray
+) -> dict[str, np.ndarray]:
+    """corrected_data of every channel with hot pixels replaced, by channel axis name.
+
+    The replacement needs every channel (its second pass looks at their maximum), so all are
+    corrected before any is written; the raw planes go through one reused buffer.
+    """
+    buffer = None
+    corrected = {}
+    for name in channels:
+        buffer = dataset.read_channel(name, buffer)
+        corrected[name] = correct(orient(buffer, acq.orientation), acq.e_per_adu, acq.offset_adu)
+    replace_hot_pixels(list(corrected.values()), noise_map)
+    return corrected
 
 
 def unit_entities(plan: Plan, tile: int, round_: int) -> dict[Channel, Entity]:
@@ -77,6 +104,13 @@ class UnitConverter:
         self._store = store
         self._plan = plan
         self._settings = settings
+        self._noise_map: np.ndarray | None = None  # read once, when first needed
+
+    def noise_map(self) -> np.ndarray:
+        """calibrations.zarr's camera noise map (written before any unit is dispatched)."""
+        if self._noise_map is None:
+            self._noise_map = self._store.load_camera_noise_map()
+        return self._noise_map
 
     def convert(self, record: UnitRecord) -> UnitResult:
         """Read the unit's dataset, write its entries, and say what was produced."""
@@ -90,6 +124,12 @@ class UnitConverter:
             acq = resolve_acquisition(plan, dataset, self._settings.raw)
             position = read_stage_position(plan.stage_positions_path(raw_round, record.tile))
             stage = stage_zyx_um(position, acq)
+            hot = self._settings.corrections.hotpixels_for(acq.camera_model)
+            replaced = None
+            if hot:
+                with _timed(timings, "write"):
+                    names = [channel.axis_name for channel in entities]
+                    replaced = hot_corrected(dataset, names, acq, self.noise_map())
             previous: StagedEntity | None = None
             for channel, entity in entities.items():
                 with _timed(timings, "read"):
@@ -99,12 +139,18 @@ class UnitConverter:
                     if previous is not None:
                         previous.publish()  # its compression overlapped this channel's read
                     camera = orient(raw, acq.orientation)
-                    corrected = correct(camera, acq.e_per_adu, acq.offset_adu)
+                    corrected = (
+                        replaced.pop(channel.axis_name)
+                        if replaced is not None
+                        else correct(camera, acq.e_per_adu, acq.offset_adu)
+                    )
                     staged = stages.enter_context(self._store.stage(entity))
                     staged.write_array("camera_data", camera, immutable_source=True)
                     staged.write_array("corrected_data", corrected, immutable_source=True)
                     staged.write_attributes(
-                        self._attributes(record, entity, channel, acq, stage, dataset, checksum)
+                        self._attributes(
+                            record, entity, channel, acq, stage, dataset, checksum, hot
+                        )
                     )
                 previous = staged
                 checksums.append(checksum)
@@ -118,6 +164,7 @@ class UnitConverter:
             outputs=tuple(str(e.relpath) for e in entities.values()),
             read_s=timings["read"],
             write_s=timings["write"],
+            conversion=CONVERSION_VERSION,
         )
 
     def _attributes(
@@ -129,6 +176,7 @@ class UnitConverter:
         stage: list[float],
         dataset: RawDataset,
         checksum: str,
+        hot: bool,
     ) -> dict[str, Any]:
         """Every per-entity attribute the spec asks ingestion to write."""
         plan = self._plan()
@@ -144,8 +192,9 @@ class UnitConverter:
             "voxel_size_zyx_um": list(acq.voxel_size_zyx_um),
             "psf_idx": plan.data_channels.index(channel),
             "gain_correction": True,
-            "hotpixel_correction": False,
+            "hotpixel_correction": hot,
             "shading_correction": False,
+            "conversion_version": CONVERSION_VERSION,
             "source": {
                 "dataset": source_dataset(self._raw_dir, record.dataset),
                 "channel": channel.axis_name,
