@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import math
 import os
 import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +40,6 @@ from daemon.datastore.arrays import (
     ZATTRS,
     ArrayCodec,
     create_group,
-    little_endian,
     make_context,
     read_array,
     read_attrs,
@@ -59,7 +56,25 @@ from daemon.datastore.layout import (
     Entity,
     discover,
 )
-from daemon.units import wavelength_um
+from daemon.datastore.validators import (
+    CALIBRATION_ARRAYS,
+    ENTITY_ATTRS,
+    Validator,
+    check_spacing,
+    choice,
+    codebook_rows,
+    entity_array_rule,
+    float_in,
+    floats,
+    int_at_least,
+    known_rule,
+    order_rows,
+    table_parts,
+    text,
+    texts,
+    validated,
+    wavelength_pairs,
+)
 
 FORMAT_VERSION = 1  # version of the on-disk layout this library writes (datastore.json Version)
 STATE_FLAGS = (
@@ -83,138 +98,6 @@ class UnknownEntityError(LookupError):
     """A tile x round or tile x bit that is not in the datastore was addressed."""
 
 
-# --- validators: each takes a value and returns its JSON form, or raises ValueError/TypeError
-# --- with a message that the caller prefixes with the key and where it was going.
-
-Validator = Callable[[Any], Any]
-
-
-def _int(low: int) -> Validator:
-    def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int | np.integer):
-            raise TypeError(f"expected an int, got {value!r}")
-        if value < low:
-            raise ValueError(f"expected an int >= {low}, got {value!r}")
-        return int(value)
-
-    return check
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise TypeError(f"expected a number, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"expected a finite number, got {value!r}")
-    return float(value)
-
-
-def _float(low: float | None = None, high: float | None = None, *, open_low=False) -> Validator:
-    def check(value: Any) -> float:
-        number = _number(value)
-        too_low = low is not None and (number <= low if open_low else number < low)
-        if too_low or (high is not None and number > high):
-            if high is None:
-                expected = f"> {low}" if open_low else f">= {low}"
-            else:
-                expected = f"in {'(' if open_low else '['}{low}, {high}]"
-            raise ValueError(f"expected a number {expected}, got {value!r}")
-        return number
-
-    return check
-
-
-def _sequence(value: Any, length: int | None = None) -> list[Any]:
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if isinstance(value, str | bytes | Mapping) or not hasattr(value, "__len__"):
-        raise TypeError(f"expected a list, got {value!r}")
-    if length is not None and len(value) != length:
-        raise ValueError(f"expected {length} values, got {len(value)}: {value!r}")
-    return list(value)
-
-
-def _floats(length: int, *, positive: bool = False) -> Validator:
-    item = _float(0.0, open_low=True) if positive else _number
-
-    def check(value: Any) -> list[float]:
-        return [item(v) for v in _sequence(value, length)]
-
-    return check
-
-
-def _wavelength_pair(value: Any) -> list[float]:
-    """[excitation, emission] in µm."""
-    return [wavelength_um(_number(v)) for v in _sequence(value, 2)]
-
-
-def _wavelength_pairs(value: Any) -> list[list[float]]:
-    return [_wavelength_pair(v) for v in _sequence(value)]
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"expected a non-empty str, got {value!r}")
-    return value
-
-
-def _texts(value: Any) -> list[str]:
-    texts = [_text(v) for v in _sequence(value)]
-    if not texts:
-        raise ValueError("expected at least one name")
-    return texts
-
-
-def _choice(*options: str) -> Validator:
-    def check(value: Any) -> str:
-        if value not in options:
-            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
-        return value
-
-    return check
-
-
-def _choices(*options: str) -> Validator:
-    one = _choice(*options)
-
-    def check(value: Any) -> list[str]:
-        return [one(v) for v in _sequence(value)]
-
-    return check
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"expected a bool, got {value!r}")
-    return bool(value)
-
-
-def _ints(low: int) -> Validator:
-    item = _int(low)
-
-    def check(value: Any) -> list[int]:
-        return [item(v) for v in _sequence(value)]
-
-    return check
-
-
-def _matrix4(value: Any) -> list[list[float]]:
-    return [_floats(4)(row) for row in _sequence(value, 4)]
-
-
-def _json_object(value: Any) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise TypeError(f"expected a dict, got {value!r}")
-    return dict(value)
-
-
-def _validated(validate: Validator, value: Any, key: str, where: object) -> Any:
-    """`validate(value)`, with the key and destination added to any error."""
-    try:
-        return validate(value)
-    except (TypeError, ValueError) as e:
-        raise type(e)(f"{key} for {where}: {e}") from e
-
-
 # --- experiment-wide values, as descriptors so each is a plain property of DataStore
 
 
@@ -235,7 +118,7 @@ class _Calibration:
 
     def __set__(self, ds: DataStore, value: Any) -> None:
         where = ds.calibrations_path / ZATTRS
-        ds._set_calibrations({self.key: _validated(self.validate, value, self.key, where)})
+        ds._set_calibrations({self.key: validated(self.validate, value, self.key, where)})
 
 
 class _TableCalibration(_Calibration):
@@ -253,122 +136,9 @@ class _TableCalibration(_Calibration):
 
     def __set__(self, ds: DataStore, value: Any) -> None:
         where = ds.calibrations_path / ZATTRS
-        columns, rows = _validated(_table_parts, value, self.key, where)
-        rows = _validated(self.validate, rows, self.key, where)
+        columns, rows = validated(table_parts, value, self.key, where)
+        rows = validated(self.validate, rows, self.key, where)
         ds._set_calibrations({self.key: rows, f"{self.key}_columns": columns})
-
-
-def _table_parts(value: Any) -> tuple[list[str], list[list[Any]]]:
-    """(columns, rows) of a pyarrow.Table or of a (columns, rows) pair, checked for shape."""
-    if isinstance(value, pa.Table):
-        columns = value.column_names
-        rows = [[row[c] for c in columns] for row in value.to_pylist()]
-    elif isinstance(value, tuple) and len(value) == 2:
-        columns, rows = _texts(value[0]), [_sequence(r) for r in _sequence(value[1])]
-    else:
-        raise TypeError(f"expected a pyarrow.Table or (columns, rows), got {type(value).__name__}")
-    if len(set(columns)) != len(columns):
-        raise ValueError(f"column names must be unique, got {columns}")
-    for row in rows:
-        if len(row) != len(columns):
-            raise ValueError(f"row {row!r} has {len(row)} values for {len(columns)} columns")
-    return list(columns), rows
-
-
-def _codebook_rows(rows: list[list[Any]]) -> list[list[Any]]:
-    """[gene_id, b1, ..., bN]: a gene name, then 0 or 1 per bit."""
-    checked = []
-    for row in rows:
-        bits = [_int(0)(b) for b in row[1:]]
-        if any(b > 1 for b in bits):
-            raise ValueError(f"codebook bits must be 0 or 1, got {row!r}")
-        checked.append([_text(row[0]), *bits])
-    return checked
-
-
-def _order_rows(rows: list[list[Any]]) -> list[list[int]]:
-    """[round (from 1, as in the raw files), bit of readout channel 1, bit of channel 2, ...]."""
-    return [[_int(1)(row[0]), *(_int(0)(b) for b in row[1:])] for row in rows]
-
-
-# --- arrays and per-entity attributes of the spec
-
-
-@dataclass(frozen=True)
-class ArrayRule:
-    """What the spec requires of a named array: dtype, dimension names, owning entity kinds."""
-
-    dtype: str
-    dims: tuple[str, ...]
-    kinds: tuple[str, ...] = ()
-
-    def check(self, name: str, data: Any, where: object) -> np.ndarray:
-        """`data` as an ndarray, or ValueError naming where, the array, expected and got."""
-        data = np.asarray(data)
-        same_dtype = data.dtype.kind in "biuf" and little_endian(data.dtype) == np.dtype(self.dtype)
-        if not same_dtype or data.ndim != len(self.dims):
-            expected = f"{self.dtype} [{', '.join(self.dims)}]"
-            raise ValueError(
-                f"{where}: {name} must be {expected}, got {data.dtype} with shape {data.shape}"
-            )
-        return data
-
-
-ENTITY_ARRAYS: dict[str, ArrayRule] = {
-    "camera_data": ArrayRule("uint16", ("z", "y", "x"), ("round", "bit")),
-    "corrected_data": ArrayRule("uint16", ("z", "y", "x"), ("round", "bit")),
-    "registered_decon_data": ArrayRule("uint16", ("z", "y", "x"), ("round", "bit")),
-    "of_xyz_3x_downsample": ArrayRule("float32", ("c", "z", "y", "x"), ("round",)),
-}
-CALIBRATION_ARRAYS: dict[str, ArrayRule] = {
-    "camera_noise_map": ArrayRule("uint16", ("y", "x")),
-    "psf_data": ArrayRule("float32", ("channel", "z", "y", "x")),
-}
-
-_BOTH = ("round", "bit")
-ENTITY_ATTRS: dict[str, tuple[Validator, tuple[str, ...]]] = {
-    "stage_zyx_um": (_floats(3), _BOTH),
-    # Live ingestion stores a flipped stage axis negated (raw-input spec); these are the axes.
-    "stage_flipped_axes": (_choices("z", "y", "x"), _BOTH),
-    "wavelengths_um": (_wavelength_pair, _BOTH),
-    "voxel_size_zyx_um": (_floats(3, positive=True), _BOTH),
-    "bit_linker": (_ints(1), ("round",)),
-    "round_linker": (_int(0), ("bit",)),
-    "psf_idx": (_int(0), _BOTH),
-    "gain_correction": (_bool, _BOTH),
-    "hotpixel_correction": (_bool, _BOTH),
-    "shading_correction": (_bool, _BOTH),
-    "source": (_json_object, _BOTH),
-    "affine_zyx_um": (_matrix4, _BOTH),
-    "origin_zyx_um": (_floats(3), _BOTH),
-    "spacing_zyx_um": (_floats(3, positive=True), _BOTH),
-}
-
-
-def _rule(table: Mapping[str, Any], what: str, name: str) -> Any:
-    if name not in table:
-        raise ValueError(f"unknown {what} {name!r}; known: {', '.join(table)}")
-    return table[name]
-
-
-def _entity_array_rule(entity: Entity, name: str) -> ArrayRule:
-    rule: ArrayRule = _rule(ENTITY_ARRAYS, "array", name)
-    if entity.kind not in rule.kinds:
-        raise ValueError(f"{entity}: {name} belongs to {' and '.join(rule.kinds)}s only")
-    return rule
-
-
-def _check_spacing(attrs: Mapping[str, Any], where: object) -> None:
-    """spacing_zyx_um must equal voxel_size_zyx_um: a mismatch is an error, never a write."""
-    spacing, voxel = attrs.get("spacing_zyx_um"), attrs.get("voxel_size_zyx_um")
-    if spacing is None:
-        return
-    if voxel is None:
-        raise ValueError(f"{where}: spacing_zyx_um needs voxel_size_zyx_um written first")
-    if not all(math.isclose(s, v, rel_tol=1e-9) for s, v in zip(spacing, voxel, strict=True)):
-        raise ValueError(
-            f"{where}: spacing_zyx_um {spacing} differs from voxel_size_zyx_um {voxel}"
-        )
 
 
 def _finish(future: ts.WriteFutures, wait: bool) -> ts.WriteFutures | None:
@@ -552,29 +322,29 @@ class DataStore:
             attrs = read_attrs(self.calibrations_path)
             write_attrs(self.calibrations_path, {**attrs, **updates})
 
-    num_rounds = _Calibration(_int(1), "Number of rounds (int >= 1).")
-    num_tiles = _Calibration(_int(1), "Number of tiles (int >= 1).")
-    num_bits = _Calibration(_int(1), "Number of codebook bits (int >= 1).")
+    num_rounds = _Calibration(int_at_least(1), "Number of rounds (int >= 1).")
+    num_tiles = _Calibration(int_at_least(1), "Number of tiles (int >= 1).")
+    num_bits = _Calibration(int_at_least(1), "Number of codebook bits (int >= 1).")
     channels_in_data = _Calibration(
-        _texts, "Dye names in ascending wavelength; element 0 is the fiducial."
+        texts, "Dye names in ascending wavelength; element 0 is the fiducial."
     )
     wavelengths_um = _Calibration(
-        _wavelength_pairs, "[excitation, emission] per channel, in µm (488 is rejected as nm)."
+        wavelength_pairs, "[excitation, emission] per channel, in µm (488 is rejected as nm)."
     )
-    voxel_size_zyx_um = _Calibration(_floats(3, positive=True), "[z, y, x] voxel size, µm.")
-    microscope_type = _Calibration(_choice("3D", "2D"), '"3D" or "2D".')
-    camera_model = _Calibration(_text, "Camera model name, e.g. orcav3 or flir.")
-    e_per_ADU = _Calibration(_float(0.0, open_low=True), "Gain used for corrected_data, e-/ADU.")
-    camera_offset_ADU = _Calibration(_float(0.0), "Offset used for corrected_data, ADU.")
-    binning = _Calibration(_int(1), "Camera binning (int >= 1).")
-    na = _Calibration(_float(0.0, 2.0, open_low=True), "Objective numerical aperture.")
-    ri = _Calibration(_float(1.0, 3.0), "Immersion refractive index.")
-    tile_overlap = _Calibration(_float(0.0, 1.0), "Tile overlap as a fraction (0..1).")
+    voxel_size_zyx_um = _Calibration(floats(3, positive=True), "[z, y, x] voxel size, µm.")
+    microscope_type = _Calibration(choice("3D", "2D"), '"3D" or "2D".')
+    camera_model = _Calibration(text, "Camera model name, e.g. orcav3 or flir.")
+    e_per_ADU = _Calibration(float_in(0.0, open_low=True), "Gain used for corrected_data, e-/ADU.")
+    camera_offset_ADU = _Calibration(float_in(0.0), "Offset used for corrected_data, ADU.")
+    binning = _Calibration(int_at_least(1), "Camera binning (int >= 1).")
+    na = _Calibration(float_in(0.0, 2.0, open_low=True), "Objective numerical aperture.")
+    ri = _Calibration(float_in(1.0, 3.0), "Immersion refractive index.")
+    tile_overlap = _Calibration(float_in(0.0, 1.0), "Tile overlap as a fraction (0..1).")
     exp_codebook = _TableCalibration(
-        _codebook_rows, "codebook.csv as a pyarrow.Table: gene_id, then one 0/1 column per bit."
+        codebook_rows, "codebook.csv as a pyarrow.Table: gene_id, then one 0/1 column per bit."
     )
     exp_order = _TableCalibration(
-        _order_rows, "bit_order.csv as a pyarrow.Table: round (from 1), then a bit per readout."
+        order_rows, "bit_order.csv as a pyarrow.Table: round (from 1), then a bit per readout."
     )
 
     # --- calibration arrays
@@ -611,7 +381,7 @@ class DataStore:
     def _write_entity_array(
         self, folder: Path, entity: Entity, name: str, data: Any, immutable_source: bool
     ) -> ts.WriteFutures:
-        data = _entity_array_rule(entity, name).check(name, data, entity)
+        data = entity_array_rule(entity, name).check(name, data, entity)
         return write_array(
             folder / name, data, self.codec, self.context, immutable_source=immutable_source
         )
@@ -622,13 +392,13 @@ class DataStore:
         where = f"{entity} ({folder / ZATTRS})"
         checked = {}
         for key, value in updates.items():
-            validate, kinds = _rule(ENTITY_ATTRS, "attribute", key)
+            validate, kinds = known_rule(ENTITY_ATTRS, "attribute", key)
             if entity.kind not in kinds:
                 raise ValueError(f"{where}: {key} belongs to {' and '.join(kinds)}s only")
-            checked[key] = _validated(validate, value, key, where)
+            checked[key] = validated(validate, value, key, where)
         with self._lock:
             merged = {**read_attrs(folder), **checked}
-            _check_spacing(merged, where)
+            check_spacing(merged, where)
             write_attrs(folder, merged)
 
     @staticmethod
@@ -673,7 +443,7 @@ class DataStore:
     ) -> np.ndarray:
         """Read array `name` of a published tile x round or tile x bit."""
         entity = self._address(tile, round, bit)
-        _entity_array_rule(entity, name)
+        entity_array_rule(entity, name)
         path = self._existing(entity) / name
         if not (path / ZARRAY).is_file():
             raise MissingValueError(f"{entity}: {name} was never written (no array at {path})")
@@ -766,7 +536,7 @@ class DataStore:
         self, key: str, tile: int, round: int | None = None, bit: int | None = None
     ) -> Any:
         """One per-entity attribute; MissingValueError if it was never written."""
-        _rule(ENTITY_ATTRS, "attribute", key)
+        known_rule(ENTITY_ATTRS, "attribute", key)
         entity = self._address(tile, round, bit)
         attrs = read_attrs(self._existing(entity))
         if key not in attrs:
