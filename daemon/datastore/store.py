@@ -20,12 +20,9 @@ read-modify-write of a `.zattrs` and every publish.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
-import tempfile
 import threading
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,16 +43,16 @@ from daemon.datastore.arrays import (
     write_array,
     write_attrs,
 )
-from daemon.datastore.jsonio import fsync_dir, fsync_tree, read_json, write_json_atomic
+from daemon.datastore.jsonio import fsync_dir, read_json, write_json_atomic
 from daemon.datastore.layout import (
     CALIBRATIONS,
     POLYDT,
     READOUTS,
-    STAGING,
     STATE_FILE,
     Entity,
     discover,
 )
+from daemon.datastore.staging import StagingArea
 from daemon.datastore.validators import (
     CALIBRATION_ARRAYS,
     ENTITY_ATTRS,
@@ -166,10 +163,9 @@ class DataStore:
         self.codec = codec
         self.context = context if context is not None else make_context()
         self._lock = threading.RLock()
-        self._session_dir: Path | None = None
-        self._session_fd: int | None = None
+        self.staging = StagingArea(self.path)
         self._create_missing()
-        self._remove_staging_debris()
+        self.staging.remove_debris()
 
     def __repr__(self) -> str:
         return f"DataStore({str(self.path)!r})"
@@ -182,13 +178,7 @@ class DataStore:
 
     def close(self) -> None:
         """Remove this store's staging folder (unpublished stages are discarded)."""
-        with self._lock:
-            if self._session_fd is None:
-                return
-            assert self._session_dir is not None
-            shutil.rmtree(self._session_dir, ignore_errors=True)
-            os.close(self._session_fd)
-            self._session_dir = self._session_fd = None
+        self.staging.close()
 
     # --- creation and crash debris
 
@@ -201,51 +191,6 @@ class DataStore:
             state = {"Version": FORMAT_VERSION, **dict.fromkeys(STATE_FLAGS, False)}
             self.write_state({**state, "Initialized": True})
         fsync_dir(self.path)
-
-    def _remove_staging_debris(self) -> None:
-        """Delete staging sessions nobody holds: a live writer keeps a lock on its session."""
-        staging = self.path / STAGING
-        if not staging.is_dir():
-            return
-        for entry in staging.iterdir():
-            if not entry.is_dir():
-                entry.unlink(missing_ok=True)
-                continue
-            try:
-                fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY)
-            except FileNotFoundError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # a live writer's session
-            else:
-                shutil.rmtree(entry)
-            finally:
-                os.close(fd)
-
-    def _session(self) -> Path:
-        """This store's private staging folder, created and locked on first use.
-
-        The lock (flock, released by the kernel when the process dies) tells other openers the
-        folder is in use. If another opener removed the new folder before we locked it, we
-        make a new one.
-        """
-        with self._lock:
-            while self._session_dir is None:
-                staging = self.path / STAGING
-                staging.mkdir(exist_ok=True)
-                folder = Path(tempfile.mkdtemp(dir=staging, prefix="session-"))
-                try:
-                    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-                except FileNotFoundError:
-                    continue  # removed as debris before we could lock it
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                if folder.is_dir() and os.stat(folder).st_ino == os.fstat(fd).st_ino:
-                    self._session_dir, self._session_fd = folder, fd
-                else:
-                    os.close(fd)
-            return self._session_dir
 
     # --- datastore.json
 
@@ -548,33 +493,12 @@ class DataStore:
 
     def stage(self, entity: Entity) -> StagedEntity:
         """A new, empty entry for `entity` in this store's staging folder; see StagedEntity."""
-        folder = self._session() / f"{entity.relpath.parent.name}-{entity.relpath.name}"
-        return StagedEntity(self, entity, Path(f"{folder}.{uuid.uuid4().hex[:12]}"))
+        name = f"{entity.relpath.parent.name}-{entity.relpath.name}"
+        return StagedEntity(self, entity, self.staging.new_folder(name))
 
     def _publish(self, staged: Path, entity: Entity) -> Path:
-        """Rename `staged` to the published name of `entity`.
-
-        An existing entry is first moved aside into the staging session, then the new one is
-        renamed in, then the old one removed. Each step is one rename, so after a crash the
-        published name holds the old complete entry, the new complete entry, or nothing (the
-        entry moved aside is crash debris, removed on the next open) - never a partial one.
-        """
-        fsync_tree(staged)
-        target = self.entity_path(entity)
-        with self._lock:
-            if not target.parent.is_dir():
-                target.parent.mkdir()
-                fsync_dir(target.parent.parent)
-            aside = None
-            if target.exists():
-                aside = self._session() / f"replaced-{uuid.uuid4().hex}"
-                os.rename(target, aside)
-            os.rename(staged, target)
-            fsync_dir(target.parent)
-            fsync_dir(staged.parent)
-        if aside is not None:
-            shutil.rmtree(aside)
-        return target
+        """Rename `staged` to the published name of `entity` (see StagingArea.publish)."""
+        return self.staging.publish(staged, self.entity_path(entity))
 
 
 class StagedEntity:
