@@ -1,4 +1,4 @@
-"""calibrations.zarr: the experiment-wide attributes, the camera noise map and the PSFs.
+"""Calibrations: the experiment-wide attributes, the camera noise map and the PSFs.
 
 Written once the plan is known and the first complete dataset shows how the camera was set
 (gain, offset, pixel size, orientation). The noise map is the camera offset as a constant
@@ -14,8 +14,7 @@ import numpy as np
 import psfmodels
 
 from daemon.config import Settings
-from daemon.datastore.store import DataStore
-from daemon.ingest.convert import orient
+from daemon.layouts.base import CalibrationData, Layout
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
 from daemon.raw.experiment import Plan
 from daemon.raw.ndtiff import RawDataset
@@ -48,36 +47,23 @@ def _load_npy(path: str, dtype: type, ndim: int, what: str) -> np.ndarray:
     return data.astype(dtype, copy=False)
 
 
-def write_calibrations(
-    store: DataStore, plan: Plan, dataset: RawDataset, settings: Settings
-) -> None:
+def write_calibrations(store: Layout, plan: Plan, dataset: RawDataset, settings: Settings) -> None:
     """Write every calibration attribute and array; `dataset` is any complete dataset."""
     acq = resolve_acquisition(plan, dataset, settings.raw)
-    store.num_rounds = plan.num_rounds
-    store.num_tiles = plan.num_tiles
-    store.num_bits = plan.num_bits
-    store.channels_in_data = list(plan.channels_in_data)
-    store.wavelengths_um = [list(w) for w in plan.wavelengths_um]
-    store.voxel_size_zyx_um = list(acq.voxel_size_zyx_um)
-    store.microscope_type = acq.microscope_type
-    store.camera_model = acq.camera_model
-    store.e_per_ADU = acq.e_per_adu
-    store.camera_offset_ADU = acq.offset_adu
-    store.binning = acq.binning
-    store.na = acq.na
-    store.ri = acq.ri
-    store.tile_overlap = acq.tile_overlap
-    store.exp_codebook = (plan.codebook_columns, plan.codebook_rows)
-    store.exp_order = (plan.bit_order_columns, plan.bit_order_rows)
-
-    shape_yx = orient(np.empty((1, *dataset.shape_yx), np.uint16), acq.orientation).shape[1:]
     if settings.calibrations.noise_map:
         noise = _load_npy(settings.calibrations.noise_map, np.uint16, 2, "camera noise map")
     else:
-        noise = np.full(shape_yx, round(acq.offset_adu), dtype=np.uint16)
+        noise = None
     if settings.calibrations.psf:
         psf = _load_npy(settings.calibrations.psf, np.float32, 4, "PSF")
     else:
         psf = theoretical_psfs(plan, acq)
-    store.save_camera_noise_map(noise)
-    store.save_psf_data(psf)
+    store.write_calibrations(
+        CalibrationData(
+            plan=plan,
+            acq=acq,
+            camera_shape_yx=tuple(dataset.shape_yx),
+            noise_map=noise,
+            psfs=psf,
+        )
+    )

@@ -1,10 +1,10 @@
 """Converts one unit (a tile x round dataset) into its DataStore entries.
 
-The fiducial channel becomes `polyDT/tileT/roundR.zarr`, each readout channel
-`readouts/tileT/bitB.zarr`; each gets camera_data (oriented to the stage), corrected_data and
-every attribute of the spec. Entries are written in the staging area and published by rename,
-so a published name always holds a complete entry. One channel is in memory at a time plus the
-one being compressed, so a worker needs about 4/3 of a dataset, whatever its size.
+The fiducial channel becomes the round's entry, each readout channel the entry of the codebook
+bit it carries; the layout backend decides their names, pixels and attributes. Entries are
+written in the staging area and published by rename, so a published name always holds a
+complete entry. One channel is in memory at a time plus the one being compressed, so a worker
+needs about 4/3 of a dataset, whatever its size.
 """
 
 from __future__ import annotations
@@ -13,20 +13,20 @@ import time
 import zlib
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from daemon.config import Settings
 from daemon.datastore.layout import Entity
-from daemon.datastore.store import DataStore, StagedEntity
-from daemon.ingest.convert import correct, orient
 from daemon.ingest.ledger import UnitRecord, UnitResult
 from daemon.ingest.planner import Planner
+from daemon.layouts.base import EntryFacts, Layout, StagedEntry, unit_entities
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
 from daemon.raw.experiment import Channel, Plan, read_stage_position
 from daemon.raw.ndtiff import RawDataset
+from daemon.raw.positions import ImageGeometry, first_image_geometry
 
 
 def channel_checksum(stack: np.ndarray) -> str:
@@ -34,19 +34,58 @@ def channel_checksum(stack: np.ndarray) -> str:
     return f"crc32:{zlib.crc32(np.ascontiguousarray(stack, dtype='<u2')) & 0xFFFFFFFF:08x}"
 
 
-def stage_zyx_um(position_xyz: tuple[float, float, float], acq: Acquisition) -> list[float]:
-    """Stage position as [z, y, x] µm; a flipped stage axis is stored negated (see the docs)."""
-    x, y, z = position_xyz
-    return [z, -y if acq.stage_flip_y else y, -x if acq.stage_flip_x else x]
+@dataclass(frozen=True)
+class UnitSource:
+    """What a unit's raw dataset says about all its entries: settings, stage, geometry."""
 
+    plan: Plan
+    record: UnitRecord
+    acq: Acquisition
+    stage_xyz_um: tuple[float, float, float]
+    geometry: ImageGeometry
+    channel_nbytes: int
 
-def unit_entities(plan: Plan, tile: int, round_: int) -> dict[Channel, Entity]:
-    """The entries of a unit by source channel: the fiducial gives the round's polyDT entry,
-    each readout channel the codebook bit it carries in that round (`verify` checks these)."""
-    return {plan.data_channels[0]: Entity.round(tile, round_)} | {
-        channel: Entity.bit(tile, bit)
-        for channel, bit in zip(plan.readouts, plan.readout_bits(round_ + 1), strict=True)
-    }
+    @classmethod
+    def read(
+        cls, plan: Plan, record: UnitRecord, dataset: RawDataset, settings: Settings
+    ) -> UnitSource:
+        """Resolve the acquisition and read the stage position and first image's geometry."""
+        return cls(
+            plan=plan,
+            record=record,
+            acq=resolve_acquisition(plan, dataset, settings.raw),
+            stage_xyz_um=read_stage_position(
+                plan.stage_positions_path(record.round + 1, record.tile)
+            ),
+            geometry=first_image_geometry(dataset),
+            channel_nbytes=dataset.channel_nbytes,
+        )
+
+    def entries(self) -> dict[Channel, Entity]:
+        """The unit's entries by source channel."""
+        return unit_entities(self.plan, self.record.tile, self.record.round)
+
+    def facts(self, channel: Channel, entity: Entity, checksum: str) -> EntryFacts:
+        """The facts of one entry, given its channel's raw checksum."""
+        record = self.record
+        return EntryFacts(
+            plan=self.plan,
+            entity=entity,
+            round=record.round,
+            channel=channel,
+            acq=self.acq,
+            stage_xyz_um=self.stage_xyz_um,
+            intended_zyx_um=self.geometry.intended_zyx_um,
+            pixel_size_um=self.geometry.pixel_size_um,
+            affine_values=self.geometry.affine_values,
+            source={
+                "dataset": record.dataset,
+                "channel": channel.axis_name,
+                "bytes": self.channel_nbytes,
+                "checksum": checksum,
+                "fingerprint": record.fingerprint,
+            },
+        )
 
 
 @contextmanager
@@ -61,7 +100,7 @@ def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
 class UnitConverter:
     """The worker's job for one unit; holds what every unit shares."""
 
-    def __init__(self, raw_dir: Path, store: DataStore, planner: Planner, settings: Settings):
+    def __init__(self, raw_dir: Path, store: Layout, planner: Planner, settings: Settings):
         self._raw_dir = raw_dir
         self._store = store
         self._planner = planner
@@ -71,15 +110,12 @@ class UnitConverter:
         """Read the unit's dataset, write its entries, and say what was produced."""
         plan = self._planner.plan
         assert plan is not None, "units are dispatched only once the plan is known"
-        raw_round = record.round + 1
-        entities = unit_entities(plan, record.tile, record.round)
         timings = {"read": 0.0, "write": 0.0}
         checksums: list[str] = []
         with RawDataset(self._raw_dir / record.dataset) as dataset, ExitStack() as stages:
-            acq = resolve_acquisition(plan, dataset, self._settings.raw)
-            position = read_stage_position(plan.stage_positions_path(raw_round, record.tile))
-            stage = stage_zyx_um(position, acq)
-            previous: StagedEntity | None = None
+            source = UnitSource.read(plan, record, dataset, self._settings)
+            entities = source.entries()
+            previous: StagedEntry | None = None
             for channel, entity in entities.items():
                 with _timed(timings, "read"):
                     raw = dataset.read_channel(channel.axis_name)
@@ -87,14 +123,9 @@ class UnitConverter:
                 with _timed(timings, "write"):
                     if previous is not None:
                         previous.publish()  # its compression overlapped this channel's read
-                    camera = orient(raw, acq.orientation)
-                    corrected = correct(camera, acq.e_per_adu, acq.offset_adu)
-                    staged = stages.enter_context(self._store.stage(entity))
-                    staged.write_array("camera_data", camera, immutable_source=True)
-                    staged.write_array("corrected_data", corrected, immutable_source=True)
-                    staged.write_attributes(
-                        self._attributes(record, entity, channel, acq, stage, dataset, checksum)
-                    )
+                    facts = source.facts(channel, entity, checksum)
+                    staged = stages.enter_context(self._store.stage(facts))
+                    staged.write(self._store.entry_arrays(raw, source.acq))
                 previous = staged
                 checksums.append(checksum)
             with _timed(timings, "write"):
@@ -104,47 +135,7 @@ class UnitConverter:
         return UnitResult(
             source_bytes=source_bytes,
             checksum=",".join(checksums),
-            outputs=tuple(str(e.relpath) for e in entities.values()),
+            outputs=tuple(str(self._store.entry_relpath(e)) for e in entities.values()),
             read_s=timings["read"],
             write_s=timings["write"],
         )
-
-    def _attributes(
-        self,
-        record: UnitRecord,
-        entity: Entity,
-        channel: Channel,
-        acq: Acquisition,
-        stage: list[float],
-        dataset: RawDataset,
-        checksum: str,
-    ) -> dict[str, Any]:
-        """Every per-entity attribute the spec asks ingestion to write."""
-        plan = self._planner.plan
-        assert plan is not None
-        attrs: dict[str, Any] = {
-            "stage_zyx_um": stage,
-            "stage_flipped_axes": [
-                axis
-                for axis, flipped in (("y", acq.stage_flip_y), ("x", acq.stage_flip_x))
-                if flipped
-            ],
-            "wavelengths_um": [channel.excitation_um, channel.emission_um],
-            "voxel_size_zyx_um": list(acq.voxel_size_zyx_um),
-            "psf_idx": plan.data_channels.index(channel),
-            "gain_correction": True,
-            "hotpixel_correction": False,
-            "shading_correction": False,
-            "source": {
-                "dataset": record.dataset,
-                "channel": channel.axis_name,
-                "bytes": dataset.channel_nbytes,
-                "checksum": checksum,
-                "fingerprint": record.fingerprint,
-            },
-        }
-        if entity.kind == "round":
-            attrs["bit_linker"] = list(plan.readout_bits(record.round + 1))
-        else:
-            attrs["round_linker"] = record.round
-        return attrs
