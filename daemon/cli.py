@@ -58,6 +58,7 @@ def _add_daemon_commands(sub: argparse._SubParsersAction) -> None:
     for p in (watch, ingest):
         p.add_argument("experiment", type=Path)
         p.add_argument("--config", type=Path, help="config.toml (default: built-in defaults)")
+        _add_layout(p)
     watch.add_argument(
         "--exit-when-complete",
         action="store_true",
@@ -65,15 +66,29 @@ def _add_daemon_commands(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _add_layout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--layout",
+        choices=("seed", "merfish3d-v0.6"),
+        help="datastore layout (default: [datastore] layout of the configuration)",
+    )
+
+
 def _settings(args: argparse.Namespace) -> Settings:
-    """The --config file's settings; a bad file ends the command with its message, exit 2."""
+    """The --config file's settings (and --layout); a bad file ends the command, exit 2."""
+    import dataclasses
+
     from daemon.config import ConfigError, load_settings
 
     try:
-        return load_settings(args.config)
+        settings = load_settings(args.config)
     except ConfigError as exc:
         print(f"qi2lab-ingest: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if getattr(args, "layout", None):
+        datastore = dataclasses.replace(settings.datastore, layout=args.layout)
+        settings = dataclasses.replace(settings, datastore=datastore)
+    return settings
 
 
 def _run_daemon(args: argparse.Namespace) -> int:

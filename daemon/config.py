@@ -37,7 +37,7 @@ class DatastoreSettings:
     and which layout it is written in (`daemon.layouts`)."""
 
     path: str = "qi2labdatastore"
-    layout: Literal["seed"] = "seed"
+    layout: Literal["seed", "merfish3d-v0.6"] = "seed"
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ def verify(experiment: Path, settings: Settings, report: Callable[[str], None]) 
         plan = load_plan(raw_dir, settings.raw)
     except (NotReadyError, RawDataError) as exc:
         raise CannotVerifyError(f"cannot read the plan: {exc}") from None
-    store = reader(settings.datastore_path(experiment))
+    store = reader(settings.datastore_path(experiment), settings.raw)
     done = [(u.tile, u.round, u.dataset) for u in units if u.state == "done"]
     store.refresh_entries(plan, done, write=False)
     summary = Summary()

@@ -80,7 +80,9 @@ class IngestService:
         state_dir = store_path / STATE_DIR
         state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = _exclusive_lock(state_dir / "lock")
-        self.store = open_layout(store_path, settings.datastore.layout, codec=settings.arrays)
+        self.store = open_layout(
+            store_path, settings.datastore.layout, codec=settings.arrays, raw_defaults=settings.raw
+        )
         self.ledger = Ledger(ledger_path(store_path))
         self.planner = Planner(self.raw_dir, self.store, self.ledger, settings)
         self.publisher = StatePublisher(

@@ -11,14 +11,16 @@ from typing import Any
 
 from daemon.datastore.arrays import REFERENCE_CODEC, ArrayCodec
 from daemon.layouts.base import Layout, LayoutMismatchError
+from daemon.raw.defaults import RawDefaults
 
-LAYOUT_NAMES = ("seed",)
+LAYOUT_NAMES = ("seed", "merfish3d-v0.6")
 
 
 def _backends() -> dict[str, type[Layout]]:
+    from daemon.layouts.merfish3d_v06 import Merfish3dV06Layout
     from daemon.layouts.seed import SeedLayout
 
-    return {SeedLayout.name: SeedLayout}
+    return {SeedLayout.name: SeedLayout, Merfish3dV06Layout.name: Merfish3dV06Layout}
 
 
 def found_layout(path: Path) -> str | None:
@@ -30,7 +32,11 @@ def found_layout(path: Path) -> str | None:
 
 
 def open_layout(
-    path: Path, name: str, codec: ArrayCodec = REFERENCE_CODEC, context: Any = None
+    path: Path,
+    name: str,
+    codec: ArrayCodec = REFERENCE_CODEC,
+    context: Any = None,
+    raw_defaults: RawDefaults | None = None,
 ) -> Layout:
     """The datastore at `path` in layout `name`, created if new.
 
@@ -38,10 +44,24 @@ def open_layout(
         LayoutMismatchError: the folder already holds a datastore of another layout.
     """
     check_layout(path, name)
-    return _backends()[name](Path(path), codec, context)
+    return _create(name, Path(path), codec, context, True, raw_defaults)
 
 
-def reader(path: Path) -> Layout:
+def _create(
+    name: str,
+    path: Path,
+    codec: ArrayCodec,
+    context: Any,
+    create: bool,
+    raw_defaults: RawDefaults | None,
+) -> Layout:
+    backend = _backends()[name]
+    if backend.refreshes_entries:  # it reads raw metadata to settle provisional entries
+        return backend(path, codec, context, create=create, raw_defaults=raw_defaults)
+    return backend(path, codec, context, create=create)
+
+
+def reader(path: Path, raw_defaults: RawDefaults | None = None) -> Layout:
     """An existing datastore opened in the layout it holds, read-only (nothing is created).
 
     Raises:
@@ -50,7 +70,7 @@ def reader(path: Path) -> Layout:
     name = found_layout(path)
     if name is None:
         raise LayoutMismatchError(f"{path}: no datastore of a known layout here")
-    return _backends()[name](Path(path), create=False)
+    return _create(name, Path(path), REFERENCE_CODEC, None, False, raw_defaults)
 
 
 def check_layout(path: Path, name: str) -> None:

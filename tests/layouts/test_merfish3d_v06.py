@@ -1,0 +1,151 @@
+"""The merfish3d-analysis 0.6 layout written by `ingest`, read back by readers that are not ours.
+
+Expectations come from the simulator's own plane renderer and ground truth with the spec's
+literal formulas (pixels in the camera frame, stage positions with the reference's swap and
+mirror), never from the daemon's code.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorstore as ts
+import zarr
+from support.experiment import daemon_command, write_config
+from yaozarrs import v05, validate_ome_json
+
+from daemon.simulate import SimulationSettings, render_plane, simulate
+
+STATE_KEYS = [
+    "Version",
+    "Initialized",
+    "Calibrations",
+    "Corrected",
+    "LocalRegistered",
+    "GlobalRegistered",
+    "Fused",
+    "SegmentedCells",
+    "DecodedSpots",
+    "FilteredSpots",
+]
+
+
+def _ingest(experiment: Path, config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        daemon_command("ingest", experiment, config, *extra), capture_output=True, text=True
+    )
+
+
+def _reference_stage(truth: dict, round_: int, tile: int) -> list[float]:
+    """create_datastore.py's rule: rounded intended position, swapped and mirrored if so."""
+    of_round = [d for d in truth["datasets"] if d["round"] == round_]
+    pos = next(d for d in of_round if d["tile"] == tile)["stage_position_um"]
+    z, y, x = (round(pos[k], 2) for k in ("z", "y", "x"))
+    if truth["datasets"][0]["camera"] == "orcav3":  # the ORCA's stage is mirrored
+        max_x = max(round(d["stage_position_um"]["x"], 2) for d in of_round)
+        max_y = max(round(d["stage_position_um"]["y"], 2) for d in of_round)
+        y, x = max_x - x, max_y - y
+    return [round(z, 2), round(y, 2), round(x, 2)]
+
+
+@pytest.mark.parametrize("camera", ["orca", "flir"])
+def test_ingest_writes_the_06_layout_that_other_readers_open(tmp_path: Path, camera: str) -> None:
+    settings = SimulationSettings(tiles=2, rounds=2, z=4, size=64, camera=camera)
+    experiment = tmp_path / "exp"
+    simulate(experiment, settings)
+    config = write_config(tmp_path / "c.toml")
+    result = _ingest(experiment, config, "--layout", "merfish3d-v0.6")
+    assert result.returncode == 0, result.stderr[-2000:]
+    store = experiment / "qi2labdatastore"
+    truth = json.loads((experiment / "simulation_truth.json").read_text())
+
+    state = json.loads((store / "datastore_state.json").read_text())
+    assert list(state) == STATE_KEYS and state["Version"] == 0.6
+    assert state["Calibrations"] and state["Corrected"] and not state["LocalRegistered"]
+    summary = json.loads((store / "ingest_summary.json").read_text())
+    assert summary["Ingestion"]["units"]["done"] == 4
+    assert summary["provisional_stage_positions"] == []
+
+    calibrations = json.loads((store / "calibrations" / "attributes.json").read_text())
+    assert calibrations["num_rounds"] == 2 and calibrations["num_tiles"] == 2
+    assert calibrations["camera_model"] == truth["datasets"][0]["camera"]
+    images = [store / "calibrations" / "noise_map.ome.zarr"] + [
+        store / "calibrations" / "psf_data" / f"{m['id']}.ome.zarr"
+        for m in calibrations["psf_manifest"].values()
+    ]
+    for ds in truth["datasets"]:
+        round_, tile = ds["round"], ds["tile"]
+        bits = {c: settings.bit(round_, c) for c in settings.readout_colors}
+        for color in settings.colors:
+            if color == "blue":
+                entry = store / f"fiducial/tile{tile:04d}/round{round_:03d}"
+            else:
+                entry = store / f"readouts/tile{tile:04d}/bit{bits[color]:03d}"
+            images.append(entry / "corrected_data.ome.zarr")
+            raw = np.stack(
+                [render_plane(settings, round_, tile, color, z) for z in range(settings.z)]
+            )
+            # the spec's literal formula, in the camera frame
+            corrected = (raw.astype(np.float32) - ds["offset_ADU"]) * ds["e_per_ADU"]
+            corrected[corrected < 0] = 0
+            want = corrected.astype(np.uint16)
+            by_zarr = zarr.open_group(entry / "corrected_data.ome.zarr", mode="r")["0"][...]
+            np.testing.assert_array_equal(by_zarr, want)
+            attrs = json.loads((entry / "attributes.json").read_text())
+            image_attrs = zarr.open_group(entry / "corrected_data.ome.zarr", mode="r").attrs
+            stage = _reference_stage(truth, round_, tile)
+            translation = image_attrs["ome"]["multiscales"][0]["datasets"][0][
+                "coordinateTransformations"
+            ][1]["translation"]
+            np.testing.assert_allclose(translation, stage, atol=1e-5)
+            assert attrs["gain_correction"] is True
+            if color == "blue":
+                assert attrs["bit_linker"] == list(bits.values())
+                np.testing.assert_allclose(attrs["stage_zyx_um"], stage, atol=1e-5)
+                assert image_attrs["stage_zyx_um"] == attrs["stage_zyx_um"]
+                assert len(attrs["affine_zyx_px"]) == 4
+            else:
+                assert attrs["round_linker"] == round_
+                assert "stage_zyx_um" not in attrs
+            assert "excitation_um" in attrs and "excitation_um" not in image_attrs
+    for image in images:
+        document = (image / "zarr.json").read_text()
+        validate_ome_json(document, v05.OMEZarrGroupJSON)
+        array = ts.open(
+            {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(image / "0")}}
+        ).result()
+        assert list(array.domain.labels) == ["z", "y", "x"][-array.rank :]
+        assert zarr.open_array(image / "0", mode="r").shape == array.shape
+
+    verify = subprocess.run(
+        daemon_command("verify", experiment, config), capture_output=True, text=True
+    )
+    assert verify.returncode == 0, verify.stdout
+    assert verify.stdout.splitlines()[-1] == "verify: 12 entries of 4 units, no differences"
+
+
+def test_flags_set_by_analysis_survive_and_the_layout_is_remembered(tmp_path: Path) -> None:
+    settings = SimulationSettings(tiles=1, rounds=2, z=2, size=32, camera="flir")
+    experiment = tmp_path / "exp"
+    simulate(experiment, settings)
+    config = write_config(tmp_path / "c.toml")
+    text = config.read_text().replace("[datastore]\n", '[datastore]\nlayout = "merfish3d-v0.6"\n')
+    config.write_text(text)
+    assert _ingest(experiment, config).returncode == 0
+    state_path = experiment / "qi2labdatastore" / "datastore_state.json"
+    state = json.loads(state_path.read_text())
+    state.update(LocalRegistered=True, Corrected=False)  # what analysis (or a user) may do
+    state_path.write_text(json.dumps(state))
+
+    assert _ingest(experiment, config).returncode == 0
+    state = json.loads(state_path.read_text())
+    assert state["LocalRegistered"] is True and state["Corrected"] is True
+
+    seed = _ingest(experiment, config, "--layout", "seed")
+    assert seed.returncode == 2
+    assert "merfish3d-v0.6" in seed.stderr
+    assert not (experiment / "qi2labdatastore" / "datastore.json").exists()
