@@ -149,3 +149,48 @@ def test_flags_set_by_analysis_survive_and_the_layout_is_remembered(tmp_path: Pa
     assert seed.returncode == 2
     assert "merfish3d-v0.6" in seed.stderr
     assert not (experiment / "qi2labdatastore" / "datastore.json").exists()
+
+
+def test_mirrored_stage_positions_are_provisional_until_the_round_is_complete(
+    tmp_path: Path,
+) -> None:
+    settings = SimulationSettings(tiles=2, rounds=1, z=2, size=32, camera="orca")
+    experiment = tmp_path / "exp"
+    simulate(experiment, settings)
+    truth = json.loads((experiment / "simulation_truth.json").read_text())
+    raw = experiment / "raw_data"
+    aside = tmp_path / "later"
+    aside.mkdir()
+    for path in raw.glob("*_tile0001*"):  # tile 1 is not imaged yet, its CSV not written
+        path.rename(aside / path.name)
+    config = write_config(tmp_path / "c.toml")
+    assert _ingest(experiment, config, "--layout", "merfish3d-v0.6").returncode == 0
+    store = experiment / "qi2labdatastore"
+    entry = store / "fiducial/tile0000/round001"
+    summary = json.loads((store / "ingest_summary.json").read_text())
+    assert summary["provisional_stage_positions"] == ["fiducial/tile0000/round001"]
+    assert json.loads((entry / "attributes.json").read_text())["stage_zyx_um"][1:] == [0, 0]
+    chunks = sorted((entry / "corrected_data.ome.zarr" / "0").rglob("c/*/*/*"))
+    before = {p: p.stat().st_mtime_ns for p in chunks}
+
+    for path in aside.iterdir():
+        path.rename(raw / path.name)
+    assert _ingest(experiment, config, "--layout", "merfish3d-v0.6").returncode == 0
+    summary = json.loads((store / "ingest_summary.json").read_text())
+    assert summary["provisional_stage_positions"] == []
+    stage = json.loads((entry / "attributes.json").read_text())["stage_zyx_um"]
+    np.testing.assert_allclose(stage, _reference_stage(truth, 1, 0), atol=1e-5)
+    assert stage[1] != 0 or stage[2] != 0  # tile 1's larger x moved it
+    image = zarr.open_group(entry / "corrected_data.ome.zarr", mode="r").attrs["ome"]
+    translation = image["multiscales"][0]["datasets"][0]["coordinateTransformations"][1]
+    np.testing.assert_allclose(translation["translation"], stage, atol=1e-5)
+    for bit in settings_bits(settings, 1):
+        bit_image = store / f"readouts/tile0000/bit{bit:03d}/corrected_data.ome.zarr"
+        ome = zarr.open_group(bit_image, mode="r").attrs["ome"]
+        moved = ome["multiscales"][0]["datasets"][0]["coordinateTransformations"][1]
+        np.testing.assert_allclose(moved["translation"], stage, atol=1e-5)
+    assert {p: p.stat().st_mtime_ns for p in chunks} == before  # no pixel rewritten
+
+
+def settings_bits(settings: SimulationSettings, round_: int) -> list[int]:
+    return [settings.bit(round_, color) for color in settings.readout_colors]
