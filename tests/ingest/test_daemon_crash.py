@@ -10,16 +10,14 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from support.experiment import (
-    check_store,
     daemon_command,
-    expected_entries,
-    published_entries,
     raw_checksums,
-    read_state,
     simulator_process,
     write_config,
 )
+from support.layouts import LAYOUTS, LayoutCase
 
 from daemon.simulate import SimulationSettings, simulate
 
@@ -70,22 +68,30 @@ def _lines(stream, out: queue.Queue) -> None:
     out.put(None)
 
 
-def test_sigkill_at_many_moments_gives_the_uninterrupted_result(tmp_path):
+@pytest.fixture(params=sorted(LAYOUTS))
+def layout(request: pytest.FixtureRequest) -> LayoutCase:
+    """Each datastore layout in turn."""
+    return LAYOUTS[request.param]
+
+
+def test_sigkill_at_many_moments_gives_the_uninterrupted_result(tmp_path, layout: LayoutCase):
     truth = tmp_path / "truth"
     simulate(truth, SETTINGS)  # same settings, same content: the expectations
-    expected = expected_entries(truth)
+    expected = layout.expected_entries(truth)
+    check_store = layout.check_store
     experiment = tmp_path / "exp"
     config = write_config(tmp_path / "crash.toml", datastore="crashed")
+    layout_option = ("--layout", layout.name)
     store = experiment / "crashed"
     microscope = simulator_process(experiment, SETTINGS)
-    poller = StatePoller(store / "datastore.json")
+    poller = StatePoller(store / layout.state_file)
     poller.start()
     rng = random.Random(20261124)
     kills: list[str] = []
     raw_at_end_of_acquisition = None
     while True:
         daemon = subprocess.Popen(
-            daemon_command("watch", experiment, config, "--exit-when-complete"),
+            daemon_command("watch", experiment, config, "--exit-when-complete", *layout_option),
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -126,7 +132,7 @@ def test_sigkill_at_many_moments_gives_the_uninterrupted_result(tmp_path):
     assert len(kills) == KILLS
     assert len(set(kills) & set(KILL_AFTER)) >= 3, kills  # many different moments
     assert check_store(store, expected, complete=True) == []
-    state = read_state(store)
+    state = layout.read_state(store)
     assert state["Corrected"] and state["Calibrations"]
     assert state["Ingestion"]["units"]["done"] == SETTINGS.tiles * SETTINGS.rounds
     assert poller.failures == [] and poller.reads > 0
@@ -134,14 +140,13 @@ def test_sigkill_at_many_moments_gives_the_uninterrupted_result(tmp_path):
     # The same as an uninterrupted run, attributes included.
     reference_config = write_config(tmp_path / "ref.toml", datastore="reference")
     ingest = subprocess.run(
-        daemon_command("ingest", experiment, reference_config), capture_output=True
+        daemon_command("ingest", experiment, reference_config, *layout_option),
+        capture_output=True,
     )
     assert ingest.returncode == 0
     reference = experiment / "reference"
-    assert published_entries(store) == published_entries(reference)
-    for relpath in [*published_entries(store), "calibrations.zarr"]:
-        assert (store / relpath / ".zattrs").read_text() == (
-            reference / relpath / ".zattrs"
-        ).read_text()
+    assert layout.published_entries(store) == layout.published_entries(reference)
+    for relpath in layout.documents(store):
+        assert (store / relpath).read_text() == (reference / relpath).read_text(), relpath
     # Raw data untouched since the microscope finished, through every life of the daemon.
     assert raw_checksums(experiment) == raw_at_end_of_acquisition
