@@ -156,6 +156,7 @@ def _add_ops_commands(sub: argparse._SubParsersAction) -> None:
     demo.add_argument(
         "--interval", type=float, help="seconds between planes (default: ~30 s in all)"
     )
+    _add_layout(demo)
 
 
 def _run_status(args: argparse.Namespace) -> int:
@@ -190,7 +191,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from daemon.demo import ACQUISITION, run_demo
 
     interval = ACQUISITION.interval if args.interval is None else args.interval
-    return run_demo(args.experiment, interval)
+    return run_demo(args.experiment, interval, args.layout or "seed")
 
 
 def build_parser() -> argparse.ArgumentParser:
