@@ -10,14 +10,13 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from support.experiment import (
     daemon_command,
     raw_checksums,
     simulator_process,
     write_config,
 )
-from support.layouts import LAYOUTS, LayoutCase
+from support.layouts import LayoutCase
 
 from daemon.simulate import SimulationSettings, simulate
 
@@ -66,12 +65,6 @@ def _lines(stream, out: queue.Queue) -> None:
     for line in stream:
         out.put(line)
     out.put(None)
-
-
-@pytest.fixture(params=sorted(LAYOUTS))
-def layout(request: pytest.FixtureRequest) -> LayoutCase:
-    """Each datastore layout in turn."""
-    return LAYOUTS[request.param]
 
 
 def test_sigkill_at_many_moments_gives_the_uninterrupted_result(tmp_path, layout: LayoutCase):

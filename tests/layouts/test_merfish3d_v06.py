@@ -16,6 +16,7 @@ import pytest
 import tensorstore as ts
 import zarr
 from support.experiment import daemon_command, write_config
+from support.layouts import with_layout
 from yaozarrs import v05, validate_ome_json
 
 from daemon.simulate import SimulationSettings, render_plane, simulate
@@ -132,9 +133,7 @@ def test_flags_set_by_analysis_survive_and_the_layout_is_remembered(tmp_path: Pa
     settings = SimulationSettings(tiles=1, rounds=2, z=2, size=32, camera="flir")
     experiment = tmp_path / "exp"
     simulate(experiment, settings)
-    config = write_config(tmp_path / "c.toml")
-    text = config.read_text().replace("[datastore]\n", '[datastore]\nlayout = "merfish3d-v0.6"\n')
-    config.write_text(text)
+    config = with_layout(write_config(tmp_path / "c.toml"), "merfish3d-v0.6")
     assert _ingest(experiment, config).returncode == 0
     state_path = experiment / "qi2labdatastore" / "datastore_state.json"
     state = json.loads(state_path.read_text())

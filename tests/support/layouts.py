@@ -31,8 +31,18 @@ class LayoutCase:
     expected_entries: Callable[[Path], dict[str, Any]]
     published_entries: Callable[[Path], list[str]]
     check_store: Callable[[Path, dict[str, Any], bool], list[str]]
+    check_entry: Callable[[Path, Any], list[str]]  # one entry, as published at any moment
     read_state: Callable[[Path], dict[str, Any]]
     documents: Callable[[Path], list[str]]  # JSON files that must equal an uninterrupted run's
+    entry_pattern: str  # regex of an entry's path relative to the datastore
+    calibrations: str  # the calibrations folder
+
+
+def with_layout(config: Path, name: str) -> Path:
+    """The test config.toml at `config` with `[datastore] layout = name` added."""
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace("[datastore]\n", f'[datastore]\nlayout = "{name}"\n', 1))
+    return config
 
 
 @dataclass(frozen=True)
@@ -116,6 +126,11 @@ def _v06_entry_problems(store: Path, want: V06Entry, settled: bool) -> list[str]
     return problems
 
 
+def v06_check_entry(store: Path, want: V06Entry) -> list[str]:
+    """Differences of one entry as published at any moment (its stage may be provisional)."""
+    return _v06_entry_problems(store, want, settled=False)
+
+
 def v06_check_store(store: Path, expected: dict[str, V06Entry], complete: bool) -> list[str]:
     """Every published entry equals its expectation; with `complete`, every one is there
     and every stage position is the reference's."""
@@ -157,8 +172,11 @@ LAYOUTS = {
         seed.expected_entries,
         seed.published_entries,
         seed.check_store,
+        seed.check_entry,
         seed.read_state,
         seed_documents,
+        r"(polyDT|readouts)/tile\d{4}/[^/]+\.zarr",
+        "calibrations.zarr",
     ),
     "merfish3d-v0.6": LayoutCase(
         "merfish3d-v0.6",
@@ -166,7 +184,10 @@ LAYOUTS = {
         v06_expected_entries,
         v06_published_entries,
         v06_check_store,
+        v06_check_entry,
         v06_read_state,
         v06_documents,
+        r"(fiducial/tile\d{4}/round|readouts/tile\d{4}/bit)\d{3}",
+        "calibrations",
     ),
 }
