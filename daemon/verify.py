@@ -3,7 +3,7 @@
 The ledger says which units are done, from which dataset and with which outputs; for each,
 the raw channels are read again and every entry of the unit is checked against them through
 the datastore's layout backend: each array bit for bit against what the backend computes from
-the raw channel (`entry_arrays`), the attributes (`entry_attributes`: stage, wavelengths,
+the raw channel (`entry_pixels`), the attributes (`entry_attributes`: stage, wavelengths,
 voxel size, linkers, PSF index, source), and the ledger's own record (outputs, bytes,
 checksums). The expected values come from the same plan, settings and conversion functions the
 daemon uses, so a difference means the bytes on disk are not what conversion produced (a
@@ -101,7 +101,7 @@ def _unit_differences(
                 facts = source.facts(channel, entity, checksums[-1])
                 expected = _flatten(store.entry_attributes(facts))
                 yield from _entity_differences(
-                    store, entity, store.entry_arrays(raw, source.acq), expected
+                    store, entity, store.entry_pixels(raw, source.acq), expected
                 )
             nbytes = dataset.nbytes
     except (NotReadyError, RawDataError, OSError) as exc:

@@ -125,7 +125,7 @@ class UnitConverter:
                         previous.publish()  # its compression overlapped this channel's read
                     facts = source.facts(channel, entity, checksum)
                     staged = stages.enter_context(self._store.stage(facts))
-                    staged.write(self._store.entry_arrays(raw, source.acq))
+                    staged.write(self._store.entry_pixels(raw, source.acq))
                 previous = staged
                 checksums.append(checksum)
             with _timed(timings, "write"):

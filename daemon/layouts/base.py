@@ -6,7 +6,8 @@ holds once, as plain data (`EntryFacts` and the raw pixels of a channel); a back
 how that is named, stored and published, and reads it back for `verify`.
 
 Lifecycle of an entry: `stage(facts)` opens a private folder; `StagedEntry.write(arrays)`
-starts the array writes and writes the attributes; `publish()` waits for the writes and
+starts the writes of the arrays the layout stores (`arrays`, computed by `entry_pixels`) and
+writes the attributes; `publish()` waits for the writes and
 renames the entry into place in one step (an existing entry is replaced as a whole). Leaving
 the staged entry's `with` block without publishing discards it.
 
@@ -26,6 +27,7 @@ import numpy as np
 
 from daemon.datastore.arrays import REFERENCE_CODEC, ArrayCodec
 from daemon.datastore.layout import Entity
+from daemon.ingest.convert import correct
 from daemon.raw.acquisition import Acquisition
 from daemon.raw.experiment import Channel, Plan
 
@@ -124,9 +126,11 @@ class Layout(abc.ABC):
     def entry_relpath(self, entity: Entity) -> PurePosixPath:
         """Where an entry is published, relative to the datastore root."""
 
+    arrays: ClassVar[tuple[str, ...]]  # which of `entry_pixels`' arrays an entry stores
+
     @abc.abstractmethod
-    def entry_arrays(self, raw: np.ndarray, acq: Acquisition) -> dict[str, np.ndarray]:
-        """The arrays an entry holds, computed from its raw channel stack (camera frame)."""
+    def frame(self, raw: np.ndarray, acq: Acquisition) -> np.ndarray:
+        """A raw channel stack (camera frame) in the layout's pixel frame (a view, no copy)."""
 
     @abc.abstractmethod
     def entry_attributes(self, facts: EntryFacts) -> dict[str, Any]:
@@ -152,7 +156,7 @@ class Layout(abc.ABC):
 
     @abc.abstractmethod
     def read_entry_array(self, entity: Entity, name: str) -> np.ndarray:
-        """One array of a published entry, as `entry_arrays` names it (raises if unreadable)."""
+        """One array of a published entry, as `entry_pixels` names it (raises if unreadable)."""
 
     @abc.abstractmethod
     def read_entry_attributes(self, entity: Entity) -> dict[str, Any]:
@@ -172,6 +176,14 @@ class Layout(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release what the backend holds (its staging session)."""
+
+    def entry_pixels(self, raw: np.ndarray, acq: Acquisition) -> dict[str, np.ndarray]:
+        """The arrays an entry stores, computed from its raw channel stack: `camera_data` (the
+        raw counts in the layout's frame) and `corrected_data` (gain and offset corrected)."""
+        camera = self.frame(raw, acq)
+        pixels = {"camera_data": camera}
+        pixels["corrected_data"] = correct(camera, acq.e_per_adu, acq.offset_adu)
+        return {name: pixels[name] for name in self.arrays}
 
     def entry_path(self, entity: Entity) -> Path:
         """The published folder of an entry."""

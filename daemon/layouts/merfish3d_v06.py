@@ -37,7 +37,7 @@ from daemon.datastore.arrays import REFERENCE_CODEC, ArrayCodec
 from daemon.datastore.jsonio import fsync_dir, read_json, write_json_atomic
 from daemon.datastore.layout import Entity, tile_name
 from daemon.datastore.staging import StagingArea
-from daemon.ingest.convert import correct
+from daemon.datastore.store import STATE_FLAGS  # the same flags, in the same order
 from daemon.layouts.base import CalibrationData, EntryFacts, Layout
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
 from daemon.raw.defaults import RawDefaults
@@ -54,17 +54,6 @@ ATTRIBUTES = "attributes.json"
 IMAGE = "corrected_data.ome.zarr"
 ENTRY_ROOTS = {"round": "fiducial", "bit": "readouts"}
 EMPTY_FOLDERS = ("decoded", "fused", "segmentation", "feature_predictor_localizations")
-STATE_FLAGS = (
-    "Initialized",
-    "Calibrations",
-    "Corrected",
-    "LocalRegistered",
-    "GlobalRegistered",
-    "Fused",
-    "SegmentedCells",
-    "DecodedSpots",
-    "FilteredSpots",
-)
 OURS = ("Initialized", "Calibrations", "Corrected")  # the only flags ingestion ever sets
 REFERENCE_CHUNKS_ZYX = (16, 512, 512)
 _SHUFFLES = {"bit": "bitshuffle", "byte": "shuffle", "none": "noshuffle"}
@@ -241,6 +230,7 @@ class Merfish3dV06Layout(Layout):
     marker = STATE_FILE
     first_round = 1
     refreshes_entries = True
+    arrays = ("corrected_data",)
 
     def __init__(
         self,
@@ -282,8 +272,8 @@ class Merfish3dV06Layout(Layout):
             ENTRY_ROOTS[entity.kind], tile_name(entity.tile), f"{entity.kind}{number:03d}"
         )
 
-    def entry_arrays(self, raw: np.ndarray, acq: Acquisition) -> dict[str, np.ndarray]:
-        return {"corrected_data": correct(raw, acq.e_per_adu, acq.offset_adu)}
+    def frame(self, raw: np.ndarray, acq: Acquisition) -> np.ndarray:
+        return raw  # the camera frame; affine_zyx_px maps it onto the stage
 
     def entry_attributes(self, facts: EntryFacts) -> dict[str, Any]:
         common = {

@@ -19,7 +19,7 @@ from daemon.datastore.arrays import REFERENCE_CODEC, ArrayCodec, read_array, rea
 from daemon.datastore.jsonio import read_json
 from daemon.datastore.layout import STATE_FILE, Entity
 from daemon.datastore.store import DataStore, StagedEntity
-from daemon.ingest.convert import correct, orient
+from daemon.ingest.convert import orient
 from daemon.layouts.base import CalibrationData, EntryFacts, Layout
 from daemon.raw.acquisition import Acquisition
 
@@ -62,6 +62,7 @@ class SeedLayout(Layout):
 
     name = "seed"
     marker = STATE_FILE
+    arrays = ENTRY_ARRAYS
 
     def __init__(
         self,
@@ -84,12 +85,8 @@ class SeedLayout(Layout):
     def entry_relpath(self, entity: Entity) -> PurePosixPath:
         return entity.relpath
 
-    def entry_arrays(self, raw: np.ndarray, acq: Acquisition) -> dict[str, np.ndarray]:
-        camera = orient(raw, acq.orientation)
-        return {
-            "camera_data": camera,
-            "corrected_data": correct(camera, acq.e_per_adu, acq.offset_adu),
-        }
+    def frame(self, raw: np.ndarray, acq: Acquisition) -> np.ndarray:
+        return orient(raw, acq.orientation)
 
     def entry_attributes(self, facts: EntryFacts) -> dict[str, Any]:
         acq = facts.acq
