@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from daemon.raw.errors import DatasetError
@@ -31,7 +32,7 @@ class ImageGeometry:
 def first_image_geometry(dataset: RawDataset) -> ImageGeometry:
     """The geometry keys of the first image (first channel in acquisition order, z = 0)."""
     metadata = dataset.image_metadata(dataset.channels[0], 0)
-    numbers = [_number(dataset, metadata, key) for key in _POSITION_KEYS]
+    numbers = [metadata_number(dataset.path, metadata, key) for key in _POSITION_KEYS]
     intended = None if None in numbers else tuple(numbers)
     affine = None
     if "PixelSizeAffine" in metadata:
@@ -46,12 +47,13 @@ def first_image_geometry(dataset: RawDataset) -> ImageGeometry:
             )
     return ImageGeometry(
         intended_zyx_um=intended,  # type: ignore[arg-type]
-        pixel_size_um=_number(dataset, metadata, "PixelSizeUm"),
+        pixel_size_um=metadata_number(dataset.path, metadata, "PixelSizeUm"),
         affine_values=affine,
     )
 
 
-def _number(dataset: RawDataset, metadata: Mapping[str, Any], key: str) -> float | None:
+def metadata_number(dataset: Path, metadata: Mapping[str, Any], key: str) -> float | None:
+    """Image metadata `key` as a finite number; None when absent; DatasetError if unparseable."""
     if key not in metadata:
         return None
     try:
@@ -59,7 +61,6 @@ def _number(dataset: RawDataset, metadata: Mapping[str, Any], key: str) -> float
     except (TypeError, ValueError):
         value = math.nan
     if not math.isfinite(value):
-        raise DatasetError(
-            dataset.path, f"image metadata {key} = {metadata[key]!r} is not a number"
-        )
+        problem = f"image metadata {key} = {metadata[key]!r} is not a number"
+        raise DatasetError(dataset, problem)
     return value
