@@ -8,6 +8,7 @@ writers that are gone (crash debris) and leaves a live writer's alone.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -15,10 +16,46 @@ import tempfile
 import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 from daemon.datastore.jsonio import fsync_dir, fsync_tree
 
 STAGING = ".staging"  # work in progress; a hidden name outside every published folder
+
+
+class PendingWrites:
+    """The array writes of one staged entry, awaited together before it is published."""
+
+    def __init__(self, what: object, folder: Path) -> None:
+        self._what = what
+        self._folder = folder
+        self._futures: list[Any] = []
+
+    def add(self, future: Any) -> None:
+        """Remember a write (a tensorstore future)."""
+        self._futures.append(future)
+
+    def wait(self) -> None:
+        """Wait for every write; RuntimeError (from the first failure) if any failed."""
+        errors = []
+        for future in self._futures:
+            try:
+                future.result()
+            except Exception as e:
+                errors.append(e)
+        self._futures.clear()
+        if errors:
+            raise RuntimeError(
+                f"{self._what}: {len(errors)} array write(s) failed in {self._folder}"
+            ) from errors[0]
+
+    def discard(self) -> None:
+        """Wait for every write to end and remove the folder (errors do not matter)."""
+        for future in self._futures:
+            with contextlib.suppress(Exception):
+                future.result()
+        self._futures.clear()
+        shutil.rmtree(self._folder, ignore_errors=True)
 
 
 class StagingArea:

@@ -19,9 +19,7 @@ read-modify-write of a `.zattrs` and every publish.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -52,7 +50,7 @@ from daemon.datastore.layout import (
     Entity,
     discover,
 )
-from daemon.datastore.staging import StagingArea
+from daemon.datastore.staging import PendingWrites, StagingArea
 from daemon.datastore.validators import (
     CALIBRATION_ARRAYS,
     ENTITY_ATTRS,
@@ -514,7 +512,7 @@ class StagedEntity:
         self.store = store
         self.entity = entity
         self.path = path
-        self._pending: list[ts.WriteFutures] = []
+        self._pending = PendingWrites(entity, path)
         self._state = "open"
         create_group(path)
 
@@ -541,7 +539,7 @@ class StagedEntity:
         future = self.store._write_entity_array(
             self.path, self.entity, name, data, immutable_source
         )
-        self._pending.append(future)
+        self._pending.add(future)
         return _finish(future, wait)
 
     def write_attributes(self, attrs: Mapping[str, Any]) -> None:
@@ -556,26 +554,12 @@ class StagedEntity:
         open, so it can be discarded or retried.
         """
         self._check_open()
-        errors = []
-        for future in self._pending:
-            try:
-                future.result()
-            except Exception as e:
-                errors.append(e)
-        self._pending.clear()
-        if errors:
-            raise RuntimeError(
-                f"{self.entity}: {len(errors)} array write(s) failed in {self.path}"
-            ) from errors[0]
+        self._pending.wait()
         target = self.store._publish(self.path, self.entity)
         self._state = "published"
         return target
 
     def discard(self) -> None:
         """Drop the stage and everything written to it."""
-        for future in self._pending:
-            # the data is being thrown away: a write error does not matter, only that it ended
-            with contextlib.suppress(Exception):
-                future.result()
-        shutil.rmtree(self.path, ignore_errors=True)
+        self._pending.discard()
         self._state = "discarded"

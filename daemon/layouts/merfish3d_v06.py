@@ -21,9 +21,7 @@ pixel) and drops them from the list.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
@@ -36,7 +34,7 @@ from yaozarrs import v05, validate_ome_object
 from daemon.datastore.arrays import REFERENCE_CODEC, ArrayCodec
 from daemon.datastore.jsonio import fsync_dir, read_json, write_json_atomic
 from daemon.datastore.layout import Entity, tile_name
-from daemon.datastore.staging import StagingArea
+from daemon.datastore.staging import PendingWrites, StagingArea
 from daemon.datastore.store import STATE_FLAGS  # the same flags, in the same order
 from daemon.layouts.base import CalibrationData, EntryFacts, Layout
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
@@ -173,7 +171,7 @@ class _V06Stage:
         self._layout = layout
         self._facts = facts
         self._folder = folder
-        self._pending: list[ts.WriteFutures] = []
+        self._pending = PendingWrites(facts.entity, folder)
         self._state = "open"
         folder.mkdir(parents=True)
 
@@ -182,7 +180,7 @@ class _V06Stage:
         write_json_atomic(self._folder / ATTRIBUTES, attrs)
         translation = attrs.get("stage_zyx_um") or self._layout.entry_stage(self._facts)
         ome = ome_image(3, self._facts.acq.voxel_size_zyx_um, translation)
-        self._pending.append(
+        self._pending.add(
             _write_image(
                 self._folder / IMAGE,
                 arrays["corrected_data"],
@@ -194,20 +192,14 @@ class _V06Stage:
         )
 
     def publish(self) -> Path:
-        for future in self._pending:
-            future.result()
-        self._pending.clear()
+        self._pending.wait()
         target = self._layout.entry_path(self._facts.entity)
         self._layout.staging.publish(self._folder, target)
         self._state = "published"
         return target
 
     def discard(self) -> None:
-        for future in self._pending:
-            # the data is thrown away: only that the write ended matters
-            with contextlib.suppress(Exception):
-                future.result()
-        shutil.rmtree(self._folder, ignore_errors=True)
+        self._pending.discard()
         self._state = "discarded"
 
     def __enter__(self) -> _V06Stage:
