@@ -127,6 +127,11 @@ def test_ingest_writes_the_06_layout_that_other_readers_open(tmp_path: Path, cam
     )
     assert verify.returncode == 0, verify.stdout
     assert verify.stdout.splitlines()[-1] == "verify: 12 entries of 4 units, no differences"
+    status = subprocess.run(
+        daemon_command("status", experiment, config, "--json"), capture_output=True, text=True
+    )
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["units"]["done"] == 4
 
 
 def test_flags_set_by_analysis_survive_and_the_layout_is_remembered(tmp_path: Path) -> None:
