@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorstore as ts
 import zarr
+from support.daemon import WAIT_S, DaemonProcess
 from support.experiment import daemon_command, write_config
+from support.faults import microscope
 from support.layouts import with_layout
 from yaozarrs import v05, validate_ome_json
 
@@ -198,3 +201,34 @@ def test_mirrored_stage_positions_are_provisional_until_the_round_is_complete(
 
 def settings_bits(settings: SimulationSettings, round_: int) -> list[int]:
     return [settings.bit(round_, color) for color in settings.readout_colors]
+
+
+def test_a_flag_analysis_sets_while_the_daemon_runs_is_kept(tmp_path: Path) -> None:
+    settings = SimulationSettings(tiles=2, rounds=2, z=4, size=64, camera="flir", interval=0.05)
+    experiment = tmp_path / "exp"
+    config = with_layout(write_config(tmp_path / "c.toml"), "merfish3d-v0.6")
+    state_path = experiment / "qi2labdatastore" / "datastore_state.json"
+    with microscope(experiment, settings) as scope:
+        with DaemonProcess("watch", experiment, config, "--exit-when-complete") as daemon:
+            daemon.wait_event("calibrations written")
+            deadline = time.monotonic() + WAIT_S
+            while not _state(state_path).get("Calibrations"):
+                assert time.monotonic() < deadline, "Calibrations never became true"
+                time.sleep(0.05)
+            state = _state(state_path)
+            assert not state["Corrected"]  # the run is still going on
+            state["LocalRegistered"] = True
+            with state_path.open("w") as handle:  # as the reference class writes it
+                json.dump(state, handle)
+            assert daemon.wait() == 0
+        assert scope.wait(60) == 0
+    state = _state(state_path)
+    assert state["Corrected"] is True and state["LocalRegistered"] is True
+
+
+def _state(path: Path) -> dict:
+    """The state file, or {} while it is absent or being rewritten by someone else."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
