@@ -34,8 +34,9 @@ from ndstorage import NDTiffDataset
 OFFSET_ADU = 100
 ORCA_E_PER_ADU = 0.47
 FLIR_E_PER_ADU = 0.03  # the spec's calibrated FLIR default; the FLIR reports no gain itself
-CAMERA_NAMES = {"orca": "C13440-20CU", "flir": "Blackfly S BFS-U3-200S6M"}
-CAMERA_MODELS = {"orca": "orcav3", "flir": "flir"}
+# Camera model (as config.toml's [raw.orcav3] and [raw.flir] name it) -> Micro-Manager name.
+CAMERA_NAMES = {"orcav3": "C13440-20CU", "flir": "Blackfly S BFS-U3-200S6M"}
+CAMERA_ALIASES = {"orca": "orcav3"}  # the name earlier versions used, still accepted
 AXIS_NAMES = {"blue": "F-Blue", "yellow": "F-Yellow", "red": "F-Red"}
 COLOR_INDEX = {"blue": 0, "yellow": 1, "red": 2}
 TRUTH_NAME = "simulation_truth.json"
@@ -59,7 +60,7 @@ class SimulationSettings:
     z: int = 10
     size: int = 256
     channels: int = 3
-    camera: str = "orca"
+    camera: str = "orcav3"
     interval: float = 0.0
     seed: int = 0
     root_name: str = "sim"
@@ -70,13 +71,14 @@ class SimulationSettings:
     tile_overlap: float = 0.2
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "camera", CAMERA_ALIASES.get(self.camera, self.camera))
         checks = [
             ("--tiles", self.tiles >= 1, "at least 1"),
             ("--rounds", self.rounds >= 1, "at least 1"),
             ("--z", self.z >= 1, "at least 1"),
             ("--size", 16 <= self.size <= 4096, "between 16 and 4096 pixels"),
             ("--channels", self.channels in (2, 3), "2 or 3"),
-            ("--camera", self.camera in CAMERA_NAMES, "orca or flir"),
+            ("--camera", self.camera in CAMERA_NAMES, "orcav3 or flir"),
             (
                 "--interval",
                 math.isfinite(self.interval) and self.interval >= 0,
@@ -119,8 +121,14 @@ class SimulationSettings:
         return (round - 1) * len(self.readout_colors) + self.readout_colors.index(color) + 1
 
 
-def simulate(experiment: Path, settings: SimulationSettings) -> Path:
+def simulate(
+    experiment: Path,
+    settings: SimulationSettings,
+    progress: Callable[[int], object] = lambda planes: None,
+) -> Path:
     """Write a whole acquisition into `experiment`/raw_data; returns the ground-truth path.
+
+    `progress(1)` is called for each plane as it is written (the command line's progress bar).
 
     Raises:
         SimulationError: raw_data already holds files (a simulation never overwrites data).
@@ -132,6 +140,11 @@ def simulate(experiment: Path, settings: SimulationSettings) -> Path:
     for name, rows in metadata_files(settings).items():
         _write_csv(raw / name, rows)
     pace = _Pacer(settings.interval)
+
+    def counted(color: str, z: int, pixels: np.ndarray) -> np.ndarray:
+        progress(1)
+        return pixels
+
     datasets = []
     for round in range(1, settings.rounds + 1):
         for tile in range(settings.tiles):
@@ -140,7 +153,7 @@ def simulate(experiment: Path, settings: SimulationSettings) -> Path:
             _write_csv(
                 raw / f"{name}_stage_positions.csv", [["stage_x", "stage_y", "stage_z"], [x, y, z]]
             )
-            folder = write_dataset(raw, name, settings, round, tile, pace).name
+            folder = write_dataset(raw, name, settings, round, tile, pace, counted).name
             datasets.append(_dataset_truth(settings, name, folder, round, tile))
     truth = {
         "settings": asdict(settings),
@@ -228,9 +241,9 @@ def image_metadata(settings: SimulationSettings, tile: int, color: str, z: int) 
         "YPosition_um_Intended": y,
         "ZPosition_um_Intended": round(stage_z + z * settings.z_step_um, 4),
     }
-    if settings.camera == "orca":
+    if settings.camera == "orcav3":
         md |= {
-            "Camera-CameraName": CAMERA_NAMES["orca"],
+            "Camera-CameraName": CAMERA_NAMES["orcav3"],
             "Core-Camera": "HamamatsuHam_DCAM",
             "Camera-CONVERSION FACTOR COEFF": f"{ORCA_E_PER_ADU:.4f}",
             "Camera-CONVERSION FACTOR OFFSET": str(OFFSET_ADU),
@@ -243,7 +256,7 @@ def image_metadata(settings: SimulationSettings, tile: int, color: str, z: int) 
 
 def plane_order(settings: SimulationSettings) -> list[tuple[str, int]]:
     """(color, z) in writing order: z-major on the ORCA, channel-major on the FLIR."""
-    if settings.camera == "orca":
+    if settings.camera == "orcav3":
         return [(c, z) for z in range(settings.z) for c in settings.colors]
     return [(c, z) for c in settings.colors for z in range(settings.z)]
 
@@ -383,7 +396,7 @@ def write_dataset(
             "z-step_um": settings.z_step_um,
             "PixelSize_um": settings.pixel_um,
             "Camera": CAMERA_NAMES[settings.camera],
-            "AxisOrder": ["z", "channel"] if settings.camera == "orca" else ["channel", "z"],
+            "AxisOrder": ["z", "channel"] if settings.camera == "orcav3" else ["channel", "z"],
         }
     )
     try:
@@ -406,14 +419,14 @@ def _dataset_truth(
     settings: SimulationSettings, name: str, folder: str, round: int, tile: int
 ) -> dict:
     x, y, z = stage_position(settings, tile)
-    orca = settings.camera == "orca"
+    orca = settings.camera == "orcav3"
     return {
         "name": name,
         "folder": folder,
         "round": round,
         "tile": tile,
         "stage_position_um": {"x": x, "y": y, "z": z},
-        "camera": CAMERA_MODELS[settings.camera],
+        "camera": settings.camera,
         "camera_name": CAMERA_NAMES[settings.camera],
         "e_per_ADU": ORCA_E_PER_ADU if orca else FLIR_E_PER_ADU,
         "offset_ADU": float(OFFSET_ADU) if orca else 0.0,

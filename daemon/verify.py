@@ -44,7 +44,8 @@ class Summary:
     units: int = 0
     entries: int = 0
     differences: int = 0
-    not_done: int = 0
+    not_done: int = 0  # units in the ledger that are not done (failed, pending, running)
+    not_seen: int = 0  # units of the plan the ledger has no record of yet
 
 
 def verify(experiment: Path, settings: Settings, report: Callable[[str], None]) -> Summary:
@@ -67,7 +68,7 @@ def verify(experiment: Path, settings: Settings, report: Callable[[str], None]) 
     store = reader(settings.datastore_path(experiment), settings.raw)
     done = [(u.tile, u.round, u.dataset) for u in units if u.state == "done"]
     store.refresh_entries(plan, done, write=False)
-    summary = Summary()
+    summary = Summary(not_seen=max(0, plan.num_tiles * plan.num_rounds - len(units)))
     for unit in units:
         if unit.state != "done":
             summary.not_done += 1
@@ -133,6 +134,9 @@ def _entity_differences(
         differing = int(np.count_nonzero(got != want))
         if differing:
             yield f"{entity}: {name} differs at {differing} voxel{'s' if differing > 1 else ''}"
+        problem = store.array_metadata_problem(entity, name)
+        if problem is not None:
+            yield f"{entity}: {problem}"
     try:
         attrs = _flatten(store.read_entry_attributes(entity))
     except (OSError, ValueError) as exc:

@@ -34,6 +34,12 @@ def channel_checksum(stack: np.ndarray) -> str:
     return f"crc32:{zlib.crc32(np.ascontiguousarray(stack, dtype='<u2')) & 0xFFFFFFFF:08x}"
 
 
+def source_dataset(raw_dir: Path, dataset: str) -> str:
+    """A dataset as the `source` attribute names it: its path relative to the experiment
+    folder (`raw_data/sim_r0001_tile0000_1`); the calibrations hold the folder's own path."""
+    return f"{raw_dir.name}/{dataset}"
+
+
 @dataclass(frozen=True)
 class UnitSource:
     """What a unit's raw dataset says about all its entries: settings, stage, geometry."""
@@ -79,7 +85,7 @@ class UnitSource:
             pixel_size_um=self.geometry.pixel_size_um,
             affine_values=self.geometry.affine_values,
             source={
-                "dataset": record.dataset,
+                "dataset": source_dataset(self.plan.raw_dir, record.dataset),
                 "channel": channel.axis_name,
                 "bytes": self.channel_nbytes,
                 "checksum": checksum,

@@ -146,9 +146,14 @@ class Layout(abc.ABC):
 
     @abc.abstractmethod
     def publish_state(
-        self, calibrations: bool, corrected: bool, ingestion: Mapping[str, Any]
+        self,
+        calibrations: bool,
+        corrected: bool,
+        ingestion: Mapping[str, Any],
+        daemon: Mapping[str, Any],
     ) -> None:
-        """Atomically publish the state flags and the ingestion summary analysis polls."""
+        """Atomically publish the state flags, the ingestion summary analysis polls and who
+        writes them (`daemon`: pid, host, version, started_at, updated_at, ...)."""
 
     @abc.abstractmethod
     def read_state(self) -> dict[str, Any]:
@@ -157,6 +162,11 @@ class Layout(abc.ABC):
     @abc.abstractmethod
     def read_entry_array(self, entity: Entity, name: str) -> np.ndarray:
         """One array of a published entry, as `entry_pixels` names it (raises if unreadable)."""
+
+    @abc.abstractmethod
+    def array_metadata_problem(self, entity: Entity, name: str) -> str | None:
+        """What is wrong with an array's metadata beyond its pixels (its dimension names), or
+        None."""
 
     @abc.abstractmethod
     def read_entry_attributes(self, entity: Entity) -> dict[str, Any]:

@@ -435,6 +435,8 @@ class Merfish3dV06Layout(Layout):
             ri=acq.ri,
             binning=acq.binning,
             voxel_size_zyx_um=list(acq.voxel_size_zyx_um),
+            # ours: entries' `source.dataset` is relative to the experiment folder
+            experiment_path=str(plan.raw_dir.parent),
             psf_manifest=manifest,
         )
         write_json_atomic(root / ATTRIBUTES, attrs)
@@ -442,7 +444,11 @@ class Merfish3dV06Layout(Layout):
     # --- state
 
     def publish_state(
-        self, calibrations: bool, corrected: bool, ingestion: Mapping[str, Any]
+        self,
+        calibrations: bool,
+        corrected: bool,
+        ingestion: Mapping[str, Any],
+        daemon: Mapping[str, Any],
     ) -> None:
         write_json_atomic(
             self.path / SUMMARY_FILE,
@@ -450,6 +456,7 @@ class Merfish3dV06Layout(Layout):
                 "layout": self.name,
                 "Ingestion": dict(ingestion),
                 "provisional_stage_positions": list(self._provisional),
+                "Daemon": dict(daemon),
             },
         )
         ours = {"Initialized": True, "Calibrations": calibrations, "Corrected": corrected}
@@ -470,6 +477,16 @@ class Merfish3dV06Layout(Layout):
         path = self.entry_path(entity) / IMAGE / "0"
         spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}}
         return ts.open(spec, open=True, read=True).result().read().result()
+
+    def array_metadata_problem(self, entity: Entity, name: str) -> str | None:
+        try:
+            names = read_json(self.entry_path(entity) / IMAGE / "0" / "zarr.json")
+            names = names.get("dimension_names")
+        except (OSError, ValueError) as exc:
+            names = f"unreadable ({exc})"
+        if names != ["z", "y", "x"]:
+            return f"{name}'s dimension_names is {names!r}, expected ['z', 'y', 'x']"
+        return None
 
     def read_entry_attributes(self, entity: Entity) -> dict[str, Any]:
         return read_json(self.entry_path(entity) / ATTRIBUTES)

@@ -15,10 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from daemon.datastore.arrays import REFERENCE_CODEC, ArrayCodec, read_array, read_attrs
+from daemon.datastore.arrays import (
+    DIMENSIONS,
+    REFERENCE_CODEC,
+    ArrayCodec,
+    read_array,
+    read_attrs,
+)
 from daemon.datastore.jsonio import read_json
 from daemon.datastore.layout import STATE_FILE, Entity
 from daemon.datastore.store import DataStore, StagedEntity
+from daemon.datastore.validators import ENTITY_ARRAYS as ENTITY_ARRAY_RULES
 from daemon.ingest.convert import orient
 from daemon.layouts.base import CalibrationData, EntryFacts, Layout
 from daemon.raw.acquisition import Acquisition
@@ -132,6 +139,7 @@ class SeedLayout(Layout):
         store.tile_overlap = acq.tile_overlap
         store.exp_codebook = (plan.codebook_columns, plan.codebook_rows)
         store.exp_order = (plan.bit_order_columns, plan.bit_order_rows)
+        store.experiment_path = str(plan.raw_dir.parent)  # entries' `source.dataset` is relative
         if data.noise_map is not None:
             noise = data.noise_map
         else:
@@ -142,10 +150,19 @@ class SeedLayout(Layout):
         store.save_psf_data(data.psfs)
 
     def publish_state(
-        self, calibrations: bool, corrected: bool, ingestion: Mapping[str, Any]
+        self,
+        calibrations: bool,
+        corrected: bool,
+        ingestion: Mapping[str, Any],
+        daemon: Mapping[str, Any],
     ) -> None:
         state = self.store.read_state()
-        state.update(Calibrations=calibrations, Corrected=corrected, Ingestion=dict(ingestion))
+        state.update(
+            Calibrations=calibrations,
+            Corrected=corrected,
+            Ingestion=dict(ingestion),
+            Daemon=dict(daemon),
+        )
         self.store.write_state(state)
 
     def read_state(self) -> dict[str, Any]:
@@ -153,6 +170,16 @@ class SeedLayout(Layout):
 
     def read_entry_array(self, entity: Entity, name: str) -> np.ndarray:
         return read_array(self.entry_path(entity) / name)
+
+    def array_metadata_problem(self, entity: Entity, name: str) -> str | None:
+        dims = list(ENTITY_ARRAY_RULES[name].dims)
+        try:
+            named = read_attrs(self.entry_path(entity) / name).get(DIMENSIONS)
+        except (OSError, ValueError) as exc:
+            named = f"unreadable ({exc})"
+        if named != dims:
+            return f"{name}'s {DIMENSIONS} is {named!r}, expected {dims!r}"
+        return None
 
     def read_entry_attributes(self, entity: Entity) -> dict[str, Any]:
         return read_attrs(self.entry_path(entity))

@@ -21,6 +21,7 @@ import numpy as np
 import zarr
 
 from daemon.simulate import SimulationSettings, render_plane
+from support.processes import Watched
 
 WAVELENGTHS_UM = {"blue": [0.488, 0.52], "yellow": [0.561, 0.58], "red": [0.635, 0.67]}
 
@@ -45,10 +46,12 @@ def write_config(
     return path
 
 
-def daemon_command(command: str, experiment: Path, config: Path, *extra: str) -> list[str]:
-    """The command line of the daemon, run from this interpreter."""
+def daemon_command(
+    command: str, experiment: Path, config: Path, *extra: str, python: str | None = None
+) -> list[str]:
+    """The command line of the daemon, run by `python` (by default this interpreter)."""
     return [
-        sys.executable,
+        python or sys.executable,
         "-m",
         "daemon.cli",
         command,
@@ -59,12 +62,12 @@ def daemon_command(command: str, experiment: Path, config: Path, *extra: str) ->
     ]
 
 
-def simulator_process(experiment: Path, settings: SimulationSettings) -> subprocess.Popen[bytes]:
+def simulator_process(experiment: Path, settings: SimulationSettings) -> Watched:
     """The simulated microscope as a separate process, as the real one is."""
     args = [sys.executable, "-m", "daemon.cli", "simulate", str(experiment)]
     for option in ("tiles", "rounds", "z", "size", "channels", "camera", "interval", "seed"):
         args += [f"--{option}", str(getattr(settings, option))]
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return Watched("simulator", args, stdout=subprocess.DEVNULL)
 
 
 def raw_checksums(experiment: Path) -> dict[str, str]:
