@@ -57,7 +57,7 @@ def _entry_moved(store: Path, pattern: str) -> Callable[[FileSystemEvent], bool]
 
 def operations(store: Path, layout: LayoutCase) -> dict[str, Callable[[FileSystemEvent], bool]]:
     """What each kill point looks like from outside: a predicate on inotify events."""
-    state = f".{layout.state_file}."
+    temporaries = tuple(f".{name}." for name in layout.state_writes)
     calibrations = f"/{layout.calibrations}/"
     return {
         "array write": _created(lambda p: "/.staging/" in p and p.endswith(".__lock")),
@@ -65,7 +65,7 @@ def operations(store: Path, layout: LayoutCase) -> dict[str, Callable[[FileSyste
         "ledger write": lambda e: (
             e.event_type == "modified" and str(e.src_path).endswith("ledger.sqlite-wal")
         ),
-        "state file write": _created(lambda p: Path(p).name.startswith(state)),
+        "state file write": _created(lambda p: Path(p).name.startswith(temporaries)),
         "calibrations write": _created(lambda p: calibrations in p),
         "ingest_log write": _created(lambda p: Path(p).name.startswith(".ingest_log.parquet.")),
     }

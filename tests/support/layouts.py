@@ -27,7 +27,8 @@ class LayoutCase:
     """One layout as the tests see it."""
 
     name: str
-    state_file: str
+    state_file: str  # the file analysis polls
+    state_writes: tuple[str, ...]  # every file the state publisher rewrites atomically
     expected_entries: Callable[[Path], dict[str, Any]]
     published_entries: Callable[[Path], list[str]]
     check_store: Callable[[Path, dict[str, Any], bool], list[str]]
@@ -169,6 +170,7 @@ LAYOUTS = {
     "seed": LayoutCase(
         "seed",
         "datastore.json",
+        ("datastore.json",),
         seed.expected_entries,
         seed.published_entries,
         seed.check_store,
@@ -181,6 +183,7 @@ LAYOUTS = {
     "merfish3d-v0.6": LayoutCase(
         "merfish3d-v0.6",
         "datastore_state.json",
+        ("datastore_state.json", "ingest_summary.json"),
         v06_expected_entries,
         v06_published_entries,
         v06_check_store,
