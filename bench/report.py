@@ -72,3 +72,15 @@ def results_markdown(
     for section in sections:
         lines += ["", f"## {section.title}", "", *section.body]
     return "\n".join(lines) + "\n"
+
+
+# bench/backfill.py writes its own section between these markers; run.py keeps it.
+BACKFILL_START, BACKFILL_END = "<!-- backfill:start -->", "<!-- backfill:end -->"
+
+
+def backfill_section(text: str) -> str:
+    """The backfill section of a RESULTS.md text, markers included ("" if there is none)."""
+    if BACKFILL_START not in text:
+        return ""
+    inside = text.split(BACKFILL_START, 1)[1].split(BACKFILL_END, 1)[0]
+    return f"{BACKFILL_START}{inside}{BACKFILL_END}\n"

@@ -37,6 +37,12 @@ STATUS_EXIT_CODES = """exit status:
   1  with --check: a unit failed, is not done, or the plan is unknown
   2  no such experiment folder, no datastore yet, or a bad config (--json: the error is
      printed as {"experiment": ..., "error": ...} on stdout)"""
+BACKFILL_EXIT_CODES = """exit status:
+  0  every unit of every experiment is done
+  1  a unit failed or is not done (each failure listed by unit, dataset, file and cause), or
+     the cluster went away (run again to resume)
+  2  no such experiment folder, no metadata, a datastore another qi2lab-ingest holds, a
+     scheduler that cannot be reached, Dask not installed, or a bad config"""
 VERIFY_EXIT_CODES = """exit status:
   0  every done unit matches its raw data (with --strict: and every unit is done)
   1  a difference (with --strict: also a unit failed or not done)
@@ -378,6 +384,64 @@ def _run_demo(args: argparse.Namespace) -> int:
     return run_demo(args.experiment, interval, args.layout or "seed")
 
 
+def _add_backfill(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "backfill",
+        help="convert finished experiments on a Dask cluster (the [cluster] extra)",
+        description=textwrap.fill(
+            "Convert every unit of finished experiments on a Dask cluster: a local cluster of "
+            "worker processes, or the scheduler given. Workers must see the experiments on a "
+            "shared filesystem (at the same path, or as --path-map says).",
+            HELP_WIDTH,
+        ),
+        epilog=BACKFILL_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("experiments", type=_path, nargs="+", help=EXPERIMENT_HELP)
+    p.add_argument("--config", type=_path, help=CONFIG_HELP)
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", help="address of a running scheduler (tcp://host:8786)")
+    where.add_argument("--scheduler-file", help="a scheduler's JSON file (dask scheduler ...)")
+    p.add_argument("--workers", type=_positive, default=2, help="local cluster: processes")
+    p.add_argument(
+        "--threads-per-worker", type=_positive, default=1, help="local cluster: units at once"
+    )
+    p.add_argument(
+        "--path-map",
+        action="append",
+        type=_path_mapping,
+        default=[],
+        metavar="HERE=THERE",
+        help="workers see experiments under HERE at THERE (repeatable)",
+    )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be at least 1")
+    return value
+
+
+def _path_mapping(text: str) -> tuple[str, str]:
+    local, sep, remote = text.partition("=")
+    if not (sep and local and remote):
+        raise argparse.ArgumentTypeError(f"{text}: expected HERE=THERE")
+    return local, remote
+
+
+def _run_backfill(args: argparse.Namespace) -> int:
+    from daemon.backfill.command import ClusterOptions, backfill
+    from daemon.logs import configure_logging
+
+    settings = _settings(args)
+    configure_logging(settings.logging.format, settings.logging.level)
+    options = ClusterOptions(
+        args.scheduler, args.scheduler_file, args.workers, args.threads_per_worker
+    )
+    return backfill(args.experiments, settings, options, args.path_map)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qi2lab-ingest",
@@ -388,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_daemon_commands(sub)
     _add_ops_commands(sub)
+    _add_backfill(sub)
     _add_simulate(sub)
     return parser
 
@@ -400,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         "status": _run_status,
         "verify": _run_verify,
         "demo": _run_demo,
+        "backfill": _run_backfill,
         "simulate": _run_simulate,
     }
     return runners[args.command](args)

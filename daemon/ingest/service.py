@@ -81,7 +81,7 @@ class IngestService:
             raise DaemonError(str(exc)) from None
         state_dir = store_path / STATE_DIR
         state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = _exclusive_lock(state_dir / "lock")
+        self._lock_file = exclusive_lock(state_dir / "lock")
         self.identity = {  # who runs this datastore, in datastore.json for pollers
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -101,7 +101,9 @@ class IngestService:
             heartbeat_s=settings.status.heartbeat_s,
             identity=self.identity,
         )
-        self._converter = UnitConverter(self.raw_dir, self.store, self.planner, settings)
+        self._converter = UnitConverter(
+            self.raw_dir, self.store, lambda: self.planner.plan, settings
+        )
         self.pool = WorkerPool(
             self.ledger,
             self._convert,
@@ -328,7 +330,7 @@ def ledger_path(store_path: Path) -> Path:
     return store_path / STATE_DIR / "ledger.sqlite"
 
 
-def _exclusive_lock(path: Path) -> int:
+def exclusive_lock(path: Path) -> int:
     """Hold a lock for the process's lifetime so two daemons never share a datastore; the
     file says who holds it ("pid host"), for the message a second daemon gives."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

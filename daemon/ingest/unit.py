@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +21,6 @@ import numpy as np
 from daemon.config import Settings
 from daemon.datastore.layout import Entity
 from daemon.ingest.ledger import UnitRecord, UnitResult
-from daemon.ingest.planner import Planner
 from daemon.layouts.base import EntryFacts, Layout, StagedEntry, unit_entities
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
 from daemon.raw.experiment import Channel, Plan, read_stage_position
@@ -104,17 +103,23 @@ def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
 
 
 class UnitConverter:
-    """The worker's job for one unit; holds what every unit shares."""
+    """The worker's job for one unit; holds what every unit shares.
 
-    def __init__(self, raw_dir: Path, store: Layout, planner: Planner, settings: Settings):
+    `plan` returns the experiment's plan when a unit is converted: the daemon's planner may
+    read it again until the calibrations are written, a backfill task reads it once.
+    """
+
+    def __init__(
+        self, raw_dir: Path, store: Layout, plan: Callable[[], Plan | None], settings: Settings
+    ):
         self._raw_dir = raw_dir
         self._store = store
-        self._planner = planner
+        self._plan = plan
         self._settings = settings
 
     def convert(self, record: UnitRecord) -> UnitResult:
         """Read the unit's dataset, write its entries, and say what was produced."""
-        plan = self._planner.plan
+        plan = self._plan()
         assert plan is not None, "units are dispatched only once the plan is known"
         timings = {"read": 0.0, "write": 0.0}
         checksums: list[str] = []

@@ -187,6 +187,12 @@ class Layout(abc.ABC):
     def close(self) -> None:
         """Release what the backend holds (its staging session)."""
 
+    def __enter__(self) -> Layout:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def entry_pixels(self, raw: np.ndarray, acq: Acquisition) -> dict[str, np.ndarray]:
         """The arrays an entry stores, computed from its raw channel stack: `camera_data` (the
         raw counts in the layout's frame) and `corrected_data` (gain and offset corrected)."""
