@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 from harness import DAEMON, MB, du_bytes, machine, median, remove, run_daemon, write_config
-from report import BACKFILL_END, BACKFILL_START, backfill_section, table
+from report import markers, table, write_block
 
 from daemon.backfill.task import unit_lock
 from daemon.config import Settings
@@ -38,6 +38,7 @@ HERE = Path(__file__).resolve().parent
 # ingest-trim: ingest in the environment a Dask nanny gives its worker processes
 WAYS = ("ingest", "ingest-trim", "backfill-1", "backfill-2")
 NANNY_TRIM = {"MALLOC_TRIM_THRESHOLD_": "65536"}
+BEGIN, END = markers("backfill")
 SUMMARY = re.compile(r"backfill: (\d+) units converted, (\d+) failed")
 
 
@@ -154,7 +155,7 @@ def section(args: argparse.Namespace, runs: dict[str, list[dict[str, float]]], e
         )
     unit_s = median([r["span"] / r["units"] for r in runs["backfill-1"]])
     lines = [
-        BACKFILL_START,
+        BEGIN,
         "## Backfill on Dask (issue 15)",
         "",
         f"- command: `{extra['command']}`",
@@ -188,7 +189,7 @@ def section(args: argparse.Namespace, runs: dict[str, list[dict[str, float]]], e
         "",
         *scaling_notes(runs, extra["cores"]),
         *extra["notes"],
-        BACKFILL_END,
+        END,
     ]
     return "\n".join(lines) + "\n"
 
@@ -220,15 +221,6 @@ def scaling_notes(runs: dict[str, list[dict[str, float]]], cores: int) -> list[s
         " so every channel-sized array is mapped and faulted in afresh. backfill's local"
         " cluster unsets it (README: how to for your own workers).",
     ]
-
-
-def write_section(results: Path, text: str) -> None:
-    """Put the section into RESULTS.md, replacing an earlier one."""
-    current = results.read_text() if results.exists() else ""
-    old = backfill_section(current)
-    if old:
-        current = current.replace(old, "")
-    results.write_text(current.rstrip("\n") + "\n\n" + text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         text = section(args, runs, extra)
     finally:
         remove(work)
-    write_section(args.results, text)
+    write_block(args.results, "backfill", text)
     print(text)
     return 0
 

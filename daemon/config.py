@@ -99,6 +99,18 @@ class CalibrationSettings:
 
 
 @dataclass(frozen=True)
+class CorrectionSettings:
+    """Which corrections corrected_data gets beyond gain and offset."""
+
+    hotpixel: Literal["auto", "on", "off"] = "auto"
+
+    def hotpixels_for(self, camera_model: str) -> bool:
+        """Whether hot pixels are replaced for this camera ("auto": the FLIR only, like the
+        reference converter)."""
+        return self.hotpixel == "on" or (self.hotpixel == "auto" and camera_model == "flir")
+
+
+@dataclass(frozen=True)
 class StatusSettings:
     """How often the published views of the ledger are refreshed during a run."""
 
@@ -127,6 +139,7 @@ class Settings:
     watch: WatchSettings = field(default_factory=WatchSettings)
     workers: WorkerSettings = field(default_factory=WorkerSettings)
     calibrations: CalibrationSettings = field(default_factory=CalibrationSettings)
+    corrections: CorrectionSettings = field(default_factory=CorrectionSettings)
     status: StatusSettings = field(default_factory=StatusSettings)
     logging: LogSettings = field(default_factory=LogSettings)
     raw: RawDefaults = field(default_factory=RawDefaults)

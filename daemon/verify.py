@@ -3,11 +3,13 @@
 The ledger says which units are done, from which dataset and with which outputs; for each,
 the raw channels are read again and every entry of the unit is checked against them through
 the datastore's layout backend: each array bit for bit against what the backend computes from
-the raw channel (`entry_pixels`), the attributes (`entry_attributes`: stage, wavelengths,
-voxel size, linkers, PSF index, source), and the ledger's own record (outputs, bytes,
-checksums). The expected values come from the same plan, settings and conversion functions the
-daemon uses, so a difference means the bytes on disk are not what conversion produced (a
-damaged chunk, a hand edit, a bug in writing), never a second opinion.
+the raw channel (`entry_pixels`, hot pixels included), the conversion version (an entry
+written by an older version of the conversion is named as such: `ingest` converts it again),
+the attributes (`entry_attributes`: stage, wavelengths, voxel size, linkers, PSF index,
+source), and the ledger's own record (outputs, bytes, checksums). The expected values come
+from the same plan, settings and conversion functions the daemon uses, so a difference means
+the bytes on disk are not what conversion produced (a damaged chunk, a hand edit, a bug in
+writing), never a second opinion.
 
 Read-only: the ledger is opened read-only, the datastore is opened in the layout it holds
 without creating anything, raw data is only read.
@@ -25,7 +27,7 @@ import numpy as np
 from daemon.config import Settings
 from daemon.datastore.layout import Entity
 from daemon.ingest.ledger import UnitRecord
-from daemon.ingest.unit import UnitSource, channel_checksum
+from daemon.ingest.unit import CONVERSION_VERSION, UnitSource, channel_checksum
 from daemon.layouts import Layout, reader
 from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import Plan, load_plan
@@ -96,16 +98,18 @@ def _unit_differences(
                     f"{unit.unit_id}: the ledger lists outputs {list(unit.outputs)},"
                     f" the plan {planned}"
                 )
+            replaced = source.hot_corrected(dataset, store, store.load_noise_map)
             for channel, entity in entities.items():
                 raw = dataset.read_channel(channel.axis_name)
                 checksums.append(channel_checksum(raw))
                 facts = source.facts(channel, entity, checksums[-1])
                 expected = _flatten(store.entry_attributes(facts))
+                corrected = replaced[channel.axis_name] if replaced else None
                 yield from _entity_differences(
-                    store, entity, store.entry_pixels(raw, source.acq), expected
+                    store, entity, store.entry_pixels(raw, source.acq, corrected), expected
                 )
             nbytes = dataset.nbytes
-    except (NotReadyError, RawDataError, OSError) as exc:
+    except (NotReadyError, RawDataError, OSError, ValueError) as exc:
         yield f"{unit.unit_id}: its raw dataset cannot be read: {exc}"
         return
     if unit.checksum != ",".join(checksums):
@@ -122,6 +126,16 @@ def _entity_differences(
     if not folder.is_dir():
         yield f"{entity}: not published (no {folder})"
         return
+    try:
+        version = store.read_entry_attributes(entity).get("conversion_version", 1)
+    except (OSError, ValueError):
+        version = None  # reported with the other attributes below
+    if version is not None and version != CONVERSION_VERSION:
+        yield (
+            f"{entity}: written by conversion version {version}, this version writes"
+            f" {CONVERSION_VERSION} (`qi2lab-ingest ingest` converts it again)"
+        )
+        expected = {k: v for k, v in expected.items() if k != "conversion_version"}
     for name, want in arrays.items():
         try:
             got = store.read_entry_array(entity, name)

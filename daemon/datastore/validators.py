@@ -231,6 +231,8 @@ ENTITY_ATTRS: dict[str, tuple[Validator, tuple[str, ...]]] = {
     "gain_correction": (boolean, BOTH_KINDS),
     "hotpixel_correction": (boolean, BOTH_KINDS),
     "shading_correction": (boolean, BOTH_KINDS),
+    # Version of the conversion that wrote the entry's pixels (ingestion; absent = 1).
+    "conversion_version": (int_at_least(1), BOTH_KINDS),
     "source": (json_object, BOTH_KINDS),
     "affine_zyx_um": (matrix4, BOTH_KINDS),
     "origin_zyx_um": (floats(3), BOTH_KINDS),

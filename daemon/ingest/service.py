@@ -35,7 +35,7 @@ from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult
 from daemon.ingest.planner import Planner
 from daemon.ingest.sdnotify import Notifier
 from daemon.ingest.state import StatePublisher, iso_time
-from daemon.ingest.unit import UnitConverter
+from daemon.ingest.unit import CONVERSION_VERSION, UnitConverter
 from daemon.ingest.watcher import RawWatcher
 from daemon.ingest.workers import WorkerPool
 from daemon.layouts import LayoutMismatchError, check_layout, open_layout
@@ -163,6 +163,11 @@ class IngestService:
             interrupted = self.ledger.recover()
             if interrupted:
                 self.log.warning("recovered interrupted units", units=interrupted)
+            outdated = self.ledger.requeue_outdated(CONVERSION_VERSION)
+            if outdated:
+                self.log.warning(
+                    "converting again", units=outdated, reason="written by an older version"
+                )
             self._recovered = True
         if watch and not self.watcher.alive:  # before the first scan: no change falls between
             self._start_watcher()
@@ -228,7 +233,7 @@ class IngestService:
     def _publish(self, write: Callable[[Plan | None, bool], None]) -> None:
         """Rewrite the published views with `write` (which only writes into the datastore)."""
         with self._in_store(f"writing {self.store.marker} or {layout.INGEST_LOG}"):
-            write(self.planner.plan, self.planner.calibrated)
+            write(self.planner.plan, self.planner.calibrations_complete)
 
     def _convert(self, record: UnitRecord) -> UnitResult:
         """A worker's job: the unit's files checked once more (they may have vanished or become
@@ -264,6 +269,8 @@ class IngestService:
         be tried again. A single pass (`ingest`) does not wait for those back-offs.
         """
         if self.pool.in_flight or (self.planner.calibrated and self.ledger.pending()):
+            return False
+        if self.planner.calibrating:
             return False
         if not watch:
             return True
@@ -311,6 +318,7 @@ class IngestService:
         self.log.info("stopping", running=running, queued=max(0, self.pool.in_flight - running))
         self.watcher.stop()
         self.pool.stop()
+        self.planner.close()
         self.identity["stopped_at"] = iso_time(time.time())
         try:
             self._publish(self.publisher.publish)

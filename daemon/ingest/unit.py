@@ -4,14 +4,17 @@ The fiducial channel becomes the round's entry, each readout channel the entry o
 bit it carries; the layout backend decides their names, pixels and attributes. Entries are
 written in the staging area and published by rename, so a published name always holds a
 complete entry. One channel is in memory at a time plus the one being compressed, so a worker
-needs about 4/3 of a dataset, whatever its size.
+needs about 4/3 of a dataset, whatever its size. With hot pixels replaced (the FLIR) every
+channel's corrected_data is needed before the first is written (the second pass looks at the
+maximum over the channels): they are computed first, then each channel's raw planes are read
+again for the entries (from the page cache), so such a unit needs about 5/3 of a dataset.
 """
 
 from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +23,19 @@ import numpy as np
 
 from daemon.config import Settings
 from daemon.datastore.layout import Entity
+from daemon.ingest.convert import correct
+from daemon.ingest.hotpixels import replace_hot_pixels
 from daemon.ingest.ledger import UnitRecord, UnitResult
 from daemon.layouts.base import EntryFacts, Layout, StagedEntry, unit_entities
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
 from daemon.raw.experiment import Channel, Plan, read_stage_position
 from daemon.raw.ndtiff import RawDataset
 from daemon.raw.positions import ImageGeometry, first_image_geometry
+
+# Version of the conversion, in each entry's `conversion_version` and in the ledger: 1 = before
+# issue 10 (ORCA frames anti-transposed, no hot-pixel replacement), 2 = the reference's
+# transpose and hot pixels. `ingest` converts again every unit done by an older version.
+CONVERSION_VERSION = 2
 
 
 def channel_checksum(stack: np.ndarray) -> str:
@@ -39,6 +49,28 @@ def source_dataset(raw_dir: Path, dataset: str) -> str:
     return f"{raw_dir.name}/{dataset}"
 
 
+def hot_corrected(
+    dataset: RawDataset,
+    channels: Iterable[str],
+    acq: Acquisition,
+    noise_map: np.ndarray,
+    frame: Callable[[np.ndarray, Acquisition], np.ndarray],
+) -> dict[str, np.ndarray]:
+    """corrected_data of every channel with hot pixels replaced, by channel axis name, in the
+    layout's pixel `frame` (the noise map's).
+
+    The replacement needs every channel (its second pass looks at their maximum), so all are
+    corrected before any is written; the raw planes go through one reused buffer.
+    """
+    buffer = None
+    corrected = {}
+    for name in channels:
+        buffer = dataset.read_channel(name, buffer)
+        corrected[name] = correct(frame(buffer, acq), acq.e_per_adu, acq.offset_adu)
+    replace_hot_pixels(list(corrected.values()), noise_map)
+    return corrected
+
+
 @dataclass(frozen=True)
 class UnitSource:
     """What a unit's raw dataset says about all its entries: settings, stage, geometry."""
@@ -49,22 +81,34 @@ class UnitSource:
     stage_xyz_um: tuple[float, float, float]
     geometry: ImageGeometry
     channel_nbytes: int
+    hotpixels: bool  # whether hot pixels are replaced in this unit's corrected_data
 
     @classmethod
     def read(
         cls, plan: Plan, record: UnitRecord, dataset: RawDataset, settings: Settings
     ) -> UnitSource:
         """Resolve the acquisition and read the stage position and first image's geometry."""
+        acq = resolve_acquisition(plan, dataset, settings.raw)
         return cls(
             plan=plan,
             record=record,
-            acq=resolve_acquisition(plan, dataset, settings.raw),
+            acq=acq,
             stage_xyz_um=read_stage_position(
                 plan.stage_positions_path(record.round + 1, record.tile)
             ),
             geometry=first_image_geometry(dataset),
             channel_nbytes=dataset.channel_nbytes,
+            hotpixels=settings.corrections.hotpixels_for(acq.camera_model),
         )
+
+    def hot_corrected(
+        self, dataset: RawDataset, store: Layout, noise_map: Callable[[], np.ndarray]
+    ) -> dict[str, np.ndarray] | None:
+        """Every channel's corrected_data with hot pixels replaced, or None when they are not."""
+        if not self.hotpixels:
+            return None
+        names = [channel.axis_name for channel in self.entries()]
+        return hot_corrected(dataset, names, self.acq, noise_map(), store.frame)
 
     def entries(self) -> dict[Channel, Entity]:
         """The unit's entries by source channel."""
@@ -83,6 +127,8 @@ class UnitSource:
             intended_zyx_um=self.geometry.intended_zyx_um,
             pixel_size_um=self.geometry.pixel_size_um,
             affine_values=self.geometry.affine_values,
+            hotpixel_correction=self.hotpixels,
+            conversion_version=CONVERSION_VERSION,
             source={
                 "dataset": source_dataset(self.plan.raw_dir, record.dataset),
                 "channel": channel.axis_name,
@@ -116,6 +162,13 @@ class UnitConverter:
         self._store = store
         self._plan = plan
         self._settings = settings
+        self._noise_map: np.ndarray | None = None  # read once, when first needed
+
+    def noise_map(self) -> np.ndarray:
+        """The datastore's camera noise map (written before any unit is dispatched)."""
+        if self._noise_map is None:
+            self._noise_map = self._store.load_noise_map()
+        return self._noise_map
 
     def convert(self, record: UnitRecord) -> UnitResult:
         """Read the unit's dataset, write its entries, and say what was produced."""
@@ -126,6 +179,8 @@ class UnitConverter:
         with RawDataset(self._raw_dir / record.dataset) as dataset, ExitStack() as stages:
             source = UnitSource.read(plan, record, dataset, self._settings)
             entities = source.entries()
+            with _timed(timings, "write"):
+                replaced = source.hot_corrected(dataset, self._store, self.noise_map)
             previous: StagedEntry | None = None
             for channel, entity in entities.items():
                 with _timed(timings, "read"):
@@ -136,7 +191,8 @@ class UnitConverter:
                         previous.publish()  # its compression overlapped this channel's read
                     facts = source.facts(channel, entity, checksum)
                     staged = stages.enter_context(self._store.stage(facts))
-                    staged.write(self._store.entry_pixels(raw, source.acq))
+                    corrected = replaced.pop(channel.axis_name) if replaced else None
+                    staged.write(self._store.entry_pixels(raw, source.acq, corrected))
                 previous = staged
                 checksums.append(checksum)
             with _timed(timings, "write"):
@@ -149,4 +205,5 @@ class UnitConverter:
             outputs=tuple(str(self._store.entry_relpath(e)) for e in entities.values()),
             read_s=timings["read"],
             write_s=timings["write"],
+            conversion=CONVERSION_VERSION,
         )

@@ -43,7 +43,8 @@ class EntryFacts:
     `round` is the datastore round (from 0) of the unit; `stage_xyz_um` is the tile's
     stage-position CSV; `intended_zyx_um` the first image's `*Position_um_Intended`
     metadata; `affine_values` the image metadata's `PixelSizeAffine` (six numbers) or None;
-    `source` the provenance (dataset, channel, bytes, checksum, fingerprint).
+    `hotpixel_correction` whether hot pixels were replaced; `conversion_version` the version of
+    the conversion; `source` the provenance (dataset, channel, bytes, checksum, fingerprint).
     """
 
     plan: Plan
@@ -55,6 +56,8 @@ class EntryFacts:
     intended_zyx_um: tuple[float, float, float] | None
     pixel_size_um: float | None
     affine_values: tuple[float, ...] | None
+    hotpixel_correction: bool
+    conversion_version: int
     source: Mapping[str, Any]
 
     @property
@@ -72,14 +75,13 @@ class CalibrationData:
     """The experiment-wide values every layout stores, in plain data.
 
     `noise_map` is a measured map as configured, or None for the camera offset as a constant
-    map; `psfs` is float32 [channel, z, y, x] in `channels_in_data` order.
+    map.
     """
 
     plan: Plan
     acq: Acquisition
     camera_shape_yx: tuple[int, int]
     noise_map: np.ndarray | None
-    psfs: np.ndarray
 
 
 class StagedEntry(Protocol):
@@ -142,7 +144,15 @@ class Layout(abc.ABC):
 
     @abc.abstractmethod
     def write_calibrations(self, data: CalibrationData) -> None:
-        """Write the experiment-wide attributes and arrays (idempotent)."""
+        """Write the experiment-wide attributes and the noise map (idempotent)."""
+
+    @abc.abstractmethod
+    def write_psfs(self, data: CalibrationData, psfs: np.ndarray) -> None:
+        """Write the PSFs, float32 [channel, z, y, x] in `channels_in_data` order."""
+
+    @abc.abstractmethod
+    def load_noise_map(self) -> np.ndarray:
+        """The camera noise map as written, in the layout's pixel frame."""
 
     @abc.abstractmethod
     def publish_state(
@@ -193,12 +203,18 @@ class Layout(abc.ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def entry_pixels(self, raw: np.ndarray, acq: Acquisition) -> dict[str, np.ndarray]:
+    def entry_pixels(
+        self, raw: np.ndarray, acq: Acquisition, corrected: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """The arrays an entry stores, computed from its raw channel stack: `camera_data` (the
-        raw counts in the layout's frame) and `corrected_data` (gain and offset corrected)."""
+        raw counts in the layout's frame) and `corrected_data` (gain and offset corrected,
+        unless given already corrected, with hot pixels replaced)."""
         camera = self.frame(raw, acq)
         pixels = {"camera_data": camera}
-        pixels["corrected_data"] = correct(camera, acq.e_per_adu, acq.offset_adu)
+        if "corrected_data" in self.arrays:
+            if corrected is None:
+                corrected = correct(camera, acq.e_per_adu, acq.offset_adu)
+            pixels["corrected_data"] = corrected
         return {name: pixels[name] for name in self.arrays}
 
     def entry_path(self, entity: Entity) -> Path:

@@ -50,10 +50,13 @@ SUMMARY_FILE = "ingest_summary.json"
 CALIBRATIONS = "calibrations"
 ATTRIBUTES = "attributes.json"
 IMAGE = "corrected_data.ome.zarr"
+NOISE_MAP = "noise_map.ome.zarr"
 ENTRY_ROOTS = {"round": "fiducial", "bit": "readouts"}
 EMPTY_FOLDERS = ("decoded", "fused", "segmentation", "feature_predictor_localizations")
 OURS = ("Initialized", "Calibrations", "Corrected")  # the only flags ingestion ever sets
 REFERENCE_CHUNKS_ZYX = (16, 512, 512)
+# attributes.json keys not repeated in the image: the wavelengths (as the reference) and ours
+NOT_IN_IMAGE = ("excitation_um", "emission_um", "source", "conversion_version")
 _SHUFFLES = {"bit": "bitshuffle", "byte": "shuffle", "none": "noshuffle"}
 
 
@@ -212,7 +215,7 @@ class _V06Stage:
 
 def _image_attributes(attrs: Mapping[str, Any]) -> dict[str, Any]:
     """The entry attributes repeated in the image's zarr.json: all but wavelengths and ours."""
-    return {k: v for k, v in attrs.items() if k not in ("excitation_um", "emission_um", "source")}
+    return {k: v for k, v in attrs.items() if k not in NOT_IN_IMAGE}
 
 
 class Merfish3dV06Layout(Layout):
@@ -270,11 +273,12 @@ class Merfish3dV06Layout(Layout):
     def entry_attributes(self, facts: EntryFacts) -> dict[str, Any]:
         common = {
             "gain_correction": True,
-            "hotpixel_correction": False,
+            "hotpixel_correction": facts.hotpixel_correction,
             "shading_correction": False,
             "psf_idx": facts.psf_idx,
             "excitation_um": float(facts.channel.excitation_um),
             "emission_um": float(facts.channel.emission_um),
+            "conversion_version": facts.conversion_version,
             "source": dict(facts.source),
         }
         if facts.entity.kind == "bit":
@@ -397,30 +401,9 @@ class Merfish3dV06Layout(Layout):
             else np.full(data.camera_shape_yx, acq.offset_adu, dtype=np.float32)
         )
         yx = acq.voxel_size_zyx_um[1:]
-        futures = [
-            _write_image(
-                root / "noise_map.ome.zarr",
-                noise,
-                ome_image(2, yx, [0, 0]),
-                {},
-                self.codec,
-                self.context,
-            )
-        ]
-        manifest = {}
-        for index, psf in enumerate(np.asarray(data.psfs, dtype=np.float32)):
-            psf_id = f"psf_{index:03d}"
-            ome = ome_image(3, acq.voxel_size_zyx_um, [0, 0, 0])
-            futures.append(
-                _write_image(
-                    root / "psf_data" / f"{psf_id}.ome.zarr", psf, ome, {}, self.codec, self.context
-                )
-            )
-            manifest[str(index)] = {"id": psf_id, "shape_zyx": list(psf.shape)}
-        for future in futures:
-            future.result()
-        attrs = read_json(root / ATTRIBUTES)
-        attrs.update(
+        ome = ome_image(2, yx, [0, 0])
+        _write_image(root / NOISE_MAP, noise, ome, {}, self.codec, self.context).result()
+        self._update_calibrations(
             channels_in_data=list(plan.channels_in_data),
             num_rounds=plan.num_rounds,
             num_bits=plan.num_bits,
@@ -437,9 +420,32 @@ class Merfish3dV06Layout(Layout):
             voxel_size_zyx_um=list(acq.voxel_size_zyx_um),
             # ours: entries' `source.dataset` is relative to the experiment folder
             experiment_path=str(plan.raw_dir.parent),
-            psf_manifest=manifest,
         )
-        write_json_atomic(root / ATTRIBUTES, attrs)
+
+    def write_psfs(self, data: CalibrationData, psfs: np.ndarray) -> None:
+        root = self.path / CALIBRATIONS / "psf_data"
+        manifest = {}
+        futures = []
+        for index, psf in enumerate(np.asarray(psfs, dtype=np.float32)):
+            psf_id = f"psf_{index:03d}"
+            ome = ome_image(3, data.acq.voxel_size_zyx_um, [0, 0, 0])
+            image = root / f"{psf_id}.ome.zarr"
+            futures.append(_write_image(image, psf, ome, {}, self.codec, self.context))
+            manifest[str(index)] = {"id": psf_id, "shape_zyx": list(psf.shape)}
+        for future in futures:
+            future.result()
+        self._update_calibrations(psf_manifest=manifest)
+
+    def _update_calibrations(self, **values: Any) -> None:
+        """Merge values into calibrations/attributes.json (the PSF thread writes too)."""
+        path = self.path / CALIBRATIONS / ATTRIBUTES
+        with self._lock:
+            write_json_atomic(path, {**read_json(path), **values})
+
+    def load_noise_map(self) -> np.ndarray:
+        path = self.path / CALIBRATIONS / NOISE_MAP / "0"
+        spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}}
+        return ts.open(spec, open=True, read=True).result().read().result()
 
     # --- state
 

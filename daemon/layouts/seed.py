@@ -108,8 +108,9 @@ class SeedLayout(Layout):
             "voxel_size_zyx_um": list(acq.voxel_size_zyx_um),
             "psf_idx": facts.psf_idx,
             "gain_correction": True,
-            "hotpixel_correction": False,
+            "hotpixel_correction": facts.hotpixel_correction,
             "shading_correction": False,
+            "conversion_version": facts.conversion_version,
             "source": dict(facts.source),
         }
         if facts.entity.kind == "round":
@@ -147,7 +148,12 @@ class SeedLayout(Layout):
             shape_yx = orient(camera, acq.orientation).shape[1:]
             noise = np.full(shape_yx, round(acq.offset_adu), dtype=np.uint16)
         store.save_camera_noise_map(noise)
-        store.save_psf_data(data.psfs)
+
+    def write_psfs(self, data: CalibrationData, psfs: np.ndarray) -> None:
+        self.store.save_psf_data(psfs)
+
+    def load_noise_map(self) -> np.ndarray:
+        return self.store.load_camera_noise_map()
 
     def publish_state(
         self,

@@ -11,7 +11,9 @@ from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult, unit_id
 from daemon.ingest.workers import WorkerPool
 from daemon.raw.errors import DatasetError
 
-RESULT = UnitResult(source_bytes=1, checksum="c", outputs=("o",), read_s=0.0, write_s=0.0)
+RESULT = UnitResult(
+    source_bytes=1, checksum="c", outputs=("o",), read_s=0.0, write_s=0.0, conversion=2
+)
 
 
 def pool_for(ledger: Ledger, convert, count: int = 1, queue_size: int = 2) -> WorkerPool:

@@ -19,10 +19,10 @@ import zarr
 from support.daemon import WAIT_S, DaemonProcess
 from support.experiment import daemon_command, write_config
 from support.faults import microscope
-from support.layouts import with_layout
+from support.layouts import reference_stage, v06_expected_entries, with_layout
 from yaozarrs import v05, validate_ome_json
 
-from daemon.simulate import SimulationSettings, render_plane, simulate
+from daemon.simulate import SimulationSettings, simulate
 
 STATE_KEYS = [
     "Version",
@@ -44,18 +44,6 @@ def _ingest(experiment: Path, config: Path, *extra: str) -> subprocess.Completed
     )
 
 
-def _reference_stage(truth: dict, round_: int, tile: int) -> list[float]:
-    """create_datastore.py's rule: rounded intended position, swapped and mirrored if so."""
-    of_round = [d for d in truth["datasets"] if d["round"] == round_]
-    pos = next(d for d in of_round if d["tile"] == tile)["stage_position_um"]
-    z, y, x = (round(pos[k], 2) for k in ("z", "y", "x"))
-    if truth["datasets"][0]["camera"] == "orcav3":  # the ORCA's stage is mirrored
-        max_x = max(round(d["stage_position_um"]["x"], 2) for d in of_round)
-        max_y = max(round(d["stage_position_um"]["y"], 2) for d in of_round)
-        y, x = max_x - x, max_y - y
-    return [round(z, 2), round(y, 2), round(x, 2)]
-
-
 @pytest.mark.parametrize("camera", ["orca", "flir"])
 def test_ingest_writes_the_06_layout_that_other_readers_open(tmp_path: Path, camera: str) -> None:
     settings = SimulationSettings(tiles=2, rounds=2, z=4, size=64, camera=camera)
@@ -66,6 +54,7 @@ def test_ingest_writes_the_06_layout_that_other_readers_open(tmp_path: Path, cam
     assert result.returncode == 0, result.stderr[-2000:]
     store = experiment / "qi2labdatastore"
     truth = json.loads((experiment / "simulation_truth.json").read_text())
+    expected = v06_expected_entries(experiment)
 
     state = json.loads((store / "datastore_state.json").read_text())
     assert list(state) == STATE_KEYS and state["Version"] == 0.6
@@ -90,23 +79,18 @@ def test_ingest_writes_the_06_layout_that_other_readers_open(tmp_path: Path, cam
             else:
                 entry = store / f"readouts/tile{tile:04d}/bit{bits[color]:03d}"
             images.append(entry / "corrected_data.ome.zarr")
-            raw = np.stack(
-                [render_plane(settings, round_, tile, color, z) for z in range(settings.z)]
-            )
-            # the spec's literal formula, in the camera frame
-            corrected = (raw.astype(np.float32) - ds["offset_ADU"]) * ds["e_per_ADU"]
-            corrected[corrected < 0] = 0
-            want = corrected.astype(np.uint16)
+            want = expected[str(entry.relative_to(store))].corrected
             by_zarr = zarr.open_group(entry / "corrected_data.ome.zarr", mode="r")["0"][...]
             np.testing.assert_array_equal(by_zarr, want)
             attrs = json.loads((entry / "attributes.json").read_text())
             image_attrs = zarr.open_group(entry / "corrected_data.ome.zarr", mode="r").attrs
-            stage = _reference_stage(truth, round_, tile)
+            stage = reference_stage(truth["datasets"], round_, tile)
             translation = image_attrs["ome"]["multiscales"][0]["datasets"][0][
                 "coordinateTransformations"
             ][1]["translation"]
             np.testing.assert_allclose(translation, stage, atol=1e-5)
             assert attrs["gain_correction"] is True
+            assert attrs["hotpixel_correction"] is (camera == "flir")
             if color == "blue":
                 assert attrs["bit_linker"] == list(bits.values())
                 np.testing.assert_allclose(attrs["stage_zyx_um"], stage, atol=1e-5)
@@ -186,7 +170,7 @@ def test_mirrored_stage_positions_are_provisional_until_the_round_is_complete(
     summary = json.loads((store / "ingest_summary.json").read_text())
     assert summary["provisional_stage_positions"] == []
     stage = json.loads((entry / "attributes.json").read_text())["stage_zyx_um"]
-    np.testing.assert_allclose(stage, _reference_stage(truth, 1, 0), atol=1e-5)
+    np.testing.assert_allclose(stage, reference_stage(truth["datasets"], 1, 0), atol=1e-5)
     assert stage[1] != 0 or stage[2] != 0  # tile 1's larger x moved it
     image = zarr.open_group(entry / "corrected_data.ome.zarr", mode="r").attrs["ome"]
     translation = image["multiscales"][0]["datasets"][0]["coordinateTransformations"][1]

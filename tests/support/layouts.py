@@ -56,7 +56,9 @@ class V06Entry:
     stage_zyx_um: list[float]  # its image's translation (the round's, for a bit)
 
 
-def _reference_stage(datasets: list[dict[str, Any]], round_: int, tile: int) -> list[float]:
+def reference_stage(datasets: list[dict[str, Any]], round_: int, tile: int) -> list[float]:
+    """create_datastore.py's rule: the rounded intended position, swapped and mirrored over
+    the round's tiles when the stage is mirrored (as the simulated ORCA's is)."""
     of_round = [d for d in datasets if d["round"] == round_]
     pos = next(d for d in of_round if d["tile"] == tile)["stage_position_um"]
     z, y, x = (round(pos[k], 2) for k in ("z", "y", "x"))
@@ -75,13 +77,9 @@ def v06_expected_entries(experiment: Path) -> dict[str, V06Entry]:
     for ds in truth["datasets"]:
         round_, tile = ds["round"], ds["tile"]
         bits = [settings.bit(round_, color) for color in settings.readout_colors]
-        stage = _reference_stage(truth["datasets"], round_, tile)
-        for color in settings.colors:
-            raw = np.stack(
-                [render_plane(settings, round_, tile, color, z) for z in range(settings.z)]
-            )
-            corrected = (raw.astype(np.float32) - ds["offset_ADU"]) * ds["e_per_ADU"]
-            corrected[corrected < 0] = 0
+        stage = reference_stage(truth["datasets"], round_, tile)
+        corrected = v06_corrected(settings, ds)
+        for c, color in enumerate(settings.colors):
             wavelengths = seed.WAVELENGTHS_UM[color]
             attrs: dict[str, Any] = {"excitation_um": wavelengths[0], "emission_um": wavelengths[1]}
             if color == "blue":
@@ -90,8 +88,27 @@ def v06_expected_entries(experiment: Path) -> dict[str, V06Entry]:
             else:
                 relpath = f"readouts/tile{tile:04d}/bit{settings.bit(round_, color):03d}"
                 attrs["round_linker"] = round_
-            entries[relpath] = V06Entry(relpath, corrected.astype(np.uint16), attrs, stage)
+            entries[relpath] = V06Entry(relpath, corrected[c], attrs, stage)
     return entries
+
+
+def v06_corrected(settings: SimulationSettings, ds: dict[str, Any]) -> np.ndarray:
+    """uint16 [channel, z, y, x] corrected_data of one dataset in the camera frame: the spec's
+    literal formula, then (FLIR) the reference's hot-pixel replacement."""
+    raw = np.stack(
+        [
+            [render_plane(settings, ds["round"], ds["tile"], color, z) for z in range(settings.z)]
+            for color in settings.colors
+        ]
+    )
+    corrected = (raw.astype(np.float32) - ds["offset_ADU"]) * ds["e_per_ADU"]
+    corrected[corrected < 0] = 0
+    corrected = corrected.astype(np.uint16)
+    if ds["camera"] == "flir":  # noise map: the offset, 0 for the FLIR
+        noise_map = np.full(corrected.shape[2:], ds["offset_ADU"], np.float32)
+        corrected = seed.reference_hot_pixels(noise_map, corrected, 375.0)
+        corrected = seed.reference_hot_pixels(np.max(corrected, axis=0), corrected, 100.0)
+    return corrected
 
 
 def v06_published_entries(store: Path) -> list[str]:
