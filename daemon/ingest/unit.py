@@ -1,14 +1,13 @@
 """Converts one unit (a tile x round dataset) into its DataStore entries.
 
-The fiducial channel becomes `polyDT/tileT/roundR.zarr`, each readout channel
-`readouts/tileT/bitB.zarr`; each gets camera_data (oriented to the stage), corrected_data and
-every attribute of the spec. Entries are written in the staging area and published by rename,
-so a published name always holds a complete entry. One channel is in memory at a time plus the
-one being compressed, so a worker needs about 4/3 of a dataset, whatever its size. With hot
-pixels replaced (the FLIR) every channel's corrected_data is needed before the first is
-written (the second pass looks at the maximum over the channels): they are computed first,
-then each channel's raw planes are read again for camera_data (from the page cache), so
-such a unit needs about 5/3 of a dataset.
+The fiducial channel becomes the round's entry, each readout channel the entry of the codebook
+bit it carries; the layout backend decides their names, pixels and attributes. Entries are
+written in the staging area and published by rename, so a published name always holds a
+complete entry. One channel is in memory at a time plus the one being compressed, so a worker
+needs about 4/3 of a dataset, whatever its size. With hot pixels replaced (the FLIR) every
+channel's corrected_data is needed before the first is written (the second pass looks at the
+maximum over the channels): they are computed first, then each channel's raw planes are read
+again for the entries (from the page cache), so such a unit needs about 5/3 of a dataset.
 """
 
 from __future__ import annotations
@@ -17,20 +16,21 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from daemon.config import Settings
 from daemon.datastore.layout import Entity
-from daemon.datastore.store import DataStore, StagedEntity
-from daemon.ingest.convert import correct, orient
+from daemon.ingest.convert import correct
 from daemon.ingest.hotpixels import replace_hot_pixels
 from daemon.ingest.ledger import UnitRecord, UnitResult
+from daemon.layouts.base import EntryFacts, Layout, StagedEntry, unit_entities
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
 from daemon.raw.experiment import Channel, Plan, read_stage_position
 from daemon.raw.ndtiff import RawDataset
+from daemon.raw.positions import ImageGeometry, first_image_geometry
 
 # Version of the conversion, in each entry's `conversion_version` and in the ledger: 1 = before
 # issue 10 (ORCA frames anti-transposed, no hot-pixel replacement), 2 = the reference's
@@ -45,20 +45,19 @@ def channel_checksum(stack: np.ndarray) -> str:
 
 def source_dataset(raw_dir: Path, dataset: str) -> str:
     """A dataset as the `source` attribute names it: its path relative to the experiment
-    folder (`raw_data/sim_r0001_tile0000_1`); calibrations.zarr holds the folder's own path."""
+    folder (`raw_data/sim_r0001_tile0000_1`); the calibrations hold the folder's own path."""
     return f"{raw_dir.name}/{dataset}"
 
 
-def stage_zyx_um(position_xyz: tuple[float, float, float], acq: Acquisition) -> list[float]:
-    """Stage position as [z, y, x] µm; a flipped stage axis is stored negated (see the docs)."""
-    x, y, z = position_xyz
-    return [z, -y if acq.stage_flip_y else y, -x if acq.stage_flip_x else x]
-
-
 def hot_corrected(
-    dataset: RawDataset, channels: Iterable[str], acq: Acquisition, noise_map: np.ndarray
+    dataset: RawDataset,
+    channels: Iterable[str],
+    acq: Acquisition,
+    noise_map: np.ndarray,
+    frame: Callable[[np.ndarray, Acquisition], np.ndarray],
 ) -> dict[str, np.ndarray]:
-    """corrected_data of every channel with hot pixels replaced, by channel axis name.
+    """corrected_data of every channel with hot pixels replaced, by channel axis name, in the
+    layout's pixel `frame` (the noise map's).
 
     The replacement needs every channel (its second pass looks at their maximum), so all are
     corrected before any is written; the raw planes go through one reused buffer.
@@ -67,18 +66,77 @@ def hot_corrected(
     corrected = {}
     for name in channels:
         buffer = dataset.read_channel(name, buffer)
-        corrected[name] = correct(orient(buffer, acq.orientation), acq.e_per_adu, acq.offset_adu)
+        corrected[name] = correct(frame(buffer, acq), acq.e_per_adu, acq.offset_adu)
     replace_hot_pixels(list(corrected.values()), noise_map)
     return corrected
 
 
-def unit_entities(plan: Plan, tile: int, round_: int) -> dict[Channel, Entity]:
-    """The entries of a unit by source channel: the fiducial gives the round's polyDT entry,
-    each readout channel the codebook bit it carries in that round (`verify` checks these)."""
-    return {plan.data_channels[0]: Entity.round(tile, round_)} | {
-        channel: Entity.bit(tile, bit)
-        for channel, bit in zip(plan.readouts, plan.readout_bits(round_ + 1), strict=True)
-    }
+@dataclass(frozen=True)
+class UnitSource:
+    """What a unit's raw dataset says about all its entries: settings, stage, geometry."""
+
+    plan: Plan
+    record: UnitRecord
+    acq: Acquisition
+    stage_xyz_um: tuple[float, float, float]
+    geometry: ImageGeometry
+    channel_nbytes: int
+    hotpixels: bool  # whether hot pixels are replaced in this unit's corrected_data
+
+    @classmethod
+    def read(
+        cls, plan: Plan, record: UnitRecord, dataset: RawDataset, settings: Settings
+    ) -> UnitSource:
+        """Resolve the acquisition and read the stage position and first image's geometry."""
+        acq = resolve_acquisition(plan, dataset, settings.raw)
+        return cls(
+            plan=plan,
+            record=record,
+            acq=acq,
+            stage_xyz_um=read_stage_position(
+                plan.stage_positions_path(record.round + 1, record.tile)
+            ),
+            geometry=first_image_geometry(dataset),
+            channel_nbytes=dataset.channel_nbytes,
+            hotpixels=settings.corrections.hotpixels_for(acq.camera_model),
+        )
+
+    def hot_corrected(
+        self, dataset: RawDataset, store: Layout, noise_map: Callable[[], np.ndarray]
+    ) -> dict[str, np.ndarray] | None:
+        """Every channel's corrected_data with hot pixels replaced, or None when they are not."""
+        if not self.hotpixels:
+            return None
+        names = [channel.axis_name for channel in self.entries()]
+        return hot_corrected(dataset, names, self.acq, noise_map(), store.frame)
+
+    def entries(self) -> dict[Channel, Entity]:
+        """The unit's entries by source channel."""
+        return unit_entities(self.plan, self.record.tile, self.record.round)
+
+    def facts(self, channel: Channel, entity: Entity, checksum: str) -> EntryFacts:
+        """The facts of one entry, given its channel's raw checksum."""
+        record = self.record
+        return EntryFacts(
+            plan=self.plan,
+            entity=entity,
+            round=record.round,
+            channel=channel,
+            acq=self.acq,
+            stage_xyz_um=self.stage_xyz_um,
+            intended_zyx_um=self.geometry.intended_zyx_um,
+            pixel_size_um=self.geometry.pixel_size_um,
+            affine_values=self.geometry.affine_values,
+            hotpixel_correction=self.hotpixels,
+            conversion_version=CONVERSION_VERSION,
+            source={
+                "dataset": source_dataset(self.plan.raw_dir, record.dataset),
+                "channel": channel.axis_name,
+                "bytes": self.channel_nbytes,
+                "checksum": checksum,
+                "fingerprint": record.fingerprint,
+            },
+        )
 
 
 @contextmanager
@@ -98,7 +156,7 @@ class UnitConverter:
     """
 
     def __init__(
-        self, raw_dir: Path, store: DataStore, plan: Callable[[], Plan | None], settings: Settings
+        self, raw_dir: Path, store: Layout, plan: Callable[[], Plan | None], settings: Settings
     ):
         self._raw_dir = raw_dir
         self._store = store
@@ -107,30 +165,23 @@ class UnitConverter:
         self._noise_map: np.ndarray | None = None  # read once, when first needed
 
     def noise_map(self) -> np.ndarray:
-        """calibrations.zarr's camera noise map (written before any unit is dispatched)."""
+        """The datastore's camera noise map (written before any unit is dispatched)."""
         if self._noise_map is None:
-            self._noise_map = self._store.load_camera_noise_map()
+            self._noise_map = self._store.load_noise_map()
         return self._noise_map
 
     def convert(self, record: UnitRecord) -> UnitResult:
         """Read the unit's dataset, write its entries, and say what was produced."""
         plan = self._plan()
         assert plan is not None, "units are dispatched only once the plan is known"
-        raw_round = record.round + 1
-        entities = unit_entities(plan, record.tile, record.round)
         timings = {"read": 0.0, "write": 0.0}
         checksums: list[str] = []
         with RawDataset(self._raw_dir / record.dataset) as dataset, ExitStack() as stages:
-            acq = resolve_acquisition(plan, dataset, self._settings.raw)
-            position = read_stage_position(plan.stage_positions_path(raw_round, record.tile))
-            stage = stage_zyx_um(position, acq)
-            hot = self._settings.corrections.hotpixels_for(acq.camera_model)
-            replaced = None
-            if hot:
-                with _timed(timings, "write"):
-                    names = [channel.axis_name for channel in entities]
-                    replaced = hot_corrected(dataset, names, acq, self.noise_map())
-            previous: StagedEntity | None = None
+            source = UnitSource.read(plan, record, dataset, self._settings)
+            entities = source.entries()
+            with _timed(timings, "write"):
+                replaced = source.hot_corrected(dataset, self._store, self.noise_map)
+            previous: StagedEntry | None = None
             for channel, entity in entities.items():
                 with _timed(timings, "read"):
                     raw = dataset.read_channel(channel.axis_name)
@@ -138,20 +189,10 @@ class UnitConverter:
                 with _timed(timings, "write"):
                     if previous is not None:
                         previous.publish()  # its compression overlapped this channel's read
-                    camera = orient(raw, acq.orientation)
-                    corrected = (
-                        replaced.pop(channel.axis_name)
-                        if replaced is not None
-                        else correct(camera, acq.e_per_adu, acq.offset_adu)
-                    )
-                    staged = stages.enter_context(self._store.stage(entity))
-                    staged.write_array("camera_data", camera, immutable_source=True)
-                    staged.write_array("corrected_data", corrected, immutable_source=True)
-                    staged.write_attributes(
-                        self._attributes(
-                            record, entity, channel, acq, stage, dataset, checksum, hot
-                        )
-                    )
+                    facts = source.facts(channel, entity, checksum)
+                    staged = stages.enter_context(self._store.stage(facts))
+                    corrected = replaced.pop(channel.axis_name) if replaced else None
+                    staged.write(self._store.entry_pixels(raw, source.acq, corrected))
                 previous = staged
                 checksums.append(checksum)
             with _timed(timings, "write"):
@@ -161,50 +202,8 @@ class UnitConverter:
         return UnitResult(
             source_bytes=source_bytes,
             checksum=",".join(checksums),
-            outputs=tuple(str(e.relpath) for e in entities.values()),
+            outputs=tuple(str(self._store.entry_relpath(e)) for e in entities.values()),
             read_s=timings["read"],
             write_s=timings["write"],
             conversion=CONVERSION_VERSION,
         )
-
-    def _attributes(
-        self,
-        record: UnitRecord,
-        entity: Entity,
-        channel: Channel,
-        acq: Acquisition,
-        stage: list[float],
-        dataset: RawDataset,
-        checksum: str,
-        hot: bool,
-    ) -> dict[str, Any]:
-        """Every per-entity attribute the spec asks ingestion to write."""
-        plan = self._plan()
-        assert plan is not None
-        attrs: dict[str, Any] = {
-            "stage_zyx_um": stage,
-            "stage_flipped_axes": [
-                axis
-                for axis, flipped in (("y", acq.stage_flip_y), ("x", acq.stage_flip_x))
-                if flipped
-            ],
-            "wavelengths_um": [channel.excitation_um, channel.emission_um],
-            "voxel_size_zyx_um": list(acq.voxel_size_zyx_um),
-            "psf_idx": plan.data_channels.index(channel),
-            "gain_correction": True,
-            "hotpixel_correction": hot,
-            "shading_correction": False,
-            "conversion_version": CONVERSION_VERSION,
-            "source": {
-                "dataset": source_dataset(self._raw_dir, record.dataset),
-                "channel": channel.axis_name,
-                "bytes": dataset.channel_nbytes,
-                "checksum": checksum,
-                "fingerprint": record.fingerprint,
-            },
-        }
-        if entity.kind == "round":
-            attrs["bit_linker"] = list(plan.readout_bits(record.round + 1))
-        else:
-            attrs["round_linker"] = record.round
-        return attrs
