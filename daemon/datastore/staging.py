@@ -85,7 +85,8 @@ class StagingArea:
         fsync_tree(staged)
         with self._lock:
             if not target.parent.is_dir():
-                target.parent.mkdir(parents=True)
+                # Backfill workers are other processes, beyond this lock: one may create it first.
+                target.parent.mkdir(parents=True, exist_ok=True)
                 fsync_dir(target.parent.parent)
             aside = None
             if target.exists():
