@@ -33,12 +33,22 @@ from daemon.raw.ndtiff import RawDataset
 PSF_XY_PIXELS = 51
 SAMPLE_RI = 1.47
 
+# One PSF computation at a time in a process: psfmodels imports modules lazily inside its calls,
+# and threads importing them at once (a backfill client starts one PsfJob per experiment)
+# deadlocked on the import locks. Serialised, they cost the same CPU.
+_PSF_LOCK = threading.Lock()
+
 
 def theoretical_psfs(plan: Plan, acq: Acquisition, num_z: int) -> np.ndarray:
     """float32 [channel, num_z, 51, 51]: per channel (ascending wavelength) psfmodels' vectorial
     PSF at its emission wavelength, with the run's voxel size, NA and immersion index (as
     `ni` and `ni0`) and sample index 1.47, each normalised to sum 1 as the reference does
     (sum in float64, divide the float32 PSF)."""
+    with _PSF_LOCK:
+        return _theoretical_psfs(plan, acq, num_z)
+
+
+def _theoretical_psfs(plan: Plan, acq: Acquisition, num_z: int) -> np.ndarray:
     from psfmodels import make_psf  # here, not at import: it is slow and off the start-up path
 
     dz, dxy, _ = acq.voxel_size_zyx_um
