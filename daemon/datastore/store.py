@@ -339,6 +339,8 @@ ENTITY_ATTRS: dict[str, tuple[Validator, tuple[str, ...]]] = {
     "hotpixel_correction": (_bool, _BOTH),
     "shading_correction": (_bool, _BOTH),
     "source": (_json_object, _BOTH),
+    # The entry's quality numbers at ingestion (daemon.monitor.quality).
+    "quality": (_json_object, _BOTH),
     "affine_zyx_um": (_matrix4, _BOTH),
     "origin_zyx_um": (_floats(3), _BOTH),
     "spacing_zyx_um": (_floats(3, positive=True), _BOTH),

@@ -24,6 +24,8 @@ from daemon.datastore.store import DataStore, StagedEntity
 from daemon.ingest.convert import correct, orient
 from daemon.ingest.ledger import UnitRecord, UnitResult
 from daemon.ingest.planner import Planner
+from daemon.monitor.quality import measure
+from daemon.monitor.qualitylog import QualityLog, QualityRow
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
 from daemon.raw.experiment import Channel, Plan, read_stage_position
 from daemon.raw.ndtiff import RawDataset
@@ -61,11 +63,19 @@ def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
 class UnitConverter:
     """The worker's job for one unit; holds what every unit shares."""
 
-    def __init__(self, raw_dir: Path, store: DataStore, planner: Planner, settings: Settings):
+    def __init__(
+        self,
+        raw_dir: Path,
+        store: DataStore,
+        planner: Planner,
+        settings: Settings,
+        quality: QualityLog | None = None,
+    ):
         self._raw_dir = raw_dir
         self._store = store
         self._planner = planner
         self._settings = settings
+        self._quality = quality
 
     def convert(self, record: UnitRecord) -> UnitResult:
         """Read the unit's dataset, write its entries, and say what was produced."""
@@ -75,6 +85,7 @@ class UnitConverter:
         entities = unit_entities(plan, record.tile, record.round)
         timings = {"read": 0.0, "write": 0.0}
         checksums: list[str] = []
+        quality_rows: list[QualityRow] = []
         with RawDataset(self._raw_dir / record.dataset) as dataset, ExitStack() as stages:
             acq = resolve_acquisition(plan, dataset, self._settings.raw)
             position = read_stage_position(plan.stage_positions_path(raw_round, record.tile))
@@ -92,8 +103,11 @@ class UnitConverter:
                     staged = stages.enter_context(self._store.stage(entity))
                     staged.write_array("camera_data", camera, immutable_source=True)
                     staged.write_array("corrected_data", corrected, immutable_source=True)
+                    quality = self._measure(record, entity, stage, camera, corrected)
+                    quality_rows.append(quality)
                     staged.write_attributes(
                         self._attributes(record, entity, channel, acq, stage, dataset, checksum)
+                        | {"quality": self._quality_attributes(quality)}
                     )
                 previous = staged
                 checksums.append(checksum)
@@ -101,6 +115,8 @@ class UnitConverter:
                 if previous is not None:
                     previous.publish()
             source_bytes = dataset.nbytes
+        if self._quality is not None:
+            self._quality.record(quality_rows)
         return UnitResult(
             source_bytes=source_bytes,
             checksum=",".join(checksums),
@@ -108,6 +124,46 @@ class UnitConverter:
             read_s=timings["read"],
             write_s=timings["write"],
         )
+
+    @staticmethod
+    def _measure(
+        record: UnitRecord,
+        entity: Entity,
+        stage: list[float],
+        camera: np.ndarray,
+        corrected: np.ndarray,
+    ) -> QualityRow:
+        """The entry's quality numbers (see daemon.monitor.quality)."""
+        return QualityRow.of(
+            str(entity.relpath),
+            entity.kind,
+            entity.tile,
+            record.round,
+            entity.index,
+            stage,
+            measure(camera, corrected),
+        )
+
+    def _quality_attributes(self, row: QualityRow) -> dict[str, Any]:
+        """The entry's `quality` attribute; a fiducial's signal relative to round 0 of its tile
+        when round 0 is already measured (quality.parquet has it for every round)."""
+        attrs: dict[str, Any] = {
+            "mean": row.mean,
+            "median": row.median,
+            "p999": row.p999,
+            "signal": row.signal,
+            "saturated_fraction": row.saturated_fraction,
+            "focus": list(row.focus),
+            "best_focus_plane": row.best_focus_plane,
+        }
+        if row.kind == "round":
+            reference = row.signal if row.round == 0 else None
+            if reference is None and self._quality is not None:
+                reference = self._quality.round0_signal(row.tile)
+            attrs["fiducial_relative"] = (
+                row.signal / reference if reference is not None and reference > 0 else None
+            )
+        return attrs
 
     def _attributes(
         self,

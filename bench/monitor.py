@@ -1,0 +1,96 @@
+"""Cost of the live monitor per unit (issue 14), side by side with the unit's conversion.
+
+Simulates realistic datasets, runs `qi2lab-ingest ingest` on them (1 worker, so a unit's
+logged seconds are its own), then times the monitor's per-unit work on the very same stacks in
+this process: the quality numbers of every channel (`daemon.monitor.quality.measure`). Writes
+the figures into the monitor block of RESULTS.md (the rest of the file is bench/run.py's).
+
+    .venv/bin/python bench/monitor.py [--tiles 2 --z 30 --size 2048]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness import median, run_daemon, write_config
+
+from daemon.ingest.convert import correct
+from daemon.monitor.quality import measure
+from daemon.raw.ndtiff import RawDataset
+from daemon.simulate import SimulationSettings, simulate
+
+HERE = Path(__file__).resolve().parent
+BEGIN, END = "<!-- monitor: written by bench/monitor.py -->", "<!-- /monitor -->"
+
+
+def time_quality(dataset: Path, repeats: int = 3) -> float:
+    """Seconds for the quality numbers of every channel of a dataset (median of `repeats`)."""
+    totals = []
+    with RawDataset(dataset) as raw:
+        stacks = [raw.read_channel(name) for name in raw.channels]
+    corrected = [correct(s, 0.47, 100.0) for s in stacks]
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for stack, fixed in zip(stacks, corrected, strict=True):
+            measure(stack, fixed)
+        totals.append(time.perf_counter() - started)
+    return median(totals)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiles", type=int, default=2)
+    parser.add_argument("--z", type=int, default=30)
+    parser.add_argument("--size", type=int, default=2048)
+    args = parser.parse_args(argv)
+    settings = SimulationSettings(tiles=args.tiles, rounds=1, z=args.z, size=args.size)
+    with tempfile.TemporaryDirectory(prefix="qi2lab-bench-monitor-") as work:
+        experiment = Path(work) / "exp"
+        simulate(experiment, settings)
+        config = write_config(Path(work) / "config.toml", Path(work) / "store", workers=1)
+        run = run_daemon("ingest", experiment, config)
+        assert run.returncode == 0, f"ingest failed: see {config.with_suffix('.log')}"
+        unit_s = median(run.unit_seconds())
+        datasets = sorted((experiment / "raw_data").glob("sim_r*_tile*_1"))
+        quality_s = median([time_quality(d) for d in datasets])
+    rows = [
+        ("unit conversion (ingest, 1 worker, median)", f"{unit_s:.3f} s", "", ""),
+        (
+            "quality numbers, all channels of a unit",
+            f"{quality_s:.3f} s",
+            f"{100 * quality_s / unit_s:.1f} %",
+            "<= 5 %",
+        ),
+    ]
+    command = "python bench/monitor.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    block = "\n".join(
+        [
+            BEGIN,
+            "## 7. Live monitor cost per unit (issue 14)",
+            "",
+            f"- command: `.venv/bin/{command.strip()}`",
+            f"- data: {args.tiles} datasets of {settings.channels} x {args.z} x {args.size}^2"
+            f" (simulator), date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+            "",
+            "| figure | measured | share of a unit | target |",
+            "|---|---|---|---|",
+            *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows),
+            END,
+        ]
+    )
+    results = HERE / "RESULTS.md"
+    text = results.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    text = pattern.sub(block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
+    results.write_text(text + ("" if text.endswith("\n") else "\n"), encoding="utf-8")
+    print(block)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
