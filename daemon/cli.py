@@ -1,4 +1,4 @@
-"""Command line: `qi2lab-ingest watch | ingest | status | verify | simulate | demo`.
+"""Command line: `qi2lab-ingest watch | ingest | status | verify | serve | simulate | demo`.
 
 Each subcommand parses its own options and hands plain values to the module that does the
 work, so the modules stay usable without the command line.
@@ -10,11 +10,13 @@ import argparse
 import json
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from daemon.config import Settings
+    from daemon.monitor.web import WebServer
 
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
@@ -97,16 +99,73 @@ def _run_daemon(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, request_stop)
     watching = args.command == "watch"
     progress = None if watching or not sys.stderr.isatty() else ProgressBar()
-    outcome = service.run(
-        watch=watching,
-        exit_when_complete=getattr(args, "exit_when_complete", False),
-        progress=progress,
-    )
+    web = _start_web(args.experiment, settings) if watching else None
+    try:
+        outcome = service.run(
+            watch=watching,
+            exit_when_complete=getattr(args, "exit_when_complete", False),
+            progress=progress,
+        )
+    finally:
+        if web is not None:
+            web.stop()
     if progress is not None:
         progress.close()
     if watching and not args.exit_when_complete:
         return 0
     return 1 if outcome.failed or outcome.pending else 0
+
+
+def _start_web(experiment: Path, settings: Settings) -> WebServer | None:
+    """The live page in a thread of `watch`, unless disabled; a busy port costs the page, not
+    the ingestion (logged as a warning)."""
+    from daemon.logs import get_logger
+    from daemon.monitor.web import open_server
+
+    if not settings.web.listen:
+        return None
+    log = get_logger()
+    try:
+        server = open_server(experiment, settings)
+    except OSError as exc:
+        log.warning("web page not served", listen=settings.web.listen, error=str(exc))
+        return None
+    server.start()
+    log.info("web page served", url=server.url)
+    return server
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="the live page and /metrics of a run, without a daemon")
+    p.add_argument("experiment", type=Path)
+    p.add_argument("--config", type=Path, help="config.toml (default: built-in defaults)")
+    p.add_argument("--listen", help="HOST:PORT (default: [web] listen of the config)")
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from daemon.monitor.address import check_listen
+    from daemon.monitor.web import open_server
+    from daemon.status import NoDatastoreError, open_ledger
+
+    settings = _settings(args)
+    listen = args.listen or settings.web.listen
+    try:
+        check_listen(listen, settings.web.token)
+        if not listen:
+            raise ValueError("[web] listen is empty: give --listen HOST:PORT")
+        open_ledger(args.experiment.resolve(), settings).close()
+        server = open_server(args.experiment, settings, listen)
+    except (ValueError, NoDatastoreError, OSError) as exc:
+        print(f"qi2lab-ingest serve: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: stop.set())
+    server.start()
+    print(f"serving {args.experiment} at {server.url}", flush=True)
+    stop.wait()
+    server.stop()
+    return 0
 
 
 class ProgressBar:
@@ -183,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_daemon_commands(sub)
     _add_ops_commands(sub)
+    _add_serve(sub)
     _add_simulate(sub)
     return parser
 
@@ -195,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "status": _run_status,
         "verify": _run_verify,
         "demo": _run_demo,
+        "serve": _run_serve,
         "simulate": _run_simulate,
     }
     return runners[args.command](args)

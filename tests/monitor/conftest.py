@@ -1,0 +1,61 @@
+"""What the monitor tests share: a daemon with its web page on a free loopback port."""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from support.daemon import DaemonProcess
+from support.experiment import simulator_process, write_config
+
+from daemon.ingest.ledger import Ledger, UnitRecord
+from daemon.simulate import SimulationSettings
+
+
+@dataclass
+class Page:
+    """A served page: where it is, and raw GETs that send the path exactly as given."""
+
+    url: str
+
+    def request(
+        self, path: str, method: str = "GET", headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        parts = urlsplit(self.url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        try:
+            conn.request(method, path, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            conn.close()
+
+
+def ledger_units(store: Path) -> list[UnitRecord]:
+    """The ledger's units, read the way `status` reads them."""
+    ledger = Ledger.open_readonly(store / ".ingest" / "ledger.sqlite")
+    try:
+        return ledger.units()
+    finally:
+        ledger.close()
+
+
+@contextmanager
+def live_run(
+    tmp_path: Path, settings: SimulationSettings, **config: dict
+) -> Iterator[tuple[DaemonProcess, Page]]:
+    """The simulator writing, `watch` following it with its page on 127.0.0.1:<free port>."""
+    experiment = tmp_path / "exp"
+    path = write_config(tmp_path / "config.toml", web={"listen": "127.0.0.1:0"}, **config)
+    microscope = simulator_process(experiment, settings)
+    try:
+        with DaemonProcess("watch", experiment, path) as daemon:
+            served = daemon.wait_seen("web page served")
+            yield daemon, Page(served["url"])
+    finally:
+        microscope.kill()
+        microscope.wait()
