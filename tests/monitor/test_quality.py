@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from daemon.monitor.quality import (
-    STRIDE,
+    sample,
+    stride_for,
     fiducial_relative,
     focus_scores,
     histogram_stats,
@@ -35,17 +36,25 @@ def test_histogram_percentiles_match_numpy_for_any_count(n: int) -> None:
     assert p999 == float(np.percentile(values, 99.9, method="lower"))
 
 
-def test_measure_uses_the_sample_grid(stack: np.ndarray) -> None:
-    corrected = stack
-    raw = stack.copy()
-    raw[:, :16, :16] = 65535  # a saturated corner, 16 x 16 px of each plane
+def test_sample_grid_has_about_256_points_per_side() -> None:
+    assert [stride_for((n, n)) for n in (64, 256, 511, 1024, 2048, 4096)] == [1, 1, 1, 4, 8, 16]
+    stack = np.zeros((2, 1024, 2048), np.uint16)
+    assert sample(stack).shape == (2, 256, 512)
+    assert np.shares_memory(sample(stack), stack)  # a view, no copy
+
+
+def test_measure_uses_the_sample_grid() -> None:
+    rng = np.random.default_rng(3)
+    corrected = rng.poisson(200, size=(3, 1024, 768)).astype(np.uint16)
+    raw = corrected.copy()
+    raw[:, :64, :64] = 65535  # a saturated corner, 64 x 64 px of each plane
     q = measure(raw, corrected)
-    grid = corrected[:, ::STRIDE, ::STRIDE]
+    grid = corrected[:, ::3, ::3]  # shorter side 768 = 3 x 256
     assert q.mean == pytest.approx(float(grid.mean(dtype=np.float64)))
     assert q.median == float(np.percentile(grid, 50, method="lower"))
     assert q.p999 == float(np.percentile(grid, 99.9, method="lower"))
-    # the corner covers (16 * 16) / (64 * 48) of every plane, and of the grid too
-    assert q.saturated_fraction == pytest.approx(16 * 16 / (64 * 48))
+    # the corner covers (64 * 64) / (1024 * 768) of every plane, and of the grid too
+    assert q.saturated_fraction == pytest.approx(64 * 64 / (1024 * 768))
     assert q.signal == q.p999 - q.median
 
 

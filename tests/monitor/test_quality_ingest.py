@@ -35,7 +35,7 @@ def test_ingest_writes_quality_rows_and_attributes(tmp_path):
     for row in table:
         group = zarr.open_group(store / row["entry"], mode="r")
         corrected = np.asarray(group["corrected_data"])
-        grid = corrected[:, ::4, ::4]
+        grid = corrected  # 96 x 96 planes: every pixel is on the sample grid
         assert row["mean"] == pytest.approx(float(grid.mean(dtype=np.float64)))
         assert row["median"] == float(np.percentile(grid, 50, method="lower"))
         assert row["p999"] == float(np.percentile(grid, 99.9, method="lower"))
