@@ -30,12 +30,21 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--camera", choices=("orca", "flir"), default="orca")
     p.add_argument("--interval", type=float, default=0.0, help="seconds between planes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--bad-tile",
+        action="append",
+        default=[],
+        metavar="TILE:KIND[:ROUND]",
+        help="make a tile bad: focus, saturated or dim-fiducial (every round, or raw round ROUND)",
+    )
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
+    from daemon.badtiles import BadTile, plane_hooks
     from daemon.simulate import SimulationError, SimulationSettings, simulate
 
     try:
+        bad = [BadTile.parse(text) for text in args.bad_tile]
         settings = SimulationSettings(
             tiles=args.tiles,
             rounds=args.rounds,
@@ -46,7 +55,9 @@ def _run_simulate(args: argparse.Namespace) -> int:
             interval=args.interval,
             seed=args.seed,
         )
-        truth = simulate(args.experiment, settings)
+        if any(b.tile >= settings.tiles for b in bad):
+            raise SimulationError(f"--bad-tile names a tile beyond --tiles {settings.tiles}")
+        truth = simulate(args.experiment, settings, plane_hooks(bad) if bad else None)
     except SimulationError as exc:
         print(f"qi2lab-ingest simulate: {exc}", file=sys.stderr)
         return 2

@@ -119,8 +119,14 @@ class SimulationSettings:
         return (round - 1) * len(self.readout_colors) + self.readout_colors.index(color) + 1
 
 
-def simulate(experiment: Path, settings: SimulationSettings) -> Path:
+def simulate(
+    experiment: Path,
+    settings: SimulationSettings,
+    planes: Callable[[int, int], PlaneHook] | None = None,
+) -> Path:
     """Write a whole acquisition into `experiment`/raw_data; returns the ground-truth path.
+
+    `planes(round, tile)`, if given, is the plane hook of that dataset (`daemon.badtiles`).
 
     Raises:
         SimulationError: raw_data already holds files (a simulation never overwrites data).
@@ -140,7 +146,8 @@ def simulate(experiment: Path, settings: SimulationSettings) -> Path:
             _write_csv(
                 raw / f"{name}_stage_positions.csv", [["stage_x", "stage_y", "stage_z"], [x, y, z]]
             )
-            folder = write_dataset(raw, name, settings, round, tile, pace).name
+            hook = {} if planes is None else {"plane": planes(round, tile)}
+            folder = write_dataset(raw, name, settings, round, tile, pace, **hook).name
             datasets.append(_dataset_truth(settings, name, folder, round, tile))
     truth = {
         "settings": asdict(settings),

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import zarr
+from monitor_support import simulate_command
 from support.experiment import daemon_command, published_entries, write_config
 
 from daemon.simulate import SimulationSettings, simulate
@@ -61,3 +62,48 @@ def test_ingest_writes_quality_rows_and_attributes(tmp_path):
                 assert attrs["fiducial_relative"] == pytest.approx(row["fiducial_relative"])
         else:
             assert row["fiducial_relative"] is None
+
+
+BAD_TILES = ("1:focus", "2:saturated", "3:dim-fiducial:2")
+
+
+def test_quality_numbers_single_out_bad_tiles(tmp_path):
+    """`simulate --bad-tile`: an out-of-focus tile, a saturated one, and a fiducial that fades
+    in raw round 2 (datastore round 1); each stands out in quality.parquet."""
+    settings = SimulationSettings(tiles=4, rounds=2, z=6, size=96)
+    experiment = tmp_path / "exp"
+    made = subprocess.run(simulate_command(experiment, settings, BAD_TILES), timeout=120)
+    assert made.returncode == 0
+    config = write_config(tmp_path / "config.toml")
+    run = subprocess.run(daemon_command("ingest", experiment, config), timeout=300)
+    assert run.returncode == 0
+    rows = pq.read_table(experiment / "qi2labdatastore" / "quality.parquet").to_pylist()
+    assert len(rows) == 4 * 2 * 3
+
+    readouts = [r for r in rows if r["kind"] == "bit"]
+    good = [r["best_focus"] for r in readouts if r["tile"] in (0, 3)]
+    blurred = [r["best_focus"] for r in readouts if r["tile"] == 1]
+    assert max(blurred) < 0.3 * min(good)
+
+    for r in rows:
+        expected = 0.25 if r["tile"] == 2 else 0.0  # a quarter of every frame
+        assert r["saturated_fraction"] == pytest.approx(expected, abs=0.01), r["entry"]
+
+    fiducial = {
+        (r["tile"], r["round"]): r["fiducial_relative"] for r in rows if r["kind"] == "round"
+    }
+    assert fiducial[(3, 1)] < 0.5
+    assert all(v > 0.8 for key, v in fiducial.items() if key != (3, 1))
+
+
+def test_simulate_rejects_a_bad_tile_it_cannot_make(tmp_path):
+    settings = SimulationSettings(tiles=2, rounds=1, z=2, size=32)
+    for bad in ("5:focus", "0:blurry", "x:focus", "0:focus:1:2"):
+        run = subprocess.run(
+            simulate_command(tmp_path / bad.replace(":", "_"), settings, (bad,)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 2, bad
+        assert "--bad-tile" in run.stderr, run.stderr

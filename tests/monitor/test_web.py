@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import Page, ledger_units, live_run
+from monitor_support import Page, ledger_units, live_run
 from prometheus_client.parser import text_string_to_metric_families
 from support.experiment import daemon_command, write_config
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import http.client
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -10,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from support.daemon import DaemonProcess
-from support.experiment import simulator_process, write_config
+from support.experiment import write_config
 
 from daemon.ingest.ledger import Ledger, UnitRecord
 from daemon.simulate import SimulationSettings
@@ -44,14 +46,29 @@ def ledger_units(store: Path) -> list[UnitRecord]:
         ledger.close()
 
 
+def simulate_command(
+    experiment: Path, settings: SimulationSettings, bad_tiles: tuple[str, ...] = ()
+) -> list[str]:
+    """`qi2lab-ingest simulate` with these settings and `--bad-tile`s, from this interpreter."""
+    args = [sys.executable, "-m", "daemon.cli", "simulate", str(experiment)]
+    for option in ("tiles", "rounds", "z", "size", "channels", "camera", "interval", "seed"):
+        args += [f"--{option}", str(getattr(settings, option))]
+    for bad in bad_tiles:
+        args += ["--bad-tile", bad]
+    return args
+
+
 @contextmanager
 def live_run(
-    tmp_path: Path, settings: SimulationSettings, **config: dict
+    tmp_path: Path, settings: SimulationSettings, bad_tiles: tuple[str, ...] = ()
 ) -> Iterator[tuple[DaemonProcess, Page]]:
-    """The simulator writing, `watch` following it with its page on 127.0.0.1:<free port>."""
+    """The simulator writing (as its own process), `watch` following it with its page on
+    127.0.0.1:<free port>."""
     experiment = tmp_path / "exp"
-    path = write_config(tmp_path / "config.toml", web={"listen": "127.0.0.1:0"}, **config)
-    microscope = simulator_process(experiment, settings)
+    path = write_config(tmp_path / "config.toml", web={"listen": "127.0.0.1:0"})
+    microscope = subprocess.Popen(
+        simulate_command(experiment, settings, bad_tiles), stdout=subprocess.DEVNULL
+    )
     try:
         with DaemonProcess("watch", experiment, path) as daemon:
             served = daemon.wait_seen("web page served")
