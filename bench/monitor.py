@@ -2,7 +2,9 @@
 
 Simulates realistic datasets, runs `qi2lab-ingest ingest` on them (1 worker, so a unit's
 logged seconds are its own), then times the monitor's per-unit work on the very same stacks in
-this process: the quality numbers of every channel (`daemon.monitor.quality.measure`). Writes
+this process: the quality numbers of every channel (`daemon.monitor.quality.measure`) and its
+tile of the mosaic preview (`daemon.monitor.preview.MosaicPreview.add`). Note that the unit's
+logged seconds already include both (they run in the worker). Writes
 the figures into the monitor block of RESULTS.md (the rest of the file is bench/run.py's).
 
     .venv/bin/python bench/monitor.py [--tiles 2 --z 30 --size 2048]
@@ -20,26 +22,36 @@ from pathlib import Path
 from harness import median, run_daemon, write_config
 
 from daemon.ingest.convert import correct
+from daemon.monitor.preview import MosaicPreview
 from daemon.monitor.quality import measure
 from daemon.raw.ndtiff import RawDataset
 from daemon.simulate import SimulationSettings, simulate
 
 HERE = Path(__file__).resolve().parent
+PIXEL_UM = 0.108
 BEGIN, END = "<!-- monitor: written by bench/monitor.py -->", "<!-- /monitor -->"
 
 
-def time_quality(dataset: Path, repeats: int = 3) -> float:
-    """Seconds for the quality numbers of every channel of a dataset (median of `repeats`)."""
-    totals = []
+def time_monitor(dataset: Path, work: Path, repeats: int = 3) -> tuple[float, float]:
+    """Seconds for the quality numbers and for the preview of every channel of a dataset
+    (medians of `repeats`; each preview repeat adds the tiles one tile further right, so the
+    canvas grows as in a run)."""
+    quality, preview = [], []
     with RawDataset(dataset) as raw:
         stacks = [raw.read_channel(name) for name in raw.channels]
     corrected = [correct(s, 0.47, 100.0) for s in stacks]
-    for _ in range(repeats):
+    mosaic = MosaicPreview(work / "preview.ome.zarr")
+    tile_um = stacks[0].shape[-1] * PIXEL_UM
+    for repeat in range(repeats):
         started = time.perf_counter()
         for stack, fixed in zip(stacks, corrected, strict=True):
             measure(stack, fixed)
-        totals.append(time.perf_counter() - started)
-    return median(totals)
+        quality.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        for c, fixed in enumerate(corrected):
+            mosaic.add(f"bit{c + 1:03d}", fixed, (0.0, repeat * tile_um), PIXEL_UM)
+        preview.append(time.perf_counter() - started)
+    return median(quality), median(preview)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,13 +69,21 @@ def main(argv: list[str] | None = None) -> int:
         assert run.returncode == 0, f"ingest failed: see {config.with_suffix('.log')}"
         unit_s = median(run.unit_seconds())
         datasets = sorted((experiment / "raw_data").glob("sim_r*_tile*_1"))
-        quality_s = median([time_quality(d) for d in datasets])
+        costs = [time_monitor(d, Path(work) / d.name) for d in datasets]
+        quality_s = median([q for q, _ in costs])
+        preview_s = median([p for _, p in costs])
     rows = [
         ("unit conversion (ingest, 1 worker, median)", f"{unit_s:.3f} s", "", ""),
         (
             "quality numbers, all channels of a unit",
             f"{quality_s:.3f} s",
             f"{100 * quality_s / unit_s:.1f} %",
+            "<= 5 %",
+        ),
+        (
+            "mosaic preview, all channels of a unit",
+            f"{preview_s:.3f} s",
+            f"{100 * preview_s / unit_s:.1f} %",
             "<= 5 %",
         ),
     ]

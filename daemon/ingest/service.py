@@ -39,6 +39,7 @@ from daemon.ingest.unit import UnitConverter
 from daemon.ingest.watcher import RawWatcher
 from daemon.ingest.workers import WorkerPool
 from daemon.logs import get_logger
+from daemon.monitor.preview import PREVIEW_DIR, MosaicPreview
 from daemon.monitor.qualitylog import QUALITY_DB, QUALITY_TABLE, QualityLog, QualityPublisher
 from daemon.raw.experiment import Plan
 
@@ -91,7 +92,12 @@ class IngestService:
             self.quality, store_path / QUALITY_TABLE, settings.status.ingest_log_interval_s
         )
         self._converter = UnitConverter(
-            self.raw_dir, self.store, self.planner, settings, self.quality
+            self.raw_dir,
+            self.store,
+            self.planner,
+            settings,
+            self.quality,
+            MosaicPreview(store_path / PREVIEW_DIR),
         )
         self.pool = WorkerPool(
             self.ledger,

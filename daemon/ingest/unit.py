@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 
 from daemon.config import Settings
-from daemon.datastore.layout import Entity
+from daemon.datastore.layout import Entity, entity_dirname
 from daemon.datastore.store import DataStore, StagedEntity
 from daemon.ingest.convert import correct, orient
 from daemon.ingest.ledger import UnitRecord, UnitResult
 from daemon.ingest.planner import Planner
+from daemon.monitor.preview import MosaicPreview
 from daemon.monitor.quality import measure
 from daemon.monitor.qualitylog import QualityLog, QualityRow
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
@@ -70,12 +71,14 @@ class UnitConverter:
         planner: Planner,
         settings: Settings,
         quality: QualityLog | None = None,
+        preview: MosaicPreview | None = None,
     ):
         self._raw_dir = raw_dir
         self._store = store
         self._planner = planner
         self._settings = settings
         self._quality = quality
+        self._preview = preview
 
     def convert(self, record: UnitRecord) -> UnitResult:
         """Read the unit's dataset, write its entries, and say what was produced."""
@@ -105,6 +108,13 @@ class UnitConverter:
                     staged.write_array("corrected_data", corrected, immutable_source=True)
                     quality = self._measure(record, entity, stage, camera, corrected)
                     quality_rows.append(quality)
+                    if self._preview is not None:
+                        self._preview.add(
+                            entity_dirname(entity.kind, entity.index).removesuffix(".zarr"),
+                            corrected,
+                            (stage[1], stage[2]),
+                            acq.voxel_size_zyx_um[2],
+                        )
                     staged.write_attributes(
                         self._attributes(record, entity, channel, acq, stage, dataset, checksum)
                         | {"quality": self._quality_attributes(quality)}

@@ -18,6 +18,7 @@ from typing import Any
 from daemon.config import Settings
 from daemon.ingest.ledger import UnitRecord
 from daemon.ingest.service import STATE_DIR, ledger_path
+from daemon.monitor.preview import PREVIEW_DIR, preview_names
 from daemon.monitor.qualitylog import QUALITY_DB, QualityLog
 from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import Plan, read_stage_position
@@ -99,6 +100,7 @@ class Snapshots:
             "events": events(units),
             "seconds_since_last_unit": None if last_done is None else now - last_done,
             "health": health(report, last_done, now),
+            "previews": preview_names(self.store / PREVIEW_DIR),
         }
         return report
 

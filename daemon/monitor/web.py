@@ -21,6 +21,7 @@ import threading
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -32,6 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from daemon.config import Settings
 from daemon.monitor.address import bind
 from daemon.monitor.metrics import registry_for
+from daemon.monitor.preview import PREVIEW_DIR, preview_names, read_level
 from daemon.monitor.snapshot import Snapshots
 
 STATIC_TYPES = {
@@ -76,6 +78,20 @@ def build_app(experiment: Path, settings: Settings) -> ASGIApp:
     def state(_request: Request) -> Response:
         return JSONResponse(snapshots.page())
 
+    def preview(request: Request) -> Response:
+        name = request.path_params["name"]
+        root = snapshots.store / PREVIEW_DIR
+        if name not in preview_names(root):  # a listed image name, never a path from the URL
+            return PlainTextResponse("not found", status_code=404)
+        image = read_level(root, name)
+        if image is None:
+            return PlainTextResponse("not found", status_code=404)
+        return Response(
+            to_uint8(image).tobytes(),
+            media_type="application/octet-stream",
+            headers={"x-width": str(image.shape[1]), "x-height": str(image.shape[0])},
+        )
+
     def metrics(_request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -84,10 +100,22 @@ def build_app(experiment: Path, settings: Settings) -> ASGIApp:
             Route("/", page),
             Route("/static/{name}", static),
             Route("/api/state", state),
+            Route("/api/preview/{name}", preview),
             Route("/metrics", metrics),
         ]
     )
     return _Guard(app, settings.web.token)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Grey levels for the page: the 1st to the 99.9th percentile of the tiles' pixels (the
+    empty canvas around them left out) stretched over 0..255."""
+    values = image[image > 0]
+    if values.size == 0:
+        return np.zeros(image.shape, np.uint8)
+    lo, hi = np.percentile(values, [1.0, 99.9])
+    scaled = (image.astype(np.float32) - lo) / max(hi - lo, 1.0) * 255.0
+    return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
 class _Guard:

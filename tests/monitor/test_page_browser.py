@@ -1,6 +1,7 @@
 """The live page in a real browser (headless Chromium) against `watch` following the
 simulator: the tile map follows the ledger as units finish, the heatmaps single out the bad
-tiles the simulator was asked for, nothing fails to load, and a screenshot is kept."""
+tiles the simulator was asked for, the mosaic preview is drawn, nothing fails to load, and a
+screenshot is kept."""
 
 from __future__ import annotations
 
@@ -103,6 +104,15 @@ def test_page_follows_the_run_and_singles_out_bad_tiles(tmp_path: Path) -> None:
         fiducial = heatmap(driver, "fiducial_relative", "round0001")
         assert min(fiducial, key=lambda t: fiducial[t]) == 3 and fiducial[3] < 0.5
 
+        Select(driver.find_element("id", "preview-channel")).select_by_value("bit001")
+        wait_until(
+            lambda: driver.execute_script(
+                "const c = document.getElementById('preview');"
+                "return c.dataset.drawn === 'bit001' && c.dataset.nonzero === 'yes'"
+                " && c.width > 1"
+            ),
+            "the preview of bit001 drawn",
+        )
         health = driver.find_element("id", "health").text
         assert health in ("ok", "complete"), health
         assert "done" in driver.find_element("id", "events").text
