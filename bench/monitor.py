@@ -1,10 +1,11 @@
 """Cost of the live monitor per unit (issue 14), side by side with the unit's conversion.
 
-Simulates realistic datasets, runs `qi2lab-ingest ingest` on them (1 worker, so a unit's
+Part 1: simulates realistic datasets, runs `qi2lab-ingest ingest` on them (1 worker, so a unit's
 logged seconds are its own), then times the monitor's per-unit work on the very same stacks in
 this process: the quality numbers of every channel (`daemon.monitor.quality.measure`) and its
 tile of the mosaic preview (`daemon.monitor.preview.MosaicPreview.add`). Note that the unit's
 logged seconds already include both (they run in the worker). Writes
+Part 2: the web server's CPU while a browser watches (see `server_cpu`). Writes
 the figures into the monitor block of RESULTS.md (the rest of the file is bench/run.py's).
 
     .venv/bin/python bench/monitor.py [--tiles 2 --z 30 --size 2048]
@@ -13,13 +14,19 @@ the figures into the monitor block of RESULTS.md (the rest of the file is bench/
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import shutil
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from harness import median, run_daemon, write_config
+from harness import DaemonProcess, median, read_events, run_daemon, write_config
 
 from daemon.ingest.convert import correct
 from daemon.monitor.preview import MosaicPreview
@@ -54,11 +61,74 @@ def time_monitor(dataset: Path, work: Path, repeats: int = 3) -> tuple[float, fl
     return median(quality), median(preview)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu(work: Path, tiles: int, seconds: float) -> dict[str, float]:
+    """`watch` on a finished simulated run (`tiles` x 2 rounds of small stacks), idle: its CPU
+    share over `seconds` with nobody watching, then with headless Chromium showing the page
+    (which polls /api/state every second), and the time of one /api/state."""
+    experiment = work / "exp"
+    simulate(experiment, SimulationSettings(tiles=tiles, rounds=2, z=4, size=64))
+    config = write_config(work / "config.toml", work / "store", workers=2)
+    with config.open("a", encoding="utf-8") as f:
+        f.write('\n[web]\nlisten = "127.0.0.1:0"\n')
+    daemon = DaemonProcess("watch", experiment, config)
+    try:
+        while (
+            not daemon.logged("web page served")
+            or len([e for e in read_events(daemon.log) if e.get("event") == "unit done"])
+            < 2 * tiles
+        ):
+            time.sleep(0.5)
+        url = next(e["url"] for e in read_events(daemon.log) if e.get("event") == "web page served")
+        time.sleep(3.0)  # let the last publications settle
+        start = cpu_seconds(daemon.proc.pid)
+        time.sleep(seconds)
+        idle = (cpu_seconds(daemon.proc.pid) - start) / seconds
+        started = time.perf_counter()
+        for _ in range(10):
+            urllib.request.urlopen(url + "api/state").read()
+        request_s = (time.perf_counter() - started) / 10
+        with chromium_session() as driver:
+            driver.get(url)
+            time.sleep(3.0)
+            start = cpu_seconds(daemon.proc.pid)
+            time.sleep(seconds)
+            watched = (cpu_seconds(daemon.proc.pid) - start) / seconds
+    finally:
+        daemon.proc.terminate()
+        daemon.finish()
+    return {"idle": idle, "watched": watched, "request_s": request_s, "units": 2 * tiles}
+
+
+@contextmanager
+def chromium_session() -> Iterator[Any]:
+    """Headless Chromium from the system's packages (as tests/monitor/browser.py)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "chromium"
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiles", type=int, default=2)
     parser.add_argument("--z", type=int, default=30)
     parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--server-tiles", type=int, default=100)
+    parser.add_argument("--server-seconds", type=float, default=30.0)
     args = parser.parse_args(argv)
     settings = SimulationSettings(tiles=args.tiles, rounds=1, z=args.z, size=args.size)
     with tempfile.TemporaryDirectory(prefix="qi2lab-bench-monitor-") as work:
@@ -72,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         costs = [time_monitor(d, Path(work) / d.name) for d in datasets]
         quality_s = median([q for q, _ in costs])
         preview_s = median([p for _, p in costs])
+    with tempfile.TemporaryDirectory(prefix="qi2lab-bench-server-") as work:
+        server = server_cpu(Path(work), args.server_tiles, args.server_seconds)
     rows = [
         ("unit conversion (ingest, 1 worker, median)", f"{unit_s:.3f} s", "", ""),
         (
@@ -85,6 +157,24 @@ def main(argv: list[str] | None = None) -> int:
             f"{preview_s:.3f} s",
             f"{100 * preview_s / unit_s:.1f} %",
             "<= 5 %",
+        ),
+        (
+            f"daemon CPU, idle, nobody watching ({server['units']} units done)",
+            f"{100 * server['idle']:.1f} % of a core",
+            "",
+            "",
+        ),
+        (
+            "daemon CPU, idle, headless Chromium showing the page",
+            f"{100 * server['watched']:.1f} % of a core",
+            "",
+            "",
+        ),
+        (
+            f"one /api/state ({server['units']} units)",
+            f"{1000 * server['request_s']:.0f} ms",
+            "",
+            "",
         ),
     ]
     command = "python bench/monitor.py " + " ".join(argv if argv is not None else sys.argv[1:])

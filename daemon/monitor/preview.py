@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import tensorstore as ts
-from yaozarrs import DimSpec, v05
 
 from daemon.datastore.jsonio import atomic_write
 
@@ -102,6 +101,8 @@ def grown(
 
 def image_metadata(name: str, canvas: Canvas) -> dict[str, Any]:
     """The image group's zarr.json (NGFF 0.5), validated by yaozarrs."""
+    from yaozarrs import DimSpec, v05  # pydantic models: imported when a preview is written
+
     dims = [
         DimSpec(
             name=axis,
