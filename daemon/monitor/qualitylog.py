@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from daemon.datastore.jsonio import atomic_write
+from daemon.ingest.ledger import connect_readonly
 from daemon.monitor.quality import EntryQuality, fiducial_relative, fiducial_signals
 
 QUALITY_TABLE = "quality.parquet"  # in the datastore, next to ingest_log.parquet
@@ -126,11 +127,7 @@ class QualityLog:
         self._lock = threading.Lock()
         self.changes = 0
         if readonly:
-            wal = path.with_name(f"{path.name}-wal")
-            query = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
-            self._db = sqlite3.connect(
-                f"{path.as_uri()}?{query}", uri=True, check_same_thread=False
-            )
+            self._db = connect_readonly(path)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
