@@ -171,7 +171,8 @@ class MosaicPreview:
                 "dimension_names": ["y", "x"],
                 "fill_value": 0,
             }
-        return ts.open(spec, create=create, context=self._context).result()
+        # delete_existing: a version half-made by a daemon killed while growing is made again
+        return ts.open(spec, create=create, delete_existing=create, context=self._context).result()
 
     def _merge(
         self, name: str, canvas: Canvas, level: int, top: tuple[int, int], part: np.ndarray

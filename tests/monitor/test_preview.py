@@ -112,3 +112,20 @@ def test_readers_never_fail_nor_see_a_torn_tile_while_tiles_arrive(tmp_path):
     assert reads[0] > 0
     final = open_level(zarr.open_group(root / "bit001", mode="r"), 0)[0][:]
     assert sorted(np.unique(final[final > 0])) == [100 + i for i in range(len(order))]
+
+
+def test_growth_redoes_a_version_half_made_by_a_killed_daemon(tmp_path):
+    root = tmp_path / "preview.ome.zarr"
+    MosaicPreview(root).add("round0000", stack_for(1), (0.0, 0.0), PIXEL_UM)
+    # a daemon killed while growing left version 1's first array behind, unpublished
+    leftover = root / "round0000" / "v1" / "0"
+    leftover.mkdir(parents=True)
+    (leftover / "zarr.json").write_text('{"zarr_format": 3, "node_type": "array"}')
+    restarted = MosaicPreview(root)
+    restarted.add("round0000", stack_for(2), (0.0, 96 * PIXEL_UM), PIXEL_UM)  # to the right
+    image = zarr.open_group(root / "round0000", mode="r")
+    array, _, _ = open_level(image, 0)
+    assert image.attrs["ome"]["multiscales"][0]["datasets"][0]["path"] == "v1/0"
+    mosaic = array[:]
+    np.testing.assert_array_equal(mosaic[:16, :12], expected_projection(stack_for(1)))
+    np.testing.assert_array_equal(mosaic[:16, 12:24], expected_projection(stack_for(2)))
