@@ -5,6 +5,7 @@ without a token."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 
@@ -150,3 +151,24 @@ def test_serve_a_finished_run_with_a_token(tmp_path):
     finally:
         serve.terminate()
         assert serve.wait(30) == 0
+
+
+def test_a_busy_port_costs_the_page_not_the_ingestion(tmp_path):
+    experiment = tmp_path / "exp"
+    simulate(experiment, SimulationSettings(tiles=1, rounds=1, z=2, size=32))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path / "config.toml", web={"listen": f"127.0.0.1:{port}"})
+        run = subprocess.run(
+            daemon_command("watch", experiment, config, "--exit-when-complete"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert run.returncode == 0, run.stderr[-2000:]
+    events = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
+    refused = [e for e in events if e["event"] == "web page not served"]
+    assert refused and refused[0]["level"] == "warning" and "in use" in refused[0]["error"]
+    assert sum(e["event"] == "unit done" for e in events) == 1
