@@ -90,12 +90,13 @@ class Snapshots:
         units = self.units()
         plan = _readable_plan(self.experiment / "raw_data", self.settings)
         now = time.time()
-        positions = self._positions.of(plan)
+        quality = [_compact(r) for r in self.quality()]
+        positions = as_stored(self._positions.of(plan), quality)
         last_done = max((u.finished_at or 0.0 for u in units if u.state == "done"), default=None)
         report |= {
             "now": now,
             "tiles": {str(t): {"x": x, "y": y} for t, (x, y) in sorted(positions.items())},
-            "quality": [_compact(r) for r in self.quality()],
+            "quality": quality,
             "history": history(units),
             "events": events(units),
             "seconds_since_last_unit": None if last_done is None else now - last_done,
@@ -103,6 +104,21 @@ class Snapshots:
             "previews": preview_names(self.store / PREVIEW_DIR),
         }
         return report
+
+
+def as_stored(
+    raw: dict[int, tuple[float, float]], quality: list[dict[str, Any]]
+) -> dict[int, tuple[float, float]]:
+    """Raw (x, y) stage positions in the datastore's convention (a flipped stage axis stored
+    negated, as in stage_zyx_um and the preview), learnt from a measured tile: so the tile map
+    and the mosaic preview face the same way, also for tiles not converted yet."""
+    for row in quality:
+        if row["tile"] in raw:
+            x, y = raw[row["tile"]]
+            sx = -1.0 if x and row["stage_x_um"] == -x else 1.0
+            sy = -1.0 if y and row["stage_y_um"] == -y else 1.0
+            return {t: (sx * px, sy * py) for t, (px, py) in raw.items()}
+    return raw
 
 
 def _compact(row: dict[str, Any]) -> dict[str, Any]:
