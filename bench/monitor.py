@@ -1,10 +1,10 @@
 """Cost of the live monitor per unit (issue 14), side by side with the unit's conversion.
 
-Part 1: simulates realistic datasets, runs `qi2lab-ingest ingest` on them (1 worker, so a unit's
-logged seconds are its own), then times the monitor's per-unit work on the very same stacks in
-this process: the quality numbers of every channel (`daemon.monitor.quality.measure`) and its
-tile of the mosaic preview (`daemon.monitor.preview.MosaicPreview.add`). Note that the unit's
-logged seconds already include both (they run in the worker). Writes
+Part 1: simulates realistic datasets and runs `qi2lab-ingest ingest` on them (1 worker, so a
+unit's logged seconds are its own). Each `unit done` line gives the unit's seconds and, within
+them, the seconds of its quality numbers (`quality_s`) and of its mosaic preview tiles
+(`preview_s`), measured in the worker around those calls: the shares are side by side in the
+very same unit, whatever else loads the machine. Writes
 Part 2: the web server's CPU while a browser watches (see `server_cpu`). Writes
 the figures into the monitor block of RESULTS.md (the rest of the file is bench/run.py's).
 
@@ -28,37 +28,10 @@ from typing import Any
 
 from harness import DaemonProcess, median, read_events, run_daemon, write_config
 
-from daemon.ingest.convert import correct
-from daemon.monitor.preview import MosaicPreview
-from daemon.monitor.quality import measure
-from daemon.raw.ndtiff import RawDataset
 from daemon.simulate import SimulationSettings, simulate
 
 HERE = Path(__file__).resolve().parent
-PIXEL_UM = 0.108
 BEGIN, END = "<!-- monitor: written by bench/monitor.py -->", "<!-- /monitor -->"
-
-
-def time_monitor(dataset: Path, work: Path, repeats: int = 3) -> tuple[float, float]:
-    """Seconds for the quality numbers and for the preview of every channel of a dataset
-    (medians of `repeats`; each preview repeat adds the tiles one tile further right, so the
-    canvas grows as in a run)."""
-    quality, preview = [], []
-    with RawDataset(dataset) as raw:
-        stacks = [raw.read_channel(name) for name in raw.channels]
-    corrected = [correct(s, 0.47, 100.0) for s in stacks]
-    mosaic = MosaicPreview(work / "preview.ome.zarr")
-    tile_um = stacks[0].shape[-1] * PIXEL_UM
-    for repeat in range(repeats):
-        started = time.perf_counter()
-        for stack, fixed in zip(stacks, corrected, strict=True):
-            measure(stack, fixed)
-        quality.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        for c, fixed in enumerate(corrected):
-            mosaic.add(f"bit{c + 1:03d}", fixed, (0.0, repeat * tile_um), PIXEL_UM)
-        preview.append(time.perf_counter() - started)
-    return median(quality), median(preview)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -137,25 +110,26 @@ def main(argv: list[str] | None = None) -> int:
         config = write_config(Path(work) / "config.toml", Path(work) / "store", workers=1)
         run = run_daemon("ingest", experiment, config)
         assert run.returncode == 0, f"ingest failed: see {config.with_suffix('.log')}"
-        unit_s = median(run.unit_seconds())
-        datasets = sorted((experiment / "raw_data").glob("sim_r*_tile*_1"))
-        costs = [time_monitor(d, Path(work) / d.name) for d in datasets]
-        quality_s = median([q for q, _ in costs])
-        preview_s = median([p for _, p in costs])
+    done = run.named("unit done")
+    unit_s = median([float(e["seconds"]) for e in done])
+    quality_s = median([float(e["quality_s"]) for e in done])
+    preview_s = median([float(e["preview_s"]) for e in done])
+    quality_share = median([e["quality_s"] / e["seconds"] for e in done])
+    preview_share = median([e["preview_s"] / e["seconds"] for e in done])
     with tempfile.TemporaryDirectory(prefix="qi2lab-bench-server-") as work:
         server = server_cpu(Path(work), args.server_tiles, args.server_seconds)
     rows = [
-        ("unit conversion (ingest, 1 worker, median)", f"{unit_s:.3f} s", "", ""),
+        ("unit conversion (ingest, 1 worker, median)", f"{unit_s:.3f} s", "100 %", ""),
         (
             "quality numbers, all channels of a unit",
             f"{quality_s:.3f} s",
-            f"{100 * quality_s / unit_s:.1f} %",
+            f"{100 * quality_share:.1f} %",
             "<= 5 %",
         ),
         (
             "mosaic preview, all channels of a unit",
             f"{preview_s:.3f} s",
-            f"{100 * preview_s / unit_s:.1f} %",
+            f"{100 * preview_share:.1f} %",
             "<= 5 %",
         ),
         (

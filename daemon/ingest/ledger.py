@@ -106,6 +106,9 @@ class UnitResult:
     outputs: tuple[str, ...]
     read_s: float
     write_s: float
+    # parts of write_s spent on the live monitor (daemon.monitor), for the log and bench/
+    quality_s: float = 0.0
+    preview_s: float = 0.0
 
 
 class Ledger:

@@ -86,7 +86,7 @@ class UnitConverter:
         assert plan is not None, "units are dispatched only once the plan is known"
         raw_round = record.round + 1
         entities = unit_entities(plan, record.tile, record.round)
-        timings = {"read": 0.0, "write": 0.0}
+        timings = {"read": 0.0, "write": 0.0, "quality": 0.0, "preview": 0.0}
         checksums: list[str] = []
         quality_rows: list[QualityRow] = []
         with RawDataset(self._raw_dir / record.dataset) as dataset, ExitStack() as stages:
@@ -106,15 +106,17 @@ class UnitConverter:
                     staged = stages.enter_context(self._store.stage(entity))
                     staged.write_array("camera_data", camera, immutable_source=True)
                     staged.write_array("corrected_data", corrected, immutable_source=True)
-                    quality = self._measure(record, entity, stage, camera, corrected)
+                    with _timed(timings, "quality"):
+                        quality = self._measure(record, entity, stage, camera, corrected)
                     quality_rows.append(quality)
                     if self._preview is not None:
-                        self._preview.add(
-                            entity_dirname(entity.kind, entity.index).removesuffix(".zarr"),
-                            corrected,
-                            (stage[1], stage[2]),
-                            acq.voxel_size_zyx_um[2],
-                        )
+                        with _timed(timings, "preview"):
+                            self._preview.add(
+                                entity_dirname(entity.kind, entity.index).removesuffix(".zarr"),
+                                corrected,
+                                (stage[1], stage[2]),
+                                acq.voxel_size_zyx_um[2],
+                            )
                     staged.write_attributes(
                         self._attributes(record, entity, channel, acq, stage, dataset, checksum)
                         | {"quality": self._quality_attributes(quality)}
@@ -133,6 +135,8 @@ class UnitConverter:
             outputs=tuple(str(e.relpath) for e in entities.values()),
             read_s=timings["read"],
             write_s=timings["write"],
+            quality_s=timings["quality"],
+            preview_s=timings["preview"],
         )
 
     @staticmethod
