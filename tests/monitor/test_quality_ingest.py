@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 from monitor_support import simulate_command
-from support.experiment import daemon_command, published_entries, write_config
+from support.experiment import daemon_command, log_events, published_entries, write_config
 
 from daemon.simulate import SimulationSettings, simulate
 
@@ -27,6 +27,12 @@ def test_ingest_writes_quality_rows_and_attributes(tmp_path):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     store = experiment / "qi2labdatastore"
+    done = [e for e in log_events(run.stderr) if e["event"] == "unit done"]
+    assert len(done) == settings.tiles * settings.rounds
+    for event in done:  # the worker's own measure of what the monitor costs it
+        assert 0 < event["quality_s"] < event["seconds"]
+        assert 0 < event["preview_s"] < event["seconds"]
+    assert (store / "preview.ome.zarr" / "bit001" / "zarr.json").is_file()
 
     table = pq.read_table(store / "quality.parquet").to_pylist()
     entries = published_entries(store)
