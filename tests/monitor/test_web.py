@@ -172,3 +172,15 @@ def test_a_busy_port_costs_the_page_not_the_ingestion(tmp_path):
     refused = [e for e in events if e["event"] == "web page not served"]
     assert refused and refused[0]["level"] == "warning" and "in use" in refused[0]["error"]
     assert sum(e["event"] == "unit done" for e in events) == 1
+
+
+def test_serve_without_a_datastore_says_so(tmp_path):
+    config = write_config(tmp_path / "config.toml", web={"listen": "127.0.0.1:0"})
+    run = subprocess.run(
+        daemon_command("serve", tmp_path / "nothing", config),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert "no datastore yet" in run.stderr
