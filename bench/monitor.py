@@ -160,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
             f"- command: `.venv/bin/{command.strip()}`",
             f"- data: {args.tiles} datasets of {settings.channels} x {args.z} x {args.size}^2"
             f" (simulator), date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+            f"- load average at the end: {' / '.join(f'{v:.1f}' for v in os.getloadavg())}"
+            " (1 / 5 / 15 min): the shares are measured within the same units, the seconds"
+            " are not comparable across machines or loads",
             "",
             "| figure | measured | share of a unit | target |",
             "|---|---|---|---|",

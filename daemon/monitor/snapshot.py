@@ -90,13 +90,13 @@ class Snapshots:
         units = self.units()
         plan = _readable_plan(self.experiment / "raw_data", self.settings)
         now = time.time()
-        quality = [_compact(r) for r in self.quality()]
-        positions = as_stored(self._positions.of(plan), quality)
+        rows = self.quality()
+        positions = as_stored(self._positions.of(plan), rows)
         last_done = max((u.finished_at or 0.0 for u in units if u.state == "done"), default=None)
         report |= {
             "now": now,
             "tiles": {str(t): {"x": x, "y": y} for t, (x, y) in sorted(positions.items())},
-            "quality": quality,
+            "quality": [_compact(r) for r in rows],
             "history": history(units),
             "events": events(units),
             "seconds_since_last_unit": None if last_done is None else now - last_done,
@@ -121,9 +121,24 @@ def as_stored(
     return raw
 
 
+# What the page draws from a quality row: sent every second, so nothing more.
+PAGE_QUALITY_FIELDS = (
+    "entry",
+    "kind",
+    "tile",
+    "round",
+    "entry_index",
+    "p999",
+    "saturated_fraction",
+    "best_focus",
+    "best_focus_plane",
+    "fiducial_relative",
+)
+
+
 def _compact(row: dict[str, Any]) -> dict[str, Any]:
-    """A quality row without its per-plane focus list (the page needs the best only)."""
-    return {k: v for k, v in row.items() if k != "focus"}
+    """A quality row with only what the page uses (not the per-plane focus list)."""
+    return {k: row[k] for k in PAGE_QUALITY_FIELDS}
 
 
 def history(units: list[UnitRecord]) -> list[dict[str, float]]:
