@@ -103,7 +103,7 @@ def live_latency(
     (experiment / "raw_data").mkdir(parents=True)  # the daemon watches it from the start
     config = write_config(work / "live.toml", experiment / "qi2labdatastore")
     daemon = DaemonProcess("watch", experiment, config, "--exit-when-complete")
-    while not daemon.logged("daemon started"):
+    while not daemon.logged("watch started"):
         if daemon.proc.poll() is not None:
             raise RuntimeError(f"watch exited at start; see {daemon.log}")
         time.sleep(0.05)

@@ -4,9 +4,9 @@ Part 1: simulates realistic datasets and runs `qi2lab-ingest ingest` on them (1 
 unit's logged seconds are its own). Each `unit done` line gives the unit's seconds and, within
 them, the seconds of its quality numbers (`quality_s`) and of its mosaic preview tiles
 (`preview_s`), measured in the worker around those calls: the shares are side by side in the
-very same unit, whatever else loads the machine. Writes
-Part 2: the web server's CPU while a browser watches (see `server_cpu`). Writes
-the figures into the monitor block of RESULTS.md (the rest of the file is bench/run.py's).
+very same unit, whatever else loads the machine.
+Part 2: the web server's CPU while a browser watches (see `server_cpu`).
+Writes the figures into RESULTS.md's `monitor` block (bench/report.py's `write_block`).
 
     .venv/bin/python bench/monitor.py [--tiles 2 --z 30 --size 2048]
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -27,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from harness import DaemonProcess, median, read_events, run_daemon, write_config
+from report import markers, write_block
 
 from daemon.simulate import SimulationSettings, simulate
 
 HERE = Path(__file__).resolve().parent
-BEGIN, END = "<!-- monitor: written by bench/monitor.py -->", "<!-- /monitor -->"
+BEGIN, END = markers("monitor")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     block = "\n".join(
         [
             BEGIN,
-            "## 7. Live monitor cost per unit (issue 14)",
+            "## Live monitor cost per unit (issue 14)",
             "",
             f"- command: `.venv/bin/{command.strip()}`",
             f"- data: {args.tiles} datasets of {settings.channels} x {args.z} x {args.size}^2"
@@ -170,12 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             END,
         ]
     )
-    results = HERE / "RESULTS.md"
-    text = results.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    text = pattern.sub(block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
-    results.write_text(text + ("" if text.endswith("\n") else "\n"), encoding="utf-8")
     print(block)
+    write_block(HERE / "RESULTS.md", "monitor", block)
     return 0
 
 

@@ -6,7 +6,9 @@ the raw figures behind them, so RESULTS.md shows both what was met and what was 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -72,3 +74,30 @@ def results_markdown(
     for section in sections:
         lines += ["", f"## {section.title}", "", *section.body]
     return "\n".join(lines) + "\n"
+
+
+# Benchmarks with a run of their own (bench/hotpixels.py, bench/backfill.py, ...) write a block
+# between `<!-- NAME:begin -->` and `<!-- NAME:end -->`; run.py rewrites the rest and keeps them.
+_BLOCK = re.compile(r"<!-- (?P<name>[\w-]+):begin -->.*?<!-- (?P=name):end -->\n?", re.S)
+
+
+def markers(name: str) -> tuple[str, str]:
+    """The lines that open and close the block `name`."""
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+def kept_blocks(text: str) -> str:
+    """Every marked block of a RESULTS.md text, markers included, one after another."""
+    return "".join(m.group(0).rstrip("\n") + "\n\n" for m in _BLOCK.finditer(text))
+
+
+def write_block(results: Path, name: str, block: str) -> None:
+    """Put `block` (markers included) into RESULTS.md, in place of an earlier one or at the end."""
+    current = results.read_text() if results.exists() else ""
+    begin, end = markers(name)
+    if begin in current and end in current:
+        head, rest = current.split(begin, 1)
+        current = head + block.rstrip("\n") + rest.split(end, 1)[1]
+    else:
+        current = current.rstrip("\n") + "\n\n" + block.rstrip("\n") + "\n"
+    results.write_text(current)

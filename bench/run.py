@@ -21,7 +21,7 @@ from pathlib import Path
 from converters import jobs
 from harness import MB, machine, remove
 from live import LiveRun, live_latency
-from report import Section, results_markdown, summary
+from report import Section, kept_blocks, results_markdown, summary
 from scaling import scaling
 from throughput import Bench, codec_table, memory_peaks, throughput
 
@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         remove(work)
     notes.append(f"Whole benchmark: {(time.perf_counter() - started) / 60:.1f} min.")
-    args.results.write_text(results_markdown(command, date, info, sections, notes))
+    kept = kept_blocks(args.results.read_text()) if args.results.exists() else ""
+    text = results_markdown(command, date, info, sections, notes)
+    args.results.write_text(f"{text}\n{kept}" if kept else text)
     print("\n".join(summary(sections)))
     for note in notes:
         print(note)

@@ -2,14 +2,17 @@
 
 Every section of the file maps onto one frozen dataclass; the loader checks each key against
 the dataclass's fields and type hints and lets the dataclass's own `__post_init__` judge the
-values. Any problem becomes a `ConfigError` that names the file and the dotted key, because the
-person reading it is standing at the acquisition PC with the file open in an editor.
+values. Every table is merged over its defaults, nested ones too (`[raw.red]` with one key keeps
+the color's other defaults), so any key may be left out. Any problem becomes a `ConfigError`
+that names the file and the dotted TOML key (never a Python class), because the person reading
+it is standing at the acquisition PC with the file open in an editor.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 import types
 import typing
@@ -95,13 +98,27 @@ class CalibrationSettings:
 
 
 @dataclass(frozen=True)
+class CorrectionSettings:
+    """Which corrections corrected_data gets beyond gain and offset."""
+
+    hotpixel: Literal["auto", "on", "off"] = "auto"
+
+    def hotpixels_for(self, camera_model: str) -> bool:
+        """Whether hot pixels are replaced for this camera ("auto": the FLIR only, like the
+        reference converter)."""
+        return self.hotpixel == "on" or (self.hotpixel == "auto" and camera_model == "flir")
+
+
+@dataclass(frozen=True)
 class StatusSettings:
     """How often the published views of the ledger are refreshed during a run."""
 
     ingest_log_interval_s: float = 5.0
+    heartbeat_s: float = 60.0
 
     def __post_init__(self) -> None:
         positive("ingest_log_interval_s", self.ingest_log_interval_s)
+        positive("heartbeat_s", self.heartbeat_s)
 
 
 @dataclass(frozen=True)
@@ -134,6 +151,7 @@ class Settings:
     watch: WatchSettings = field(default_factory=WatchSettings)
     workers: WorkerSettings = field(default_factory=WorkerSettings)
     calibrations: CalibrationSettings = field(default_factory=CalibrationSettings)
+    corrections: CorrectionSettings = field(default_factory=CorrectionSettings)
     status: StatusSettings = field(default_factory=StatusSettings)
     logging: LogSettings = field(default_factory=LogSettings)
     raw: RawDefaults = field(default_factory=RawDefaults)
@@ -142,6 +160,17 @@ class Settings:
     def datastore_path(self, experiment: Path) -> Path:
         """The datastore folder for an experiment folder."""
         return experiment / self.datastore.path
+
+    def summary(self) -> str:
+        """The settings that shape a run, on one line (the console's start-up line; the whole
+        settings are logged at debug level and in every JSON start-up line)."""
+        codec = self.arrays
+        return (
+            f"{self.workers.count} workers, queue {self.workers.queue_size}; "
+            f"{self.watch.observer} observer, rescan every {self.watch.rescan_interval_s:g} s; "
+            f"arrays {codec.compressor} {codec.clevel} {codec.shuffle}-shuffle, "
+            f"{codec.z_chunk} z per chunk"
+        )
 
 
 def load_settings(path: Path | None = None) -> Settings:
@@ -164,11 +193,12 @@ def load_settings(path: Path | None = None) -> Settings:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return _build(Settings, table, "", path)
+    return _build(Settings, table, "", path, Settings())
 
 
-def _build(cls: type, table: Any, prefix: str, source: Path) -> Any:
-    """Build dataclass `cls` from a TOML table, checking keys and types recursively."""
+def _build(cls: type, table: Any, prefix: str, source: Path, base: Any) -> Any:
+    """Build dataclass `cls` from a TOML table merged over `base` (its defaults), checking keys
+    and types recursively."""
     where = prefix.rstrip(".") or "top level"
     if not isinstance(table, dict):
         raise ConfigError(f"{source}: [{where}] must be a table, got {_kind(table)}")
@@ -181,19 +211,28 @@ def _build(cls: type, table: Any, prefix: str, source: Path) -> Any:
             f"{source}: unknown key {prefix}{unknown[0]} (known in [{where}]: {known_list})"
         )
     values = {
-        name: _convert(hints[name], value, f"{prefix}{name}", source)
+        name: _convert(hints[name], value, f"{prefix}{name}", source, getattr(base, name))
         for name, value in table.items()
     }
     try:
-        return cls(**values)
+        return dataclasses.replace(base, **values)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{source}: [{where}] {exc}") from None
+        raise ConfigError(f"{source}: {_keyed(str(exc), prefix, known, where)}") from None
 
 
-def _convert(hint: Any, value: Any, key: str, source: Path) -> Any:
-    """Check one value against its type hint; nested dataclasses are built recursively."""
+def _keyed(message: str, prefix: str, known: set[str], where: str) -> str:
+    """A dataclass's complaint with its field spelled as the TOML key (`arrays.clevel ...`)."""
+    field_name = re.match(r"\w+", message)
+    if field_name and field_name[0] in known:
+        return f"{prefix}{message}"
+    return f"[{where}] {message}"
+
+
+def _convert(hint: Any, value: Any, key: str, source: Path, default: Any = None) -> Any:
+    """Check one value against its type hint; nested dataclasses are built recursively over
+    `default`, the value they replace."""
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, f"{key}.", source)
+        return _build(hint, value, f"{key}.", source, default)
     origin = typing.get_origin(hint)
     if origin is Literal:
         allowed = typing.get_args(hint)

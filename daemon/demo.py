@@ -24,7 +24,7 @@ from daemon.verify import verify
 
 # 9 datasets x 3 channels x 8 planes at 0.12 s a plane: about half a minute of acquisition.
 ACQUISITION = SimulationSettings(
-    tiles=3, rounds=3, z=8, size=128, channels=3, camera="orca", interval=0.12
+    tiles=3, rounds=3, z=8, size=128, channels=3, camera="orcav3", interval=0.12
 )
 DEADLINE_S = 300.0  # a demo that has not ended by then is stopped
 

@@ -2,21 +2,28 @@
 
 Logs go to stderr so that commands which print results (`status`, `verify`) keep stdout clean.
 Every event carries an ISO timestamp, the level and the event name, plus the process-wide
-fields given to `configure_logging` (a daemon process serves one experiment, so every line
-names it, whichever thread logged it); callers bind the tile, round or bit and unit id where
-they apply (`log.bind(...)`).
+fields given to `configure_logging` (a daemon process serves one experiment, so every JSON
+line names it, whichever thread logged it: journald users select on it); callers bind the
+tile, round or bit and unit id where they apply (`log.bind(...)`).
+
+A person at a terminal reads the console instead: there the context fields (`experiment`,
+`raw_dir`) are shown the first time only, and the fields in `DEBUG_FIELDS` (the whole settings)
+only at debug level, so each line says what happened and little else.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import Mapping
 from typing import Any, Literal, TextIO
 
 import structlog
 
 LogFormat = Literal["auto", "json", "console"]
+CONTEXT_FIELDS = ("experiment", "raw_dir")  # the same on every line of a process
+DEBUG_FIELDS = ("settings",)  # long; the console shows them at debug level only
 
 
 def configure_logging(
@@ -28,11 +35,11 @@ def configure_logging(
     """
     out = stream or sys.stderr
     use_console = fmt == "console" or (fmt == "auto" and out.isatty())
-    renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer(colors=out.isatty())
-        if use_console
-        else structlog.processors.JSONRenderer()
-    )
+    console: list[structlog.typing.Processor] = [
+        _first_time_only(CONTEXT_FIELDS),
+        *([] if level == "debug" else [_without(DEBUG_FIELDS)]),
+        structlog.dev.ConsoleRenderer(colors=out.isatty()),
+    ]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -41,7 +48,7 @@ def configure_logging(
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
-            renderer,
+            *(console if use_console else [structlog.processors.JSONRenderer()]),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.WriteLoggerFactory(file=out),
@@ -56,6 +63,35 @@ def _add_fields(fields: Mapping[str, object]) -> structlog.typing.Processor:
         return {**fields, **event}
 
     return add
+
+
+def _first_time_only(keys: tuple[str, ...]) -> structlog.typing.Processor:
+    """A processor dropping each of `keys` from an event when the same value was shown before."""
+    shown: dict[str, object] = {}
+    lock = threading.Lock()
+
+    def drop_repeats(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+        with lock:
+            for key in keys:
+                if key in event:
+                    if shown.get(key) == event[key]:
+                        del event[key]
+                    else:
+                        shown[key] = event[key]
+        return event
+
+    return drop_repeats
+
+
+def _without(keys: tuple[str, ...]) -> structlog.typing.Processor:
+    """A processor dropping `keys` from every event."""
+
+    def drop(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+        for key in keys:
+            event.pop(key, None)
+        return event
+
+    return drop
 
 
 def get_logger(**bound: object) -> structlog.typing.FilteringBoundLogger:

@@ -7,14 +7,22 @@ compare the datastore with.
 
 Content is generated one plane at a time (bounded memory at 2048 x 2048 x 100 planes) and is
 a pure function of (settings, round, tile, channel, z): `render_plane` regenerates any plane
-bit for bit. A tile holds cells (smooth cytoplasm with a dimmer nucleus) in the fiducial
-channel and diffraction-limited spots of a few thousand counts in the readout channels; each
-spot is a molecule of a codebook gene and lights up in the bits its codeword sets. The sample
-drifts slightly between rounds, as on a real scope. Counts are offset + Poisson(photons).
+bit for bit. The sample is one continuous specimen: cells (smooth cytoplasm with a dimmer
+nucleus) seen in the fiducial channel and diffraction-limited spots of a few thousand counts
+in the readout channels, each spot a molecule of a codebook gene that lights up in the bits
+its codeword sets. Each tile is a window of it at the tile's stage position (neighbours
+overlap by `tile_overlap`), and the camera frame is that window taken through the inverse of
+the camera's orientation (raw-input.md): the ORCA's stage axes are mirrored and its frames are
+the transpose of the stage-aligned view, the FLIR is aligned with its stage. So after a
+correct ingestion (transpose, mirrored axes stored negated) tiles placed by `stage_zyx_um`
+line up. The sample drifts slightly between rounds and the stage does not return exactly to
+a position (+-0.5 µm), as on a real scope. Counts are offset + Poisson(photons), plus a fixed
+map of hot pixels per camera and a few saturated voxels (cosmic rays) per plane.
 """
 
 from __future__ import annotations
 
+import builtins
 import csv
 import io
 import json
@@ -34,16 +42,26 @@ from ndstorage import NDTiffDataset
 OFFSET_ADU = 100
 ORCA_E_PER_ADU = 0.47
 FLIR_E_PER_ADU = 0.03  # the spec's calibrated FLIR default; the FLIR reports no gain itself
-CAMERA_NAMES = {"orca": "C13440-20CU", "flir": "Blackfly S BFS-U3-200S6M"}
-CAMERA_MODELS = {"orca": "orcav3", "flir": "flir"}
+# Camera model (as config.toml's [raw.orcav3] and [raw.flir] name it) -> Micro-Manager name.
+CAMERA_NAMES = {"orcav3": "C13440-20CU", "flir": "Blackfly S BFS-U3-200S6M"}
+CAMERA_ALIASES = {"orca": "orcav3"}  # the name earlier versions used, still accepted
 AXIS_NAMES = {"blue": "F-Blue", "yellow": "F-Yellow", "red": "F-Red"}
 COLOR_INDEX = {"blue": 0, "yellow": 1, "red": 2}
 TRUTH_NAME = "simulation_truth.json"
+
+# Per camera: whether its stage axes are mirrored relative to the stage-aligned view, and
+# whether its frames are the transpose of that view (the spec's defaults for each camera).
+STAGE_MIRRORED = {"orcav3": True, "flir": False}
+FRAME_TRANSPOSED = {"orcav3": True, "flir": False}
+STAGE_JITTER_UM = 0.5  # the stage returns to a position within this, in x and y
 
 _SPOT_SIGMA_PX = 1.3
 _SPOT_SIGMA_Z = 1.0  # planes
 _SPOT_RADIUS = 4
 _BACKGROUND_PHOTONS = 20.0
+_HOT_PIXEL_FRACTION = 5e-4  # of the sensor's pixels, each 4000-20000 counts above the offset
+_COSMIC_RAYS_PER_MPX = 4.0  # saturated voxels per plane and million pixels
+_SCENE_MARGIN_PX = 16  # room around the tiles for the sample's drift and the stage's jitter
 
 
 class SimulationError(ValueError):
@@ -59,7 +77,7 @@ class SimulationSettings:
     z: int = 10
     size: int = 256
     channels: int = 3
-    camera: str = "orca"
+    camera: str = "orcav3"
     interval: float = 0.0
     seed: int = 0
     root_name: str = "sim"
@@ -70,13 +88,14 @@ class SimulationSettings:
     tile_overlap: float = 0.2
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "camera", CAMERA_ALIASES.get(self.camera, self.camera))
         checks = [
             ("--tiles", self.tiles >= 1, "at least 1"),
             ("--rounds", self.rounds >= 1, "at least 1"),
             ("--z", self.z >= 1, "at least 1"),
             ("--size", 16 <= self.size <= 4096, "between 16 and 4096 pixels"),
             ("--channels", self.channels in (2, 3), "2 or 3"),
-            ("--camera", self.camera in CAMERA_NAMES, "orca or flir"),
+            ("--camera", self.camera in CAMERA_NAMES, "orcav3 or flir"),
             (
                 "--interval",
                 math.isfinite(self.interval) and self.interval >= 0,
@@ -123,10 +142,12 @@ def simulate(
     experiment: Path,
     settings: SimulationSettings,
     planes: Callable[[int, int], PlaneHook] | None = None,
+    progress: Callable[[int], object] = lambda planes: None,
 ) -> Path:
     """Write a whole acquisition into `experiment`/raw_data; returns the ground-truth path.
 
     `planes(round, tile)`, if given, is the plane hook of that dataset (`daemon.badtiles`).
+    `progress(1)` is called for each plane as it is written (the command line's progress bar).
 
     Raises:
         SimulationError: raw_data already holds files (a simulation never overwrites data).
@@ -138,16 +159,24 @@ def simulate(
     for name, rows in metadata_files(settings).items():
         _write_csv(raw / name, rows)
     pace = _Pacer(settings.interval)
+
+    def counted(alter: PlaneHook) -> PlaneHook:
+        def plane(color: str, z: int, pixels: np.ndarray) -> np.ndarray:
+            progress(1)
+            return alter(color, z, pixels)
+
+        return plane
+
     datasets = []
     for round in range(1, settings.rounds + 1):
         for tile in range(settings.tiles):
             name = f"{settings.root_name}_r{round:04d}_tile{tile:04d}"
-            x, y, z = stage_position(settings, tile)
+            x, y, z = stage_position(settings, tile, round)
             _write_csv(
                 raw / f"{name}_stage_positions.csv", [["stage_x", "stage_y", "stage_z"], [x, y, z]]
             )
-            hook = {} if planes is None else {"plane": planes(round, tile)}
-            folder = write_dataset(raw, name, settings, round, tile, pace, **hook).name
+            alter = _unaltered if planes is None else planes(round, tile)
+            folder = write_dataset(raw, name, settings, round, tile, pace, counted(alter)).name
             datasets.append(_dataset_truth(settings, name, folder, round, tile))
     truth = {
         "settings": asdict(settings),
@@ -211,33 +240,52 @@ def codewords(settings: SimulationSettings) -> tuple[tuple[int, ...], ...]:
     return tuple(words)
 
 
-def stage_position(settings: SimulationSettings, tile: int) -> tuple[float, float, float]:
-    """(x, y, z) µm of a tile on a square grid with the configured overlap."""
+def stage_position(
+    settings: SimulationSettings, tile: int, round: int = 1
+) -> tuple[float, float, float]:
+    """(x, y, z) µm where the stage stood for a tile: a square grid with the configured
+    overlap; from round 2 on the stage misses the grid position by up to STAGE_JITTER_UM."""
     columns = math.ceil(math.sqrt(settings.tiles))
     step = settings.size * settings.pixel_um * (1 - settings.tile_overlap)
     row, column = divmod(tile, columns)
+    jitter = (
+        np.random.default_rng([settings.seed, 5, tile, round]).uniform(-1, 1, 2) * STAGE_JITTER_UM
+        if round > 1
+        else np.zeros(2)
+    )
     return (
-        round(1000.0 + column * step, 2),
-        round(2000.0 + row * step, 2),
-        round(50.0 + 0.25 * tile, 2),
+        float(builtins.round(1000.0 + column * step + jitter[0], 2)),
+        float(builtins.round(2000.0 + row * step + jitter[1], 2)),
+        builtins.round(50.0 + 0.25 * (tile % 2), 2),
     )
 
 
-def image_metadata(settings: SimulationSettings, tile: int, color: str, z: int) -> dict[str, Any]:
+def image_metadata(
+    settings: SimulationSettings, tile: int, color: str, z: int, round: int = 1
+) -> dict[str, Any]:
     """The per-image Micro-Manager metadata the scope writes for one plane."""
-    x, y, stage_z = stage_position(settings, tile)
+    x, y, stage_z = stage_position(settings, tile, round)
     p = settings.pixel_um
+    mirrored = str(int(STAGE_MIRRORED[settings.camera]))
+    # Micro-Manager's camera-to-stage affine (x' = a0 x + a1 y + a2, y' = a3 x + a4 y + a5).
+    affine = (
+        (0.0, p, 0.0, p, 0.0, 0.0)
+        if FRAME_TRANSPOSED[settings.camera]
+        else (p, 0.0, 0.0, 0.0, p, 0.0)
+    )
     md: dict[str, Any] = {
         "Channel": AXIS_NAMES[color],
         "PixelSizeUm": p,
-        "PixelSizeAffine": f"{p};0.0;0.0;0.0;{p};0.0",
+        "PixelSizeAffine": ";".join(str(v) for v in affine),
+        "XYStage-TransposeMirrorX": mirrored,
+        "XYStage-TransposeMirrorY": mirrored,
         "XPosition_um_Intended": x,
         "YPosition_um_Intended": y,
-        "ZPosition_um_Intended": round(stage_z + z * settings.z_step_um, 4),
+        "ZPosition_um_Intended": builtins.round(stage_z + z * settings.z_step_um, 4),
     }
-    if settings.camera == "orca":
+    if settings.camera == "orcav3":
         md |= {
-            "Camera-CameraName": CAMERA_NAMES["orca"],
+            "Camera-CameraName": CAMERA_NAMES["orcav3"],
             "Core-Camera": "HamamatsuHam_DCAM",
             "Camera-CONVERSION FACTOR COEFF": f"{ORCA_E_PER_ADU:.4f}",
             "Camera-CONVERSION FACTOR OFFSET": str(OFFSET_ADU),
@@ -250,100 +298,155 @@ def image_metadata(settings: SimulationSettings, tile: int, color: str, z: int) 
 
 def plane_order(settings: SimulationSettings) -> list[tuple[str, int]]:
     """(color, z) in writing order: z-major on the ORCA, channel-major on the FLIR."""
-    if settings.camera == "orca":
+    if settings.camera == "orcav3":
         return [(c, z) for z in range(settings.z) for c in settings.colors]
     return [(c, z) for c in settings.colors for z in range(settings.z)]
 
 
 @dataclass(frozen=True)
 class _Scene:
-    """One tile's sample in camera pixels: cells and spot molecules (z in planes)."""
+    """The whole specimen in stage-aligned pixels (z in µm): cells and spot molecules."""
 
-    cells: np.ndarray  # (n, 5): y, x, z, sigma_px, amplitude
-    spots: np.ndarray  # (m, 4): y, x, z, amplitude
+    cells: np.ndarray  # (n, 5): y, x, z_um, sigma_px, amplitude
+    spots: np.ndarray  # (m, 4): y, x, z_um, amplitude
     genes: np.ndarray  # (m,): index into codewords
 
 
+def window_origin(
+    settings: SimulationSettings, tile: int, round: int
+) -> tuple[float, float, float]:
+    """(y px, x px, z µm) of a tile's first pixel in the stage-aligned view of the sample:
+    the stage position over the pixel size, negated along mirrored stage axes."""
+    x, y, z = stage_position(settings, tile, round)
+    sign = -1.0 if STAGE_MIRRORED[settings.camera] else 1.0
+    return sign * y / settings.pixel_um, sign * x / settings.pixel_um, z
+
+
 @lru_cache(maxsize=4)
-def _scene(settings: SimulationSettings, tile: int) -> _Scene:
-    rng = np.random.default_rng([settings.seed, 2, tile])
-    size, nz = settings.size, settings.z
-    n_cells = max(2, round(size * size / 250**2))
-    spacing = size / math.sqrt(n_cells)
+def _scene(settings: SimulationSettings) -> _Scene:
+    rng = np.random.default_rng([settings.seed, 2])
+    origins = np.array([window_origin(settings, t, 1) for t in range(settings.tiles)])
+    low = origins[:, :2].min(axis=0) - _SCENE_MARGIN_PX
+    high = origins[:, :2].max(axis=0) + settings.size + _SCENE_MARGIN_PX
+    z_low = origins[:, 2].min()
+    z_high = origins[:, 2].max() + (settings.z - 1) * settings.z_step_um
+    area = float(np.prod(high - low))
+    n_cells = max(2, round(area / 250**2))
+    spacing = math.sqrt(area / n_cells)
     cells = np.column_stack(
         [
-            rng.uniform(0, size, n_cells),
-            rng.uniform(0, size, n_cells),
-            rng.uniform(0, nz - 1, n_cells) if nz > 1 else np.zeros(n_cells),
+            rng.uniform(low[0], high[0], n_cells),
+            rng.uniform(low[1], high[1], n_cells),
+            rng.uniform(z_low, z_high, n_cells),
             rng.uniform(0.15, 0.3, n_cells) * spacing,
             rng.uniform(300, 900, n_cells),
         ]
     )
-    n_spots = max(20, size * size // 1500)
+    n_spots = max(20, int(area // 1500))
     spots = np.column_stack(
         [
-            rng.uniform(0, size, n_spots),
-            rng.uniform(0, size, n_spots),
-            rng.uniform(0, max(nz - 1, 0), n_spots),
+            rng.uniform(low[0], high[0], n_spots),
+            rng.uniform(low[1], high[1], n_spots),
+            rng.uniform(z_low, z_high, n_spots),
             rng.uniform(2000, 5000, n_spots),
         ]
     )
     return _Scene(cells, spots, rng.integers(0, len(codewords(settings)), n_spots))
 
 
-def _drift(settings: SimulationSettings, round: int, tile: int) -> np.ndarray:
-    """(y, x, z) shift of the sample in `round` relative to round 1: a few pixels, < 1 plane."""
+def _drift(settings: SimulationSettings, round: int) -> np.ndarray:
+    """(y px, x px, z µm) shift of the whole sample in `round` relative to round 1."""
     if round == 1:
         return np.zeros(3)
-    return np.random.default_rng([settings.seed, 3, tile, round]).uniform(
-        [-3, -3, -0.3], [3, 3, 0.3]
-    )
+    limit = np.array([3.0, 3.0, 0.3 * settings.z_step_um])
+    return np.random.default_rng([settings.seed, 3, round]).uniform(-limit, limit)
+
+
+@lru_cache(maxsize=4)
+def hot_pixels(camera: str, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, columns, counts above the offset) of a camera's hot pixels: a fixed map of the
+    sensor, the same in every plane, tile and run."""
+    rng = np.random.default_rng([7, list(CAMERA_NAMES).index(camera), size])
+    count = max(1, round(size * size * _HOT_PIXEL_FRACTION))
+    flat = rng.choice(size * size, size=count, replace=False)
+    return flat // size, flat % size, rng.integers(4000, 20000, count)
 
 
 def render_plane(
     settings: SimulationSettings, round: int, tile: int, color: str, z: int
 ) -> np.ndarray:
     """The uint16 camera frame of (round, tile, color, z): deterministic, bit for bit."""
-    scene = _scene(settings, tile)
-    dy, dx, dz = _drift(settings, round, tile)
-    cells = _cells(settings.size, scene.cells, (dy, dx, dz), z)
+    scene = _scene(settings)
+    oy, ox, z0 = window_origin(settings, tile, round)
+    dy, dx, dz = _drift(settings, round)
+    origin = (oy - dy, ox - dx, z0 + z * settings.z_step_um - dz)  # where the window looks
+    cells = _cells(settings, scene.cells, origin)
     if color == "blue":
         photons = _BACKGROUND_PHOTONS + cells
     else:
         bit = settings.bit(round, color) - 1
         lit = np.array([word[bit] for word in codewords(settings)], dtype=bool)[scene.genes]
         photons = _BACKGROUND_PHOTONS + 0.05 * cells
-        _add_spots(photons, scene.spots[lit] + [dy, dx, dz, 0], z)
+        _add_spots(settings, photons, scene.spots[lit], origin)
+    if FRAME_TRANSPOSED[settings.camera]:
+        photons = photons.T  # the camera sees the stage-aligned view through its orientation
     rng = np.random.default_rng([settings.seed, 4, tile, round, COLOR_INDEX[color], z])
     counts = rng.poisson(photons) + OFFSET_ADU
+    rows, columns, excess = hot_pixels(settings.camera, settings.size)
+    counts[rows, columns] += excess
+    rays = rng.poisson(_COSMIC_RAYS_PER_MPX * settings.size**2 / 1e6)
+    counts.reshape(-1)[rng.choice(counts.size, size=rays, replace=False)] = 65535
     return np.minimum(counts, np.iinfo(np.uint16).max).astype(np.uint16)
 
 
-def _cells(size: int, cells: np.ndarray, shift: tuple[float, float, float], z: int) -> np.ndarray:
-    """Cytoplasm minus a dimmer nucleus per cell, as one rank-2n matrix product (cheap)."""
-    y, x, cz, sigma, amplitude = (cells + np.array([*shift, 0.0, 0.0])).T
-    sigma = np.concatenate([sigma, 0.45 * sigma])
-    weight = np.concatenate([amplitude, -0.5 * amplitude]) * np.exp(
-        -((z - np.tile(cz, 2)) ** 2) / 8.0
+def _cells(
+    settings: SimulationSettings, cells: np.ndarray, origin: tuple[float, float, float]
+) -> np.ndarray:
+    """Cytoplasm minus a dimmer nucleus per cell near the window at `origin` (y px, x px,
+    z µm), as one rank-2n matrix product (cheap)."""
+    oy, ox, z_um = origin
+    size = settings.size
+    y, x, cz, sigma, amplitude = cells.T
+    near = (np.abs(y - oy - size / 2) < size / 2 + 5 * sigma) & (
+        np.abs(x - ox - size / 2) < size / 2 + 5 * sigma
     )
+    y, x, cz, sigma, amplitude = cells[near].T
+    planes = (z_um - cz) / settings.z_step_um
+    sigma = np.concatenate([sigma, 0.45 * sigma])
+    weight = np.concatenate([amplitude, -0.5 * amplitude]) * np.exp(-(np.tile(planes, 2) ** 2) / 8)
     grid = np.arange(size, dtype=np.float64)[:, None]
-    gy = np.exp(-((grid - np.tile(y, 2)) ** 2) / (2 * sigma**2))
-    gx = np.exp(-((grid - np.tile(x, 2)) ** 2) / (2 * sigma**2))
+    gy = np.exp(-((grid + oy - np.tile(y, 2)) ** 2) / (2 * sigma**2))
+    gx = np.exp(-((grid + ox - np.tile(x, 2)) ** 2) / (2 * sigma**2))
     return np.maximum((gy * weight) @ gx.T, 0.0)
 
 
-def _add_spots(photons: np.ndarray, spots: np.ndarray, z: int) -> None:
-    """Add Gaussian spots (y, x, z, peak) near plane `z` into `photons` in place."""
-    spots = spots[np.abs(spots[:, 2] - z) < 4 * _SPOT_SIGMA_Z]
-    if not len(spots):
-        return
+def _add_spots(
+    settings: SimulationSettings,
+    photons: np.ndarray,
+    spots: np.ndarray,
+    origin: tuple[float, float, float],
+) -> None:
+    """Add Gaussian spots (y, x, z µm, peak) near the window at `origin` into `photons`."""
+    oy, ox, z_um = origin
     size = photons.shape[0]
+    y, x = spots[:, 0] - oy, spots[:, 1] - ox
+    planes = (spots[:, 2] - z_um) / settings.z_step_um
+    near = (
+        (np.abs(planes) < 4 * _SPOT_SIGMA_Z)
+        & (y > -_SPOT_RADIUS - 1)
+        & (y < size + _SPOT_RADIUS)
+        & (x > -_SPOT_RADIUS - 1)
+        & (x < size + _SPOT_RADIUS)
+    )
+    if not near.any():
+        return
+    y, x, planes, amplitude = y[near, None], x[near, None], planes[near], spots[near, 3]
     offsets = np.arange(-_SPOT_RADIUS, _SPOT_RADIUS + 1)
-    ys = np.floor(spots[:, 0]).astype(int)[:, None] + offsets
-    xs = np.floor(spots[:, 1]).astype(int)[:, None] + offsets
-    gy = np.exp(-((ys - spots[:, :1]) ** 2) / (2 * _SPOT_SIGMA_PX**2))
-    gx = np.exp(-((xs - spots[:, 1:2]) ** 2) / (2 * _SPOT_SIGMA_PX**2))
-    peak = spots[:, 3] * np.exp(-((z - spots[:, 2]) ** 2) / (2 * _SPOT_SIGMA_Z**2))
+    ys = np.floor(y).astype(int) + offsets
+    xs = np.floor(x).astype(int) + offsets
+    gy = np.exp(-((ys - y) ** 2) / (2 * _SPOT_SIGMA_PX**2))
+    gx = np.exp(-((xs - x) ** 2) / (2 * _SPOT_SIGMA_PX**2))
+    peak = amplitude * np.exp(-(planes**2) / (2 * _SPOT_SIGMA_Z**2))
     values = peak[:, None, None] * gy[:, :, None] * gx[:, None, :]
     yy = np.broadcast_to(ys[:, :, None], values.shape)
     xx = np.broadcast_to(xs[:, None, :], values.shape)
@@ -367,6 +470,11 @@ class _Pacer:
 PlaneHook = Callable[[str, int, np.ndarray], np.ndarray]
 
 
+def _unaltered(color: str, z: int, pixels: np.ndarray) -> np.ndarray:
+    """The plane hook that keeps every frame as rendered."""
+    return pixels
+
+
 def write_dataset(
     raw: Path,
     name: str,
@@ -374,7 +482,7 @@ def write_dataset(
     round: int,
     tile: int,
     pace: _Pacer | None = None,
-    plane: PlaneHook = lambda color, z, pixels: pixels,
+    plane: PlaneHook = _unaltered,
 ) -> Path:
     """One tile of one round through ndstorage's writer; returns the folder it created.
 
@@ -390,7 +498,7 @@ def write_dataset(
             "z-step_um": settings.z_step_um,
             "PixelSize_um": settings.pixel_um,
             "Camera": CAMERA_NAMES[settings.camera],
-            "AxisOrder": ["z", "channel"] if settings.camera == "orca" else ["channel", "z"],
+            "AxisOrder": ["z", "channel"] if settings.camera == "orcav3" else ["channel", "z"],
         }
     )
     try:
@@ -401,7 +509,7 @@ def write_dataset(
             dataset.put_image(
                 {"channel": AXIS_NAMES[color], "z": z},
                 pixels,
-                image_metadata(settings, tile, color, z),
+                image_metadata(settings, tile, color, z, round),
             )
         dataset.finish()
     finally:
@@ -412,15 +520,15 @@ def write_dataset(
 def _dataset_truth(
     settings: SimulationSettings, name: str, folder: str, round: int, tile: int
 ) -> dict:
-    x, y, z = stage_position(settings, tile)
-    orca = settings.camera == "orca"
+    x, y, z = stage_position(settings, tile, round)
+    orca = settings.camera == "orcav3"
     return {
         "name": name,
         "folder": folder,
         "round": round,
         "tile": tile,
         "stage_position_um": {"x": x, "y": y, "z": z},
-        "camera": CAMERA_MODELS[settings.camera],
+        "camera": settings.camera,
         "camera_name": CAMERA_NAMES[settings.camera],
         "e_per_ADU": ORCA_E_PER_ADU if orca else FLIR_E_PER_ADU,
         "offset_ADU": float(OFFSET_ADU) if orca else 0.0,

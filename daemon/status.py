@@ -14,6 +14,7 @@ daemon starting at that moment fail.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
@@ -26,8 +27,10 @@ from daemon.ingest.ledger import Ledger, UnitRecord, unit_id
 from daemon.ingest.service import STATE_DIR, ledger_path
 from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import Plan, load_plan
+from daemon.raw.ndtiff import check_dataset
 
 NOT_SEEN = "not seen"  # a unit of the plan whose dataset the daemon has not recorded yet
+ACQUIRING = "acquiring"  # ... whose dataset is in raw_data and still being written
 RECENT_UNITS = 10  # throughput is measured over this many most recently finished units
 LABEL = 12  # width of the label column of the text report
 
@@ -44,10 +47,7 @@ def open_ledger(experiment: Path, settings: Settings) -> Ledger:
     """
     path = ledger_path(settings.datastore_path(experiment))
     if not path.is_file():
-        raise NoDatastoreError(
-            f"{experiment}: no datastore yet (no ledger at {path}); "
-            f"`qi2lab-ingest watch {experiment}` creates it"
-        )
+        raise NoDatastoreError(f"{experiment}: no datastore yet (no ledger at {path})")
     return Ledger.open_readonly(path)
 
 
@@ -65,7 +65,9 @@ def collect(experiment: Path, settings: Settings) -> dict[str, Any]:
     counts = dict.fromkeys(("pending", "running", "done", "failed"), 0)
     counts.update(Counter(u.state for u in units))
     store = settings.datastore_path(experiment)
-    plan = _readable_plan(experiment / "raw_data", settings)
+    raw_dir = experiment / "raw_data"
+    plan = _readable_plan(raw_dir, settings)
+    acquiring = being_written(raw_dir, plan, {u.unit_id for u in units})
     pid = daemon_pid(store / STATE_DIR / "lock")
     expected = plan.num_tiles * plan.num_rounds if plan is not None else None
     speed = throughput(units)
@@ -81,15 +83,49 @@ def collect(experiment: Path, settings: Settings) -> dict[str, Any]:
         "plan": _plan_summary(plan),
         "units": {
             **counts,
+            "acquiring": len(acquiring),
             "expected": expected,
-            "not_seen": max(0, expected - len(units)) if expected is not None else None,
+            "not_seen": (
+                max(0, expected - len(units) - len(acquiring)) if expected is not None else None
+            ),
         },
-        "grid": _grid(units, plan),
+        "grid": _grid(units, plan, acquiring),
         "failed": {u.unit_id: u.error for u in units if u.state == "failed"},
         "throughput": speed,
         "backlog": {"units": backlog, "mb": backlog_mb},
         "eta_s": eta_s,
     }
+
+
+def complete(report: dict[str, Any]) -> bool:
+    """Whether every unit of the plan is done (what `status --check` asks)."""
+    units = report["units"]
+    return units["expected"] is not None and units["done"] == units["expected"]
+
+
+def being_written(raw_dir: Path, plan: Plan | None, recorded: set[str]) -> set[str]:
+    """Unit ids of the plan that the ledger has no record of and whose dataset folder is in
+    raw_data, still being written: the same completeness test the daemon applies, so a
+    dataset shows as acquiring exactly while the daemon waits for it."""
+    if plan is None:
+        return set()
+    try:
+        names = os.listdir(raw_dir)
+    except OSError:
+        return set()
+    found = set()
+    for name in names:
+        parsed = plan.parse_dataset_dir(name)
+        if parsed is None:
+            continue
+        raw_round, tile, _copy = parsed
+        uid = unit_id(tile, raw_round - 1)
+        path = raw_dir / name
+        if uid in recorded or path.is_symlink() or not path.is_dir():
+            continue
+        if check_dataset(path, plan.channel_axis_names).state == "incomplete":
+            found.add(uid)
+    return found
 
 
 def throughput(units: Sequence[UnitRecord]) -> dict[str, Any]:
@@ -171,9 +207,11 @@ def _plan_summary(plan: Plan | None) -> dict[str, Any] | None:
     }
 
 
-def _grid(units: Sequence[UnitRecord], plan: Plan | None) -> dict[str, dict[str, str]]:
+def _grid(
+    units: Sequence[UnitRecord], plan: Plan | None, acquiring: set[str]
+) -> dict[str, dict[str, str]]:
     """{tileNNNN: {roundNNNN: state}} over the plan's tiles and rounds and every known unit."""
-    states = {u.unit_id: u.state for u in units}
+    states = dict.fromkeys(acquiring, ACQUIRING) | {u.unit_id: u.state for u in units}
     tiles = {u.tile for u in units} | set(range(plan.num_tiles if plan else 0))
     rounds = {u.round for u in units} | set(range(plan.num_rounds if plan else 0))
     return {
@@ -212,7 +250,7 @@ def _grid_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
 def _counts_line(units: dict[str, Any]) -> str:
     total = f" of {units['expected']}" if units["expected"] is not None else ""
     parts = [f"{units['done']}{total} done"]
-    parts += [f"{units[s]} {s}" for s in ("running", "pending", "failed") if units[s]]
+    parts += [f"{units[s]} {s}" for s in ("running", "pending", "failed", "acquiring") if units[s]]
     if units["not_seen"]:
         parts.append(f"{units['not_seen']} not seen yet")
     return ", ".join(parts)
@@ -222,7 +260,8 @@ def _throughput_line(report: dict[str, Any]) -> str:
     speed = report["throughput"]
     if speed["mb_s"] is None:
         return "not measured yet"
-    line = f"{speed['mb_s']:.1f} MB/s over the last {speed['units']} units"
+    last = "unit" if speed["units"] == 1 else f"{speed['units']} units"
+    line = f"{speed['mb_s']:.1f} MB/s over the last {last}"
     if speed["conversion_mb_s"] is not None:
         line += f" (a worker converts {speed['conversion_mb_s']:.1f} MB/s)"
     return line
@@ -239,4 +278,5 @@ def _backlog_line(report: dict[str, Any]) -> str:
         eta = ", waiting for the daemon"
     else:
         eta = ""
-    return f"{backlog['units']} units{size}{eta}"
+    noun = "unit" if backlog["units"] == 1 else "units"
+    return f"{backlog['units']} {noun}{size}{eta}"

@@ -2,9 +2,11 @@
 
 The ledger says which units are done, from which dataset and with which outputs; for each,
 the raw channels are read again and every entry of the unit is checked against them:
-camera_data bit for bit (raw, oriented), corrected_data recomputed with the same formula,
-the attributes (stage, wavelengths, voxel size, linkers, PSF index, source), and the ledger's
-own record (outputs, bytes, checksums). The expected values come from the same plan, settings
+camera_data bit for bit (raw, oriented), corrected_data recomputed with the same formula
+(hot pixels included), the conversion version (an entry written by an older version of the
+conversion is named as such: `ingest` converts it again), the attributes (stage,
+wavelengths, voxel size, linkers, PSF index, source), and the ledger's own record (outputs,
+bytes, checksums). The expected values come from the same plan, settings
 and conversion functions the daemon uses, so a difference means the bytes on disk are not what
 conversion produced (a damaged chunk, a hand edit, a bug in writing), never a second opinion.
 
@@ -22,11 +24,19 @@ from typing import Any
 import numpy as np
 
 from daemon.config import Settings
-from daemon.datastore.arrays import read_array, read_attrs
-from daemon.datastore.layout import Entity
+from daemon.datastore.arrays import DIMENSIONS, read_array, read_attrs
+from daemon.datastore.layout import CALIBRATIONS, Entity
+from daemon.datastore.store import ENTITY_ARRAYS
 from daemon.ingest.convert import correct, orient
 from daemon.ingest.ledger import UnitRecord
-from daemon.ingest.unit import channel_checksum, stage_zyx_um, unit_entities
+from daemon.ingest.unit import (
+    CONVERSION_VERSION,
+    channel_checksum,
+    hot_corrected,
+    source_dataset,
+    stage_zyx_um,
+    unit_entities,
+)
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
 from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import Channel, Plan, load_plan, read_stage_position
@@ -45,7 +55,8 @@ class Summary:
     units: int = 0
     entries: int = 0
     differences: int = 0
-    not_done: int = 0
+    not_done: int = 0  # units in the ledger that are not done (failed, pending, running)
+    not_seen: int = 0  # units of the plan the ledger has no record of yet
 
 
 def verify(experiment: Path, settings: Settings, report: Callable[[str], None]) -> Summary:
@@ -66,7 +77,7 @@ def verify(experiment: Path, settings: Settings, report: Callable[[str], None]) 
     except (NotReadyError, RawDataError) as exc:
         raise CannotVerifyError(f"cannot read the plan: {exc}") from None
     store = settings.datastore_path(experiment)
-    summary = Summary()
+    summary = Summary(not_seen=max(0, plan.num_tiles * plan.num_rounds - len(units)))
     for unit in units:
         if unit.state != "done":
             summary.not_done += 1
@@ -92,16 +103,30 @@ def _unit_differences(
             acq = resolve_acquisition(plan, dataset, settings.raw)
             position = read_stage_position(plan.stage_positions_path(unit.round + 1, unit.tile))
             stage = stage_zyx_um(position, acq)
+            hot = settings.corrections.hotpixels_for(acq.camera_model)
+            replaced = None
+            if hot:
+                noise_map = read_array(store / CALIBRATIONS / "camera_noise_map")
+                names = [channel.axis_name for channel in entities]
+                replaced = hot_corrected(dataset, names, acq, noise_map)
             checksums = []
             for channel, entity in entities.items():
                 raw = dataset.read_channel(channel.axis_name)
                 checksums.append(channel_checksum(raw))
                 expected = _expected_attributes(
                     plan, unit, entity, channel, acq, stage, dataset.channel_nbytes, checksums[-1]
-                )
-                yield from _entity_differences(store / entity.relpath, entity, raw, acq, expected)
+                ) | {"source.dataset": source_dataset(raw_dir, unit.dataset)}
+                camera = orient(raw, acq.orientation)
+                arrays = {
+                    "camera_data": camera,
+                    "corrected_data": replaced[channel.axis_name]
+                    if replaced is not None
+                    else correct(camera, acq.e_per_adu, acq.offset_adu),
+                }
+                expected["hotpixel_correction"] = hot
+                yield from _entity_differences(store / entity.relpath, entity, arrays, expected)
             nbytes = dataset.nbytes
-    except (NotReadyError, RawDataError, OSError) as exc:
+    except (NotReadyError, RawDataError, OSError, ValueError) as exc:
         yield f"{unit.unit_id}: its raw dataset cannot be read: {exc}"
         return
     if unit.checksum != ",".join(checksums):
@@ -132,7 +157,6 @@ def _expected_attributes(
         "voxel_size_zyx_um": list(acq.voxel_size_zyx_um),
         "psf_idx": plan.data_channels.index(channel),
         **linker,
-        "source.dataset": unit.dataset,
         "source.channel": channel.axis_name,
         "source.bytes": channel_nbytes,
         "source.checksum": checksum,
@@ -140,17 +164,21 @@ def _expected_attributes(
 
 
 def _entity_differences(
-    folder: Path, entity: Entity, raw: np.ndarray, acq: Acquisition, expected: dict[str, Any]
+    folder: Path, entity: Entity, arrays: dict[str, np.ndarray], expected: dict[str, Any]
 ) -> Iterator[str]:
-    """Differences between one published entry and what its raw channel gives."""
+    """Differences between one published entry and the arrays and attributes it must hold."""
     if not folder.is_dir():
         yield f"{entity}: not published (no {folder})"
         return
-    camera = orient(raw, acq.orientation)
-    arrays = {
-        "camera_data": camera,
-        "corrected_data": correct(camera, acq.e_per_adu, acq.offset_adu),
-    }
+    try:
+        version = read_attrs(folder).get("conversion_version", 1)
+    except (OSError, ValueError):
+        version = None  # reported with the other attributes below
+    if version is not None and version != CONVERSION_VERSION:
+        yield (
+            f"{entity}: written by conversion version {version}, this version writes"
+            f" {CONVERSION_VERSION} (`qi2lab-ingest ingest` converts it again)"
+        )
     for name, want in arrays.items():
         try:
             got = read_array(folder / name)
@@ -163,6 +191,13 @@ def _entity_differences(
         differing = int(np.count_nonzero(got != want))
         if differing:
             yield f"{entity}: {name} differs at {differing} voxel{'s' if differing > 1 else ''}"
+        dims = list(ENTITY_ARRAYS[name].dims)
+        try:
+            named = read_attrs(folder / name).get(DIMENSIONS)
+        except (OSError, ValueError) as exc:
+            named = f"unreadable ({exc})"
+        if named != dims:
+            yield f"{entity}: {name}'s {DIMENSIONS} is {named!r}, expected {dims!r}"
     try:
         attrs = _flatten(read_attrs(folder))
     except (OSError, ValueError) as exc:

@@ -1,5 +1,9 @@
 """config.toml -> Settings: the shipped file equals the defaults; bad files name the key."""
 
+import re
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -38,8 +42,8 @@ def test_values_are_read_into_frozen_settings(tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[workers]\ncount = -1\n", r"\[workers\] count must be a positive number"),
-        ("[workers]\ncount = 0\n", r"count must be a positive number"),
+        ("[workers]\ncount = -1\n", r": workers.count must be a positive number"),
+        ("[workers]\ncount = 0\n", r": workers.count must be a positive number"),
         ("[workers]\ncount = 'two'\n", r"workers.count must be an integer, got string 'two'"),
         ("[workers]\ncount = true\n", r"workers.count must be an integer, got a boolean"),
         ("[workers]\nthreads = 2\n", r"unknown key workers.threads"),
@@ -48,12 +52,16 @@ def test_values_are_read_into_frozen_settings(tmp_path):
             "[watch]\nobserver = 'fanotify'\n",
             r"watch.observer must be one of \['inotify', 'polling'\]",
         ),
-        ("[arrays]\nclevel = 12\n", r"\[arrays\] .*clevel"),
+        ("[arrays]\nclevel = 12\n", r": arrays.clevel must be an int in 0..9, got 12"),
         (
             "[raw.blue]\ndye='x'\nexcitation_um = 488\nemission_um = 0.52\n",
-            r"\[raw.blue\] excitation_um: 488 looks like nm",
+            r": raw.blue.excitation_um: 488 looks like nm",
         ),
-        ("[raw]\ntile_overlap = 1.5\n", r"\[raw\] tile_overlap"),
+        ("[raw]\ntile_overlap = 1.5\n", r": raw.tile_overlap must be a fraction"),
+        (
+            "[workers]\nrequeue_initial_s = 60\nrequeue_max_s = 30\n",
+            r": workers.requeue_max_s \(30.0\) must not be below requeue_initial_s",
+        ),
         ("workers = 3\n", r"\[workers\] must be a table"),
         ("[workers\n", r"not valid TOML"),
     ],
@@ -63,6 +71,52 @@ def test_bad_values_name_the_file_and_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message) as raised:
         load_settings(path)
     assert str(raw := raised.value).startswith(str(path)), raw
+    assert not re.search(r"[A-Z][a-z]+[A-Z]\w*|__init__", str(raw)), f"a Python name in {raw}"
+
+
+def test_one_key_of_a_nested_table_keeps_the_others_defaults(tmp_path):
+    """`[raw.red]` or `[raw.orcav3]` with one key changes that key only (every key may be left
+    out, nested tables too)."""
+    defaults = Settings().raw
+    settings = load_settings(
+        write(tmp_path, "[raw.red]\nemission_um = 0.68\n[raw.orcav3]\ne_per_adu = 0.5\n")
+    )
+    assert settings.raw.red == replace(defaults.red, emission_um=0.68)
+    assert settings.raw.orcav3 == replace(defaults.orcav3, e_per_adu=0.5)
+    assert settings.raw.orcav3.image_rotated  # the ORCA's orientation is not reset
+    assert settings.raw.blue == defaults.blue
+
+
+def test_the_cli_reads_a_config_with_one_key_of_a_color(tmp_path):
+    """What a user first tries, `[raw.red]` with only `emission_um`, is accepted by the CLI,
+    which then gets as far as saying there is no datastore yet."""
+    (tmp_path / "exp").mkdir()
+    config = write(tmp_path, "[raw.red]\nemission_um = 0.68\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "status", str(tmp_path / "exp"), "--config", config],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2
+    assert "no datastore yet" in run.stderr, run.stderr
+    assert "raw.red" not in run.stderr
+    nm = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "daemon.cli",
+            "status",
+            str(tmp_path / "exp"),
+            "--config",
+            write(tmp_path, "[raw.red]\nemission_um = 670\n"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert nm.returncode == 2
+    assert nm.stderr.endswith(
+        "config.toml: raw.red.emission_um: 670 looks like nm; give µm (e.g. 0.488 for 488 nm)\n"
+    ), nm.stderr
 
 
 def test_missing_file_is_named(tmp_path):

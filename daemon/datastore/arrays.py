@@ -13,6 +13,7 @@ see the project's measurements).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ BLOSC_SHUFFLES = {"none": 0, "byte": 1, "bit": 2}
 ZGROUP = ".zgroup"
 ZATTRS = ".zattrs"
 ZARRAY = ".zarray"
+DIMENSIONS = "_ARRAY_DIMENSIONS"  # xarray's (and napari's) attribute naming an array's axes
+DEFAULT_DIMS = {2: ("y", "x"), 3: ("z", "y", "x"), 4: ("c", "z", "y", "x")}
 
 
 @dataclass(frozen=True)
@@ -47,16 +50,14 @@ class ArrayCodec:
         if self.compressor != "none" and self.compressor not in BLOSC_COMPRESSORS:
             allowed = ", ".join(sorted(BLOSC_COMPRESSORS))
             raise ValueError(
-                f"ArrayCodec.compressor must be one of {allowed} or 'none', got {self.compressor!r}"
+                f"compressor must be one of {allowed} or 'none', got {self.compressor!r}"
             )
         if not _is_int(self.clevel) or not 0 <= self.clevel <= 9:
-            raise ValueError(f"ArrayCodec.clevel must be an int in 0..9, got {self.clevel!r}")
+            raise ValueError(f"clevel must be an int in 0..9, got {self.clevel!r}")
         if self.shuffle not in BLOSC_SHUFFLES:
-            raise ValueError(
-                f"ArrayCodec.shuffle must be one of bit, byte, none, got {self.shuffle!r}"
-            )
+            raise ValueError(f"shuffle must be one of bit, byte, none, got {self.shuffle!r}")
         if not _is_int(self.z_chunk) or self.z_chunk < 1:
-            raise ValueError(f"ArrayCodec.z_chunk must be an int >= 1, got {self.z_chunk!r}")
+            raise ValueError(f"z_chunk must be an int >= 1, got {self.z_chunk!r}")
 
     def compressor_json(self) -> dict[str, Any] | None:
         """The `compressor` entry of `.zarray` (None means uncompressed)."""
@@ -138,10 +139,12 @@ def write_array(
     context: ts.Context,
     *,
     immutable_source: bool = False,
+    dims: Sequence[str] | None = None,
 ) -> ts.WriteFutures:
     """Create (or overwrite) the array at `path` with `data`; return the pending write.
 
-    The array's metadata is created before returning; the data is written in the background
+    The array's metadata, and its `.zattrs` naming its axes (`dims`, by default z, y, x for
+    3D and y, x for 2D), are written before returning; the data is written in the background
     and is on disk when the returned future's `result()` returns. With
     `immutable_source=True` the caller promises not to modify `data` until then, which lets
     tensorstore use it without a copy (about half the extra memory).
@@ -150,6 +153,10 @@ def write_array(
     data = data.astype(little_endian(data.dtype), copy=False)
     spec = array_spec(path, data.dtype, data.shape, codec)
     store = ts.open(spec, create=True, delete_existing=True, context=context).result()
+    names = list(dims) if dims is not None else list(DEFAULT_DIMS.get(data.ndim, ()))
+    if len(names) != data.ndim:
+        raise ValueError(f"{path}: dimension names {names} for an array of shape {data.shape}")
+    write_json_atomic(Path(path) / ZATTRS, {DIMENSIONS: names})
     return store.write(data, can_reference_source_data_indefinitely=immutable_source)
 
 

@@ -338,6 +338,8 @@ ENTITY_ATTRS: dict[str, tuple[Validator, tuple[str, ...]]] = {
     "gain_correction": (_bool, _BOTH),
     "hotpixel_correction": (_bool, _BOTH),
     "shading_correction": (_bool, _BOTH),
+    # Version of the conversion that wrote the entry's pixels (ingestion; absent = 1).
+    "conversion_version": (_int(1), _BOTH),
     "source": (_json_object, _BOTH),
     # The entry's quality numbers at ingestion (daemon.monitor.quality).
     "quality": (_json_object, _BOTH),
@@ -572,6 +574,9 @@ class DataStore:
     na = _Calibration(_float(0.0, 2.0, open_low=True), "Objective numerical aperture.")
     ri = _Calibration(_float(1.0, 3.0), "Immersion refractive index.")
     tile_overlap = _Calibration(_float(0.0, 1.0), "Tile overlap as a fraction (0..1).")
+    experiment_path = _Calibration(
+        _text, "Absolute path of the experiment folder; entries name their raw data relative to it."
+    )
     exp_codebook = _TableCalibration(
         _codebook_rows, "codebook.csv as a pyarrow.Table: gene_id, then one 0/1 column per bit."
     )
@@ -582,9 +587,10 @@ class DataStore:
     # --- calibration arrays
 
     def _save_calibration_array(self, name: str, data: Any, wait: bool) -> ts.WriteFutures | None:
-        data = CALIBRATION_ARRAYS[name].check(name, data, CALIBRATIONS)
+        rule = CALIBRATION_ARRAYS[name]
+        data = rule.check(name, data, CALIBRATIONS)
         path = self.calibrations_path / name
-        return _finish(write_array(path, data, self.codec, self.context), wait)
+        return _finish(write_array(path, data, self.codec, self.context, dims=rule.dims), wait)
 
     def _load_calibration_array(self, name: str) -> np.ndarray:
         path = self.calibrations_path / name
@@ -613,9 +619,15 @@ class DataStore:
     def _write_entity_array(
         self, folder: Path, entity: Entity, name: str, data: Any, immutable_source: bool
     ) -> ts.WriteFutures:
-        data = _entity_array_rule(entity, name).check(name, data, entity)
+        rule = _entity_array_rule(entity, name)
+        data = rule.check(name, data, entity)
         return write_array(
-            folder / name, data, self.codec, self.context, immutable_source=immutable_source
+            folder / name,
+            data,
+            self.codec,
+            self.context,
+            immutable_source=immutable_source,
+            dims=rule.dims,
         )
 
     def _update_entity_attrs(

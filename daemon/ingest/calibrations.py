@@ -1,41 +1,107 @@
 """calibrations.zarr: the experiment-wide attributes, the camera noise map and the PSFs.
 
 Written once the plan is known and the first complete dataset shows how the camera was set
-(gain, offset, pixel size, orientation). The noise map is the camera offset as a constant
-map and the PSFs are theoretical (psfmodels' vectorial model, one per channel at its emission
-wavelength) unless config.toml names measured ones (.npy files).
+(gain, offset, pixel size, orientation, z planes). The noise map is the camera offset as a
+constant map and the PSFs are theoretical, exactly as the reference converter makes them
+(psfmodels' vectorial model per channel, see `theoretical_psfs`), unless config.toml names
+measured ones (.npy files).
+
+The attributes and the noise map are written at once: units need them. The theoretical PSFs
+are computed in a background thread (`PsfJob`), so the first unit never waits for psfmodels
+(its import alone pulls in scipy.signal, ~1.9 s). A run that is killed before they are written
+leaves no trace that matters: every start writes the calibrations again.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import psfmodels
 
 from daemon.config import Settings
 from daemon.datastore.store import DataStore
 from daemon.ingest.convert import orient
+from daemon.ingest.failures import describe
+from daemon.logs import get_logger
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
 from daemon.raw.experiment import Plan
 from daemon.raw.ndtiff import RawDataset
 
-# Theoretical PSF size: z planes and pixels per side (odd, so the focus is the centre voxel).
-PSF_Z_PLANES = 33
-PSF_XY_PIXELS = 33
+# The reference's PSF (merfish3d-analysis utils/psf.py generate_qi2lab_psf): pixels per side
+# and the sample's refractive index.
+PSF_XY_PIXELS = 51
+SAMPLE_RI = 1.47
 
 
-def theoretical_psfs(plan: Plan, acq: Acquisition) -> np.ndarray:
-    """float32 [channel, z, y, x] PSFs from the vectorial model, peak-normalised."""
+def theoretical_psfs(plan: Plan, acq: Acquisition, num_z: int) -> np.ndarray:
+    """float32 [channel, num_z, 51, 51]: per channel (ascending wavelength) psfmodels' vectorial
+    PSF at its emission wavelength, with the run's voxel size, NA and immersion index (as
+    `ni` and `ni0`) and sample index 1.47, each normalised to sum 1 as the reference does
+    (sum in float64, divide the float32 PSF)."""
+    from psfmodels import make_psf  # here, not at import: it is slow and off the start-up path
+
     dz, dxy, _ = acq.voxel_size_zyx_um
-    zv = (np.arange(PSF_Z_PLANES) - PSF_Z_PLANES // 2) * dz
-    params = {"NA": acq.na, "ni": acq.ri, "ni0": acq.ri}
-    return np.stack(
-        [
-            psfmodels.vectorial_psf(zv, PSF_XY_PIXELS, dxy, wvl=emission, params=params)
-            for _excitation, emission in plan.wavelengths_um
-        ]
-    ).astype(np.float32)
+    psfs = []
+    for _excitation, emission in plan.wavelengths_um:
+        psf = make_psf(
+            z=num_z,
+            nx=PSF_XY_PIXELS,
+            dxy=dxy,
+            dz=dz,
+            NA=acq.na,
+            wvl=emission,
+            ns=SAMPLE_RI,
+            ni=acq.ri,
+            ni0=acq.ri,
+            model="vectorial",
+        ).astype(np.float32)
+        total = float(np.sum(psf, dtype=np.float64))
+        if not np.isfinite(total) or total <= 0:
+            raise ValueError(f"psfmodels gave a PSF summing to {total!r} at {emission} µm")
+        psfs.append((psf / total).astype(np.float32, copy=False))
+    return np.stack(psfs)
+
+
+class PsfJob:
+    """psf_data computed and written by a background thread; `done` once it is on disk."""
+
+    def __init__(self, store: DataStore, compute: Callable[[], np.ndarray]) -> None:
+        self._store = store
+        self._compute = compute
+        self.done = False
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="psf", daemon=True)
+        self._thread.start()
+
+    def retry(self) -> None:
+        """Start again after a failure (a full disk that has room again)."""
+        if self.error is None or self.running:
+            return
+        self.error = None
+        self._thread = threading.Thread(target=self._run, name="psf", daemon=True)
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        """Still computing or writing."""
+        return self._thread.is_alive()
+
+    def join(self) -> None:
+        """Wait for the thread (the daemon is stopping)."""
+        self._thread.join()
+
+    def _run(self) -> None:
+        log = get_logger(path=str(self._store.calibrations_path))
+        try:
+            self._store.save_psf_data(self._compute())
+        except Exception as exc:  # any failure is reported; the planner starts a new job
+            self.error = describe(exc)
+            log.warning("psf not written", error=self.error)
+        else:
+            self.done = True
+            log.info("psf written")
 
 
 def _load_npy(path: str, dtype: type, ndim: int, what: str) -> np.ndarray:
@@ -50,8 +116,12 @@ def _load_npy(path: str, dtype: type, ndim: int, what: str) -> np.ndarray:
 
 def write_calibrations(
     store: DataStore, plan: Plan, dataset: RawDataset, settings: Settings
-) -> None:
-    """Write every calibration attribute and array; `dataset` is any complete dataset."""
+) -> PsfJob | None:
+    """Write every calibration attribute and the noise map; `dataset` is any complete dataset.
+
+    A measured PSF file is written here too (None is returned); theoretical PSFs are left to
+    the returned `PsfJob`, already running.
+    """
     acq = resolve_acquisition(plan, dataset, settings.raw)
     store.num_rounds = plan.num_rounds
     store.num_tiles = plan.num_tiles
@@ -69,15 +139,16 @@ def write_calibrations(
     store.tile_overlap = acq.tile_overlap
     store.exp_codebook = (plan.codebook_columns, plan.codebook_rows)
     store.exp_order = (plan.bit_order_columns, plan.bit_order_rows)
+    store.experiment_path = str(plan.raw_dir.parent)  # entries' `source.dataset` is relative
 
     shape_yx = orient(np.empty((1, *dataset.shape_yx), np.uint16), acq.orientation).shape[1:]
     if settings.calibrations.noise_map:
         noise = _load_npy(settings.calibrations.noise_map, np.uint16, 2, "camera noise map")
     else:
         noise = np.full(shape_yx, round(acq.offset_adu), dtype=np.uint16)
-    if settings.calibrations.psf:
-        psf = _load_npy(settings.calibrations.psf, np.float32, 4, "PSF")
-    else:
-        psf = theoretical_psfs(plan, acq)
     store.save_camera_noise_map(noise)
-    store.save_psf_data(psf)
+    if settings.calibrations.psf:
+        store.save_psf_data(_load_npy(settings.calibrations.psf, np.float32, 4, "PSF"))
+        return None
+    num_z = dataset.num_z
+    return PsfJob(store, lambda: theoretical_psfs(plan, acq, num_z))

@@ -5,28 +5,23 @@ No I/O here, so each function is tested on small arrays without a disk.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+
+from daemon.raw.orientation import Orientation
 
 # Rows per block of the correction: a few MiB of float32 temporaries instead of 4x the stack.
 CORRECTION_BLOCK_ROWS = 128
 
 
-@dataclass(frozen=True)
-class Orientation:
-    """How camera frames map onto the stage: clockwise rotation first, then flips."""
-
-    rotate: bool = False
-    flip_y: bool = False
-    flip_x: bool = False
-
-
 def orient(stack: np.ndarray, orientation: Orientation) -> np.ndarray:
-    """Rotate (rot90, k=-1 on y, x) and flip a (z, y, x) stack; returns a view, no copy."""
+    """Rotate and flip a (..., y, x) stack as the reference converters do; a view, no copy.
+
+    The rotation is `np.rot90(k=-1)` on the axes (x, y), in that order: rotate + flip_y
+    together transpose every plane.
+    """
     out = stack
     if orientation.rotate:
-        out = np.rot90(out, k=-1, axes=(-2, -1))
+        out = np.rot90(out, k=-1, axes=(-1, -2))
     if orientation.flip_y:
         out = out[..., ::-1, :]
     if orientation.flip_x:

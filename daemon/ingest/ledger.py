@@ -42,12 +42,18 @@ CREATE TABLE IF NOT EXISTS units (
     finished_at   REAL,
     read_s        REAL,
     write_s       REAL,
-    environmental INTEGER NOT NULL DEFAULT 0
+    environmental INTEGER NOT NULL DEFAULT 0,
+    conversion    INTEGER NOT NULL DEFAULT 1
 );
 """
 # Columns added after the first release, with their definitions: a ledger written by an older
 # version gains them when it is opened for writing.
-ADDED_COLUMNS = {"environmental": "INTEGER NOT NULL DEFAULT 0"}
+# (`conversion`: the version of the conversion that produced a done unit's entries; a ledger
+# from before it was recorded holds only version 1 units.)
+ADDED_COLUMNS = {
+    "environmental": "INTEGER NOT NULL DEFAULT 0",
+    "conversion": "INTEGER NOT NULL DEFAULT 1",
+}
 
 
 # SQLite's primary result codes for a file the system will not let it write, as errnos.
@@ -95,6 +101,7 @@ class UnitRecord:
     read_s: float | None
     write_s: float | None
     environmental: bool = False
+    conversion: int = 1
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,7 @@ class UnitResult:
     outputs: tuple[str, ...]
     read_s: float
     write_s: float
+    conversion: int
     # parts of write_s spent on the live monitor (daemon.monitor), for the log and bench/
     quality_s: float = 0.0
     preview_s: float = 0.0
@@ -257,8 +265,8 @@ class Ledger:
         with self._transaction() as db:
             db.execute(
                 "UPDATE units SET state = 'done', source_bytes = ?, checksum = ?, outputs = ?,"
-                " error = NULL, environmental = 0, finished_at = ?, read_s = ?, write_s = ?"
-                " WHERE unit_id = ?",
+                " error = NULL, environmental = 0, finished_at = ?, read_s = ?, write_s = ?,"
+                " conversion = ? WHERE unit_id = ?",
                 (
                     result.source_bytes,
                     result.checksum,
@@ -266,6 +274,7 @@ class Ledger:
                     time.time(),
                     result.read_s,
                     result.write_s,
+                    result.conversion,
                     uid,
                 ),
             )
@@ -291,6 +300,25 @@ class Ledger:
                 ).rowcount
                 > 0
             )
+
+    def requeue_outdated(self, version: int) -> list[str]:
+        """Return done units converted by a version older than `version` to pending, so they
+        are converted again (their old entries stay published until replaced); their ids."""
+        with self._transaction() as db:
+            ids = [
+                r[0]
+                for r in db.execute(
+                    "SELECT unit_id FROM units WHERE state = 'done' AND conversion < ?"
+                    " ORDER BY tile, round",
+                    (version,),
+                )
+            ]
+            db.execute(
+                "UPDATE units SET state = 'pending', attempts = 0"
+                " WHERE state = 'done' AND conversion < ?",
+                (version,),
+            )
+        return ids
 
     def environmental_failures(self) -> list[UnitRecord]:
         """Failed units whose cause was environmental: candidates to be queued again."""

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from daemon.config import Settings
 from daemon.datastore.store import DataStore
-from daemon.ingest.calibrations import write_calibrations
+from daemon.ingest.calibrations import PsfJob, write_calibrations
 from daemon.ingest.failures import describe, errno_name
 from daemon.ingest.ledger import Ledger, UnitRecord, unit_id
 from daemon.logs import get_logger
@@ -58,6 +58,7 @@ class Planner:
         self._recorded: dict[str, tuple] = {}  # dataset -> file signature the ledger holds
         self._plan_files: tuple = ()  # metadata file signature the plan was read from
         self._example: Path | None = None  # a complete dataset to write the calibrations from
+        self._psf: PsfJob | None = None  # the theoretical PSFs, computed in the background
         self._log = get_logger(raw_dir=str(raw_dir))
 
     def scan(self) -> None:
@@ -290,13 +291,36 @@ class Planner:
         )
         return True
 
+    @property
+    def calibrations_complete(self) -> bool:
+        """Every calibration is on disk, the PSFs included (datastore.json's Calibrations)."""
+        return self.calibrated and (self._psf is None or self._psf.done)
+
+    @property
+    def calibrating(self) -> bool:
+        """The PSFs are being computed or written."""
+        return self._psf is not None and self._psf.running
+
+    def close(self) -> None:
+        """Wait for the PSF computation (seconds), so a stop does not cut its write short."""
+        if self._psf is not None:
+            self._psf.join()
+
     def _calibrate(self) -> None:
-        """Write calibrations.zarr from the plan and a complete dataset, if not done yet."""
-        if self.calibrated or self.plan is None or self._example is None:
+        """Write calibrations.zarr from the plan and a complete dataset, if not done yet.
+
+        `calibrated` (units may be converted) turns true once the attributes and the noise map
+        are written; the PSFs follow in the background and are retried here if they failed.
+        """
+        if self.calibrated:
+            if self._psf is not None and self._psf.error is not None:
+                self._psf.retry()
+            return
+        if self.plan is None or self._example is None:
             return
         try:
             with RawDataset(self._example) as dataset:
-                write_calibrations(self._store, self.plan, dataset, self._settings)
+                self._psf = write_calibrations(self._store, self.plan, dataset, self._settings)
         except (RawDataError, NotReadyError, OSError, ValueError) as exc:
             self._once(f"calib:{exc}", "calibrations not written", error=describe(exc))
             return

@@ -18,6 +18,7 @@ import errno
 import fcntl
 import math
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -34,8 +35,8 @@ from daemon.ingest.failures import describe, errno_name
 from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult
 from daemon.ingest.planner import Planner
 from daemon.ingest.sdnotify import Notifier
-from daemon.ingest.state import StatePublisher
-from daemon.ingest.unit import UnitConverter
+from daemon.ingest.state import StatePublisher, iso_time
+from daemon.ingest.unit import CONVERSION_VERSION, UnitConverter
 from daemon.ingest.watcher import RawWatcher
 from daemon.ingest.workers import WorkerPool
 from daemon.logs import get_logger
@@ -48,7 +49,8 @@ from daemon.raw.experiment import Plan
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 STATE_DIR = ".ingest"  # the daemon's own state, inside the datastore folder
 LOOP_PERIOD_S = 0.2
-STATUS_PERIOD_S = 5.0
+STATUS_PERIOD_S = 5.0  # systemd's status line is refreshed this often
+BACKLOG_HEARTBEAT_S = 300.0  # `backlog` is logged when it changes, and at least this often
 
 
 class DaemonError(RuntimeError):
@@ -77,7 +79,13 @@ class IngestService:
         store_path = settings.datastore_path(experiment)
         state_dir = store_path / STATE_DIR
         state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = _exclusive_lock(state_dir / "lock")
+        self._lock_file = exclusive_lock(state_dir / "lock")
+        self.identity = {  # who runs this datastore, in datastore.json for pollers
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "version": __version__,
+            "started_at": iso_time(time.time()),
+        }
         self.store = DataStore(store_path, codec=settings.arrays)
         self.ledger = Ledger(ledger_path(store_path))
         self.planner = Planner(self.raw_dir, self.store, self.ledger, settings)
@@ -86,6 +94,8 @@ class IngestService:
             self.ledger,
             state_interval_s=0.5,
             log_interval_s=settings.status.ingest_log_interval_s,
+            heartbeat_s=settings.status.heartbeat_s,
+            identity=self.identity,
         )
         self.quality = QualityLog(state_dir / QUALITY_DB)
         self.quality_publisher = QualityPublisher(
@@ -94,7 +104,7 @@ class IngestService:
         self._converter = UnitConverter(
             self.raw_dir,
             self.store,
-            self.planner,
+            lambda: self.planner.plan,
             settings,
             self.quality,
             MosaicPreview(store_path / PREVIEW_DIR),
@@ -112,6 +122,7 @@ class IngestService:
         self._recovered = False  # units left `running` by a crash are back to pending
         self._last_rescan: float | None = None  # None until the first full scan succeeded
         self._last_status = 0.0
+        self._backlog: tuple[object, float] | None = None  # last logged backlog and when
         self.watcher = RawWatcher(
             self.raw_dir,
             polling=settings.watch.observer == "polling",
@@ -125,7 +136,13 @@ class IngestService:
         progress: Callable[[dict[str, int]], None] | None = None,
     ) -> RunOutcome:
         """Recover, scan, then (if `watch`) follow the folder until stopped or complete."""
-        self.log.info("daemon started", version=__version__, settings=_plain(self.settings))
+        self.log.info(
+            f"{'watch' if watch else 'ingest'} started",
+            **self.identity,
+            datastore=str(self.store.path),
+            config=self.settings.summary(),
+            settings=asdict(self.settings),
+        )
         self._last_status = time.monotonic()
         try:
             while not self.stop_requested.is_set():
@@ -151,6 +168,11 @@ class IngestService:
             interrupted = self.ledger.recover()
             if interrupted:
                 self.log.warning("recovered interrupted units", units=interrupted)
+            outdated = self.ledger.requeue_outdated(CONVERSION_VERSION)
+            if outdated:
+                self.log.warning(
+                    "converting again", units=outdated, reason="written by an older version"
+                )
             self._recovered = True
         if watch and not self.watcher.alive:  # before the first scan: no change falls between
             self._start_watcher()
@@ -217,7 +239,7 @@ class IngestService:
     def _publish(self, write: Callable[[Plan | None, bool], None]) -> None:
         """Rewrite the published views with `write` (which only writes into the datastore)."""
         with self._in_store(f"writing {layout.STATE_FILE} or {layout.INGEST_LOG}"):
-            write(self.planner.plan, self.planner.calibrated)
+            write(self.planner.plan, self.planner.calibrations_complete)
 
     def _convert(self, record: UnitRecord) -> UnitResult:
         """A worker's job: the unit's files checked once more (they may have vanished or become
@@ -254,6 +276,8 @@ class IngestService:
         """
         if self.pool.in_flight or (self.planner.calibrated and self.ledger.pending()):
             return False
+        if self.planner.calibrating:
+            return False
         if not watch:
             return True
         plan = self.planner.plan
@@ -278,20 +302,30 @@ class IngestService:
         return (
             f"{counts['done']} done, {counts['failed']} failed, "
             f"{counts['pending'] + counts['running']} waiting, "
-            f"{len(self.planner.waiting)} datasets being written"
+            f"{len(self.planner.waiting)} dataset{'' if len(self.planner.waiting) == 1 else 's'}"
+            " being written"
         )
 
     def _report_status(self) -> None:
-        line = self._status_line()
-        self.notifier.status(line)
-        self.log.info("backlog", **self.ledger.counts(), being_written=len(self.planner.waiting))
+        """systemd's status line; the `backlog` log line when it changed, or as a heartbeat."""
+        self.notifier.status(self._status_line())
+        backlog = {**self.ledger.counts(), "being_written": len(self.planner.waiting)}
+        now = time.monotonic()
+        if self._backlog is None or (
+            backlog != self._backlog[0] or now - self._backlog[1] >= BACKLOG_HEARTBEAT_S
+        ):
+            self.log.info("backlog", **backlog)
+            self._backlog = (backlog, now)
 
     def _shutdown(self) -> dict[str, int]:
         """Stop everything in order; returns the final unit counts."""
         self.notifier.stopping()
-        self.log.info("stopping", in_flight=self.pool.in_flight)
+        running = self.pool.busy_workers
+        self.log.info("stopping", running=running, queued=max(0, self.pool.in_flight - running))
         self.watcher.stop()
         self.pool.stop()
+        self.planner.close()
+        self.identity["stopped_at"] = iso_time(time.time())
         try:
             self._publish(self.publisher.publish)
             self._publish(lambda _plan, _calibrated: self.quality_publisher.publish())
@@ -312,19 +346,26 @@ def ledger_path(store_path: Path) -> Path:
     return store_path / STATE_DIR / "ledger.sqlite"
 
 
-def _exclusive_lock(path: Path) -> int:
-    """Hold a lock for the process's lifetime so two daemons never share a datastore."""
+def exclusive_lock(path: Path) -> int:
+    """Hold a lock for the process's lifetime so two daemons never share a datastore; the
+    file says who holds it ("pid host"), for the message a second daemon gives."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         raise DaemonError(
-            f"{path}: another qi2lab-ingest is already working on this datastore"
+            f"{path}: another qi2lab-ingest ({_holder(path)}) is already working on this datastore"
         ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
     return fd
 
 
-def _plain(settings: Settings) -> dict[str, object]:
-    """Settings as plain data for the start-up log line."""
-    return asdict(settings)
+def _holder(lock: Path) -> str:
+    """`pid 4242 on scope-pc` from a lock file, as far as it can be read."""
+    try:
+        pid, host = lock.read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError, ValueError):
+        return "pid unknown"
+    return f"pid {pid} on {host}"

@@ -8,8 +8,10 @@ thousands of units does not rewrite a growing document once per unit.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -19,6 +21,7 @@ from daemon.datastore import layout
 from daemon.datastore.jsonio import atomic_write
 from daemon.datastore.store import DataStore
 from daemon.ingest.ledger import Ledger, UnitRecord
+from daemon.ingest.unit import unit_entities
 from daemon.raw.experiment import Plan
 
 INGEST_LOG_SCHEMA = pa.schema(
@@ -31,7 +34,8 @@ INGEST_LOG_SCHEMA = pa.schema(
         ("fingerprint", pa.string()),
         ("attempts", pa.int32()),
         ("source_bytes", pa.int64()),
-        ("checksum", pa.string()),
+        ("channels", pa.list_(pa.string())),  # the raw channels, in the order of `checksum`
+        ("checksum", pa.list_(pa.string())),  # CRC-32 of each channel's raw pixels
         ("outputs", pa.list_(pa.string())),
         ("error", pa.string()),
         ("seen_at", pa.timestamp("ms", tz="UTC")),
@@ -69,14 +73,36 @@ def ingestion_summary(
     return {"units_expected": expected, "units": totals, "tiles": tiles}
 
 
-def ingest_log_table(units: Iterable[UnitRecord]) -> pa.Table:
-    """The ledger as an Arrow table with the schema above."""
-    rows = [vars(u) | {"outputs": list(u.outputs)} for u in units]
+def ingest_log_table(units: Iterable[UnitRecord], plan: Plan | None) -> pa.Table:
+    """The ledger as an Arrow table with the schema above; the ledger's comma-joined checksums
+    become a list, next to the list of the channels they belong to (the plan's)."""
+    rows = [
+        vars(u)
+        | {
+            "outputs": list(u.outputs),
+            "checksum": u.checksum.split(",") if u.checksum else None,
+            "channels": _channels(plan, u) if u.checksum else None,
+        }
+        for u in units
+    ]
     for row in rows:
         for key in ("seen_at", "started_at", "finished_at"):
             if row[key] is not None:
                 row[key] = int(row[key] * 1000)
     return pa.Table.from_pylist(rows, schema=INGEST_LOG_SCHEMA)
+
+
+def _channels(plan: Plan | None, unit: UnitRecord) -> list[str] | None:
+    """The channel axis names of a unit, in the order conversion checksums them."""
+    if plan is None:
+        return None
+    return [channel.axis_name for channel in unit_entities(plan, unit.tile, unit.round)]
+
+
+def iso_time(seconds: float) -> str:
+    """A Unix time as ISO 8601 UTC with milliseconds (`2026-12-02T05:12:03.250Z`)."""
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class StatePublisher:
@@ -88,15 +114,28 @@ class StatePublisher:
     rewrite costs more as a run grows: a file is never rewritten sooner than
     `COST_FACTOR` times its last rewrite took, which caps this bookkeeping at a fixed share of
     the main thread however many units the run has. `publish()` writes both at once.
+
+    datastore.json also says who writes it (`Daemon`: pid, host, version, started_at, and
+    stopped_at once the daemon has stopped) and when it last did (`updated_at`); while the
+    daemon runs it is rewritten at least every `heartbeat_s`, so a poller can tell a live run
+    (a recent updated_at) from a dead one.
     """
 
     COST_FACTOR = 20
 
     def __init__(
-        self, store: DataStore, ledger: Ledger, state_interval_s: float, log_interval_s: float
+        self,
+        store: DataStore,
+        ledger: Ledger,
+        state_interval_s: float,
+        log_interval_s: float,
+        heartbeat_s: float = math.inf,
+        identity: Mapping[str, Any] | None = None,
     ) -> None:
         self._store = store
         self._ledger = ledger
+        self._heartbeat_s = heartbeat_s
+        self._identity = identity if identity is not None else {}
         self._intervals = {"state": state_interval_s, "log": log_interval_s}
         self._last = {"state": 0.0, "log": 0.0}
         self._cost = {"state": 0.0, "log": 0.0}
@@ -108,7 +147,8 @@ class StatePublisher:
         version = (self._ledger.changes, calibrations)
         for key, published in self._published.items():
             wait_s = max(self._intervals[key], self.COST_FACTOR * self._cost[key])
-            if published != version and now - self._last[key] >= wait_s:
+            beat = key == "state" and now - self._last[key] >= max(wait_s, self._heartbeat_s)
+            if (published != version and now - self._last[key] >= wait_s) or beat:
                 self._write(key, plan, calibrations)
 
     def publish(self, plan: Plan | None, calibrations: bool) -> None:
@@ -126,10 +166,13 @@ class StatePublisher:
                 and summary["units"]["done"] == summary["units_expected"]
             )
             state = self._store.read_state()
-            state.update(Calibrations=calibrations, Corrected=complete, Ingestion=summary)
+            daemon = {**self._identity, "updated_at": iso_time(time.time())}
+            state.update(
+                Calibrations=calibrations, Corrected=complete, Ingestion=summary, Daemon=daemon
+            )
             self._store.write_state(state)
         else:
-            table = ingest_log_table(self._ledger.units())
+            table = ingest_log_table(self._ledger.units(), plan)
             atomic_write(self._store.path / layout.INGEST_LOG, lambda f: pq.write_table(table, f))
         self._published[key] = version
         self._last[key] = time.monotonic()

@@ -179,15 +179,6 @@ class QualityLog:
             )
         return rows
 
-    def round0_signal(self, tile: int) -> float | None:
-        """The fiducial signal of round 0 of `tile`, if measured."""
-        with self._lock:
-            found = self._db.execute(
-                "SELECT signal FROM quality WHERE kind = 'round' AND tile = ? AND round = 0",
-                (tile,),
-            ).fetchone()
-        return None if found is None else float(found[0])
-
 
 def quality_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
     """Quality rows as an Arrow table with QUALITY_SCHEMA."""

@@ -2,6 +2,8 @@
 
 Each value comes from the first of: scan_metadata.csv, the NDTiff image metadata, config.toml
 (`RawDefaults`); if none has it, a `MetadataError` names the key and where it was looked for.
+The stage flips follow the same order: `stage_flipped_x/y` in the scan metadata, else
+Micro-Manager's `XYStage-TransposeMirrorX/Y` of the first image, else the camera's default.
 Values found in the image metadata are Micro-Manager property strings and are parsed here; a
 value there that cannot be parsed is a `DatasetError` naming the dataset and the key.
 """
@@ -14,12 +16,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.ingest.convert import Orientation
 from daemon.raw.csvfiles import Value
 from daemon.raw.defaults import CAMERA_MODELS, RawDefaults
 from daemon.raw.errors import DatasetError, MetadataError
 from daemon.raw.experiment import Plan, check_kind
 from daemon.raw.ndtiff import RawDataset
+from daemon.raw.orientation import Orientation
 
 # A z step below this is a 3D (sub-Nyquist-ish) scan; the reference converter's rule.
 _3D_MAX_Z_STEP_UM = 0.5
@@ -77,8 +79,18 @@ def resolve_acquisition(plan: Plan, dataset: RawDataset, defaults: RawDefaults) 
             flip_y=r.pick("image_flipped_y", bool, lambda: None, camera.image_flipped_y),
             flip_x=r.pick("image_flipped_x", bool, lambda: None, camera.image_flipped_x),
         ),
-        stage_flip_x=r.pick("stage_flipped_x", bool, lambda: None, camera.stage_flipped_x),
-        stage_flip_y=r.pick("stage_flipped_y", bool, lambda: None, camera.stage_flipped_y),
+        stage_flip_x=r.pick(
+            "stage_flipped_x",
+            bool,
+            r.image_flag("XYStage-TransposeMirrorX"),
+            camera.stage_flipped_x,
+        ),
+        stage_flip_y=r.pick(
+            "stage_flipped_y",
+            bool,
+            r.image_flag("XYStage-TransposeMirrorY"),
+            camera.stage_flipped_y,
+        ),
         na=r.pick("na", float, lambda: None, defaults.na),
         ri=r.pick("ri", float, lambda: None, defaults.ri),
         microscope_type=microscope_type,
@@ -125,6 +137,21 @@ class _Resolver:
 
     def image_number(self, key: str) -> Callable[[], float | None]:
         return lambda: self._number(self.first, key)
+
+    def image_flag(self, key: str) -> Callable[[], bool | None]:
+        """A Micro-Manager 0/1 property (the stage mirrors) as a bool; None when absent."""
+
+        def flag() -> bool | None:
+            if key not in self.first:
+                return None
+            value = str(self.first[key]).strip()
+            if value not in ("0", "1"):
+                raise DatasetError(
+                    self.dataset.path, f"image metadata {key} = {self.first[key]!r} is not 0 or 1"
+                )
+            return value == "1"
+
+        return flag
 
     def image_pixel_size(self) -> float | None:
         """PixelSizeUm rounded to 1 nm as the reference does; 0 (uncalibrated) counts as absent."""

@@ -21,11 +21,11 @@ from daemon.datastore.arrays import (
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"compressor": "gzip"}, "ArrayCodec.compressor must be one of .* got 'gzip'"),
-        ({"clevel": 10}, r"ArrayCodec.clevel must be an int in 0..9, got 10"),
-        ({"clevel": 2.5}, r"ArrayCodec.clevel must be an int in 0..9, got 2.5"),
-        ({"shuffle": "bits"}, "ArrayCodec.shuffle must be one of bit, byte, none, got 'bits'"),
-        ({"z_chunk": 0}, "ArrayCodec.z_chunk must be an int >= 1, got 0"),
+        ({"compressor": "gzip"}, "compressor must be one of .* got 'gzip'"),
+        ({"clevel": 10}, r"clevel must be an int in 0..9, got 10"),
+        ({"clevel": 2.5}, r"clevel must be an int in 0..9, got 2.5"),
+        ({"shuffle": "bits"}, "shuffle must be one of bit, byte, none, got 'bits'"),
+        ({"z_chunk": 0}, "z_chunk must be an int >= 1, got 0"),
     ],
 )
 def test_codec_rejects_bad_fields(kwargs, message):
@@ -88,7 +88,7 @@ def test_overwrite_replaces_shape_and_content(tmp_path, context):
     smaller = np.full((2, 32, 32), 7, np.uint16)
     write_array(path, smaller, ArrayCodec(), context, immutable_source=True).result()
     np.testing.assert_array_equal(zarr.open_array(str(path), mode="r")[...], smaller)
-    assert sorted(p.name for p in path.iterdir()) == [".zarray", "0.0.0", "1.0.0"]
+    assert sorted(p.name for p in path.iterdir()) == [".zarray", ".zattrs", "0.0.0", "1.0.0"]
 
 
 def test_read_missing_array_names_it(tmp_path):

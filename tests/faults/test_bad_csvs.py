@@ -63,7 +63,7 @@ def test_bad_scan_metadata_holds_the_plan_until_a_good_file_arrives(tmp_path):
     poller = StatePoller(store / "datastore.json")
     poller.start()
     with microscope(experiment, SETTINGS) as scope:
-        wait_for_path(raw / "bit_order.csv")
+        wait_for_path(raw / "bit_order.csv", while_alive=scope)
         os.kill(scope.pid, signal.SIGSTOP)
         good = scan.read_text()
         (raw / "sim_r0009_tile0000_1").mkdir()  # looks like a dataset until the plan says no
@@ -109,9 +109,9 @@ def test_bad_scan_metadata_holds_the_plan_until_a_good_file_arrives(tmp_path):
             write_slowly(
                 scan, good, until=",True", wait=lambda: rejected(str(scan), "12 keys in the header")
             )
-            assert scope.wait(60) == 0
+            scope.expect_exit(0)
             raw_at_end = raw_checksums(experiment)
-            assert daemon.wait() == 0, daemon.events[-5:]
+            daemon.expect_exit(0)
     poller.finish()
 
     assert check_store(store, expected_entries(truth), complete=True) == []
@@ -133,7 +133,7 @@ def test_a_bad_stage_position_file_fails_its_unit_until_it_is_right(tmp_path):
         microscope(experiment, SETTINGS) as scope,
         DaemonProcess("watch", experiment, config) as daemon,
     ):
-        wait_for_path(stage)
+        wait_for_path(stage, while_alive=scope)
         os.kill(scope.pid, signal.SIGSTOP)  # before the tile's dataset is complete
         good = stage.read_text()
         replace(stage, edited(good, stage_z=None))
@@ -149,7 +149,9 @@ def test_a_bad_stage_position_file_fails_its_unit_until_it_is_right(tmp_path):
             )
 
         failed("stage_z: required key missing")
-        poller.wait_until(lambda p: p.saw_failure("tile0001", "round0000.zarr", "stage_z"))
+        poller.wait_until(
+            lambda p: p.saw_failure("tile0001", "round0000.zarr", "stage_z"), while_alive=daemon
+        )
         for bad, cause in [
             (edited(good, stage_x="abc"), "stage_x must be a number, got 'abc'"),
             (edited(good, stage_y="nan"), "stage_y must be a finite number, got nan"),
@@ -160,10 +162,12 @@ def test_a_bad_stage_position_file_fails_its_unit_until_it_is_right(tmp_path):
         write_slowly(
             stage, good, until="\n", wait=lambda: failed("a header line and one value line")
         )
-        assert scope.wait(60) == 0
+        scope.expect_exit(0)
         raw_at_end = raw_checksums(experiment)
         # A unit failed for good would end --exit-when-complete; this one waits for its file.
-        poller.wait_until(lambda p: p.latest is not None and p.latest["Corrected"])
+        poller.wait_until(
+            lambda p: p.latest is not None and p.latest["Corrected"], while_alive=daemon
+        )
         assert daemon.stop() == 0
     poller.finish()
 

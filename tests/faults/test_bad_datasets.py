@@ -102,7 +102,7 @@ def test_broken_datasets_fail_naming_file_and_cause_and_a_new_copy_supersedes_th
     poller = StatePoller(store / "datastore.json")
     poller.start()
     with microscope(experiment, SETTINGS) as scope:
-        wait_for_path(raw / "bit_order.csv")
+        wait_for_path(raw / "bit_order.csv", while_alive=scope)
         os.kill(scope.pid, signal.SIGSTOP)  # the scope pauses; the damaged copies arrive
         with DaemonProcess("watch", experiment, config, "--exit-when-complete") as daemon:
             for (round_, tile), (damage, _) in DAMAGED.items():
@@ -116,14 +116,15 @@ def test_broken_datasets_fail_naming_file_and_cause_and_a_new_copy_supersedes_th
             for (round_, tile), (_, parts) in DAMAGED.items():
                 tile_name, round_name = f"tile{tile:04d}", f"round{round_ - 1:04d}.zarr"
                 poller.wait_until(
-                    lambda p, t=tile_name, r=round_name, m=parts: p.saw_failure(t, r, *m)
+                    lambda p, t=tile_name, r=round_name, m=parts: p.saw_failure(t, r, *m),
+                    while_alive=daemon,
                 )
             assert daemon.alive()
 
             os.kill(scope.pid, signal.SIGCONT)
-            assert scope.wait(60) == 0
+            scope.expect_exit(0)
             raw_at_end = raw_checksums(experiment)
-            assert daemon.wait() == 0, daemon.events[-5:]
+            daemon.expect_exit(0)
     poller.finish()
 
     assert check_store(store, expected, complete=True) == []

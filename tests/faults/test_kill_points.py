@@ -163,17 +163,17 @@ def test_sigkill_inside_each_atomic_operation_then_restart_gives_the_uninterrupt
                     switch.arm(life.pid, ops[operation], k)
                     code = life.wait()
                     switch.disarm()
-                assert code == -signal.SIGKILL, f"{operation} #{k} never came (exit {code})"
+                assert code == -signal.SIGKILL, f"{operation} #{k} never came: {life.report()}"
                 kills.append((operation, k, switch.hit))
                 for relpath in published_entries(store):  # each entry checked once per version
                     version = (store / relpath).stat().st_ino
                     if checked.get(relpath) != version:
                         assert check_entry(store, expected[relpath]) == [], kills[-1]
                         checked[relpath] = version
-            assert scope.wait(60) == 0
+            scope.expect_exit(0)
             raw_at_end = raw_checksums(experiment)
             with DaemonProcess("watch", experiment, config, "--exit-when-complete") as last:
-                assert last.wait() == 0, last.events[-5:]
+                last.expect_exit(0)
     finally:
         watch.stop()
         watch.join()

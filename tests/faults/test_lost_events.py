@@ -59,10 +59,10 @@ def test_events_lost_to_an_inotify_overflow_are_caught_up_by_the_rescan(tmp_path
         os.kill(daemon.pid, signal.SIGSTOP)
         for i in range(FLOOD_FILES):
             (raw / "flood" / f"{i:05d}").touch()
-        assert scope.wait(60) == 0  # the rest of the acquisition, its events lost
+        scope.expect_exit(0)  # the rest of the acquisition, its events lost
         os.kill(daemon.pid, signal.SIGCONT)
         raw_at_end = raw_checksums(experiment)
-        assert daemon.wait() == 0, daemon.events[-5:]
+        daemon.expect_exit(0)
     poller.finish()
 
     overflowed = [line for line in daemon.other_lines if "overflow" in line.lower()]
@@ -112,9 +112,9 @@ def test_a_folder_without_inotify_events_is_followed_by_polling(tmp_path, observ
             "watch", experiment, config, "--exit-when-complete", wrapper=NO_INOTIFY
         ) as daemon,
     ):
-        assert scope.wait(60) == 0
+        scope.expect_exit(0)
         raw_at_end = raw_checksums(experiment)
-        assert daemon.wait() == 0, daemon.events[-5:]
+        daemon.expect_exit(0)
     poller.finish()
 
     fallback = daemon.named("inotify unavailable, polling instead")

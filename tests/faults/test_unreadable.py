@@ -2,7 +2,10 @@
 
 The tests run as root, and root reads any file whatever its mode; so here the daemon runs as
 `nobody` (setpriv), as a service would run as its own user, while the microscope writes as
-root. A stack of one dataset and the NDTiff.index of another lose their read permission as the
+root. What the daemon runs from (interpreter, packages) is linked into a folder `nobody` may
+read, so that where the clone lives (a private `mktemp -d` folder) does not matter.
+
+A stack of one dataset and the NDTiff.index of another lose their read permission as the
 microscope writes them; both units must be recorded as failed naming the file and
 "Permission denied" (in the log and datastore.json), every other unit completes, and once the
 modes are fixed both units are converted without anyone touching the daemon.
@@ -14,7 +17,14 @@ import os
 
 from support.daemon import DaemonProcess, StatePoller
 from support.experiment import check_store, expected_entries, raw_checksums
-from support.faults import as_user, fault_config, microscope, shared_folder, wait_for_path
+from support.faults import (
+    as_user,
+    fault_config,
+    microscope,
+    runtime_for,
+    shared_folder,
+    wait_for_path,
+)
 
 from daemon.simulate import SimulationSettings, simulate
 
@@ -32,6 +42,7 @@ def test_unreadable_raw_files_fail_their_units_until_the_mode_is_fixed(tmp_path)
     simulate(truth, SETTINGS)
     expected = expected_entries(truth)
     with shared_folder() as base:
+        python, env = runtime_for(prefix, base)
         experiment = base / "exp"
         raw = experiment / "raw_data"
         store = experiment / "qi2labdatastore"
@@ -42,24 +53,33 @@ def test_unreadable_raw_files_fail_their_units_until_the_mode_is_fixed(tmp_path)
         poller.start()
         with (
             microscope(experiment, SETTINGS) as scope,
-            DaemonProcess("watch", experiment, config, "--exit-when-complete", wrapper=prefix) as d,
+            DaemonProcess(
+                "watch",
+                experiment,
+                config,
+                "--exit-when-complete",
+                wrapper=prefix,
+                python=python,
+                env=env,
+            ) as d,
         ):
             for dataset, name, _unit in UNREADABLE:
-                wait_for_path(raw / dataset / name)
+                wait_for_path(raw / dataset / name, while_alive=scope)
                 (raw / dataset / name).chmod(0)  # while the microscope still writes it
             for _dataset, name, (tile, round_name) in UNREADABLE:
                 poller.wait_until(
                     lambda p, t=tile, r=round_name, f=name: p.saw_failure(
                         t, r, f, "Permission denied"
-                    )
+                    ),
+                    while_alive=d,
                 )
-            assert scope.wait(60) == 0
+            scope.expect_exit(0)
             assert d.alive()
             assert check_store(store, expected, complete=False) == []
             for dataset, name, _unit in UNREADABLE:
                 (raw / dataset / name).chmod(0o644)  # fixed; nobody tells the daemon
             raw_at_end = raw_checksums(experiment)
-            assert d.wait() == 0, d.events[-5:]
+            d.expect_exit(0)
         poller.finish()
         assert (store / "datastore.json").stat().st_uid == uid  # it really ran as `nobody`
         assert check_store(store, expected, complete=True) == []

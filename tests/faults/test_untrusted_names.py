@@ -47,7 +47,7 @@ def test_intruders_in_raw_data_are_ignored_and_never_followed(tmp_path):
     poller.start()
     microscope = simulator_process(experiment, SETTINGS)
     with DaemonProcess("watch", experiment, config, "--exit-when-complete") as daemon:
-        wait_for_path(raw / "bit_order.csv")
+        wait_for_path(raw / "bit_order.csv", while_alive=microscope)
         (raw / "notes.txt").write_text("operator notes\n")
         (raw / ".DS_Store").write_bytes(b"\0\1")
         (raw / NON_UTF8).write_bytes(b"x")
@@ -60,11 +60,11 @@ def test_intruders_in_raw_data_are_ignored_and_never_followed(tmp_path):
         os.mkfifo(raw / "sim_r0002_tile0002_6")  # opening it would block a careless reader
         os.symlink(foreign / "sim_r0001_tile0002_1", raw / "sim_r0001_tile0002_7")
         # A link posing as a later copy of a dataset the microscope has already written.
-        wait_for_path(raw / "sim_r0002_tile0000_stage_positions.csv")
+        wait_for_path(raw / "sim_r0002_tile0000_stage_positions.csv", while_alive=microscope)
         os.symlink(foreign / "sim_r0001_tile0001_1", raw / "sim_r0001_tile0001_2")
-        assert microscope.wait(60) == 0
+        microscope.expect_exit(0)
         raw_at_end = raw_checksums(experiment)
-        assert daemon.wait() == 0, daemon.events[-5:]
+        daemon.expect_exit(0)
     poller.finish()
 
     assert check_store(store, expected, complete=True) == []

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import queue
 import random
 import subprocess
-import threading
 import time
-from pathlib import Path
 
+from support.daemon import DaemonProcess, StatePoller
 from support.experiment import (
     check_store,
     daemon_command,
@@ -39,35 +36,14 @@ KILL_AFTER = (
 )
 
 
-class StatePoller(threading.Thread):
-    """Reads datastore.json in a loop, as downstream analysis does, and counts failed parses."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(daemon=True)
-        self.path = path
-        self.reads = 0
-        self.failures: list[str] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                text = self.path.read_text()
-            except FileNotFoundError:
-                continue
-            try:
-                doc = json.loads(text)
-                assert "Corrected" in doc
-                self.reads += 1
-            except (ValueError, AssertionError) as exc:
-                self.failures.append(f"{exc}: {text[:200]!r}")
-            time.sleep(0.002)
-
-
-def _lines(stream, out: queue.Queue) -> None:
-    for line in stream:
-        out.put(line)
-    out.put(None)
+def _live_until(daemon: DaemonProcess, target: str | None, seconds: float) -> bool:
+    """Let the daemon run until it logs `target` (True), ends, or `seconds` pass (False)."""
+    deadline = time.monotonic() + seconds
+    while daemon.alive() and time.monotonic() < deadline:
+        if target is not None and daemon.named(target):
+            return True
+        time.sleep(0.002)
+    return False
 
 
 def test_sigkill_at_many_moments_gives_the_uninterrupted_result(tmp_path):
@@ -77,51 +53,36 @@ def test_sigkill_at_many_moments_gives_the_uninterrupted_result(tmp_path):
     experiment = tmp_path / "exp"
     config = write_config(tmp_path / "crash.toml", datastore="crashed")
     store = experiment / "crashed"
-    microscope = simulator_process(experiment, SETTINGS)
     poller = StatePoller(store / "datastore.json")
     poller.start()
     rng = random.Random(20261124)
     kills: list[str] = []
     raw_at_end_of_acquisition = None
-    while True:
-        daemon = subprocess.Popen(
-            daemon_command("watch", experiment, config, "--exit-when-complete"),
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        lines: queue.Queue = queue.Queue()
-        threading.Thread(target=_lines, args=(daemon.stderr, lines), daemon=True).start()
-        # Most lives end just after an event, some at a random time (start-up, idle, exit).
-        target = rng.choice(KILL_AFTER) if rng.random() < 0.75 else None
-        delay = rng.uniform(0.1, 2.0) if target is None else EVENT_WAIT_S
-        deadline, moment = time.monotonic() + delay, f"{delay:.2f} s after start"
-        while len(kills) < KILLS and time.monotonic() < deadline:
-            try:
-                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
+    with simulator_process(experiment, SETTINGS) as microscope:
+        while True:
+            with DaemonProcess("watch", experiment, config, "--exit-when-complete") as daemon:
+                # Most lives end just after an event, some at a random time (start-up, idle,
+                # exit).
+                target = rng.choice(KILL_AFTER) if rng.random() < 0.75 else None
+                delay = rng.uniform(0.1, 2.0) if target is None else EVENT_WAIT_S
+                moment = f"{delay:.2f} s after start"
+                if len(kills) < KILLS and _live_until(daemon, target, delay):
+                    time.sleep(rng.uniform(0, 0.04))
+                    moment = str(target)
+                if raw_at_end_of_acquisition is None and not microscope.alive():
+                    raw_at_end_of_acquisition = raw_checksums(experiment)
+                if len(kills) < KILLS and daemon.alive():
+                    daemon.kill()
+                    kills.append(moment)
+                    # After every kill: the published entries are complete and correct.
+                    if store.exists():
+                        assert check_store(store, expected, complete=False) == [], moment
+                    continue
+                daemon.expect_exit(0, timeout=120)
+            if not microscope.alive() and len(kills) >= KILLS:
                 break
-            if line is None:
-                break
-            if target is not None and f'"event": "{target}"' in line:
-                time.sleep(rng.uniform(0, 0.04))
-                moment = target
-                break
-        if raw_at_end_of_acquisition is None and microscope.poll() is not None:
-            raw_at_end_of_acquisition = raw_checksums(experiment)
-        if len(kills) < KILLS and daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
-            kills.append(moment)
-            # After every kill: the published entries are complete and correct.
-            if store.exists():
-                assert check_store(store, expected, complete=False) == [], moment
-            continue
-        assert daemon.wait(120) == 0, f"exit {daemon.returncode} after kills {kills}"
-        if microscope.poll() is not None and len(kills) >= KILLS:
-            break
-    assert microscope.wait(60) == 0
-    poller.stop.set()
-    poller.join()
+        microscope.expect_exit(0)
+    poller.finish()
 
     assert len(kills) == KILLS
     assert len(set(kills) & set(KILL_AFTER)) >= 3, kills  # many different moments
@@ -129,14 +90,13 @@ def test_sigkill_at_many_moments_gives_the_uninterrupted_result(tmp_path):
     state = read_state(store)
     assert state["Corrected"] and state["Calibrations"]
     assert state["Ingestion"]["units"]["done"] == SETTINGS.tiles * SETTINGS.rounds
-    assert poller.failures == [] and poller.reads > 0
 
     # The same as an uninterrupted run, attributes included.
     reference_config = write_config(tmp_path / "ref.toml", datastore="reference")
     ingest = subprocess.run(
-        daemon_command("ingest", experiment, reference_config), capture_output=True
+        daemon_command("ingest", experiment, reference_config), capture_output=True, text=True
     )
-    assert ingest.returncode == 0
+    assert ingest.returncode == 0, ingest.stderr[-3000:]
     reference = experiment / "reference"
     assert published_entries(store) == published_entries(reference)
     for relpath in [*published_entries(store), "calibrations.zarr"]:

@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import pytest
+from support.daemon import DaemonProcess
 from support.experiment import (
     check_store,
     daemon_command,
@@ -40,15 +41,12 @@ TIMEOUT_S = 120
 def test_watch_ingests_a_live_acquisition(tmp_path, settings):
     experiment = tmp_path / "exp"
     config = write_config(tmp_path / "config.toml")
-    microscope = simulator_process(experiment, settings)
-    daemon = subprocess.run(
-        daemon_command("watch", experiment, config, "--exit-when-complete"),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
-    assert microscope.wait(TIMEOUT_S) == 0, microscope.stderr.read()
-    assert daemon.returncode == 0, daemon.stderr[-3000:]
+    with (
+        simulator_process(experiment, settings) as microscope,
+        DaemonProcess("watch", experiment, config, "--exit-when-complete") as daemon,
+    ):
+        microscope.expect_exit(0, TIMEOUT_S, while_alive=[daemon])
+        daemon.expect_exit(0, TIMEOUT_S)
 
     store = experiment / "qi2labdatastore"
     expected = expected_entries(experiment)
@@ -57,7 +55,8 @@ def test_watch_ingests_a_live_acquisition(tmp_path, settings):
     assert state["Calibrations"] is True and state["Corrected"] is True
     units = settings.tiles * settings.rounds
     assert state["Ingestion"]["units"]["done"] == units
-    events = log_events(daemon.stderr)
+    assert daemon.other_lines == []  # every line is JSON
+    events = daemon.events
     assert sum(e["event"] == "unit done" for e in events) == units
     assert not [e for e in events if e["level"] == "error"]
 
@@ -71,22 +70,12 @@ def test_metadata_arriving_after_the_datasets(tmp_path):
     for name in ("scan_metadata.csv", "codebook.csv", "bit_order.csv"):
         shutil.move(experiment / "raw_data" / name, held / name)
     config = write_config(tmp_path / "config.toml")
-    daemon = subprocess.Popen(
-        daemon_command("watch", experiment, config, "--exit-when-complete"),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    waited = []
-    for line in daemon.stderr:
-        if '"waiting for metadata"' in line:
-            waited.append(line)
-            break
-    assert waited, "the daemon never said it waits for the metadata"
-    assert published_entries(experiment / "qi2labdatastore") == []
-    for name in ("bit_order.csv", "codebook.csv", "scan_metadata.csv"):
-        os.rename(held / name, experiment / "raw_data" / name)  # arrive one by one, atomically
-    rest = daemon.stderr.read()
-    assert daemon.wait(TIMEOUT_S) == 0, rest[-3000:]
+    with DaemonProcess("watch", experiment, config, "--exit-when-complete") as daemon:
+        daemon.wait_event("waiting for metadata")
+        assert published_entries(experiment / "qi2labdatastore") == []
+        for name in ("bit_order.csv", "codebook.csv", "scan_metadata.csv"):
+            os.rename(held / name, experiment / "raw_data" / name)  # one by one, atomically
+        daemon.expect_exit(0, TIMEOUT_S)
     assert (
         check_store(experiment / "qi2labdatastore", expected_entries(experiment), complete=True)
         == []
@@ -149,17 +138,10 @@ def test_a_daemon_started_before_raw_data_exists_needs_no_rescan(tmp_path):
     experiment.mkdir()
     # No periodic rescan within the test: only the observer, started when raw_data appears.
     config = write_config(tmp_path / "config.toml", watch={"rescan_interval_s": 3600.0})
-    daemon = subprocess.Popen(
-        daemon_command("watch", experiment, config, "--exit-when-complete"),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    for line in daemon.stderr:
-        if '"waiting for raw_data"' in line:  # its first scan is done
-            break
-    simulate(experiment, SimulationSettings(tiles=1, rounds=2, z=3, size=64))
-    rest = daemon.stderr.read()
-    assert daemon.wait(TIMEOUT_S) == 0, rest[-3000:]
+    with DaemonProcess("watch", experiment, config, "--exit-when-complete") as daemon:
+        daemon.wait_event("waiting for raw_data")  # its first scan is done
+        simulate(experiment, SimulationSettings(tiles=1, rounds=2, z=3, size=64))
+        daemon.expect_exit(0, TIMEOUT_S)
     assert (
         check_store(experiment / "qi2labdatastore", expected_entries(experiment), complete=True)
         == []

@@ -1,15 +1,18 @@
 """The ledger's state machine on a real SQLite file, including reopening after a 'crash'."""
 
-from daemon.ingest.ledger import Ledger, UnitResult, unit_id
+import sqlite3
+
+from daemon.ingest.ledger import SCHEMA, Ledger, UnitResult, unit_id
 
 
-def result() -> UnitResult:
+def result(conversion: int = 2) -> UnitResult:
     return UnitResult(
         source_bytes=10,
         checksum="abc",
         outputs=("polyDT/tile0000/round0000.zarr",),
         read_s=1,
         write_s=2,
+        conversion=conversion,
     )
 
 
@@ -61,3 +64,32 @@ def test_running_units_return_to_pending_after_a_crash(tmp_path):
     assert reopened.pending() == [unit_id(0, 0)]
     readonly = Ledger.open_readonly(path)
     assert [u.unit_id for u in readonly.units()] == [unit_id(0, 0)]
+
+
+def test_units_done_by_an_older_conversion_go_back_to_pending(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    for tile, version in ((0, 1), (1, 2)):
+        ledger.observe(tile, 0, f"run_r0001_tile{tile:04d}_1", "f")
+        ledger.claim(unit_id(tile, 0))
+        ledger.finish(unit_id(tile, 0), result(version))
+    assert ledger.requeue_outdated(2) == [unit_id(0, 0)]
+    ledger.close()
+    reopened = Ledger(tmp_path / "ledger.sqlite")  # the change is durable
+    assert reopened.pending() == [unit_id(0, 0)]
+    assert reopened.get(unit_id(1, 0)).state == "done"
+    assert reopened.requeue_outdated(2) == []
+
+
+def test_a_ledger_from_before_versions_counts_as_version_1(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(SCHEMA.replace(",\n    conversion    INTEGER NOT NULL DEFAULT 1", ""))
+    old.execute(
+        "INSERT INTO units (unit_id, tile, round, state, dataset, fingerprint, seen_at)"
+        " VALUES ('tile0000/round0000', 0, 0, 'done', 'd', 'f', 0)"
+    )
+    old.commit()
+    old.close()
+    assert "conversion" not in SCHEMA.replace(",\n    conversion    INTEGER NOT NULL DEFAULT 1", "")
+    assert Ledger.open_readonly(path).get(unit_id(0, 0)).conversion == 1
+    assert Ledger(path).requeue_outdated(2) == [unit_id(0, 0)]

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import errno
 import threading
-import time
+
+from support.processes import wait_until
 
 from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult, unit_id
 from daemon.ingest.workers import WorkerPool
 from daemon.raw.errors import DatasetError
 
-RESULT = UnitResult(source_bytes=1, checksum="c", outputs=("o",), read_s=0.0, write_s=0.0)
+RESULT = UnitResult(
+    source_bytes=1, checksum="c", outputs=("o",), read_s=0.0, write_s=0.0, conversion=2
+)
 
 
 def pool_for(ledger: Ledger, convert, count: int = 1, queue_size: int = 2) -> WorkerPool:
@@ -23,13 +26,6 @@ def pool_for(ledger: Ledger, convert, count: int = 1, queue_size: int = 2) -> Wo
         retry_initial_s=0.001,
         retry_max_s=0.01,
     )
-
-
-def wait_until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.005)
 
 
 def test_transient_errors_are_retried_until_success(tmp_path):
@@ -45,7 +41,7 @@ def test_transient_errors_are_retried_until_success(tmp_path):
 
     pool = pool_for(ledger, flaky)
     assert pool.offer(unit_id(0, 0))
-    wait_until(lambda: ledger.get(unit_id(0, 0)).state == "done")
+    wait_until(lambda: ledger.get(unit_id(0, 0)).state == "done", "unit done")
     pool.stop()
     assert len(calls) == 3
 
@@ -61,7 +57,7 @@ def test_a_deterministic_error_fails_at_once_naming_the_file(tmp_path):
 
     pool = pool_for(ledger, broken)
     pool.offer(unit_id(0, 1))
-    wait_until(lambda: ledger.get(unit_id(0, 1)).state == "failed")
+    wait_until(lambda: ledger.get(unit_id(0, 1)).state == "failed", "unit failed")
     pool.stop()
     assert len(calls) == 1
     assert ledger.get(unit_id(0, 1)).error == (
@@ -78,7 +74,7 @@ def test_transient_errors_that_persist_end_as_failed(tmp_path):
 
     pool = pool_for(ledger, busy)
     pool.offer(unit_id(0, 0))
-    wait_until(lambda: ledger.get(unit_id(0, 0)).state == "failed")
+    wait_until(lambda: ledger.get(unit_id(0, 0)).state == "failed", "unit failed")
     pool.stop()
     assert ledger.get(unit_id(0, 0)).error == "/raw/d/NDTiff.index: Device or resource busy"
 
@@ -98,7 +94,7 @@ def test_the_queue_is_bounded_and_stop_returns_queued_units(tmp_path):
     # One may already be taken by the worker, so two or three fit; never all five.
     assert 2 <= sum(offered) <= 3 and not all(offered)
     assert offered[0] and not pool.offer(unit_id(0, 0))  # no unit is queued twice
-    wait_until(lambda: pool.busy_workers == 1)
+    wait_until(lambda: pool.busy_workers == 1, "a worker busy")
     release.set()
     pool.stop()
     states = [ledger.get(unit_id(tile, 0)).state for tile in range(5)]

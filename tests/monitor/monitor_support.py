@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import http.client
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import zarr
 from support.daemon import DaemonProcess
-from support.experiment import write_config
+from support.experiment import simulator_process, write_config
 
 from daemon.ingest.ledger import Ledger, UnitRecord
 from daemon.simulate import SimulationSettings
@@ -37,6 +36,14 @@ class Page:
             conn.close()
 
 
+def open_level(image: zarr.Group, level: int) -> tuple[zarr.Array, list[float], list[float]]:
+    """A level's array with its scale and translation, found through the NGFF metadata."""
+    dataset = image.attrs["ome"]["multiscales"][0]["datasets"][level]
+    transforms = {t["type"]: t for t in dataset["coordinateTransformations"]}
+    array = image[dataset["path"]]
+    return array, transforms["scale"]["scale"], transforms["translation"]["translation"]
+
+
 def ledger_units(store: Path) -> list[UnitRecord]:
     """The ledger's units, read the way `status` reads them."""
     ledger = Ledger.open_readonly(store / ".ingest" / "ledger.sqlite")
@@ -46,33 +53,17 @@ def ledger_units(store: Path) -> list[UnitRecord]:
         ledger.close()
 
 
-def simulate_command(
-    experiment: Path, settings: SimulationSettings, bad_tiles: tuple[str, ...] = ()
-) -> list[str]:
-    """`qi2lab-ingest simulate` with these settings and `--bad-tile`s, from this interpreter."""
-    args = [sys.executable, "-m", "daemon.cli", "simulate", str(experiment)]
-    for option in ("tiles", "rounds", "z", "size", "channels", "camera", "interval", "seed"):
-        args += [f"--{option}", str(getattr(settings, option))]
-    for bad in bad_tiles:
-        args += ["--bad-tile", bad]
-    return args
-
-
 @contextmanager
 def live_run(
     tmp_path: Path, settings: SimulationSettings, bad_tiles: tuple[str, ...] = ()
 ) -> Iterator[tuple[DaemonProcess, Page]]:
     """The simulator writing (as its own process), `watch` following it with its page on
-    127.0.0.1:<free port>."""
+    127.0.0.1:<free port>; neither is left running after the block."""
     experiment = tmp_path / "exp"
     path = write_config(tmp_path / "config.toml", web={"listen": "127.0.0.1:0"})
-    microscope = subprocess.Popen(
-        simulate_command(experiment, settings, bad_tiles), stdout=subprocess.DEVNULL
-    )
-    try:
-        with DaemonProcess("watch", experiment, path) as daemon:
-            served = daemon.wait_seen("web page served")
-            yield daemon, Page(served["url"])
-    finally:
-        microscope.kill()
-        microscope.wait()
+    with (
+        simulator_process(experiment, settings, bad_tiles),
+        DaemonProcess("watch", experiment, path) as daemon,
+    ):
+        served = daemon.wait_seen("web page served")
+        yield daemon, Page(served["url"])

@@ -10,6 +10,7 @@ import threading
 import numpy as np
 import yaozarrs
 import zarr
+from monitor_support import open_level
 
 from daemon.monitor.preview import DOWNSAMPLE, MosaicPreview
 
@@ -25,14 +26,6 @@ def expected_projection(stack: np.ndarray) -> np.ndarray:
         for j in range(w):
             out[i, j] = flat[i * 8 : i * 8 + 8, j * 8 : j * 8 + 8].max()
     return out
-
-
-def open_level(image: zarr.Group, level: int) -> tuple[zarr.Array, list[float], list[float]]:
-    """A level's array with its scale and translation, found through the NGFF metadata."""
-    dataset = image.attrs["ome"]["multiscales"][0]["datasets"][level]
-    transforms = {t["type"]: t for t in dataset["coordinateTransformations"]}
-    array = image[dataset["path"]]
-    return array, transforms["scale"]["scale"], transforms["translation"]["translation"]
 
 
 def stack_for(seed: int, shape=(3, 128, 96)) -> np.ndarray:

@@ -13,6 +13,7 @@ import pytest
 from monitor_support import Page, ledger_units, live_run
 from prometheus_client.parser import text_string_to_metric_families
 from support.experiment import daemon_command, write_config
+from support.processes import Watched, wait_until
 
 from daemon.simulate import SimulationSettings, simulate
 
@@ -50,17 +51,22 @@ def test_metrics_match_the_ledger_during_and_after_a_run(tmp_path):
     with live_run(tmp_path, settings) as (daemon, page):
         store = tmp_path / "exp" / "qi2labdatastore"
         scrapes = 0
-        deadline = time.monotonic() + 120
-        while True:
+
+        def scraped_all_done() -> bool:
+            nonlocal scrapes
             metrics = scrape(page)
             scrapes += 1
             done = metrics[("qi2lab_ingest_units", (("state", "done"),))]
             # a histogram observation per done unit, at every moment
             assert metrics[("qi2lab_ingest_unit_seconds_count", ())] == done
-            if done == units:
-                break
-            assert time.monotonic() < deadline, f"only {done} of {units} units done"
-            time.sleep(0.2)
+            return done == units
+
+        # a scrape each time a unit is done, while the others are still coming, then until the
+        # metrics have caught up with the last one
+        for _ in range(units):
+            daemon.wait_event("unit done")
+            scraped_all_done()
+        wait_until(scraped_all_done, f"{units} units done in /metrics", [daemon])
         records = ledger_units(store)
         metrics = scrape(page)
         for state in ("pending", "running", "done", "failed"):
@@ -84,7 +90,7 @@ def test_metrics_match_the_ledger_during_and_after_a_run(tmp_path):
         }
         assert quality["p999"] >= quality["median"] > 0
         assert daemon.stop() == 0
-    assert scrapes >= 2  # scraped while units were still coming
+    assert scrapes > units  # scraped while units were still coming
 
 
 def test_no_path_leaves_the_datastore_and_only_get_is_allowed(tmp_path):
@@ -131,13 +137,12 @@ def test_serve_a_finished_run_with_a_token(tmp_path):
     plain = write_config(tmp_path / "plain.toml")
     assert subprocess.run(daemon_command("ingest", experiment, plain), timeout=120).returncode == 0
     config = write_config(tmp_path / "token.toml", web={"listen": "0.0.0.0:0", "token": "s3cret"})
-    serve = subprocess.Popen(
-        daemon_command("serve", experiment, config), stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert serve.stdout is not None
-        line = serve.stdout.readline()
-        assert line.startswith("serving"), line
+    with Watched(
+        "serve", daemon_command("serve", experiment, config), stdout=subprocess.PIPE
+    ) as serve:
+        assert serve.process.stdout is not None
+        line = serve.process.stdout.readline()
+        assert line.startswith("serving"), serve.report()
         port = int(line.rsplit(":", 1)[1].strip("/\n"))
         page = Page(f"http://127.0.0.1:{port}/")
         assert page.request("/api/state")[0] == 401
@@ -148,9 +153,7 @@ def test_serve_a_finished_run_with_a_token(tmp_path):
         assert state["units"]["done"] == 2 and state["health"] == "complete"
         status, _, _ = page.request("/metrics", headers={"Authorization": "Bearer s3cret"})
         assert status == 200
-    finally:
-        serve.terminate()
-        assert serve.wait(30) == 0
+        assert serve.stop() == 0, serve.report()
 
 
 def test_a_busy_port_costs_the_page_not_the_ingestion(tmp_path):
@@ -176,11 +179,13 @@ def test_a_busy_port_costs_the_page_not_the_ingestion(tmp_path):
 
 def test_serve_without_a_datastore_says_so(tmp_path):
     config = write_config(tmp_path / "config.toml", web={"listen": "127.0.0.1:0"})
-    run = subprocess.run(
-        daemon_command("serve", tmp_path / "nothing", config),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode == 2
-    assert "no datastore yet" in run.stderr
+    (tmp_path / "empty").mkdir()
+    for folder, message in (("empty", "no datastore yet"), ("nowhere", "no such experiment")):
+        run = subprocess.run(
+            daemon_command("serve", tmp_path / folder, config),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 2, run.stderr
+        assert message in run.stderr and run.stderr.count("\n") == 1, run.stderr

@@ -16,30 +16,23 @@ from daemon.simulate import SimulationSettings, simulate
 SMALL = SimulationSettings(tiles=2, rounds=1, z=3, size=64)
 
 
-def notify_env(listener: NotifySocket) -> dict[str, str]:
-    return os.environ | {"NOTIFY_SOCKET": str(listener.path)}
-
-
 def test_ready_after_the_scan_then_status_and_watchdog_then_stopping_on_sigterm(
     tmp_path: Path, notify_socket: NotifySocket
 ) -> None:
     experiment = tmp_path / "exp"
     simulate(experiment, SMALL)
     config = write_config(tmp_path / "config.toml")
-    daemon, log = start_daemon(experiment, config, env=notify_env(notify_socket))
-    try:
+    with start_daemon(experiment, config, notify=notify_socket) as daemon:
         # READY carries the state after the start-up scan: both datasets recorded, none run.
         ready = notify_socket.receive()
         assert ready == "READY=1\nSTATUS=0 done, 0 failed, 2 waiting, 0 datasets being written"
         running = notify_socket.until(lambda m: m.startswith("STATUS="))
         for uid in ("tile0000/round0000", "tile0001/round0000"):
-            log.wait_for("unit done", unit=uid)
+            daemon.wait_seen("unit done", unit=uid)
         idle = notify_socket.until(lambda m: m == "WATCHDOG=1")  # idle by design is healthy
         daemon.send_signal(signal.SIGTERM)
         stopping = notify_socket.until(lambda m: m == "STOPPING=1")
-        assert daemon.wait(60) == 0
-    finally:
-        daemon.kill()
+        daemon.expect_exit(0)
     assert "WATCHDOG=1" in running  # pinging from the first loop on
     messages = running + idle + stopping
     assert all(m in ("WATCHDOG=1", "STOPPING=1") or m.startswith("STATUS=") for m in messages)
@@ -57,21 +50,20 @@ def test_watchdog_pings_stop_while_a_worker_is_stuck_and_resume_once_it_moves(
     stuck.unlink()
     os.mkfifo(stuck)
     config = write_config(tmp_path / "config.toml", workers={"stuck_after_s": 1.0})
-    daemon, log = start_daemon(experiment, config, env=notify_env(notify_socket))
     try:
-        log.wait_for("unit started", unit="tile0000/round0000")
-        log.wait_for("unit done", unit="tile0001/round0000")
-        # Between two periodic STATUS messages the stuck daemon sends no ping at all.
-        assert _a_status_period_without_pings(notify_socket)
-        with stuck.open("wb") as fifo:  # the share answers
-            fifo.write(content)
-        log.wait_for("unit done", unit="tile0000/round0000")
-        notify_socket.until(lambda m: m == "WATCHDOG=1")  # healthy again
-        daemon.send_signal(signal.SIGTERM)
-        notify_socket.until(lambda m: m == "STOPPING=1")
-        assert daemon.wait(60) == 0
+        with start_daemon(experiment, config, notify=notify_socket) as daemon:
+            daemon.wait_seen("unit started", unit="tile0000/round0000")
+            daemon.wait_seen("unit done", unit="tile0001/round0000")
+            # Between two periodic STATUS messages the stuck daemon sends no ping at all.
+            assert _a_status_period_without_pings(notify_socket)
+            with stuck.open("wb") as fifo:  # the share answers
+                fifo.write(content)
+            daemon.wait_seen("unit done", unit="tile0000/round0000")
+            notify_socket.until(lambda m: m == "WATCHDOG=1")  # healthy again
+            daemon.send_signal(signal.SIGTERM)
+            notify_socket.until(lambda m: m == "STOPPING=1")
+            daemon.expect_exit(0)
     finally:
-        daemon.kill()
         _unblock(stuck)
 
 
@@ -97,5 +89,5 @@ def _unblock(fifo: Path) -> None:
 
 def test_stuck_after_s_is_validated(tmp_path: Path) -> None:
     config = write_config(tmp_path / "config.toml", workers={"stuck_after_s": 0})
-    with pytest.raises(ConfigError, match=r"\[workers\] stuck_after_s must be a positive number"):
+    with pytest.raises(ConfigError, match=r": workers.stuck_after_s must be a positive number"):
         load_settings(config)

@@ -54,21 +54,19 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 def test_status_matches_the_ledger_during_a_run_and_after_it(tmp_path: Path) -> None:
     experiment = tmp_path / "exp"
     config = write_config(tmp_path / "config.toml")
-    microscope = simulator_process(experiment, PACED)
-    daemon, log = start_daemon(experiment, config, "--exit-when-complete")
-    try:
-        log.wait_for("unit done")
+    with (
+        simulator_process(experiment, PACED) as microscope,
+        start_daemon(experiment, config, "--exit-when-complete") as daemon,
+    ):
+        daemon.wait_seen("unit done")
         os.kill(daemon.pid, signal.SIGSTOP)  # hold the ledger still while both read it
         try:
             during = status_json(experiment)
             ledger = ledger_states(experiment)
         finally:
             os.kill(daemon.pid, signal.SIGCONT)
-        assert microscope.wait(60) == 0
-        assert daemon.wait(60) == 0, "".join(log.finish())[-3000:]
-    finally:
-        daemon.kill()
-        microscope.kill()
+        microscope.expect_exit(0, while_alive=[daemon])
+        daemon.expect_exit(0)
     assert during["daemon_pid"] == daemon.pid
     assert grid_states(during) == ledger
     counts = Counter(ledger.values())
@@ -88,6 +86,7 @@ def test_status_matches_the_ledger_during_a_run_and_after_it(tmp_path: Path) -> 
         "running": 0,
         "done": 6,
         "failed": 0,
+        "acquiring": 0,
         "expected": 6,
         "not_seen": 0,
     }

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 from conftest import copy_metadata, edit_scan
+from ndstorage import NDTiffDataset
 
-from daemon.ingest.convert import Orientation
 from daemon.raw.acquisition import resolve_acquisition
 from daemon.raw.defaults import CameraDefaults, RawDefaults
-from daemon.raw.errors import MetadataError
+from daemon.raw.errors import DatasetError, MetadataError
 from daemon.raw.experiment import load_plan
 from daemon.raw.ndtiff import RawDataset
+from daemon.raw.orientation import Orientation
 
 
 def resolve(raw, defaults=None, scan_raw=None):
@@ -100,3 +104,52 @@ def test_bad_scan_values_are_named(simulated, tmp_path, changes, message):
     with pytest.raises(MetadataError) as caught:
         resolve(raw, scan_raw=scan_raw)
     assert str(caught.value).startswith(f"{path}: {message}")
+
+
+def _orca_dataset(parent, **mirrors: str):
+    """A one-plane ORCA dataset (ndstorage's writer) whose image metadata has `mirrors`."""
+    dataset = NDTiffDataset(str(parent), name="sim_r0001_tile0000", writable=True)
+    dataset.initialize({"Prefix": "sim_r0001_tile0000"})
+    metadata = {
+        "Camera-CameraName": "C13440-20CU",
+        "Camera-CONVERSION FACTOR COEFF": "0.47",
+        "Camera-CONVERSION FACTOR OFFSET": "100",
+        "PixelSizeUm": 0.108,
+        **{f"XYStage-TransposeMirror{axis}": value for axis, value in mirrors.items()},
+    }
+    for channel in ("F-Blue", "F-Yellow", "F-Red"):
+        dataset.put_image({"channel": channel, "z": 0}, np.zeros((8, 8), np.uint16), metadata)
+    dataset.finish()
+    dataset.close()
+    return Path(dataset.path)
+
+
+@pytest.mark.parametrize(
+    ("mirrors", "scan", "flips"),
+    [
+        ({}, {}, (True, True)),  # no flags: the ORCA's default
+        ({"X": "0", "Y": "1"}, {}, (False, True)),  # the image's flags decide
+        ({"X": "0", "Y": "0"}, {}, (False, False)),
+        ({"X": "1", "Y": "0"}, {"stage_flipped_x": "False"}, (False, False)),  # scan wins
+    ],
+)
+def test_stage_flips_from_scan_then_image_mirrors_then_camera(
+    simulated, tmp_path, mirrors, scan, flips
+):
+    scan_raw = copy_metadata(simulated(camera="orca")[0], tmp_path)
+    edit_scan(scan_raw, z_step_um="0.315", **scan)
+    plan = load_plan(scan_raw, RawDefaults())
+    with RawDataset(_orca_dataset(scan_raw, **mirrors)) as dataset:
+        acq = resolve_acquisition(plan, dataset, RawDefaults())
+    assert (acq.stage_flip_x, acq.stage_flip_y) == flips
+
+
+def test_a_mirror_flag_that_is_not_0_or_1_is_named(simulated, tmp_path):
+    scan_raw = copy_metadata(simulated(camera="orca")[0], tmp_path)
+    plan = load_plan(scan_raw, RawDefaults())
+    message = "XYStage-TransposeMirrorX = 'yes' is not 0 or 1"
+    with (
+        RawDataset(_orca_dataset(scan_raw, X="yes", Y="1")) as dataset,
+        pytest.raises(DatasetError, match=message),
+    ):
+        resolve_acquisition(plan, dataset, RawDefaults())

@@ -160,7 +160,7 @@ def test_bit_out_of_codebook_range(simulated, tmp_path):
 def test_stage_positions(simulated, tmp_path):
     raw, settings = simulated(camera="orca")
     plan = load_plan(raw)
-    assert read_stage_position(plan.stage_positions_path(2, 1)) == stage_position(settings, 1)
+    assert read_stage_position(plan.stage_positions_path(2, 1)) == stage_position(settings, 1, 2)
     bad = tmp_path / "bad_stage_positions.csv"
     bad.write_text("stage_x,stage_y,stage_z\nabc,1,2\n")
     with pytest.raises(MetadataError, match="stage_x must be a number, got 'abc'"):

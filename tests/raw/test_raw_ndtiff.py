@@ -51,7 +51,7 @@ def test_reads_exactly_what_the_simulator_wrote(simulated, camera):
                     ]
                     np.testing.assert_array_equal(stack[c], np.stack(expected))
                     assert dataset.image_metadata(channel, 3) == image_metadata(
-                        settings, tile, COLORS[channel], 3
+                        settings, tile, COLORS[channel], 3, round
                     )
 
 

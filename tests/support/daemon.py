@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,17 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from support.experiment import daemon_command
-
-WAIT_S = 90.0  # deadline of one wait; far above what any step takes on a loaded machine
+from support.processes import WAIT_S, Watched, wait_until
 
 Event = dict[str, Any]
 
 
-class DaemonProcess:
+class DaemonProcess(Watched):
     """`qi2lab-ingest watch|ingest` in a subprocess, its JSON log lines parsed as they arrive.
 
     `wrapper` is put in front of the command line (setpriv, unshare, ...). Lines that are not
-    JSON (a library writing to stderr on its own) are kept apart in `other_lines`.
+    JSON (a library writing to stderr on its own) are kept apart in `other_lines`. Every wait
+    fails at once, with the exit status and the last lines of stderr, if the daemon ends first.
     """
 
     def __init__(
@@ -41,48 +38,40 @@ class DaemonProcess:
         *extra: str,
         wrapper: Sequence[str] = (),
         env: dict[str, str] | None = None,
+        python: str | None = None,
     ) -> None:
-        self.process = subprocess.Popen(
-            [*wrapper, *daemon_command(command, experiment, config, *extra)],
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **(env or {})},
-        )
         self.events: list[Event] = []
         self.other_lines: list[str] = []
-        self._arrived: queue.Queue[Event | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self._next = 0  # events before this index were gone through by wait_for
+        super().__init__(
+            "daemon",
+            [*wrapper, *daemon_command(command, experiment, config, *extra, python=python)],
+            on_line=self._parse,
+            env={**os.environ, **(env or {})},
+        )
 
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                self.other_lines.append(line.rstrip("\n"))
-                continue
-            self.events.append(event)
-            self._arrived.put(event)
-        self._arrived.put(None)
+    def _parse(self, line: str) -> None:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            self.other_lines.append(line)
+            return
+        self.events.append(event)
 
     def wait_for(self, matches: Callable[[Event], bool], timeout: float = WAIT_S) -> Event:
-        """The first event from now on for which `matches` is true (AssertionError if the
-        daemon ends or the deadline passes first)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                event = self._arrived.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no such event within {timeout} s") from None
-            if event is None:
-                raise AssertionError(f"the daemon ended (exit {self.process.wait()})")
-            if matches(event):
-                return event
+        """The first event from now on (past the events earlier calls went through) for which
+        `matches` is true."""
+
+        def found() -> Event | None:
+            events = self.events
+            while self._next < len(events):
+                event = events[self._next]
+                self._next += 1
+                if matches(event):
+                    return event
+            return None
+
+        return wait_until(found, "no such event", [self], timeout)
 
     def wait_event(self, name: str, timeout: float = WAIT_S, **fields: Any) -> Event:
         """The next event called `name` whose fields equal `fields`."""
@@ -92,45 +81,16 @@ class DaemonProcess:
         """An event called `name` with these fields, whether it came already or comes later
         (wait_for only looks past the events earlier waits went through)."""
         matches = _named(name, fields)
-        deadline = time.monotonic() + timeout
-        while True:
-            for event in list(self.events):
-                if matches(event):
-                    return event
-            assert self._reader.is_alive(), f"the daemon ended (exit {self.process.poll()})"
-            assert time.monotonic() < deadline, f"no {name} {fields} within {timeout} s"
-            time.sleep(0.01)
+        return wait_until(
+            lambda: next((e for e in list(self.events) if matches(e)), None),
+            f"no {name} {fields}",
+            [self],
+            timeout,
+        )
 
     def named(self, name: str) -> list[Event]:
         """Every event called `name` so far."""
         return [e for e in self.events if e["event"] == name]
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def wait(self, timeout: float = WAIT_S) -> int:
-        """The exit code, once the process has ended and its log has been read to the end."""
-        code = self.process.wait(timeout)
-        self._reader.join(timeout)
-        return code
-
-    def stop(self, timeout: float = WAIT_S) -> int:
-        """SIGTERM, as systemd stops the service; the exit code."""
-        if self.alive():
-            self.process.send_signal(signal.SIGTERM)
-        return self.wait(timeout)
-
-    def kill(self) -> None:
-        """SIGKILL, and reap the process."""
-        if self.alive():
-            self.process.kill()
-        self.wait()
-
-    def __enter__(self) -> DaemonProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.kill()  # a test that failed half-way leaves no daemon behind
 
 
 def _named(name: str, fields: dict[str, Any]) -> Callable[[Event], bool]:
@@ -185,12 +145,21 @@ class StatePoller(threading.Thread):
             for error in self.failures_seen.get((tile, round_name), ())
         )
 
-    def wait_until(self, condition: Callable[[StatePoller], bool], timeout: float = WAIT_S) -> None:
-        """Until `condition(self)` holds for what has been read (AssertionError at the deadline)."""
-        deadline = time.monotonic() + timeout
-        while not condition(self):
-            assert time.monotonic() < deadline, f"datastore.json never showed it: {self.latest}"
-            time.sleep(0.02)
+    def wait_until(
+        self,
+        condition: Callable[[StatePoller], bool],
+        *,
+        while_alive: Watched,
+        timeout: float = WAIT_S,
+    ) -> None:
+        """Until `condition(self)` holds for what has been read; fails at once if the process
+        that publishes datastore.json (`while_alive`) ends first, and at the deadline."""
+        wait_until(
+            lambda: condition(self),
+            lambda: f"datastore.json never showed it: {self.latest}",
+            [while_alive],
+            timeout,
+        )
 
     def finish(self) -> None:
         """Stop polling; asserts that every read parsed and that there were reads."""

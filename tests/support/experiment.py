@@ -19,8 +19,10 @@ from typing import Any
 
 import numpy as np
 import zarr
+from scipy import ndimage
 
-from daemon.simulate import SimulationSettings, render_plane
+from daemon.simulate import SimulationSettings, render_plane, simulate
+from support.processes import Watched
 
 WAVELENGTHS_UM = {"blue": [0.488, 0.52], "yellow": [0.561, 0.58], "red": [0.635, 0.67]}
 
@@ -45,10 +47,12 @@ def write_config(
     return path
 
 
-def daemon_command(command: str, experiment: Path, config: Path, *extra: str) -> list[str]:
-    """The command line of the daemon, run from this interpreter."""
+def daemon_command(
+    command: str, experiment: Path, config: Path, *extra: str, python: str | None = None
+) -> list[str]:
+    """The command line of the daemon, run by `python` (by default this interpreter)."""
     return [
-        sys.executable,
+        python or sys.executable,
         "-m",
         "daemon.cli",
         command,
@@ -59,12 +63,39 @@ def daemon_command(command: str, experiment: Path, config: Path, *extra: str) ->
     ]
 
 
-def simulator_process(experiment: Path, settings: SimulationSettings) -> subprocess.Popen[bytes]:
-    """The simulated microscope as a separate process, as the real one is."""
+def simulate_command(
+    experiment: Path, settings: SimulationSettings, bad_tiles: tuple[str, ...] = ()
+) -> list[str]:
+    """`qi2lab-ingest simulate` with these settings and `--bad-tile`s, from this interpreter."""
     args = [sys.executable, "-m", "daemon.cli", "simulate", str(experiment)]
     for option in ("tiles", "rounds", "z", "size", "channels", "camera", "interval", "seed"):
         args += [f"--{option}", str(getattr(settings, option))]
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    for bad in bad_tiles:
+        args += ["--bad-tile", bad]
+    return args
+
+
+def simulator_process(
+    experiment: Path, settings: SimulationSettings, bad_tiles: tuple[str, ...] = ()
+) -> Watched:
+    """The simulated microscope as a separate process, as the real one is."""
+    return Watched(
+        "simulator", simulate_command(experiment, settings, bad_tiles), stdout=subprocess.DEVNULL
+    )
+
+
+def simulate_and_ingest(
+    tmp_path: Path, settings: SimulationSettings, **sections: dict[str, Any]
+) -> Path:
+    """Simulate into tmp_path/exp, run `ingest` on it (config: `sections`); the experiment."""
+    experiment = tmp_path / "exp"
+    simulate(experiment, settings)
+    config = write_config(tmp_path / "config.toml", **sections)
+    run = subprocess.run(
+        daemon_command("ingest", experiment, config), capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return experiment
 
 
 def raw_checksums(experiment: Path) -> dict[str, str]:
@@ -114,21 +145,30 @@ def expected_entries(experiment: Path) -> dict[str, ExpectedEntry]:
         pos = ds["stage_position_um"]
         stage = [pos["z"], -pos["y"], -pos["x"]] if orca else [pos["z"], pos["y"], pos["x"]]
         bits = [settings.bit(round_, color) for color in settings.readout_colors]
-        for color in settings.colors:
-            raw = np.stack(
+        raw = np.stack(
+            [
                 [render_plane(settings, round_, tile, color, z) for z in range(settings.z)]
-            )
-            camera = np.rot90(raw, k=-1, axes=(1, 2))[:, ::-1, :] if orca else raw
-            corrected = (
-                ((camera.astype(np.float32) - ds["offset_ADU"]) * ds["e_per_ADU"])
-                .clip(0, 65535)
-                .astype(np.uint16)
-            )
+                for color in settings.colors
+            ]
+        )  # [channel, z, y, x]
+        # raw-input.md's expression, literally (a transpose of every plane).
+        camera = np.flip(np.rot90(raw, k=-1, axes=(3, 2)), axis=2) if orca else raw
+        corrected = (
+            ((camera.astype(np.float32) - ds["offset_ADU"]) * ds["e_per_ADU"])
+            .clip(0, 65535)
+            .astype(np.uint16)
+        )
+        if not orca:  # the reference replaces the FLIR's hot pixels (noise map: offset 0)
+            noise_map = np.full(corrected.shape[2:], ds["offset_ADU"], np.float32)
+            corrected = reference_hot_pixels(noise_map, corrected, 375.0)
+            corrected = reference_hot_pixels(np.max(corrected, axis=0), corrected, 100.0)
+        for c, color in enumerate(settings.colors):
             attrs: dict[str, Any] = {
                 "stage_zyx_um": stage,
                 "wavelengths_um": WAVELENGTHS_UM[color],
                 "voxel_size_zyx_um": [ds["z_step_um"], ds["pixel_size_um"], ds["pixel_size_um"]],
                 "gain_correction": True,
+                "hotpixel_correction": not orca,
             }
             if color == "blue":
                 relpath = f"polyDT/tile{tile:04d}/round{round_ - 1:04d}.zarr"
@@ -137,9 +177,21 @@ def expected_entries(experiment: Path) -> dict[str, ExpectedEntry]:
                 relpath = f"readouts/tile{tile:04d}/bit{settings.bit(round_, color):03d}.zarr"
                 attrs["round_linker"] = round_ - 1
             entries[relpath] = ExpectedEntry(
-                relpath, np.ascontiguousarray(camera), corrected, attrs
+                relpath, np.ascontiguousarray(camera[c]), corrected[c], attrs
             )
     return entries
+
+
+def reference_hot_pixels(noise_map: np.ndarray, data: np.ndarray, threshold: float) -> np.ndarray:
+    """The reference's `replace_hot_pixels` on [channel, z, y, x], on a CPU: a full 3x3x3
+    median filter (scipy, `reflect` borders) of each channel, kept where the map exceeds
+    `threshold`."""
+    hot = np.squeeze(noise_map).astype(np.float32) > threshold
+    out = data.astype(np.float32)
+    for c in range(out.shape[0]):
+        median = ndimage.median_filter(out[c], size=3)
+        out[c] = np.where(hot, median, out[c])
+    return out.clip(0, None).astype(np.uint16)
 
 
 def published_entries(store: Path) -> list[str]:

@@ -13,22 +13,25 @@ import json
 import os
 import pwd
 import shutil
-import signal
+import stat
 import struct
 import subprocess
+import sys
+import sysconfig
 import tempfile
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import daemon
 from daemon.raw.ndindex import parse_index
 from daemon.simulate import (
     SimulationSettings,
 )
 from support.experiment import simulator_process, write_config
+from support.processes import Watched, wait_until
 
 # Quick recovery for tests: environmental failures queued again after 1 s (then 2, 4 s), and
 # transient retries inside an attempt that give up within a second.
@@ -48,25 +51,16 @@ def fault_config(path: Path, datastore: str = "qi2labdatastore", **sections: Any
 
 
 @contextlib.contextmanager
-def microscope(experiment: Path, settings: SimulationSettings) -> Iterator[subprocess.Popen]:
+def microscope(experiment: Path, settings: SimulationSettings) -> Iterator[Watched]:
     """The simulator process for the block; if it is still there at the end (paused, or the
     test failed), it is resumed and killed, so no test leaves one behind."""
-    process = simulator_process(experiment, settings)
-    try:
+    with simulator_process(experiment, settings) as process:
         yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGCONT)
-            process.kill()
-        process.wait()
 
 
-def wait_for_path(path: Path, timeout: float = 60.0) -> None:
-    """Until `path` exists (the simulator got that far)."""
-    deadline = time.monotonic() + timeout
-    while not os.path.lexists(path):
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.002)
+def wait_for_path(path: Path, *, while_alive: Watched) -> None:
+    """Until `path` exists (the process writing it, `while_alive`, got that far)."""
+    wait_until(lambda: os.path.lexists(path), f"{path} never appeared", [while_alive])
 
 
 # --- a disk that fills up
@@ -142,6 +136,54 @@ def as_user(name: str = "nobody") -> tuple[list[str], int]:
     user = pwd.getpwnam(name)
     prefix = [setpriv, f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
     return prefix, user.pw_uid
+
+
+def runtime_for(prefix: Sequence[str], folder: Path) -> tuple[str, dict[str, str]]:
+    """(python, environment) with which `prefix`'s user can run the daemon, wherever the clone
+    and its .venv live (a private `mktemp -d` folder that user may not enter included).
+
+    This interpreter's installed packages and the daemon package are hard-linked (copied where
+    a link cannot be made, or the file is not world-readable) into `folder`, which the user
+    can read; the base interpreter runs them from there. Skips, saying why, if that user
+    cannot run the base interpreter at all.
+    """
+    if not prefix:
+        return sys.executable, {}  # the daemon runs as this user: nothing to arrange
+    python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    probe = subprocess.run([*prefix, python, "-c", "pass"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"an unprivileged user cannot run {python}: {probe.stderr.strip()[-500:]}")
+    packages = folder / "packages"
+    _readable_tree(Path(daemon.__file__).parent, packages / "daemon")
+    for site in dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib")):
+        for entry in Path(site).iterdir():
+            if not (packages / entry.name).exists():
+                _readable_tree(entry, packages / entry.name)
+    return python, {"PYTHONPATH": str(packages), "PYTHONSAFEPATH": "1", "PYTHONNOUSERSITE": "1"}
+
+
+def _readable_tree(source: Path, target: Path) -> None:
+    """`source` (a file or a folder tree) at `target`, every folder and file world-readable."""
+    if source.is_file():
+        _readable_file(source, target)
+        return
+    for root, _dirs, files in os.walk(source):
+        here = target / Path(root).relative_to(source)
+        here.mkdir(mode=0o755, parents=True, exist_ok=True)
+        here.chmod(0o755)
+        for name in files:
+            _readable_file(Path(root) / name, here / name)
+
+
+def _readable_file(source: Path, target: Path) -> None:
+    if source.stat().st_mode & stat.S_IROTH:
+        try:
+            os.link(source, target)
+            return
+        except OSError:
+            pass  # another file system: copy
+    shutil.copyfile(source, target)
+    target.chmod(0o755 if os.access(source, os.X_OK) else 0o644)
 
 
 # --- datasets damaged on disk

@@ -1,0 +1,105 @@
+"""The client's side of one experiment in a backfill: the only writer of its ledger and state.
+
+Opening an experiment does what the daemon does at start, in the same order and with the same
+classes: take the datastore's lock (so a daemon and a backfill never share it), open the
+datastore (removing crash debris), return units left `running` by an interrupted run to
+pending, scan raw_data into the ledger and write the calibrations. Units already done keep
+their state, so a second backfill converts nothing; units that failed for environmental
+reasons are tried again, the others only once their raw data changes (as in the daemon).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from daemon.backfill.task import UnitFailure
+from daemon.config import Settings
+from daemon.datastore.store import DataStore
+from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult
+from daemon.ingest.planner import Planner
+from daemon.ingest.service import STATE_DIR, DaemonError, exclusive_lock, ledger_path
+from daemon.ingest.state import StatePublisher
+from daemon.logs import get_logger
+from daemon.raw.errors import NotReadyError, RawDataError
+from daemon.raw.experiment import load_plan
+
+
+class BackfillError(RuntimeError):
+    """An experiment that cannot be backfilled as given (a bad argument): exit status 2."""
+
+
+class ExperimentRun:
+    """One experiment's ledger, planner and published views, held by the backfill client."""
+
+    def __init__(self, experiment: Path, settings: Settings, worker_path: str) -> None:
+        self.experiment = experiment
+        self.worker_path = worker_path  # the experiment's path as the workers see it
+        self.log = get_logger(experiment=str(experiment))
+        raw_dir = experiment / "raw_data"
+        if not raw_dir.is_dir():
+            raise BackfillError(f"{experiment}: no raw_data folder (not an experiment?)")
+        try:
+            load_plan(raw_dir, settings.raw)  # checked before anything is created
+        except (NotReadyError, RawDataError) as exc:
+            raise BackfillError(f"cannot read the experiment's metadata: {exc}") from None
+        store_path = settings.datastore_path(experiment)
+        (store_path / STATE_DIR).mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock_fd = exclusive_lock(store_path / STATE_DIR / "lock")
+        except DaemonError as exc:
+            raise BackfillError(str(exc)) from None
+        self.store = DataStore(store_path, codec=settings.arrays)
+        self.ledger = Ledger(ledger_path(store_path))
+        self.planner = Planner(raw_dir, self.store, self.ledger, settings)
+        self.publisher = StatePublisher(
+            self.store,
+            self.ledger,
+            state_interval_s=0.5,
+            log_interval_s=settings.status.ingest_log_interval_s,
+        )
+        interrupted = self.ledger.recover()
+        if interrupted:
+            self.log.warning("recovered interrupted units", units=interrupted)
+        self.planner.scan()
+        for record in self.ledger.environmental_failures():
+            self.ledger.requeue(record.unit_id)
+        self._claimed: set[str] = set()
+
+    def pending(self) -> list[str]:
+        """Units to convert, in tile then round order; none before the calibrations exist."""
+        return self.ledger.pending() if self.planner.calibrated else []
+
+    def claim(self, uid: str) -> UnitRecord | None:
+        """Mark a unit running as it is handed to the cluster; None if it is not pending."""
+        record = self.ledger.claim(uid)
+        if record is not None:
+            self._claimed.add(uid)
+        return record
+
+    def record(self, record: UnitRecord, outcome: UnitResult | UnitFailure) -> None:
+        """Write a unit's outcome to the ledger, and datastore.json if it is due."""
+        log = self.log.bind(unit=record.unit_id, dataset=record.dataset)
+        if isinstance(outcome, UnitFailure):
+            self.ledger.fail(record.unit_id, outcome.message, outcome.environmental)
+            log.error("unit failed", error=outcome.message, cause=outcome.cause)
+        else:
+            self.ledger.finish(record.unit_id, outcome)
+            log.info("unit done", bytes=outcome.source_bytes, outputs=list(outcome.outputs))
+        self._claimed.discard(record.unit_id)
+        self.publisher.maybe_publish(self.planner.plan, self.planner.calibrated)
+
+    def close(self) -> None:
+        """Hand units still out back to pending, publish the views, let go of the datastore."""
+        for uid in self._claimed:
+            self.ledger.release(uid)
+        try:
+            self.publisher.publish(self.planner.plan, self.planner.calibrated)
+        finally:
+            self.ledger.close()
+            self.store.close()
+            os.close(self._lock_fd)
+
+    def failures(self) -> list[UnitRecord]:
+        """Every failed unit of the experiment, with its dataset and error."""
+        return [r for r in self.ledger.units() if r.state == "failed"]

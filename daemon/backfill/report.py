@@ -1,0 +1,90 @@
+"""What a backfill tells its user: a progress bar while it runs, a summary when it ends."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from daemon.backfill.task import UnitFailure
+from daemon.ingest.ledger import UnitRecord, UnitResult
+
+
+@dataclass
+class Tally:
+    """The units this backfill converted or failed, and the raw bytes it read."""
+
+    converted: int = 0
+    failed: int = 0
+    source_bytes: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def add(self, outcome: UnitResult | UnitFailure) -> None:
+        if isinstance(outcome, UnitFailure):
+            self.failed += 1
+        else:
+            self.converted += 1
+            self.source_bytes += outcome.source_bytes
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.source_bytes / 1e6 / max(self.seconds, 1e-9)
+
+
+class ProgressBar:
+    """Units done / total and MB/s on a terminal (tqdm); nothing when stderr is not one."""
+
+    def __init__(self, total: int, tally: Tally, stream: TextIO = sys.stderr) -> None:
+        self._tally = tally
+        self._bar = None
+        if stream.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="unit", desc="backfill", file=stream)
+
+    def update(self) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix(failed=self._tally.failed, MB_s=f"{self._tally.mb_per_s:.1f}")
+            self._bar.update(1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+@dataclass(frozen=True)
+class ExperimentSummary:
+    """Where one experiment stands after the backfill, from its ledger."""
+
+    experiment: Path
+    counts: dict[str, int]
+    failures: list[UnitRecord]
+    incomplete: list[str]  # datasets still being written (or abandoned half-way)
+
+
+def render(tally: Tally, experiments: list[ExperimentSummary]) -> str:
+    """The summary printed at the end: totals, each experiment, every failure."""
+    lines = [
+        f"backfill: {tally.converted} units converted, {tally.failed} failed,"
+        f" {tally.source_bytes / 1e6:.1f} MB in {tally.seconds:.1f} s"
+        f" ({tally.mb_per_s:.1f} MB/s, {tally.converted / max(tally.seconds, 1e-9):.2f} units/s)"
+    ]
+    for summary in experiments:
+        c = summary.counts
+        line = f"  {summary.experiment}: {c['done']} done, {c['failed']} failed"
+        if c["pending"] + c["running"]:
+            line += f", {c['pending'] + c['running']} not converted"
+        if summary.incomplete:
+            line += f", {len(summary.incomplete)} datasets incomplete (not converted)"
+        lines.append(line)
+    failures = [(s.experiment, r) for s in experiments for r in s.failures]
+    if failures:
+        lines.append("failed units (unit, dataset: file and cause):")
+        lines += [f"  {exp} {r.unit_id} {r.dataset}: {r.error}" for exp, r in failures]
+    return "\n".join(lines)

@@ -1,0 +1,103 @@
+"""The commands on a terminal (a real pseudo-terminal): a stable progress bar with the log above
+it, short console lines, and the same run's JSON lines complete for journald."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+
+from support.experiment import daemon_command, log_events, write_config
+from support.processes import WAIT_S
+
+from daemon.simulate import SimulationSettings, simulate
+
+SMALL = SimulationSettings(tiles=2, rounds=2, z=3, size=64)
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
+
+
+def in_terminal(command: list[str]) -> tuple[int, str]:
+    """Run `command` with stdout and stderr on a 160-column pseudo-terminal; its exit status and
+    everything it wrote there."""
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: every writer has closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(controller)
+    return process.wait(WAIT_S), b"".join(chunks).decode(errors="replace")
+
+
+def screen_lines(output: str) -> list[str]:
+    """What each line shows once carriage returns have done their work: the text after the
+    last \\r of each line, without colour codes."""
+    return [ANSI.sub("", line.rstrip("\r").rsplit("\r", 1)[-1]) for line in output.split("\n")]
+
+
+def test_ingest_on_a_terminal_logs_above_a_stable_bar_with_short_lines(tmp_path: Path) -> None:
+    experiment = tmp_path / "exp"
+    simulate(experiment, SMALL)
+    config = write_config(tmp_path / "config.toml", logging={"format": "auto"})
+
+    status, output = in_terminal(daemon_command("ingest", experiment, config))
+
+    assert status == 0, output[-3000:]
+    lines = [line for line in screen_lines(output) if line.strip()]
+    logged = [line for line in lines if "[info" in line]
+    assert {"ingest started", "unit done", "stopped"} <= {
+        re.split(r"\]\s+", line, maxsplit=1)[1].split("  ")[0] for line in logged
+    }
+    for line in logged:  # each log line on its own line, not after the bar's text
+        assert TIMESTAMP.match(line), repr(line)
+    assert lines[-1].startswith("ingest: 100%|") and "4/4" in lines[-1]
+    assert "daemon started" not in output
+    # The experiment is named once; the settings are a one-line summary, not the whole dict.
+    assert sum(f"experiment={experiment}" in line for line in logged) == 1
+    started = next(line for line in logged if "ingest started" in line)
+    assert "config='2 workers, queue 4;" in started and "settings=" not in output
+    assert "raw_dir=" not in output or sum("raw_dir=" in line for line in logged) == 1
+
+
+def test_json_lines_keep_the_experiment_and_the_whole_settings(tmp_path: Path) -> None:
+    experiment = tmp_path / "exp"
+    simulate(experiment, SMALL)
+    config = write_config(tmp_path / "config.toml", workers={"count": 1})
+
+    run = subprocess.run(
+        daemon_command("ingest", experiment, config), capture_output=True, text=True
+    )
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    events = log_events(run.stderr)
+    assert all(e["experiment"] == str(experiment) for e in events)
+    started = events[0]
+    assert started["event"] == "ingest started"
+    assert started["settings"]["workers"]["count"] == 1
+    assert started["config"].startswith("1 workers, queue 4;")
+
+
+def test_simulate_shows_its_progress_on_a_terminal(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "daemon.cli", "simulate", str(tmp_path / "exp"),
+               "--tiles", "1", "--rounds", "2", "--z", "3", "--size", "32"]  # fmt: skip
+
+    status, output = in_terminal(command)
+
+    assert status == 0, output
+    lines = [line for line in screen_lines(output) if line.strip()]
+    assert lines[-2].startswith("simulate: 100%|") and "18/18" in lines[-2], lines
+    assert lines[-1].startswith("simulated acquisition written")

@@ -1,0 +1,171 @@
+"""Processes a test depends on, and the one way a test waits while they run.
+
+A wait that outlives the process it waits on only wastes its deadline and then says nothing
+useful. So every wait in the support code names the processes it depends on (`wait_until(...,
+alive=...)`); the moment one of them has ended, the wait fails with that process's exit status
+and the last lines of its stderr, instead of running into its deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Self, TypeVar
+
+WAIT_S = 90.0  # deadline of one wait; far above what any step takes on a loaded machine
+TAIL_LINES = 20  # lines of stderr shown when a process ends unexpectedly
+POLL_S = 0.01
+
+T = TypeVar("T")
+
+
+class ProcessEnded(AssertionError):
+    """A process a wait depended on has ended."""
+
+
+class Watched:
+    """A subprocess whose stderr is read as it comes (so the pipe never fills) and kept, so
+    that its end can be reported with its exit status and last lines.
+
+    `on_line` sees every stderr line (without its newline) in the reading thread.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        args: Sequence[str],
+        on_line: Callable[[str], None] | None = None,
+        **popen: Any,
+    ) -> None:
+        self.name = name
+        self.lines: list[str] = []
+        self._on_line = on_line
+        self.process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, **popen)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for raw in self.process.stderr:
+            line = raw.rstrip("\n")
+            self.lines.append(line)
+            if self._on_line is not None:
+                self._on_line(line)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def log_ended(self) -> bool:
+        """Whether every line of stderr has been read (the process closed it: it ended)."""
+        return not self._reader.is_alive()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def report(self) -> str:
+        """Exit status and the last lines of stderr, for a failure message."""
+        code = self.process.poll()
+        if code is None:
+            status = "still running"
+        elif code < 0:
+            status = f"killed by {signal.Signals(-code).name}"
+        else:
+            status = f"exit status {code}"
+        tail = "\n".join(f"  | {line}" for line in self.lines[-TAIL_LINES:]) or "  (nothing)"
+        return f"{self.name} (pid {self.pid}): {status}; last lines of its stderr:\n{tail}"
+
+    def check_alive(self) -> None:
+        """Raise ProcessEnded with the report if the process has ended (after reading the
+        rest of its stderr, so that the report and any waiter see its last words)."""
+        if self.alive():
+            return
+        self._reader.join(10.0)
+        raise ProcessEnded(f"ended while waited on: {self.report()}")
+
+    def wait(self, timeout: float = WAIT_S, while_alive: Iterable[Watched] = ()) -> int:
+        """The exit code, once the process has ended and its stderr has been read to the end.
+
+        Fails with the report at the deadline, and at once if one of the processes in
+        `while_alive` (those this one needs, e.g. the daemon a simulator feeds) ends first.
+        """
+        wait_until(
+            lambda: self.process.poll() is not None,
+            lambda: f"{self.name} to exit",
+            [p for p in while_alive if p is not self],
+            timeout,
+            also_report=[self],
+        )
+        self._reader.join(timeout)
+        return self.process.wait()
+
+    def expect_exit(
+        self, expected: int = 0, timeout: float = WAIT_S, while_alive: Iterable[Watched] = ()
+    ) -> None:
+        """Wait for the end (as `wait`); AssertionError with the report unless the exit code
+        is `expected`."""
+        code = self.wait(timeout, while_alive)
+        assert code == expected, f"expected exit {expected}: {self.report()}"
+
+    def send_signal(self, sig: int) -> None:
+        self.process.send_signal(sig)
+
+    def stop(self, timeout: float = WAIT_S) -> int:
+        """SIGTERM, as systemd stops a service; the exit code."""
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL (after SIGCONT, in case a test stopped it), and reap the process."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+        self.wait()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()  # a test that failed half-way leaves no process behind
+
+
+def wait_until(
+    condition: Callable[[], T | None],
+    what: str | Callable[[], str],
+    alive: Iterable[Watched] = (),
+    timeout: float = WAIT_S,
+    also_report: Iterable[Watched] = (),
+) -> T:
+    """The first true value of `condition()`, polled while every process in `alive` runs.
+
+    Fails at once (ProcessEnded, with exit status and stderr tail) when one of those processes
+    has ended and the condition still does not hold, and with AssertionError naming `what`
+    (a text, or a function giving one) at the deadline.
+    """
+    processes = list(alive)
+    reported = [*processes, *also_report]
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        try:
+            for process in processes:
+                process.check_alive()
+        except ProcessEnded:
+            result = condition()  # it may have come with the process's last words
+            if result:
+                return result
+            raise
+        if time.monotonic() >= deadline:
+            description = what() if callable(what) else what
+            running = "".join(f"\n{p.report()}" for p in reported)
+            raise AssertionError(f"not within {timeout} s: {description}{running}")
+        time.sleep(POLL_S)
