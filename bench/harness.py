@@ -54,10 +54,10 @@ class DaemonRun:
         return [float(e["seconds"]) for e in self.named("unit done")]
 
 
-def write_config(path: Path, datastore: Path, workers: int = 2) -> Path:
+def write_config(path: Path, datastore: Path, workers: int = 2, layout: str = "seed") -> Path:
     """A config.toml with what a benchmark changes; everything else stays the default."""
     path.write_text(
-        f'[datastore]\npath = "{datastore}"\n\n'
+        f'[datastore]\npath = "{datastore}"\nlayout = "{layout}"\n\n'
         f"[workers]\ncount = {workers}\n\n"
         '[logging]\nformat = "json"\nlevel = "info"\n',
         encoding="utf-8",

@@ -20,7 +20,8 @@ from report import Row, Section, table
 from daemon.config import load_settings
 from daemon.datastore.arrays import ArrayCodec
 
-METHODS = ("direct", "ingest", "reference")
+METHODS = ("direct", "ingest", "ingest-v0.6", "reference")
+LAYOUT_OF = {"ingest": "seed", "ingest-v0.6": "merfish3d-v0.6"}
 
 
 def _rotated(items: tuple[str, ...], k: int) -> list[str]:
@@ -40,10 +41,10 @@ class Bench:
         self.raw_bytes = sum(j.nbytes for j in jobs)
         self.dataset_bytes = max(j.nbytes for j in jobs)
 
-    def ingest(self, tag: str, workers: int = 2) -> DaemonRun:
+    def ingest(self, tag: str, workers: int = 2, layout: str = "seed") -> DaemonRun:
         """`qi2lab-ingest ingest` into a fresh datastore; fails loudly if a unit failed."""
         dest = self.work / f"store-{tag}"
-        config = write_config(self.work / f"{tag}.toml", dest, workers)
+        config = write_config(self.work / f"{tag}.toml", dest, workers, layout)
         run = run_daemon("ingest", self.experiment, config)
         remove(dest)
         if run.returncode != 0:
@@ -79,15 +80,17 @@ def throughput(bench: Bench, reps: int) -> tuple[Section, Section]:
     for rep in range(reps):
         for method in _rotated(METHODS, rep):
             tag = f"{method}-{rep}"
-            if method == "ingest":
-                run = bench.ingest(tag)
+            if method in LAYOUT_OF:
+                run = bench.ingest(tag, layout=LAYOUT_OF[method])
                 times[method].append(run.wall_s)
-                spans.append(run.units_span_s())
+                if method == "ingest":
+                    spans.append(run.units_span_s())
             else:
                 times[method].append(getattr(bench, method)(tag))
     ceiling = [d / i for d, i in zip(times["direct"], times["ingest"], strict=True)]
     vs_ref = [r / i for r, i in zip(times["reference"], times["ingest"], strict=True)]
     span_ratio = [d / s for d, s in zip(times["direct"], spans, strict=True)]
+    v06 = [s / v for s, v in zip(times["ingest"], times["ingest-v0.6"], strict=True)]
     rows = [
         [method, *(f"{t:.2f}" for t in times[method]), f"{bench.mbps(median(times[method])):.0f}"]
         for method in METHODS
@@ -98,7 +101,9 @@ def throughput(bench: Bench, reps: int) -> tuple[Section, Section]:
     detail = [
         f"{len(bench.jobs)} datasets of {bench.dataset_bytes / MB:.0f} MB"
         f" ({bench.raw_bytes / MB:.0f} MB of raw data); codec {bench.codec};"
-        " MB/s are of raw data (each run writes camera_data and corrected_data, twice the bytes).",
+        " MB/s are of raw data (`ingest` writes the seed layout, camera_data and"
+        " corrected_data, twice the bytes; `ingest-v0.6` the merfish3d-v0.6 layout,"
+        " corrected_data only).",
         "`ingest` is the whole `qi2lab-ingest ingest` process (start-up, plan, calibrations,"
         " units, publication); `ingest, units only` is its first unit started to last unit done,"
         " from its log.",
@@ -111,6 +116,8 @@ def throughput(bench: Bench, reps: int) -> tuple[Section, Section]:
         + ", ".join(f"{x:.2f}" for x in vs_ref)
         + "; direct/ingest-units-only "
         + ", ".join(f"{x:.2f}" for x in span_ratio)
+        + "; v0.6 speed/seed speed "
+        + ", ".join(f"{x:.2f}" for x in v06)
         + ".",
     ]
     first = Section(
@@ -125,6 +132,12 @@ def throughput(bench: Bench, reps: int) -> tuple[Section, Section]:
                 median(ceiling) >= 0.85,
             ),
             Row("ingest units only / ceiling", f"{median(span_ratio):.2f}", "(info)"),
+            Row(
+                "qi2lab-ingest ingest, merfish3d-v0.6 layout",
+                f"{bench.mbps(median(times['ingest-v0.6'])):.0f} MB/s",
+                "",
+            ),
+            Row("v0.6 speed / seed speed", f"{median(v06):.2f}", "(info: > 1 expected)"),
         ],
         detail,
     )

@@ -175,13 +175,15 @@ def _add_daemon_commands(sub: argparse._SubParsersAction) -> None:
         "is complete, until SIGTERM or SIGINT.",
         DAEMON_EXIT_CODES,
     )
-    _experiment_command(
+    ingest = _experiment_command(
         sub,
         "ingest",
         "one pass over EXPERIMENT/raw_data, then exit",
         "Ingest every complete dataset of EXPERIMENT/raw_data, then exit.",
         DAEMON_EXIT_CODES,
     )
+    for p in (watch, ingest):
+        _add_layout(p)
     watch.add_argument(
         "--exit-when-complete",
         action="store_true",
@@ -189,15 +191,29 @@ def _add_daemon_commands(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _add_layout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--layout",
+        choices=("seed", "merfish3d-v0.6"),
+        help="datastore layout (default: [datastore] layout of the configuration)",
+    )
+
+
 def _settings(args: argparse.Namespace) -> Settings:
-    """The --config file's settings; a bad file ends the command with its message, exit 2."""
+    """The --config file's settings (and --layout); a bad file ends the command, exit 2."""
+    import dataclasses
+
     from daemon.config import ConfigError, load_settings
 
     try:
-        return load_settings(args.config)
+        settings = load_settings(args.config)
     except ConfigError as exc:
         print(f"qi2lab-ingest: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if getattr(args, "layout", None):
+        datastore = dataclasses.replace(settings.datastore, layout=args.layout)
+        settings = dataclasses.replace(settings, datastore=datastore)
+    return settings
 
 
 def _run_daemon(args: argparse.Namespace) -> int:
@@ -389,6 +405,7 @@ def _add_ops_commands(sub: argparse._SubParsersAction) -> None:
     demo.add_argument(
         "--interval", type=float, help="seconds between planes (default: ~30 s in all)"
     )
+    _add_layout(demo)
 
 
 def _no_datastore_hint(args: argparse.Namespace) -> str:
@@ -447,7 +464,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from daemon.demo import ACQUISITION, run_demo
 
     interval = ACQUISITION.interval if args.interval is None else args.interval
-    return run_demo(args.experiment, interval)
+    return run_demo(args.experiment, interval, args.layout or "seed")
 
 
 def _add_backfill(sub: argparse._SubParsersAction) -> None:

@@ -37,9 +37,11 @@ def positive(name: str, value: float) -> None:
 
 @dataclass(frozen=True)
 class DatastoreSettings:
-    """Where the datastore goes; a relative path is taken relative to the experiment folder."""
+    """Where the datastore goes (a relative path is taken relative to the experiment folder)
+    and which layout it is written in (`daemon.layouts`)."""
 
     path: str = "qi2labdatastore"
+    layout: Literal["seed", "merfish3d-v0.6"] = "seed"
 
 
 @dataclass(frozen=True)

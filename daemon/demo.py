@@ -16,7 +16,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from daemon.config import Settings
+from daemon.config import DatastoreSettings, Settings
 from daemon.raw.experiment import METADATA_FILES
 from daemon.simulate import SimulationSettings
 from daemon.status import collect, render
@@ -29,8 +29,11 @@ ACQUISITION = SimulationSettings(
 DEADLINE_S = 300.0  # a demo that has not ended by then is stopped
 
 
-def run_demo(experiment: Path | None = None, interval: float = ACQUISITION.interval) -> int:
-    """Run the demo; 0 when everything was ingested and verifies clean, else 1 (2: bad folder)."""
+def run_demo(
+    experiment: Path | None = None, interval: float = ACQUISITION.interval, layout: str = "seed"
+) -> int:
+    """Run the demo in datastore `layout`; 0 when everything was ingested and verifies clean,
+    else 1 (2: bad folder)."""
     acquisition = replace(ACQUISITION, interval=interval)
     experiment = experiment or Path(tempfile.mkdtemp(prefix="qi2lab-demo-"))
     raw = experiment / "raw_data"
@@ -45,7 +48,7 @@ def run_demo(experiment: Path | None = None, interval: float = ACQUISITION.inter
             _stop(children)
             print("demo failed: the simulator wrote no metadata (its error is above)")
             return 1
-        daemon = _child("watch", experiment, "--exit-when-complete")
+        daemon = _child("watch", experiment, "--exit-when-complete", "--layout", layout)
         children.append(daemon)
         if microscope.wait(DEADLINE_S) != 0:
             daemon.terminate()  # the plan can no longer complete
@@ -54,7 +57,7 @@ def run_demo(experiment: Path | None = None, interval: float = ACQUISITION.inter
         _stop(children)
         print(f"\ndemo stopped ({type(exc).__name__}); what was ingested is in {experiment}")
         return 1
-    return _conclusion(experiment, codes)
+    return _conclusion(experiment, codes, layout)
 
 
 def _metadata_written(raw: Path, microscope: subprocess.Popen) -> bool:
@@ -102,16 +105,16 @@ def _child(command: str, experiment: Path, *options: str, quiet: bool = False) -
     )
 
 
-def _conclusion(experiment: Path, codes: list[int]) -> int:
+def _conclusion(experiment: Path, codes: list[int], layout: str) -> int:
     """Print the status grid, the verify summary and where the datastore is."""
     if codes != [0, 0]:
         print(f"demo failed: the simulator exited {codes[0]}, the daemon {codes[1]}")
         return 1
-    settings = Settings()
+    settings = Settings(datastore=DatastoreSettings(layout=layout))
     print("\n" + render(collect(experiment, settings)) + "\n")
     summary = verify(experiment, settings, report=print)
     clean = "all match their raw data" if not summary.differences else "differ (above)"
     print(f"verify      {summary.entries} entries of {summary.units} units {clean}")
-    print(f"\ndatastore   {settings.datastore_path(experiment)}")
+    print(f"\ndatastore   {settings.datastore_path(experiment)} (layout {layout})")
     print(f"look again  qi2lab-ingest status {experiment}")
     return 1 if summary.differences else 0

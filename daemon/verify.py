@@ -1,17 +1,18 @@
 """`qi2lab-ingest verify`: every ingested entry re-read and compared with its raw dataset.
 
 The ledger says which units are done, from which dataset and with which outputs; for each,
-the raw channels are read again and every entry of the unit is checked against them:
-camera_data bit for bit (raw, oriented), corrected_data recomputed with the same formula
-(hot pixels included), the conversion version (an entry written by an older version of the
-conversion is named as such: `ingest` converts it again), the attributes (stage,
-wavelengths, voxel size, linkers, PSF index, source), and the ledger's own record (outputs,
-bytes, checksums). The expected values come from the same plan, settings
-and conversion functions the daemon uses, so a difference means the bytes on disk are not what
-conversion produced (a damaged chunk, a hand edit, a bug in writing), never a second opinion.
+the raw channels are read again and every entry of the unit is checked against them through
+the datastore's layout backend: each array bit for bit against what the backend computes from
+the raw channel (`entry_pixels`, hot pixels included), the conversion version (an entry
+written by an older version of the conversion is named as such: `ingest` converts it again),
+the attributes (`entry_attributes`: stage, wavelengths, voxel size, linkers, PSF index,
+source), and the ledger's own record (outputs, bytes, checksums). The expected values come
+from the same plan, settings and conversion functions the daemon uses, so a difference means
+the bytes on disk are not what conversion produced (a damaged chunk, a hand edit, a bug in
+writing), never a second opinion.
 
-Read-only: the ledger is opened read-only, arrays and attributes are read straight from the
-published folders (a `DataStore` would create folders), raw data is only read.
+Read-only: the ledger is opened read-only, the datastore is opened in the layout it holds
+without creating anything, raw data is only read.
 """
 
 from __future__ import annotations
@@ -24,22 +25,12 @@ from typing import Any
 import numpy as np
 
 from daemon.config import Settings
-from daemon.datastore.arrays import DIMENSIONS, read_array, read_attrs
-from daemon.datastore.layout import CALIBRATIONS, Entity
-from daemon.datastore.store import ENTITY_ARRAYS
-from daemon.ingest.convert import correct, orient
+from daemon.datastore.layout import Entity
 from daemon.ingest.ledger import UnitRecord
-from daemon.ingest.unit import (
-    CONVERSION_VERSION,
-    channel_checksum,
-    hot_corrected,
-    source_dataset,
-    stage_zyx_um,
-    unit_entities,
-)
-from daemon.raw.acquisition import Acquisition, resolve_acquisition
+from daemon.ingest.unit import CONVERSION_VERSION, UnitSource, channel_checksum
+from daemon.layouts import Layout, reader
 from daemon.raw.errors import NotReadyError, RawDataError
-from daemon.raw.experiment import Channel, Plan, load_plan, read_stage_position
+from daemon.raw.experiment import Plan, load_plan
 from daemon.raw.ndtiff import RawDataset
 from daemon.status import open_ledger
 
@@ -76,7 +67,9 @@ def verify(experiment: Path, settings: Settings, report: Callable[[str], None]) 
         plan = load_plan(raw_dir, settings.raw)
     except (NotReadyError, RawDataError) as exc:
         raise CannotVerifyError(f"cannot read the plan: {exc}") from None
-    store = settings.datastore_path(experiment)
+    store = reader(settings.datastore_path(experiment), settings.raw)
+    done = [(u.tile, u.round, u.dataset) for u in units if u.state == "done"]
+    store.refresh_entries(plan, done, write=False)
     summary = Summary(not_seen=max(0, plan.num_tiles * plan.num_rounds - len(units)))
     for unit in units:
         if unit.state != "done":
@@ -91,40 +84,30 @@ def verify(experiment: Path, settings: Settings, report: Callable[[str], None]) 
 
 
 def _unit_differences(
-    unit: UnitRecord, plan: Plan, raw_dir: Path, store: Path, settings: Settings
+    unit: UnitRecord, plan: Plan, raw_dir: Path, store: Layout, settings: Settings
 ) -> Iterator[str]:
     """Differences between one done unit's entries (and ledger row) and its raw dataset."""
-    entities = unit_entities(plan, unit.tile, unit.round)
-    planned = sorted(str(e.relpath) for e in entities.values())
-    if sorted(unit.outputs) != planned:
-        yield f"{unit.unit_id}: the ledger lists outputs {list(unit.outputs)}, the plan {planned}"
+    checksums = []
     try:
         with RawDataset(raw_dir / unit.dataset, plan.channel_axis_names) as dataset:
-            acq = resolve_acquisition(plan, dataset, settings.raw)
-            position = read_stage_position(plan.stage_positions_path(unit.round + 1, unit.tile))
-            stage = stage_zyx_um(position, acq)
-            hot = settings.corrections.hotpixels_for(acq.camera_model)
-            replaced = None
-            if hot:
-                noise_map = read_array(store / CALIBRATIONS / "camera_noise_map")
-                names = [channel.axis_name for channel in entities]
-                replaced = hot_corrected(dataset, names, acq, noise_map)
-            checksums = []
+            source = UnitSource.read(plan, unit, dataset, settings)
+            entities = source.entries()
+            planned = sorted(str(store.entry_relpath(e)) for e in entities.values())
+            if sorted(unit.outputs) != planned:
+                yield (
+                    f"{unit.unit_id}: the ledger lists outputs {list(unit.outputs)},"
+                    f" the plan {planned}"
+                )
+            replaced = source.hot_corrected(dataset, store, store.load_noise_map)
             for channel, entity in entities.items():
                 raw = dataset.read_channel(channel.axis_name)
                 checksums.append(channel_checksum(raw))
-                expected = _expected_attributes(
-                    plan, unit, entity, channel, acq, stage, dataset.channel_nbytes, checksums[-1]
-                ) | {"source.dataset": source_dataset(raw_dir, unit.dataset)}
-                camera = orient(raw, acq.orientation)
-                arrays = {
-                    "camera_data": camera,
-                    "corrected_data": replaced[channel.axis_name]
-                    if replaced is not None
-                    else correct(camera, acq.e_per_adu, acq.offset_adu),
-                }
-                expected["hotpixel_correction"] = hot
-                yield from _entity_differences(store / entity.relpath, entity, arrays, expected)
+                facts = source.facts(channel, entity, checksums[-1])
+                expected = _flatten(store.entry_attributes(facts))
+                corrected = replaced[channel.axis_name] if replaced else None
+                yield from _entity_differences(
+                    store, entity, store.entry_pixels(raw, source.acq, corrected), expected
+                )
             nbytes = dataset.nbytes
     except (NotReadyError, RawDataError, OSError, ValueError) as exc:
         yield f"{unit.unit_id}: its raw dataset cannot be read: {exc}"
@@ -135,43 +118,16 @@ def _unit_differences(
         yield f"{unit.unit_id}: the ledger's source_bytes {unit.source_bytes}, raw data {nbytes}"
 
 
-def _expected_attributes(
-    plan: Plan,
-    unit: UnitRecord,
-    entity: Entity,
-    channel: Channel,
-    acq: Acquisition,
-    stage: list[float],
-    channel_nbytes: int,
-    checksum: str,
-) -> dict[str, Any]:
-    """The per-entity attributes that follow from the raw data, flattened (`source.x`)."""
-    linker = (
-        {"bit_linker": list(plan.readout_bits(unit.round + 1))}
-        if entity.kind == "round"
-        else {"round_linker": unit.round}
-    )
-    return {
-        "stage_zyx_um": stage,
-        "wavelengths_um": [channel.excitation_um, channel.emission_um],
-        "voxel_size_zyx_um": list(acq.voxel_size_zyx_um),
-        "psf_idx": plan.data_channels.index(channel),
-        **linker,
-        "source.channel": channel.axis_name,
-        "source.bytes": channel_nbytes,
-        "source.checksum": checksum,
-    }
-
-
 def _entity_differences(
-    folder: Path, entity: Entity, arrays: dict[str, np.ndarray], expected: dict[str, Any]
+    store: Layout, entity: Entity, arrays: dict[str, np.ndarray], expected: dict[str, Any]
 ) -> Iterator[str]:
-    """Differences between one published entry and the arrays and attributes it must hold."""
+    """Differences between one published entry and what its raw channel gives."""
+    folder = store.entry_path(entity)
     if not folder.is_dir():
         yield f"{entity}: not published (no {folder})"
         return
     try:
-        version = read_attrs(folder).get("conversion_version", 1)
+        version = store.read_entry_attributes(entity).get("conversion_version", 1)
     except (OSError, ValueError):
         version = None  # reported with the other attributes below
     if version is not None and version != CONVERSION_VERSION:
@@ -179,10 +135,11 @@ def _entity_differences(
             f"{entity}: written by conversion version {version}, this version writes"
             f" {CONVERSION_VERSION} (`qi2lab-ingest ingest` converts it again)"
         )
+        expected = {k: v for k, v in expected.items() if k != "conversion_version"}
     for name, want in arrays.items():
         try:
-            got = read_array(folder / name)
-        except Exception as exc:  # a damaged chunk or .zarray: whatever the decoder raises
+            got = store.read_entry_array(entity, name)
+        except Exception as exc:  # a damaged chunk or array metadata: whatever the decoder raises
             yield f"{entity}: {name} cannot be read: {exc}"
             continue
         if got.shape != want.shape or got.dtype != want.dtype:
@@ -191,15 +148,11 @@ def _entity_differences(
         differing = int(np.count_nonzero(got != want))
         if differing:
             yield f"{entity}: {name} differs at {differing} voxel{'s' if differing > 1 else ''}"
-        dims = list(ENTITY_ARRAYS[name].dims)
-        try:
-            named = read_attrs(folder / name).get(DIMENSIONS)
-        except (OSError, ValueError) as exc:
-            named = f"unreadable ({exc})"
-        if named != dims:
-            yield f"{entity}: {name}'s {DIMENSIONS} is {named!r}, expected {dims!r}"
+        problem = store.array_metadata_problem(entity, name)
+        if problem is not None:
+            yield f"{entity}: {problem}"
     try:
-        attrs = _flatten(read_attrs(folder))
+        attrs = _flatten(store.read_entry_attributes(entity))
     except (OSError, ValueError) as exc:
         yield f"{entity}: attributes cannot be read: {exc}"
         return
@@ -214,4 +167,4 @@ def _flatten(attrs: dict[str, Any]) -> dict[str, Any]:
     """`source` spelled out as `source.dataset`, `source.checksum`, ... for key-wise messages."""
     source = attrs.get("source")
     nested = {f"source.{k}": v for k, v in source.items()} if isinstance(source, dict) else {}
-    return {**attrs, **nested}
+    return {**{k: v for k, v in attrs.items() if k != "source"}, **nested}

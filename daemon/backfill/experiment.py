@@ -15,11 +15,11 @@ from pathlib import Path
 
 from daemon.backfill.task import UnitFailure
 from daemon.config import Settings
-from daemon.datastore.store import DataStore
 from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult
 from daemon.ingest.planner import Planner
 from daemon.ingest.service import STATE_DIR, DaemonError, exclusive_lock, ledger_path
 from daemon.ingest.state import StatePublisher
+from daemon.layouts import LayoutMismatchError, check_layout, open_layout
 from daemon.logs import get_logger
 from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import load_plan
@@ -44,12 +44,18 @@ class ExperimentRun:
         except (NotReadyError, RawDataError) as exc:
             raise BackfillError(f"cannot read the experiment's metadata: {exc}") from None
         store_path = settings.datastore_path(experiment)
+        try:
+            check_layout(store_path, settings.datastore.layout)
+        except LayoutMismatchError as exc:
+            raise BackfillError(str(exc)) from None
         (store_path / STATE_DIR).mkdir(parents=True, exist_ok=True)
         try:
             self._lock_fd = exclusive_lock(store_path / STATE_DIR / "lock")
         except DaemonError as exc:
             raise BackfillError(str(exc)) from None
-        self.store = DataStore(store_path, codec=settings.arrays)
+        self.store = open_layout(
+            store_path, settings.datastore.layout, codec=settings.arrays, raw_defaults=settings.raw
+        )
         self.ledger = Ledger(ledger_path(store_path))
         self.planner = Planner(raw_dir, self.store, self.ledger, settings)
         self.publisher = StatePublisher(

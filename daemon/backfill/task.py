@@ -28,12 +28,12 @@ import tensorstore as ts
 
 from daemon.config import Settings
 from daemon.datastore.arrays import make_context
-from daemon.datastore.store import DataStore
 from daemon.ingest.failures import describe, is_environmental
 from daemon.ingest.ledger import UnitRecord, UnitResult
 from daemon.ingest.planner import check_unit_files
 from daemon.ingest.service import STATE_DIR
 from daemon.ingest.unit import UnitConverter
+from daemon.layouts import open_layout
 from daemon.raw.experiment import load_plan
 
 
@@ -59,7 +59,13 @@ def convert_unit(
         )
         with (
             unit_lock(store_path, record.unit_id),
-            DataStore(store_path, codec=settings.arrays, context=_context()) as store,
+            open_layout(
+                store_path,
+                settings.datastore.layout,
+                codec=settings.arrays,
+                context=_context(),
+                raw_defaults=settings.raw,
+            ) as store,
         ):
             return UnitConverter(raw_dir, store, lambda: plan, settings).convert(record)
     except Exception as exc:  # reported to the client, which records it in the ledger

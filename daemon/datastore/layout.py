@@ -19,7 +19,6 @@ INGEST_LOG = "ingest_log.parquet"
 CALIBRATIONS = "calibrations.zarr"
 POLYDT = "polyDT"
 READOUTS = "readouts"
-STAGING = ".staging"  # work in progress; a hidden name outside polyDT/ and readouts/
 
 EntityKind = Literal["round", "bit"]
 KIND_ROOTS: dict[str, str] = {"round": POLYDT, "bit": READOUTS}

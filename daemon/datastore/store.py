@@ -19,16 +19,9 @@ read-modify-write of a `.zattrs` and every publish.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import math
 import os
-import shutil
-import tempfile
 import threading
-import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,24 +35,41 @@ from daemon.datastore.arrays import (
     ZATTRS,
     ArrayCodec,
     create_group,
-    little_endian,
     make_context,
     read_array,
     read_attrs,
     write_array,
     write_attrs,
 )
-from daemon.datastore.jsonio import fsync_dir, fsync_tree, read_json, write_json_atomic
+from daemon.datastore.jsonio import fsync_dir, read_json, write_json_atomic
 from daemon.datastore.layout import (
     CALIBRATIONS,
     POLYDT,
     READOUTS,
-    STAGING,
     STATE_FILE,
     Entity,
     discover,
 )
-from daemon.units import wavelength_um
+from daemon.datastore.staging import PendingWrites, StagingArea
+from daemon.datastore.validators import (
+    CALIBRATION_ARRAYS,
+    ENTITY_ATTRS,
+    Validator,
+    check_spacing,
+    choice,
+    codebook_rows,
+    entity_array_rule,
+    float_in,
+    floats,
+    int_at_least,
+    known_rule,
+    order_rows,
+    table_parts,
+    text,
+    texts,
+    validated,
+    wavelength_pairs,
+)
 
 FORMAT_VERSION = 1  # version of the on-disk layout this library writes (datastore.json Version)
 STATE_FLAGS = (
@@ -83,138 +93,6 @@ class UnknownEntityError(LookupError):
     """A tile x round or tile x bit that is not in the datastore was addressed."""
 
 
-# --- validators: each takes a value and returns its JSON form, or raises ValueError/TypeError
-# --- with a message that the caller prefixes with the key and where it was going.
-
-Validator = Callable[[Any], Any]
-
-
-def _int(low: int) -> Validator:
-    def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int | np.integer):
-            raise TypeError(f"expected an int, got {value!r}")
-        if value < low:
-            raise ValueError(f"expected an int >= {low}, got {value!r}")
-        return int(value)
-
-    return check
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise TypeError(f"expected a number, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"expected a finite number, got {value!r}")
-    return float(value)
-
-
-def _float(low: float | None = None, high: float | None = None, *, open_low=False) -> Validator:
-    def check(value: Any) -> float:
-        number = _number(value)
-        too_low = low is not None and (number <= low if open_low else number < low)
-        if too_low or (high is not None and number > high):
-            if high is None:
-                expected = f"> {low}" if open_low else f">= {low}"
-            else:
-                expected = f"in {'(' if open_low else '['}{low}, {high}]"
-            raise ValueError(f"expected a number {expected}, got {value!r}")
-        return number
-
-    return check
-
-
-def _sequence(value: Any, length: int | None = None) -> list[Any]:
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if isinstance(value, str | bytes | Mapping) or not hasattr(value, "__len__"):
-        raise TypeError(f"expected a list, got {value!r}")
-    if length is not None and len(value) != length:
-        raise ValueError(f"expected {length} values, got {len(value)}: {value!r}")
-    return list(value)
-
-
-def _floats(length: int, *, positive: bool = False) -> Validator:
-    item = _float(0.0, open_low=True) if positive else _number
-
-    def check(value: Any) -> list[float]:
-        return [item(v) for v in _sequence(value, length)]
-
-    return check
-
-
-def _wavelength_pair(value: Any) -> list[float]:
-    """[excitation, emission] in µm."""
-    return [wavelength_um(_number(v)) for v in _sequence(value, 2)]
-
-
-def _wavelength_pairs(value: Any) -> list[list[float]]:
-    return [_wavelength_pair(v) for v in _sequence(value)]
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"expected a non-empty str, got {value!r}")
-    return value
-
-
-def _texts(value: Any) -> list[str]:
-    texts = [_text(v) for v in _sequence(value)]
-    if not texts:
-        raise ValueError("expected at least one name")
-    return texts
-
-
-def _choice(*options: str) -> Validator:
-    def check(value: Any) -> str:
-        if value not in options:
-            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
-        return value
-
-    return check
-
-
-def _choices(*options: str) -> Validator:
-    one = _choice(*options)
-
-    def check(value: Any) -> list[str]:
-        return [one(v) for v in _sequence(value)]
-
-    return check
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"expected a bool, got {value!r}")
-    return bool(value)
-
-
-def _ints(low: int) -> Validator:
-    item = _int(low)
-
-    def check(value: Any) -> list[int]:
-        return [item(v) for v in _sequence(value)]
-
-    return check
-
-
-def _matrix4(value: Any) -> list[list[float]]:
-    return [_floats(4)(row) for row in _sequence(value, 4)]
-
-
-def _json_object(value: Any) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise TypeError(f"expected a dict, got {value!r}")
-    return dict(value)
-
-
-def _validated(validate: Validator, value: Any, key: str, where: object) -> Any:
-    """`validate(value)`, with the key and destination added to any error."""
-    try:
-        return validate(value)
-    except (TypeError, ValueError) as e:
-        raise type(e)(f"{key} for {where}: {e}") from e
-
-
 # --- experiment-wide values, as descriptors so each is a plain property of DataStore
 
 
@@ -235,7 +113,7 @@ class _Calibration:
 
     def __set__(self, ds: DataStore, value: Any) -> None:
         where = ds.calibrations_path / ZATTRS
-        ds._set_calibrations({self.key: _validated(self.validate, value, self.key, where)})
+        ds._set_calibrations({self.key: validated(self.validate, value, self.key, where)})
 
 
 class _TableCalibration(_Calibration):
@@ -253,126 +131,9 @@ class _TableCalibration(_Calibration):
 
     def __set__(self, ds: DataStore, value: Any) -> None:
         where = ds.calibrations_path / ZATTRS
-        columns, rows = _validated(_table_parts, value, self.key, where)
-        rows = _validated(self.validate, rows, self.key, where)
+        columns, rows = validated(table_parts, value, self.key, where)
+        rows = validated(self.validate, rows, self.key, where)
         ds._set_calibrations({self.key: rows, f"{self.key}_columns": columns})
-
-
-def _table_parts(value: Any) -> tuple[list[str], list[list[Any]]]:
-    """(columns, rows) of a pyarrow.Table or of a (columns, rows) pair, checked for shape."""
-    if isinstance(value, pa.Table):
-        columns = value.column_names
-        rows = [[row[c] for c in columns] for row in value.to_pylist()]
-    elif isinstance(value, tuple) and len(value) == 2:
-        columns, rows = _texts(value[0]), [_sequence(r) for r in _sequence(value[1])]
-    else:
-        raise TypeError(f"expected a pyarrow.Table or (columns, rows), got {type(value).__name__}")
-    if len(set(columns)) != len(columns):
-        raise ValueError(f"column names must be unique, got {columns}")
-    for row in rows:
-        if len(row) != len(columns):
-            raise ValueError(f"row {row!r} has {len(row)} values for {len(columns)} columns")
-    return list(columns), rows
-
-
-def _codebook_rows(rows: list[list[Any]]) -> list[list[Any]]:
-    """[gene_id, b1, ..., bN]: a gene name, then 0 or 1 per bit."""
-    checked = []
-    for row in rows:
-        bits = [_int(0)(b) for b in row[1:]]
-        if any(b > 1 for b in bits):
-            raise ValueError(f"codebook bits must be 0 or 1, got {row!r}")
-        checked.append([_text(row[0]), *bits])
-    return checked
-
-
-def _order_rows(rows: list[list[Any]]) -> list[list[int]]:
-    """[round (from 1, as in the raw files), bit of readout channel 1, bit of channel 2, ...]."""
-    return [[_int(1)(row[0]), *(_int(0)(b) for b in row[1:])] for row in rows]
-
-
-# --- arrays and per-entity attributes of the spec
-
-
-@dataclass(frozen=True)
-class ArrayRule:
-    """What the spec requires of a named array: dtype, dimension names, owning entity kinds."""
-
-    dtype: str
-    dims: tuple[str, ...]
-    kinds: tuple[str, ...] = ()
-
-    def check(self, name: str, data: Any, where: object) -> np.ndarray:
-        """`data` as an ndarray, or ValueError naming where, the array, expected and got."""
-        data = np.asarray(data)
-        same_dtype = data.dtype.kind in "biuf" and little_endian(data.dtype) == np.dtype(self.dtype)
-        if not same_dtype or data.ndim != len(self.dims):
-            expected = f"{self.dtype} [{', '.join(self.dims)}]"
-            raise ValueError(
-                f"{where}: {name} must be {expected}, got {data.dtype} with shape {data.shape}"
-            )
-        return data
-
-
-ENTITY_ARRAYS: dict[str, ArrayRule] = {
-    "camera_data": ArrayRule("uint16", ("z", "y", "x"), ("round", "bit")),
-    "corrected_data": ArrayRule("uint16", ("z", "y", "x"), ("round", "bit")),
-    "registered_decon_data": ArrayRule("uint16", ("z", "y", "x"), ("round", "bit")),
-    "of_xyz_3x_downsample": ArrayRule("float32", ("c", "z", "y", "x"), ("round",)),
-}
-CALIBRATION_ARRAYS: dict[str, ArrayRule] = {
-    "camera_noise_map": ArrayRule("uint16", ("y", "x")),
-    "psf_data": ArrayRule("float32", ("channel", "z", "y", "x")),
-}
-
-_BOTH = ("round", "bit")
-ENTITY_ATTRS: dict[str, tuple[Validator, tuple[str, ...]]] = {
-    "stage_zyx_um": (_floats(3), _BOTH),
-    # Live ingestion stores a flipped stage axis negated (raw-input spec); these are the axes.
-    "stage_flipped_axes": (_choices("z", "y", "x"), _BOTH),
-    "wavelengths_um": (_wavelength_pair, _BOTH),
-    "voxel_size_zyx_um": (_floats(3, positive=True), _BOTH),
-    "bit_linker": (_ints(1), ("round",)),
-    "round_linker": (_int(0), ("bit",)),
-    "psf_idx": (_int(0), _BOTH),
-    "gain_correction": (_bool, _BOTH),
-    "hotpixel_correction": (_bool, _BOTH),
-    "shading_correction": (_bool, _BOTH),
-    # Version of the conversion that wrote the entry's pixels (ingestion; absent = 1).
-    "conversion_version": (_int(1), _BOTH),
-    "source": (_json_object, _BOTH),
-    # The entry's quality numbers at ingestion (daemon.monitor.quality).
-    "quality": (_json_object, _BOTH),
-    "affine_zyx_um": (_matrix4, _BOTH),
-    "origin_zyx_um": (_floats(3), _BOTH),
-    "spacing_zyx_um": (_floats(3, positive=True), _BOTH),
-}
-
-
-def _rule(table: Mapping[str, Any], what: str, name: str) -> Any:
-    if name not in table:
-        raise ValueError(f"unknown {what} {name!r}; known: {', '.join(table)}")
-    return table[name]
-
-
-def _entity_array_rule(entity: Entity, name: str) -> ArrayRule:
-    rule: ArrayRule = _rule(ENTITY_ARRAYS, "array", name)
-    if entity.kind not in rule.kinds:
-        raise ValueError(f"{entity}: {name} belongs to {' and '.join(rule.kinds)}s only")
-    return rule
-
-
-def _check_spacing(attrs: Mapping[str, Any], where: object) -> None:
-    """spacing_zyx_um must equal voxel_size_zyx_um: a mismatch is an error, never a write."""
-    spacing, voxel = attrs.get("spacing_zyx_um"), attrs.get("voxel_size_zyx_um")
-    if spacing is None:
-        return
-    if voxel is None:
-        raise ValueError(f"{where}: spacing_zyx_um needs voxel_size_zyx_um written first")
-    if not all(math.isclose(s, v, rel_tol=1e-9) for s, v in zip(spacing, voxel, strict=True)):
-        raise ValueError(
-            f"{where}: spacing_zyx_um {spacing} differs from voxel_size_zyx_um {voxel}"
-        )
 
 
 def _finish(future: ts.WriteFutures, wait: bool) -> ts.WriteFutures | None:
@@ -400,10 +161,9 @@ class DataStore:
         self.codec = codec
         self.context = context if context is not None else make_context()
         self._lock = threading.RLock()
-        self._session_dir: Path | None = None
-        self._session_fd: int | None = None
+        self.staging = StagingArea(self.path)
         self._create_missing()
-        self._remove_staging_debris()
+        self.staging.remove_debris()
 
     def __repr__(self) -> str:
         return f"DataStore({str(self.path)!r})"
@@ -416,13 +176,7 @@ class DataStore:
 
     def close(self) -> None:
         """Remove this store's staging folder (unpublished stages are discarded)."""
-        with self._lock:
-            if self._session_fd is None:
-                return
-            assert self._session_dir is not None
-            shutil.rmtree(self._session_dir, ignore_errors=True)
-            os.close(self._session_fd)
-            self._session_dir = self._session_fd = None
+        self.staging.close()
 
     # --- creation and crash debris
 
@@ -435,51 +189,6 @@ class DataStore:
             state = {"Version": FORMAT_VERSION, **dict.fromkeys(STATE_FLAGS, False)}
             self.write_state({**state, "Initialized": True})
         fsync_dir(self.path)
-
-    def _remove_staging_debris(self) -> None:
-        """Delete staging sessions nobody holds: a live writer keeps a lock on its session."""
-        staging = self.path / STAGING
-        if not staging.is_dir():
-            return
-        for entry in staging.iterdir():
-            if not entry.is_dir():
-                entry.unlink(missing_ok=True)
-                continue
-            try:
-                fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY)
-            except FileNotFoundError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # a live writer's session
-            else:
-                shutil.rmtree(entry)
-            finally:
-                os.close(fd)
-
-    def _session(self) -> Path:
-        """This store's private staging folder, created and locked on first use.
-
-        The lock (flock, released by the kernel when the process dies) tells other openers the
-        folder is in use. If another opener removed the new folder before we locked it, we
-        make a new one.
-        """
-        with self._lock:
-            while self._session_dir is None:
-                staging = self.path / STAGING
-                staging.mkdir(exist_ok=True)
-                folder = Path(tempfile.mkdtemp(dir=staging, prefix="session-"))
-                try:
-                    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-                except FileNotFoundError:
-                    continue  # removed as debris before we could lock it
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                if folder.is_dir() and os.stat(folder).st_ino == os.fstat(fd).st_ino:
-                    self._session_dir, self._session_fd = folder, fd
-                else:
-                    os.close(fd)
-            return self._session_dir
 
     # --- datastore.json
 
@@ -556,32 +265,32 @@ class DataStore:
             attrs = read_attrs(self.calibrations_path)
             write_attrs(self.calibrations_path, {**attrs, **updates})
 
-    num_rounds = _Calibration(_int(1), "Number of rounds (int >= 1).")
-    num_tiles = _Calibration(_int(1), "Number of tiles (int >= 1).")
-    num_bits = _Calibration(_int(1), "Number of codebook bits (int >= 1).")
+    num_rounds = _Calibration(int_at_least(1), "Number of rounds (int >= 1).")
+    num_tiles = _Calibration(int_at_least(1), "Number of tiles (int >= 1).")
+    num_bits = _Calibration(int_at_least(1), "Number of codebook bits (int >= 1).")
     channels_in_data = _Calibration(
-        _texts, "Dye names in ascending wavelength; element 0 is the fiducial."
+        texts, "Dye names in ascending wavelength; element 0 is the fiducial."
     )
     wavelengths_um = _Calibration(
-        _wavelength_pairs, "[excitation, emission] per channel, in µm (488 is rejected as nm)."
+        wavelength_pairs, "[excitation, emission] per channel, in µm (488 is rejected as nm)."
     )
-    voxel_size_zyx_um = _Calibration(_floats(3, positive=True), "[z, y, x] voxel size, µm.")
-    microscope_type = _Calibration(_choice("3D", "2D"), '"3D" or "2D".')
-    camera_model = _Calibration(_text, "Camera model name, e.g. orcav3 or flir.")
-    e_per_ADU = _Calibration(_float(0.0, open_low=True), "Gain used for corrected_data, e-/ADU.")
-    camera_offset_ADU = _Calibration(_float(0.0), "Offset used for corrected_data, ADU.")
-    binning = _Calibration(_int(1), "Camera binning (int >= 1).")
-    na = _Calibration(_float(0.0, 2.0, open_low=True), "Objective numerical aperture.")
-    ri = _Calibration(_float(1.0, 3.0), "Immersion refractive index.")
-    tile_overlap = _Calibration(_float(0.0, 1.0), "Tile overlap as a fraction (0..1).")
+    voxel_size_zyx_um = _Calibration(floats(3, positive=True), "[z, y, x] voxel size, µm.")
+    microscope_type = _Calibration(choice("3D", "2D"), '"3D" or "2D".')
+    camera_model = _Calibration(text, "Camera model name, e.g. orcav3 or flir.")
+    e_per_ADU = _Calibration(float_in(0.0, open_low=True), "Gain used for corrected_data, e-/ADU.")
+    camera_offset_ADU = _Calibration(float_in(0.0), "Offset used for corrected_data, ADU.")
+    binning = _Calibration(int_at_least(1), "Camera binning (int >= 1).")
+    na = _Calibration(float_in(0.0, 2.0, open_low=True), "Objective numerical aperture.")
+    ri = _Calibration(float_in(1.0, 3.0), "Immersion refractive index.")
+    tile_overlap = _Calibration(float_in(0.0, 1.0), "Tile overlap as a fraction (0..1).")
     experiment_path = _Calibration(
-        _text, "Absolute path of the experiment folder; entries name their raw data relative to it."
+        text, "Absolute path of the experiment folder; entries name their raw data relative to it."
     )
     exp_codebook = _TableCalibration(
-        _codebook_rows, "codebook.csv as a pyarrow.Table: gene_id, then one 0/1 column per bit."
+        codebook_rows, "codebook.csv as a pyarrow.Table: gene_id, then one 0/1 column per bit."
     )
     exp_order = _TableCalibration(
-        _order_rows, "bit_order.csv as a pyarrow.Table: round (from 1), then a bit per readout."
+        order_rows, "bit_order.csv as a pyarrow.Table: round (from 1), then a bit per readout."
     )
 
     # --- calibration arrays
@@ -619,7 +328,7 @@ class DataStore:
     def _write_entity_array(
         self, folder: Path, entity: Entity, name: str, data: Any, immutable_source: bool
     ) -> ts.WriteFutures:
-        rule = _entity_array_rule(entity, name)
+        rule = entity_array_rule(entity, name)
         data = rule.check(name, data, entity)
         return write_array(
             folder / name,
@@ -636,13 +345,13 @@ class DataStore:
         where = f"{entity} ({folder / ZATTRS})"
         checked = {}
         for key, value in updates.items():
-            validate, kinds = _rule(ENTITY_ATTRS, "attribute", key)
+            validate, kinds = known_rule(ENTITY_ATTRS, "attribute", key)
             if entity.kind not in kinds:
                 raise ValueError(f"{where}: {key} belongs to {' and '.join(kinds)}s only")
-            checked[key] = _validated(validate, value, key, where)
+            checked[key] = validated(validate, value, key, where)
         with self._lock:
             merged = {**read_attrs(folder), **checked}
-            _check_spacing(merged, where)
+            check_spacing(merged, where)
             write_attrs(folder, merged)
 
     @staticmethod
@@ -687,7 +396,7 @@ class DataStore:
     ) -> np.ndarray:
         """Read array `name` of a published tile x round or tile x bit."""
         entity = self._address(tile, round, bit)
-        _entity_array_rule(entity, name)
+        entity_array_rule(entity, name)
         path = self._existing(entity) / name
         if not (path / ZARRAY).is_file():
             raise MissingValueError(f"{entity}: {name} was never written (no array at {path})")
@@ -780,7 +489,7 @@ class DataStore:
         self, key: str, tile: int, round: int | None = None, bit: int | None = None
     ) -> Any:
         """One per-entity attribute; MissingValueError if it was never written."""
-        _rule(ENTITY_ATTRS, "attribute", key)
+        known_rule(ENTITY_ATTRS, "attribute", key)
         entity = self._address(tile, round, bit)
         attrs = read_attrs(self._existing(entity))
         if key not in attrs:
@@ -792,33 +501,12 @@ class DataStore:
 
     def stage(self, entity: Entity) -> StagedEntity:
         """A new, empty entry for `entity` in this store's staging folder; see StagedEntity."""
-        folder = self._session() / f"{entity.relpath.parent.name}-{entity.relpath.name}"
-        return StagedEntity(self, entity, Path(f"{folder}.{uuid.uuid4().hex[:12]}"))
+        name = f"{entity.relpath.parent.name}-{entity.relpath.name}"
+        return StagedEntity(self, entity, self.staging.new_folder(name))
 
     def _publish(self, staged: Path, entity: Entity) -> Path:
-        """Rename `staged` to the published name of `entity`.
-
-        An existing entry is first moved aside into the staging session, then the new one is
-        renamed in, then the old one removed. Each step is one rename, so after a crash the
-        published name holds the old complete entry, the new complete entry, or nothing (the
-        entry moved aside is crash debris, removed on the next open) - never a partial one.
-        """
-        fsync_tree(staged)
-        target = self.entity_path(entity)
-        with self._lock:
-            if not target.parent.is_dir():
-                target.parent.mkdir()
-                fsync_dir(target.parent.parent)
-            aside = None
-            if target.exists():
-                aside = self._session() / f"replaced-{uuid.uuid4().hex}"
-                os.rename(target, aside)
-            os.rename(staged, target)
-            fsync_dir(target.parent)
-            fsync_dir(staged.parent)
-        if aside is not None:
-            shutil.rmtree(aside)
-        return target
+        """Rename `staged` to the published name of `entity` (see StagingArea.publish)."""
+        return self.staging.publish(staged, self.entity_path(entity))
 
 
 class StagedEntity:
@@ -834,7 +522,7 @@ class StagedEntity:
         self.store = store
         self.entity = entity
         self.path = path
-        self._pending: list[ts.WriteFutures] = []
+        self._pending = PendingWrites(entity, path)
         self._state = "open"
         create_group(path)
 
@@ -861,7 +549,7 @@ class StagedEntity:
         future = self.store._write_entity_array(
             self.path, self.entity, name, data, immutable_source
         )
-        self._pending.append(future)
+        self._pending.add(future)
         return _finish(future, wait)
 
     def write_attributes(self, attrs: Mapping[str, Any]) -> None:
@@ -876,26 +564,12 @@ class StagedEntity:
         open, so it can be discarded or retried.
         """
         self._check_open()
-        errors = []
-        for future in self._pending:
-            try:
-                future.result()
-            except Exception as e:
-                errors.append(e)
-        self._pending.clear()
-        if errors:
-            raise RuntimeError(
-                f"{self.entity}: {len(errors)} array write(s) failed in {self.path}"
-            ) from errors[0]
+        self._pending.wait()
         target = self.store._publish(self.path, self.entity)
         self._state = "published"
         return target
 
     def discard(self) -> None:
         """Drop the stage and everything written to it."""
-        for future in self._pending:
-            # the data is being thrown away: a write error does not matter, only that it ended
-            with contextlib.suppress(Exception):
-                future.result()
-        shutil.rmtree(self.path, ignore_errors=True)
+        self._pending.discard()
         self._state = "discarded"

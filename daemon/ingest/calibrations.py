@@ -1,4 +1,4 @@
-"""calibrations.zarr: the experiment-wide attributes, the camera noise map and the PSFs.
+"""Calibrations: the experiment-wide attributes, the camera noise map and the PSFs.
 
 Written once the plan is known and the first complete dataset shows how the camera was set
 (gain, offset, pixel size, orientation, z planes). The noise map is the camera offset as a
@@ -21,9 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from daemon.config import Settings
-from daemon.datastore.store import DataStore
-from daemon.ingest.convert import orient
 from daemon.ingest.failures import describe
+from daemon.layouts.base import CalibrationData, Layout
 from daemon.logs import get_logger
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
 from daemon.raw.experiment import Plan
@@ -67,8 +66,11 @@ def theoretical_psfs(plan: Plan, acq: Acquisition, num_z: int) -> np.ndarray:
 class PsfJob:
     """psf_data computed and written by a background thread; `done` once it is on disk."""
 
-    def __init__(self, store: DataStore, compute: Callable[[], np.ndarray]) -> None:
+    def __init__(
+        self, store: Layout, data: CalibrationData, compute: Callable[[], np.ndarray]
+    ) -> None:
         self._store = store
+        self._data = data
         self._compute = compute
         self.done = False
         self.error: str | None = None
@@ -93,9 +95,9 @@ class PsfJob:
         self._thread.join()
 
     def _run(self) -> None:
-        log = get_logger(path=str(self._store.calibrations_path))
+        log = get_logger(path=str(self._store.path))
         try:
-            self._store.save_psf_data(self._compute())
+            self._store.write_psfs(self._data, self._compute())
         except Exception as exc:  # any failure is reported; the planner starts a new job
             self.error = describe(exc)
             log.warning("psf not written", error=self.error)
@@ -115,7 +117,7 @@ def _load_npy(path: str, dtype: type, ndim: int, what: str) -> np.ndarray:
 
 
 def write_calibrations(
-    store: DataStore, plan: Plan, dataset: RawDataset, settings: Settings
+    store: Layout, plan: Plan, dataset: RawDataset, settings: Settings
 ) -> PsfJob | None:
     """Write every calibration attribute and the noise map; `dataset` is any complete dataset.
 
@@ -123,32 +125,15 @@ def write_calibrations(
     the returned `PsfJob`, already running.
     """
     acq = resolve_acquisition(plan, dataset, settings.raw)
-    store.num_rounds = plan.num_rounds
-    store.num_tiles = plan.num_tiles
-    store.num_bits = plan.num_bits
-    store.channels_in_data = list(plan.channels_in_data)
-    store.wavelengths_um = [list(w) for w in plan.wavelengths_um]
-    store.voxel_size_zyx_um = list(acq.voxel_size_zyx_um)
-    store.microscope_type = acq.microscope_type
-    store.camera_model = acq.camera_model
-    store.e_per_ADU = acq.e_per_adu
-    store.camera_offset_ADU = acq.offset_adu
-    store.binning = acq.binning
-    store.na = acq.na
-    store.ri = acq.ri
-    store.tile_overlap = acq.tile_overlap
-    store.exp_codebook = (plan.codebook_columns, plan.codebook_rows)
-    store.exp_order = (plan.bit_order_columns, plan.bit_order_rows)
-    store.experiment_path = str(plan.raw_dir.parent)  # entries' `source.dataset` is relative
-
-    shape_yx = orient(np.empty((1, *dataset.shape_yx), np.uint16), acq.orientation).shape[1:]
+    noise = None
     if settings.calibrations.noise_map:
         noise = _load_npy(settings.calibrations.noise_map, np.uint16, 2, "camera noise map")
-    else:
-        noise = np.full(shape_yx, round(acq.offset_adu), dtype=np.uint16)
-    store.save_camera_noise_map(noise)
+    data = CalibrationData(
+        plan=plan, acq=acq, camera_shape_yx=tuple(dataset.shape_yx), noise_map=noise
+    )
+    store.write_calibrations(data)
     if settings.calibrations.psf:
-        store.save_psf_data(_load_npy(settings.calibrations.psf, np.float32, 4, "PSF"))
+        store.write_psfs(data, _load_npy(settings.calibrations.psf, np.float32, 4, "PSF"))
         return None
     num_z = dataset.num_z
-    return PsfJob(store, lambda: theoretical_psfs(plan, acq, num_z))
+    return PsfJob(store, data, lambda: theoretical_psfs(plan, acq, num_z))

@@ -29,10 +29,10 @@ import os
 from pathlib import Path
 
 from daemon.config import Settings
-from daemon.datastore.store import DataStore
 from daemon.ingest.calibrations import PsfJob, write_calibrations
 from daemon.ingest.failures import describe, errno_name
 from daemon.ingest.ledger import Ledger, UnitRecord, unit_id
+from daemon.layouts.base import Layout
 from daemon.logs import get_logger
 from daemon.raw.errors import DatasetError, MetadataError, NotReadyError, RawDataError
 from daemon.raw.experiment import METADATA_FILES, Plan, load_plan
@@ -46,7 +46,7 @@ _ONLY_REGULAR = "a symbolic link or special file; only regular files inside raw_
 class Planner:
     """Turns raw_data entries into ledger rows; knows the plan once the metadata is there."""
 
-    def __init__(self, raw_dir: Path, store: DataStore, ledger: Ledger, settings: Settings):
+    def __init__(self, raw_dir: Path, store: Layout, ledger: Ledger, settings: Settings):
         self.raw_dir = raw_dir
         self.plan: Plan | None = None
         self.calibrated = False

@@ -30,7 +30,6 @@ from pathlib import Path
 from daemon import __version__
 from daemon.config import Settings
 from daemon.datastore import layout
-from daemon.datastore.store import DataStore
 from daemon.ingest.failures import describe, errno_name
 from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult
 from daemon.ingest.planner import Planner
@@ -39,6 +38,7 @@ from daemon.ingest.state import StatePublisher, iso_time
 from daemon.ingest.unit import CONVERSION_VERSION, UnitConverter
 from daemon.ingest.watcher import RawWatcher
 from daemon.ingest.workers import WorkerPool
+from daemon.layouts import LayoutMismatchError, check_layout, open_layout
 from daemon.logs import get_logger
 from daemon.monitor.preview import PREVIEW_DIR, MosaicPreview
 from daemon.monitor.qualitylog import QUALITY_DB, QUALITY_TABLE, QualityLog, QualityPublisher
@@ -77,6 +77,10 @@ class IngestService:
         self.notifier = notifier or Notifier()
         self.log = get_logger(experiment=str(experiment))
         store_path = settings.datastore_path(experiment)
+        try:
+            check_layout(store_path, settings.datastore.layout)
+        except LayoutMismatchError as exc:
+            raise DaemonError(str(exc)) from None
         state_dir = store_path / STATE_DIR
         state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = exclusive_lock(state_dir / "lock")
@@ -86,7 +90,9 @@ class IngestService:
             "version": __version__,
             "started_at": iso_time(time.time()),
         }
-        self.store = DataStore(store_path, codec=settings.arrays)
+        self.store = open_layout(
+            store_path, settings.datastore.layout, codec=settings.arrays, raw_defaults=settings.raw
+        )
         self.ledger = Ledger(ledger_path(store_path))
         self.planner = Planner(self.raw_dir, self.store, self.ledger, settings)
         self.publisher = StatePublisher(
@@ -238,7 +244,7 @@ class IngestService:
 
     def _publish(self, write: Callable[[Plan | None, bool], None]) -> None:
         """Rewrite the published views with `write` (which only writes into the datastore)."""
-        with self._in_store(f"writing {layout.STATE_FILE} or {layout.INGEST_LOG}"):
+        with self._in_store(f"writing {self.store.marker} or {layout.INGEST_LOG}"):
             write(self.planner.plan, self.planner.calibrations_complete)
 
     def _convert(self, record: UnitRecord) -> UnitResult:

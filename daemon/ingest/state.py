@@ -1,4 +1,4 @@
-"""The one writer of datastore.json and ingest_log.parquet, both derived from the ledger.
+"""The one writer of the state file and ingest_log.parquet, both derived from the ledger.
 
 Both files are views of the ledger, rewritten whole and atomically, so a reader polling them
 never sees a torn file and a crash between two rewrites loses nothing (the ledger has it).
@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 
 from daemon.datastore import layout
 from daemon.datastore.jsonio import atomic_write
-from daemon.datastore.store import DataStore
+from daemon.datastore.layout import INGEST_LOG, Entity
 from daemon.ingest.ledger import Ledger, UnitRecord
-from daemon.ingest.unit import unit_entities
+from daemon.layouts.base import Layout, unit_entities
 from daemon.raw.experiment import Plan
 
 INGEST_LOG_SCHEMA = pa.schema(
@@ -48,11 +48,12 @@ INGEST_LOG_SCHEMA = pa.schema(
 
 
 def ingestion_summary(
-    states: Iterable[tuple[int, int, str, str | None]], plan: Plan | None
+    states: Iterable[tuple[int, int, str, str | None]], plan: Plan | None, store: Layout
 ) -> dict[str, Any]:
     """Per tile: rounds and bits done, what failed and why; and the totals.
 
-    `states` are the ledger's (tile, round, state, error) rows.
+    `states` are the ledger's (tile, round, state, error) rows. Rounds are numbered as the
+    layout numbers them (`first_round`) and failed units keyed by their round entry's name.
     """
     tiles: dict[str, dict[str, Any]] = {}
     totals = {"pending": 0, "running": 0, "done": 0, "failed": 0}
@@ -62,11 +63,11 @@ def ingestion_summary(
             layout.tile_name(tile), {"rounds_done": [], "bits_done": [], "failed": {}}
         )
         if state == "done":
-            entry["rounds_done"].append(round_)
+            entry["rounds_done"].append(round_ + store.first_round)
             if plan is not None:
                 entry["bits_done"].extend(plan.readout_bits(round_ + 1))
         elif state == "failed":
-            entry["failed"][layout.entity_dirname("round", round_)] = error
+            entry["failed"][store.entry_relpath(Entity.round(tile, round_)).name] = error
     for entry in tiles.values():
         entry["bits_done"].sort()
     expected = plan.num_tiles * plan.num_rounds if plan is not None else None
@@ -125,7 +126,7 @@ class StatePublisher:
 
     def __init__(
         self,
-        store: DataStore,
+        store: Layout,
         ledger: Ledger,
         state_interval_s: float,
         log_interval_s: float,
@@ -160,20 +161,20 @@ class StatePublisher:
         started = time.monotonic()
         version = (self._ledger.changes, calibrations)
         if key == "state":
-            summary = ingestion_summary(self._ledger.states(), plan)
+            if plan is not None and self._store.refreshes_entries:
+                units = self._ledger.units()
+                done = [(u.tile, u.round, u.dataset) for u in units if u.state == "done"]
+                self._store.refresh_entries(plan, done)
+            summary = ingestion_summary(self._ledger.states(), plan, self._store)
             complete = (
                 summary["units_expected"] is not None
                 and summary["units"]["done"] == summary["units_expected"]
             )
-            state = self._store.read_state()
             daemon = {**self._identity, "updated_at": iso_time(time.time())}
-            state.update(
-                Calibrations=calibrations, Corrected=complete, Ingestion=summary, Daemon=daemon
-            )
-            self._store.write_state(state)
+            self._store.publish_state(calibrations, complete, summary, daemon)
         else:
             table = ingest_log_table(self._ledger.units(), plan)
-            atomic_write(self._store.path / layout.INGEST_LOG, lambda f: pq.write_table(table, f))
+            atomic_write(self._store.path / INGEST_LOG, lambda f: pq.write_table(table, f))
         self._published[key] = version
         self._last[key] = time.monotonic()
         self._cost[key] = self._last[key] - started

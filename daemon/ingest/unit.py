@@ -1,22 +1,22 @@
 """Converts one unit (a tile x round dataset) into its DataStore entries.
 
-The fiducial channel becomes `polyDT/tileT/roundR.zarr`, each readout channel
-`readouts/tileT/bitB.zarr`; each gets camera_data (oriented to the stage), corrected_data and
-every attribute of the spec. Entries are written in the staging area and published by rename,
-so a published name always holds a complete entry. One channel is in memory at a time plus the
-one being compressed, so a worker needs about 4/3 of a dataset, whatever its size. With hot
-pixels replaced (the FLIR) every channel's corrected_data is needed before the first is
-written (the second pass looks at the maximum over the channels): they are computed first,
-then each channel's raw planes are read again for camera_data (from the page cache), so
-such a unit needs about 5/3 of a dataset.
+The fiducial channel becomes the round's entry, each readout channel the entry of the codebook
+bit it carries; the layout backend decides their names, pixels and attributes. Entries are
+written in the staging area and published by rename, so a published name always holds a
+complete entry. One channel is in memory at a time plus the one being compressed, so a worker
+needs about 4/3 of a dataset, whatever its size. With hot pixels replaced (the FLIR) every
+channel's corrected_data is needed before the first is written (the second pass looks at the
+maximum over the channels): they are computed first, then each channel's raw planes are read
+again for the entries (from the page cache), so such a unit needs about 5/3 of a dataset.
 """
 
 from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +24,18 @@ import numpy as np
 
 from daemon.config import Settings
 from daemon.datastore.layout import Entity, entity_dirname
-from daemon.datastore.store import DataStore, StagedEntity
 from daemon.ingest.convert import correct, orient
 from daemon.ingest.hotpixels import replace_hot_pixels
 from daemon.ingest.ledger import UnitRecord, UnitResult
+from daemon.layouts.base import EntryFacts, Layout, StagedEntry, unit_entities
+from daemon.layouts.seed import stage_zyx_um
 from daemon.monitor.preview import MosaicPreview
 from daemon.monitor.quality import measure
 from daemon.monitor.qualitylog import QualityLog, QualityRow
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
 from daemon.raw.experiment import Channel, Plan, read_stage_position
 from daemon.raw.ndtiff import RawDataset
+from daemon.raw.positions import ImageGeometry, first_image_geometry
 
 # Version of the conversion, in each entry's `conversion_version` and in the ledger: 1 = before
 # issue 10 (ORCA frames anti-transposed, no hot-pixel replacement), 2 = the reference's
@@ -48,20 +50,19 @@ def channel_checksum(stack: np.ndarray) -> str:
 
 def source_dataset(raw_dir: Path, dataset: str) -> str:
     """A dataset as the `source` attribute names it: its path relative to the experiment
-    folder (`raw_data/sim_r0001_tile0000_1`); calibrations.zarr holds the folder's own path."""
+    folder (`raw_data/sim_r0001_tile0000_1`); the calibrations hold the folder's own path."""
     return f"{raw_dir.name}/{dataset}"
 
 
-def stage_zyx_um(position_xyz: tuple[float, float, float], acq: Acquisition) -> list[float]:
-    """Stage position as [z, y, x] µm; a flipped stage axis is stored negated (see the docs)."""
-    x, y, z = position_xyz
-    return [z, -y if acq.stage_flip_y else y, -x if acq.stage_flip_x else x]
-
-
 def hot_corrected(
-    dataset: RawDataset, channels: Iterable[str], acq: Acquisition, noise_map: np.ndarray
+    dataset: RawDataset,
+    channels: Iterable[str],
+    acq: Acquisition,
+    noise_map: np.ndarray,
+    frame: Callable[[np.ndarray, Acquisition], np.ndarray],
 ) -> dict[str, np.ndarray]:
-    """corrected_data of every channel with hot pixels replaced, by channel axis name.
+    """corrected_data of every channel with hot pixels replaced, by channel axis name, in the
+    layout's pixel `frame` (the noise map's).
 
     The replacement needs every channel (its second pass looks at their maximum), so all are
     corrected before any is written; the raw planes go through one reused buffer.
@@ -70,18 +71,89 @@ def hot_corrected(
     corrected = {}
     for name in channels:
         buffer = dataset.read_channel(name, buffer)
-        corrected[name] = correct(orient(buffer, acq.orientation), acq.e_per_adu, acq.offset_adu)
+        corrected[name] = correct(frame(buffer, acq), acq.e_per_adu, acq.offset_adu)
     replace_hot_pixels(list(corrected.values()), noise_map)
     return corrected
 
 
-def unit_entities(plan: Plan, tile: int, round_: int) -> dict[Channel, Entity]:
-    """The entries of a unit by source channel: the fiducial gives the round's polyDT entry,
-    each readout channel the codebook bit it carries in that round (`verify` checks these)."""
-    return {plan.data_channels[0]: Entity.round(tile, round_)} | {
-        channel: Entity.bit(tile, bit)
-        for channel, bit in zip(plan.readouts, plan.readout_bits(round_ + 1), strict=True)
-    }
+@dataclass(frozen=True)
+class UnitSource:
+    """What a unit's raw dataset says about all its entries: settings, stage, geometry."""
+
+    plan: Plan
+    record: UnitRecord
+    acq: Acquisition
+    stage_xyz_um: tuple[float, float, float]
+    geometry: ImageGeometry
+    channel_nbytes: int
+    hotpixels: bool  # whether hot pixels are replaced in this unit's corrected_data
+
+    @classmethod
+    def read(
+        cls, plan: Plan, record: UnitRecord, dataset: RawDataset, settings: Settings
+    ) -> UnitSource:
+        """Resolve the acquisition and read the stage position and first image's geometry."""
+        acq = resolve_acquisition(plan, dataset, settings.raw)
+        return cls(
+            plan=plan,
+            record=record,
+            acq=acq,
+            stage_xyz_um=read_stage_position(
+                plan.stage_positions_path(record.round + 1, record.tile)
+            ),
+            geometry=first_image_geometry(dataset),
+            channel_nbytes=dataset.channel_nbytes,
+            hotpixels=settings.corrections.hotpixels_for(acq.camera_model),
+        )
+
+    def hot_corrected(
+        self, dataset: RawDataset, store: Layout, noise_map: Callable[[], np.ndarray]
+    ) -> dict[str, np.ndarray] | None:
+        """Every channel's corrected_data with hot pixels replaced, or None when they are not."""
+        if not self.hotpixels:
+            return None
+        names = [channel.axis_name for channel in self.entries()]
+        return hot_corrected(dataset, names, self.acq, noise_map(), store.frame)
+
+    def entries(self) -> dict[Channel, Entity]:
+        """The unit's entries by source channel."""
+        return unit_entities(self.plan, self.record.tile, self.record.round)
+
+    def facts(
+        self,
+        channel: Channel,
+        entity: Entity,
+        checksum: str,
+        quality: Mapping[str, Any] | None = None,
+    ) -> EntryFacts:
+        """The facts of one entry, given its channel's raw checksum (and quality numbers)."""
+        record = self.record
+        return EntryFacts(
+            plan=self.plan,
+            entity=entity,
+            round=record.round,
+            channel=channel,
+            acq=self.acq,
+            stage_xyz_um=self.stage_xyz_um,
+            intended_zyx_um=self.geometry.intended_zyx_um,
+            pixel_size_um=self.geometry.pixel_size_um,
+            affine_values=self.geometry.affine_values,
+            hotpixel_correction=self.hotpixels,
+            conversion_version=CONVERSION_VERSION,
+            source={
+                "dataset": source_dataset(self.plan.raw_dir, record.dataset),
+                "channel": channel.axis_name,
+                "bytes": self.channel_nbytes,
+                "checksum": checksum,
+                "fingerprint": record.fingerprint,
+            },
+            quality=quality,
+        )
+
+    def stage_zyx_um(self) -> list[float]:
+        """The tile's stage position as [z, y, x] µm, a flipped axis negated: the frame of
+        `Layout.stage_frame`, whatever the layout stores."""
+        return stage_zyx_um(self.stage_xyz_um, self.acq)
 
 
 @contextmanager
@@ -99,12 +171,13 @@ class UnitConverter:
     `plan` returns the experiment's plan when a unit is converted: the daemon's planner may
     read it again until the calibrations are written, a backfill task reads it once. `quality`
     and `preview` (the live monitor's, daemon.monitor) are the daemon's; a backfill has neither.
+    Every entry's quality numbers are measured and stored in its attributes whatever the layout.
     """
 
     def __init__(
         self,
         raw_dir: Path,
-        store: DataStore,
+        store: Layout,
         plan: Callable[[], Plan | None],
         settings: Settings,
         quality: QualityLog | None = None,
@@ -119,31 +192,24 @@ class UnitConverter:
         self._noise_map: np.ndarray | None = None  # read once, when first needed
 
     def noise_map(self) -> np.ndarray:
-        """calibrations.zarr's camera noise map (written before any unit is dispatched)."""
+        """The datastore's camera noise map (written before any unit is dispatched)."""
         if self._noise_map is None:
-            self._noise_map = self._store.load_camera_noise_map()
+            self._noise_map = self._store.load_noise_map()
         return self._noise_map
 
     def convert(self, record: UnitRecord) -> UnitResult:
         """Read the unit's dataset, write its entries, and say what was produced."""
         plan = self._plan()
         assert plan is not None, "units are dispatched only once the plan is known"
-        raw_round = record.round + 1
-        entities = unit_entities(plan, record.tile, record.round)
         timings = {"read": 0.0, "write": 0.0, "quality": 0.0, "preview": 0.0}
         checksums: list[str] = []
         quality_rows: list[QualityRow] = []
         with RawDataset(self._raw_dir / record.dataset) as dataset, ExitStack() as stages:
-            acq = resolve_acquisition(plan, dataset, self._settings.raw)
-            position = read_stage_position(plan.stage_positions_path(raw_round, record.tile))
-            stage = stage_zyx_um(position, acq)
-            hot = self._settings.corrections.hotpixels_for(acq.camera_model)
-            replaced = None
-            if hot:
-                with _timed(timings, "write"):
-                    names = [channel.axis_name for channel in entities]
-                    replaced = hot_corrected(dataset, names, acq, self.noise_map())
-            previous: StagedEntity | None = None
+            source = UnitSource.read(plan, record, dataset, self._settings)
+            entities = source.entries()
+            with _timed(timings, "write"):
+                replaced = source.hot_corrected(dataset, self._store, self.noise_map)
+            previous: StagedEntry | None = None
             for channel, entity in entities.items():
                 with _timed(timings, "read"):
                     raw = dataset.read_channel(channel.axis_name)
@@ -151,32 +217,23 @@ class UnitConverter:
                 with _timed(timings, "write"):
                     if previous is not None:
                         previous.publish()  # its compression overlapped this channel's read
-                    camera = orient(raw, acq.orientation)
-                    corrected = (
-                        replaced.pop(channel.axis_name)
-                        if replaced is not None
-                        else correct(camera, acq.e_per_adu, acq.offset_adu)
-                    )
-                    staged = stages.enter_context(self._store.stage(entity))
-                    staged.write_array("camera_data", camera, immutable_source=True)
-                    staged.write_array("corrected_data", corrected, immutable_source=True)
+                    corrected = replaced.pop(channel.axis_name) if replaced else None
+                    pixels = self._store.entry_pixels(raw, source.acq, corrected)
+                    on_stage = self._store.stage_frame(pixels["corrected_data"], source.acq)
                     with _timed(timings, "quality"):
-                        quality = self._measure(record, entity, stage, camera, corrected)
+                        quality = self._measure(source, entity, raw, on_stage)
                     quality_rows.append(quality)
                     if self._preview is not None:
                         with _timed(timings, "preview"):
                             self._preview.add(
                                 entity_dirname(entity.kind, entity.index).removesuffix(".zarr"),
-                                corrected,
-                                (stage[1], stage[2]),
-                                acq.voxel_size_zyx_um[2],
+                                on_stage,
+                                (quality.stage_y_um, quality.stage_x_um),
+                                source.acq.voxel_size_zyx_um[2],
                             )
-                    staged.write_attributes(
-                        self._attributes(
-                            record, entity, channel, acq, stage, dataset, checksum, hot
-                        )
-                        | {"quality": self._quality_attributes(quality)}
-                    )
+                    facts = source.facts(channel, entity, checksum, quality.attributes())
+                    staged = stages.enter_context(self._store.stage(facts))
+                    staged.write(pixels)
                 previous = staged
                 checksums.append(checksum)
             with _timed(timings, "write"):
@@ -188,7 +245,7 @@ class UnitConverter:
         return UnitResult(
             source_bytes=source_bytes,
             checksum=",".join(checksums),
-            outputs=tuple(str(e.relpath) for e in entities.values()),
+            outputs=tuple(str(self._store.entry_relpath(e)) for e in entities.values()),
             read_s=timings["read"],
             write_s=timings["write"],
             conversion=CONVERSION_VERSION,
@@ -196,78 +253,17 @@ class UnitConverter:
             preview_s=timings["preview"],
         )
 
-    @staticmethod
     def _measure(
-        record: UnitRecord,
-        entity: Entity,
-        stage: list[float],
-        camera: np.ndarray,
-        corrected: np.ndarray,
+        self, source: UnitSource, entity: Entity, raw: np.ndarray, corrected: np.ndarray
     ) -> QualityRow:
-        """The entry's quality numbers (see daemon.monitor.quality)."""
+        """The entry's quality numbers (see daemon.monitor.quality): `raw` as the camera wrote
+        it, `corrected` in the stage frame, so they are the same whatever the layout."""
         return QualityRow.of(
-            str(entity.relpath),
+            str(self._store.entry_relpath(entity)),
             entity.kind,
             entity.tile,
-            record.round,
+            source.record.round,
             entity.index,
-            stage,
-            measure(camera, corrected),
+            source.stage_zyx_um(),
+            measure(orient(raw, source.acq.orientation), corrected),
         )
-
-    @staticmethod
-    def _quality_attributes(row: QualityRow) -> dict[str, Any]:
-        """The entry's `quality` attribute: its own numbers only, so an entry is the same
-        whatever order units are converted in (a fiducial relative to round 0 of its tile is
-        in quality.parquet, filled in for every round when the table is written)."""
-        return {
-            "mean": row.mean,
-            "median": row.median,
-            "p999": row.p999,
-            "signal": row.signal,
-            "saturated_fraction": row.saturated_fraction,
-            "focus": list(row.focus),
-            "best_focus_plane": row.best_focus_plane,
-        }
-
-    def _attributes(
-        self,
-        record: UnitRecord,
-        entity: Entity,
-        channel: Channel,
-        acq: Acquisition,
-        stage: list[float],
-        dataset: RawDataset,
-        checksum: str,
-        hot: bool,
-    ) -> dict[str, Any]:
-        """Every per-entity attribute the spec asks ingestion to write."""
-        plan = self._plan()
-        assert plan is not None
-        attrs: dict[str, Any] = {
-            "stage_zyx_um": stage,
-            "stage_flipped_axes": [
-                axis
-                for axis, flipped in (("y", acq.stage_flip_y), ("x", acq.stage_flip_x))
-                if flipped
-            ],
-            "wavelengths_um": [channel.excitation_um, channel.emission_um],
-            "voxel_size_zyx_um": list(acq.voxel_size_zyx_um),
-            "psf_idx": plan.data_channels.index(channel),
-            "gain_correction": True,
-            "hotpixel_correction": hot,
-            "shading_correction": False,
-            "conversion_version": CONVERSION_VERSION,
-            "source": {
-                "dataset": source_dataset(self._raw_dir, record.dataset),
-                "channel": channel.axis_name,
-                "bytes": dataset.channel_nbytes,
-                "checksum": checksum,
-                "fingerprint": record.fingerprint,
-            },
-        }
-        if entity.kind == "round":
-            attrs["bit_linker"] = list(plan.readout_bits(record.round + 1))
-        else:
-            attrs["round_linker"] = record.round
-        return attrs

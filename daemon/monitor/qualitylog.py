@@ -87,6 +87,20 @@ class QualityRow:
             measured_at=time.time(),
         )
 
+    def attributes(self) -> dict[str, Any]:
+        """The entry's `quality` attribute: its own numbers only, so an entry is the same
+        whatever order units are converted in (a fiducial relative to round 0 of its tile is
+        in quality.parquet, filled in for every round when the table is written)."""
+        return {
+            "mean": self.mean,
+            "median": self.median,
+            "p999": self.p999,
+            "signal": self.signal,
+            "saturated_fraction": self.saturated_fraction,
+            "focus": list(self.focus),
+            "best_focus_plane": self.best_focus_plane,
+        }
+
 
 _COLUMNS = [f.name for f in fields(QualityRow)]
 _SCHEMA = f"""

@@ -10,7 +10,6 @@ value there that cannot be parsed is a `DatasetError` naming the dataset and the
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from daemon.raw.errors import DatasetError, MetadataError
 from daemon.raw.experiment import Plan, check_kind
 from daemon.raw.ndtiff import RawDataset
 from daemon.raw.orientation import Orientation
+from daemon.raw.positions import metadata_number
 
 # A z step below this is a 3D (sub-Nyquist-ish) scan; the reference converter's rule.
 _3D_MAX_Z_STEP_UM = 0.5
@@ -181,17 +181,7 @@ class _Resolver:
         return int(match[1])
 
     def _number(self, metadata: Mapping[str, Value], key: str) -> float | None:
-        if key not in metadata:
-            return None
-        try:
-            value = float(metadata[key])
-        except (TypeError, ValueError):
-            value = math.nan
-        if not math.isfinite(value):
-            raise DatasetError(
-                self.dataset.path, f"image metadata {key} = {metadata[key]!r} is not a number"
-            )
-        return value
+        return metadata_number(self.dataset.path, metadata, key)
 
 
 def _check_ranges(plan: Plan, acq: Acquisition) -> None:

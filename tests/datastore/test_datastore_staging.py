@@ -54,7 +54,7 @@ def test_publish_replaces_the_whole_entry(ds):
     assert sorted(p.name for p in folder.iterdir()) == [".zattrs", ".zgroup", "camera_data"]
     assert ds.load_local_attributes(1, round=2) == {"psf_idx": 1}
     np.testing.assert_array_equal(ds.load_local_camera_data(1, round=2), STACK[:1] + 5)
-    session = ds._session()
+    session = ds.staging._session()
     assert list(session.iterdir()) == []  # neither stage nor the replaced entry is left
 
 

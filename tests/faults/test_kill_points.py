@@ -26,15 +26,9 @@ from pathlib import Path
 
 import pytest
 from support.daemon import DaemonProcess, StatePoller
-from support.experiment import (
-    check_entry,
-    check_store,
-    daemon_command,
-    expected_entries,
-    published_entries,
-    raw_checksums,
-)
+from support.experiment import daemon_command, raw_checksums
 from support.faults import fault_config, microscope
+from support.layouts import LayoutCase, with_layout
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
@@ -49,10 +43,10 @@ def _created(test: Callable[[str], bool]) -> Callable[[FileSystemEvent], bool]:
     return lambda e: e.event_type == "created" and test(str(e.src_path))
 
 
-def _entry_moved(store: Path) -> Callable[[FileSystemEvent], bool]:
+def _entry_moved(store: Path, pattern: str) -> Callable[[FileSystemEvent], bool]:
     """An entry itself renamed into its published name or aside (not the files it holds,
     for which watchdog reports moves of their own)."""
-    entry = re.compile(rf"{re.escape(str(store))}/(polyDT|readouts)/tile\d{{4}}/[^/]+\.zarr")
+    entry = re.compile(rf"{re.escape(str(store))}/{pattern}")
 
     def moved(e: FileSystemEvent) -> bool:
         paths = (str(e.src_path), str(getattr(e, "dest_path", "")))
@@ -61,16 +55,18 @@ def _entry_moved(store: Path) -> Callable[[FileSystemEvent], bool]:
     return moved
 
 
-def operations(store: Path) -> dict[str, Callable[[FileSystemEvent], bool]]:
+def operations(store: Path, layout: LayoutCase) -> dict[str, Callable[[FileSystemEvent], bool]]:
     """What each kill point looks like from outside: a predicate on inotify events."""
+    temporaries = tuple(f".{name}." for name in layout.state_writes)
+    calibrations = f"/{layout.calibrations}/"
     return {
         "array write": _created(lambda p: "/.staging/" in p and p.endswith(".__lock")),
-        "entry rename": _entry_moved(store),
+        "entry rename": _entry_moved(store, layout.entry_pattern),
         "ledger write": lambda e: (
             e.event_type == "modified" and str(e.src_path).endswith("ledger.sqlite-wal")
         ),
-        "datastore.json write": _created(lambda p: Path(p).name.startswith(".datastore.json.")),
-        "calibrations write": _created(lambda p: "/calibrations.zarr/" in p),
+        "state file write": _created(lambda p: Path(p).name.startswith(temporaries)),
+        "calibrations write": _created(lambda p: calibrations in p),
         "ingest_log write": _created(lambda p: Path(p).name.startswith(".ingest_log.parquet.")),
     }
 
@@ -94,7 +90,7 @@ KILL_POINTS = [
     ("ledger write", 3),
     ("array write", 13),
     ("calibrations write", 1),
-    ("datastore.json write", 1),
+    ("state file write", 1),
     ("calibrations write", 4),
     ("ingest_log write", 1),
     ("calibrations write", 7),
@@ -138,21 +134,21 @@ class KillSwitch(FileSystemEventHandler):
 # The test's own recursive watch sees directories renamed under it; watchdog warns and copes.
 @pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
 def test_sigkill_inside_each_atomic_operation_then_restart_gives_the_uninterrupted_result(
-    tmp_path,
+    tmp_path, layout: LayoutCase
 ):
     truth = tmp_path / "truth"
     simulate(truth, SETTINGS)
-    expected = expected_entries(truth)
+    expected = layout.expected_entries(truth)
     experiment = tmp_path / "exp"
     store = experiment / "qi2labdatastore"
     store.mkdir(parents=True)  # watched before the daemon first opens it
-    config = fault_config(tmp_path / "config.toml")
-    ops = operations(store)
+    config = with_layout(fault_config(tmp_path / "config.toml"), layout.name)
+    ops = operations(store, layout)
     switch = KillSwitch()
     watch = Observer()
     watch.schedule(switch, str(store), recursive=True)
     watch.start()
-    poller = StatePoller(store / "datastore.json")
+    poller = StatePoller(store / layout.state_file)
     poller.start()
     kills: list[tuple[str, int, str | None]] = []
     checked: dict[str, int] = {}  # published entry -> inode of the version checked
@@ -165,10 +161,10 @@ def test_sigkill_inside_each_atomic_operation_then_restart_gives_the_uninterrupt
                     switch.disarm()
                 assert code == -signal.SIGKILL, f"{operation} #{k} never came: {life.report()}"
                 kills.append((operation, k, switch.hit))
-                for relpath in published_entries(store):  # each entry checked once per version
+                for relpath in layout.published_entries(store):  # once per version
                     version = (store / relpath).stat().st_ino
                     if checked.get(relpath) != version:
-                        assert check_entry(store, expected[relpath]) == [], kills[-1]
+                        assert layout.check_entry(store, expected[relpath]) == [], kills[-1]
                         checked[relpath] = version
             scope.expect_exit(0)
             raw_at_end = raw_checksums(experiment)
@@ -180,16 +176,18 @@ def test_sigkill_inside_each_atomic_operation_then_restart_gives_the_uninterrupt
     poller.finish()
 
     assert len(kills) >= 20
-    assert check_store(store, expected, complete=True) == []
+    assert layout.check_store(store, expected, complete=True) == []
     assert raw_checksums(experiment) == raw_at_end
     # Exactly what one uninterrupted pass makes, every attribute included.
     reference_config = fault_config(tmp_path / "reference.toml", datastore="reference")
     reference = experiment / "reference"
     run = subprocess.run(
-        daemon_command("ingest", experiment, reference_config), capture_output=True, text=True
+        daemon_command("ingest", experiment, reference_config, "--layout", layout.name),
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    assert published_entries(store) == published_entries(reference)
-    for relpath in [*published_entries(store), "calibrations.zarr"]:
-        ours = (store / relpath / ".zattrs").read_text()
-        assert ours == (reference / relpath / ".zattrs").read_text(), relpath
+    assert layout.published_entries(store) == layout.published_entries(reference)
+    for relpath in layout.documents(store):
+        ours = (store / relpath).read_text()
+        assert ours == (reference / relpath).read_text(), relpath

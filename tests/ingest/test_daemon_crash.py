@@ -7,16 +7,8 @@ import subprocess
 import time
 
 from support.daemon import DaemonProcess, StatePoller
-from support.experiment import (
-    check_store,
-    daemon_command,
-    expected_entries,
-    published_entries,
-    raw_checksums,
-    read_state,
-    simulator_process,
-    write_config,
-)
+from support.experiment import daemon_command, raw_checksums, simulator_process, write_config
+from support.layouts import LayoutCase
 
 from daemon.simulate import SimulationSettings, simulate
 
@@ -46,21 +38,25 @@ def _live_until(daemon: DaemonProcess, target: str | None, seconds: float) -> bo
     return False
 
 
-def test_sigkill_at_many_moments_gives_the_uninterrupted_result(tmp_path):
+def test_sigkill_at_many_moments_gives_the_uninterrupted_result(tmp_path, layout: LayoutCase):
     truth = tmp_path / "truth"
     simulate(truth, SETTINGS)  # same settings, same content: the expectations
-    expected = expected_entries(truth)
+    expected = layout.expected_entries(truth)
+    check_store = layout.check_store
     experiment = tmp_path / "exp"
     config = write_config(tmp_path / "crash.toml", datastore="crashed")
+    layout_option = ("--layout", layout.name)
     store = experiment / "crashed"
-    poller = StatePoller(store / "datastore.json")
+    experiment.mkdir()  # as the lab does before it starts the daemon (README)
+    poller = StatePoller(store / layout.state_file)
     poller.start()
     rng = random.Random(20261124)
     kills: list[str] = []
     raw_at_end_of_acquisition = None
     with simulator_process(experiment, SETTINGS) as microscope:
         while True:
-            with DaemonProcess("watch", experiment, config, "--exit-when-complete") as daemon:
+            command = ("watch", experiment, config, "--exit-when-complete", *layout_option)
+            with DaemonProcess(*command) as daemon:
                 # Most lives end just after an event, some at a random time (start-up, idle,
                 # exit).
                 target = rng.choice(KILL_AFTER) if rng.random() < 0.75 else None
@@ -87,21 +83,21 @@ def test_sigkill_at_many_moments_gives_the_uninterrupted_result(tmp_path):
     assert len(kills) == KILLS
     assert len(set(kills) & set(KILL_AFTER)) >= 3, kills  # many different moments
     assert check_store(store, expected, complete=True) == []
-    state = read_state(store)
+    state = layout.read_state(store)
     assert state["Corrected"] and state["Calibrations"]
     assert state["Ingestion"]["units"]["done"] == SETTINGS.tiles * SETTINGS.rounds
 
     # The same as an uninterrupted run, attributes included.
     reference_config = write_config(tmp_path / "ref.toml", datastore="reference")
     ingest = subprocess.run(
-        daemon_command("ingest", experiment, reference_config), capture_output=True, text=True
+        daemon_command("ingest", experiment, reference_config, *layout_option),
+        capture_output=True,
+        text=True,
     )
     assert ingest.returncode == 0, ingest.stderr[-3000:]
     reference = experiment / "reference"
-    assert published_entries(store) == published_entries(reference)
-    for relpath in [*published_entries(store), "calibrations.zarr"]:
-        assert (store / relpath / ".zattrs").read_text() == (
-            reference / relpath / ".zattrs"
-        ).read_text()
+    assert layout.published_entries(store) == layout.published_entries(reference)
+    for relpath in layout.documents(store):
+        assert (store / relpath).read_text() == (reference / relpath).read_text(), relpath
     # Raw data untouched since the microscope finished, through every life of the daemon.
     assert raw_checksums(experiment) == raw_at_end_of_acquisition

@@ -1,0 +1,96 @@
+"""Datastore layouts: one backend module per on-disk contract, chosen by configuration.
+
+`open_layout` opens (or creates) a datastore folder in the layout asked for; a folder that
+already holds another layout is refused with `LayoutMismatchError`, never mixed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from daemon.datastore.arrays import REFERENCE_CODEC, ArrayCodec
+from daemon.layouts.base import Layout, LayoutMismatchError
+from daemon.raw.defaults import RawDefaults
+
+LAYOUT_NAMES = ("seed", "merfish3d-v0.6")
+
+
+def _backends() -> dict[str, type[Layout]]:
+    from daemon.layouts.merfish3d_v06 import Merfish3dV06Layout
+    from daemon.layouts.seed import SeedLayout
+
+    return {SeedLayout.name: SeedLayout, Merfish3dV06Layout.name: Merfish3dV06Layout}
+
+
+def found_layout(path: Path) -> str | None:
+    """The layout of an existing datastore folder (by its marker file), or None if new."""
+    for name, backend in _backends().items():
+        if (Path(path) / backend.marker).is_file():
+            return name
+    return None
+
+
+def open_layout(
+    path: Path,
+    name: str,
+    codec: ArrayCodec = REFERENCE_CODEC,
+    context: Any = None,
+    raw_defaults: RawDefaults | None = None,
+) -> Layout:
+    """The datastore at `path` in layout `name`, created if new.
+
+    Raises:
+        LayoutMismatchError: the folder already holds a datastore of another layout.
+    """
+    check_layout(path, name)
+    return _create(name, Path(path), codec, context, True, raw_defaults)
+
+
+def _create(
+    name: str,
+    path: Path,
+    codec: ArrayCodec,
+    context: Any,
+    create: bool,
+    raw_defaults: RawDefaults | None,
+) -> Layout:
+    backend = _backends()[name]
+    if backend.refreshes_entries:  # it reads raw metadata to settle provisional entries
+        return backend(path, codec, context, create=create, raw_defaults=raw_defaults)
+    return backend(path, codec, context, create=create)
+
+
+def reader(path: Path, raw_defaults: RawDefaults | None = None) -> Layout:
+    """An existing datastore opened in the layout it holds, read-only (nothing is created).
+
+    Raises:
+        LayoutMismatchError: the folder holds no datastore of a known layout.
+    """
+    name = found_layout(path)
+    if name is None:
+        raise LayoutMismatchError(f"{path}: no datastore of a known layout here")
+    return _create(name, Path(path), REFERENCE_CODEC, None, False, raw_defaults)
+
+
+def check_layout(path: Path, name: str) -> None:
+    """Raise LayoutMismatchError unless `path` is new or already holds layout `name`."""
+    if name not in LAYOUT_NAMES:
+        raise LayoutMismatchError(f"unknown layout {name!r}; known: {', '.join(LAYOUT_NAMES)}")
+    found = found_layout(path)
+    if found is not None and found != name:
+        raise LayoutMismatchError(
+            f"{path} holds a datastore in layout {found!r}; it cannot be written as {name!r}"
+            " (choose the same layout, or another datastore path)"
+        )
+
+
+__all__ = [
+    "LAYOUT_NAMES",
+    "Layout",
+    "LayoutMismatchError",
+    "check_layout",
+    "found_layout",
+    "open_layout",
+    "reader",
+]
