@@ -18,7 +18,10 @@ from support.experiment import (
     simulate_command,
     write_config,
 )
+from support.layouts import v06_published_entries, with_layout
 
+from daemon.config import load_settings
+from daemon.monitor.snapshot import Snapshots
 from daemon.simulate import SimulationSettings, simulate
 
 
@@ -71,6 +74,37 @@ def test_ingest_writes_quality_rows_and_attributes(tmp_path):
             assert row["fiducial_relative"] == pytest.approx(row["signal"] / reference["signal"])
         else:
             assert row["fiducial_relative"] is None
+
+
+def test_the_v06_layout_gets_the_same_quality_numbers_and_preview(tmp_path):
+    """The numbers are the converter's, not a layout's: a 0.6 datastore holds them in each
+    entry's attributes.json, quality.parquet and the preview beside it, and the page reads it."""
+    settings = SimulationSettings(tiles=2, rounds=1, z=4, size=64, channels=2)
+    experiment = tmp_path / "exp"
+    simulate(experiment, settings)
+    config = with_layout(write_config(tmp_path / "config.toml"), "merfish3d-v0.6")
+    run = subprocess.run(
+        daemon_command("ingest", experiment, config), capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    store = experiment / "qi2labdatastore"
+    assert (store / "preview.ome.zarr" / "bit001" / "zarr.json").is_file()
+    table = pq.read_table(store / "quality.parquet").to_pylist()
+    entries = v06_published_entries(store)
+    assert sorted(r["entry"] for r in table) == entries
+    assert len(entries) == settings.tiles * settings.rounds * 2
+    for row in table:
+        # stored in the camera frame: frame-independent numbers match it as stored
+        corrected = np.asarray(zarr.open_array(store / row["entry"] / "corrected_data.ome.zarr/0"))
+        assert row["mean"] == pytest.approx(float(corrected.mean(dtype=np.float64)))
+        assert row["p999"] == float(np.percentile(corrected, 99.9, method="lower"))
+        attrs = json.loads((store / row["entry"] / "attributes.json").read_text())
+        assert attrs["quality"]["mean"] == row["mean"]
+        assert attrs["quality"]["focus"] == row["focus"]
+
+    page = Snapshots(experiment, load_settings(config)).page()
+    assert len(page["quality"]) == len(entries)
+    assert "bit001" in page["previews"]
 
 
 BAD_TILES = ("1:focus", "2:saturated", "3:dim-fiducial:2")
