@@ -12,6 +12,7 @@ import json
 import signal
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -19,6 +20,7 @@ from daemon import __version__
 
 if TYPE_CHECKING:
     from daemon.config import Settings
+    from daemon.monitor.web import WebServer
 
 DESCRIPTION = (
     "Live ingestion of qi2lab MERFISH raw data (NDTiff datasets in EXPERIMENT/raw_data) into "
@@ -43,6 +45,10 @@ BACKFILL_EXIT_CODES = """exit status:
      the cluster went away (run again to resume)
   2  no such experiment folder, no metadata, a datastore another qi2lab-ingest holds, a
      scheduler that cannot be reached, Dask not installed, or a bad config"""
+SERVE_EXIT_CODES = """exit status:
+  0  stopped by SIGTERM/SIGINT
+  2  no such experiment folder, no datastore yet, an address that cannot be served (busy, or
+     beyond loopback without [web] token), or a bad config"""
 VERIFY_EXIT_CODES = """exit status:
   0  every done unit matches its raw data (with --strict: and every unit is done)
   1  a difference (with --strict: also a unit failed or not done)
@@ -98,6 +104,13 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--interval", type=float, default=0.0, help="seconds between planes")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated sample")
+    p.add_argument(
+        "--bad-tile",
+        action="append",
+        default=[],
+        metavar="TILE:KIND[:ROUND]",
+        help="make a tile bad: focus, saturated or dim-fiducial (every round, or raw round ROUND)",
+    )
 
 
 def _camera(text: str) -> str:
@@ -108,9 +121,11 @@ def _camera(text: str) -> str:
 def _run_simulate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from daemon.badtiles import BadTile, plane_hooks
     from daemon.simulate import SimulationError, SimulationSettings, simulate
 
     try:
+        bad = [BadTile.parse(text) for text in args.bad_tile]
         settings = SimulationSettings(
             tiles=args.tiles,
             rounds=args.rounds,
@@ -121,10 +136,14 @@ def _run_simulate(args: argparse.Namespace) -> int:
             interval=args.interval,
             seed=args.seed,
         )
+        if any(b.tile >= settings.tiles for b in bad):
+            raise SimulationError(f"--bad-tile names a tile beyond --tiles {settings.tiles}")
         planes = settings.tiles * settings.rounds * settings.z * len(settings.colors)
         # disable=None: a bar on a terminal, nothing in a pipe or a log
         with tqdm(total=planes, unit="plane", desc="simulate", disable=None) as bar:
-            truth = simulate(args.experiment, settings, progress=bar.update)
+            truth = simulate(
+                args.experiment, settings, plane_hooks(bad) if bad else None, progress=bar.update
+            )
     except SimulationError as exc:
         return _fail("simulate", str(exc))
     print(f"simulated acquisition written; ground truth: {truth}")
@@ -227,6 +246,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     watching = args.command == "watch"
+    web = _start_web(args.experiment, settings) if watching else None
     try:
         outcome = service.run(
             watch=watching,
@@ -234,11 +254,74 @@ def _run_daemon(args: argparse.Namespace) -> int:
             progress=progress,
         )
     finally:
+        if web is not None:
+            web.stop()
         if progress is not None:
             progress.close()
     if watching and not args.exit_when_complete:
         return 0
     return 1 if outcome.failed or outcome.pending else 0
+
+
+def _start_web(experiment: Path, settings: Settings) -> WebServer | None:
+    """The live page in a thread of `watch`, unless disabled; a busy port costs the page, not
+    the ingestion (logged as a warning)."""
+    from daemon.logs import get_logger
+    from daemon.monitor.web import open_server
+
+    if not settings.web.listen:
+        return None
+    log = get_logger()
+    try:
+        server = open_server(experiment, settings)
+    except OSError as exc:
+        log.warning("web page not served", listen=settings.web.listen, error=str(exc))
+        return None
+    server.start()
+    log.info("web page served", url=server.url)
+    return server
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = _experiment_command(
+        sub,
+        "serve",
+        "the live page and /metrics of a run, without a daemon",
+        "Serve the live page and /metrics of EXPERIMENT's datastore (a finished or archived "
+        "run, read-only) until SIGTERM or SIGINT.",
+        SERVE_EXIT_CODES,
+    )
+    p.add_argument("--listen", help="HOST:PORT (default: [web] listen of the config)")
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from daemon.monitor.address import check_listen
+    from daemon.monitor.web import open_server
+    from daemon.status import NoDatastoreError, open_ledger
+
+    problem = _missing_experiment(args)
+    if problem is not None:
+        return _fail("serve", problem)
+    settings = _settings(args)
+    listen = args.listen or settings.web.listen
+    try:
+        check_listen(listen, settings.web.token)
+        if not listen:
+            raise ValueError("[web] listen is empty: give --listen HOST:PORT")
+        open_ledger(args.experiment, settings).close()
+        server = open_server(args.experiment, settings, listen)
+    except NoDatastoreError as exc:
+        return _fail("serve", f"{exc}; {_no_datastore_hint(args)}")
+    except (ValueError, OSError) as exc:
+        return _fail("serve", str(exc))
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: stop.set())
+    server.start()
+    print(f"serving {args.experiment} at {server.url}", flush=True)
+    stop.wait()
+    server.stop()
+    return 0
 
 
 class ProgressBar:
@@ -452,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_daemon_commands(sub)
     _add_ops_commands(sub)
+    _add_serve(sub)
     _add_backfill(sub)
     _add_simulate(sub)
     return parser
@@ -465,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         "status": _run_status,
         "verify": _run_verify,
         "demo": _run_demo,
+        "serve": _run_serve,
         "backfill": _run_backfill,
         "simulate": _run_simulate,
     }

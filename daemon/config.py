@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from daemon.datastore.arrays import ArrayCodec
+from daemon.monitor.address import check_listen
 from daemon.raw.defaults import RawDefaults
 
 
@@ -131,6 +132,19 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """The live page and /metrics served by `watch` (daemon.monitor.web); empty `listen`
+    disables them. Beyond loopback the page needs `token` (checked here, so such a config is
+    refused at start-up)."""
+
+    listen: str = "127.0.0.1:8765"
+    token: str = ""
+
+    def __post_init__(self) -> None:
+        check_listen(self.listen, self.token)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the daemon reads from config.toml."""
 
@@ -143,6 +157,7 @@ class Settings:
     status: StatusSettings = field(default_factory=StatusSettings)
     logging: LogSettings = field(default_factory=LogSettings)
     raw: RawDefaults = field(default_factory=RawDefaults)
+    web: WebSettings = field(default_factory=WebSettings)
 
     def datastore_path(self, experiment: Path) -> Path:
         """The datastore folder for an experiment folder."""

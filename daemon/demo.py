@@ -88,6 +88,7 @@ def _introduction(experiment: Path, acquisition: SimulationSettings) -> str:
         f" {acquisition.size} x {acquisition.size} px, a plane every {acquisition.interval} s"
         f" (~{planes * acquisition.interval:.0f} s)\n"
         "  daemon: qi2lab-ingest watch --exit-when-complete; its log follows\n"
+        f"  live page while it runs: http://{Settings().web.listen}/\n"
     )
 
 

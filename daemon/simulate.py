@@ -141,10 +141,12 @@ class SimulationSettings:
 def simulate(
     experiment: Path,
     settings: SimulationSettings,
+    planes: Callable[[int, int], PlaneHook] | None = None,
     progress: Callable[[int], object] = lambda planes: None,
 ) -> Path:
     """Write a whole acquisition into `experiment`/raw_data; returns the ground-truth path.
 
+    `planes(round, tile)`, if given, is the plane hook of that dataset (`daemon.badtiles`).
     `progress(1)` is called for each plane as it is written (the command line's progress bar).
 
     Raises:
@@ -158,9 +160,12 @@ def simulate(
         _write_csv(raw / name, rows)
     pace = _Pacer(settings.interval)
 
-    def counted(color: str, z: int, pixels: np.ndarray) -> np.ndarray:
-        progress(1)
-        return pixels
+    def counted(alter: PlaneHook) -> PlaneHook:
+        def plane(color: str, z: int, pixels: np.ndarray) -> np.ndarray:
+            progress(1)
+            return alter(color, z, pixels)
+
+        return plane
 
     datasets = []
     for round in range(1, settings.rounds + 1):
@@ -170,7 +175,8 @@ def simulate(
             _write_csv(
                 raw / f"{name}_stage_positions.csv", [["stage_x", "stage_y", "stage_z"], [x, y, z]]
             )
-            folder = write_dataset(raw, name, settings, round, tile, pace, counted).name
+            alter = _unaltered if planes is None else planes(round, tile)
+            folder = write_dataset(raw, name, settings, round, tile, pace, counted(alter)).name
             datasets.append(_dataset_truth(settings, name, folder, round, tile))
     truth = {
         "settings": asdict(settings),
@@ -464,6 +470,11 @@ class _Pacer:
 PlaneHook = Callable[[str, int, np.ndarray], np.ndarray]
 
 
+def _unaltered(color: str, z: int, pixels: np.ndarray) -> np.ndarray:
+    """The plane hook that keeps every frame as rendered."""
+    return pixels
+
+
 def write_dataset(
     raw: Path,
     name: str,
@@ -471,7 +482,7 @@ def write_dataset(
     round: int,
     tile: int,
     pace: _Pacer | None = None,
-    plane: PlaneHook = lambda color, z, pixels: pixels,
+    plane: PlaneHook = _unaltered,
 ) -> Path:
     """One tile of one round through ndstorage's writer; returns the folder it created.
 

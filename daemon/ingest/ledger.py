@@ -114,6 +114,9 @@ class UnitResult:
     read_s: float
     write_s: float
     conversion: int
+    # parts of write_s spent on the live monitor (daemon.monitor), for the log and bench/
+    quality_s: float = 0.0
+    preview_s: float = 0.0
 
 
 class Ledger:
@@ -141,13 +144,11 @@ class Ledger:
         Creates nothing: `mode=ro` would create the -wal and -shm files that a daemon removes
         when it stops, so without a -wal file (all is in the main file) it is opened immutable.
         """
-        wal = path.with_name(f"{path.name}-wal")
-        query = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
         ledger = cls.__new__(cls)
         ledger.path = path
         ledger._lock = threading.Lock()
         ledger.changes = 0
-        ledger._db = sqlite3.connect(f"{path.as_uri()}?{query}", uri=True, check_same_thread=False)
+        ledger._db = connect_readonly(path)
         ledger._db.row_factory = sqlite3.Row
         return ledger
 
@@ -374,6 +375,15 @@ class Ledger:
         counts = dict.fromkeys(("pending", "running", "done", "failed"), 0)
         counts.update({r[0]: r[1] for r in rows})
         return counts
+
+
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection to a WAL database that creates nothing: `mode=ro` would create
+    the -wal and -shm files that the writer removes when it stops, so without a -wal file
+    (all is in the main file) it is opened immutable."""
+    wal = path.with_name(f"{path.name}-wal")
+    query = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
+    return sqlite3.connect(f"{path.as_uri()}?{query}", uri=True, check_same_thread=False)
 
 
 def _record(row: sqlite3.Row) -> UnitRecord:

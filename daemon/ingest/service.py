@@ -40,6 +40,8 @@ from daemon.ingest.watcher import RawWatcher
 from daemon.ingest.workers import WorkerPool
 from daemon.layouts import LayoutMismatchError, check_layout, open_layout
 from daemon.logs import get_logger
+from daemon.monitor.preview import PREVIEW_DIR, MosaicPreview
+from daemon.monitor.qualitylog import QUALITY_DB, QUALITY_TABLE, QualityLog, QualityPublisher
 from daemon.raw.experiment import Plan
 
 # Only writing fills a disk or meets a read-only one, and raw data is only ever read: such an
@@ -101,8 +103,17 @@ class IngestService:
             heartbeat_s=settings.status.heartbeat_s,
             identity=self.identity,
         )
+        self.quality = QualityLog(state_dir / QUALITY_DB)
+        self.quality_publisher = QualityPublisher(
+            self.quality, store_path / QUALITY_TABLE, settings.status.ingest_log_interval_s
+        )
         self._converter = UnitConverter(
-            self.raw_dir, self.store, lambda: self.planner.plan, settings
+            self.raw_dir,
+            self.store,
+            lambda: self.planner.plan,
+            settings,
+            self.quality,
+            MosaicPreview(store_path / PREVIEW_DIR),
         )
         self.pool = WorkerPool(
             self.ledger,
@@ -186,6 +197,7 @@ class IngestService:
         self._requeue()
         self._dispatch()
         self._publish(self.publisher.maybe_publish)
+        self._publish(lambda _plan, _calibrated: self.quality_publisher.maybe_publish())
         if progress is not None:
             progress(self.ledger.counts())
         if self._healthy():
@@ -322,11 +334,13 @@ class IngestService:
         self.identity["stopped_at"] = iso_time(time.time())
         try:
             self._publish(self.publisher.publish)
+            self._publish(lambda _plan, _calibrated: self.quality_publisher.publish())
         except (OSError, sqlite3.Error) as exc:  # the ledger has it all; the next start publishes
             self.log.error("final publication failed", error=describe(exc))
         counts = self.ledger.counts()
         self.log.info("stopped", **counts)
         self.ledger.close()
+        self.quality.close()
         self.store.close()
         self.notifier.close()
         os.close(self._lock_file)

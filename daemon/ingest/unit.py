@@ -14,19 +14,24 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from daemon.config import Settings
-from daemon.datastore.layout import Entity
-from daemon.ingest.convert import correct
+from daemon.datastore.layout import Entity, entity_dirname
+from daemon.ingest.convert import correct, orient
 from daemon.ingest.hotpixels import replace_hot_pixels
 from daemon.ingest.ledger import UnitRecord, UnitResult
 from daemon.layouts.base import EntryFacts, Layout, StagedEntry, unit_entities
+from daemon.layouts.seed import stage_zyx_um
+from daemon.monitor.preview import MosaicPreview
+from daemon.monitor.quality import measure
+from daemon.monitor.qualitylog import QualityLog, QualityRow
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
 from daemon.raw.experiment import Channel, Plan, read_stage_position
 from daemon.raw.ndtiff import RawDataset
@@ -114,8 +119,14 @@ class UnitSource:
         """The unit's entries by source channel."""
         return unit_entities(self.plan, self.record.tile, self.record.round)
 
-    def facts(self, channel: Channel, entity: Entity, checksum: str) -> EntryFacts:
-        """The facts of one entry, given its channel's raw checksum."""
+    def facts(
+        self,
+        channel: Channel,
+        entity: Entity,
+        checksum: str,
+        quality: Mapping[str, Any] | None = None,
+    ) -> EntryFacts:
+        """The facts of one entry, given its channel's raw checksum (and quality numbers)."""
         record = self.record
         return EntryFacts(
             plan=self.plan,
@@ -136,7 +147,13 @@ class UnitSource:
                 "checksum": checksum,
                 "fingerprint": record.fingerprint,
             },
+            quality=quality,
         )
+
+    def stage_zyx_um(self) -> list[float]:
+        """The tile's stage position as [z, y, x] µm, a flipped axis negated: the frame of
+        `Layout.stage_frame`, whatever the layout stores."""
+        return stage_zyx_um(self.stage_xyz_um, self.acq)
 
 
 @contextmanager
@@ -152,16 +169,26 @@ class UnitConverter:
     """The worker's job for one unit; holds what every unit shares.
 
     `plan` returns the experiment's plan when a unit is converted: the daemon's planner may
-    read it again until the calibrations are written, a backfill task reads it once.
+    read it again until the calibrations are written, a backfill task reads it once. `quality`
+    and `preview` (the live monitor's, daemon.monitor) are the daemon's; a backfill has neither.
+    Every entry's quality numbers are measured and stored in its attributes whatever the layout.
     """
 
     def __init__(
-        self, raw_dir: Path, store: Layout, plan: Callable[[], Plan | None], settings: Settings
+        self,
+        raw_dir: Path,
+        store: Layout,
+        plan: Callable[[], Plan | None],
+        settings: Settings,
+        quality: QualityLog | None = None,
+        preview: MosaicPreview | None = None,
     ):
         self._raw_dir = raw_dir
         self._store = store
         self._plan = plan
         self._settings = settings
+        self._quality = quality
+        self._preview = preview
         self._noise_map: np.ndarray | None = None  # read once, when first needed
 
     def noise_map(self) -> np.ndarray:
@@ -174,8 +201,9 @@ class UnitConverter:
         """Read the unit's dataset, write its entries, and say what was produced."""
         plan = self._plan()
         assert plan is not None, "units are dispatched only once the plan is known"
-        timings = {"read": 0.0, "write": 0.0}
+        timings = {"read": 0.0, "write": 0.0, "quality": 0.0, "preview": 0.0}
         checksums: list[str] = []
+        quality_rows: list[QualityRow] = []
         with RawDataset(self._raw_dir / record.dataset) as dataset, ExitStack() as stages:
             source = UnitSource.read(plan, record, dataset, self._settings)
             entities = source.entries()
@@ -189,16 +217,31 @@ class UnitConverter:
                 with _timed(timings, "write"):
                     if previous is not None:
                         previous.publish()  # its compression overlapped this channel's read
-                    facts = source.facts(channel, entity, checksum)
-                    staged = stages.enter_context(self._store.stage(facts))
                     corrected = replaced.pop(channel.axis_name) if replaced else None
-                    staged.write(self._store.entry_pixels(raw, source.acq, corrected))
+                    pixels = self._store.entry_pixels(raw, source.acq, corrected)
+                    on_stage = self._store.stage_frame(pixels["corrected_data"], source.acq)
+                    with _timed(timings, "quality"):
+                        quality = self._measure(source, entity, raw, on_stage)
+                    quality_rows.append(quality)
+                    if self._preview is not None:
+                        with _timed(timings, "preview"):
+                            self._preview.add(
+                                entity_dirname(entity.kind, entity.index).removesuffix(".zarr"),
+                                on_stage,
+                                (quality.stage_y_um, quality.stage_x_um),
+                                source.acq.voxel_size_zyx_um[2],
+                            )
+                    facts = source.facts(channel, entity, checksum, quality.attributes())
+                    staged = stages.enter_context(self._store.stage(facts))
+                    staged.write(pixels)
                 previous = staged
                 checksums.append(checksum)
             with _timed(timings, "write"):
                 if previous is not None:
                     previous.publish()
             source_bytes = dataset.nbytes
+        if self._quality is not None:
+            self._quality.record(quality_rows)
         return UnitResult(
             source_bytes=source_bytes,
             checksum=",".join(checksums),
@@ -206,4 +249,21 @@ class UnitConverter:
             read_s=timings["read"],
             write_s=timings["write"],
             conversion=CONVERSION_VERSION,
+            quality_s=timings["quality"],
+            preview_s=timings["preview"],
+        )
+
+    def _measure(
+        self, source: UnitSource, entity: Entity, raw: np.ndarray, corrected: np.ndarray
+    ) -> QualityRow:
+        """The entry's quality numbers (see daemon.monitor.quality): `raw` as the camera wrote
+        it, `corrected` in the stage frame, so they are the same whatever the layout."""
+        return QualityRow.of(
+            str(self._store.entry_relpath(entity)),
+            entity.kind,
+            entity.tile,
+            source.record.round,
+            entity.index,
+            source.stage_zyx_um(),
+            measure(orient(raw, source.acq.orientation), corrected),
         )

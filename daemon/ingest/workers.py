@@ -160,6 +160,8 @@ class WorkerPool:
             bytes=result.source_bytes,
             seconds=round(seconds, 3),
             mb_per_s=round(result.source_bytes / 1e6 / max(seconds, 1e-9), 1),
+            quality_s=round(result.quality_s, 3),
+            preview_s=round(result.preview_s, 3),
             outputs=list(result.outputs),
         )
 

@@ -44,7 +44,9 @@ class EntryFacts:
     stage-position CSV; `intended_zyx_um` the first image's `*Position_um_Intended`
     metadata; `affine_values` the image metadata's `PixelSizeAffine` (six numbers) or None;
     `hotpixel_correction` whether hot pixels were replaced; `conversion_version` the version of
-    the conversion; `source` the provenance (dataset, channel, bytes, checksum, fingerprint).
+    the conversion; `source` the provenance (dataset, channel, bytes, checksum, fingerprint);
+    `quality` the entry's quality numbers (daemon.monitor.quality), measured from its pixels
+    by the live daemon, else None (then no `quality` attribute is written).
     """
 
     plan: Plan
@@ -59,6 +61,7 @@ class EntryFacts:
     hotpixel_correction: bool
     conversion_version: int
     source: Mapping[str, Any]
+    quality: Mapping[str, Any] | None = None
 
     @property
     def psf_idx(self) -> int:
@@ -133,6 +136,11 @@ class Layout(abc.ABC):
     @abc.abstractmethod
     def frame(self, raw: np.ndarray, acq: Acquisition) -> np.ndarray:
         """A raw channel stack (camera frame) in the layout's pixel frame (a view, no copy)."""
+
+    @abc.abstractmethod
+    def stage_frame(self, pixels: np.ndarray, acq: Acquisition) -> np.ndarray:
+        """An array in the layout's frame, turned so rows and columns run along the stage's y
+        and x (the seed layout's frame): what the live monitor's mosaic preview places. A view."""
 
     @abc.abstractmethod
     def entry_attributes(self, facts: EntryFacts) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from daemon.datastore.jsonio import fsync_dir, read_json, write_json_atomic
 from daemon.datastore.layout import Entity, tile_name
 from daemon.datastore.staging import PendingWrites, StagingArea
 from daemon.datastore.store import STATE_FLAGS  # the same flags, in the same order
+from daemon.ingest.convert import orient
 from daemon.layouts.base import CalibrationData, EntryFacts, Layout
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
 from daemon.raw.defaults import RawDefaults
@@ -56,7 +57,7 @@ EMPTY_FOLDERS = ("decoded", "fused", "segmentation", "feature_predictor_localiza
 OURS = ("Initialized", "Calibrations", "Corrected")  # the only flags ingestion ever sets
 REFERENCE_CHUNKS_ZYX = (16, 512, 512)
 # attributes.json keys not repeated in the image: the wavelengths (as the reference) and ours
-NOT_IN_IMAGE = ("excitation_um", "emission_um", "source", "conversion_version")
+NOT_IN_IMAGE = ("excitation_um", "emission_um", "source", "conversion_version", "quality")
 _SHUFFLES = {"bit": "bitshuffle", "byte": "shuffle", "none": "noshuffle"}
 
 
@@ -270,6 +271,9 @@ class Merfish3dV06Layout(Layout):
     def frame(self, raw: np.ndarray, acq: Acquisition) -> np.ndarray:
         return raw  # the camera frame; affine_zyx_px maps it onto the stage
 
+    def stage_frame(self, pixels: np.ndarray, acq: Acquisition) -> np.ndarray:
+        return orient(pixels, acq.orientation)
+
     def entry_attributes(self, facts: EntryFacts) -> dict[str, Any]:
         common = {
             "gain_correction": True,
@@ -281,6 +285,8 @@ class Merfish3dV06Layout(Layout):
             "conversion_version": facts.conversion_version,
             "source": dict(facts.source),
         }
+        if facts.quality is not None:
+            common["quality"] = dict(facts.quality)
         if facts.entity.kind == "bit":
             return {"round_linker": facts.round + 1, **common}
         return {

@@ -95,6 +95,9 @@ class SeedLayout(Layout):
     def frame(self, raw: np.ndarray, acq: Acquisition) -> np.ndarray:
         return orient(raw, acq.orientation)
 
+    def stage_frame(self, pixels: np.ndarray, acq: Acquisition) -> np.ndarray:
+        return pixels  # `frame` already turned the camera frame onto the stage
+
     def entry_attributes(self, facts: EntryFacts) -> dict[str, Any]:
         acq = facts.acq
         attrs: dict[str, Any] = {
@@ -117,6 +120,8 @@ class SeedLayout(Layout):
             attrs["bit_linker"] = facts.bit_linker
         else:
             attrs["round_linker"] = facts.round
+        if facts.quality is not None:
+            attrs["quality"] = dict(facts.quality)
         return attrs
 
     def stage(self, facts: EntryFacts) -> _SeedStage:

@@ -166,12 +166,21 @@ def test_top_level_help_version_and_every_positional_argument_are_described() ->
     assert "Command line:" not in top.stdout and "`" not in top.stdout.split("\n\n")[1]
     assert cli("--version").stdout == f"qi2lab-ingest {__version__}\n"
     commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
-    assert commands == {"watch", "ingest", "backfill", "status", "verify", "simulate", "demo"}
+    assert commands == {
+        "watch",
+        "ingest",
+        "backfill",
+        "status",
+        "verify",
+        "serve",
+        "simulate",
+        "demo",
+    }
     for command in commands:
         page = cli(command, "--help").stdout
         positional = page.split("positional arguments:\n")[1].splitlines()[0]
         assert re.fullmatch(r"\s+experiments?\s+\S.*", positional), (command, positional)
-        if command in ("watch", "ingest", "backfill", "status", "verify"):
+        if command in ("watch", "ingest", "backfill", "status", "verify", "serve"):
             assert "exit status:" in page and "  2  " in page, command
     simulate_help = cli("simulate", "--help").stdout
     options = simulate_help.split("options:\n")[1]

@@ -63,12 +63,25 @@ def daemon_command(
     ]
 
 
-def simulator_process(experiment: Path, settings: SimulationSettings) -> Watched:
-    """The simulated microscope as a separate process, as the real one is."""
+def simulate_command(
+    experiment: Path, settings: SimulationSettings, bad_tiles: tuple[str, ...] = ()
+) -> list[str]:
+    """`qi2lab-ingest simulate` with these settings and `--bad-tile`s, from this interpreter."""
     args = [sys.executable, "-m", "daemon.cli", "simulate", str(experiment)]
     for option in ("tiles", "rounds", "z", "size", "channels", "camera", "interval", "seed"):
         args += [f"--{option}", str(getattr(settings, option))]
-    return Watched("simulator", args, stdout=subprocess.DEVNULL)
+    for bad in bad_tiles:
+        args += ["--bad-tile", bad]
+    return args
+
+
+def simulator_process(
+    experiment: Path, settings: SimulationSettings, bad_tiles: tuple[str, ...] = ()
+) -> Watched:
+    """The simulated microscope as a separate process, as the real one is."""
+    return Watched(
+        "simulator", simulate_command(experiment, settings, bad_tiles), stdout=subprocess.DEVNULL
+    )
 
 
 def simulate_and_ingest(

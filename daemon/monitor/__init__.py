@@ -1,0 +1,1 @@
+"""Live quality monitoring: per-entry quality numbers, the web page and its metrics."""

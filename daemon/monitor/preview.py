@@ -1,0 +1,268 @@
+"""A mosaic preview that grows as tiles arrive: one small OME-Zarr (NGFF 0.5) per run.
+
+`preview.ome.zarr` in the datastore holds one multiscale image per round's fiducial
+(`round0000`, ...) and per bit (`bit001`, ...): every tile's max projection over z,
+reduced by `DOWNSAMPLE` (the maximum of each 8 x 8 block, so single spots stay visible),
+placed at its stage position (taken as the tile's top-left corner, as the datastore's
+stage_zyx_um is), with `LEVELS` levels each half the previous one. Overlapping tiles are
+combined by maximum. The NGFF metadata are built and validated with yaozarrs' models.
+
+Readers (napari, zarr-python, the page) may read while the daemon writes:
+
+- arrays are written with tensorstore, whose file store writes each chunk to a temporary
+  file and renames it: a chunk is always old or new, never torn;
+- the canvas grows by versions: when a tile falls outside it, a new set of arrays
+  (`v<N>/<level>`), at least twice as large on the sides that grew (so copying stays
+  proportional to the mosaic's final size), receives the old content, and only then is the
+  image's zarr.json (whose `datasets` name the arrays) replaced atomically. A reader sees
+  an old version or the new one, whole. The two versions before the new one are kept for
+  readers still on them; older ones are deleted.
+
+Layout-independent: it takes a name, a stack, a stage position and a pixel size.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorstore as ts
+
+from daemon.datastore.jsonio import atomic_write
+
+PREVIEW_DIR = "preview.ome.zarr"
+DOWNSAMPLE = 8
+LEVELS = 3
+CHUNK = 256
+
+
+def block_max(image: np.ndarray, factor: int) -> np.ndarray:
+    """Maximum of each factor x factor block (a partial block at an edge counts too)."""
+    h, w = image.shape
+    ph, pw = -h % factor, -w % factor
+    if ph or pw:
+        image = np.pad(image, ((0, ph), (0, pw)))
+    return image.reshape(image.shape[0] // factor, factor, -1, factor).max(axis=(1, 3))
+
+
+def projection(stack: np.ndarray) -> np.ndarray:
+    """The (z, y, x) stack's max projection over z, reduced by DOWNSAMPLE."""
+    return block_max(stack.max(axis=0), DOWNSAMPLE)
+
+
+@dataclass(frozen=True)
+class Canvas:
+    """One version of an image's arrays: level-0 origin (y, x) µm, shape (y, x) px."""
+
+    version: int
+    origin_um: tuple[float, float]
+    shape: tuple[int, int]
+    pixel_um: float
+
+    def place(self, yx_um: tuple[float, float]) -> tuple[int, int]:
+        """Level-0 pixel of a stage position."""
+        return (
+            round((yx_um[0] - self.origin_um[0]) / self.pixel_um),
+            round((yx_um[1] - self.origin_um[1]) / self.pixel_um),
+        )
+
+    def holds(self, top: tuple[int, int], size: tuple[int, int]) -> bool:
+        return min(top) >= 0 and all(
+            t + s <= n for t, s, n in zip(top, size, self.shape, strict=True)
+        )
+
+
+def grown(
+    canvas: Canvas | None, yx_um: tuple[float, float], size: tuple[int, int], pixel_um: float
+) -> Canvas:
+    """The next canvas holding the tile at `yx_um` of `size` px: on each side that must grow,
+    by at least the current extent (doubling), so copies add up to a few times the mosaic."""
+    if canvas is None:
+        return Canvas(0, yx_um, size, pixel_um)
+    top = canvas.place(yx_um)
+    new_top, new_shape = [], []
+    for axis in range(2):
+        before = max(0, -top[axis])
+        after = max(0, top[axis] + size[axis] - canvas.shape[axis])
+        before = max(before, canvas.shape[axis]) if before else 0
+        after = max(after, canvas.shape[axis]) if after else 0
+        new_top.append(before)
+        new_shape.append(canvas.shape[axis] + before + after)
+    origin = tuple(o - b * pixel_um for o, b in zip(canvas.origin_um, new_top, strict=True))
+    return Canvas(
+        canvas.version + 1, (origin[0], origin[1]), (new_shape[0], new_shape[1]), pixel_um
+    )
+
+
+def image_metadata(name: str, canvas: Canvas) -> dict[str, Any]:
+    """The image group's zarr.json (NGFF 0.5), validated by yaozarrs."""
+    from yaozarrs import DimSpec, v05  # pydantic models: imported when a preview is written
+
+    dims = [
+        DimSpec(
+            name=axis,
+            size=n,
+            scale=canvas.pixel_um,
+            unit="micrometer",
+            translation=origin,
+        )
+        for axis, n, origin in zip("yx", canvas.shape, canvas.origin_um, strict=True)
+    ]
+    multiscale = v05.Multiscale.from_dims(dims, name=name, n_levels=LEVELS)
+    image = v05.Image(multiscales=[multiscale])
+    attributes = image.model_dump(mode="json", exclude_none=True)
+    for level, dataset in enumerate(attributes["multiscales"][0]["datasets"]):
+        dataset["path"] = f"v{canvas.version}/{level}"
+    document = {"zarr_format": 3, "node_type": "group", "attributes": {"ome": attributes}}
+    v05.OMEZarrGroupJSON.model_validate(document)
+    return document
+
+
+class MosaicPreview:
+    """The preview of one datastore; `add` is called by workers (thread-safe)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._lock = threading.Lock()
+        self._canvases: dict[str, Canvas] = {}
+        self._context = ts.Context({"data_copy_concurrency": {"limit": 1}})
+
+    def add(
+        self, name: str, stack: np.ndarray, stage_yx_um: tuple[float, float], pixel_um: float
+    ) -> None:
+        """Place one tile's projection of image `name` (e.g. `bit001`)."""
+        tile = projection(stack)
+        level_pixel_um = pixel_um * DOWNSAMPLE
+        with self._lock:
+            canvas = self._canvas(name, level_pixel_um)
+            top = canvas.place(stage_yx_um) if canvas else (0, 0)
+            if canvas is None or not canvas.holds(top, tile.shape):
+                canvas = self._grow(name, canvas, stage_yx_um, tile.shape, level_pixel_um)
+                top = canvas.place(stage_yx_um)
+            for level in range(LEVELS):
+                factor = 2**level
+                part = block_max(tile, factor) if factor > 1 else tile
+                self._merge(name, canvas, level, (top[0] // factor, top[1] // factor), part)
+
+    def _array(self, name: str, canvas: Canvas, level: int, create: bool = False) -> ts.TensorStore:
+        factor = 2**level
+        shape = [-(-n // factor) for n in canvas.shape]
+        spec: dict[str, Any] = {
+            "driver": "zarr3",
+            "kvstore": {
+                "driver": "file",
+                "path": str(self.root / name / f"v{canvas.version}" / str(level)),
+            },
+        }
+        if create:
+            spec["metadata"] = {
+                "shape": shape,
+                "data_type": "uint16",
+                "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [CHUNK, CHUNK]}},
+                "codecs": [
+                    {"name": "bytes", "configuration": {"endian": "little"}},
+                    {"name": "zstd", "configuration": {"level": 3}},
+                ],
+                "dimension_names": ["y", "x"],
+                "fill_value": 0,
+            }
+        # delete_existing: a version half-made by a daemon killed while growing is made again
+        return ts.open(spec, create=create, delete_existing=create, context=self._context).result()
+
+    def _merge(
+        self, name: str, canvas: Canvas, level: int, top: tuple[int, int], part: np.ndarray
+    ) -> None:
+        array = self._array(name, canvas, level)
+        h = min(part.shape[0], array.shape[0] - top[0])
+        w = min(part.shape[1], array.shape[1] - top[1])
+        region = array[top[0] : top[0] + h, top[1] : top[1] + w]
+        region.write(np.maximum(region.read().result(), part[:h, :w])).result()
+
+    def _canvas(self, name: str, pixel_um: float) -> Canvas | None:
+        """The image's current canvas, from memory or from its zarr.json (a restart)."""
+        if name in self._canvases:
+            return self._canvases[name]
+        path = self.root / name / "zarr.json"
+        if not path.is_file():
+            return None
+        multiscale = json.loads(path.read_text())["attributes"]["ome"]["multiscales"][0]
+        dataset = multiscale["datasets"][0]
+        version = int(dataset["path"].split("/")[0].removeprefix("v"))
+        transforms = {t["type"]: t for t in dataset["coordinateTransformations"]}
+        origin = transforms["translation"]["translation"]
+        canvas = Canvas(version, (origin[0], origin[1]), (0, 0), pixel_um)
+        shape = self._array(name, canvas, 0).shape
+        canvas = Canvas(version, canvas.origin_um, (int(shape[0]), int(shape[1])), pixel_um)
+        self._canvases[name] = canvas
+        return canvas
+
+    def _grow(
+        self,
+        name: str,
+        old: Canvas | None,
+        yx_um: tuple[float, float],
+        size: tuple[int, int],
+        pixel_um: float,
+    ) -> Canvas:
+        canvas = grown(old, yx_um, size, pixel_um)
+        if old is None:
+            (self.root).mkdir(parents=True, exist_ok=True)
+            root_json = self.root / "zarr.json"
+            if not root_json.exists():
+                atomic_write(
+                    root_json,
+                    lambda f: f.write(
+                        json.dumps(
+                            {"zarr_format": 3, "node_type": "group", "attributes": {}}
+                        ).encode()
+                    ),
+                )
+        for level in range(LEVELS):
+            array = self._array(name, canvas, level, create=True)
+            if old is not None:
+                factor = 2**level
+                data = self._array(name, old, level).read().result()
+                dy, dx = (p // factor for p in canvas.place(old.origin_um))
+                array[dy : dy + data.shape[0], dx : dx + data.shape[1]].write(data).result()
+        document = image_metadata(name, canvas)
+        (self.root / name).mkdir(parents=True, exist_ok=True)
+        atomic_write(
+            self.root / name / "zarr.json",
+            lambda f: f.write(json.dumps(document, indent=1).encode()),
+        )
+        if old is not None and old.version >= 2:  # readers may still be on the two before
+            shutil.rmtree(self.root / name / f"v{old.version - 2}", ignore_errors=True)
+        self._canvases[name] = canvas
+        return canvas
+
+
+def read_level(root: Path, name: str, max_side: int = 1024) -> np.ndarray | None:
+    """The coarsest level of image `name` no larger than `max_side` (or the coarsest), read
+    the way any reader would: through the image's zarr.json; None if there is none."""
+    path = root / name / "zarr.json"
+    if not path.is_file():
+        return None
+    datasets = json.loads(path.read_text())["attributes"]["ome"]["multiscales"][0]["datasets"]
+    for dataset in datasets:
+        array = ts.open(
+            {
+                "driver": "zarr3",
+                "kvstore": {"driver": "file", "path": str(root / name / dataset["path"])},
+            }
+        ).result()
+        if max(array.shape) <= max_side or dataset is datasets[-1]:
+            return array.read().result()
+    return None
+
+
+def preview_names(root: Path) -> list[str]:
+    """The images of the preview: fiducial rounds first, then bits."""
+    if not root.is_dir():
+        return []
+    names = [p.name for p in root.iterdir() if (p / "zarr.json").is_file()]
+    return sorted(names, key=lambda n: (not n.startswith("round"), n))

@@ -1,0 +1,228 @@
+"""The durable record of every entry's quality numbers, and its published Parquet view.
+
+Workers add a unit's rows once its entries are published; a unit converted again replaces its
+rows (one row per entry, keyed by the entry's path). SQLite for the same reasons as the ledger
+(each write one atomic transaction, readable while written, `serve` opens it read-only), in
+its own file so that the ledger's schema stays the ingestion's alone. `quality.parquet` in
+the datastore is rebuilt whole from it and replaced atomically, like ingest_log.parquet, with
+each fiducial's signal relative to round 0 of its tile filled in at that moment (round 0 may
+arrive after the other rounds).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from daemon.datastore.jsonio import atomic_write
+from daemon.ingest.ledger import connect_readonly
+from daemon.monitor.quality import EntryQuality, fiducial_relative, fiducial_signals
+
+QUALITY_TABLE = "quality.parquet"  # in the datastore, next to ingest_log.parquet
+QUALITY_DB = "quality.sqlite"  # in the daemon's state folder, next to the ledger
+
+
+@dataclass(frozen=True)
+class QualityRow:
+    """One entry's quality numbers with its identity and stage position (layout-independent:
+    `entry` is whatever path the layout gave the entry)."""
+
+    entry: str
+    kind: str  # "round" (fiducial) or "bit" (readout)
+    tile: int
+    round: int  # the unit's round (0-based), also for a bit's entry
+    entry_index: int  # the round for a fiducial entry, the codebook bit for a readout
+    stage_z_um: float
+    stage_y_um: float
+    stage_x_um: float
+    mean: float
+    median: float
+    p999: float
+    signal: float
+    saturated_fraction: float
+    best_focus_plane: int
+    best_focus: float
+    focus: tuple[float, ...]
+    measured_at: float
+
+    @classmethod
+    def of(
+        cls,
+        entry: str,
+        kind: str,
+        tile: int,
+        round_: int,
+        index: int,
+        stage_zyx_um: Sequence[float],
+        quality: EntryQuality,
+    ) -> QualityRow:
+        """A row from an entry's identity, its stage position and its numbers."""
+        z, y, x = (float(v) for v in stage_zyx_um)
+        return cls(
+            entry=entry,
+            kind=kind,
+            tile=tile,
+            round=round_,
+            entry_index=index,
+            stage_z_um=z,
+            stage_y_um=y,
+            stage_x_um=x,
+            mean=quality.mean,
+            median=quality.median,
+            p999=quality.p999,
+            signal=quality.signal,
+            saturated_fraction=quality.saturated_fraction,
+            best_focus_plane=quality.best_focus_plane,
+            best_focus=max(quality.focus, default=0.0),
+            focus=quality.focus,
+            measured_at=time.time(),
+        )
+
+    def attributes(self) -> dict[str, Any]:
+        """The entry's `quality` attribute: its own numbers only, so an entry is the same
+        whatever order units are converted in (a fiducial relative to round 0 of its tile is
+        in quality.parquet, filled in for every round when the table is written)."""
+        return {
+            "mean": self.mean,
+            "median": self.median,
+            "p999": self.p999,
+            "signal": self.signal,
+            "saturated_fraction": self.saturated_fraction,
+            "focus": list(self.focus),
+            "best_focus_plane": self.best_focus_plane,
+        }
+
+
+_COLUMNS = [f.name for f in fields(QualityRow)]
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS quality (
+    {", ".join(name + (" TEXT PRIMARY KEY" if name == "entry" else "") for name in _COLUMNS)}
+);
+"""
+
+QUALITY_SCHEMA = pa.schema(
+    [
+        ("entry", pa.string()),
+        ("kind", pa.string()),
+        ("tile", pa.int32()),
+        ("round", pa.int32()),
+        ("entry_index", pa.int32()),
+        ("stage_z_um", pa.float64()),
+        ("stage_y_um", pa.float64()),
+        ("stage_x_um", pa.float64()),
+        ("mean", pa.float64()),
+        ("median", pa.float64()),
+        ("p999", pa.float64()),
+        ("signal", pa.float64()),
+        ("saturated_fraction", pa.float64()),
+        ("best_focus_plane", pa.int32()),
+        ("best_focus", pa.float64()),
+        ("focus", pa.list_(pa.float64())),
+        ("measured_at", pa.timestamp("ms", tz="UTC")),
+        ("fiducial_relative", pa.float64()),
+    ]
+)
+
+
+class QualityLog:
+    """Thread-safe access to the quality rows; every method is one transaction."""
+
+    def __init__(self, path: Path, readonly: bool = False) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self.changes = 0
+        if readonly:
+            self._db = connect_readonly(path)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        self._db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+    def record(self, rows: Iterable[QualityRow]) -> None:
+        """Add or replace rows (one transaction)."""
+        values = [(*astuple(r)[:-2], json.dumps(list(r.focus)), r.measured_at) for r in rows]
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    f"INSERT OR REPLACE INTO quality ({', '.join(_COLUMNS)}) "
+                    f"VALUES ({placeholders})",
+                    values,
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self.changes += 1
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every row as plain data (focus as a list), in tile, round, kind, index order, with
+        `fiducial_relative` filled in for fiducial rows whose tile has round 0."""
+        try:
+            with self._lock:
+                found = self._db.execute(
+                    "SELECT * FROM quality ORDER BY tile, round, kind DESC, entry_index"
+                ).fetchall()
+        except sqlite3.OperationalError:  # read-only and not created yet
+            return []
+        rows = [dict(r) | {"focus": json.loads(r["focus"])} for r in found]
+        signals = fiducial_signals(rows)
+        for row in rows:
+            row["fiducial_relative"] = (
+                fiducial_relative(signals, row["tile"], row["round"])
+                if row["kind"] == "round"
+                else None
+            )
+        return rows
+
+
+def quality_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
+    """Quality rows as an Arrow table with QUALITY_SCHEMA."""
+    plain = [r | {"measured_at": int(r["measured_at"] * 1000)} for r in rows]
+    return pa.Table.from_pylist(plain, schema=QUALITY_SCHEMA)
+
+
+class QualityPublisher:
+    """Rewrites quality.parquet from the quality log when it changed, at most once per
+    `interval_s` (and at the end), atomically."""
+
+    def __init__(self, log: QualityLog, table_path: Path, interval_s: float) -> None:
+        self._log = log
+        self._path = table_path
+        self._interval_s = interval_s
+        self._published = -1
+        self._last = 0.0
+
+    def maybe_publish(self) -> None:
+        """Rewrite if behind the log and not written for `interval_s`."""
+        if (
+            self._published != self._log.changes
+            and time.monotonic() - self._last >= self._interval_s
+        ):
+            self.publish()
+
+    def publish(self) -> None:
+        """Rewrite now."""
+        changes = self._log.changes
+        table = quality_table(self._log.rows())
+        atomic_write(self._path, lambda f: pq.write_table(table, f))
+        self._published = changes
+        self._last = time.monotonic()

@@ -1,0 +1,190 @@
+"""What the page and /metrics show, read from the files a run leaves: nothing else is needed.
+
+Everything comes from the ledger (opened read-only), the quality log (read-only), raw_data's
+CSVs (the plan and the tiles' stage positions) and the daemon's lock, so the same code serves a
+live run from inside `watch` and a finished or archived one from `serve`, and a page can never
+show something the datastore does not hold. The history (throughput, backlog over time) and
+the recent events are rebuilt from the ledger's timestamps rather than kept in memory, so they
+survive restarts and are there for a run looked at afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daemon.config import Settings
+from daemon.ingest.ledger import UnitRecord
+from daemon.ingest.service import STATE_DIR, ledger_path
+from daemon.monitor.preview import PREVIEW_DIR, preview_names
+from daemon.monitor.qualitylog import QUALITY_DB, QualityLog
+from daemon.raw.errors import NotReadyError, RawDataError
+from daemon.raw.experiment import Plan, read_stage_position
+from daemon.status import NoDatastoreError, _readable_plan, collect, open_ledger
+
+RECENT_EVENTS = 20
+HISTORY_POINTS = 200
+STALLED_AFTER_S = 600.0  # backlog waiting and no unit finished for this long: stalled
+
+
+@dataclass
+class Positions:
+    """Stage (x, y) µm of each tile as the microscope's CSVs give them, read once per tile."""
+
+    known: dict[int, tuple[float, float]] = field(default_factory=dict)
+
+    def of(self, plan: Plan | None) -> dict[int, tuple[float, float]]:
+        if plan is None:
+            return self.known
+        for tile in range(plan.num_tiles):
+            if tile in self.known:
+                continue
+            for round_ in range(1, plan.num_rounds + 1):
+                try:
+                    x, y, _ = read_stage_position(plan.stage_positions_path(round_, tile))
+                except (NotReadyError, RawDataError, OSError):
+                    continue
+                self.known[tile] = (x, y)
+                break
+        return self.known
+
+
+class Snapshots:
+    """Builds the page's JSON and the metrics' numbers for one experiment."""
+
+    def __init__(self, experiment: Path, settings: Settings) -> None:
+        self.experiment = experiment
+        self.settings = settings
+        self.store = settings.datastore_path(experiment)
+        self._positions = Positions()
+
+    def units(self) -> list[UnitRecord]:
+        """The ledger's units (read-only); [] before the datastore exists."""
+        try:
+            ledger = open_ledger(self.experiment, self.settings)
+        except NoDatastoreError:
+            return []
+        try:
+            return ledger.units()
+        finally:
+            ledger.close()
+
+    def quality(self) -> list[dict[str, Any]]:
+        """The quality rows (read-only); [] before any entry was measured."""
+        path = self.store / STATE_DIR / QUALITY_DB
+        if not path.is_file():
+            return []
+        log = QualityLog(path, readonly=True)
+        try:
+            return log.rows()
+        finally:
+            log.close()
+
+    def page(self) -> dict[str, Any]:
+        """Everything the page draws, as plain JSON-able data."""
+        if not ledger_path(self.store).is_file():
+            return {"experiment": str(self.experiment), "datastore": None, "health": "no datastore"}
+        report = collect(self.experiment, self.settings)
+        units = self.units()
+        plan = _readable_plan(self.experiment / "raw_data", self.settings)
+        now = time.time()
+        rows = self.quality()
+        positions = as_stored(self._positions.of(plan), rows)
+        last_done = max((u.finished_at or 0.0 for u in units if u.state == "done"), default=None)
+        report |= {
+            "now": now,
+            "tiles": {str(t): {"x": x, "y": y} for t, (x, y) in sorted(positions.items())},
+            "quality": [_compact(r) for r in rows],
+            "history": history(units),
+            "events": events(units),
+            "seconds_since_last_unit": None if last_done is None else now - last_done,
+            "health": health(report, last_done, now),
+            "previews": preview_names(self.store / PREVIEW_DIR),
+        }
+        return report
+
+
+def as_stored(
+    raw: dict[int, tuple[float, float]], quality: list[dict[str, Any]]
+) -> dict[int, tuple[float, float]]:
+    """Raw (x, y) stage positions in the datastore's convention (a flipped stage axis stored
+    negated, as in stage_zyx_um and the preview), learnt from a measured tile: so the tile map
+    and the mosaic preview face the same way, also for tiles not converted yet."""
+    for row in quality:
+        if row["tile"] in raw:
+            x, y = raw[row["tile"]]
+            sx = -1.0 if x and row["stage_x_um"] == -x else 1.0
+            sy = -1.0 if y and row["stage_y_um"] == -y else 1.0
+            return {t: (sx * px, sy * py) for t, (px, py) in raw.items()}
+    return raw
+
+
+# What the page draws from a quality row: sent every second, so nothing more.
+PAGE_QUALITY_FIELDS = (
+    "entry",
+    "kind",
+    "tile",
+    "round",
+    "entry_index",
+    "p999",
+    "saturated_fraction",
+    "best_focus",
+    "best_focus_plane",
+    "fiducial_relative",
+)
+
+
+def _compact(row: dict[str, Any]) -> dict[str, Any]:
+    """A quality row with only what the page uses (not the per-plane focus list)."""
+    return {k: row[k] for k in PAGE_QUALITY_FIELDS}
+
+
+def history(units: list[UnitRecord]) -> list[dict[str, float]]:
+    """Done units, backlog and MB ingested over time, one point per unit event (thinned to
+    HISTORY_POINTS): backlog at t is units seen by t minus units finished by t."""
+    changes: list[tuple[float, int, int, float]] = []  # (t, d_backlog, d_done, d_mb)
+    for u in units:
+        changes.append((u.seen_at, 1, 0, 0.0))
+        if u.state in ("done", "failed") and u.finished_at is not None:
+            mb = (u.source_bytes or 0) / 1e6 if u.state == "done" else 0.0
+            changes.append((u.finished_at, -1, int(u.state == "done"), mb))
+    changes.sort()
+    points, backlog, done, mb = [], 0, 0, 0.0
+    for t, d_backlog, d_done, d_mb in changes:
+        backlog, done, mb = backlog + d_backlog, done + d_done, mb + d_mb
+        points.append({"t": t, "backlog": backlog, "done": done, "mb": round(mb, 3)})
+    step = max(1, len(points) // HISTORY_POINTS)
+    thinned = points[::step]
+    if points and thinned[-1] is not points[-1]:
+        thinned.append(points[-1])
+    return thinned
+
+
+def events(units: list[UnitRecord]) -> list[dict[str, Any]]:
+    """The most recent unit events (seen, started, done, failed), newest first."""
+    found: list[dict[str, Any]] = []
+    for u in units:
+        found.append({"t": u.seen_at, "event": "seen", "unit": u.unit_id})
+        if u.started_at is not None:
+            found.append({"t": u.started_at, "event": "started", "unit": u.unit_id})
+        if u.state in ("done", "failed") and u.finished_at is not None:
+            found.append(
+                {"t": u.finished_at, "event": u.state, "unit": u.unit_id, "error": u.error}
+            )
+    found.sort(key=lambda e: e["t"], reverse=True)
+    return found[:RECENT_EVENTS]
+
+
+def health(report: dict[str, Any], last_done: float | None, now: float) -> str:
+    """One word: `ok`, `failures` (some unit failed), `stalled` (a backlog and nothing finished
+    for STALLED_AFTER_S), `not running` (no daemon holds the datastore), `complete`."""
+    units = report["units"]
+    if units["expected"] and units["done"] == units["expected"]:
+        return "complete"
+    if report["daemon_pid"] is None:
+        return "not running"
+    if report["backlog"]["units"] and last_done is not None and now - last_done > STALLED_AFTER_S:
+        return "stalled"
+    return "failures" if units["failed"] else "ok"

@@ -1,0 +1,190 @@
+"""The read-only web server: the live page, its JSON, and /metrics.
+
+Starlette + uvicorn, in a thread of the daemon's process (see the README for why). Safe by
+construction rather than by filtering:
+
+- no request path is ever joined to a filesystem path: the page's files are read from the
+  package into memory when the app is built and looked up by exact name, and every other
+  answer is computed from the run's files by `Snapshots`; any other path is 404;
+- GET (and HEAD, which uvicorn answers as GET without a body) only: any other method is 405
+  before routing;
+- with a token configured, every request must carry it (`Authorization: Bearer TOKEN`, or
+  `?token=TOKEN` so a browser can open the page); `config.WebSettings` refuses a non-loopback
+  address without one.
+"""
+
+from __future__ import annotations
+
+import hmac
+import socket
+import threading
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from daemon.config import Settings
+from daemon.monitor.address import bind
+from daemon.monitor.metrics import registry_for
+from daemon.monitor.preview import PREVIEW_DIR, preview_names, read_level
+from daemon.monitor.snapshot import Snapshots
+
+STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+}
+# Nothing the page loads comes from elsewhere (the microscope PC is often offline).
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+    "cache-control": "no-store",
+}
+
+
+def static_files() -> dict[str, tuple[bytes, str]]:
+    """The page's files by name, read once from the package."""
+    folder = resources.files("daemon.monitor") / "static"
+    return {
+        entry.name: (entry.read_bytes(), STATIC_TYPES[Path(entry.name).suffix])
+        for entry in folder.iterdir()
+        if Path(entry.name).suffix in STATIC_TYPES
+    }
+
+
+def build_app(experiment: Path, settings: Settings) -> ASGIApp:
+    """The ASGI app for one experiment (read-only)."""
+    snapshots = Snapshots(experiment.resolve(), settings)
+    registry = registry_for(snapshots)
+    files = static_files()
+
+    def page(_request: Request) -> Response:
+        body, kind = files["index.html"]
+        return Response(body, media_type=kind)
+
+    def static(request: Request) -> Response:
+        found = files.get(request.path_params["name"])
+        if found is None:
+            return PlainTextResponse("not found", status_code=404)
+        return Response(found[0], media_type=found[1])
+
+    def state(_request: Request) -> Response:
+        return JSONResponse(snapshots.page())
+
+    def preview(request: Request) -> Response:
+        name = request.path_params["name"]
+        root = snapshots.store / PREVIEW_DIR
+        if name not in preview_names(root):  # a listed image name, never a path from the URL
+            return PlainTextResponse("not found", status_code=404)
+        image = read_level(root, name)
+        if image is None:
+            return PlainTextResponse("not found", status_code=404)
+        return Response(
+            to_uint8(image).tobytes(),
+            media_type="application/octet-stream",
+            headers={"x-width": str(image.shape[1]), "x-height": str(image.shape[0])},
+        )
+
+    def metrics(_request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app = Starlette(
+        routes=[
+            Route("/", page),
+            Route("/static/{name}", static),
+            Route("/api/state", state),
+            Route("/api/preview/{name}", preview),
+            Route("/metrics", metrics),
+        ]
+    )
+    return _Guard(app, settings.web.token)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Grey levels for the page: the 1st to the 99.9th percentile of the tiles' pixels (the
+    empty canvas around them left out) stretched over 0..255."""
+    values = image[image > 0]
+    if values.size == 0:
+        return np.zeros(image.shape, np.uint8)
+    lo, hi = np.percentile(values, [1.0, 99.9])
+    scaled = (image.astype(np.float32) - lo) / max(hi - lo, 1.0) * 255.0
+    return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
+class _Guard:
+    """ASGI middleware: GET/HEAD only (405), the token when one is configured (401), and the
+    security headers on every answer."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self._app = app
+        self._token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self._app(scope, receive, send)
+        if scope["method"] not in ("GET", "HEAD"):
+            response: Response = PlainTextResponse(
+                "method not allowed", status_code=405, headers={"allow": "GET, HEAD"}
+            )
+        elif self._token and not self._authorised(Request(scope)):
+            response = PlainTextResponse("token required", status_code=401)
+        else:
+            return await self._app(scope, receive, self._with_headers(send))
+        await response(scope, receive, self._with_headers(send))
+
+    def _authorised(self, request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        given = header.removeprefix("Bearer ") if header.startswith("Bearer ") else ""
+        given = given or request.query_params.get("token", "")
+        return hmac.compare_digest(given.encode(), self._token)
+
+    @staticmethod
+    def _with_headers(send: Send) -> Send:
+        async def wrapped(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return wrapped
+
+
+class WebServer:
+    """uvicorn serving `app` on an already bound socket, in its own thread."""
+
+    def __init__(self, app: ASGIApp, sock: socket.socket) -> None:
+        self.sock = sock
+        host, port = sock.getsockname()[:2]
+        self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+        config = uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="off", log_level="warning"
+        )
+        self._server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Serve in a daemon thread (so uvicorn leaves the process's signals alone)."""
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self.sock]}, name="web", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the server to exit and wait for its thread."""
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.sock.close()
+
+
+def open_server(experiment: Path, settings: Settings, listen: str | None = None) -> WebServer:
+    """Bind `listen` (default: the config's) and build the server; OSError if it cannot bind."""
+    return WebServer(build_app(experiment, settings), bind(listen or settings.web.listen))

@@ -1,0 +1,160 @@
+"""The live page in a real browser (headless Chromium) against `watch` following the
+simulator: the tile map follows the ledger as units finish, the heatmaps single out the bad
+tiles the simulator was asked for, the mosaic preview is drawn, nothing fails to load, and a
+screenshot is kept."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import zarr
+from browser import chromium
+from monitor_support import ledger_units, live_run, open_level
+from selenium.webdriver.support.ui import Select
+from support.daemon import DaemonProcess
+from support.processes import wait_until
+
+from daemon.simulate import SimulationSettings
+
+TILE_STATES = (
+    "return Array.from(document.querySelectorAll('rect.tile'))"
+    ".map(r => [Number(r.dataset.tile), Number(r.dataset.round), r.dataset.state])"
+)
+TILE_PLACES = (
+    "return Array.from(document.querySelectorAll('rect.tile'))"
+    ".filter(r => r.dataset.round === '0')"
+    ".map(r => [Number(r.dataset.tile), Number(r.getAttribute('x')), Number(r.getAttribute('y'))])"
+)
+PREVIEW_PIXELS = (
+    "const c = document.getElementById('preview');"
+    "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+    "return [c.height, c.width, Array.from(d.filter((_, i) => i % 4 === 0))]"
+)
+HEAT_VALUES = (
+    "return Array.from(document.querySelectorAll('rect.heat'))"
+    ".map(r => [Number(r.dataset.tile), r.dataset.value === undefined ? null"
+    " : Number(r.dataset.value)])"
+)
+
+
+def stored_yx_um(store: Path, tile: int) -> tuple[np.ndarray, float]:
+    """A tile's stage [y, x] µm in the datastore's convention and its pixel size, from its
+    bit001 entry."""
+    attrs = json.loads((store / f"readouts/tile{tile:04d}/bit001.zarr/.zattrs").read_text())
+    return np.array(attrs["stage_zyx_um"][1:]), attrs["voxel_size_zyx_um"][2]
+
+
+def check_stage_convention(driver, store: Path, tiles: int, saturated: int, side: int) -> None:
+    """The tile map and the mosaic preview face the way the datastore says: tiles ordered on
+    the map as their stored stage positions, and the saturated quarter of tile `saturated` (the
+    first rows and columns of each raw frame, left there by the ORCA's transpose) drawn where
+    its stored position and the preview's NGFF translation put it."""
+    stored = {t: stored_yx_um(store, t)[0] for t in range(tiles)}
+    places = {t: np.array([y, x]) for t, x, y in driver.execute_script(TILE_PLACES)}
+    assert places.keys() == stored.keys()
+    for a in stored:
+        for b in stored:
+            order = np.sign(np.round(stored[a] - stored[b], 3))
+            assert np.array_equal(np.sign(np.round(places[a] - places[b])), order), (a, b)
+    height, width, grey = driver.execute_script(PREVIEW_PIXELS)
+    shown = np.array(grey, np.uint8).reshape(height, width)
+    array, scale, origin = open_level(zarr.open_group(store / "preview.ome.zarr/bit001"), 0)
+    assert shown.shape == array.shape
+    top = np.round((stored[saturated] - origin) / scale).astype(int)
+    quarter = round(side / 2 * stored_yx_um(store, saturated)[1] / scale[0])
+    white = shown == 255
+    assert white[top[0] : top[0] + quarter, top[1] : top[1] + quarter].all(), (top, white)
+    assert white.sum() == quarter * quarter, white
+
+
+def page_states(driver) -> dict[tuple[int, int], str]:
+    return {(t, r): s for t, r, s in driver.execute_script(TILE_STATES)}
+
+
+def heatmap(driver, daemon: DaemonProcess, measure: str, channel: str) -> dict[int, float | None]:
+    """Choose a measure and channel on the page; the heatmap's value per tile once drawn."""
+    Select(driver.find_element("id", "measure")).select_by_value(measure)
+    wait_until(
+        lambda: (
+            channel
+            in [
+                o.get_attribute("value")
+                for o in Select(driver.find_element("id", "quality-channel")).options
+            ]
+        ),
+        f"channel {channel} offered",
+        [daemon],
+    )
+    Select(driver.find_element("id", "quality-channel")).select_by_value(channel)
+
+    def drawn() -> dict[int, float | None] | None:
+        values = dict(driver.execute_script(HEAT_VALUES))
+        caption = driver.find_element("id", "heatmap").text
+        return values if f"{measure} - {channel}" in caption else None
+
+    return wait_until(drawn, f"heatmap of {measure} for {channel}", [daemon])
+
+
+def test_page_follows_the_run_and_singles_out_bad_tiles(tmp_path: Path) -> None:
+    settings = SimulationSettings(tiles=4, rounds=2, z=4, size=96, interval=0.1)
+    bad = ("1:focus", "2:saturated", "3:dim-fiducial:2")
+    store = tmp_path / "exp" / "qi2labdatastore"
+    # the browser first: it takes seconds to start, and the run must still be going
+    with chromium() as driver, live_run(tmp_path, settings, bad) as (daemon, page):
+        driver.get(page.url)
+        units = {(t, r) for t in range(settings.tiles) for r in range(settings.rounds)}
+        wait_until(
+            lambda: set(page_states(driver)) == units, "every tile x round on the map", [daemon]
+        )
+        mixed = False  # seen done and not-done tiles on the page at once: it updates live
+        for _ in units:  # each time a unit finishes, the page catches up with the ledger
+            daemon.wait_for(lambda e: e["event"] in ("unit done", "unit failed"))
+            finished = {(u.tile, u.round): u.state for u in ledger_units(store)}
+            finished = {k: s for k, s in finished.items() if s in ("done", "failed")}
+            shown = wait_until(
+                lambda f=finished: (
+                    (p if all(p.get(k) == s for k, s in f.items()) else None)
+                    if (p := page_states(driver))
+                    else None
+                ),
+                lambda f=finished: f"page showing {sorted(f)}: {page_states(driver)}",
+                [daemon],
+            )
+            states = set(shown.values())
+            mixed |= "done" in states and bool(states - {"done"})
+        assert finished.keys() == units and set(finished.values()) == {"done"}
+        assert mixed, "the page never showed a run in progress"
+
+        focus = heatmap(driver, daemon, "best_focus", "bit001")
+        assert max(focus, key=lambda t: focus[t] or 0) == 2  # saturation is "sharp" too
+        assert focus[1] < 0.3 * min(focus[0], focus[3])
+        saturation = heatmap(driver, daemon, "saturated_fraction", "bit003")
+        assert [t for t, v in saturation.items() if v and v > 0.1] == [2]
+        fiducial = heatmap(driver, daemon, "fiducial_relative", "round0001")
+        assert min(fiducial, key=lambda t: fiducial[t]) == 3 and fiducial[3] < 0.5
+
+        Select(driver.find_element("id", "preview-channel")).select_by_value("bit001")
+        wait_until(
+            lambda: driver.execute_script(
+                "const c = document.getElementById('preview');"
+                "return c.dataset.drawn === 'bit001' && c.dataset.nonzero === 'yes'"
+                " && c.width > 1"
+            ),
+            "the preview of bit001 drawn",
+            [daemon],
+        )
+        check_stage_convention(driver, store, settings.tiles, saturated=2, side=settings.size)
+        health = driver.find_element("id", "health").text
+        assert health in ("ok", "complete"), health
+        assert "done" in driver.find_element("id", "events").text
+        history = driver.find_elements("css selector", "#history-chart polyline")
+        assert len(history) == 2
+        severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert severe == []  # nothing failed to load, no script error
+        screenshot = tmp_path / "page.png"
+        driver.save_screenshot(str(screenshot))
+        assert screenshot.stat().st_size > 10_000
+        print(f"screenshot: {screenshot}")
+        assert daemon.stop() == 0

@@ -1,0 +1,124 @@
+"""The mosaic preview read back with zarr-python (not our reader): tiles at their stage
+positions, max projections reduced 8x, a canvas that grows in every direction without losing
+what it held, NGFF 0.5 metadata that yaozarrs validates, and readers that never fail or see a
+torn tile while tiles are added."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import yaozarrs
+import zarr
+from monitor_support import open_level
+
+from daemon.monitor.preview import DOWNSAMPLE, MosaicPreview
+
+PIXEL_UM = 0.1
+
+
+def expected_projection(stack: np.ndarray) -> np.ndarray:
+    """Max over z, then the max of each 8 x 8 block, written out with loops."""
+    flat = stack.max(axis=0)
+    h, w = flat.shape[0] // DOWNSAMPLE, flat.shape[1] // DOWNSAMPLE
+    out = np.zeros((h, w), flat.dtype)
+    for i in range(h):
+        for j in range(w):
+            out[i, j] = flat[i * 8 : i * 8 + 8, j * 8 : j * 8 + 8].max()
+    return out
+
+
+def stack_for(seed: int, shape=(3, 128, 96)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(1, 4000, shape, dtype=np.uint16)
+
+
+def test_tiles_land_at_their_stage_positions_as_the_canvas_grows(tmp_path):
+    root = tmp_path / "preview.ome.zarr"
+    preview = MosaicPreview(root)
+    step_um = 128 * PIXEL_UM  # tiles of 128 x 96 px; positions in µm (y, x)
+    positions = [(100.0, 200.0), (100.0 + step_um, 200.0), (100.0 - step_um, 200.0 - step_um)]
+    positions.append((100.0 + 3 * step_um, 200.0 + 2 * step_um))
+    stacks = [stack_for(i) for i in range(len(positions))]
+    for stack, yx in zip(stacks, positions, strict=True):
+        preview.add("bit001", stack, yx, PIXEL_UM)
+
+    assert yaozarrs.validate_zarr_store(str(root / "bit001"))
+    image = zarr.open_group(root / "bit001", mode="r")
+    assert image.attrs["ome"]["version"] == "0.5"
+    array, scale, origin = open_level(image, 0)
+    assert scale == [PIXEL_UM * 8, PIXEL_UM * 8]
+    mosaic = array[:]
+    for stack, (y, x) in zip(stacks, positions, strict=True):
+        top = round((y - origin[0]) / scale[0]), round((x - origin[1]) / scale[1])
+        tile = expected_projection(stack)
+        region = mosaic[top[0] : top[0] + tile.shape[0], top[1] : top[1] + tile.shape[1]]
+        np.testing.assert_array_equal(region, tile)  # no two of these tiles overlap
+    assert (mosaic > 0).sum() == sum(expected_projection(s).size for s in stacks)
+    coarser, scale1, _ = open_level(image, 1)
+    assert scale1 == [PIXEL_UM * 16, PIXEL_UM * 16]
+    assert coarser[:].max() == mosaic.max()
+
+    # a restarted daemon carries on with the canvas on disk
+    MosaicPreview(root).add("bit001", stack_for(9), positions[0], PIXEL_UM)
+    again, _, origin_again = open_level(zarr.open_group(root / "bit001", mode="r"), 0)
+    assert origin_again == origin
+    assert again[:].max() >= mosaic.max()
+
+
+def test_readers_never_fail_nor_see_a_torn_tile_while_tiles_arrive(tmp_path):
+    root = tmp_path / "preview.ome.zarr"
+    preview = MosaicPreview(root)
+    side = 2048  # 256 px after reduction: one chunk per tile, tiles on the chunk grid
+    step_um = side * PIXEL_UM
+    order = [(0, 0), (0, 1), (1, 0), (-1, 0), (0, -1), (2, 2), (-2, -1), (1, 1), (-1, 2)]
+    done = threading.Event()
+    problems: list[str] = []
+    reads = [0]
+
+    def read_forever() -> None:
+        while not done.is_set():
+            try:
+                if not (root / "bit001" / "zarr.json").exists():
+                    continue
+                image = zarr.open_group(root / "bit001", mode="r")
+                mosaic = open_level(image, 0)[0][:]
+                for by in range(0, mosaic.shape[0], 256):
+                    for bx in range(0, mosaic.shape[1], 256):
+                        block = mosaic[by : by + 256, bx : bx + 256]
+                        filled = np.count_nonzero(block)
+                        if filled not in (0, block.size):
+                            problems.append(f"torn tile at {by}, {bx}: {filled} px set")
+                reads[0] += 1
+            except Exception as exc:  # any failure of a reader is the finding
+                problems.append(repr(exc))
+
+    reader = threading.Thread(target=read_forever)
+    reader.start()
+    try:
+        for i, (row, col) in enumerate(order):
+            stack = np.full((1, side, side), 100 + i, np.uint16)
+            preview.add("bit001", stack, (row * step_um, col * step_um), PIXEL_UM)
+    finally:
+        done.set()
+        reader.join()
+    assert problems == []
+    assert reads[0] > 0
+    final = open_level(zarr.open_group(root / "bit001", mode="r"), 0)[0][:]
+    assert sorted(np.unique(final[final > 0])) == [100 + i for i in range(len(order))]
+
+
+def test_growth_redoes_a_version_half_made_by_a_killed_daemon(tmp_path):
+    root = tmp_path / "preview.ome.zarr"
+    MosaicPreview(root).add("round0000", stack_for(1), (0.0, 0.0), PIXEL_UM)
+    # a daemon killed while growing left version 1's first array behind, unpublished
+    leftover = root / "round0000" / "v1" / "0"
+    leftover.mkdir(parents=True)
+    (leftover / "zarr.json").write_text('{"zarr_format": 3, "node_type": "array"}')
+    restarted = MosaicPreview(root)
+    restarted.add("round0000", stack_for(2), (0.0, 96 * PIXEL_UM), PIXEL_UM)  # to the right
+    image = zarr.open_group(root / "round0000", mode="r")
+    array, _, _ = open_level(image, 0)
+    assert image.attrs["ome"]["multiscales"][0]["datasets"][0]["path"] == "v1/0"
+    mosaic = array[:]
+    np.testing.assert_array_equal(mosaic[:16, :12], expected_projection(stack_for(1)))
+    np.testing.assert_array_equal(mosaic[:16, 12:24], expected_projection(stack_for(2)))

@@ -1,0 +1,102 @@
+"""Quality numbers against numpy's own reductions on small arrays, and on a focus series."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from daemon.monitor.quality import (
+    fiducial_relative,
+    focus_scores,
+    histogram_stats,
+    measure,
+    sample,
+    stride_for,
+)
+
+
+@pytest.fixture
+def stack() -> np.ndarray:
+    rng = np.random.default_rng(3)
+    return rng.poisson(200, size=(5, 64, 48)).astype(np.uint16)
+
+
+def test_histogram_stats_match_numpy(stack: np.ndarray) -> None:
+    mean, median, p999 = histogram_stats(stack)
+    assert mean == pytest.approx(float(np.mean(stack, dtype=np.float64)))
+    assert median == float(np.percentile(stack, 50, method="lower"))
+    assert p999 == float(np.percentile(stack, 99.9, method="lower"))
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 1000, 1001])
+def test_histogram_percentiles_match_numpy_for_any_count(n: int) -> None:
+    values = np.random.default_rng(n).integers(0, 65536, n, dtype=np.uint16)
+    _, median, p999 = histogram_stats(values)
+    assert median == float(np.percentile(values, 50, method="lower"))
+    assert p999 == float(np.percentile(values, 99.9, method="lower"))
+
+
+def test_sample_grid_has_about_256_points_per_side() -> None:
+    assert [stride_for((n, n)) for n in (64, 256, 511, 1024, 2048, 4096)] == [1, 1, 1, 4, 8, 16]
+    stack = np.zeros((2, 1024, 2048), np.uint16)
+    assert sample(stack).shape == (2, 256, 512)
+    assert np.shares_memory(sample(stack), stack)  # a view, no copy
+
+
+def test_measure_uses_the_sample_grid() -> None:
+    rng = np.random.default_rng(3)
+    corrected = rng.poisson(200, size=(3, 1024, 768)).astype(np.uint16)
+    raw = corrected.copy()
+    raw[:, :64, :64] = 65535  # a saturated corner, 64 x 64 px of each plane
+    q = measure(raw, corrected)
+    grid = corrected[:, ::3, ::3]  # shorter side 768 = 3 x 256
+    assert q.mean == pytest.approx(float(grid.mean(dtype=np.float64)))
+    assert q.median == float(np.percentile(grid, 50, method="lower"))
+    assert q.p999 == float(np.percentile(grid, 99.9, method="lower"))
+    sampled = raw[:, ::3, ::3]
+    assert q.saturated_fraction == np.count_nonzero(sampled == 65535) / sampled.size
+    # and close to the corner's true share of every plane
+    assert q.saturated_fraction == pytest.approx(64 * 64 / (1024 * 768), rel=0.1)
+    assert q.signal == q.p999 - q.median
+
+
+def test_focus_is_normalised_variance_per_plane(stack: np.ndarray) -> None:
+    scores = focus_scores(stack)
+    for plane, score in zip(stack, scores, strict=True):
+        expected = plane.astype(np.float64).var() / plane.astype(np.float64).mean()
+        assert score == pytest.approx(expected, rel=1e-5)
+    assert focus_scores(np.zeros((2, 4, 4), np.uint16)) == (0.0, 0.0)
+
+
+def _box_blur(image: np.ndarray, width: int) -> np.ndarray:
+    """Separable moving average (edge-padded), independent of the code under test."""
+    if width <= 1:
+        return image
+    kernel = np.ones(width) / width
+    out = image
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (width // 2, width - 1 - width // 2)
+        padded = np.pad(out, pad, mode="edge")
+        out = np.apply_along_axis(lambda v: np.convolve(v, kernel, mode="valid"), axis, padded)
+    return out
+
+
+def test_best_focus_plane_is_the_sharpest() -> None:
+    rng = np.random.default_rng(0)
+    scene = np.full((256, 256), 100.0)
+    ys, xs = rng.integers(0, 256, 400), rng.integers(0, 256, 400)
+    scene[ys, xs] += 3000.0
+    sharp = 6
+    planes = [_box_blur(scene, 1 + 4 * abs(z - sharp)) for z in range(10)]
+    stack = np.stack(planes).round().astype(np.uint16)
+    q = measure(stack, stack)
+    assert q.best_focus_plane == sharp
+    assert q.focus[sharp] > 3 * q.focus[0]
+
+
+def test_fiducial_relative_to_round_zero() -> None:
+    signals = {(0, 0): 1000.0, (0, 1): 250.0, (1, 1): 10.0}
+    assert fiducial_relative(signals, 0, 1) == 0.25
+    assert fiducial_relative(signals, 0, 0) == 1.0
+    assert fiducial_relative(signals, 1, 1) is None  # round 0 of tile 1 not measured yet

@@ -1,0 +1,66 @@
+"""The page's derived views, on hand-made ledger rows: history, events, stage convention."""
+
+from __future__ import annotations
+
+from daemon.ingest.ledger import UnitRecord
+from daemon.monitor.snapshot import as_stored, events, history
+
+
+def unit(tile: int, state: str, seen: float, started=None, finished=None, size=0, error=None):
+    return UnitRecord(
+        unit_id=f"tile{tile:04d}/round0000",
+        tile=tile,
+        round=0,
+        state=state,
+        dataset=f"d{tile}",
+        fingerprint="f",
+        attempts=1,
+        source_bytes=size,
+        checksum=None,
+        outputs=(),
+        error=error,
+        seen_at=seen,
+        started_at=started,
+        finished_at=finished,
+        read_s=None,
+        write_s=None,
+    )
+
+
+UNITS = [
+    unit(0, "done", 10.0, 11.0, 12.0, size=2_000_000),
+    unit(1, "failed", 10.5, 12.0, 13.0, error="broken"),
+    unit(2, "running", 11.0, 13.0),
+    unit(3, "pending", 14.0),
+]
+
+
+def test_history_counts_backlog_and_done_at_each_event():
+    points = [(p["t"], p["backlog"], p["done"], p["mb"]) for p in history(UNITS)]
+    assert points == [
+        (10.0, 1, 0, 0.0),
+        (10.5, 2, 0, 0.0),
+        (11.0, 3, 0, 0.0),
+        (12.0, 2, 1, 2.0),
+        (13.0, 1, 1, 2.0),  # a failure leaves the backlog without being done
+        (14.0, 2, 1, 2.0),
+    ]
+
+
+def test_events_are_newest_first_with_the_failure_reason():
+    found = events(UNITS)
+    assert [e["t"] for e in found] == sorted((e["t"] for e in found), reverse=True)
+    failed = [e for e in found if e["event"] == "failed"]
+    assert failed == [
+        {"t": 13.0, "event": "failed", "unit": "tile0001/round0000", "error": "broken"}
+    ]
+    assert len(found) == 4 + 3 + 2
+
+
+def test_raw_positions_take_the_stored_convention_of_a_measured_tile():
+    raw = {0: (1000.0, 2000.0), 1: (1010.0, 2000.0)}
+    flipped = [{"tile": 1, "stage_x_um": -1010.0, "stage_y_um": -2000.0}]
+    assert as_stored(raw, flipped) == {0: (-1000.0, -2000.0), 1: (-1010.0, -2000.0)}
+    same = [{"tile": 0, "stage_x_um": 1000.0, "stage_y_um": 2000.0}]
+    assert as_stored(raw, same) == raw
+    assert as_stored(raw, []) == raw
