@@ -170,7 +170,9 @@ class StatePublisher:
                 summary["units_expected"] is not None
                 and summary["units"]["done"] == summary["units_expected"]
             )
-            daemon = {**self._identity, "updated_at": iso_time(time.time())}
+            # The last write of a stopped daemon is its stop: one instant, not two clock reads.
+            updated_at = self._identity.get("stopped_at") or iso_time(time.time())
+            daemon = {**self._identity, "updated_at": updated_at}
             self._store.publish_state(calibrations, complete, summary, daemon)
         else:
             table = ingest_log_table(self._ledger.units(), plan)
