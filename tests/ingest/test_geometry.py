@@ -91,14 +91,14 @@ def _overlap(a: np.ndarray, b: np.ndarray, dy: int, dx: int) -> tuple[np.ndarray
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation, with the brightest 0.1 % clipped (hot pixels, cosmic rays)."""
-    a = np.minimum(a, np.percentile(a, 99.9))
-    b = np.minimum(b, np.percentile(b, 99.9))
     return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
 
 
 def _best_shift(a: np.ndarray, b: np.ndarray, expected: np.ndarray) -> tuple[np.ndarray, float]:
-    """The shift (near `expected`) at which `b` matches `a` best, and the correlation there."""
+    """The shift (near `expected`) at which `b` matches `a` best, and the Pearson correlation
+    there, each image's brightest 0.1 % clipped first (hot pixels, cosmic rays)."""
+    a = np.minimum(a, np.percentile(a, 99.9))
+    b = np.minimum(b, np.percentile(b, 99.9))
     base = np.round(expected).astype(int)
     scores = {
         (dy, dx): _correlation(*_overlap(a, b, int(base[0] + dy), int(base[1] + dx)))
