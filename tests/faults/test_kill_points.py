@@ -1,17 +1,20 @@
-"""SIGKILL aimed at the operations that must be atomic, each kill followed by a restart.
+"""SIGKILL aimed at the operations that must be atomic, each kill followed by a restart, once
+per layout.
 
 tests/ingest/test_daemon_crash.py kills the daemon 24 times at moments chosen from its log
 lines. This test aims instead at what the daemon does on disk: it watches the datastore with
 inotify and sends SIGKILL on the k-th time, in one life of the daemon, that it
-  - writes an array (tensorstore creates a chunk file of a staged entry),
-  - renames an entry into polyDT/ or readouts/ (or moves the one it replaces aside),
+  - writes an array (tensorstore creates a chunk file of a staged entry, or, in the 0.6
+    layout, the chunk key folder it is about to write a chunk into),
+  - renames an entry into its published name (or moves the one it replaces aside),
   - writes the ledger (SQLite appends to its write-ahead log),
-  - writes datastore.json (its temporary file appears),
-  - writes calibrations.zarr, or ingest_log.parquet.
+  - writes a state file (datastore.json, or datastore_state.json and ingest_summary.json: its
+    temporary file appears),
+  - writes the calibrations, or ingest_log.parquet.
 The signal follows the event within a fraction of a millisecond, so it lands inside the
 operation (a write and its fsync take longer) or just after it. After every kill, each entry
 already published must be complete and correct; after the last, a restart must finish the run
-with exactly what an uninterrupted run makes, datastore.json parseable at every read.
+with exactly what an uninterrupted run makes, the state files parseable at every read.
 
 The microscope's datasets are held back and released one by one as the lives need them: a
 live acquisition would race the lives, and on a loaded machine a kill that lands late lets one
@@ -67,8 +70,9 @@ def operations(store: Path, layout: LayoutCase) -> dict[str, Callable[[FileSyste
     """What each kill point looks like from outside: a predicate on inotify events."""
     temporaries = tuple(f".{name}." for name in layout.state_writes)
     calibrations = f"/{layout.calibrations}/"
+    chunk_write = re.compile(layout.chunk_write)
     return {
-        "array write": _created(lambda p: "/.staging/" in p and p.endswith(".__lock")),
+        "array write": _created(lambda p: chunk_write.fullmatch(p) is not None),
         "entry rename": _entry_moved(store, layout.entry_pattern),
         "ledger write": lambda e: (
             e.event_type == "modified" and str(e.src_path).endswith("ledger.sqlite-wal")
@@ -206,7 +210,7 @@ def test_sigkill_inside_each_atomic_operation_then_restart_gives_the_uninterrupt
     watch = Observer()
     watch.schedule(switch, str(store), recursive=True)
     watch.start()
-    poller = StatePoller(store / layout.state_file)
+    poller = StatePoller(store, layout)
     poller.start()
     kills: list[tuple[str, int, str | None]] = []
     checked: dict[str, int] = {}  # published entry -> inode of the version checked
