@@ -43,9 +43,8 @@ from watchdog.observers import Observer
 
 from daemon.simulate import SimulationSettings, simulate
 
-# More datasets than the lives need (the 0.6 layout writes a third of the seed's chunk files
-# per unit, so its array-write kill points take more units), so that lives which finish more
-# units than usual before their kill lands (a loaded machine) still leave the later ones some.
+# More datasets than the lives need, so that lives which finish more units than usual before
+# their kill lands (a loaded machine) still leave the later ones some.
 SETTINGS = SimulationSettings(tiles=8, rounds=4, z=4, size=64, camera="orca")
 NEEDS_A_UNIT = {"array write", "entry rename", "ledger write"}
 
