@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import psfmodels
 import zarr
 from support.experiment import simulate_and_ingest
 
-from daemon.simulate import SimulationSettings
+from daemon.simulate import SimulationSettings, simulate
 
 
 def test_psfs_are_the_reference_vectorial_model_normalised_to_sum_one(tmp_path):
@@ -48,3 +49,47 @@ def test_starting_the_daemon_does_not_import_psfmodels_or_scipy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# Run in a child: psfmodels (and scipy) must not be imported when the cache answers.
+_PSFS_FROM_CACHE = """
+import sys
+from pathlib import Path
+import numpy as np
+from daemon.config import load_settings
+from daemon.ingest.calibrations import psf_cache_dir, theoretical_psfs
+from daemon.raw.acquisition import resolve_acquisition
+from daemon.raw.experiment import load_plan
+from daemon.raw.ndtiff import RawDataset
+
+raw, out = Path(sys.argv[1]), Path(sys.argv[2])
+defaults = load_settings(None).raw
+plan = load_plan(raw, defaults)
+with RawDataset(next(raw.glob("*_1"))) as dataset:
+    acq = resolve_acquisition(plan, dataset, defaults)
+    num_z = dataset.num_z
+psfs = theoretical_psfs(plan, acq, num_z)
+if out.exists():
+    assert "psfmodels" not in sys.modules and "scipy" not in sys.modules, "not from the cache"
+    np.testing.assert_array_equal(psfs, np.load(out))
+    (cached,) = psf_cache_dir().glob("*.npy")
+    cached.write_bytes(b"not an npy file")  # a damaged cache is computed again
+    np.testing.assert_array_equal(theoretical_psfs(plan, acq, num_z), np.load(out))
+    assert "psfmodels" in sys.modules
+else:
+    assert "psfmodels" in sys.modules
+    np.save(out, psfs)
+"""
+
+
+def test_psfs_are_cached_by_their_parameters_and_recomputed_when_the_cache_is_damaged(
+    tmp_path,
+):
+    experiment = tmp_path / "exp"
+    simulate(experiment, SimulationSettings(tiles=1, rounds=1, z=5, size=32, channels=2))
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    command = [sys.executable, "-c", _PSFS_FROM_CACHE, str(experiment / "raw_data")]
+    for _ in ("computed", "from the cache"):
+        run = subprocess.run([*command, str(tmp_path / "psfs.npy")], env=env, capture_output=True)
+        assert run.returncode == 0, run.stderr.decode()[-2000:]
+    assert len(list((tmp_path / "cache" / "qi2lab-ingest" / "psf").glob("*.npy"))) == 1
