@@ -85,7 +85,8 @@ def theoretical_psfs(
     (sum in float64, divide the float32 PSF). Read from `cache` (default `psf_cache_dir()`)
     when it holds them, else computed and put there."""
     params = psf_parameters(plan, acq, num_z)
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=float).encode()).hexdigest()[:24]
+    key = json.dumps(params, sort_keys=True, default=float).encode()
+    digest = hashlib.sha256(key).hexdigest()[:24]
     path = (cache or psf_cache_dir()) / f"{digest}.npy"
     expected = (len(params["wvl"]), num_z, PSF_XY_PIXELS, PSF_XY_PIXELS)
     cached = _cached_psfs(path, expected)

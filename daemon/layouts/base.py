@@ -216,12 +216,13 @@ class Layout(abc.ABC):
     ) -> dict[str, np.ndarray]:
         """The arrays an entry stores, computed from its raw channel stack: `camera_data` (the
         raw counts in the layout's frame) and `corrected_data` (gain and offset corrected,
-        unless given already corrected, with hot pixels replaced)."""
-        camera = self.frame(raw, acq)
-        pixels = {"camera_data": camera}
+        unless given already corrected, with hot pixels replaced). The correction, a per-pixel
+        formula, runs on the raw frames as read (contiguous, ~3x faster than on a turned view)
+        and its result is turned like the camera data: the same values."""
+        pixels = {"camera_data": self.frame(raw, acq)}
         if "corrected_data" in self.arrays:
             if corrected is None:
-                corrected = correct(camera, acq.e_per_adu, acq.offset_adu)
+                corrected = self.frame(correct(raw, acq.e_per_adu, acq.offset_adu), acq)
             pixels["corrected_data"] = corrected
         return {name: pixels[name] for name in self.arrays}
 
