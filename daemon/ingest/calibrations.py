@@ -7,16 +7,17 @@ constant map and the PSFs are theoretical, exactly as the reference converter ma
 measured ones (.npy files).
 
 The attributes and the noise map are written at once: units need them. The theoretical PSFs
-are computed in a background thread (`PsfJob`), so the first unit never waits for psfmodels
-(its import alone pulls in scipy.signal, ~1.9 s). A run that is killed before they are written
-leaves no trace that matters: every start writes the calibrations again.
+are left to a background thread (`PsfJob`), so the first unit never waits for psfmodels, which
+runs in a child process at the lowest priority (daemon.ingest.psfmodel): its import alone pulls
+in scipy.signal (~1.9 s of a core), which would otherwise be taken from the first units. A run
+that is killed before they are written leaves no trace that matters: every start writes the
+calibrations again.
 
 Computed PSFs are kept in a cache keyed by everything they depend on (`psf_parameters`), in
 `$XDG_CACHE_HOME/qi2lab-ingest/psf/` (`~/.cache/...`): a microscope images every experiment
-with the same optics, so after the first run the PSFs are read back (milliseconds) instead of
-costing psfmodels' import and model (~2 s of a core, taken from the first units). The cache is
-only a shortcut: a file that is missing, unreadable or not what the parameters give is
-computed again, and a cache that cannot be written is skipped.
+with the same optics, so after the first run the PSFs are read back (milliseconds) and no
+child is started. The cache is only a shortcut: a file that is missing, unreadable or not
+what the parameters give is computed again, and a cache that cannot be written is skipped.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import numpy as np
 from daemon.config import Settings
 from daemon.datastore.jsonio import atomic_write
 from daemon.ingest.failures import describe
+from daemon.ingest.psfmodel import compute_in_child
 from daemon.layouts.base import CalibrationData, Layout
 from daemon.logs import get_logger
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
@@ -47,9 +49,9 @@ from daemon.raw.ndtiff import RawDataset
 PSF_XY_PIXELS = 51
 SAMPLE_RI = 1.47
 
-# One PSF computation at a time in a process: psfmodels imports modules lazily inside its calls,
-# and threads importing them at once (a backfill client starts one PsfJob per experiment)
-# deadlocked on the import locks. Serialised, they cost the same CPU.
+# One PSF computation at a time in a process (a backfill client starts one PsfJob per
+# experiment): each is a child process of its own (daemon.ingest.psfmodel), and one at a time
+# they cost the same CPU without competing for it.
 _PSF_LOCK = threading.Lock()
 
 
@@ -93,7 +95,7 @@ def theoretical_psfs(
     if cached is not None:
         return cached
     with _PSF_LOCK:
-        psfs = _theoretical_psfs(params)
+        psfs = compute_in_child(params)
     with contextlib.suppress(OSError):  # a read-only or full home: compute again next time
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda f: np.save(f, psfs, allow_pickle=False))
@@ -112,30 +114,6 @@ def _cached_psfs(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
     if not np.all(np.isfinite(psfs)) or not np.allclose(sums, 1, atol=1e-5):
         return None
     return psfs
-
-
-def _theoretical_psfs(params: dict[str, Any]) -> np.ndarray:
-    from psfmodels import make_psf  # here, not at import: it is slow and off the start-up path
-
-    psfs = []
-    for emission in params["wvl"]:
-        psf = make_psf(
-            z=params["z"],
-            nx=params["nx"],
-            dxy=params["dxy"],
-            dz=params["dz"],
-            NA=params["NA"],
-            wvl=emission,
-            ns=params["ns"],
-            ni=params["ni"],
-            ni0=params["ni"],
-            model=params["model"],
-        ).astype(np.float32)
-        total = float(np.sum(psf, dtype=np.float64))
-        if not np.isfinite(total) or total <= 0:
-            raise ValueError(f"psfmodels gave a PSF summing to {total!r} at {emission} µm")
-        psfs.append((psf / total).astype(np.float32, copy=False))
-    return np.stack(psfs)
 
 
 class PsfJob:

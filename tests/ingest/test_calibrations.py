@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import psfmodels
+import pytest
 import zarr
 from support.experiment import simulate_and_ingest
 
+from daemon.config import load_settings
+from daemon.ingest import calibrations, psfmodel
+from daemon.raw.acquisition import resolve_acquisition
+from daemon.raw.experiment import load_plan
+from daemon.raw.ndtiff import RawDataset
 from daemon.simulate import SimulationSettings, simulate
 
 
@@ -51,45 +56,34 @@ def test_starting_the_daemon_does_not_import_psfmodels_or_scipy():
     assert out.stdout.strip() == "[]"
 
 
-# Run in a child: psfmodels (and scipy) must not be imported when the cache answers.
-_PSFS_FROM_CACHE = """
-import sys
-from pathlib import Path
-import numpy as np
-from daemon.config import load_settings
-from daemon.ingest.calibrations import psf_cache_dir, theoretical_psfs
-from daemon.raw.acquisition import resolve_acquisition
-from daemon.raw.experiment import load_plan
-from daemon.raw.ndtiff import RawDataset
-
-raw, out = Path(sys.argv[1]), Path(sys.argv[2])
-defaults = load_settings(None).raw
-plan = load_plan(raw, defaults)
-with RawDataset(next(raw.glob("*_1"))) as dataset:
-    acq = resolve_acquisition(plan, dataset, defaults)
-    num_z = dataset.num_z
-psfs = theoretical_psfs(plan, acq, num_z)
-if out.exists():
-    assert "psfmodels" not in sys.modules and "scipy" not in sys.modules, "not from the cache"
-    np.testing.assert_array_equal(psfs, np.load(out))
-    (cached,) = psf_cache_dir().glob("*.npy")
-    cached.write_bytes(b"not an npy file")  # a damaged cache is computed again
-    np.testing.assert_array_equal(theoretical_psfs(plan, acq, num_z), np.load(out))
-    assert "psfmodels" in sys.modules
-else:
-    assert "psfmodels" in sys.modules
-    np.save(out, psfs)
-"""
-
-
 def test_psfs_are_cached_by_their_parameters_and_recomputed_when_the_cache_is_damaged(
-    tmp_path,
+    tmp_path, monkeypatch
 ):
     experiment = tmp_path / "exp"
     simulate(experiment, SimulationSettings(tiles=1, rounds=1, z=5, size=32, channels=2))
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    command = [sys.executable, "-c", _PSFS_FROM_CACHE, str(experiment / "raw_data")]
-    for _ in ("computed", "from the cache"):
-        run = subprocess.run([*command, str(tmp_path / "psfs.npy")], env=env, capture_output=True)
-        assert run.returncode == 0, run.stderr.decode()[-2000:]
-    assert len(list((tmp_path / "cache" / "qi2lab-ingest" / "psf").glob("*.npy"))) == 1
+    defaults = load_settings(None).raw
+    plan = load_plan(experiment / "raw_data", defaults)
+    with RawDataset(next((experiment / "raw_data").glob("*_1"))) as dataset:
+        acq = resolve_acquisition(plan, dataset, defaults)
+    cache = tmp_path / "cache"
+    computed = calibrations.theoretical_psfs(plan, acq, 5, cache)  # in a child process
+    (cached,) = cache.glob("*.npy")
+    assert computed.shape == (2, 5, 51, 51)
+
+    def no_child(params: object) -> None:
+        raise AssertionError("computed again although the cache holds the PSFs")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(calibrations, "compute_in_child", no_child)
+        np.testing.assert_array_equal(calibrations.theoretical_psfs(plan, acq, 5, cache), computed)
+    cached.write_bytes(b"not an npy file")
+    np.testing.assert_array_equal(calibrations.theoretical_psfs(plan, acq, 5, cache), computed)
+    np.testing.assert_array_equal(np.load(cached), computed)  # and cached again
+
+
+def test_a_failed_psf_computation_names_its_cause():
+    with pytest.raises(RuntimeError, match=r"PSF computation exited 1: .*NA must not be greater"):
+        psfmodel.compute_in_child(
+            {"z": 3, "nx": 51, "dxy": 0.1, "dz": 0.3, "NA": 1.6, "ns": 1.47, "ni": 1.51}
+            | {"model": "vectorial", "wvl": [0.52]}
+        )
