@@ -21,6 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tensorstore as ts
 
 from daemon.ingest.convert import correct, orient
@@ -38,12 +39,16 @@ def write_dataset(
     futures = []
     with RawDataset(Path(folder)) as dataset:
         for channel, wanted in by_channel.items():
-            raw = dataset.read_channel(channel)
+            # Turned once into contiguous memory: compressing a turned view is ~3x slower.
+            turn = Orientation(**wanted[0]["orientation"])  # one layout: one frame per channel
+            camera = np.ascontiguousarray(orient(dataset.read_channel(channel), turn))
+            corrected = None
             for array in wanted:
-                pixels = raw
-                if array["corrected"]:  # per pixel: on the contiguous frames, then turned
-                    pixels = correct(raw, array["e_per_adu"], array["offset_adu"])
-                pixels = orient(pixels, Orientation(**array["orientation"]))
+                pixels = camera
+                if array["corrected"]:
+                    if corrected is None:
+                        corrected = correct(camera, array["e_per_adu"], array["offset_adu"])
+                    pixels = corrected
                 store = ts.open(array["spec"], create=True, context=context).result()
                 futures.append(store.write(pixels, can_reference_source_data_indefinitely=True))
     return futures

@@ -216,13 +216,17 @@ class Layout(abc.ABC):
     ) -> dict[str, np.ndarray]:
         """The arrays an entry stores, computed from its raw channel stack: `camera_data` (the
         raw counts in the layout's frame) and `corrected_data` (gain and offset corrected,
-        unless given already corrected, with hot pixels replaced). The correction, a per-pixel
-        formula, runs on the raw frames as read (contiguous, ~3x faster than on a turned view)
-        and its result is turned like the camera data: the same values."""
-        pixels = {"camera_data": self.frame(raw, acq)}
+        unless given already corrected, with hot pixels replaced).
+
+        A turned frame (the ORCA's transpose) is copied into contiguous memory once, here:
+        tensorstore compressing from a turned view, or the correction reading one, gathers
+        across strides (per 63 MB channel: 0.32 s to write a transposed view, 0.11 s to copy
+        it plus 0.11 s to write the copy)."""
+        camera = np.ascontiguousarray(self.frame(raw, acq))
+        pixels = {"camera_data": camera}
         if "corrected_data" in self.arrays:
             if corrected is None:
-                corrected = self.frame(correct(raw, acq.e_per_adu, acq.offset_adu), acq)
+                corrected = correct(camera, acq.e_per_adu, acq.offset_adu)
             pixels["corrected_data"] = corrected
         return {name: pixels[name] for name in self.arrays}
 
