@@ -37,6 +37,7 @@ from live import LiveRun, live_latency
 from paced import prerender, replay
 from report import Section, kept_blocks, results_markdown, summary
 from scaling import scaling
+from steps import step_costs
 from throughput import Bench, memory_peaks, whole_process
 
 from daemon.datastore.arrays import make_context
@@ -162,29 +163,27 @@ def run(args: argparse.Namespace, work: Path) -> tuple[list[Section], list[str]]
 
 
 def profile_section(bench: Bench, work: Path) -> Section:
-    """Section 8: py-spy's view of one `ingest` of the small experiment (bench/profile.py)."""
+    """Section 8: py-spy's view of one `ingest` of the small experiment (bench/profile.py),
+    and each step of a unit timed alone (bench/steps.py)."""
+    steps = step_costs(bench.jobs[0], bench.codec, bench.context, work)
     if shutil.which("py-spy", path=str(Path(sys.executable).parent)) is None:
-        return Section("Profile", [], ["py-spy is not installed: `pip install -e '.[bench]'`."])
-    args = [HERE / "profile.py", bench.experiment, "--top", 15, "--raw", work / "profile.txt"]
-    out = subprocess.run(
-        [sys.executable, *map(str, args)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return Section(
-        "Profile of ingest (small run)",
-        [],
-        [
+        spy = ["py-spy is not installed (`pip install -e '.[bench]'`): no profile."]
+    else:
+        args = [HERE / "profile.py", bench.experiment, "--top", 15, "--raw", work / "spy.txt"]
+        out = subprocess.run(
+            [sys.executable, *map(str, args)], capture_output=True, text=True, check=True
+        )
+        spy = [
             f"`bench/profile.py` on {bench.describe()}, 2 workers, the default codec. py-spy"
-            " samples Python threads only while they are busy; tensorstore's compression runs in"
-            " its own C++ threads, which it does not see.",
+            " samples Python threads only while they are busy (a thread waiting for a core"
+            " counts as busy); tensorstore's compression runs in its own C++ threads, which it"
+            " does not see.",
             "",
             "```text",
             *out.stdout.splitlines(),
             "```",
-        ],
-    )
+        ]
+    return Section("Where ingest's time goes (small run)", [], [*spy, "", *steps])
 
 
 def main(argv: list[str] | None = None) -> int:
