@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from daemon.config import Settings
 from daemon.datastore import layout
+from daemon.datastore.layout import Entity
 from daemon.ingest.ledger import Ledger, UnitRecord, unit_id
 from daemon.ingest.service import STATE_DIR, ledger_path
+from daemon.layouts import reader
 from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import Plan, load_plan
 from daemon.raw.ndtiff import check_dataset
@@ -68,6 +70,7 @@ def collect(experiment: Path, settings: Settings) -> dict[str, Any]:
     raw_dir = experiment / "raw_data"
     plan = _readable_plan(raw_dir, settings)
     acquiring = being_written(raw_dir, plan, {u.unit_id for u in units})
+    round_name = _round_namer(store, settings)
     pid = daemon_pid(store / STATE_DIR / "lock")
     expected = plan.num_tiles * plan.num_rounds if plan is not None else None
     speed = throughput(units)
@@ -80,7 +83,7 @@ def collect(experiment: Path, settings: Settings) -> dict[str, Any]:
         "experiment": str(experiment),
         "datastore": str(store),
         "daemon_pid": pid,
-        "plan": _plan_summary(plan),
+        "plan": _plan_summary(plan, round_name),
         "units": {
             **counts,
             "acquiring": len(acquiring),
@@ -89,7 +92,7 @@ def collect(experiment: Path, settings: Settings) -> dict[str, Any]:
                 max(0, expected - len(units) - len(acquiring)) if expected is not None else None
             ),
         },
-        "grid": _grid(units, plan, acquiring),
+        "grid": _grid(units, plan, acquiring, round_name),
         "failed": {u.unit_id: u.error for u in units if u.state == "failed"},
         "throughput": speed,
         "backlog": {"units": backlog, "mb": backlog_mb},
@@ -196,35 +199,43 @@ def _readable_plan(raw_dir: Path, settings: Settings) -> Plan | None:
         return None
 
 
-def _plan_summary(plan: Plan | None) -> dict[str, Any] | None:
+def _plan_summary(plan: Plan | None, round_name: Callable[[int], str]) -> dict[str, Any] | None:
     if plan is None:
         return None
     return {
         "tiles": plan.num_tiles,
         "rounds": plan.num_rounds,
         "bits": plan.num_bits,
-        "round_bits": {_round(r): list(plan.readout_bits(r + 1)) for r in range(plan.num_rounds)},
+        "round_bits": {
+            round_name(r): list(plan.readout_bits(r + 1)) for r in range(plan.num_rounds)
+        },
     }
 
 
 def _grid(
-    units: Sequence[UnitRecord], plan: Plan | None, acquiring: set[str]
+    units: Sequence[UnitRecord],
+    plan: Plan | None,
+    acquiring: set[str],
+    round_name: Callable[[int], str],
 ) -> dict[str, dict[str, str]]:
-    """{tileNNNN: {roundNNNN: state}} over the plan's tiles and rounds and every known unit."""
+    """{tileNNNN: {round name: state}} over the plan's tiles and rounds and every known unit."""
     states = dict.fromkeys(acquiring, ACQUIRING) | {u.unit_id: u.state for u in units}
     tiles = {u.tile for u in units} | set(range(plan.num_tiles if plan else 0))
     rounds = {u.round for u in units} | set(range(plan.num_rounds if plan else 0))
     return {
         layout.tile_name(t): {
-            _round(r): states.get(unit_id(t, r), NOT_SEEN) for r in sorted(rounds)
+            round_name(r): states.get(unit_id(t, r), NOT_SEEN) for r in sorted(rounds)
         }
         for t in sorted(tiles)
     }
 
 
-def _round(r: int) -> str:
-    """`round0001`: the round part of a unit id."""
-    return layout.entity_dirname("round", r).removesuffix(".zarr")
+def _round_namer(store: Path, settings: Settings) -> Callable[[int], str]:
+    """How the datastore's layout (the one it holds, else the configured one) names a datastore
+    round (from 0), as the grid labels its columns: `round0000` (seed), `round001` (0.6)."""
+    names = reader(store, settings.raw, default=settings.datastore.layout)
+    names.close()  # opened read-only: it holds nothing; only its naming is used
+    return lambda r: names.entry_relpath(Entity.round(0, r)).name.removesuffix(".zarr")
 
 
 def _mean_unit_mb(units: Sequence[UnitRecord]) -> float | None:

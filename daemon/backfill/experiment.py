@@ -96,10 +96,12 @@ class ExperimentRun:
         self.publisher.maybe_publish(self.planner.plan, self.planner.calibrated)
 
     def close(self) -> None:
-        """Hand units still out back to pending, publish the views, let go of the datastore."""
+        """Hand units still out back to pending, wait for the PSFs (a process that exits while
+        psfmodels computes aborts), publish the views, let go of the datastore."""
         for uid in self._claimed:
             self.ledger.release(uid)
         try:
+            self.planner.close()
             self.publisher.publish(self.planner.plan, self.planner.calibrated)
         finally:
             self.ledger.close()

@@ -68,13 +68,16 @@ def _create(
     return backend(path, codec, context, create=create)
 
 
-def reader(path: Path, raw_defaults: RawDefaults | None = None) -> Layout:
-    """An existing datastore opened in the layout it holds, read-only (nothing is created).
+def reader(
+    path: Path, raw_defaults: RawDefaults | None = None, default: str | None = None
+) -> Layout:
+    """An existing datastore opened in the layout it holds (or `default`, if given, when it
+    holds none yet), read-only (nothing is created).
 
     Raises:
-        LayoutMismatchError: the folder holds no datastore of a known layout.
+        LayoutMismatchError: the folder holds no datastore of a known layout, and no default.
     """
-    name = found_layout(path)
+    name = found_layout(path) or default
     if name is None:
         raise LayoutMismatchError(f"{path}: no datastore of a known layout here")
     return _create(name, Path(path), REFERENCE_CODEC, None, False, raw_defaults)

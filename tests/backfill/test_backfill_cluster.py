@@ -110,7 +110,7 @@ def assert_complete(experiment: Path, units: int) -> None:
     store = experiment / STORE
     assert check_store(store, expected_entries(experiment), complete=True) == []
     state = read_state(store)
-    assert state["Corrected"] is True
+    assert state["Corrected"] is True and state["Calibrations"] is True  # the PSFs included
     assert state["Ingestion"]["units"]["done"] == units
     assert {r.state for r in ledger_rows(experiment).values()} == {"done"}
     assert not [p for p in (store / ".staging").glob("*/*")]

@@ -16,8 +16,9 @@ import signal
 from pathlib import Path
 
 from support.daemon import DaemonProcess, StatePoller
-from support.experiment import check_store, expected_entries, raw_checksums
+from support.experiment import raw_checksums
 from support.faults import fault_config, microscope, wait_for_path
+from support.layouts import LayoutCase, with_layout
 
 from daemon.simulate import SimulationSettings, simulate
 
@@ -52,15 +53,15 @@ def write_slowly(path: Path, text: str, until: str, wait) -> None:
         f.write(text[text.index(until) :])
 
 
-def test_bad_scan_metadata_holds_the_plan_until_a_good_file_arrives(tmp_path):
+def test_bad_scan_metadata_holds_the_plan_until_a_good_file_arrives(tmp_path, layout: LayoutCase):
     truth = tmp_path / "truth"
     simulate(truth, SETTINGS)
     experiment = tmp_path / "exp"
     raw = experiment / "raw_data"
     scan = raw / "scan_metadata.csv"
     store = experiment / "qi2labdatastore"
-    config = fault_config(tmp_path / "config.toml")
-    poller = StatePoller(store / "datastore.json")
+    config = with_layout(fault_config(tmp_path / "config.toml"), layout.name)
+    poller = StatePoller(store, layout)
     poller.start()
     with microscope(experiment, SETTINGS) as scope:
         wait_for_path(raw / "bit_order.csv", while_alive=scope)
@@ -114,20 +115,20 @@ def test_bad_scan_metadata_holds_the_plan_until_a_good_file_arrives(tmp_path):
             daemon.expect_exit(0)
     poller.finish()
 
-    assert check_store(store, expected_entries(truth), complete=True) == []
+    assert layout.check_store(store, layout.expected_entries(truth), complete=True) == []
     assert scan.read_text() == good
     assert raw_checksums(experiment) == raw_at_end
 
 
-def test_a_bad_stage_position_file_fails_its_unit_until_it_is_right(tmp_path):
+def test_a_bad_stage_position_file_fails_its_unit_until_it_is_right(tmp_path, layout: LayoutCase):
     truth = tmp_path / "truth"
     simulate(truth, SETTINGS)
     experiment = tmp_path / "exp"
     raw = experiment / "raw_data"
     stage = raw / "sim_r0001_tile0001_stage_positions.csv"
     store = experiment / "qi2labdatastore"
-    config = fault_config(tmp_path / "config.toml")
-    poller = StatePoller(store / "datastore.json")
+    config = with_layout(fault_config(tmp_path / "config.toml"), layout.name)
+    poller = StatePoller(store, layout)
     poller.start()
     with (
         microscope(experiment, SETTINGS) as scope,
@@ -150,7 +151,7 @@ def test_a_bad_stage_position_file_fails_its_unit_until_it_is_right(tmp_path):
 
         failed("stage_z: required key missing")
         poller.wait_until(
-            lambda p: p.saw_failure("tile0001", "round0000.zarr", "stage_z"), while_alive=daemon
+            lambda p: p.saw_failure("tile0001/round0000", "stage_z"), while_alive=daemon
         )
         for bad, cause in [
             (edited(good, stage_x="abc"), "stage_x must be a number, got 'abc'"),
@@ -171,7 +172,7 @@ def test_a_bad_stage_position_file_fails_its_unit_until_it_is_right(tmp_path):
         assert daemon.stop() == 0
     poller.finish()
 
-    assert check_store(store, expected_entries(truth), complete=True) == []
+    assert layout.check_store(store, layout.expected_entries(truth), complete=True) == []
     assert daemon.named("unit failed")
     assert {e["event"] for e in daemon.events if e["level"] == "error"} == {"unit failed"}
     assert raw_checksums(experiment) == raw_at_end

@@ -19,12 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from support.daemon import DaemonProcess, StatePoller
-from support.experiment import (
-    check_store,
-    expected_entries,
-    raw_checksums,
-    tree_checksums,
-)
+from support.experiment import raw_checksums, tree_checksums
 from support.faults import (
     corrupt_index,
     fault_config,
@@ -34,6 +29,7 @@ from support.faults import (
     truncate_mid_plane,
     wait_for_path,
 )
+from support.layouts import LayoutCase, with_layout
 
 from daemon.simulate import SimulationSettings, simulate, write_dataset
 
@@ -88,18 +84,20 @@ DAMAGED: dict[tuple[int, int], tuple[Damage, tuple[str, ...]]] = {
 }
 
 
-def test_broken_datasets_fail_naming_file_and_cause_and_a_new_copy_supersedes_them(tmp_path):
+def test_broken_datasets_fail_naming_file_and_cause_and_a_new_copy_supersedes_them(
+    tmp_path, layout: LayoutCase
+):
     truth = tmp_path / "truth"
     simulate(truth, SETTINGS)
-    expected = expected_entries(truth)
+    expected = layout.expected_entries(truth)
     good = truth / "raw_data"
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     experiment = tmp_path / "exp"
     raw = experiment / "raw_data"
     store = experiment / "qi2labdatastore"
-    config = fault_config(tmp_path / "config.toml")
-    poller = StatePoller(store / "datastore.json")
+    config = with_layout(fault_config(tmp_path / "config.toml"), layout.name)
+    poller = StatePoller(store, layout)
     poller.start()
     with microscope(experiment, SETTINGS) as scope:
         wait_for_path(raw / "bit_order.csv", while_alive=scope)
@@ -114,10 +112,9 @@ def test_broken_datasets_fail_naming_file_and_cause_and_a_new_copy_supersedes_th
             intruders += ["sim_r0004_tile0000_1", "sim_r0001_tile0003_1"]
             injected = {name: tree_checksums(raw / name, raw) for name in intruders}
             for (round_, tile), (_, parts) in DAMAGED.items():
-                tile_name, round_name = f"tile{tile:04d}", f"round{round_ - 1:04d}.zarr"
+                unit = f"tile{tile:04d}/round{round_ - 1:04d}"
                 poller.wait_until(
-                    lambda p, t=tile_name, r=round_name, m=parts: p.saw_failure(t, r, *m),
-                    while_alive=daemon,
+                    lambda p, u=unit, m=parts: p.saw_failure(u, *m), while_alive=daemon
                 )
             assert daemon.alive()
 
@@ -127,7 +124,7 @@ def test_broken_datasets_fail_naming_file_and_cause_and_a_new_copy_supersedes_th
             daemon.expect_exit(0)
     poller.finish()
 
-    assert check_store(store, expected, complete=True) == []
+    assert layout.check_store(store, expected, complete=True) == []
     broken = {e["unit"] for e in daemon.named("dataset broken")}
     assert broken == {f"tile{t:04d}/round{r - 1:04d}" for r, t in DAMAGED}
     ignored = {e["entry"]: e["reason"] for e in daemon.named("entry ignored")}

@@ -1,6 +1,6 @@
 """The datastore's disk runs full in the middle of a live run, then space returns.
 
-A real tmpfs holds the datastore (ledger and datastore.json included); the test fills it with a
+A real tmpfs holds the datastore (ledger and state files included); the test fills it with a
 file while the simulated microscope is acquiring, and deletes the file again.
 """
 
@@ -13,14 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from support.daemon import DaemonProcess, StatePoller
-from support.experiment import (
-    ExpectedEntry,
-    check_store,
-    expected_entries,
-    raw_checksums,
-    simulator_process,
-)
+from support.experiment import raw_checksums, simulator_process
 from support.faults import fault_config, fill_disk, shrink, small_disk
+from support.layouts import LayoutCase, with_layout
 
 from daemon.ingest.ledger import Ledger
 from daemon.ingest.service import ledger_path
@@ -36,17 +31,17 @@ class FullRun:
     poller: StatePoller
     store: Path
     filler: Path
-    expected: dict[str, ExpectedEntry]
+    expected: dict[str, Any]
 
 
 @contextlib.contextmanager
-def disk_full_after_two_units(tmp_path: Path, leave: int) -> Iterator[FullRun]:
-    """A live run whose datastore disk is filled (to `leave` bytes free) after two units;
-    after the block, the space returns and the run must complete exactly as without the fault,
-    raw data untouched and datastore.json readable throughout."""
+def disk_full_after_two_units(tmp_path: Path, layout: LayoutCase, leave: int) -> Iterator[FullRun]:
+    """A live run in `layout` whose datastore disk is filled (to `leave` bytes free) after two
+    units; after the block, the space returns and the run must complete exactly as without the
+    fault, raw data untouched and the state files readable throughout."""
     truth = tmp_path / "truth"
     simulate(truth, SETTINGS)
-    expected = expected_entries(truth)
+    expected = layout.expected_entries(truth)
     experiment = tmp_path / "exp"
     with small_disk(tmp_path / "disk", DISK_BYTES) as disk:
         store = disk / "store"
@@ -54,7 +49,8 @@ def disk_full_after_two_units(tmp_path: Path, leave: int) -> Iterator[FullRun]:
         config = fault_config(
             tmp_path / "config.toml", datastore=str(store), workers={"requeue_initial_s": 3.0}
         )
-        poller = StatePoller(store / "datastore.json")
+        with_layout(config, layout.name)
+        poller = StatePoller(store, layout)
         poller.start()
         microscope = simulator_process(experiment, SETTINGS)
         with DaemonProcess("watch", experiment, config, "--exit-when-complete") as daemon:
@@ -63,14 +59,14 @@ def disk_full_after_two_units(tmp_path: Path, leave: int) -> Iterator[FullRun]:
             filler = fill_disk(disk, leave=leave)
             yield FullRun(daemon, poller, store, filler, expected)
             assert daemon.alive()
-            assert check_store(store, expected, complete=False) == []  # what it had is intact
+            assert layout.check_store(store, expected, complete=False) == []  # intact
 
             filler.unlink()  # space returns
             daemon.expect_exit(0)
             microscope.expect_exit(0)
         raw_at_end = raw_checksums(experiment)
         poller.finish()
-        assert check_store(store, expected, complete=True) == []
+        assert layout.check_store(store, expected, complete=True) == []
         state = poller.latest
         assert state is not None and state["Corrected"] is True
         assert state["Ingestion"]["units"]["failed"] == 0
@@ -85,13 +81,13 @@ def _out_of_space(event: dict[str, Any]) -> bool:
 
 
 def test_a_unit_that_meets_a_full_disk_fails_with_enospc_and_is_redone_when_space_returns(
-    tmp_path,
+    tmp_path, layout: LayoutCase
 ):
-    with disk_full_after_two_units(tmp_path, leave=64 << 10) as run:
+    with disk_full_after_two_units(tmp_path, layout, leave=64 << 10) as run:
         # The units in flight fill what is left; their partial entries may not give the space
         # back at once (tensorstore finishes chunk writes already under way after the stage is
         # discarded), so on a slow machine even the ledger's record of the failure may find no
-        # room and wait. At the first ENOSPC, room for the ledger and datastore.json, still
+        # room and wait. At the first ENOSPC, room for the ledger and the state files, still
         # far too little for a unit.
         run.daemon.wait_for(_out_of_space)
         shrink(run.filler, by=256 << 10)
@@ -101,18 +97,18 @@ def test_a_unit_that_meets_a_full_disk_fails_with_enospc_and_is_redone_when_spac
         assert failed["environmental"] is True
         record = Ledger.open_readonly(ledger_path(run.store)).get(failed["unit"])
         assert record is not None and record.state == "failed" and record.environmental
-        tile, round_ = failed["unit"].split("/")
         run.poller.wait_until(
-            lambda p: p.saw_failure(tile, f"{round_}.zarr", "No space left"),
-            while_alive=run.daemon,
+            lambda p: p.saw_failure(failed["unit"], "No space left"), while_alive=run.daemon
         )
     assert failed["unit"] in {e["unit"] for e in run.daemon.named("unit requeued")}
 
 
-def test_with_not_a_byte_left_the_daemon_waits_keeping_datastore_json_and_resumes(tmp_path):
-    # Neither the ledger nor datastore.json can be written: the daemon says which file it could
-    # not write and why, keeps the last complete datastore.json, and carries on afterwards.
-    with disk_full_after_two_units(tmp_path, leave=0) as run:
+def test_with_not_a_byte_left_the_daemon_waits_keeping_its_state_files_and_resumes(
+    tmp_path, layout: LayoutCase
+):
+    # Neither the ledger nor the state files can be written: the daemon says which file it
+    # could not write and why, keeps the last complete state files, and carries on afterwards.
+    with disk_full_after_two_units(tmp_path, layout, leave=0) as run:
         full = run.daemon.wait_for(lambda e: e.get("errno") == "ENOSPC")
         assert full["error"].startswith(str(run.store)), full
         assert full["level"] == "error"

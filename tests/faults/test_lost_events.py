@@ -24,6 +24,7 @@ import pytest
 from support.daemon import DaemonProcess, StatePoller
 from support.experiment import check_store, expected_entries, raw_checksums
 from support.faults import fault_config, microscope
+from support.layouts import LAYOUTS
 
 from daemon.simulate import SimulationSettings, simulate
 
@@ -47,7 +48,7 @@ def test_events_lost_to_an_inotify_overflow_are_caught_up_by_the_rescan(tmp_path
     raw = experiment / "raw_data"
     store = experiment / "qi2labdatastore"
     config = fault_config(tmp_path / "config.toml", watch={"rescan_interval_s": 2.0})
-    poller = StatePoller(store / "datastore.json")
+    poller = StatePoller(store, LAYOUTS["seed"])
     poller.start()
     with (
         microscope(experiment, SETTINGS) as scope,
@@ -104,7 +105,7 @@ def test_a_folder_without_inotify_events_is_followed_by_polling(tmp_path, observ
         tmp_path / "config.toml",
         watch={"observer": observer, "poll_interval_s": 0.2, "rescan_interval_s": 3600.0},
     )
-    poller = StatePoller(store / "datastore.json")
+    poller = StatePoller(store, LAYOUTS["seed"])
     poller.start()
     with (
         microscope(experiment, SETTINGS) as scope,

@@ -26,6 +26,7 @@ import pytest
 from support.daemon import DaemonProcess, StatePoller
 from support.experiment import check_store, expected_entries, raw_checksums
 from support.faults import fault_config, microscope
+from support.layouts import LAYOUTS
 
 from daemon.simulate import SimulationSettings, simulate
 
@@ -102,7 +103,7 @@ def test_a_long_run_does_not_grow_memory_descriptors_or_threads(tmp_path):
     experiment = tmp_path / "exp"
     store = experiment / "qi2labdatastore"
     config = fault_config(tmp_path / "config.toml")
-    poller = StatePoller(store / "datastore.json")
+    poller = StatePoller(store, LAYOUTS["seed"])
     poller.start()
     with (
         microscope(experiment, settings) as scope,

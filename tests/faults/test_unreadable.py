@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 
 from support.daemon import DaemonProcess, StatePoller
-from support.experiment import check_store, expected_entries, raw_checksums
+from support.experiment import raw_checksums
 from support.faults import (
     as_user,
     fault_config,
@@ -25,22 +25,25 @@ from support.faults import (
     shared_folder,
     wait_for_path,
 )
+from support.layouts import LayoutCase, with_layout
 
 from daemon.simulate import SimulationSettings, simulate
 
 SETTINGS = SimulationSettings(tiles=2, rounds=2, z=4, size=64, camera="orca", interval=0.02)
-# (dataset, the file made unreadable, its unit in datastore.json)
+# (dataset, the file made unreadable, its unit)
 UNREADABLE = [
-    ("sim_r0001_tile0001_1", "sim_r0001_tile0001_NDTiffStack.tif", ("tile0001", "round0000.zarr")),
-    ("sim_r0002_tile0000_1", "NDTiff.index", ("tile0000", "round0001.zarr")),
+    ("sim_r0001_tile0001_1", "sim_r0001_tile0001_NDTiffStack.tif", "tile0001/round0000"),
+    ("sim_r0002_tile0000_1", "NDTiff.index", "tile0000/round0001"),
 ]
 
 
-def test_unreadable_raw_files_fail_their_units_until_the_mode_is_fixed(tmp_path):
+def test_unreadable_raw_files_fail_their_units_until_the_mode_is_fixed(
+    tmp_path, layout: LayoutCase
+):
     prefix, uid = as_user("nobody")
     truth = tmp_path / "truth"
     simulate(truth, SETTINGS)
-    expected = expected_entries(truth)
+    expected = layout.expected_entries(truth)
     with shared_folder() as base:
         python, env = runtime_for(prefix, base)
         experiment = base / "exp"
@@ -48,8 +51,8 @@ def test_unreadable_raw_files_fail_their_units_until_the_mode_is_fixed(tmp_path)
         store = experiment / "qi2labdatastore"
         store.mkdir(parents=True)
         os.chown(store, uid, -1)
-        config = fault_config(base / "config.toml")
-        poller = StatePoller(store / "datastore.json")
+        config = with_layout(fault_config(base / "config.toml"), layout.name)
+        poller = StatePoller(store, layout)
         poller.start()
         with (
             microscope(experiment, SETTINGS) as scope,
@@ -66,23 +69,21 @@ def test_unreadable_raw_files_fail_their_units_until_the_mode_is_fixed(tmp_path)
             for dataset, name, _unit in UNREADABLE:
                 wait_for_path(raw / dataset / name, while_alive=scope)
                 (raw / dataset / name).chmod(0)  # while the microscope still writes it
-            for _dataset, name, (tile, round_name) in UNREADABLE:
+            for _dataset, name, unit in UNREADABLE:
                 poller.wait_until(
-                    lambda p, t=tile, r=round_name, f=name: p.saw_failure(
-                        t, r, f, "Permission denied"
-                    ),
+                    lambda p, u=unit, f=name: p.saw_failure(u, f, "Permission denied"),
                     while_alive=d,
                 )
             scope.expect_exit(0)
             assert d.alive()
-            assert check_store(store, expected, complete=False) == []
+            assert layout.check_store(store, expected, complete=False) == []
             for dataset, name, _unit in UNREADABLE:
                 (raw / dataset / name).chmod(0o644)  # fixed; nobody tells the daemon
             raw_at_end = raw_checksums(experiment)
             d.expect_exit(0)
         poller.finish()
-        assert (store / "datastore.json").stat().st_uid == uid  # it really ran as `nobody`
-        assert check_store(store, expected, complete=True) == []
+        assert (store / layout.state_file).stat().st_uid == uid  # it really ran as `nobody`
+        assert layout.check_store(store, expected, complete=True) == []
         unreadable = [e for e in d.events if e.get("errno") == "EACCES"]
         assert {e["unit"] for e in unreadable} == {"tile0001/round0000", "tile0000/round0001"}
         assert raw_checksums(experiment) == raw_at_end

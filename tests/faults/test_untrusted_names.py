@@ -15,14 +15,9 @@ import os
 import shutil
 
 from support.daemon import DaemonProcess, StatePoller
-from support.experiment import (
-    check_store,
-    expected_entries,
-    raw_checksums,
-    simulator_process,
-    tree_checksums,
-)
+from support.experiment import raw_checksums, simulator_process, tree_checksums
 from support.faults import fault_config, wait_for_path
+from support.layouts import LayoutCase, with_layout
 
 from daemon.simulate import SimulationSettings, simulate
 
@@ -31,19 +26,19 @@ NON_UTF8 = os.fsdecode(b"caf\xe9 \xff.txt")
 LOOKALIKE = "sim_r\uff10\uff10\uff10\uff12_tile0001_1"  # fullwidth digits: round "0002"
 
 
-def test_intruders_in_raw_data_are_ignored_and_never_followed(tmp_path):
+def test_intruders_in_raw_data_are_ignored_and_never_followed(tmp_path, layout: LayoutCase):
     truth = tmp_path / "truth"
     simulate(truth, SETTINGS)
-    expected = expected_entries(truth)
+    expected = layout.expected_entries(truth)
     other = tmp_path / "outside"  # real datasets of the same plan, other content
     simulate(other, SimulationSettings(**{**SETTINGS.__dict__, "seed": 9, "interval": 0.0}))
     foreign = other / "raw_data"
     experiment = tmp_path / "run ü 1 ☃"
     raw = experiment / "raw_data"
     store = experiment / "qi2labdatastore"
-    config = fault_config(tmp_path / "config.toml")
+    config = with_layout(fault_config(tmp_path / "config.toml"), layout.name)
     before = tree_checksums(tmp_path, tmp_path)
-    poller = StatePoller(store / "datastore.json")
+    poller = StatePoller(store, layout)
     poller.start()
     microscope = simulator_process(experiment, SETTINGS)
     with DaemonProcess("watch", experiment, config, "--exit-when-complete") as daemon:
@@ -67,7 +62,7 @@ def test_intruders_in_raw_data_are_ignored_and_never_followed(tmp_path):
         daemon.expect_exit(0)
     poller.finish()
 
-    assert check_store(store, expected, complete=True) == []
+    assert layout.check_store(store, expected, complete=True) == []
     ignored = {e["entry"] for e in daemon.named("entry ignored")}
     intruders = {
         "notes.txt",

@@ -15,8 +15,9 @@ import shutil
 import signal
 
 from support.daemon import DaemonProcess, StatePoller
-from support.experiment import check_store, expected_entries, raw_checksums
+from support.experiment import raw_checksums
 from support.faults import fault_config, microscope
+from support.layouts import LayoutCase, with_layout
 
 from daemon.simulate import SimulationSettings, simulate
 
@@ -26,21 +27,22 @@ TILE0, TILE1, TILE3 = "sim_r0001_tile0000_1", "sim_r0001_tile0001_1", "sim_r0001
 
 
 def test_a_replaced_dataset_ends_as_the_replacement_and_a_deleted_one_waits_for_its_return(
-    tmp_path,
+    tmp_path, layout: LayoutCase
 ):
     truth, other = tmp_path / "truth", tmp_path / "other"
     simulate(truth, SETTINGS)
     simulate(other, REPLACEMENT)
-    expected = expected_entries(truth) | {
-        path: entry for path, entry in expected_entries(other).items() if "/tile0000/" in path
+    replaced = layout.expected_entries(other)
+    expected = layout.expected_entries(truth) | {
+        path: entry for path, entry in replaced.items() if "/tile0000/" in path
     }
     experiment = tmp_path / "exp"
     raw = experiment / "raw_data"
     store = experiment / "qi2labdatastore"
     held = tmp_path / "held"
     held.mkdir()
-    config = fault_config(tmp_path / "config.toml", workers={"count": 1})
-    poller = StatePoller(store / "datastore.json")
+    config = with_layout(fault_config(tmp_path / "config.toml", workers={"count": 1}), layout.name)
+    poller = StatePoller(store, layout)
     poller.start()
     with (
         microscope(experiment, SETTINGS) as scope,
@@ -64,7 +66,7 @@ def test_a_replaced_dataset_ends_as_the_replacement_and_a_deleted_one_waits_for_
         assert failed["error"] == f"{raw / TILE3}: No such file or directory", failed
         assert failed["errno"] == "ENOENT" and failed["environmental"] is True
         poller.wait_until(
-            lambda p: p.saw_failure("tile0003", "round0000.zarr", str(raw / TILE3)),
+            lambda p: p.saw_failure("tile0003/round0000", str(raw / TILE3)),
             while_alive=daemon,
         )
         assert daemon.alive()
@@ -73,6 +75,6 @@ def test_a_replaced_dataset_ends_as_the_replacement_and_a_deleted_one_waits_for_
         daemon.expect_exit(0)
     poller.finish()
 
-    assert check_store(store, expected, complete=True) == []
+    assert layout.check_store(store, expected, complete=True) == []
     assert TILE3 in {e["dataset"] for e in daemon.named("unit requeued")}
     assert raw_checksums(experiment) == raw_at_end

@@ -48,7 +48,7 @@ def test_sigkill_at_many_moments_gives_the_uninterrupted_result(tmp_path, layout
     layout_option = ("--layout", layout.name)
     store = experiment / "crashed"
     experiment.mkdir()  # as the lab does before it starts the daemon (README)
-    poller = StatePoller(store / layout.state_file)
+    poller = StatePoller(store, layout)
     poller.start()
     rng = random.Random(20261124)
     kills: list[str] = []

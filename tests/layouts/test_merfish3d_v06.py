@@ -23,6 +23,7 @@ from support.layouts import reference_stage, v06_expected_entries, with_layout
 from yaozarrs import v05, validate_ome_json
 
 from daemon.simulate import SimulationSettings, simulate
+from daemon.status import render
 
 STATE_KEYS = [
     "Version",
@@ -117,8 +118,16 @@ def test_ingest_writes_the_06_layout_that_other_readers_open(tmp_path: Path, cam
     status = subprocess.run(
         daemon_command("status", experiment, config, "--json"), capture_output=True, text=True
     )
+    tiles = ("tile0000", "tile0001")
     assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout)["units"]["done"] == 4
+    report = json.loads(status.stdout)
+    assert report["units"]["done"] == 4
+    # Configured for the seed layout: the datastore's own layout names the grid's columns.
+    assert report["grid"] == {tile: {"round001": "done", "round002": "done"} for tile in tiles}
+    assert report["plan"]["round_bits"] == {"round001": [1, 2], "round002": [3, 4]}
+    lines = render(report).splitlines()
+    assert "            round001  round002" in lines
+    assert "tile0001    done      done" in lines
 
 
 def test_flags_set_by_analysis_survive_and_the_layout_is_remembered(tmp_path: Path) -> None:

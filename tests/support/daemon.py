@@ -1,5 +1,5 @@
 """The daemon as a process a test can watch: its log events as they come, and a reader of
-datastore.json running beside it the way downstream analysis polls it.
+the state it publishes running beside it the way downstream analysis polls it.
 
 Tests wait on what the daemon says (`DaemonProcess.wait_for`) and on what it publishes, never
 on the clock: every wait has a generous deadline only so that a hang fails the test instead of
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from support.experiment import daemon_command
+from support.layouts import LayoutCase
 from support.processes import WAIT_S, Watched, wait_until
 
 Event = dict[str, Any]
@@ -98,39 +99,52 @@ def _named(name: str, fields: dict[str, Any]) -> Callable[[Event], bool]:
 
 
 class StatePoller(threading.Thread):
-    """Reads datastore.json in a loop, as downstream analysis does.
+    """Reads the files a layout publishes its state in (datastore.json; datastore_state.json
+    and ingest_summary.json), in a loop, as downstream analysis does.
 
-    Counts reads and keeps every read that did not parse (there must be none); remembers every
-    failure message it saw in the ingestion summary, per (tile, round), so a test can check
-    what was published while a fault lasted.
+    Counts reads and keeps every read that did not parse (there must be none); `latest` is the
+    last read, the files' keys in one dict. Remembers every failure message it saw in the
+    ingestion summary, per unit, so a test can check what was published while a fault lasted.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, store: Path, layout: LayoutCase) -> None:
         super().__init__(daemon=True)
-        self.path = path
+        self.paths = [store / name for name in layout.state_writes]
         self.reads = 0
         self.torn: list[str] = []
         self.failures_seen: dict[tuple[str, str], set[str]] = {}
         self.latest: dict[str, Any] | None = None
+        self._round_key = layout.round_key
         self._halt = threading.Event()
 
     def run(self) -> None:
         while not self._halt.is_set():
-            try:
-                text = self.path.read_text()
-            except FileNotFoundError:
-                time.sleep(0.005)
-                continue
-            try:
-                doc = json.loads(text)
-                assert isinstance(doc, dict) and "Corrected" in doc
-            except (ValueError, AssertionError) as exc:
-                self.torn.append(f"{exc}: {text[:200]!r}")
-            else:
+            doc = self._read()
+            if doc is not None:
                 self.reads += 1
                 self.latest = doc
                 self._note_failures(doc)
             time.sleep(0.005)
+
+    def _read(self) -> dict[str, Any] | None:
+        """The files' keys in one dict; None if one is not there yet or did not parse."""
+        doc: dict[str, Any] = {}
+        for path in self.paths:
+            try:
+                text = path.read_text()
+            except FileNotFoundError:
+                return None
+            try:
+                part = json.loads(text)
+                assert isinstance(part, dict)
+            except (ValueError, AssertionError) as exc:
+                self.torn.append(f"{path.name}: {exc}: {text[:200]!r}")
+                return None
+            doc |= part
+        if "Corrected" not in doc:
+            self.torn.append(f"no Corrected flag: {doc}")
+            return None
+        return doc
 
     def _note_failures(self, doc: dict[str, Any]) -> None:
         tiles = doc.get("Ingestion", {}).get("tiles", {})
@@ -138,12 +152,13 @@ class StatePoller(threading.Thread):
             for round_name, error in entry.get("failed", {}).items():
                 self.failures_seen.setdefault((tile, round_name), set()).add(error)
 
-    def saw_failure(self, tile: str, round_name: str, *parts: str) -> bool:
-        """Whether a published failure of (tile, round) contained every one of `parts`."""
-        return any(
-            all(part in error for part in parts)
-            for error in self.failures_seen.get((tile, round_name), ())
-        )
+    def saw_failure(self, unit: str, *parts: str) -> bool:
+        """Whether a published failure of `unit` (its id, `tile0001/round0000`) contained
+        every one of `parts`."""
+        tile, round_ = unit.split("/")
+        key = (tile, self._round_key(int(round_.removeprefix("round"))))
+        errors = self.failures_seen.get(key, ())
+        return any(all(part in error for part in parts) for error in errors)
 
     def wait_until(
         self,
@@ -153,10 +168,10 @@ class StatePoller(threading.Thread):
         timeout: float = WAIT_S,
     ) -> None:
         """Until `condition(self)` holds for what has been read; fails at once if the process
-        that publishes datastore.json (`while_alive`) ends first, and at the deadline."""
+        that publishes the state (`while_alive`) ends first, and at the deadline."""
         wait_until(
             lambda: condition(self),
-            lambda: f"datastore.json never showed it: {self.latest}",
+            lambda: f"the state files never showed it: {self.latest}",
             [while_alive],
             timeout,
         )

@@ -85,14 +85,18 @@ def simulator_process(
 
 
 def simulate_and_ingest(
-    tmp_path: Path, settings: SimulationSettings, **sections: dict[str, Any]
+    tmp_path: Path, settings: SimulationSettings, layout: str = "seed", **sections: dict[str, Any]
 ) -> Path:
-    """Simulate into tmp_path/exp, run `ingest` on it (config: `sections`); the experiment."""
+    """Simulate into tmp_path/exp, run `ingest --layout layout` on it (config: `sections`);
+    the experiment."""
     experiment = tmp_path / "exp"
     simulate(experiment, settings)
     config = write_config(tmp_path / "config.toml", **sections)
     run = subprocess.run(
-        daemon_command("ingest", experiment, config), capture_output=True, text=True, timeout=300
+        daemon_command("ingest", experiment, config, "--layout", layout),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     return experiment

@@ -37,6 +37,11 @@ class LayoutCase:
     documents: Callable[[Path], list[str]]  # JSON files that must equal an uninterrupted run's
     entry_pattern: str  # regex of an entry's path relative to the datastore
     calibrations: str  # the calibrations folder
+    round_key: Callable[[int], str]  # a datastore round's key in the summary's `failed`
+    # regex of what a staged array's chunk write creates that inotify watchers see: the
+    # short-lived lock files, and (0.6) the chunk key folders made just before a chunk, which
+    # a recursive watcher reports even when it adds its watch too late for the lock file
+    chunk_write: str
 
 
 def with_layout(config: Path, name: str) -> Path:
@@ -196,6 +201,8 @@ LAYOUTS = {
         seed_documents,
         r"(polyDT|readouts)/tile\d{4}/[^/]+\.zarr",
         "calibrations.zarr",
+        lambda r: f"round{r:04d}.zarr",
+        r".*/\.staging/.*\.__lock",
     ),
     "merfish3d-v0.6": LayoutCase(
         "merfish3d-v0.6",
@@ -209,5 +216,7 @@ LAYOUTS = {
         v06_documents,
         r"(fiducial/tile\d{4}/round|readouts/tile\d{4}/bit)\d{3}",
         "calibrations",
+        lambda r: f"round{r + 1:03d}",
+        r".*/\.staging/.*(\.__lock|/0/c(/\d+)*)",
     ),
 }
