@@ -1,4 +1,5 @@
-"""Running the daemon as an operator does: a process, a notify socket, its log, its commands."""
+"""Running the daemon as an operator does: a process, a notify socket, its log, its commands;
+and a finished, ingested experiment to run them on."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from support.daemon import DaemonProcess
+from support.experiment import daemon_command, write_config
 from support.processes import WAIT_S, Watched, wait_until
+
+from daemon.simulate import SimulationSettings, simulate
 
 
 class NotifySocket:
@@ -67,3 +71,18 @@ def start_daemon(
     if notify is not None:
         notify.sender = daemon
     return daemon
+
+
+def ingest_simulated(folder: Path, layout: str) -> Path:
+    """A finished experiment (2 tiles x 2 rounds, 3 channels) in `folder`, ingested by
+    `ingest --layout layout`."""
+    experiment = folder / "exp"
+    simulate(experiment, SimulationSettings(tiles=2, rounds=2, z=4, size=64))
+    config = write_config(folder / "config.toml")
+    done = subprocess.run(
+        daemon_command("ingest", experiment, config, "--layout", layout),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return experiment

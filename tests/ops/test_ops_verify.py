@@ -1,30 +1,81 @@
-"""`verify`: clean on a clean run; each kind of damage is named with its entry."""
+"""`verify`: clean on a clean run; each kind of damage is named with its entry, in each layout."""
 
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import zarr
-from ops_support import cli
+from ops_support import cli, ingest_simulated
+from support.layouts import LAYOUTS
 
 STORE = "qi2labdatastore"
 
 
-def test_a_clean_run_verifies(experiment_copy: Path) -> None:
-    result = cli("verify", experiment_copy)
+@dataclass(frozen=True)
+class Damage:
+    """Where a layout keeps what the tests damage (paths relative to the datastore)."""
+
+    chunk: str  # a chunk file of tile0000/bit002's corrected_data
+    entry: str  # the entry of tile0001, datastore round 1
+    array: str  # one of its arrays, as verify names it, and where it is in the entry
+    array_path: str
+    attributes: str  # its attribute file, in the entry
+
+
+DAMAGE = {
+    "seed": Damage(
+        "readouts/tile0000/bit002.zarr/corrected_data/2.0.0",
+        "polyDT/tile0001/round0001.zarr",
+        "camera_data",
+        "camera_data",
+        ".zattrs",
+    ),
+    "merfish3d-v0.6": Damage(
+        "readouts/tile0000/bit002/corrected_data.ome.zarr/0/c/0/0/0",
+        "fiducial/tile0001/round002",
+        "corrected_data",
+        "corrected_data.ome.zarr/0",
+        "attributes.json",
+    ),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(LAYOUTS))
+def ingested_in(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Damage]:
+    """The ingested experiment in each layout, and where that layout keeps what is damaged."""
+    folder = tmp_path_factory.mktemp("ingested")
+    return ingest_simulated(folder, request.param), DAMAGE[request.param]
+
+
+@pytest.fixture
+def copy(ingested_in: tuple[Path, Damage], tmp_path: Path) -> tuple[Path, Damage]:
+    """A private copy of the ingested experiment."""
+    experiment, damage = ingested_in
+    return Path(shutil.copytree(experiment, tmp_path / "exp", symlinks=True)), damage
+
+
+def test_a_clean_run_verifies(copy: tuple[Path, Damage]) -> None:
+    experiment, _ = copy
+    result = cli("verify", experiment)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines() == ["verify: 12 entries of 4 units, no differences"]
 
 
-def test_flipped_bytes_in_a_corrected_data_chunk_are_named(experiment_copy: Path) -> None:
-    chunk = experiment_copy / STORE / "readouts/tile0000/bit002.zarr/corrected_data/2.0.0"
+def test_flipped_bytes_in_a_corrected_data_chunk_are_named(copy: tuple[Path, Damage]) -> None:
+    experiment, damage = copy
+    chunk = experiment / STORE / damage.chunk
     data = bytearray(chunk.read_bytes())
     for i in range(len(data) // 2, len(data) // 2 + 8):
         data[i] ^= 0xFF
     chunk.write_bytes(bytes(data))
 
-    result = cli("verify", experiment_copy)
+    result = cli("verify", experiment)
 
     assert result.returncode == 1
     *differences, summary = result.stdout.splitlines()
@@ -33,19 +84,20 @@ def test_flipped_bytes_in_a_corrected_data_chunk_are_named(experiment_copy: Path
     assert summary == "verify: 12 entries of 4 units, 1 difference"
 
 
-def test_a_changed_voxel_and_a_changed_attribute_are_named(experiment_copy: Path) -> None:
-    entry = experiment_copy / STORE / "polyDT/tile0001/round0001.zarr"
-    camera = zarr.open_array(entry / "camera_data", mode="r+")
-    camera[2, 10, 10] = camera[2, 10, 10] + 1  # decodes fine, one voxel off
-    attrs = json.loads((entry / ".zattrs").read_text())
+def test_a_changed_voxel_and_a_changed_attribute_are_named(copy: tuple[Path, Damage]) -> None:
+    experiment, damage = copy
+    entry = experiment / STORE / damage.entry
+    array = zarr.open_array(entry / damage.array_path, mode="r+")
+    array[2, 10, 10] = array[2, 10, 10] + 1  # decodes fine, one voxel off
+    attrs = json.loads((entry / damage.attributes).read_text())
     attrs["stage_zyx_um"][0] += 1.0
-    (entry / ".zattrs").write_text(json.dumps(attrs))
+    (entry / damage.attributes).write_text(json.dumps(attrs))
 
-    result = cli("verify", experiment_copy)
+    result = cli("verify", experiment)
 
     assert result.returncode == 1
     differences = result.stdout.splitlines()[:-1]
-    assert differences[0] == "tile0001/round0001: camera_data differs at 1 voxel"
+    assert differences[0] == f"tile0001/round0001: {damage.array} differs at 1 voxel"
     assert differences[1].startswith("tile0001/round0001: attribute stage_zyx_um is [")
     assert len(differences) == 2
 

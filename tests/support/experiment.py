@@ -78,7 +78,10 @@ def simulate_command(
 def simulator_process(
     experiment: Path, settings: SimulationSettings, bad_tiles: tuple[str, ...] = ()
 ) -> Watched:
-    """The simulated microscope as a separate process, as the real one is."""
+    """The simulated microscope as a separate process, as the real one is. The experiment
+    folder is made first, as the lab makes it before it starts the daemon (which exits 2 on a
+    missing folder) and the microscope: a daemon started next must not race the simulator."""
+    experiment.mkdir(parents=True, exist_ok=True)
     return Watched(
         "simulator", simulate_command(experiment, settings, bad_tiles), stdout=subprocess.DEVNULL
     )
