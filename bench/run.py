@@ -6,7 +6,7 @@ layouts, small and realistic datasets), 2. the upstream reference converter vs i
 latency and time-to-ready (paced writer + `watch`, cold start), 4. memory (peak RSS per worker
 count, growth over a long run), 5. scaling (10 vs thousands of units), 6. codec table (the
 default codec's rule, zarr-python read-back), 7. keeping up with a paced microscope (1, 2, 4
-workers), 8. where `ingest`'s time goes (py-spy). About 20-25 minutes on 2 cores.
+workers), 8. where `ingest`'s time goes (py-spy). About 28 minutes on 2 cores.
 
 Every dataset of an experiment replays the planes of one dataset rendered by the simulator
 (bench/paced.py): rendering 2048 px planes is slower than converting them, and the content,
