@@ -7,37 +7,21 @@ constant map and the PSFs are theoretical, exactly as the reference converter ma
 measured ones (.npy files).
 
 The attributes and the noise map are written at once: units need them. The theoretical PSFs
-are left to a background thread (`PsfJob`), so the first unit never waits for psfmodels, which
-runs in a child process at the lowest priority (daemon.ingest.psfmodel): its import alone pulls
-in scipy.signal (~1.9 s of a core), which would otherwise be taken from the first units. A run
-that is killed before they are written leaves no trace that matters: every start writes the
-calibrations again.
-
-Computed PSFs are kept in a cache keyed by everything they depend on (`psf_parameters`), in
-`$XDG_CACHE_HOME/qi2lab-ingest/psf/` (`~/.cache/...`): a microscope images every experiment
-with the same optics, so after the first run the PSFs are read back (milliseconds) and no
-child is started. The cache is only a shortcut: a file that is missing, unreadable or not
-what the parameters give is computed again, and a cache that cannot be written is skipped.
+are computed in a background thread (`PsfJob`), so the first unit never waits for psfmodels
+(its import alone pulls in scipy.signal, ~1.9 s). A run that is killed before they are written
+leaves no trace that matters: every start writes the calibrations again.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import os
 import threading
 from collections.abc import Callable
-from importlib.metadata import version
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from daemon.config import Settings
-from daemon.datastore.jsonio import atomic_write
 from daemon.ingest.failures import describe
-from daemon.ingest.psfmodel import compute_in_child
 from daemon.layouts.base import CalibrationData, Layout
 from daemon.logs import get_logger
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
@@ -49,71 +33,44 @@ from daemon.raw.ndtiff import RawDataset
 PSF_XY_PIXELS = 51
 SAMPLE_RI = 1.47
 
-# One PSF computation at a time in a process (a backfill client starts one PsfJob per
-# experiment): each is a child process of its own (daemon.ingest.psfmodel), and one at a time
-# they cost the same CPU without competing for it.
+# One PSF computation at a time in a process: psfmodels imports modules lazily inside its calls,
+# and threads importing them at once (a backfill client starts one PsfJob per experiment)
+# deadlocked on the import locks. Serialised, they cost the same CPU.
 _PSF_LOCK = threading.Lock()
 
 
-def psf_cache_dir() -> Path:
-    """Where computed PSFs are kept between runs (see the module docstring)."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "qi2lab-ingest" / "psf"
-
-
-def psf_parameters(plan: Plan, acq: Acquisition, num_z: int) -> dict[str, Any]:
-    """Everything the theoretical PSFs depend on, psfmodels' version included."""
-    dz, dxy, _ = acq.voxel_size_zyx_um
-    return {
-        "psfmodels": version("psfmodels"),
-        "model": "vectorial",
-        "z": num_z,
-        "nx": PSF_XY_PIXELS,
-        "dxy": dxy,
-        "dz": dz,
-        "NA": acq.na,
-        "ns": SAMPLE_RI,
-        "ni": acq.ri,
-        "wvl": [emission for _excitation, emission in plan.wavelengths_um],
-    }
-
-
-def theoretical_psfs(
-    plan: Plan, acq: Acquisition, num_z: int, cache: Path | None = None
-) -> np.ndarray:
+def theoretical_psfs(plan: Plan, acq: Acquisition, num_z: int) -> np.ndarray:
     """float32 [channel, num_z, 51, 51]: per channel (ascending wavelength) psfmodels' vectorial
     PSF at its emission wavelength, with the run's voxel size, NA and immersion index (as
     `ni` and `ni0`) and sample index 1.47, each normalised to sum 1 as the reference does
-    (sum in float64, divide the float32 PSF). Read from `cache` (default `psf_cache_dir()`)
-    when it holds them, else computed and put there."""
-    params = psf_parameters(plan, acq, num_z)
-    key = json.dumps(params, sort_keys=True, default=float).encode()
-    digest = hashlib.sha256(key).hexdigest()[:24]
-    path = (cache or psf_cache_dir()) / f"{digest}.npy"
-    expected = (len(params["wvl"]), num_z, PSF_XY_PIXELS, PSF_XY_PIXELS)
-    cached = _cached_psfs(path, expected)
-    if cached is not None:
-        return cached
+    (sum in float64, divide the float32 PSF)."""
     with _PSF_LOCK:
-        psfs = compute_in_child(params)
-    with contextlib.suppress(OSError):  # a read-only or full home: compute again next time
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda f: np.save(f, psfs, allow_pickle=False))
-    return psfs
+        return _theoretical_psfs(plan, acq, num_z)
 
 
-def _cached_psfs(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
-    """The PSFs cached at `path` if they are there and plausible (shape, dtype, sums), else None."""
-    try:
-        psfs = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError):
-        return None
-    if psfs.shape != shape or psfs.dtype != np.float32:
-        return None
-    sums = psfs.sum(axis=(1, 2, 3), dtype=np.float64)
-    if not np.all(np.isfinite(psfs)) or not np.allclose(sums, 1, atol=1e-5):
-        return None
-    return psfs
+def _theoretical_psfs(plan: Plan, acq: Acquisition, num_z: int) -> np.ndarray:
+    from psfmodels import make_psf  # here, not at import: it is slow and off the start-up path
+
+    dz, dxy, _ = acq.voxel_size_zyx_um
+    psfs = []
+    for _excitation, emission in plan.wavelengths_um:
+        psf = make_psf(
+            z=num_z,
+            nx=PSF_XY_PIXELS,
+            dxy=dxy,
+            dz=dz,
+            NA=acq.na,
+            wvl=emission,
+            ns=SAMPLE_RI,
+            ni=acq.ri,
+            ni0=acq.ri,
+            model="vectorial",
+        ).astype(np.float32)
+        total = float(np.sum(psf, dtype=np.float64))
+        if not np.isfinite(total) or total <= 0:
+            raise ValueError(f"psfmodels gave a PSF summing to {total!r} at {emission} µm")
+        psfs.append((psf / total).astype(np.float32, copy=False))
+    return np.stack(psfs)
 
 
 class PsfJob:

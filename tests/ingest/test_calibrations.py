@@ -8,16 +8,10 @@ import sys
 
 import numpy as np
 import psfmodels
-import pytest
 import zarr
 from support.experiment import simulate_and_ingest
 
-from daemon.config import load_settings
-from daemon.ingest import calibrations, psfmodel
-from daemon.raw.acquisition import resolve_acquisition
-from daemon.raw.experiment import load_plan
-from daemon.raw.ndtiff import RawDataset
-from daemon.simulate import SimulationSettings, simulate
+from daemon.simulate import SimulationSettings
 
 
 def test_psfs_are_the_reference_vectorial_model_normalised_to_sum_one(tmp_path):
@@ -54,36 +48,3 @@ def test_starting_the_daemon_does_not_import_psfmodels_or_scipy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-
-
-def test_psfs_are_cached_by_their_parameters_and_recomputed_when_the_cache_is_damaged(
-    tmp_path, monkeypatch
-):
-    experiment = tmp_path / "exp"
-    simulate(experiment, SimulationSettings(tiles=1, rounds=1, z=5, size=32, channels=2))
-    defaults = load_settings(None).raw
-    plan = load_plan(experiment / "raw_data", defaults)
-    with RawDataset(next((experiment / "raw_data").glob("*_1"))) as dataset:
-        acq = resolve_acquisition(plan, dataset, defaults)
-    cache = tmp_path / "cache"
-    computed = calibrations.theoretical_psfs(plan, acq, 5, cache)  # in a child process
-    (cached,) = cache.glob("*.npy")
-    assert computed.shape == (2, 5, 51, 51)
-
-    def no_child(params: object) -> None:
-        raise AssertionError("computed again although the cache holds the PSFs")
-
-    with monkeypatch.context() as patched:
-        patched.setattr(calibrations, "compute_in_child", no_child)
-        np.testing.assert_array_equal(calibrations.theoretical_psfs(plan, acq, 5, cache), computed)
-    cached.write_bytes(b"not an npy file")
-    np.testing.assert_array_equal(calibrations.theoretical_psfs(plan, acq, 5, cache), computed)
-    np.testing.assert_array_equal(np.load(cached), computed)  # and cached again
-
-
-def test_a_failed_psf_computation_names_its_cause():
-    with pytest.raises(RuntimeError, match=r"PSF computation exited 1: .*NA must not be greater"):
-        psfmodel.compute_in_child(
-            {"z": 3, "nx": 51, "dxy": 0.1, "dz": 0.3, "NA": 1.6, "ns": 1.47, "ni": 1.51}
-            | {"model": "vectorial", "wvl": [0.52]}
-        )
