@@ -10,14 +10,13 @@ and never read.
 
 Inside a staging folder (`.staging/`, see daemon.datastore.staging) the fsyncs are left out:
 nothing there is visible to a reader, a crash turns it into debris, and publication makes the
-whole entry durable in one go (`sync_tree`) before renaming it into view. Syncing each small
-JSON file and its folder as it is written cost a journal commit each, for nothing.
+whole entry durable (`fsync_tree`) before renaming it into view. Syncing each small JSON file
+and its folder as it is written cost a journal commit each, for nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import tempfile
@@ -67,35 +66,14 @@ def fsync_dir(folder: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def sync_tree(folder: str | os.PathLike[str]) -> None:
-    """Make everything under `folder` durable, in one call where the system has one.
-
-    Linux's syncfs(2) flushes the whole file system `folder` is on with one journal commit and
-    one cache flush, where an fsync per file and folder (a staged entry has dozens: a chunk
-    file per z plane and array) pays them once each. Elsewhere, or if syncfs fails, `fsync_tree`.
-    """
-    if _SYNCFS is not None:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            if _SYNCFS(fd) == 0:
-                return
-        finally:
-            os.close(fd)
-    fsync_tree(folder)
-
-
-def _libc_syncfs() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):  # not glibc / not Linux
-        return None
-
-
-_SYNCFS = _libc_syncfs()
-
-
 def fsync_tree(folder: str | os.PathLike[str]) -> None:
-    """Make every file and directory under `folder` durable before it is renamed into view."""
+    """Make every file and directory under `folder` durable before it is renamed into view.
+
+    One fsync per file and folder of this tree only, never syncfs(2): the datastore usually
+    shares its file system with raw_data/, where the microscope writes 100-200 MB/s, and
+    syncfs would wait for all of that file system's dirty data (seconds of it) and force the
+    microscope's writeback with it.
+    """
     for dirpath, _dirnames, filenames in os.walk(folder):
         for name in filenames:
             fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)

@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from daemon.datastore.jsonio import STAGING, fsync_dir, sync_tree
+from daemon.datastore.jsonio import STAGING, fsync_dir, fsync_tree
 
 
 class PendingWrites:
@@ -80,12 +80,12 @@ class StagingArea:
         name holds the old complete entry, the new complete entry, or nothing (the entry moved
         aside is crash debris, removed on the next open) - never a partial one.
 
-        Durability: the staged tree is made durable once, here (`sync_tree`: nothing in
-        staging was synced as it was written), and the rename by syncing the folder it lands
-        in. The session folder it leaves is debris after a crash whatever its state, so it is
-        not synced.
+        Durability: the staged tree is made durable once, here (`fsync_tree`, an fsync per
+        file and folder of this entry: nothing in staging was synced as it was written), and
+        the rename by syncing the folder it lands in. The session folder it leaves is debris
+        after a crash whatever its state, so it is not synced.
         """
-        sync_tree(staged)
+        fsync_tree(staged)
         with self._lock:
             if not target.parent.is_dir():
                 # Backfill workers are other processes, beyond this lock: one may create it first.
