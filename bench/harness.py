@@ -81,14 +81,7 @@ class DaemonProcess:
     RSS is sampled from the moment it starts, so a long run shows growth, not just a peak.
     """
 
-    def __init__(
-        self,
-        command: str,
-        experiment: Path,
-        config: Path,
-        *extra: str,
-        env: dict[str, str] | None = None,
-    ) -> None:
+    def __init__(self, command: str, experiment: Path, config: Path, *extra: str) -> None:
         self.config = config
         self.log = config.with_suffix(".log")
         self.samples: list[tuple[float, float]] = []
@@ -100,7 +93,6 @@ class DaemonProcess:
                 [str(DAEMON), command, str(experiment), "--config", str(config), *extra],
                 stdout=subprocess.DEVNULL,
                 stderr=log,
-                env=env,
             )
         self._sampler = threading.Thread(
             target=_sample_rss, args=(self.proc.pid, self.samples, self.peak), daemon=True

@@ -2,8 +2,9 @@
 
 bench/paced.py (a child process replaying pre-rendered planes at `LiveRun.mbps`, slower than
 the daemon converts, so no unit waits for a worker) writes into raw_data while
-`qi2lab-ingest watch --exit-when-complete` (another child, started cold: a fresh PSF cache, so
-its first unit shares the cores with the PSF computation) follows it. This process watches:
+`qi2lab-ingest watch --exit-when-complete` (another child, started just before: its first units
+share the cores with the PSFs it computes in a background thread) follows it. This process
+watches:
 
 - a dataset's completion is its newest file's mtime (when its writer finished it; exact);
 - its unit is done when datastore.json's ingestion summary first lists its round for its tile
@@ -17,7 +18,6 @@ the end of the acquisition, its duration is its time-to-ready.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -90,8 +90,7 @@ def live_latency(
     raw = experiment / "raw_data"
     raw.mkdir(parents=True)  # the daemon watches it from the start
     config = write_config(work / "live.toml", experiment / "qi2labdatastore")
-    cold = {**os.environ, "XDG_CACHE_HOME": str(work / "live-cache")}
-    daemon = DaemonProcess("watch", experiment, config, "--exit-when-complete", env=cold)
+    daemon = DaemonProcess("watch", experiment, config, "--exit-when-complete")
     while not daemon.logged("watch started"):
         if daemon.proc.poll() is not None:
             raise RuntimeError(f"watch exited at start; see {daemon.log}")
@@ -124,7 +123,6 @@ def live_latency(
     reference_s = time.perf_counter() - started
     remove(dest)
     remove(experiment)
-    remove(work / "live-cache")
     return _section(spec, timeline, run, sim_started, acquisition_end, reference_s, units), run
 
 
@@ -202,8 +200,9 @@ def _section(
         f" {spec.size}x{spec.size}) written by bench/paced.py at {spec.mbps:.0f} MB/s in"
         f" {acquisition_s:.0f} s ({acquisition_s / units:.1f} s per dataset); the daemon"
         f" converts one in {one_unit:.2f} s (median of its own log; min {unit_s[0]:.2f}, max"
-        f" {unit_s[-1]:.2f}). The daemon started cold (no PSF cache) just before the"
-        f" acquisition; datastore.json polled every {POLL_S} s.",
+        f" {unit_s[-1]:.2f}). The daemon started just before the acquisition (its"
+        f" PSFs computed in a background thread beside the first units); datastore.json polled"
+        f" every {POLL_S} s.",
         f"Daemon RSS: {rss_start:.0f} MB at its first unit done, {rss_end:.0f} MB at the end,"
         f" peak {run.peak_rss_mb:.0f} MB.",
         "",

@@ -10,9 +10,8 @@ workers), 8. where `ingest`'s time goes (py-spy). About 28 minutes on 2 cores.
 
 Every dataset of an experiment replays the planes of one dataset rendered by the simulator
 (bench/paced.py): rendering 2048 px planes is slower than converting them, and the content,
-hence the compression, is the simulator's either way. Children find their PSF cache
-(XDG_CACHE_HOME) in the scratch folder: filled by the first run, as on a microscope PC after its
-first experiment; section 3 starts cold.
+hence the compression, is the simulator's either way. Every daemon run computes its PSFs in a
+background thread beside its first units, as on the microscope PC.
 """
 
 from __future__ import annotations
@@ -190,7 +189,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="qi2lab-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    os.environ["XDG_CACHE_HOME"] = str(work / "cache")  # the children's PSF cache
     command = shlex.join([".venv/bin/python", "bench/run.py", *(argv or sys.argv[1:])])
     date = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     info = machine(work)

@@ -4,8 +4,8 @@
 whole-process bare writer (bench/bare_writer.py, also a child: interpreter start, tensorstore
 import, read, write the same arrays with the same metadata, exit), for each layout. The bare
 writer's arrays and their metadata come from a warm-up `ingest` of the same experiment, which
-also fills the PSF cache and the page cache, as a second experiment on the microscope PC finds
-them. Compared things run side by side in each repetition, in an order that rotates between
+also fills the page cache, as the microscope PC's cache holds a dataset it has just written.
+Compared things run side by side in each repetition, in an order that rotates between
 repetitions (so the first-write-after-delete slowdown and other tenants' load fall on each in
 turn), and every ratio is taken within a repetition before the median over repetitions.
 Each run writes into a fresh folder that is deleted, outside the timing, right after.
