@@ -5,6 +5,9 @@
   prepared in memory beforehand, then written straight with `write_array`: same codec, same
   chunks, one shared context, every write submitted before any is awaited. No daemon, no reads,
   no bookkeeping: what tensorstore alone can do with this disk and these cores.
+- `bare_arrays`: what the whole-process bare writer (bench/bare_writer.py) is given: every
+  array of a datastore `ingest` wrote, with its exact tensorstore metadata and the raw
+  dataset and channel it came from (its entry's `source` attribute).
 - `reference_convert`: the upstream merfish3d-analysis way, run after the acquisition. One
   dataset at a time: read the whole dataset, correct the whole stack in float32 with the
   formula of the spec, write each array one after the other and wait for each.
@@ -14,9 +17,11 @@ Both name their outputs as the DataStore does (`Entity.relpath`), so sizes are c
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorstore as ts
@@ -30,6 +35,11 @@ from daemon.raw.experiment import load_plan
 from daemon.raw.ndtiff import RawDataset
 
 ARRAY_NAMES = ("camera_data", "corrected_data")
+# Whether a layout stores pixels turned onto the stage (seed) or in the camera frame (v0.6).
+ORIENTED = {"seed": True, "merfish3d-v0.6": False}
+# An array's metadata file and the tensorstore driver that reads it, per zarr version.
+ARRAY_METADATA = {".zarray": "zarr", "zarr.json": "zarr3"}
+ENTRY_ATTRIBUTES = (".zattrs", "attributes.json")
 
 
 @dataclass(frozen=True)
@@ -106,3 +116,48 @@ def write_direct(
     ]
     for future in futures:
         future.result()
+
+
+def bare_arrays(store: Path, layout: str, jobs: list[Job], dest: Path) -> list[dict[str, Any]]:
+    """The bare writer's ARRAYS.json entries for every entry array `ingest` wrote in `store`,
+    to be written at the same relative paths under `dest`."""
+    acquisitions = {f"{j.dataset.parent.name}/{j.dataset.name}": j for j in jobs}
+    arrays = []
+    for metadata_file, driver in ARRAY_METADATA.items():
+        for path in sorted(store.glob(f"*/*/*/**/{metadata_file}")):  # root/tile/entry/...
+            metadata = json.loads(path.read_text())
+            if metadata.get("node_type", "array") != "array":
+                continue
+            source = _entry_source(path.parent, store)
+            if source is None:
+                continue  # not an entry's array (calibrations, the preview)
+            job = acquisitions[source["dataset"]]
+            relpath = path.parent.relative_to(store)
+            oriented = ORIENTED[layout]
+            arrays.append(
+                {
+                    "dataset": str(job.dataset),
+                    "channel": source["channel"],
+                    "corrected": "corrected_data" in str(relpath),
+                    "orientation": asdict(job.acq.orientation) if oriented else {},
+                    "e_per_adu": job.acq.e_per_adu,
+                    "offset_adu": job.acq.offset_adu,
+                    "spec": {
+                        "driver": driver,
+                        "kvstore": {"driver": "file", "path": str(dest / relpath)},
+                        "metadata": metadata,
+                    },
+                }
+            )
+    return arrays
+
+
+def _entry_source(folder: Path, store: Path) -> dict[str, Any] | None:
+    """The `source` attribute of the entry holding `folder`, or None outside any entry."""
+    while folder != store:
+        for name in ENTRY_ATTRIBUTES:
+            attrs = folder / name
+            if attrs.is_file() and "source" in (doc := json.loads(attrs.read_text())):
+                return doc["source"]
+        folder = folder.parent
+    return None

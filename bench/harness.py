@@ -39,6 +39,7 @@ class DaemonRun:
     peak_rss_mb: float
     rss_samples: list[tuple[float, float]]  # (time.time(), MB)
     events: list[dict[str, Any]] = field(default_factory=list)
+    started_at: float = float("nan")  # time.time() just before the process was started
 
     def named(self, event: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("event") == event]
@@ -48,6 +49,15 @@ class DaemonRun:
         started = [e["t"] for e in self.named("unit started")]
         done = [e["t"] for e in self.named("unit done")]
         return max(done) - min(started) if started and done else float("nan")
+
+    def fixed_costs_s(self) -> tuple[float, float]:
+        """(process start to first unit started, last unit done to exit): what a run costs
+        beyond its units, start-up (imports, plan, calibrations) and shutdown."""
+        started = [e["t"] for e in self.named("unit started")]
+        done = [e["t"] for e in self.named("unit done")]
+        if not started or not done:
+            return float("nan"), float("nan")
+        return min(started) - self.started_at, self.started_at + self.wall_s - max(done)
 
     def unit_seconds(self) -> list[float]:
         """Each unit's own conversion time as the daemon logged it."""
@@ -76,6 +86,7 @@ class DaemonProcess:
         self.log = config.with_suffix(".log")
         self.samples: list[tuple[float, float]] = []
         self.peak = [0.0]  # VmHWM, MB: a one-element list the sampler thread updates
+        self.started_at = time.time()
         self.started = time.perf_counter()
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
@@ -104,6 +115,7 @@ class DaemonProcess:
             peak_rss_mb=self.peak[0],
             rss_samples=self.samples,
             events=read_events(self.log),
+            started_at=self.started_at,
         )
 
 

@@ -1,14 +1,16 @@
 """Section 3: the daemon following a paced acquisition, and time-to-ready against the reference.
 
-The simulator (`qi2lab-ingest simulate`, a child process, pacing itself by rendering planes and
-`--interval`) writes into raw_data while `qi2lab-ingest watch --exit-when-complete` (another
-child) follows it. This process only watches both from outside, every `POLL_S`:
+bench/paced.py (a child process replaying pre-rendered planes at `LiveRun.mbps`, slower than
+the daemon converts, so no unit waits for a worker) writes into raw_data while
+`qi2lab-ingest watch --exit-when-complete` (another child, started just before: its first units
+share the cores with the PSFs it computes in a background thread) follows it. This process
+watches:
 
-- a dataset's completion is when `check_dataset` (the daemon's own rule) first says complete;
-- its unit is done when datastore.json's ingestion summary first lists its round for its tile;
+- a dataset's completion is its newest file's mtime (when its writer finished it; exact);
+- its unit is done when datastore.json's ingestion summary first lists its round for its tile
+  (polled every `POLL_S`, so seen up to `POLL_S` late);
 - the datastore is ready when datastore.json says `Corrected`.
 
-Both instants are seen up to `POLL_S` late, so a latency is good to about +-POLL_S.
 After the run, the reference converter converts the same experiment from scratch: started at
 the end of the acquisition, its duration is its time-to-ready.
 """
@@ -17,28 +19,23 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import tensorstore as ts
 from converters import reference_convert
-from harness import (
-    DAEMON,
-    DaemonProcess,
-    DaemonRun,
-    percentile,
-    remove,
-    rss_start_end,
-    write_config,
-)
+from harness import DaemonProcess, DaemonRun, percentile, remove, rss_start_end, write_config
+from paced import completed_at
 from report import Row, Section, table
 
 from daemon.config import load_settings
-from daemon.raw.ndtiff import check_dataset
 
 POLL_S = 0.05
 ROOT_NAME = "sim"  # the simulator's default root_name
+PACED = Path(__file__).resolve().with_name("paced.py")
+MARGIN_S = 0.5  # the latency target: one unit's conversion + this
 
 
 @dataclass(frozen=True)
@@ -47,34 +44,24 @@ class LiveRun:
     rounds: int
     z: int
     size: int
-    interval: float = 0.0
+    mbps: float = 50.0
 
 
 @dataclass
 class Timeline:
-    """Epoch seconds each dataset was seen complete and each unit seen done, keyed (round, tile)."""
+    """Epoch seconds each dataset was complete and each unit seen done, keyed (round, tile)."""
 
     complete: dict[tuple[int, int], float]
     done: dict[tuple[int, int], float]
     ready: float | None
 
 
-def _follow(experiment: Path, spec: LiveRun, sim: subprocess.Popen, timeout_s: float) -> Timeline:
-    raw = experiment / "raw_data"
-    state_path = experiment / "qi2labdatastore" / "datastore.json"
-    waiting = {
-        (r, t): raw / f"{ROOT_NAME}_r{r:04d}_tile{t:04d}_1"
-        for r in range(1, spec.rounds + 1)
-        for t in range(spec.tiles)
-    }
+def _follow(state_path: Path, writer: subprocess.Popen, timeout_s: float) -> Timeline:
+    """Poll the state file until it says Corrected (or the time is up)."""
     timeline = Timeline({}, {}, None)
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         now = time.time()
-        for key, path in list(waiting.items()):
-            if path.is_dir() and check_dataset(path).state == "complete":
-                timeline.complete[key] = now
-                del waiting[key]
         state = _read_state(state_path)
         for tile_name, entry in state.get("Ingestion", {}).get("tiles", {}).items():
             for r in entry.get("rounds_done", []):
@@ -82,8 +69,8 @@ def _follow(experiment: Path, spec: LiveRun, sim: subprocess.Popen, timeout_s: f
         if state.get("Corrected"):
             timeline.ready = now
             return timeline
-        if sim.poll() not in (None, 0):
-            raise RuntimeError(f"the simulator exited {sim.returncode}")
+        if writer.poll() not in (None, 0):
+            raise RuntimeError(f"the paced writer exited {writer.returncode}")
         time.sleep(POLL_S)
     return timeline
 
@@ -96,39 +83,38 @@ def _read_state(path: Path) -> dict:
 
 
 def live_latency(
-    work: Path, spec: LiveRun, context: ts.Context, timeout_s: float = 1800
+    work: Path, spec: LiveRun, planes: Path, context: ts.Context, timeout_s: float = 1800
 ) -> tuple[Section, DaemonRun]:
     """Run the paced acquisition with the daemon watching; then the reference converter."""
     experiment = work / "live"
-    (experiment / "raw_data").mkdir(parents=True)  # the daemon watches it from the start
+    raw = experiment / "raw_data"
+    raw.mkdir(parents=True)  # the daemon watches it from the start
     config = write_config(work / "live.toml", experiment / "qi2labdatastore")
     daemon = DaemonProcess("watch", experiment, config, "--exit-when-complete")
     while not daemon.logged("watch started"):
         if daemon.proc.poll() is not None:
             raise RuntimeError(f"watch exited at start; see {daemon.log}")
         time.sleep(0.05)
-    args = ["--tiles", spec.tiles, "--rounds", spec.rounds, "--z", spec.z, "--size", spec.size]
+    shape = ["--tiles", spec.tiles, "--rounds", spec.rounds, "--z", spec.z, "--size", spec.size]
+    args = [experiment, planes, *shape, "--mbps", spec.mbps]
     sim_started = time.time()
-    with (work / "simulate.log").open("wb") as sim_log:
-        sim = subprocess.Popen(
-            [
-                str(DAEMON),
-                "simulate",
-                str(experiment),
-                *map(str, args),
-                "--interval",
-                str(spec.interval),
-            ],
-            stdout=sim_log,
+    with (work / "paced.log").open("wb") as writer_log:
+        writer = subprocess.Popen(
+            [sys.executable, str(PACED), *map(str, args)],
+            stdout=writer_log,
             stderr=subprocess.STDOUT,
         )
+    state_path = experiment / "qi2labdatastore" / "datastore.json"
     try:
-        timeline = _follow(experiment, spec, sim, timeout_s)
+        timeline = _follow(state_path, writer, timeout_s)
     finally:
-        sim.wait()
-        if daemon.proc.poll() is None and not _ready(experiment):
+        writer.wait()
+        if daemon.proc.poll() is None and not _read_state(state_path).get("Corrected"):
             daemon.proc.terminate()
     run = daemon.finish()
+    for r in range(1, spec.rounds + 1):
+        for t in range(spec.tiles):
+            timeline.complete[(r, t)] = completed_at(raw / f"{ROOT_NAME}_r{r:04d}_tile{t:04d}_1")
     units = len(timeline.complete)
     acquisition_end = max(timeline.complete.values())
     started = time.perf_counter()
@@ -158,10 +144,6 @@ def _breakdown(timeline: Timeline, run: DaemonRun) -> list[str]:
     return table(["step of the latency", "median s", "max s"], rows)
 
 
-def _ready(experiment: Path) -> bool:
-    return bool(_read_state(experiment / "qi2labdatastore" / "datastore.json").get("Corrected"))
-
-
 def _section(
     spec: LiveRun,
     timeline: Timeline,
@@ -181,13 +163,21 @@ def _section(
     first_done = min(timeline.done.values(), default=acquisition_end)
     rss_start, rss_end = rss_start_end(run, first_done)
     acquisition_s = acquisition_end - sim_started
+    target = one_unit + MARGIN_S
+    first = latencies[0] if latencies else float("nan")
     rows = [
         Row("latency p50", f"{p50:.2f} s", ""),
         Row(
             "latency p95",
             f"{p95:.2f} s",
-            f"<= 2 s + one unit ({one_unit:.2f} s) = {2 + one_unit:.2f} s",
-            p95 <= 2 + one_unit,
+            f"<= one unit ({one_unit:.2f} s) + {MARGIN_S} s = {target:.2f} s",
+            p95 <= target,
+        ),
+        Row(
+            "latency of the first unit after a cold start",
+            f"{first:.2f} s",
+            f"<= {target:.2f} s",
+            first <= target,
         ),
         Row("latency max", f"{worst:.2f} s", ""),
         Row("time-to-ready, watch during the run", f"{ready_s:.2f} s", ""),
@@ -207,11 +197,12 @@ def _section(
         *_breakdown(timeline, run),
         "",
         f"{units} datasets ({spec.tiles} tiles x {spec.rounds} rounds, {spec.z} z, 3 channels,"
-        f" {spec.size}x{spec.size}) written by the paced simulator in {acquisition_s:.0f} s"
-        f" ({acquisition_s / units:.1f} s per dataset, `--interval {spec.interval}`); the"
-        f" daemon converts one in {one_unit:.2f} s (median of its own log; min"
-        f" {unit_s[0]:.2f}, max {unit_s[-1]:.2f}). Polled every {POLL_S} s. The simulator's"
-        " rendering takes about one core, so the daemon shares the two cores with it.",
+        f" {spec.size}x{spec.size}) written by bench/paced.py at {spec.mbps:.0f} MB/s in"
+        f" {acquisition_s:.0f} s ({acquisition_s / units:.1f} s per dataset); the daemon"
+        f" converts one in {one_unit:.2f} s (median of its own log; min {unit_s[0]:.2f}, max"
+        f" {unit_s[-1]:.2f}). The daemon started just before the acquisition (its"
+        f" PSFs computed in a background thread beside the first units); datastore.json polled"
+        f" every {POLL_S} s.",
         f"Daemon RSS: {rss_start:.0f} MB at its first unit done, {rss_end:.0f} MB at the end,"
         f" peak {run.peak_rss_mb:.0f} MB.",
         "",

@@ -26,9 +26,14 @@ from harness import DAEMON, write_config
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*):(?P<line>\d+)\)$")
 
 
+def py_spy() -> str | None:
+    """The py-spy executable, from the venv or the PATH; None if not installed."""
+    return shutil.which("py-spy", path=str(DAEMON.parent)) or shutil.which("py-spy")
+
+
 def record(experiment: Path, workers: int, out: Path, rate: int) -> None:
     """Run `ingest` of `experiment` into a scratch datastore under py-spy."""
-    spy = shutil.which("py-spy", path=str(DAEMON.parent)) or shutil.which("py-spy")
+    spy = py_spy()
     if spy is None:
         sys.exit("py-spy is not installed: .venv/bin/pip install -e '.[bench]'")
     with tempfile.TemporaryDirectory(prefix="qi2lab-profile-") as scratch:
@@ -88,6 +93,21 @@ def fold(raw: Path) -> tuple[int, Counter[str], Counter[str], Counter[str]]:
     return total, inclusive, leaf, threads
 
 
+def report(experiment: Path, workers: int, top: int, rate: int, raw: Path) -> list[str]:
+    """Profile one `ingest` of `experiment`; the tables as lines of text."""
+    record(experiment, workers, raw, rate)
+    total, inclusive, leaf, threads = fold(raw)
+    lines = [f"{total} busy samples at {rate}/s ({total / rate:.1f} busy thread-seconds)"]
+    for title, counter in (
+        ("per thread", threads),
+        ("inclusive, project lines", inclusive),
+        ("self, leaf frames", leaf),
+    ):
+        lines += ["", f"{title}:"]
+        lines += [f"  {100 * n / total:5.1f} %  {name}" for name, n in counter.most_common(top)]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("experiment", type=Path)
@@ -97,17 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--raw", type=Path, help="keep py-spy's collapsed stacks here")
     args = p.parse_args(argv)
     raw = args.raw or Path(tempfile.mkstemp(suffix=".txt")[1])
-    record(args.experiment, args.workers, raw, args.rate)
-    total, inclusive, leaf, threads = fold(raw)
-    print(f"{total} busy samples at {args.rate}/s ({total / args.rate:.1f} busy thread-seconds)")
-    for title, counter in (
-        ("per thread", threads),
-        ("inclusive, project lines", inclusive),
-        ("self, leaf frames", leaf),
-    ):
-        print(f"\n{title}:")
-        for name, n in counter.most_common(args.top):
-            print(f"  {100 * n / total:5.1f} %  {name}")
+    print("\n".join(report(args.experiment, args.workers, args.top, args.rate, raw)))
     return 0
 
 

@@ -57,7 +57,7 @@ def results_markdown(
     command: str, date: str, machine: dict[str, str], sections: list[Section], notes: list[str]
 ) -> str:
     lines = [
-        "# Benchmarks (issue 6)",
+        "# Benchmarks (issues 6 and 13)",
         "",
         "Written by `bench/run.py` from a real run; do not edit by hand, run it again.",
         "",

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from ndstorage import NDTiffDataset
@@ -143,11 +143,16 @@ def simulate(
     settings: SimulationSettings,
     planes: Callable[[int, int], PlaneHook] | None = None,
     progress: Callable[[int], object] = lambda planes: None,
+    render: Renderer | None = None,
+    pace: Pacer | None = None,
 ) -> Path:
     """Write a whole acquisition into `experiment`/raw_data; returns the ground-truth path.
 
     `planes(round, tile)`, if given, is the plane hook of that dataset (`daemon.badtiles`).
     `progress(1)` is called for each plane as it is written (the command line's progress bar).
+    `render` makes each plane (default `render_plane`; bench/paced.py replays planes rendered
+    beforehand, so rendering does not limit its pace) and `pace.wait()` is called before each
+    plane is written (default: `settings.interval` between planes).
 
     Raises:
         SimulationError: raw_data already holds files (a simulation never overwrites data).
@@ -158,7 +163,7 @@ def simulate(
     raw.mkdir(parents=True, exist_ok=True)
     for name, rows in metadata_files(settings).items():
         _write_csv(raw / name, rows)
-    pace = _Pacer(settings.interval)
+    pace = pace or _Pacer(settings.interval)
 
     def counted(alter: PlaneHook) -> PlaneHook:
         def plane(color: str, z: int, pixels: np.ndarray) -> np.ndarray:
@@ -176,7 +181,9 @@ def simulate(
                 raw / f"{name}_stage_positions.csv", [["stage_x", "stage_y", "stage_z"], [x, y, z]]
             )
             alter = _unaltered if planes is None else planes(round, tile)
-            folder = write_dataset(raw, name, settings, round, tile, pace, counted(alter)).name
+            folder = write_dataset(
+                raw, name, settings, round, tile, pace, counted(alter), render or render_plane
+            ).name
             datasets.append(_dataset_truth(settings, name, folder, round, tile))
     truth = {
         "settings": asdict(settings),
@@ -468,6 +475,13 @@ class _Pacer:
 
 
 PlaneHook = Callable[[str, int, np.ndarray], np.ndarray]
+Renderer = Callable[[SimulationSettings, int, int, str, int], np.ndarray]
+
+
+class Pacer(Protocol):
+    """What paces the writer: `wait()` returns when the next plane may be written."""
+
+    def wait(self) -> None: ...
 
 
 def _unaltered(color: str, z: int, pixels: np.ndarray) -> np.ndarray:
@@ -481,8 +495,9 @@ def write_dataset(
     settings: SimulationSettings,
     round: int,
     tile: int,
-    pace: _Pacer | None = None,
+    pace: Pacer | None = None,
     plane: PlaneHook = _unaltered,
+    render: Renderer | None = None,
 ) -> Path:
     """One tile of one round through ndstorage's writer; returns the folder it created.
 
@@ -503,7 +518,7 @@ def write_dataset(
     )
     try:
         for color, z in plane_order(settings):
-            pixels = plane(color, z, render_plane(settings, round, tile, color, z))
+            pixels = plane(color, z, (render or render_plane)(settings, round, tile, color, z))
             if pace is not None:
                 pace.wait()
             dataset.put_image(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from daemon.config import ConfigError, Settings, load_settings
+from daemon.datastore.arrays import ArrayCodec
 
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "config.toml"
 
@@ -122,3 +123,10 @@ def test_the_cli_reads_a_config_with_one_key_of_a_color(tmp_path):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="no such configuration file"):
         load_settings(tmp_path / "nope.toml")
+
+
+def test_the_default_codec_is_blosc_zstd_1_byte_shuffle():
+    """bench/RESULTS.md's codec table picked it (issue 13); config.toml says so too."""
+    expected = ArrayCodec(compressor="zstd", clevel=1, shuffle="byte", z_chunk=1)
+    assert Settings().arrays == expected
+    assert load_settings(REPO_CONFIG).arrays == expected

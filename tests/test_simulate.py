@@ -160,3 +160,32 @@ def test_a_fixed_map_of_hot_pixels_and_some_saturated_voxels(camera):
     for plane in planes:
         assert (plane[rows, columns] > OFFSET_ADU + 3000).all()  # in every frame
     assert sum(int((plane == 65535).sum()) for plane in planes) > 0
+
+
+def test_planes_can_come_from_another_renderer_at_another_pace(tmp_path):
+    """bench/paced.py replays planes rendered beforehand, on its own schedule."""
+    settings = SimulationSettings(tiles=1, rounds=1, z=2, size=32)
+    value = {
+        (color, z): 1000 + 10 * i + z for i, color in enumerate(settings.colors) for z in (0, 1)
+    }
+
+    def render(s: SimulationSettings, round: int, tile: int, color: str, z: int) -> np.ndarray:
+        return np.full((s.size, s.size), value[(color, z)], np.uint16)
+
+    class Counting:
+        waits = 0
+
+        def wait(self) -> None:
+            self.waits += 1
+
+    pace = Counting()
+    truth = json.loads(simulate(tmp_path, settings, render=render, pace=pace).read_text())
+    assert pace.waits == len(value)  # once before each plane
+    (entry,) = truth["datasets"]
+    with RawDataset(tmp_path / "raw_data" / entry["folder"]) as dataset:
+        stacks = {
+            int(dataset.read_channel(c)[0, 0, 0]): dataset.read_channel(c) for c in dataset.channels
+        }
+    for color in settings.colors:
+        expected = np.stack([render(settings, 1, 0, color, z) for z in (0, 1)])
+        np.testing.assert_array_equal(stacks[value[(color, 0)]], expected)

@@ -7,6 +7,11 @@ is flushed and fsynced, then `os.replace`d over the old name (atomic on POSIX), 
 is fsynced so the rename itself survives a power cut. A reader sees the old or the new file,
 never a mix. A writer killed mid-way can leave a `.<name>.*.tmp` file behind; it is harmless
 and never read.
+
+Inside a staging folder (`.staging/`, see daemon.datastore.staging) the fsyncs are left out:
+nothing there is visible to a reader, a crash turns it into debris, and publication makes the
+whole entry durable (`fsync_tree`) before renaming it into view. Syncing each small JSON file
+and its folder as it is written cost a journal commit each, for nothing.
 """
 
 from __future__ import annotations
@@ -19,26 +24,37 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+STAGING = ".staging"  # work in progress; a hidden name outside every published folder
+
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> None:
     """Replace `path` with what `write` puts into the binary file it is given.
 
     On any error (in `write` or in the file system) the temporary file is removed, the old
-    content of `path` is left untouched and the error propagates.
+    content of `path` is left untouched and the error propagates. The new content is durable
+    on return, unless `path` is staged (then publication makes it durable).
     """
     path = Path(path)
+    durable = not is_staged(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
+
+
+def is_staged(path: Path) -> bool:
+    """Whether `path` lies in a staging folder, where fsyncs wait for publication."""
+    return STAGING in path.parts
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
@@ -51,7 +67,13 @@ def fsync_dir(folder: str | os.PathLike[str]) -> None:
 
 
 def fsync_tree(folder: str | os.PathLike[str]) -> None:
-    """Make every file and directory under `folder` durable before it is renamed into view."""
+    """Make every file and directory under `folder` durable before it is renamed into view.
+
+    One fsync per file and folder of this tree only, never syncfs(2): the datastore usually
+    shares its file system with raw_data/, where the microscope writes 100-200 MB/s, and
+    syncfs would wait for all of that file system's dirty data (seconds of it) and force the
+    microscope's writeback with it.
+    """
     for dirpath, _dirnames, filenames in os.walk(folder):
         for name in filenames:
             fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)

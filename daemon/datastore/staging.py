@@ -18,9 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from daemon.datastore.jsonio import fsync_dir, fsync_tree
-
-STAGING = ".staging"  # work in progress; a hidden name outside every published folder
+from daemon.datastore.jsonio import STAGING, fsync_dir, fsync_tree
 
 
 class PendingWrites:
@@ -81,6 +79,11 @@ class StagingArea:
         in, then the old one removed. Each step is one rename, so after a crash the published
         name holds the old complete entry, the new complete entry, or nothing (the entry moved
         aside is crash debris, removed on the next open) - never a partial one.
+
+        Durability: the staged tree is made durable once, here (`fsync_tree`, an fsync per
+        file and folder of this entry: nothing in staging was synced as it was written), and
+        the rename by syncing the folder it lands in. The session folder it leaves is debris
+        after a crash whatever its state, so it is not synced.
         """
         fsync_tree(staged)
         with self._lock:
@@ -94,7 +97,6 @@ class StagingArea:
                 os.rename(target, aside)
             os.rename(staged, target)
             fsync_dir(target.parent)
-            fsync_dir(staged.parent)
         if aside is not None:
             shutil.rmtree(aside)
         return target

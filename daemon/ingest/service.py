@@ -49,6 +49,9 @@ from daemon.raw.experiment import Plan
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 STATE_DIR = ".ingest"  # the daemon's own state, inside the datastore folder
 LOOP_PERIOD_S = 0.2
+# datastore.json is rewritten this soon after a change at most (and no sooner than its cost
+# allows, see StatePublisher): analysis polling it learns of a unit within a loop turn.
+STATE_INTERVAL_S = 0.05
 STATUS_PERIOD_S = 5.0  # systemd's status line is refreshed this often
 BACKLOG_HEARTBEAT_S = 300.0  # `backlog` is logged when it changes, and at least this often
 
@@ -98,7 +101,7 @@ class IngestService:
         self.publisher = StatePublisher(
             self.store,
             self.ledger,
-            state_interval_s=0.5,
+            state_interval_s=STATE_INTERVAL_S,
             log_interval_s=settings.status.ingest_log_interval_s,
             heartbeat_s=settings.status.heartbeat_s,
             identity=self.identity,
@@ -123,7 +126,10 @@ class IngestService:
             retry_attempts=settings.workers.retry_attempts,
             retry_initial_s=settings.workers.retry_initial_s,
             retry_max_s=settings.workers.retry_max_s,
+            on_settled=self._wake,
         )
+        self._woken = threading.Event()  # a unit was settled: the loop turns at once
+        self._watching = False
         self._step_error: str | None = None  # the last failed step's error, logged once
         self._recovered = False  # units left `running` by a crash are back to pending
         self._last_rescan: float | None = None  # None until the first full scan succeeded
@@ -150,6 +156,7 @@ class IngestService:
             settings=asdict(self.settings),
         )
         self._last_status = time.monotonic()
+        self._watching = watch
         try:
             while not self.stop_requested.is_set():
                 try:
@@ -157,8 +164,9 @@ class IngestService:
                         break
                 except Exception as exc:  # nothing one step meets stops the daemon
                     self._step_failed(exc)
-                if not watch:
-                    time.sleep(LOOP_PERIOD_S)
+                if not watch:  # (watching, the watcher's drain waits, and wakes the same way)
+                    self._woken.wait(LOOP_PERIOD_S)
+                    self._woken.clear()
         finally:
             counts = self._shutdown()
         return RunOutcome(done=counts["done"], failed=counts["failed"], pending=counts["pending"])
@@ -207,6 +215,13 @@ class IngestService:
             self._last_status = now
         self._step_error = None
         return (not watch or exit_when_complete) and self._settled(watch)
+
+    def _wake(self) -> None:
+        """A unit was settled (a worker calls this): turn the loop now rather than at its
+        next period, so the next unit is dispatched and the state file says so at once."""
+        self._woken.set()
+        if self._watching:
+            self.watcher.wake()
 
     def _step_failed(self, exc: Exception) -> None:
         """Log a failed step (once while the same error repeats) and pause before the next."""

@@ -57,7 +57,7 @@ class RawWatcher:
 
     def __init__(self, root: Path, polling: bool, poll_interval_s: float) -> None:
         self.root = root
-        self.changes: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.changes: queue.SimpleQueue[str | None] = queue.SimpleQueue()  # None: `wake()`
         self.started = False  # whether an observer was ever started (a later start is a restart)
         self._polling = polling
         self._poll_interval_s = poll_interval_s
@@ -114,15 +114,19 @@ class RawWatcher:
                 self._observer.join(timeout=5)
             self._observer = None
 
+    def wake(self) -> None:
+        """End a `drain` that is waiting now (or the next one) without a name."""
+        self.changes.put(None)
+
     def drain(self, timeout: float) -> set[str]:
-        """Names that changed, waiting up to `timeout` for the first one."""
-        names: set[str] = set()
+        """Names that changed, waiting up to `timeout` for the first one (or a `wake`)."""
+        names: set[str | None] = set()
         try:
             names.add(self.changes.get(timeout=timeout))
         except queue.Empty:
-            return names
+            return set()
         while True:
             try:
                 names.add(self.changes.get_nowait())
             except queue.Empty:
-                return names
+                return {name for name in names if name is not None}

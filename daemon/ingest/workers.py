@@ -47,9 +47,13 @@ class WorkerPool:
         retry_attempts: int,
         retry_initial_s: float,
         retry_max_s: float,
+        on_settled: Callable[[], None] = lambda: None,
     ) -> None:
+        """`on_settled()` is called from the worker each time a unit is done or failed (the
+        service wakes its loop with it, so the next unit and the state file do not wait)."""
         self._ledger = ledger
         self._convert = convert
+        self._on_settled = on_settled
         self._queue: queue.Queue[str | None] = queue.Queue(maxsize=queue_size)
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
@@ -128,6 +132,7 @@ class WorkerPool:
                     self.busy_workers -= 1
                     self.last_progress = time.monotonic()
                     self._in_flight.discard(uid)
+                self._on_settled()
 
     def _forget(self, uid: str) -> None:
         with self._lock:

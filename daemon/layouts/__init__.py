@@ -14,19 +14,26 @@ from daemon.layouts.base import Layout, LayoutMismatchError
 from daemon.raw.defaults import RawDefaults
 
 LAYOUT_NAMES = ("seed", "merfish3d-v0.6")
+# Each layout's marker file (`Layout.marker`), so that finding a folder's layout imports no
+# backend: the v0.6 one pulls in pydantic through yaozarrs (0.15-0.4 s of a seed run's start).
+MARKERS = {"seed": "datastore.json", "merfish3d-v0.6": "datastore_state.json"}
 
 
-def _backends() -> dict[str, type[Layout]]:
-    from daemon.layouts.merfish3d_v06 import Merfish3dV06Layout
-    from daemon.layouts.seed import SeedLayout
-
-    return {SeedLayout.name: SeedLayout, Merfish3dV06Layout.name: Merfish3dV06Layout}
+def _backend(name: str) -> type[Layout]:
+    """The backend class of layout `name`, imported now."""
+    backend: type[Layout]
+    if name == "seed":
+        from daemon.layouts.seed import SeedLayout as backend
+    else:
+        from daemon.layouts.merfish3d_v06 import Merfish3dV06Layout as backend
+    assert backend.name == name and backend.marker == MARKERS[name], f"{name}: MARKERS is stale"
+    return backend
 
 
 def found_layout(path: Path) -> str | None:
     """The layout of an existing datastore folder (by its marker file), or None if new."""
-    for name, backend in _backends().items():
-        if (Path(path) / backend.marker).is_file():
+    for name, marker in MARKERS.items():
+        if (Path(path) / marker).is_file():
             return name
     return None
 
@@ -55,7 +62,7 @@ def _create(
     create: bool,
     raw_defaults: RawDefaults | None,
 ) -> Layout:
-    backend = _backends()[name]
+    backend = _backend(name)
     if backend.refreshes_entries:  # it reads raw metadata to settle provisional entries
         return backend(path, codec, context, create=create, raw_defaults=raw_defaults)
     return backend(path, codec, context, create=create)

@@ -216,8 +216,13 @@ class Layout(abc.ABC):
     ) -> dict[str, np.ndarray]:
         """The arrays an entry stores, computed from its raw channel stack: `camera_data` (the
         raw counts in the layout's frame) and `corrected_data` (gain and offset corrected,
-        unless given already corrected, with hot pixels replaced)."""
-        camera = self.frame(raw, acq)
+        unless given already corrected, with hot pixels replaced).
+
+        A turned frame (the ORCA's transpose) is copied into contiguous memory once, here:
+        tensorstore compressing from a turned view, or the correction reading one, gathers
+        across strides (per 63 MB channel: 0.32 s to write a transposed view, 0.11 s to copy
+        it plus 0.11 s to write the copy)."""
+        camera = np.ascontiguousarray(self.frame(raw, acq))
         pixels = {"camera_data": camera}
         if "corrected_data" in self.arrays:
             if corrected is None:

@@ -151,12 +151,13 @@ def _write_image(
     codec: ArrayCodec,
     context: Any,
 ) -> ts.WriteFutures:
-    """Start writing an OME-NGFF 0.5 image (group zarr.json + array `0`); return the write."""
+    """Start writing an OME-NGFF 0.5 image (group zarr.json + array `0`); return the write.
+    `data` must not change until the write is done: tensorstore reads it in place (no copy)."""
     folder.mkdir(parents=True, exist_ok=True)
     _write_group(folder, ome, attrs)
     spec = _array_spec(folder / "0", data, codec)
     store = ts.open(spec, create=True, delete_existing=True, context=context).result()
-    return store.write(data)
+    return store.write(data, can_reference_source_data_indefinitely=True)
 
 
 def _write_group(folder: Path, ome: dict[str, Any], attrs: Mapping[str, Any]) -> None:

@@ -1,5 +1,6 @@
 """Staging: entries appear whole by rename, replace whole, and crash debris is cleaned up."""
 
+import os
 import random
 import signal
 import subprocess
@@ -80,6 +81,34 @@ def test_staged_writes_are_checked(ds):
             staged.write_array("camera_data", STACK.astype(np.float32))
         with pytest.raises(ValueError, match="bit_linker belongs to rounds only"):
             staged.write_attributes({"bit_linker": [1]})
+
+
+def test_staging_syncs_nothing_and_publication_syncs_each_file_and_folder(ds, monkeypatch):
+    """One durable point per entry: what the daemon fsyncs itself, counted in-process (the
+    chunk files tensorstore writes are synced by the same walk at publication)."""
+    synced: list[str] = []
+    fsync = os.fsync
+
+    def recorded(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recorded)
+    staged = ds.stage(ENTITY)
+    staged.write_array("camera_data", STACK, wait=True)
+    staged.write_array("corrected_data", STACK // 2, wait=True)
+    staged.write_attributes({"psf_idx": 0})
+    staged.write_attributes({"bit_linker": [3, 4]})
+    assert synced == []
+    tree = sorted([str(staged.path), *(str(p) for p in staged.path.rglob("*"))])
+    assert any(p.endswith("/camera_data/0.0.0") for p in tree)  # chunk files are in the tree
+
+    published = staged.publish()
+
+    # Each file and folder of the entry once, before it is renamed into view; then the new
+    # tile folder's parent and the folder the entry landed in.
+    assert sorted(synced[: len(tree)]) == tree
+    assert synced[len(tree) :] == [str(published.parent.parent), str(published.parent)]
 
 
 def test_open_removes_dead_sessions_but_not_live_ones(ds, context):

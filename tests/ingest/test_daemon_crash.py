@@ -17,15 +17,8 @@ KILLS = 24
 EVENT_WAIT_S = 30.0
 # Kill shortly after one of these events (during the array writes, renames, ledger and
 # datastore.json writes that follow it), or after a random time when none comes.
-KILL_AFTER = (
-    "daemon started",
-    "plan loaded",
-    "calibrations written",
-    "dataset seen",
-    "unit started",
-    "unit done",
-    "backlog",
-)
+AT_EVERY_START = ("watch started", "plan loaded", "calibrations written")
+KILL_AFTER = (*AT_EVERY_START, "dataset seen", "unit started", "unit done", "backlog")
 
 
 def _live_until(daemon: DaemonProcess, target: str | None, seconds: float) -> bool:
@@ -53,13 +46,15 @@ def test_sigkill_at_many_moments_gives_the_uninterrupted_result(tmp_path, layout
     rng = random.Random(20261124)
     kills: list[str] = []
     raw_at_end_of_acquisition = None
+    run_complete = False  # a life ended by itself after the acquisition: no unit events left
     with simulator_process(experiment, SETTINGS) as microscope:
         while True:
             command = ("watch", experiment, config, "--exit-when-complete", *layout_option)
             with DaemonProcess(*command) as daemon:
                 # Most lives end just after an event, some at a random time (start-up, idle,
-                # exit).
-                target = rng.choice(KILL_AFTER) if rng.random() < 0.75 else None
+                # exit). Once the run is complete, only start-up events can still come.
+                events = AT_EVERY_START if run_complete else KILL_AFTER
+                target = rng.choice(events) if rng.random() < 0.75 else None
                 delay = rng.uniform(0.1, 2.0) if target is None else EVENT_WAIT_S
                 moment = f"{delay:.2f} s after start"
                 if len(kills) < KILLS and _live_until(daemon, target, delay):
@@ -75,6 +70,7 @@ def test_sigkill_at_many_moments_gives_the_uninterrupted_result(tmp_path, layout
                         assert check_store(store, expected, complete=False) == [], moment
                     continue
                 daemon.expect_exit(0, timeout=120)
+                run_complete = raw_at_end_of_acquisition is not None
             if not microscope.alive() and len(kills) >= KILLS:
                 break
         microscope.expect_exit(0)

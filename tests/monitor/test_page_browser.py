@@ -14,6 +14,7 @@ from browser import chromium
 from monitor_support import ledger_units, live_run, open_level
 from selenium.webdriver.support.ui import Select
 from support.daemon import DaemonProcess
+from support.experiment import write_config
 from support.processes import wait_until
 
 from daemon.simulate import SimulationSettings
@@ -157,4 +158,21 @@ def test_page_follows_the_run_and_singles_out_bad_tiles(tmp_path: Path) -> None:
         driver.save_screenshot(str(screenshot))
         assert screenshot.stat().st_size > 10_000
         print(f"screenshot: {screenshot}")
+        assert daemon.stop() == 0
+
+
+def test_a_page_opened_before_the_first_dataset_draws_without_script_errors(tmp_path: Path) -> None:
+    experiment = tmp_path / "exp"
+    (experiment / "raw_data").mkdir(parents=True)  # the run has not written anything yet
+    config = write_config(tmp_path / "config.toml", web={"listen": "127.0.0.1:0"})
+    with chromium() as driver, DaemonProcess("watch", experiment, config) as daemon:
+        driver.get(daemon.wait_seen("web page served")["url"])
+        wait_until(
+            lambda: driver.execute_script("return Number(document.body.dataset.polls || 0) >= 2"),
+            "the page polled twice",
+            [daemon],
+        )
+        assert page_states(driver) == {}
+        severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert severe == []
         assert daemon.stop() == 0

@@ -53,6 +53,7 @@ function tileLayout(state) {
   const y0 = known.length ? Math.max(...ys) + side : 0;
   for (const t of ids) if (!pos[t]) pos[t] = [(col++) * side, y0];  // no position yet: a row below
   const all = Object.values(pos);
+  if (!all.length) return { ids, pos, side, minX: 0, minY: 0, w: side, h: side };  // no tile yet
   const minX = Math.min(...all.map((p) => p[0])), minY = Math.min(...all.map((p) => p[1]));
   const maxX = Math.max(...all.map((p) => p[0])) + side, maxY = Math.max(...all.map((p) => p[1])) + side;
   return { ids, pos, side, minX, minY, w: maxX - minX, h: maxY - minY };
