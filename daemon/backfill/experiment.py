@@ -84,13 +84,14 @@ class ExperimentRun:
         return record
 
     def record(self, record: UnitRecord, outcome: UnitResult | UnitFailure) -> None:
-        """Write a unit's outcome to the ledger, and datastore.json if it is due."""
+        """Write a unit's outcome to the ledger, and datastore.json if it is due. (The planner
+        scans raw_data once, before any claim, so no source changes under a unit here.)"""
         log = self.log.bind(unit=record.unit_id, dataset=record.dataset)
         if isinstance(outcome, UnitFailure):
-            self.ledger.fail(record.unit_id, outcome.message, outcome.environmental)
+            self.ledger.fail(record, outcome.message, outcome.environmental)
             log.error("unit failed", error=outcome.message, cause=outcome.cause)
         else:
-            self.ledger.finish(record.unit_id, outcome)
+            self.ledger.finish(record, outcome)
             log.info("unit done", bytes=outcome.source_bytes, outputs=list(outcome.outputs))
         self._claimed.discard(record.unit_id)
         self.publisher.maybe_publish(self.planner.plan, self.planner.calibrated)

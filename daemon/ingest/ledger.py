@@ -9,7 +9,9 @@ States: pending (known, waiting for a worker), running, done, failed. A unit fou
 when the ledger is opened was interrupted by a crash and goes back to pending. A failure is
 `environmental` when its cause lies outside the raw data (disk full, permission denied, an I/O
 error, a file that vanished): the service queues such a unit again after a back-off, while any
-other failure waits for the unit's raw data to change.
+other failure waits for the unit's raw data to change. A source that changes while its unit
+runs is recorded at once; the attempt under way, which read the old one, then ends the unit
+pending (or failed, if the new source is broken), never done.
 """
 
 from __future__ import annotations
@@ -210,8 +212,9 @@ class Ledger:
             if (row["dataset"], row["fingerprint"]) == (dataset, fingerprint):
                 return row["state"] == "pending"
             if row["state"] == "running":
-                # The worker is reading the old source; the change is taken up once it ends.
-                return False
+                # The worker read the old source: the row keeps the new one (and its verdict in
+                # `error`) while the unit runs, and the attempt's end cannot mark it done.
+                state = "running"
             db.execute(
                 "UPDATE units SET state = ?, dataset = ?, fingerprint = ?, error = ?,"
                 " environmental = 0, attempts = 0, seen_at = ? WHERE unit_id = ?",
@@ -260,9 +263,13 @@ class Ledger:
             row = db.execute("SELECT * FROM units WHERE unit_id = ?", (uid,)).fetchone()
         return _record(row) if changed else None
 
-    def finish(self, uid: str, result: UnitResult) -> None:
-        """Mark a running unit done with what it produced."""
+    def finish(self, claimed: UnitRecord, result: UnitResult) -> bool:
+        """Mark a running unit done with what it produced from the source it was `claimed`
+        with; False if that source was replaced meanwhile (see `_superseded`)."""
+        uid = claimed.unit_id
         with self._transaction() as db:
+            if _superseded(db, claimed):
+                return False
             db.execute(
                 "UPDATE units SET state = 'done', source_bytes = ?, checksum = ?, outputs = ?,"
                 " error = NULL, environmental = 0, finished_at = ?, read_s = ?, write_s = ?,"
@@ -278,16 +285,22 @@ class Ledger:
                     uid,
                 ),
             )
+        return True
 
-    def fail(self, uid: str, error: str, environmental: bool = False) -> None:
-        """Mark a unit failed. An environmental failure is queued again by the service after a
-        back-off; any other is tried again only when its source changes."""
+    def fail(self, claimed: UnitRecord, error: str, environmental: bool = False) -> bool:
+        """Mark a unit failed by an attempt on the source it was `claimed` with; False if that
+        source was replaced meanwhile (see `_superseded`). An environmental failure is queued
+        again by the service after a back-off; any other is tried again only when its source
+        changes."""
         with self._transaction() as db:
+            if _superseded(db, claimed):
+                return False
             db.execute(
                 "UPDATE units SET state = 'failed', error = ?, environmental = ?, finished_at = ?"
                 " WHERE unit_id = ?",
-                (error, int(environmental), time.time(), uid),
+                (error, int(environmental), time.time(), claimed.unit_id),
             )
+        return True
 
     def requeue(self, uid: str) -> bool:
         """Return a failed unit to pending (its back-off ran out, or an input of it changed);
@@ -330,7 +343,7 @@ class Ledger:
         return [_record(r) for r in rows]
 
     def release(self, uid: str) -> None:
-        """Return a running unit to pending (abandoned on shutdown, or its source changed)."""
+        """Return a running unit to pending (abandoned on shutdown)."""
         with self._transaction() as db:
             db.execute(
                 "UPDATE units SET state = 'pending' WHERE unit_id = ? AND state = 'running'",
@@ -384,6 +397,27 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
     wal = path.with_name(f"{path.name}-wal")
     query = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
     return sqlite3.connect(f"{path.as_uri()}?{query}", uri=True, check_same_thread=False)
+
+
+def _superseded(db: sqlite3.Connection, claimed: UnitRecord) -> bool:
+    """Whether the unit's source changed while the attempt `claimed` ran; if so, the unit goes
+    to pending for the new source (failed, when `observe` found the new one broken).
+
+    The attempt's entries came from the old source: they stay published until the next attempt
+    replaces them, but the unit is not done, so neither the summary nor `--exit-when-complete`
+    can take them for the dataset now in raw_data.
+    """
+    row = db.execute(
+        "SELECT dataset, fingerprint FROM units WHERE unit_id = ?", (claimed.unit_id,)
+    ).fetchone()
+    if (row["dataset"], row["fingerprint"]) == (claimed.dataset, claimed.fingerprint):
+        return False
+    db.execute(
+        "UPDATE units SET state = CASE WHEN error IS NULL THEN 'pending' ELSE 'failed' END,"
+        " finished_at = ? WHERE unit_id = ?",
+        (time.time(), claimed.unit_id),
+    )
+    return True
 
 
 def _record(row: sqlite3.Row) -> UnitRecord:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from structlog.typing import FilteringBoundLogger
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -149,7 +150,12 @@ class WorkerPool:
         except Exception as exc:  # every failure is recorded; the daemon goes on
             message = describe(exc)
             environmental = is_environmental(exc)
-            self._persist(uid, "fail", lambda: self._ledger.fail(uid, message, environmental))
+            failed = self._persist(
+                uid, "fail", lambda: self._ledger.fail(record, message, environmental)
+            )
+            if failed is False:
+                self._log_superseded(log, uid, error=message)
+                return
             log.error(
                 "unit failed",
                 error=message,
@@ -158,7 +164,10 @@ class WorkerPool:
                 environmental=environmental,
             )
             return
-        self._persist(uid, "finish", lambda: self._ledger.finish(uid, result))
+        done = self._persist(uid, "finish", lambda: self._ledger.finish(record, result))
+        if done is False:
+            self._log_superseded(log, uid, outputs=list(result.outputs))
+            return
         seconds = time.monotonic() - started
         log.info(
             "unit done",
@@ -169,6 +178,12 @@ class WorkerPool:
             preview_s=round(result.preview_s, 3),
             outputs=list(result.outputs),
         )
+
+    def _log_superseded(self, log: FilteringBoundLogger, uid: str, **attempt: object) -> None:
+        """The attempt read a source that was replaced while it ran: its outcome is not the
+        unit's, which the ledger now has pending (or failed, if the new source is broken)."""
+        now = self._ledger.get(uid)
+        log.warning("unit superseded", state=now.state if now else None, **attempt)
 
     def _persist(self, uid: str, action: str, write: Callable[[], T]) -> T | None:
         """Run a ledger write until it succeeds; None if the pool stopped first.

@@ -24,7 +24,7 @@ def test_new_dataset_becomes_pending_then_done(tmp_path):
     record = ledger.claim(uid)
     assert record is not None and record.state == "running" and record.attempts == 1
     assert ledger.claim(uid) is None  # a second worker cannot take it
-    ledger.finish(uid, result())
+    assert ledger.finish(record, result())
     done = ledger.get(uid)
     assert done.state == "done" and done.outputs == ("polyDT/tile0000/round0000.zarr",)
     assert not ledger.observe(0, 0, "run_r0001_tile0000_1", "f1")  # nothing is redone
@@ -35,8 +35,7 @@ def test_failed_unit_waits_for_its_source_to_change(tmp_path):
     ledger = Ledger(tmp_path / "ledger.sqlite")
     ledger.observe(1, 2, "d", "f1")
     uid = unit_id(1, 2)
-    ledger.claim(uid)
-    ledger.fail(uid, "d/NDTiff.index: garbage")
+    assert ledger.fail(ledger.claim(uid), "d/NDTiff.index: garbage")
     assert ledger.get(uid).error == "d/NDTiff.index: garbage"
     assert not ledger.observe(1, 2, "d", "f1")
     assert ledger.observe(1, 2, "d", "f2")
@@ -47,10 +46,39 @@ def test_failed_unit_waits_for_its_source_to_change(tmp_path):
 def test_another_copy_of_a_done_dataset_is_converted_again(tmp_path):
     ledger = Ledger(tmp_path / "ledger.sqlite")
     ledger.observe(0, 0, "run_r0001_tile0000_1", "f1")
-    ledger.claim(unit_id(0, 0))
-    ledger.finish(unit_id(0, 0), result())
+    ledger.finish(ledger.claim(unit_id(0, 0)), result())
     assert ledger.observe(0, 0, "run_r0001_tile0000_2", "f9")
     assert ledger.get(unit_id(0, 0)).dataset == "run_r0001_tile0000_2"
+
+
+def test_a_source_replaced_while_its_unit_runs_leaves_the_unit_to_do_again(tmp_path):
+    """The attempt read the old source; its end must not mark the unit done (nor failed)."""
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    uid = unit_id(0, 0)
+    for outcome in ("finish", "fail"):
+        ledger.observe(0, 0, "run_r0001_tile0000_1", f"old-{outcome}")
+        attempt = ledger.claim(uid)
+        assert ledger.observe(0, 0, "run_r0001_tile0000_1", f"new-{outcome}")
+        assert ledger.get(uid).state == "running"  # the attempt goes on
+        if outcome == "finish":
+            assert not ledger.finish(attempt, result())
+        else:
+            assert not ledger.fail(attempt, "run_r0001_tile0000_1: gone", environmental=True)
+        now = ledger.get(uid)
+        assert (now.state, now.fingerprint, now.error) == ("pending", f"new-{outcome}", None)
+        assert ledger.finish(ledger.claim(uid), result())  # the next attempt reads the new one
+
+
+def test_a_source_replaced_by_a_broken_one_while_its_unit_runs_ends_failed(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    uid = unit_id(0, 0)
+    ledger.observe(0, 0, "d", "f1")
+    attempt = ledger.claim(uid)
+    assert not ledger.observe(0, 0, "d", "f2", broken="d/NDTiff.index: garbage")
+    assert not ledger.finish(attempt, result())
+    now = ledger.get(uid)
+    assert (now.state, now.error, now.environmental) == ("failed", "d/NDTiff.index: garbage", False)
+    assert ledger.pending() == []
 
 
 def test_running_units_return_to_pending_after_a_crash(tmp_path):
@@ -70,8 +98,7 @@ def test_units_done_by_an_older_conversion_go_back_to_pending(tmp_path):
     ledger = Ledger(tmp_path / "ledger.sqlite")
     for tile, version in ((0, 1), (1, 2)):
         ledger.observe(tile, 0, f"run_r0001_tile{tile:04d}_1", "f")
-        ledger.claim(unit_id(tile, 0))
-        ledger.finish(unit_id(tile, 0), result(version))
+        ledger.finish(ledger.claim(unit_id(tile, 0)), result(version))
     assert ledger.requeue_outdated(2) == [unit_id(0, 0)]
     ledger.close()
     reopened = Ledger(tmp_path / "ledger.sqlite")  # the change is durable

@@ -1,24 +1,28 @@
 """Faults a test can inject from outside the daemon: a small disk that fills up, another user
-the daemon runs as, datasets damaged the ways the microscope or a disk can damage them.
+the daemon runs as, a file whose opening hangs, datasets damaged the ways the microscope or a
+disk can damage them.
 
-Every fault here is real (a real tmpfs, a real setuid, real bytes on disk); nothing reaches into
-the daemon's process.
+Every fault here is real (a real tmpfs, a real setuid, a real file lease, real bytes on disk);
+nothing reaches into the daemon's process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import pwd
 import shutil
+import signal
 import stat
 import struct
 import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -184,6 +188,44 @@ def _readable_file(source: Path, target: Path) -> None:
             pass  # another file system: copy
     shutil.copyfile(source, target)
     target.chmod(0o755 if os.access(source, os.X_OK) else 0o644)
+
+
+# --- a file whose opening hangs
+
+
+class HungOpen:
+    """A file held by `hung_open`: `tried` is set the moment somebody opens it, `release()`
+    lets that open go on."""
+
+    def __init__(self, fd: int) -> None:
+        self.tried = threading.Event()
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # ends the lease
+            self._fd = None
+
+
+@contextlib.contextmanager
+def hung_open(path: Path) -> Iterator[HungOpen]:
+    """Hold `path` so that whoever opens it waits until it is released, as a file on a share
+    that stopped answering holds its reader.
+
+    A real write lease (fcntl F_SETLEASE): the kernel blocks every other open of the file and
+    tells the holder with a signal (SIGIO). Nobody may have the file open when the hold begins
+    (the kernel refuses the lease then), and the kernel ends it by itself after
+    /proc/sys/fs/lease-break-time (45 s). The test process must own the file; the signal
+    handler needs the main thread.
+    """
+    held = HungOpen(os.open(path, os.O_RDONLY))
+    previous = signal.signal(signal.SIGIO, lambda _signum, _frame: held.tried.set())
+    try:
+        fcntl.fcntl(held._fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+        yield held
+    finally:
+        held.release()
+        signal.signal(signal.SIGIO, previous)
 
 
 # --- datasets damaged on disk
