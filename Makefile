@@ -25,6 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'  # py-spy, for the profile section
 	$(BIN)/python bench/run.py
 
 clean:
