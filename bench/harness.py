@@ -103,6 +103,13 @@ class DaemonProcess:
         """Whether the log already holds an `event` line (cheap enough to poll at start-up)."""
         return f'"event": "{event}"' in self.log.read_text(encoding="utf-8", errors="replace")
 
+    def wait_logged(self, event: str) -> None:
+        """Wait for an `event` line (a paced writer starts only once `watch started`)."""
+        while not self.logged(event):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the daemon exited before '{event}'; see {self.log}")
+            time.sleep(0.05)
+
     def finish(self) -> DaemonRun:
         """Wait for the process to exit and collect its run."""
         _, status = os.waitpid(self.proc.pid, 0)

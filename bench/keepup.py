@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,10 +95,7 @@ def paced_run(work: Path, planes: Path, acq: Acquisition, mbps: float, workers: 
     raw.mkdir(parents=True)
     config = write_config(work / f"paced-w{workers}.toml", experiment / "qi2labdatastore", workers)
     daemon = DaemonProcess("watch", experiment, config, "--exit-when-complete")
-    while not daemon.logged("watch started"):
-        if daemon.proc.poll() is not None:
-            raise RuntimeError(f"watch exited at start; see {daemon.log}")
-        time.sleep(0.05)
+    daemon.wait_logged("watch started")
     shape = ["--tiles", acq.tiles, "--rounds", acq.rounds, "--z", acq.z, "--size", acq.size]
     args = [experiment, planes, *shape, "--mbps", mbps]
     writer = subprocess.run(

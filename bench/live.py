@@ -91,10 +91,7 @@ def live_latency(
     raw.mkdir(parents=True)  # the daemon watches it from the start
     config = write_config(work / "live.toml", experiment / "qi2labdatastore")
     daemon = DaemonProcess("watch", experiment, config, "--exit-when-complete")
-    while not daemon.logged("watch started"):
-        if daemon.proc.poll() is not None:
-            raise RuntimeError(f"watch exited at start; see {daemon.log}")
-        time.sleep(0.05)
+    daemon.wait_logged("watch started")
     shape = ["--tiles", spec.tiles, "--rounds", spec.rounds, "--z", spec.z, "--size", spec.size]
     args = [experiment, planes, *shape, "--mbps", spec.mbps]
     sim_started = time.time()
