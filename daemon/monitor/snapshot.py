@@ -27,6 +27,7 @@ from daemon.status import NoDatastoreError, _readable_plan, collect, open_ledger
 RECENT_EVENTS = 20
 HISTORY_POINTS = 200
 STALLED_AFTER_S = 600.0  # backlog waiting and no unit finished for this long: stalled
+INTERRUPTED = "interrupted"  # a unit `running` in the ledger of a daemon that is gone
 
 
 @dataclass
@@ -86,7 +87,7 @@ class Snapshots:
         """Everything the page draws, as plain JSON-able data."""
         if not ledger_path(self.store).is_file():
             return {"experiment": str(self.experiment), "datastore": None, "health": "no datastore"}
-        report = collect(self.experiment, self.settings)
+        report = without_dead_workers(collect(self.experiment, self.settings))
         units = self.units()
         plan = _readable_plan(self.experiment / "raw_data", self.settings)
         now = time.time()
@@ -99,6 +100,7 @@ class Snapshots:
             "quality": [_compact(r) for r in rows],
             "history": history(units),
             "events": events(units),
+            "failures": failures(units),
             "seconds_since_last_unit": None if last_done is None else now - last_done,
             "health": health(report, last_done, now),
             "previews": preview_names(self.store / PREVIEW_DIR),
@@ -141,16 +143,48 @@ def _compact(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row[k] for k in PAGE_QUALITY_FIELDS}
 
 
+def without_dead_workers(report: dict[str, Any]) -> dict[str, Any]:
+    """The report with the `running` units of a daemon that is gone (killed, crashed) shown
+    as INTERRUPTED: nothing converts them until a daemon starts again and requeues them."""
+    units = report["units"]
+    units.setdefault(INTERRUPTED, 0)
+    if report["daemon_pid"] is not None or not units["running"]:
+        return report
+    units[INTERRUPTED] += units["running"]
+    units["running"] = 0
+    for rounds in report["grid"].values():
+        for name, state in rounds.items():
+            if state == "running":
+                rounds[name] = INTERRUPTED
+    return report
+
+
+def failures(units: list[UnitRecord]) -> list[dict[str, Any]]:
+    """Every failed unit with its dataset and reason, newest first: all of them, unlike the
+    recent events, so none scrolls out of sight."""
+    found = [
+        {"t": _ended(u), "unit": u.unit_id, "dataset": u.dataset, "error": u.error}
+        for u in units
+        if u.state == "failed"
+    ]
+    return sorted(found, key=lambda f: f["t"], reverse=True)
+
+
+def _ended(u: UnitRecord) -> float:
+    """When a unit finished; a dataset found broken as it was seen fails then, not converted."""
+    return u.finished_at if u.finished_at is not None else u.seen_at
+
+
 def history(units: list[UnitRecord]) -> list[dict[str, float]]:
     """Done units, backlog and MB ingested over time, one point per unit event (thinned to
     HISTORY_POINTS): backlog at t is units seen by t minus units finished by t."""
     changes: list[tuple[float, int, int, float]] = []  # (t, d_backlog, d_done, d_mb)
     for u in units:
         changes.append((u.seen_at, 1, 0, 0.0))
-        if u.state in ("done", "failed") and u.finished_at is not None:
+        if u.state == "failed" or (u.state == "done" and u.finished_at is not None):
             mb = (u.source_bytes or 0) / 1e6 if u.state == "done" else 0.0
-            changes.append((u.finished_at, -1, int(u.state == "done"), mb))
-    changes.sort()
+            changes.append((_ended(u), -1, int(u.state == "done"), mb))
+    changes.sort(key=lambda c: (c[0], -c[1]))  # seen before finished at the same time
     points, backlog, done, mb = [], 0, 0, 0.0
     for t, d_backlog, d_done, d_mb in changes:
         backlog, done, mb = backlog + d_backlog, done + d_done, mb + d_mb
@@ -163,28 +197,31 @@ def history(units: list[UnitRecord]) -> list[dict[str, float]]:
 
 
 def events(units: list[UnitRecord]) -> list[dict[str, Any]]:
-    """The most recent unit events (seen, started, done, failed), newest first."""
+    """The most recent unit events (seen, started, done, failed), newest first, and every
+    failure however old: a failure never scrolls out of the list."""
     found: list[dict[str, Any]] = []
     for u in units:
         found.append({"t": u.seen_at, "event": "seen", "unit": u.unit_id})
         if u.started_at is not None:
             found.append({"t": u.started_at, "event": "started", "unit": u.unit_id})
-        if u.state in ("done", "failed") and u.finished_at is not None:
-            found.append(
-                {"t": u.finished_at, "event": u.state, "unit": u.unit_id, "error": u.error}
-            )
+        if u.state == "failed" or (u.state == "done" and u.finished_at is not None):
+            found.append({"t": _ended(u), "event": u.state, "unit": u.unit_id, "error": u.error})
     found.sort(key=lambda e: e["t"], reverse=True)
-    return found[:RECENT_EVENTS]
+    older_failures = [e for e in found[RECENT_EVENTS:] if e["event"] == "failed"]
+    return found[:RECENT_EVENTS] + older_failures
 
 
 def health(report: dict[str, Any], last_done: float | None, now: float) -> str:
-    """One word: `ok`, `failures` (some unit failed), `stalled` (a backlog and nothing finished
-    for STALLED_AFTER_S), `not running` (no daemon holds the datastore), `complete`."""
+    """One word, the most urgent first: `complete`, `failures` (some unit failed: the page
+    names them whether or not a daemon runs), `not running` (no daemon holds the datastore),
+    `stalled` (a backlog and nothing finished for STALLED_AFTER_S), `ok`."""
     units = report["units"]
     if units["expected"] and units["done"] == units["expected"]:
         return "complete"
+    if units["failed"]:
+        return "failures"
     if report["daemon_pid"] is None:
         return "not running"
     if report["backlog"]["units"] and last_done is not None and now - last_done > STALLED_AFTER_S:
         return "stalled"
-    return "failures" if units["failed"] else "ok"
+    return "ok"

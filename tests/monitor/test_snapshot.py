@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from daemon.ingest.ledger import UnitRecord
-from daemon.monitor.snapshot import as_stored, events, history
+from daemon.monitor.snapshot import RECENT_EVENTS, as_stored, events, failures, history
 
 
 def unit(tile: int, state: str, seen: float, started=None, finished=None, size=0, error=None):
@@ -64,3 +64,21 @@ def test_raw_positions_take_the_stored_convention_of_a_measured_tile():
     same = [{"tile": 0, "stage_x_um": 1000.0, "stage_y_um": 2000.0}]
     assert as_stored(raw, same) == raw
     assert as_stored(raw, []) == raw
+
+
+def test_a_dataset_broken_when_seen_is_a_failure_that_never_leaves_the_events():
+    broken = unit(9, "failed", 1.0, error="NDTiff.index: garbage")  # never started or finished
+    later = [unit(t, "done", 10.0 + t, 11.0 + t, 12.0 + t) for t in range(RECENT_EVENTS)]
+    found = events([broken, *later])
+    assert len(found) == RECENT_EVENTS + 1
+    assert found[-1] == {
+        "t": 1.0,
+        "event": "failed",
+        "unit": "tile0009/round0000",
+        "error": "NDTiff.index: garbage",
+    }
+    assert failures([broken, *later]) == [
+        {"t": 1.0, "unit": "tile0009/round0000", "dataset": "d9", "error": "NDTiff.index: garbage"}
+    ]
+    backlog = [p["backlog"] for p in history([broken])]
+    assert backlog == [1, 0]  # it left the backlog as it was seen
