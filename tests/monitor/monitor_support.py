@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import http.client
+import os
+import shutil
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -10,8 +13,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import zarr
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select
 from support.daemon import DaemonProcess
 from support.experiment import simulator_process, write_config
+from support.faults import corrupt_index
+from support.processes import Watched, wait_until
 
 from daemon.ingest.ledger import Ledger, UnitRecord
 from daemon.simulate import SimulationSettings
@@ -67,3 +74,83 @@ def live_run(
     ):
         served = daemon.wait_seen("web page served")
         yield daemon, Page(served["url"])
+
+
+# A run killed with SIGKILL in the middle, as the operator finds it: every state `status`
+# reports on the page at once. 6 tiles x 3 rounds; tile 1 out of focus; one unit broken
+# (failed as it was seen), one converting when the daemon died (from tile 4 on: the units
+# before it are done), those after it pending, the tile-5 datasets not written (not seen) but
+# for one still being written (acquiring).
+KILLED_RUN = SimulationSettings(tiles=6, rounds=3, z=3, size=64, interval=0.0)
+BROKEN_UNIT = "tile0002/round0000"
+KILLED_FROM_UNIT = "tile0004/round0001"
+ACQUIRING_UNIT = "tile0005/round0000"
+
+
+def dataset_dir(experiment: Path, unit: str) -> Path:
+    """The simulator's first copy of a unit's dataset (raw rounds count from 1)."""
+    tile, round_ = int(unit[4:8]), int(unit[-4:])
+    return experiment / "raw_data" / f"sim_r{round_ + 1:04d}_tile{tile:04d}_1"
+
+
+def killed_run(tmp_path: Path) -> Path:
+    """Make the run described at KILLED_RUN; its experiment folder. No process is left.
+
+    The daemon is stopped (SIGSTOP) as a unit starts and killed if the ledger shows the unit
+    running; if it was already done, the next start is tried."""
+    experiment = tmp_path / "exp"
+    simulator_process(experiment, KILLED_RUN, ("1:focus",)).expect_exit(0)
+    held_back = tmp_path / "held-back"
+    held_back.mkdir()
+    for round_ in range(KILLED_RUN.rounds):
+        folder = dataset_dir(experiment, f"tile0005/round{round_:04d}")
+        folder.rename(held_back / folder.name)
+    corrupt_index(dataset_dir(experiment, BROKEN_UNIT))
+    config = write_config(tmp_path / "config.toml", workers={"count": 1})
+    store = experiment / "qi2labdatastore"
+    with DaemonProcess("watch", experiment, config) as daemon:
+        daemon.wait_seen("unit started", unit=KILLED_FROM_UNIT)
+        while True:
+            os.kill(daemon.pid, signal.SIGSTOP)
+            if any(u.state == "running" for u in ledger_units(store)):
+                break
+            os.kill(daemon.pid, signal.SIGCONT)
+            daemon.wait_for(lambda e: e["event"] == "unit started")
+        daemon.kill()
+    acquiring = dataset_dir(experiment, ACQUIRING_UNIT)
+    shutil.copytree(held_back / acquiring.name, acquiring)
+    (acquiring / "NDTiff.index").unlink()  # the microscope writes the index last
+    return experiment
+
+
+HEAT_VALUES = (
+    "return Array.from(document.querySelectorAll('rect.heat'))"
+    ".map(r => [Number(r.dataset.tile), r.dataset.value === undefined ? null"
+    " : Number(r.dataset.value)])"
+)
+
+
+def heatmap(
+    driver: WebDriver, process: Watched, measure: str, channel: str
+) -> dict[int, float | None]:
+    """Choose a measure and channel on the page; the heatmap's value per tile once drawn."""
+    Select(driver.find_element("id", "measure")).select_by_value(measure)
+    wait_until(
+        lambda: (
+            channel
+            in [
+                o.get_attribute("value")
+                for o in Select(driver.find_element("id", "quality-channel")).options
+            ]
+        ),
+        f"channel {channel} offered",
+        [process],
+    )
+    Select(driver.find_element("id", "quality-channel")).select_by_value(channel)
+
+    def drawn() -> dict[int, float | None] | None:
+        values = dict(driver.execute_script(HEAT_VALUES))
+        caption = driver.find_element("id", "heatmap").text
+        return values if f"{measure} - {channel}" in caption else None
+
+    return wait_until(drawn, f"heatmap of {measure} for {channel}", [process])

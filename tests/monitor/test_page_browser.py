@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 from browser import chromium
-from monitor_support import ledger_units, live_run, open_level
+from monitor_support import heatmap, ledger_units, live_run, open_level
 from selenium.webdriver.support.ui import Select
 from support.daemon import DaemonProcess
 from support.experiment import write_config
@@ -32,11 +32,6 @@ PREVIEW_PIXELS = (
     "const c = document.getElementById('preview');"
     "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
     "return [c.height, c.width, Array.from(d.filter((_, i) => i % 4 === 0))]"
-)
-HEAT_VALUES = (
-    "return Array.from(document.querySelectorAll('rect.heat'))"
-    ".map(r => [Number(r.dataset.tile), r.dataset.value === undefined ? null"
-    " : Number(r.dataset.value)])"
 )
 
 
@@ -72,30 +67,6 @@ def check_stage_convention(driver, store: Path, tiles: int, saturated: int, side
 
 def page_states(driver) -> dict[tuple[int, int], str]:
     return {(t, r): s for t, r, s in driver.execute_script(TILE_STATES)}
-
-
-def heatmap(driver, daemon: DaemonProcess, measure: str, channel: str) -> dict[int, float | None]:
-    """Choose a measure and channel on the page; the heatmap's value per tile once drawn."""
-    Select(driver.find_element("id", "measure")).select_by_value(measure)
-    wait_until(
-        lambda: (
-            channel
-            in [
-                o.get_attribute("value")
-                for o in Select(driver.find_element("id", "quality-channel")).options
-            ]
-        ),
-        f"channel {channel} offered",
-        [daemon],
-    )
-    Select(driver.find_element("id", "quality-channel")).select_by_value(channel)
-
-    def drawn() -> dict[int, float | None] | None:
-        values = dict(driver.execute_script(HEAT_VALUES))
-        caption = driver.find_element("id", "heatmap").text
-        return values if f"{measure} - {channel}" in caption else None
-
-    return wait_until(drawn, f"heatmap of {measure} for {channel}", [daemon])
 
 
 def test_page_follows_the_run_and_singles_out_bad_tiles(tmp_path: Path) -> None:
@@ -150,8 +121,8 @@ def test_page_follows_the_run_and_singles_out_bad_tiles(tmp_path: Path) -> None:
         health = driver.find_element("id", "health").text
         assert health in ("ok", "complete"), health
         assert "done" in driver.find_element("id", "events").text
-        history = driver.find_elements("css selector", "#history-chart polyline")
-        assert len(history) == 2
+        history = driver.find_elements("css selector", "#history-chart polyline[class]")
+        assert [line.get_attribute("class") for line in history] == ["done", "backlog"]
         severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert severe == []  # nothing failed to load, no script error
         screenshot = tmp_path / "page.png"

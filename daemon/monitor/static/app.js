@@ -2,10 +2,14 @@
 "use strict";
 
 const POLL_MS = 1000;
-const STATES = ["not seen", "pending", "running", "done", "failed"];
+// Every state the grid can hold (status's, and "interrupted": running under a daemon that is gone).
+const STATES = ["not seen", "acquiring", "pending", "running", "interrupted", "done", "failed"];
 const STATE_COLORS = {
-  "not seen": "#d9d9d9", pending: "#9ecae1", running: "#3182bd", done: "#31a354", failed: "#de2d26",
+  "not seen": "#e0e0e0", acquiring: "#fdbe85", pending: "#9ecae1", running: "#3182bd",
+  interrupted: "#8c6bb1", done: "#31a354", failed: "#de2d26",
 };
+const OUTLIER_SD = 3.5;  // robust standard deviations from the median that make a tile an outlier
+const RAMP_SD = 4;  // robust standard deviations from the median to either end of the colour ramp
 const SVG = "http://www.w3.org/2000/svg";
 const token = new URLSearchParams(location.search).get("token");
 let last = null;
@@ -23,6 +27,18 @@ function el(name, attrs = {}, text = null) {
     node.appendChild(title);
   }
   return node;
+}
+
+function count(units, state) {
+  return units[state.replace(" ", "_")] || 0;
+}
+
+function plural(n, noun) {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}
+
+function tileList(tiles) {
+  return `${tiles.length === 1 ? "tile" : "tiles"} ${tiles.join(", ")}`;
 }
 
 function fmtSeconds(s) {
@@ -71,6 +87,16 @@ function tileMap(layout, cell, label, px = 180) {
       fill: c.color, ...c.data,
     }, c.title);
     svg.appendChild(rect);
+    if (c.mark) {  // a word on the tile itself: seen without hovering
+      const side = layout.side * scale;
+      const mark = el("text", {
+        x: (x - layout.minX) * scale + side / 2, y: (y - layout.minY) * scale + side / 2,
+        "text-anchor": "middle", "dominant-baseline": "middle", class: "mark",
+        "font-size": Math.max(8, Math.min(13, side / 5)),
+      });
+      mark.textContent = c.mark;
+      svg.appendChild(mark);
+    }
   }
   const box = document.createElement("div");
   box.className = "map";
@@ -86,16 +112,18 @@ function drawRounds(state, layout) {
   const names = Object.keys(Object.values(state.grid)[0] || {});
   for (const rname of names) {
     const round = parseInt(rname.slice(5), 10);
+    const failed = Object.values(state.grid).filter((r) => r[rname] === "failed").length;
     rounds.appendChild(tileMap(layout, (t) => {
       const tname = `tile${String(t).padStart(4, "0")}`;
       const st = state.grid[tname][rname];
       const error = state.failed[`${tname}/${rname}`];
       return {
-        color: STATE_COLORS[st] || "#000",
+        color: STATE_COLORS[st],
         data: { "data-tile": t, "data-round": round, "data-state": st, class: "tile" },
         title: `${tname} ${rname}: ${st}${error ? " - " + error : ""}`,
+        mark: st === "failed" ? "failed" : null,
       };
-    }, rname));
+    }, failed ? `${rname}: ${failed} failed` : rname));
   }
 }
 
@@ -120,6 +148,20 @@ function fillSelect(select, values) {
   if (values.includes(current)) select.value = current;
 }
 
+function median(values) {
+  const v = [...values].sort((x, y) => x - y), m = Math.floor(v.length / 2);
+  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
+
+// Robust scale: the median and the MAD (times 1.4826, the standard deviation of normal data),
+// so one bad tile neither stretches the colours of the normal ones nor hides among them.
+function robustScale(values) {
+  const mid = median(values);
+  const sd = 1.4826 * median(values.map((v) => Math.abs(v - mid)));
+  const z = (v) => (sd > 0 ? (v - mid) / sd : v === mid ? 0 : Math.sign(v - mid) * Infinity);
+  return { mid, sd, z };
+}
+
 function drawHeatmap(state, layout) {
   const measure = document.getElementById("measure").value;
   const select = document.getElementById("quality-channel");
@@ -130,42 +172,92 @@ function drawHeatmap(state, layout) {
   const chosen = rows.filter((r) => channelKey(r) === select.value);
   const byTile = Object.fromEntries(chosen.map((r) => [r.tile, r]));
   const values = chosen.map((r) => r[measure]).filter((v) => v !== null && v !== undefined);
-  const lo = Math.min(...values), hi = Math.max(...values);
+  const scale = robustScale(values);
+  const outliers = [], unmeasured = [], noSignal = [];
   const heat = document.getElementById("heatmap");
   heat.replaceChildren(tileMap(layout, (t) => {
     const r = byTile[t];
-    const v = r ? r[measure] : null;
-    if (v === null || v === undefined)
-      return { color: "#d9d9d9", data: { "data-tile": t, class: "heat" }, title: `tile ${t}: not measured` };
-    const f = hi > lo ? (v - lo) / (hi - lo) : 0.5;
+    const data = { "data-tile": t, class: "heat" };
+    if (!r) {
+      unmeasured.push(t);
+      return { color: "#fff", data: { ...data, class: "heat unmeasured" }, title: `tile ${t}: not measured yet` };
+    }
+    const v = r[measure];
+    if (v === null || v === undefined) {
+      noSignal.push(t);
+      return { color: "#777", data, title: `tile ${t} ${r.entry}: no signal`, mark: "no signal" };
+    }
+    const z = scale.z(v);
+    const outlier = Math.abs(z) > OUTLIER_SD;
+    if (outlier) outliers.push(`${t} (${v.toPrecision(4)}, ${z < 0 ? "low" : "high"})`);
     return {
-      color: ramp(f),
-      data: { "data-tile": t, "data-value": v, class: "heat" },
+      color: ramp(0.5 + z / (2 * RAMP_SD)),
+      data: { ...data, "data-value": v, class: outlier ? "heat outlier" : "heat" },
       title: `tile ${t} ${r.entry}: ${measure} = ${v.toPrecision(4)}` +
         ` (saturated ${(100 * r.saturated_fraction).toFixed(3)} %, best plane ${r.best_focus_plane})`,
+      mark: outlier ? "outlier" : null,
     };
   }, `${measure} - ${select.value || "nothing measured yet"}`, 260));
-  document.getElementById("heat-scale").textContent = values.length
-    ? `low ${lo.toPrecision(4)} (dark) .. high ${hi.toPrecision(4)} (yellow)` : "";
+  const lines = values.length ? [
+    `colour: median ${scale.mid.toPrecision(4)} in the middle, ±${RAMP_SD} robust SD ` +
+      `(1.4826 × MAD = ${scale.sd.toPrecision(3)}) to dark (low) and yellow (high)`,
+    `outliers: ${outliers.length ? tileList(outliers) : "none"} (more than ${OUTLIER_SD} robust SD from the median)`,
+  ] : [];
+  if (unmeasured.length) lines.push(`not measured yet: ${tileList(unmeasured)}`);
+  if (noSignal.length) lines.push(`no signal: ${tileList(noSignal)}`);
+  const note = document.getElementById("heat-scale");
+  note.replaceChildren(...lines.map((line) => Object.assign(document.createElement("div"), { textContent: line })));
 }
 
+// The time unit that keeps the axis' numbers readable.
+function timeUnit(span) {
+  return span >= 7200 ? ["h", 3600] : span >= 120 ? ["min", 60] : ["s", 1];
+}
+
+function svgText(x, y, text, attrs = {}) {
+  const node = el("text", { x, y, "font-size": 12, ...attrs });
+  node.textContent = text;
+  return node;
+}
+
+// Done and backlog as step plots: a count holds its value until the next unit event changes it.
 function drawHistory(state) {
   const box = document.getElementById("history");
   const pts = state.history;
   box.replaceChildren();
   if (!pts.length) { box.textContent = "no units yet"; return; }
-  const W = 600, H = 140, t0 = pts[0].t, t1 = Math.max(pts[pts.length - 1].t, t0 + 1);
-  const maxDone = Math.max(1, ...pts.map((p) => p.done)), maxBack = Math.max(1, ...pts.map((p) => p.backlog));
-  const svg = el("svg", { width: W, height: H + 20, id: "history-chart" });
-  const line = (key, max, color) => el("polyline", {
-    fill: "none", stroke: color, "stroke-width": 2,
-    points: pts.map((p) => `${((p.t - t0) / (t1 - t0)) * W},${H - (p[key] / max) * (H - 5)}`).join(" "),
-  }, key);
-  svg.appendChild(line("done", maxDone, "#31a354"));
-  svg.appendChild(line("backlog", maxBack, "#de2d26"));
-  const legend = el("text", { x: 4, y: H + 15, "font-size": 12 });
-  legend.textContent = `done (green, max ${maxDone}) and backlog (red, max ${maxBack}) over ${fmtSeconds(t1 - t0)}`;
-  svg.appendChild(legend);
+  const L = 50, W = 560, H = 140, T = 8;  // left margin, plot width and height, top margin
+  const t0 = pts[0].t;
+  const end = Math.max(state.daemon_pid ? state.now : pts[pts.length - 1].t, t0 + 1);
+  const [unit, per] = timeUnit(end - t0);
+  const top = Math.max(1, ...pts.map((p) => Math.max(p.done, p.backlog)));
+  const x = (t) => (L + ((t - t0) / (end - t0)) * W).toFixed(1);
+  const y = (n) => (T + H - (n / top) * H).toFixed(1);
+  const svg = el("svg", { width: L + W + 20, height: T + H + 55, id: "history-chart" });
+  svg.appendChild(el("polyline", {
+    fill: "none", stroke: "#888", points: `${L},${T} ${L},${T + H} ${L + W},${T + H}`,
+  }));
+  const step = (key, color) => {
+    const points = [[x(pts[0].t), y(pts[0][key])]];
+    for (let i = 1; i < pts.length; i++)
+      points.push([x(pts[i].t), y(pts[i - 1][key])], [x(pts[i].t), y(pts[i][key])]);
+    points.push([x(end), y(pts[pts.length - 1][key])]);
+    return el("polyline", {
+      fill: "none", stroke: color, "stroke-width": 2, class: key,
+      points: points.map((p) => p.join(",")).join(" "),
+    });
+  };
+  svg.appendChild(step("done", "#31a354"));
+  svg.appendChild(step("backlog", "#de2d26"));
+  svg.appendChild(svgText(L - 6, T + H, "0", { "text-anchor": "end" }));
+  svg.appendChild(svgText(L - 6, T + 10, String(top), { "text-anchor": "end" }));
+  svg.appendChild(svgText(14, T + H / 2, "datasets", {
+    "text-anchor": "middle", transform: `rotate(-90 14 ${T + H / 2})`,
+  }));
+  svg.appendChild(svgText(L, T + H + 16, "0", { "text-anchor": "middle" }));
+  svg.appendChild(svgText(L + W, T + H + 16, ((end - t0) / per).toFixed(1), { "text-anchor": "middle" }));
+  svg.appendChild(svgText(L + W / 2, T + H + 16, `time (${unit}) since the first dataset`, { "text-anchor": "middle" }));
+  svg.appendChild(svgText(L, T + H + 40, "done (green) and backlog (red: seen, not finished)"));
   box.appendChild(svg);
 }
 
@@ -180,16 +272,27 @@ function drawEvents(state) {
   }));
 }
 
+function drawBadges(state) {
+  const health = document.getElementById("health");
+  const failed = state.units ? state.units.failed : 0;
+  health.textContent = state.health === "failures" ? `${plural(failed, "unit")} failed` : state.health;
+  health.className = "badge " + state.health.replace(" ", "-");
+  const daemon = document.getElementById("daemon");
+  if (!state.units) { daemon.textContent = ""; return; }
+  const interrupted = count(state.units, "interrupted");
+  daemon.textContent = state.daemon_pid ? `daemon running (pid ${state.daemon_pid})` :
+    "daemon not running" + (interrupted ?
+      `: ${plural(interrupted, "unit")} interrupted, converted again when it restarts` : "");
+}
+
 function drawSummary(state) {
   document.getElementById("experiment").textContent = state.experiment;
-  const health = document.getElementById("health");
-  health.textContent = state.health;
-  health.className = "badge " + state.health.replace(" ", "-");
+  drawBadges(state);
   if (!state.units) return;
   const u = state.units;
+  const others = STATES.filter((s) => s !== "done" && count(u, s)).map((s) => `${count(u, s)} ${s}`);
   document.getElementById("counts").textContent =
-    `${u.done}${u.expected !== null ? " of " + u.expected : ""} done, ${u.running} running, ` +
-    `${u.pending} pending, ${u.failed} failed` + (u.not_seen ? `, ${u.not_seen} not seen` : "");
+    [`${u.done}${u.expected !== null ? " of " + u.expected : ""} done`, ...others].join(", ");
   const sp = state.throughput;
   document.getElementById("throughput").textContent = sp.mb_s ? `${sp.mb_s.toFixed(1)} MB/s` : "-";
   document.getElementById("backlog").textContent = `${state.backlog.units} units`;
@@ -200,8 +303,20 @@ function drawSummary(state) {
     const span = document.createElement("span");
     const i = document.createElement("i");
     i.style.background = STATE_COLORS[s];
-    span.append(i, s);
+    span.dataset.state = s;
+    span.append(i, `${s} ${count(u, s)}`);
     return span;
+  }));
+}
+
+// Every failed unit, in plain text at the top of the page: the dataset and why.
+function drawFailures(state) {
+  const list = state.failures || [];
+  document.getElementById("failures-section").hidden = !list.length;
+  document.getElementById("failures").replaceChildren(...list.map((f) => {
+    const li = document.createElement("li");
+    li.textContent = `${f.unit} (dataset ${f.dataset}): ${f.error}`;
+    return li;
   }));
 }
 
@@ -234,6 +349,7 @@ async function drawPreview(state) {
 
 function draw(state) {
   drawSummary(state);
+  drawFailures(state);
   if (!state.grid) return;
   const layout = tileLayout(state);
   drawRounds(state, layout);
