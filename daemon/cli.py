@@ -195,25 +195,27 @@ def _add_layout(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--layout",
         choices=("seed", "merfish3d-v0.6"),
-        help="datastore layout (default: [datastore] layout of the configuration)",
+        help="datastore layout; an existing datastore must hold it (default: [datastore] "
+        "layout of the configuration if set, else an existing datastore's, else seed)",
     )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    """The --config file's settings (and --layout); a bad file ends the command, exit 2."""
-    import dataclasses
-
+    """The --config file's settings; a bad file ends the command, exit 2."""
     from daemon.config import ConfigError, load_settings
 
     try:
-        settings = load_settings(args.config)
+        return load_settings(args.config)
     except ConfigError as exc:
         print(f"qi2lab-ingest: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    if getattr(args, "layout", None):
-        datastore = dataclasses.replace(settings.datastore, layout=args.layout)
-        settings = dataclasses.replace(settings, datastore=datastore)
-    return settings
+
+
+def _chosen_layout(args: argparse.Namespace) -> str | None:
+    """The layout asked for: --layout, else the config file's (None: the datastore's own)."""
+    from daemon.config import configured_layout
+
+    return args.layout or configured_layout(args.config)
 
 
 def _run_daemon(args: argparse.Namespace) -> int:
@@ -225,7 +227,9 @@ def _run_daemon(args: argparse.Namespace) -> int:
         problem = f"{args.experiment}: nothing to ingest (no raw_data folder)"
     if problem is not None:
         return _fail(args.command, problem)
-    settings = _settings(args)
+    from daemon.config import settle_layout
+
+    settings = settle_layout(_settings(args), args.experiment, _chosen_layout(args))
     progress = ProgressBar() if args.command == "ingest" and sys.stderr.isatty() else None
     configure_logging(
         settings.logging.format,
@@ -497,6 +501,7 @@ def _add_backfill(sub: argparse._SubParsersAction) -> None:
         metavar="HERE=THERE",
         help="workers see experiments under HERE at THERE (repeatable)",
     )
+    _add_layout(p)
 
 
 def _positive(text: str) -> int:
@@ -522,7 +527,7 @@ def _run_backfill(args: argparse.Namespace) -> int:
     options = ClusterOptions(
         args.scheduler, args.scheduler_file, args.workers, args.threads_per_worker
     )
-    return backfill(args.experiments, settings, options, args.path_map)
+    return backfill(args.experiments, settings, options, args.path_map, _chosen_layout(args))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,6 @@ from distributed.security import Security
 
 from daemon.backfill.experiment import ExperimentRun
 from daemon.backfill.task import UnitFailure, convert_unit
-from daemon.config import Settings
 from daemon.ingest.failures import describe
 from daemon.ingest.ledger import UnitRecord, UnitResult
 
@@ -97,7 +96,6 @@ async def _reach(address: str) -> None:
 def run_backfill(
     client: Client,
     runs: list[ExperimentRun],
-    settings: Settings,
     on_outcome: Callable[[UnitResult | UnitFailure], None],
 ) -> None:
     """Convert every pending unit of `runs` on the cluster; `on_outcome` sees each result.
@@ -112,7 +110,7 @@ def run_backfill(
     def submit(job: _Job) -> None:
         try:
             future = client.submit(
-                convert_unit, job.run.worker_path, settings, job.record, pure=False
+                convert_unit, job.run.worker_path, job.run.settings, job.record, pure=False
             )
         except Exception as exc:
             raise BackfillInterrupted(f"cannot submit to the scheduler: {describe(exc)}") from exc
