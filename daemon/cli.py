@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import sys
 import textwrap
@@ -189,6 +190,7 @@ def _add_daemon_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="exit once every unit of the plan is done or failed",
     )
+    _add_listen(watch, "; '' serves no page")
 
 
 def _add_layout(parser: argparse.ArgumentParser) -> None:
@@ -219,6 +221,8 @@ def _chosen_layout(args: argparse.Namespace) -> str | None:
 
 
 def _run_daemon(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from daemon.ingest.service import DaemonError, IngestService
     from daemon.logs import configure_logging
 
@@ -230,6 +234,12 @@ def _run_daemon(args: argparse.Namespace) -> int:
     from daemon.config import settle_layout
 
     settings = settle_layout(_settings(args), args.experiment, _chosen_layout(args))
+    if getattr(args, "listen", None) is not None:  # watch --listen
+        try:
+            web = dataclasses.replace(settings.web, listen=args.listen)
+        except ValueError as exc:
+            return _fail(args.command, str(exc))
+        settings = dataclasses.replace(settings, web=web)
     progress = ProgressBar() if args.command == "ingest" and sys.stderr.isatty() else None
     configure_logging(
         settings.logging.format,
@@ -295,7 +305,16 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         "run, read-only) until SIGTERM or SIGINT.",
         SERVE_EXIT_CODES,
     )
-    p.add_argument("--listen", help="HOST:PORT (default: [web] listen of the config)")
+    _add_listen(p)
+
+
+def _add_listen(parser: argparse.ArgumentParser, more: str = "") -> None:
+    parser.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help=f"address of the live page, port 0: any free one (default: [web] listen of the "
+        f"config{more})",
+    )
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -400,7 +419,7 @@ def _add_ops_commands(sub: argparse._SubParsersAction) -> None:
             HELP_WIDTH,
         ),
         epilog="exit status:\n  0  everything was ingested and verifies clean\n  1  it did not"
-        "\n  2  EXPERIMENT already holds raw data",
+        "\n  2  EXPERIMENT already holds raw data, or --listen cannot be served",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument(
@@ -410,12 +429,20 @@ def _add_ops_commands(sub: argparse._SubParsersAction) -> None:
         "--interval", type=float, help="seconds between planes (default: ~30 s in all)"
     )
     _add_layout(demo)
+    demo.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="address of the live page, port 0: any free one (default: 127.0.0.1:8765, or a "
+        "free port when that one is busy)",
+    )
 
 
 def _no_datastore_hint(args: argparse.Namespace) -> str:
     """The command that creates the datastore, with the --config it needs to find it."""
-    config = f" --config {args.config}" if args.config is not None else ""
-    return f"`qi2lab-ingest watch {args.experiment}{config}` creates it"
+    from daemon.invocation import program
+
+    config = f" --config {shlex.quote(str(args.config))}" if args.config is not None else ""
+    return f"`{program()} watch {shlex.quote(str(args.experiment))}{config}` creates it"
 
 
 def _run_status(args: argparse.Namespace) -> int:
@@ -468,7 +495,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from daemon.demo import ACQUISITION, run_demo
 
     interval = ACQUISITION.interval if args.interval is None else args.interval
-    return run_demo(args.experiment, interval, args.layout or "seed")
+    return run_demo(args.experiment, interval, args.layout or "seed", args.listen)
 
 
 def _add_backfill(sub: argparse._SubParsersAction) -> None:

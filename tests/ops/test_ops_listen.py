@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from ops_support import cli
-
-
-@contextmanager
-def busy_port() -> Iterator[int]:
-    """A loopback port another program listens on for the block."""
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        yield taken.getsockname()[1]
+from ops_support import busy_port, cli
 
 
 def test_serve_on_a_busy_port_names_the_address(experiment_copy: Path) -> None:
-    with busy_port() as port:
+    with busy_port(0) as port:
         result = cli("serve", experiment_copy, "--listen", f"127.0.0.1:{port}")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
