@@ -223,6 +223,7 @@ def _chosen_layout(args: argparse.Namespace) -> str | None:
 def _run_daemon(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from daemon.config import settle_layout
     from daemon.ingest.service import DaemonError, IngestService
     from daemon.logs import configure_logging
 
@@ -231,8 +232,6 @@ def _run_daemon(args: argparse.Namespace) -> int:
         problem = f"{args.experiment}: nothing to ingest (no raw_data folder)"
     if problem is not None:
         return _fail(args.command, problem)
-    from daemon.config import settle_layout
-
     settings = settle_layout(_settings(args), args.experiment, _chosen_layout(args))
     if getattr(args, "listen", None) is not None:  # watch --listen
         try:
