@@ -114,7 +114,8 @@ def _open_page(experiment: Path, settings: Settings, listen: str | None) -> tupl
     except OSError as exc:
         if listen is not None:
             raise
-        return open_server(experiment, settings, address.rpartition(":")[0] + ":0"), str(exc)
+        free = address.rpartition(":")[0] + ":0"
+        return open_server(experiment, settings, free), exc.strerror or str(exc)
 
 
 def _metadata_written(raw: Path, microscope: subprocess.Popen) -> bool:
@@ -155,7 +156,7 @@ def _close(console: _Console | None, page: WebServer) -> None:
 
 def _introduction(experiment: Path, acquisition: SimulationSettings, url: str, busy: str) -> str:
     planes = acquisition.tiles * acquisition.rounds * acquisition.channels * acquisition.z
-    moved = f"  ({busy}: the page is on a free port instead)\n" if busy else ""
+    moved = f"  {busy}; so the page is on a free port instead\n" if busy else ""
     return (
         f"qi2lab-ingest demo in {experiment}\n"
         f"  microscope: {acquisition.tiles} tiles x {acquisition.rounds} rounds,"
