@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import sys
 import textwrap
@@ -189,34 +190,40 @@ def _add_daemon_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="exit once every unit of the plan is done or failed",
     )
+    _add_listen(watch, "; '' serves no page")
 
 
 def _add_layout(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--layout",
         choices=("seed", "merfish3d-v0.6"),
-        help="datastore layout (default: [datastore] layout of the configuration)",
+        help="datastore layout; an existing datastore must hold it (default: [datastore] "
+        "layout of the configuration if set, else an existing datastore's, else seed)",
     )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    """The --config file's settings (and --layout); a bad file ends the command, exit 2."""
-    import dataclasses
-
+    """The --config file's settings; a bad file ends the command, exit 2."""
     from daemon.config import ConfigError, load_settings
 
     try:
-        settings = load_settings(args.config)
+        return load_settings(args.config)
     except ConfigError as exc:
         print(f"qi2lab-ingest: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    if getattr(args, "layout", None):
-        datastore = dataclasses.replace(settings.datastore, layout=args.layout)
-        settings = dataclasses.replace(settings, datastore=datastore)
-    return settings
+
+
+def _chosen_layout(args: argparse.Namespace) -> str | None:
+    """The layout asked for: --layout, else the config file's (None: the datastore's own)."""
+    from daemon.config import configured_layout
+
+    return args.layout or configured_layout(args.config)
 
 
 def _run_daemon(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from daemon.config import settle_layout
     from daemon.ingest.service import DaemonError, IngestService
     from daemon.logs import configure_logging
 
@@ -225,7 +232,13 @@ def _run_daemon(args: argparse.Namespace) -> int:
         problem = f"{args.experiment}: nothing to ingest (no raw_data folder)"
     if problem is not None:
         return _fail(args.command, problem)
-    settings = _settings(args)
+    settings = settle_layout(_settings(args), args.experiment, _chosen_layout(args))
+    if getattr(args, "listen", None) is not None:  # watch --listen
+        try:
+            web = dataclasses.replace(settings.web, listen=args.listen)
+        except ValueError as exc:
+            return _fail(args.command, str(exc))
+        settings = dataclasses.replace(settings, web=web)
     progress = ProgressBar() if args.command == "ingest" and sys.stderr.isatty() else None
     configure_logging(
         settings.logging.format,
@@ -291,7 +304,16 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         "run, read-only) until SIGTERM or SIGINT.",
         SERVE_EXIT_CODES,
     )
-    p.add_argument("--listen", help="HOST:PORT (default: [web] listen of the config)")
+    _add_listen(p)
+
+
+def _add_listen(parser: argparse.ArgumentParser, more: str = "") -> None:
+    parser.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help=f"address of the live page, port 0: any free one (default: [web] listen of the "
+        f"config{more})",
+    )
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -396,7 +418,7 @@ def _add_ops_commands(sub: argparse._SubParsersAction) -> None:
             HELP_WIDTH,
         ),
         epilog="exit status:\n  0  everything was ingested and verifies clean\n  1  it did not"
-        "\n  2  EXPERIMENT already holds raw data",
+        "\n  2  EXPERIMENT already holds raw data, or --listen cannot be served",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument(
@@ -406,12 +428,20 @@ def _add_ops_commands(sub: argparse._SubParsersAction) -> None:
         "--interval", type=float, help="seconds between planes (default: ~30 s in all)"
     )
     _add_layout(demo)
+    demo.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="address of the live page, port 0: any free one (default: 127.0.0.1:8765, or a "
+        "free port when that one is busy)",
+    )
 
 
 def _no_datastore_hint(args: argparse.Namespace) -> str:
     """The command that creates the datastore, with the --config it needs to find it."""
-    config = f" --config {args.config}" if args.config is not None else ""
-    return f"`qi2lab-ingest watch {args.experiment}{config}` creates it"
+    from daemon.invocation import program
+
+    config = f" --config {shlex.quote(str(args.config))}" if args.config is not None else ""
+    return f"`{program()} watch {shlex.quote(str(args.experiment))}{config}` creates it"
 
 
 def _run_status(args: argparse.Namespace) -> int:
@@ -464,7 +494,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from daemon.demo import ACQUISITION, run_demo
 
     interval = ACQUISITION.interval if args.interval is None else args.interval
-    return run_demo(args.experiment, interval, args.layout or "seed")
+    return run_demo(args.experiment, interval, args.layout or "seed", args.listen)
 
 
 def _add_backfill(sub: argparse._SubParsersAction) -> None:
@@ -497,6 +527,7 @@ def _add_backfill(sub: argparse._SubParsersAction) -> None:
         metavar="HERE=THERE",
         help="workers see experiments under HERE at THERE (repeatable)",
     )
+    _add_layout(p)
 
 
 def _positive(text: str) -> int:
@@ -522,7 +553,7 @@ def _run_backfill(args: argparse.Namespace) -> int:
     options = ClusterOptions(
         args.scheduler, args.scheduler_file, args.workers, args.threads_per_worker
     )
-    return backfill(args.experiments, settings, options, args.path_map)
+    return backfill(args.experiments, settings, options, args.path_map, _chosen_layout(args))
 
 
 def build_parser() -> argparse.ArgumentParser:

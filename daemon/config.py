@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from daemon.datastore.arrays import ArrayCodec
+from daemon.layouts import found_layout
 from daemon.monitor.address import check_listen
 from daemon.raw.defaults import RawDefaults
 
@@ -194,15 +195,44 @@ def load_settings(path: Path | None = None) -> Settings:
     """
     if path is None:
         return Settings()
+    return _build(Settings, _read_table(path), "", path, Settings())
+
+
+def configured_layout(path: Path | None) -> str | None:
+    """The [datastore] layout the config file at `path` sets, or None when it leaves it out
+    (then an existing datastore is written in the layout it holds).
+
+    Raises:
+        ConfigError: as `load_settings`.
+    """
+    if path is None:
+        return None
+    datastore = _read_table(path).get("datastore")
+    return datastore.get("layout") if isinstance(datastore, dict) else None
+
+
+def settle_layout(settings: Settings, experiment: Path, chosen: str | None) -> Settings:
+    """`settings` with the layout `experiment`'s datastore is written in: `chosen` (`--layout`,
+    or the config file's), else the one the datastore already holds, else the default.
+
+    A `chosen` layout that disagrees with the datastore's is kept, so that opening the
+    datastore refuses it with a message naming both.
+    """
+    name = chosen or found_layout(settings.datastore_path(experiment)) or settings.datastore.layout
+    datastore = dataclasses.replace(settings.datastore, layout=name)
+    return dataclasses.replace(settings, datastore=datastore)
+
+
+def _read_table(path: Path) -> dict[str, Any]:
+    """The TOML file at `path` as a table; ConfigError naming the file if it cannot be."""
     try:
-        table = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such configuration file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return _build(Settings, table, "", path, Settings())
 
 
 def _build(cls: type, table: Any, prefix: str, source: Path, base: Any) -> Any:

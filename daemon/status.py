@@ -9,7 +9,8 @@ up too.
 Read-only by construction, so it is safe next to a running daemon and on a finished run: the
 ledger is opened with `Ledger.open_readonly` (which creates nothing), and whether a daemon is
 running is read from /proc/locks instead of by trying the daemon's lock, which could make a
-daemon starting at that moment fail.
+daemon starting at that moment fail. Without a daemon, units the ledger still has `running`
+are reported `interrupted`: a daemon that died left them, and the next one redoes them.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from daemon.raw.ndtiff import check_dataset
 
 NOT_SEEN = "not seen"  # a unit of the plan whose dataset the daemon has not recorded yet
 ACQUIRING = "acquiring"  # ... whose dataset is in raw_data and still being written
+INTERRUPTED = "interrupted"  # a unit left `running` in the ledger by a daemon that is gone
 RECENT_UNITS = 10  # throughput is measured over this many most recently finished units
 LABEL = 12  # width of the label column of the text report
 
@@ -64,18 +66,19 @@ def collect(experiment: Path, settings: Settings) -> dict[str, Any]:
         units = ledger.units()  # one read: the grid and the counts are the same moment
     finally:
         ledger.close()
-    counts = dict.fromkeys(("pending", "running", "done", "failed"), 0)
-    counts.update(Counter(u.state for u in units))
     store = settings.datastore_path(experiment)
+    pid = daemon_pid(store / STATE_DIR / "lock")
+    states = shown_states(units, daemon_running=pid is not None)
+    counts = dict.fromkeys(("pending", "running", INTERRUPTED, "done", "failed"), 0)
+    counts.update(Counter(states.values()))
     raw_dir = experiment / "raw_data"
     plan = _readable_plan(raw_dir, settings)
-    acquiring = being_written(raw_dir, plan, {u.unit_id for u in units})
+    acquiring = being_written(raw_dir, plan, set(states))
     round_name = _round_namer(store, settings)
-    pid = daemon_pid(store / STATE_DIR / "lock")
     expected = plan.num_tiles * plan.num_rounds if plan is not None else None
     speed = throughput(units)
     mb_per_s = speed["mb_s"]
-    backlog = counts["pending"] + counts["running"]
+    backlog = counts["pending"] + counts["running"] + counts[INTERRUPTED]
     unit_mb = _mean_unit_mb(units)
     backlog_mb = round(unit_mb * backlog, 3) if backlog and unit_mb else None
     eta_s = round(backlog_mb / mb_per_s, 1) if backlog_mb and mb_per_s and pid else None
@@ -92,11 +95,21 @@ def collect(experiment: Path, settings: Settings) -> dict[str, Any]:
                 max(0, expected - len(units) - len(acquiring)) if expected is not None else None
             ),
         },
-        "grid": _grid(units, plan, acquiring, round_name),
+        "grid": _grid(units, states, plan, acquiring, round_name),
         "failed": {u.unit_id: u.error for u in units if u.state == "failed"},
         "throughput": speed,
         "backlog": {"units": backlog, "mb": backlog_mb},
         "eta_s": eta_s,
+    }
+
+
+def shown_states(units: Sequence[UnitRecord], daemon_running: bool) -> dict[str, str]:
+    """unit id -> state as reported: without a daemon, a unit the ledger still has `running`
+    was left by one that died (kill -9, power loss) and is `interrupted`, to be redone by the
+    next daemon's start; nothing is converting it."""
+    return {
+        u.unit_id: INTERRUPTED if u.state == "running" and not daemon_running else u.state
+        for u in units
     }
 
 
@@ -214,12 +227,14 @@ def _plan_summary(plan: Plan | None, round_name: Callable[[int], str]) -> dict[s
 
 def _grid(
     units: Sequence[UnitRecord],
+    shown: dict[str, str],
     plan: Plan | None,
     acquiring: set[str],
     round_name: Callable[[int], str],
 ) -> dict[str, dict[str, str]]:
-    """{tileNNNN: {round name: state}} over the plan's tiles and rounds and every known unit."""
-    states = dict.fromkeys(acquiring, ACQUIRING) | {u.unit_id: u.state for u in units}
+    """{tileNNNN: {round name: state}} over the plan's tiles and rounds and every known unit
+    (in its `shown` state)."""
+    states = dict.fromkeys(acquiring, ACQUIRING) | shown
     tiles = {u.tile for u in units} | set(range(plan.num_tiles if plan else 0))
     rounds = {u.round for u in units} | set(range(plan.num_rounds if plan else 0))
     return {
@@ -261,7 +276,8 @@ def _grid_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
 def _counts_line(units: dict[str, Any]) -> str:
     total = f" of {units['expected']}" if units["expected"] is not None else ""
     parts = [f"{units['done']}{total} done"]
-    parts += [f"{units[s]} {s}" for s in ("running", "pending", "failed", "acquiring") if units[s]]
+    shown = ("running", INTERRUPTED, "pending", "failed", "acquiring")
+    parts += [f"{units[s]} {s}" for s in shown if units[s]]
     if units["not_seen"]:
         parts.append(f"{units['not_seen']} not seen yet")
     return ", ".join(parts)

@@ -11,6 +11,7 @@ restarted scheduler cancels the futures; the client resubmits them once it is re
 
 from __future__ import annotations
 
+import asyncio
 import queue
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -19,10 +20,11 @@ from dataclasses import dataclass
 
 import dask
 from distributed import CancelledError, Client, Future, KilledWorker, LocalCluster
+from distributed.comm import connect as open_comm
+from distributed.security import Security
 
 from daemon.backfill.experiment import ExperimentRun
 from daemon.backfill.task import UnitFailure, convert_unit
-from daemon.config import Settings
 from daemon.ingest.failures import describe
 from daemon.ingest.ledger import UnitRecord, UnitResult
 
@@ -31,6 +33,7 @@ TASKS_PER_THREAD = 2  # one running, one queued: workers never wait for the clie
 MIN_IN_FLIGHT = 2  # while no worker has joined yet (a batch job still queued)
 CHECK_CLIENT_S = 1.0  # how often a client waiting for results looks whether it gave up
 RESUBMITS = 3  # times a unit is submitted again after its future was cancelled
+REACH_S = 5  # a --scheduler address that does not answer within this is unreachable
 
 
 class BackfillInterrupted(RuntimeError):
@@ -49,7 +52,7 @@ def connect(
     scheduler: str | None, scheduler_file: str | None, workers: int, threads: int
 ) -> Iterator[Client]:
     """A client of the given scheduler, or of a new LocalCluster of worker processes (closed
-    on the way out).
+    on the way out). OSError: a `scheduler` address that does not answer within REACH_S.
 
     The local cluster has no memory limit: a task holds about 4/3 of one dataset, which the
     user sizes by `threads`, and Dask's spilling has nothing to spill (results are small). Its
@@ -57,6 +60,8 @@ def connect(
     its mmap threshold, so every channel-sized array is mapped and faulted in afresh, which
     halves the converter's speed (bench/RESULTS.md).
     """
+    if scheduler is not None:
+        asyncio.run(_reach(scheduler))
     if scheduler is not None or scheduler_file is not None:
         with Client(scheduler, scheduler_file=scheduler_file) as client:
             yield client
@@ -75,10 +80,22 @@ def connect(
         yield client
 
 
+async def _reach(address: str) -> None:
+    """Open and close one connection to `address` within REACH_S, with the client's security
+    settings. The Client would wait `distributed.comm.timeouts.connect` (30 s) for a first
+    connection, and the same time again to reconnect later: the first wait is shortened here
+    without shortening the reconnection window.
+
+    Raises:
+        OSError: not reached (the message names the address and the wait).
+    """
+    comm = await open_comm(address, timeout=REACH_S, **Security().get_connection_args("client"))
+    await comm.close()
+
+
 def run_backfill(
     client: Client,
     runs: list[ExperimentRun],
-    settings: Settings,
     on_outcome: Callable[[UnitResult | UnitFailure], None],
 ) -> None:
     """Convert every pending unit of `runs` on the cluster; `on_outcome` sees each result.
@@ -93,7 +110,7 @@ def run_backfill(
     def submit(job: _Job) -> None:
         try:
             future = client.submit(
-                convert_unit, job.run.worker_path, settings, job.record, pure=False
+                convert_unit, job.run.worker_path, job.run.settings, job.record, pure=False
             )
         except Exception as exc:
             raise BackfillInterrupted(f"cannot submit to the scheduler: {describe(exc)}") from exc

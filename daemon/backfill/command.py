@@ -14,7 +14,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.config import Settings
+from daemon.config import Settings, settle_layout
 
 PROG = "qi2lab-ingest backfill"
 
@@ -43,8 +43,13 @@ def backfill(
     settings: Settings,
     cluster: ClusterOptions,
     path_map: list[tuple[str, str]] | None = None,
+    layout: str | None = None,
 ) -> int:
-    """Backfill `experiments` and return the exit status (see the module docstring)."""
+    """Backfill `experiments` and return the exit status (see the module docstring).
+
+    Each datastore is written in `layout` (refused if it holds another), or without one in
+    the layout it holds (a new one: in `settings`').
+    """
     folders = list(dict.fromkeys(p.resolve() for p in experiments))  # each once, in order
     for folder in folders:
         if not folder.is_dir():
@@ -62,7 +67,8 @@ def backfill(
         runs: list[ExperimentRun] = []
         try:
             for folder in folders:
-                runs.append(ExperimentRun(folder, settings, worker_path(folder, path_map or [])))
+                own = settle_layout(settings, folder, layout)
+                runs.append(ExperimentRun(folder, own, worker_path(folder, path_map or [])))
                 stack.callback(runs[-1].close)
         except (BackfillError, OSError) as exc:
             return _bad(str(exc))
@@ -88,7 +94,7 @@ def backfill(
                 bar.update()
 
             try:
-                run_backfill(client, runs, settings, progress)
+                run_backfill(client, runs, progress)
             except BackfillInterrupted as exc:
                 print(f"{PROG}: interrupted, run again to resume: {exc}", file=sys.stderr)
                 status = 1

@@ -34,6 +34,7 @@ class ExperimentRun:
 
     def __init__(self, experiment: Path, settings: Settings, worker_path: str) -> None:
         self.experiment = experiment
+        self.settings = settings  # what its tasks convert with (its own datastore's layout)
         self.worker_path = worker_path  # the experiment's path as the workers see it
         self.log = get_logger(experiment=str(experiment))
         raw_dir = experiment / "raw_data"

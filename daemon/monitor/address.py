@@ -55,7 +55,7 @@ def bind(listen: str) -> socket.socket:
     """A listening TCP socket on `listen`.
 
     Raises:
-        OSError: the address is in use or cannot be bound.
+        OSError: the address is in use or cannot be bound; the message names `listen`.
     """
     host, port = parse_listen(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -64,7 +64,8 @@ def bind(listen: str) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(64)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        reason = exc.strerror or str(exc)
+        raise OSError(exc.errno, f"cannot listen on {listen}: {reason}") from None
     return sock

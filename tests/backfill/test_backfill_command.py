@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import subprocess
 import sys
 
@@ -71,6 +72,21 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys):
     finally:
         os.close(fd)
     assert not (tmp_path / "empty" / "qi2labdatastore").exists()
+
+
+def test_an_unreachable_scheduler_is_given_up_after_5_s_in_one_line(tmp_path):
+    experiment = tmp_path / "run"
+    simulate(experiment, SimulationSettings(tiles=1, rounds=1, z=2, size=64))
+    config = write_config(tmp_path / "config.toml")
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{closed.getsockname()[1]}"
+        done = backfill(str(experiment), "--config", str(config), "--scheduler", address)
+    assert done.returncode == 2, done.stderr[-3000:]
+    said = [line for line in done.stderr.splitlines() if line.startswith("qi2lab-ingest")]
+    assert len(said) == 1, done.stderr[-3000:]
+    assert said[0].startswith("qi2lab-ingest backfill: cannot reach the scheduler")
+    assert address in said[0] and "after 5 s" in said[0]
 
 
 def test_the_daemon_never_imports_dask(tmp_path):

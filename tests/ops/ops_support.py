@@ -3,10 +3,17 @@ and a finished, ingested experiment to run them on."""
 
 from __future__ import annotations
 
+import fcntl
+import os
+import pty
+import re
 import socket
+import struct
 import subprocess
 import sys
-from collections.abc import Callable
+import termios
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from support.daemon import DaemonProcess
@@ -86,3 +93,47 @@ def ingest_simulated(folder: Path, layout: str) -> Path:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return experiment
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
+
+
+def in_terminal(command: list[str]) -> tuple[int, str]:
+    """Run `command` with stdout and stderr on a 160-column pseudo-terminal; its exit status and
+    everything it wrote there."""
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: every writer has closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(controller)
+    return process.wait(WAIT_S), b"".join(chunks).decode(errors="replace")
+
+
+def screen_lines(output: str) -> list[str]:
+    """What each line shows once carriage returns have done their work: the text after the
+    last \\r of each line, without colour codes."""
+    return [ANSI.sub("", line.rstrip("\r").rsplit("\r", 1)[-1]) for line in output.split("\n")]
+
+
+@contextmanager
+def busy_port(port: int) -> Iterator[int]:
+    """Listen on loopback `port` (0: a free one) for the block; the port. A port another
+    program already listens on is left to it: busy all the same."""
+    with socket.socket() as taken:
+        try:
+            taken.bind(("127.0.0.1", port))
+            taken.listen()
+        except OSError:
+            if port == 0:
+                raise
+        yield taken.getsockname()[1] or port

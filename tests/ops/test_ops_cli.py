@@ -86,7 +86,9 @@ def test_the_no_datastore_hint_carries_the_config_that_moves_the_datastore(tmp_p
     config = write_config(tmp_path / "custom.toml", datastore="elsewhere/store")
     result = run(tmp_path, "status", "exp", "--config", "custom.toml")
     assert result.returncode == 2
-    assert f"`qi2lab-ingest watch {tmp_path / 'exp'} --config {config}` creates it" in result.stderr
+    # the command as this process was started (`python -m daemon.cli`), so pasting it works
+    hint = f"`{sys.executable} -m daemon.cli watch {tmp_path / 'exp'} --config {config}`"
+    assert f"{hint} creates it" in result.stderr
     assert str(tmp_path / "exp" / "elsewhere" / "store") in result.stderr
 
 

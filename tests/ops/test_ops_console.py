@@ -3,50 +3,17 @@ it, short console lines, and the same run's JSON lines complete for journald."""
 
 from __future__ import annotations
 
-import fcntl
-import os
-import pty
 import re
-import struct
 import subprocess
 import sys
-import termios
 from pathlib import Path
 
+from ops_support import TIMESTAMP, in_terminal, screen_lines
 from support.experiment import daemon_command, log_events, write_config
-from support.processes import WAIT_S
 
 from daemon.simulate import SimulationSettings, simulate
 
 SMALL = SimulationSettings(tiles=2, rounds=2, z=3, size=64)
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
-
-
-def in_terminal(command: list[str]) -> tuple[int, str]:
-    """Run `command` with stdout and stderr on a 160-column pseudo-terminal; its exit status and
-    everything it wrote there."""
-    controller, terminal = pty.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal)
-    os.close(terminal)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(controller, 65536)
-        except OSError:  # EIO: every writer has closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(controller)
-    return process.wait(WAIT_S), b"".join(chunks).decode(errors="replace")
-
-
-def screen_lines(output: str) -> list[str]:
-    """What each line shows once carriage returns have done their work: the text after the
-    last \\r of each line, without colour codes."""
-    return [ANSI.sub("", line.rstrip("\r").rsplit("\r", 1)[-1]) for line in output.split("\n")]
 
 
 def test_ingest_on_a_terminal_logs_above_a_stable_bar_with_short_lines(tmp_path: Path) -> None:

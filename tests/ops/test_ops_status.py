@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from ops_support import cli, start_daemon
+from support.daemon import DaemonProcess
 from support.experiment import simulator_process, write_config
+from support.processes import wait_until
 
-from daemon.simulate import SimulationSettings
+from daemon.simulate import SimulationSettings, simulate
 
 STATES = ("pending", "running", "done", "failed")
 PACED = SimulationSettings(tiles=3, rounds=2, z=4, size=64, interval=0.03)
@@ -89,6 +91,7 @@ def test_status_matches_the_ledger_during_a_run_and_after_it(tmp_path: Path) -> 
     assert after["units"] == {
         "pending": 0,
         "running": 0,
+        "interrupted": 0,
         "done": 6,
         "failed": 0,
         "acquiring": 0,
@@ -113,3 +116,45 @@ def test_without_a_datastore_status_says_so_exits_2_and_creates_nothing(tmp_path
     assert result.returncode == 2
     assert "no datastore yet" in result.stderr and str(experiment) in result.stderr
     assert snapshot(experiment) == before
+
+
+def _stopped_with_a_running_unit(daemon: DaemonProcess, experiment: Path) -> bool:
+    """SIGSTOP the daemon; True if the ledger then shows a running unit, else SIGCONT again."""
+    if not (experiment / "qi2labdatastore" / ".ingest" / "ledger.sqlite").is_file():
+        return False
+    os.kill(daemon.pid, signal.SIGSTOP)
+    try:
+        if "running" in ledger_states(experiment).values():
+            return True
+    except sqlite3.OperationalError:  # the daemon is still creating the ledger's table
+        pass
+    os.kill(daemon.pid, signal.SIGCONT)
+    return False
+
+
+def test_units_of_a_killed_daemon_are_interrupted_not_running(tmp_path: Path) -> None:
+    experiment = tmp_path / "exp"
+    simulate(experiment, SimulationSettings(tiles=3, rounds=2, z=8, size=256))
+    config = write_config(tmp_path / "config.toml")
+    with start_daemon(experiment, config) as daemon:
+        wait_until(
+            lambda: _stopped_with_a_running_unit(daemon, experiment),
+            "a unit running in the ledger",
+            [daemon],
+        )
+        daemon.kill()  # SIGKILL: the ledger keeps its units `running`
+    running = Counter(ledger_states(experiment).values())["running"]
+    assert running >= 1
+
+    report = status_json(experiment)
+    text = cli("status", experiment).stdout.splitlines()
+
+    assert report["daemon_pid"] is None
+    assert report["units"]["running"] == 0
+    assert report["units"]["interrupted"] == running
+    assert "running" not in grid_states(report).values()
+    assert Counter(grid_states(report).values())["interrupted"] == running
+    assert "daemon      not running" in text
+    units_line = next(line for line in text if line.startswith("units "))
+    assert f"{running} interrupted" in units_line and "running" not in units_line
+    assert not any("running" in line for line in text if line.startswith("tile"))
