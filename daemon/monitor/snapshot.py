@@ -27,7 +27,6 @@ from daemon.status import NoDatastoreError, _readable_plan, collect, open_ledger
 RECENT_EVENTS = 20
 HISTORY_POINTS = 200
 STALLED_AFTER_S = 600.0  # backlog waiting and no unit finished for this long: stalled
-INTERRUPTED = "interrupted"  # a unit `running` in the ledger of a daemon that is gone
 
 
 @dataclass
@@ -87,7 +86,7 @@ class Snapshots:
         """Everything the page draws, as plain JSON-able data."""
         if not ledger_path(self.store).is_file():
             return {"experiment": str(self.experiment), "datastore": None, "health": "no datastore"}
-        report = without_dead_workers(collect(self.experiment, self.settings))
+        report = collect(self.experiment, self.settings)
         units = self.units()
         plan = _readable_plan(self.experiment / "raw_data", self.settings)
         now = time.time()
@@ -141,22 +140,6 @@ PAGE_QUALITY_FIELDS = (
 def _compact(row: dict[str, Any]) -> dict[str, Any]:
     """A quality row with only what the page uses (not the per-plane focus list)."""
     return {k: row[k] for k in PAGE_QUALITY_FIELDS}
-
-
-def without_dead_workers(report: dict[str, Any]) -> dict[str, Any]:
-    """The report with the `running` units of a daemon that is gone (killed, crashed) shown
-    as INTERRUPTED: nothing converts them until a daemon starts again and requeues them."""
-    units = report["units"]
-    units.setdefault(INTERRUPTED, 0)
-    if report["daemon_pid"] is not None or not units["running"]:
-        return report
-    units[INTERRUPTED] += units["running"]
-    units["running"] = 0
-    for rounds in report["grid"].values():
-        for name, state in rounds.items():
-            if state == "running":
-                rounds[name] = INTERRUPTED
-    return report
 
 
 def failures(units: list[UnitRecord]) -> list[dict[str, Any]]:
