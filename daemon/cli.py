@@ -73,9 +73,36 @@ def _fail(command: str, message: str) -> int:
 
 def _missing_experiment(args: argparse.Namespace) -> str | None:
     """Why the experiment folder cannot be used, or None if it is a folder."""
+    refusal = _raw_data_refusal(args.command, args.experiment)
+    if refusal is not None:
+        return refusal
     if not args.experiment.is_dir():
         return f"{args.experiment}: no such experiment folder"
     return None
+
+
+def _inside_raw_data(folder: Path) -> Path | None:
+    """The `raw_data` folder that `folder` is, or is inside of; None for an experiment folder.
+
+    A command given raw data would create its datastore in there; an experiment kept under a
+    folder that happens to be called raw_data (it has a raw_data of its own) is not refused.
+    """
+    if folder.name == "raw_data":
+        return folder
+    if (folder / "raw_data").is_dir():
+        return None
+    return next((parent for parent in folder.parents if parent.name == "raw_data"), None)
+
+
+def _raw_data_refusal(command: str, folder: Path | None) -> str | None:
+    """Why `folder` is refused as raw data, naming the experiment folder to give instead."""
+    raw_data = _inside_raw_data(folder) if folder is not None else None
+    if raw_data is None:
+        return None
+    return (
+        f"{folder} is raw data, not an experiment folder; "
+        f"give the experiment folder: qi2lab-ingest {command} {raw_data.parent}"
+    )
 
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
@@ -124,6 +151,9 @@ def _run_simulate(args: argparse.Namespace) -> int:
     from daemon.badtiles import BadTile, plane_hooks
     from daemon.simulate import SimulationError, SimulationSettings, simulate
 
+    refusal = _raw_data_refusal("simulate", args.experiment)
+    if refusal is not None:
+        return _fail("simulate", refusal)
     try:
         bad = [BadTile.parse(text) for text in args.bad_tile]
         settings = SimulationSettings(
@@ -463,6 +493,9 @@ def _run_verify(args: argparse.Namespace) -> int:
 def _run_demo(args: argparse.Namespace) -> int:
     from daemon.demo import ACQUISITION, run_demo
 
+    refusal = _raw_data_refusal("demo", args.experiment)
+    if refusal is not None:
+        return _fail("demo", refusal)
     interval = ACQUISITION.interval if args.interval is None else args.interval
     return run_demo(args.experiment, interval, args.layout or "seed")
 
@@ -517,6 +550,10 @@ def _run_backfill(args: argparse.Namespace) -> int:
     from daemon.backfill.command import ClusterOptions, backfill
     from daemon.logs import configure_logging
 
+    for experiment in args.experiments:
+        refusal = _raw_data_refusal("backfill", experiment)
+        if refusal is not None:
+            return _fail("backfill", refusal)
     settings = _settings(args)
     configure_logging(settings.logging.format, settings.logging.level)
     options = ClusterOptions(
@@ -542,7 +579,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said with the command's usage, not the top level's
+        commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+        commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command in ("status", "verify"):  # a reader gone ends them quietly, as `ls | head`
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     runners: dict[str, Any] = {
         "watch": _run_daemon,
         "ingest": _run_daemon,
