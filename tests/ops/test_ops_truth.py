@@ -3,6 +3,7 @@ closed early, a mistyped option, a second Ctrl-C."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -73,3 +74,18 @@ def test_a_mistyped_option_prints_the_commands_usage(experiment_copy: Path) -> N
     assert result.stderr.endswith("qi2lab-ingest status: error: unrecognized arguments: --jsn\n"), (
         result.stderr
     )
+
+
+def test_backfill_keeps_the_daemon_block_it_does_not_own(experiment_copy: Path) -> None:
+    """datastore.json's `Daemon` says who ingested the run; a backfill afterwards only says
+    when it last wrote (`updated_at`)."""
+    state_file = experiment_copy / "qi2labdatastore" / "datastore.json"
+    before = json.loads(state_file.read_text())["Daemon"]
+    assert {"pid", "host", "version", "started_at", "stopped_at"} <= set(before)
+
+    done = cli("backfill", experiment_copy)  # all done already: no cluster is started
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = json.loads(state_file.read_text())["Daemon"]
+    assert after.pop("updated_at") >= before.pop("updated_at")
+    assert after == before
