@@ -363,7 +363,7 @@ class ProgressBar:
 
         self._tqdm = tqdm
         self._bar = tqdm(unit="unit", desc="ingest", dynamic_ncols=True)
-        self.stream = _AboveBar(sys.stderr)
+        self.stream = _AboveBar(sys.stdout)  # the log; the bar is on stderr
 
     def __call__(self, counts: dict[str, int]) -> None:
         self._bar.total = sum(counts.values())

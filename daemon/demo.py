@@ -98,10 +98,11 @@ def _simulate_options(acquisition: SimulationSettings) -> list[str]:
 
 
 def _child(command: str, experiment: Path, *options: str, quiet: bool = False) -> subprocess.Popen:
-    """`qi2lab-ingest COMMAND EXPERIMENT OPTIONS` from this interpreter; stderr is shared."""
+    """`qi2lab-ingest COMMAND EXPERIMENT OPTIONS` from this interpreter; its output (the
+    daemon's log) goes to the demo's stderr, so the demo's stdout is its report."""
     return subprocess.Popen(
         [sys.executable, "-m", "daemon.cli", command, str(experiment), *options],
-        stdout=subprocess.DEVNULL if quiet else None,
+        stdout=subprocess.DEVNULL if quiet else sys.stderr,  # the daemon's log, beside the report
     )
 
 

@@ -9,12 +9,16 @@ installed) with a one-line message.
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from daemon import __version__
 from daemon.config import Settings
+from daemon.logs import get_logger
 
 PROG = "qi2lab-ingest backfill"
 
@@ -58,6 +62,7 @@ def backfill(
     from daemon.backfill.task import UnitFailure
     from daemon.ingest.ledger import UnitResult
 
+    _log_start(folders, settings, cluster)
     with ExitStack() as stack:
         runs: list[ExperimentRun] = []
         try:
@@ -100,11 +105,26 @@ def backfill(
             )
             for run in runs
         ]
-    print(render(tally, summaries))
+    print(render(tally, summaries), file=sys.stderr)  # stdout is the log's
     unfinished = any(
         s.counts["failed"] or s.counts["pending"] or s.counts["running"] for s in summaries
     )
     return 1 if unfinished else status
+
+
+def _log_start(folders: list[Path], settings: Settings, cluster: ClusterOptions) -> None:
+    """The first log line: what is backfilled, where, by whom, with which settings."""
+    where = cluster.scheduler or cluster.scheduler_file
+    get_logger().info(
+        "backfill started",
+        experiments=[str(folder) for folder in folders],
+        cluster=where or f"local, {cluster.workers} x {cluster.threads_per_worker} threads",
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        version=__version__,
+        config=settings.summary(),
+        settings=asdict(settings),
+    )
 
 
 def _bad(message: str) -> int:

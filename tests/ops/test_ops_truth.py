@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 from ops_support import cli
+from support.experiment import log_events
 from support.processes import WAIT_S
+
+from daemon.simulate import SimulationSettings, simulate
 
 
 def tree(folder: Path) -> list[Path]:
@@ -89,3 +92,32 @@ def test_backfill_keeps_the_daemon_block_it_does_not_own(experiment_copy: Path) 
     after = json.loads(state_file.read_text())["Daemon"]
     assert after.pop("updated_at") >= before.pop("updated_at")
     assert after == before
+
+
+def test_the_log_is_on_stdout_where_a_pipe_reads_it(tmp_path: Path) -> None:
+    """`qi2lab-ingest ingest EXP | jq`: every stdout line is a JSON event; stderr is quiet."""
+    experiment = tmp_path / "exp"
+    simulate(experiment, SimulationSettings(tiles=1, rounds=2, z=2, size=64))
+    run = cli("ingest", experiment)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stderr == ""
+    events = log_events(run.stdout)  # raises on any line that is not JSON
+    assert events[0]["event"] == "ingest started"
+    assert len([e for e in events if e["event"] == "unit done"]) == 2
+
+
+def test_backfill_logs_on_stdout_from_its_start_each_line_naming_its_experiment(
+    tmp_path: Path,
+) -> None:
+    experiments = [tmp_path / "exp1", tmp_path / "exp2"]
+    for experiment in experiments:
+        simulate(experiment, SimulationSettings(tiles=1, rounds=1, z=2, size=64))
+    run = cli("backfill", *experiments, "--workers", "1")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    first, *events = log_events(run.stdout)  # raises on any line that is not JSON
+    assert first["event"] == "backfill started"
+    assert first["experiments"] == [str(e) for e in experiments]
+    assert {e["event"] for e in events} >= {"plan loaded", "psf written", "unit done"}
+    unnamed = [e for e in events if e.get("experiment") not in map(str, experiments)]
+    assert unnamed == []
+    assert run.stderr.startswith("backfill: 2 units converted, 0 failed")  # for the person
