@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 from ops_support import cli
-from support.experiment import log_events
+from support.daemon import DaemonProcess
+from support.experiment import log_events, write_config
 from support.processes import WAIT_S
 
 from daemon.simulate import SimulationSettings, simulate
@@ -121,3 +122,21 @@ def test_backfill_logs_on_stdout_from_its_start_each_line_naming_its_experiment(
     unnamed = [e for e in events if e.get("experiment") not in map(str, experiments)]
     assert unnamed == []
     assert run.stderr.startswith("backfill: 2 units converted, 0 failed")  # for the person
+
+
+def test_a_second_ctrl_c_stops_at_once_saying_what_is_left(tmp_path: Path) -> None:
+    """The first SIGINT lets the running unit finish; a second one, while it does, ends the
+    daemon now, with one line saying what the next start converts."""
+    experiment = tmp_path / "exp"
+    simulate(experiment, SimulationSettings(tiles=1, rounds=2, z=20, size=1024))  # slow units
+    config = write_config(tmp_path / "config.toml", workers={"count": 1})
+    with DaemonProcess("watch", experiment, config) as daemon:
+        daemon.wait_event("unit started")
+        daemon.send_signal(signal.SIGINT)
+        daemon.wait_event("stopping")  # the first one was taken: it waits for the unit
+        daemon.send_signal(signal.SIGINT)
+        daemon.expect_exit(128 + signal.SIGINT)
+    (last,) = [e for e in daemon.events if e["event"] == "stopped at once"]
+    assert last["left_pending"] == 2 and last["being_converted"] == 1
+    assert daemon.named("stopped") == []
+    assert cli("ingest", experiment, "--config", config).returncode == 0  # nothing was lost
