@@ -270,7 +270,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
     except (DaemonError, OSError) as exc:
         if progress is not None:
             progress.close()
-        return _fail(args.command, str(exc))
+        return _fail(args.command, _describe(exc, args, settings, writes=True))
 
     def request_stop(signum: int, _frame: object) -> None:
         if signum == signal.SIGINT and service.stop_requested.is_set():
@@ -374,7 +374,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     except NoDatastoreError as exc:
         return _fail("serve", f"{exc}; {_no_datastore_hint(args)}")
     except (ValueError, OSError) as exc:
-        return _fail("serve", str(exc))
+        return _fail("serve", _describe(exc, args, settings, writes=False))
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _signum, _frame: stop.set())
@@ -469,6 +469,17 @@ def _add_ops_commands(sub: argparse._SubParsersAction) -> None:
     _add_layout(demo)
 
 
+def _describe(exc: Exception, args: argparse.Namespace, settings: Settings, writes: bool) -> str:
+    """The one-line message of an error; a permission error names the account and the fix."""
+    from daemon.access import denied_in, explain_denied
+
+    denied = denied_in(exc)
+    if denied is None:
+        return str(exc)
+    datastore = settings.datastore_path(args.experiment)
+    return explain_denied(denied, args.experiment, datastore, writes)
+
+
 def _no_datastore_hint(args: argparse.Namespace) -> str:
     """The command that creates the datastore, with the --config it needs to find it."""
     config = f" --config {args.config}" if args.config is not None else ""
@@ -486,10 +497,13 @@ def _run_status(args: argparse.Namespace) -> int:
     problem = _missing_experiment(args)
     if problem is not None:
         return failed(problem)
+    settings = _settings(args)
     try:
-        report = collect(args.experiment, _settings(args))
+        report = collect(args.experiment, settings)
     except NoDatastoreError as exc:
         return failed(f"{exc}; {_no_datastore_hint(args)}")
+    except PermissionError as exc:
+        return failed(_describe(exc, args, settings, writes=False))
     print(json.dumps(report) if args.json else render(report))
     return 1 if args.check and not complete(report) else 0
 
@@ -501,12 +515,13 @@ def _run_verify(args: argparse.Namespace) -> int:
     problem = _missing_experiment(args)
     if problem is not None:
         return _fail("verify", problem)
+    settings = _settings(args)
     try:
-        summary = verify(args.experiment, _settings(args), report=print)
+        summary = verify(args.experiment, settings, report=print)
     except NoDatastoreError as exc:
         return _fail("verify", f"{exc}; {_no_datastore_hint(args)}")
-    except CannotVerifyError as exc:
-        return _fail("verify", str(exc))
+    except (PermissionError, CannotVerifyError) as exc:
+        return _fail("verify", _describe(exc, args, settings, writes=False))
     n = summary.differences
     line = [
         f"verify: {_plural(summary.entries, 'entry', 'entries')} of "

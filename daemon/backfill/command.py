@@ -57,6 +57,7 @@ def backfill(
         from daemon.backfill.cluster import BackfillInterrupted, connect, run_backfill
     except ImportError as exc:
         return _bad(f"needs Dask ({exc.name} is missing): pip install 'qi2lab-ingest[cluster]'")
+    from daemon.access import denied_in, explain_denied
     from daemon.backfill.experiment import BackfillError, ExperimentRun
     from daemon.backfill.report import ExperimentSummary, ProgressBar, Tally, render
     from daemon.backfill.task import UnitFailure
@@ -70,7 +71,11 @@ def backfill(
                 runs.append(ExperimentRun(folder, settings, worker_path(folder, path_map or [])))
                 stack.callback(runs[-1].close)
         except (BackfillError, OSError) as exc:
-            return _bad(str(exc))
+            denied = denied_in(exc)
+            if denied is None:
+                return _bad(str(exc))
+            store = settings.datastore_path(folder)
+            return _bad(explain_denied(denied, folder, store, writes=True))
         tally = Tally()
         total = sum(len(run.pending()) for run in runs)
         status = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from ops_support import cli
 from support.daemon import DaemonProcess
 from support.experiment import log_events, write_config
+from support.faults import as_user, runtime_for, shared_folder
 from support.processes import WAIT_S
 
 from daemon.simulate import SimulationSettings, simulate
@@ -140,3 +142,63 @@ def test_a_second_ctrl_c_stops_at_once_saying_what_is_left(tmp_path: Path) -> No
     assert last["left_pending"] == 2 and last["being_converted"] == 1
     assert daemon.named("stopped") == []
     assert cli("ingest", experiment, "--config", config).returncode == 0  # nothing was lost
+
+
+def test_a_permission_error_names_the_path_the_account_and_the_setfacl_line_that_fixes_it(
+    tmp_path: Path,
+) -> None:
+    """As a service user (`nobody`; root ignores modes) on folders root owns: each command
+    denied says which path, which account, and the setfacl line; that line, run, fixes it."""
+    prefix, _uid = as_user("nobody")
+    with shared_folder() as base:
+        python, env = runtime_for(prefix, base)
+
+        def as_nobody(*args: str | Path) -> subprocess.CompletedProcess[str]:
+            command = [*prefix, python, "-m", "daemon.cli", *map(str, args)]
+            environment = {**os.environ, **env}
+            return subprocess.run(
+                command, capture_output=True, text=True, timeout=WAIT_S, env=environment
+            )
+
+        def denied(command: str, path: Path, fix: str) -> str:
+            result = as_nobody(command, experiment)
+            assert result.returncode == 2, result.stdout + result.stderr
+            line = (
+                f"qi2lab-ingest {command}: {path}: permission denied to user nobody; "
+                f"to allow it: sudo {fix}\n"
+            )
+            assert result.stderr == line
+            return fix
+
+        experiment = base / "exp"
+        simulate(experiment, SimulationSettings(tiles=1, rounds=1, z=2, size=64))
+        store = experiment / "qi2labdatastore"
+
+        # the service user may not create the datastore in the experiment folder
+        fix = denied("watch", store, f"setfacl -m u:nobody:rwx {experiment}")
+        assert not store.exists()
+        apply(fix)
+        assert as_nobody("ingest", experiment).returncode == 0
+
+        # raw_data closed to all but its owner
+        (experiment / "raw_data").chmod(0o700)
+        plan = experiment / "raw_data" / "scan_metadata.csv"
+        raw_fix = f"setfacl -R -m u:nobody:rX,d:u:nobody:rX {experiment / 'raw_data'}"
+        apply(denied("verify", plan, raw_fix))
+        assert as_nobody("verify", experiment).returncode == 0
+
+        # a datastore another account made, closed to others
+        shutil.rmtree(store)
+        assert cli("ingest", experiment).returncode == 0  # as root
+        store.chmod(0o700)
+        ledger = store / ".ingest" / "ledger.sqlite"
+        fix = f"setfacl -R -m u:nobody:rX,d:u:nobody:rX {store}"
+        apply(denied("status", ledger, fix))
+        assert as_nobody("status", experiment).returncode == 0
+
+
+def apply(fix: str) -> None:
+    """Run the fix a message gives (we are root already; without `sudo`)."""
+    if shutil.which("setfacl") is None:
+        return  # the message was checked; applying it needs the acl package
+    subprocess.run(fix.split(), check=True)
