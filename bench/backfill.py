@@ -65,8 +65,8 @@ def run_way(way: str, experiments: list[Path], work: Path, tag: str) -> dict[str
         done = subprocess.run(
             [*cmd, "--workers", workers], capture_output=True, text=True, check=True
         )
-        match = SUMMARY.search(done.stdout)
-        assert match and match[2] == "0", done.stdout
+        match = SUMMARY.search(done.stderr)  # the summary; stdout is the log
+        assert match and match[2] == "0", done.stderr
     wall = time.perf_counter() - started
     ledgers = [_ledger(e / tag) for e in experiments]
     units = [u for ledger in ledgers for u in ledger]

@@ -91,8 +91,8 @@ class DaemonProcess:
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 [str(DAEMON), command, str(experiment), "--config", str(config), *extra],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
+                stdout=log,  # the daemon's log
+                stderr=subprocess.STDOUT,
             )
         self._sampler = threading.Thread(
             target=_sample_rss, args=(self.proc.pid, self.samples, self.peak), daemon=True

@@ -54,8 +54,8 @@ def record(experiment: Path, workers: int, out: Path, rate: int) -> None:
                 *command,
             ],
             check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=(Path(scratch) / "p.log").open("wb"),  # the daemon's log; py-spy's too
+            stdout=(Path(scratch) / "p.log").open("wb"),  # the daemon's log; py-spy's too
+            stderr=subprocess.STDOUT,
         )
 
 

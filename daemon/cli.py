@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import signal
 import sys
@@ -34,7 +35,8 @@ DAEMON_EXIT_CODES = """exit status:
   0  everything found was ingested (watch: stopped by SIGTERM/SIGINT)
   1  some units failed or are not done
   2  no such experiment folder, nothing to ingest, a bad config, or another daemon holds
-     the datastore's lock"""
+     the datastore's lock
+  130  a second SIGINT (Ctrl-C) stopped it at once; the next start converts what was left"""
 STATUS_EXIT_CODES = """exit status:
   0  the report was printed (with --check: every unit of the plan is done)
   1  with --check: a unit failed, is not done, or the plan is unknown
@@ -74,9 +76,36 @@ def _fail(command: str, message: str) -> int:
 
 def _missing_experiment(args: argparse.Namespace) -> str | None:
     """Why the experiment folder cannot be used, or None if it is a folder."""
+    refusal = _raw_data_refusal(args.command, args.experiment)
+    if refusal is not None:
+        return refusal
     if not args.experiment.is_dir():
         return f"{args.experiment}: no such experiment folder"
     return None
+
+
+def _inside_raw_data(folder: Path) -> Path | None:
+    """The `raw_data` folder that `folder` is, or is inside of; None for an experiment folder.
+
+    A command given raw data would create its datastore in there; an experiment kept under a
+    folder that happens to be called raw_data (it has a raw_data of its own) is not refused.
+    """
+    if folder.name == "raw_data":
+        return folder
+    if (folder / "raw_data").is_dir():
+        return None
+    return next((parent for parent in folder.parents if parent.name == "raw_data"), None)
+
+
+def _raw_data_refusal(command: str, folder: Path | None) -> str | None:
+    """Why `folder` is refused as raw data, naming the experiment folder to give instead."""
+    raw_data = _inside_raw_data(folder) if folder is not None else None
+    if raw_data is None:
+        return None
+    return (
+        f"{folder} is raw data, not an experiment folder; "
+        f"give the experiment folder: qi2lab-ingest {command} {raw_data.parent}"
+    )
 
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
@@ -125,6 +154,9 @@ def _run_simulate(args: argparse.Namespace) -> int:
     from daemon.badtiles import BadTile, plane_hooks
     from daemon.simulate import SimulationError, SimulationSettings, simulate
 
+    refusal = _raw_data_refusal("simulate", args.experiment)
+    if refusal is not None:
+        return _fail("simulate", refusal)
     try:
         bad = [BadTile.parse(text) for text in args.bad_tile]
         settings = SimulationSettings(
@@ -251,9 +283,11 @@ def _run_daemon(args: argparse.Namespace) -> int:
     except (DaemonError, OSError) as exc:
         if progress is not None:
             progress.close()
-        return _fail(args.command, str(exc))
+        return _fail(args.command, _describe(exc, args, settings, writes=True))
 
     def request_stop(signum: int, _frame: object) -> None:
+        if signum == signal.SIGINT and service.stop_requested.is_set():
+            _stop_at_once(args.experiment, settings)  # a second Ctrl-C: no more waiting
         service.stop_requested.set()
 
     signal.signal(signal.SIGTERM, request_stop)
@@ -274,6 +308,33 @@ def _run_daemon(args: argparse.Namespace) -> int:
     if watching and not args.exit_when_complete:
         return 0
     return 1 if outcome.failed or outcome.pending else 0
+
+
+def _stop_at_once(experiment: Path, settings: Settings) -> None:
+    """End the process now, in one log line saying what the next start converts.
+
+    Safe as a SIGKILL is: the ledger's units left `running` go back to pending at the next
+    start, and nothing partly written is ever published. The counts are read on a connection
+    of their own, since the signal may come while the main thread is using the daemon's.
+    """
+    import sqlite3
+
+    from daemon.logs import get_logger
+    from daemon.status import NoDatastoreError, open_ledger
+
+    fields: dict[str, int] = {}
+    try:
+        ledger = open_ledger(experiment, settings)
+        try:
+            counts = ledger.counts()
+        finally:
+            ledger.close()
+        fields = {"left_pending": counts["pending"] + counts["running"]}
+        fields["being_converted"] = counts["running"]
+    except (NoDatastoreError, OSError, sqlite3.Error):
+        pass  # the line still says the daemon stopped; the counts are in the next `status`
+    get_logger().warning("stopped at once", **fields)
+    os._exit(128 + signal.SIGINT)
 
 
 def _start_web(experiment: Path, settings: Settings) -> WebServer | None:
@@ -335,7 +396,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     except NoDatastoreError as exc:
         return _fail("serve", f"{exc}; {_no_datastore_hint(args)}")
     except (ValueError, OSError) as exc:
-        return _fail("serve", str(exc))
+        return _fail("serve", _describe(exc, args, settings, writes=False))
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _signum, _frame: stop.set())
@@ -355,7 +416,7 @@ class ProgressBar:
 
         self._tqdm = tqdm
         self._bar = tqdm(unit="unit", desc="ingest", dynamic_ncols=True)
-        self.stream = _AboveBar(sys.stderr)
+        self.stream = _AboveBar(sys.stdout)  # the log; the bar is on stderr
 
     def __call__(self, counts: dict[str, int]) -> None:
         self._bar.total = sum(counts.values())
@@ -436,6 +497,17 @@ def _add_ops_commands(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _describe(exc: Exception, args: argparse.Namespace, settings: Settings, writes: bool) -> str:
+    """The one-line message of an error; a permission error names the account and the fix."""
+    from daemon.access import denied_in, explain_denied
+
+    denied = denied_in(exc)
+    if denied is None:
+        return str(exc)
+    datastore = settings.datastore_path(args.experiment)
+    return explain_denied(denied, args.experiment, datastore, writes)
+
+
 def _no_datastore_hint(args: argparse.Namespace) -> str:
     """The command that creates the datastore, with the --config it needs to find it."""
     from daemon.invocation import program
@@ -455,10 +527,13 @@ def _run_status(args: argparse.Namespace) -> int:
     problem = _missing_experiment(args)
     if problem is not None:
         return failed(problem)
+    settings = _settings(args)
     try:
-        report = collect(args.experiment, _settings(args))
+        report = collect(args.experiment, settings)
     except NoDatastoreError as exc:
         return failed(f"{exc}; {_no_datastore_hint(args)}")
+    except PermissionError as exc:
+        return failed(_describe(exc, args, settings, writes=False))
     print(json.dumps(report) if args.json else render(report))
     return 1 if args.check and not complete(report) else 0
 
@@ -470,12 +545,13 @@ def _run_verify(args: argparse.Namespace) -> int:
     problem = _missing_experiment(args)
     if problem is not None:
         return _fail("verify", problem)
+    settings = _settings(args)
     try:
-        summary = verify(args.experiment, _settings(args), report=print)
+        summary = verify(args.experiment, settings, report=print)
     except NoDatastoreError as exc:
         return _fail("verify", f"{exc}; {_no_datastore_hint(args)}")
-    except CannotVerifyError as exc:
-        return _fail("verify", str(exc))
+    except (PermissionError, CannotVerifyError) as exc:
+        return _fail("verify", _describe(exc, args, settings, writes=False))
     n = summary.differences
     line = [
         f"verify: {_plural(summary.entries, 'entry', 'entries')} of "
@@ -493,6 +569,9 @@ def _run_verify(args: argparse.Namespace) -> int:
 def _run_demo(args: argparse.Namespace) -> int:
     from daemon.demo import ACQUISITION, run_demo
 
+    refusal = _raw_data_refusal("demo", args.experiment)
+    if refusal is not None:
+        return _fail("demo", refusal)
     interval = ACQUISITION.interval if args.interval is None else args.interval
     return run_demo(args.experiment, interval, args.layout or "seed", args.listen)
 
@@ -548,6 +627,10 @@ def _run_backfill(args: argparse.Namespace) -> int:
     from daemon.backfill.command import ClusterOptions, backfill
     from daemon.logs import configure_logging
 
+    for experiment in args.experiments:
+        refusal = _raw_data_refusal("backfill", experiment)
+        if refusal is not None:
+            return _fail("backfill", refusal)
     settings = _settings(args)
     configure_logging(settings.logging.format, settings.logging.level)
     options = ClusterOptions(
@@ -573,7 +656,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said with the command's usage, not the top level's
+        commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+        commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command in ("status", "verify"):  # a reader gone ends them quietly, as `ls | head`
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     runners: dict[str, Any] = {
         "watch": _run_daemon,
         "ingest": _run_daemon,

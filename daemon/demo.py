@@ -224,13 +224,16 @@ class _Console:
 def _child(
     console: _Console | None, command: str, experiment: Path, *options: str
 ) -> subprocess.Popen:
-    """`qi2lab-ingest COMMAND EXPERIMENT OPTIONS` from this interpreter, its stdout discarded
-    (the simulator's one line), its stderr the demo's own or, on a terminal, relayed: the
-    daemon's through a pseudo-terminal (so it logs for a person), the simulator's through a
-    pipe (so it draws no bar of its own)."""
+    """`qi2lab-ingest COMMAND EXPERIMENT OPTIONS` from this interpreter. The daemon's log (its
+    stdout) goes to the demo's stderr, so the demo's stdout is its report; the simulator's one
+    line is discarded. On a terminal both are relayed above the bar: the daemon's through a
+    pseudo-terminal (so it logs for a person), the simulator's through a pipe (so it draws no
+    bar of its own)."""
     args = [sys.executable, "-m", "daemon.cli", command, str(experiment), *options]
     if console is None:
-        return subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        return subprocess.Popen(
+            args, stdout=sys.stderr if command == "watch" else subprocess.DEVNULL
+        )
     if command != "watch":
         child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         assert child.stderr is not None
@@ -238,7 +241,7 @@ def _child(
         return child
     reader, writer = os.openpty()
     try:
-        child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=writer)
+        child = subprocess.Popen(args, stdout=writer, stderr=writer)
     finally:
         os.close(writer)
     console.relay(os.fdopen(reader, "rb"))

@@ -1,6 +1,9 @@
 """structlog set-up: one JSON object per line for journald, a readable console on a terminal.
 
-Logs go to stderr so that commands which print results (`status`, `verify`) keep stdout clean.
+Logs go to stdout: the commands that log (`watch`, `ingest`, `backfill`) print nothing else
+there, so `qi2lab-ingest watch EXP | jq` reads them; `status` and `verify` print their results
+on stdout and do not log. Messages for the person at the terminal (errors, the backfill
+summary, progress bars) go to stderr.
 Every event carries an ISO timestamp, the level and the event name, plus the process-wide
 fields given to `configure_logging` (a daemon process serves one experiment, so every JSON
 line names it, whichever thread logged it: journald users select on it); callers bind the
@@ -33,7 +36,7 @@ def configure_logging(
 
     `fields` are added to every event of every thread (contextvars are not shared by threads).
     """
-    out = stream or sys.stderr
+    out = stream or sys.stdout
     use_console = fmt == "console" or (fmt == "auto" and out.isatty())
     console: list[structlog.typing.Processor] = [
         _first_time_only(CONTEXT_FIELDS),

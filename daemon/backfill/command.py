@@ -9,12 +9,16 @@ installed) with a one-line message.
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from daemon import __version__
 from daemon.config import Settings, settle_layout
+from daemon.logs import get_logger
 
 PROG = "qi2lab-ingest backfill"
 
@@ -58,11 +62,13 @@ def backfill(
         from daemon.backfill.cluster import BackfillInterrupted, connect, run_backfill
     except ImportError as exc:
         return _bad(f"needs Dask ({exc.name} is missing): pip install 'qi2lab-ingest[cluster]'")
+    from daemon.access import denied_in, explain_denied
     from daemon.backfill.experiment import BackfillError, ExperimentRun
     from daemon.backfill.report import ExperimentSummary, ProgressBar, Tally, render
     from daemon.backfill.task import UnitFailure
     from daemon.ingest.ledger import UnitResult
 
+    _log_start(folders, settings, cluster)
     with ExitStack() as stack:
         runs: list[ExperimentRun] = []
         try:
@@ -71,7 +77,11 @@ def backfill(
                 runs.append(ExperimentRun(folder, own, worker_path(folder, path_map or [])))
                 stack.callback(runs[-1].close)
         except (BackfillError, OSError) as exc:
-            return _bad(str(exc))
+            denied = denied_in(exc)
+            if denied is None:
+                return _bad(str(exc))
+            store = settings.datastore_path(folder)
+            return _bad(explain_denied(denied, folder, store, writes=True))
         tally = Tally()
         total = sum(len(run.pending()) for run in runs)
         status = 0
@@ -106,11 +116,26 @@ def backfill(
             )
             for run in runs
         ]
-    print(render(tally, summaries))
+    print(render(tally, summaries), file=sys.stderr)  # stdout is the log's
     unfinished = any(
         s.counts["failed"] or s.counts["pending"] or s.counts["running"] for s in summaries
     )
     return 1 if unfinished else status
+
+
+def _log_start(folders: list[Path], settings: Settings, cluster: ClusterOptions) -> None:
+    """The first log line: what is backfilled, where, by whom, with which settings."""
+    where = cluster.scheduler or cluster.scheduler_file
+    get_logger().info(
+        "backfill started",
+        experiments=[str(folder) for folder in folders],
+        cluster=where or f"local, {cluster.workers} x {cluster.threads_per_worker} threads",
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        version=__version__,
+        config=settings.summary(),
+        settings=asdict(settings),
+    )
 
 
 def _bad(message: str) -> int:

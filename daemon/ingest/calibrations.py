@@ -19,11 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from structlog.typing import FilteringBoundLogger
 
 from daemon.config import Settings
 from daemon.ingest.failures import describe
 from daemon.layouts.base import CalibrationData, Layout
-from daemon.logs import get_logger
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
 from daemon.raw.experiment import Plan
 from daemon.raw.ndtiff import RawDataset
@@ -77,9 +77,14 @@ class PsfJob:
     """psf_data computed and written by a background thread; `done` once it is on disk."""
 
     def __init__(
-        self, store: Layout, data: CalibrationData, compute: Callable[[], np.ndarray]
+        self,
+        store: Layout,
+        data: CalibrationData,
+        compute: Callable[[], np.ndarray],
+        log: FilteringBoundLogger,
     ) -> None:
         self._store = store
+        self._log = log.bind(path=str(store.path))
         self._data = data
         self._compute = compute
         self.done = False
@@ -105,7 +110,7 @@ class PsfJob:
         self._thread.join()
 
     def _run(self) -> None:
-        log = get_logger(path=str(self._store.path))
+        log = self._log
         try:
             self._store.write_psfs(self._data, self._compute())
         except Exception as exc:  # any failure is reported; the planner starts a new job
@@ -127,12 +132,12 @@ def _load_npy(path: str, dtype: type, ndim: int, what: str) -> np.ndarray:
 
 
 def write_calibrations(
-    store: Layout, plan: Plan, dataset: RawDataset, settings: Settings
+    store: Layout, plan: Plan, dataset: RawDataset, settings: Settings, log: FilteringBoundLogger
 ) -> PsfJob | None:
     """Write every calibration attribute and the noise map; `dataset` is any complete dataset.
 
     A measured PSF file is written here too (None is returned); theoretical PSFs are left to
-    the returned `PsfJob`, already running.
+    the returned `PsfJob`, already running, which reports through `log`.
     """
     acq = resolve_acquisition(plan, dataset, settings.raw)
     noise = None
@@ -146,4 +151,4 @@ def write_calibrations(
         store.write_psfs(data, _load_npy(settings.calibrations.psf, np.float32, 4, "PSF"))
         return None
     num_z = dataset.num_z
-    return PsfJob(store, data, lambda: theoretical_psfs(plan, acq, num_z))
+    return PsfJob(store, data, lambda: theoretical_psfs(plan, acq, num_z), log)

@@ -59,7 +59,8 @@ class Planner:
         self._plan_files: tuple = ()  # metadata file signature the plan was read from
         self._example: Path | None = None  # a complete dataset to write the calibrations from
         self._psf: PsfJob | None = None  # the theoretical PSFs, computed in the background
-        self._log = get_logger(raw_dir=str(raw_dir))
+        # raw_dir is EXPERIMENT/raw_data; a backfill's lines name their experiment this way
+        self._log = get_logger(experiment=str(raw_dir.parent), raw_dir=str(raw_dir))
 
     def scan(self) -> None:
         """Look at every entry of raw_data (start-up, and periodically for missed events)."""
@@ -320,7 +321,9 @@ class Planner:
             return
         try:
             with RawDataset(self._example) as dataset:
-                self._psf = write_calibrations(self._store, self.plan, dataset, self._settings)
+                self._psf = write_calibrations(
+                    self._store, self.plan, dataset, self._settings, self._log
+                )
         except (RawDataError, NotReadyError, OSError, ValueError) as exc:
             self._once(f"calib:{exc}", "calibrations not written", error=describe(exc))
             return

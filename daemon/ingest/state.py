@@ -24,6 +24,7 @@ from daemon.ingest.ledger import Ledger, UnitRecord
 from daemon.layouts.base import Layout, unit_entities
 from daemon.raw.experiment import Plan
 
+DAEMON_KEYS = ("pid", "host", "version", "started_at", "stopped_at")  # the daemon's identity
 INGEST_LOG_SCHEMA = pa.schema(
     [
         ("unit_id", pa.string()),
@@ -100,6 +101,16 @@ def _channels(plan: Plan | None, unit: UnitRecord) -> list[str] | None:
     return [channel.axis_name for channel in unit_entities(plan, unit.tile, unit.round)]
 
 
+def _daemon_block(store: Layout) -> dict[str, Any]:
+    """The `Daemon` block the state file has now ({} before the first write, or if unreadable:
+    there is nothing of anyone else's to keep then)."""
+    try:
+        block = store.read_state().get("Daemon")
+    except (OSError, ValueError):
+        return {}
+    return block if isinstance(block, dict) else {}
+
+
 def iso_time(seconds: float) -> str:
     """A Unix time as ISO 8601 UTC with milliseconds (`2026-12-02T05:12:03.250Z`)."""
     moment = datetime.fromtimestamp(seconds, tz=UTC)
@@ -119,7 +130,9 @@ class StatePublisher:
     datastore.json also says who writes it (`Daemon`: pid, host, version, started_at, and
     stopped_at once the daemon has stopped) and when it last did (`updated_at`); while the
     daemon runs it is rewritten at least every `heartbeat_s`, so a poller can tell a live run
-    (a recent updated_at) from a dead one.
+    (a recent updated_at) from a dead one. A writer owns `updated_at` and, given an
+    `identity` (the daemon), every key of DAEMON_KEYS; keys it does not own keep the values
+    the file had (a backfill does not erase who ingested the run).
     """
 
     COST_FACTOR = 20
@@ -141,6 +154,8 @@ class StatePublisher:
         self._last = {"state": 0.0, "log": 0.0}
         self._cost = {"state": 0.0, "log": 0.0}
         self._published: dict[str, tuple[int, bool] | None] = {"state": None, "log": None}
+        owned = {"updated_at", *(DAEMON_KEYS if identity is not None else ())}
+        self._kept = {k: v for k, v in _daemon_block(store).items() if k not in owned}
 
     def maybe_publish(self, plan: Plan | None, calibrations: bool) -> None:
         """Rewrite whichever file is behind the ledger and has not been written for a while."""
@@ -172,7 +187,7 @@ class StatePublisher:
             )
             # The last write of a stopped daemon is its stop: one instant, not two clock reads.
             updated_at = self._identity.get("stopped_at") or iso_time(time.time())
-            daemon = {**self._identity, "updated_at": updated_at}
+            daemon = {**self._kept, **self._identity, "updated_at": updated_at}
             self._store.publish_state(calibrations, complete, summary, daemon)
         else:
             table = ingest_log_table(self._ledger.units(), plan)

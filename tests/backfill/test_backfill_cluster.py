@@ -65,7 +65,8 @@ def backfill_command(cluster: LoopbackCluster, config: Path, *experiments: Path)
 
 
 def run_backfill(cluster: LoopbackCluster, config: Path, *experiments: Path) -> str:
-    """Run a backfill to its end; returns its summary (stdout), asserting exit status 0."""
+    """Run a backfill to its end; returns its summary (stderr; stdout is the log), asserting
+    exit status 0."""
     done = subprocess.run(
         backfill_command(cluster, config, *experiments),
         capture_output=True,
@@ -73,7 +74,7 @@ def run_backfill(cluster: LoopbackCluster, config: Path, *experiments: Path) -> 
         timeout=WAIT_S * 2,
     )
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout
-    return done.stdout
+    return done.stderr
 
 
 def ledger_rows(experiment: Path) -> dict[str, UnitRecord]:

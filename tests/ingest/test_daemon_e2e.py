@@ -98,7 +98,7 @@ def test_a_restart_after_the_run_redoes_nothing(tmp_path):
         daemon_command("ingest", experiment, config), capture_output=True, text=True
     )
     assert again.returncode == 0
-    assert not [e for e in log_events(again.stderr) if e["event"] == "unit started"]
+    assert not [e for e in log_events(again.stdout) if e["event"] == "unit started"]
     assert {
         p: (store / p / ".zattrs").stat().st_mtime_ns for p in published_entries(store)
     } == stamps
@@ -125,7 +125,7 @@ def test_a_dataset_arriving_twice_supersedes_the_first_copy(tmp_path):
         daemon_command("ingest", experiment, config), capture_output=True, text=True
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    assert [e["dataset"] for e in log_events(run.stderr) if e["event"] == "unit started"] == [
+    assert [e["dataset"] for e in log_events(run.stdout) if e["event"] == "unit started"] == [
         "sim_r0001_tile0000_2"
     ]
     assert (

@@ -71,7 +71,7 @@ def test_verify_names_the_entries_of_an_older_version_and_ingest_converts_them(t
 
     upgraded = _run("ingest", experiment, config)
     assert upgraded.returncode == 0, upgraded.stderr[-3000:]
-    events = [json.loads(line) for line in upgraded.stderr.splitlines()]
+    events = [json.loads(line) for line in upgraded.stdout.splitlines()]
     again = [e for e in events if e["event"] == "converting again"]
     assert len(again) == 1 and len(again[0]["units"]) == SETTINGS.tiles * SETTINGS.rounds
     assert _run("verify", experiment, config).returncode == 0

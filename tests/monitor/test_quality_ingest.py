@@ -35,7 +35,7 @@ def test_ingest_writes_quality_rows_and_attributes(tmp_path):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     store = experiment / "qi2labdatastore"
-    done = [e for e in log_events(run.stderr) if e["event"] == "unit done"]
+    done = [e for e in log_events(run.stdout) if e["event"] == "unit done"]
     assert len(done) == settings.tiles * settings.rounds
     for event in done:  # the worker's own measure of what the monitor costs it
         assert 0 < event["quality_s"] < event["seconds"]

@@ -171,7 +171,7 @@ def test_a_busy_port_costs_the_page_not_the_ingestion(tmp_path):
             timeout=120,
         )
     assert run.returncode == 0, run.stderr[-2000:]
-    events = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
+    events = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
     refused = [e for e in events if e["event"] == "web page not served"]
     assert refused and refused[0]["level"] == "warning" and "in use" in refused[0]["error"]
     assert sum(e["event"] == "unit done" for e in events) == 1

@@ -39,7 +39,7 @@ def test_relative_paths_work_everywhere_and_the_log_shows_them_absolute(tmp_path
     verify = run(tmp_path, "verify", "exp1", "--config", "config.toml")
 
     assert ingest.returncode == 0, ingest.stderr[-3000:]
-    assert {e["experiment"] for e in log_events(ingest.stderr)} == {str(experiment)}
+    assert {e["experiment"] for e in log_events(ingest.stdout)} == {str(experiment)}
     assert status.returncode == 0, status.stderr
     assert f"experiment  {experiment}" in status.stdout.splitlines()
     assert "units       2 of 2 done" in status.stdout.splitlines()

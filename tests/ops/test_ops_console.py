@@ -50,7 +50,7 @@ def test_json_lines_keep_the_experiment_and_the_whole_settings(tmp_path: Path) -
     )
 
     assert run.returncode == 0, run.stderr[-3000:]
-    events = log_events(run.stderr)
+    events = log_events(run.stdout)
     assert all(e["experiment"] == str(experiment) for e in events)
     started = events[0]
     assert started["event"] == "ingest started"

@@ -44,7 +44,7 @@ def test_every_line_is_json_and_unit_events_name_experiment_unit_tile_and_round(
     )
 
     assert run.returncode == 1  # some units failed
-    events = log_events(run.stderr)  # raises on any line that is not JSON
+    events = log_events(run.stdout)  # raises on any line that is not JSON
     assert {e["event"] for e in events} >= UNIT_EVENTS
     assert all(e["experiment"] == str(experiment) for e in events)
     for event in (e for e in events if e["event"] in UNIT_EVENTS):

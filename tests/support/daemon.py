@@ -27,8 +27,9 @@ class DaemonProcess(Watched):
     """`qi2lab-ingest watch|ingest` in a subprocess, its JSON log lines parsed as they arrive.
 
     `wrapper` is put in front of the command line (setpriv, unshare, ...). Lines that are not
-    JSON (a library writing to stderr on its own) are kept apart in `other_lines`. Every wait
-    fails at once, with the exit status and the last lines of stderr, if the daemon ends first.
+    JSON (a traceback, a library writing to stderr on its own) are kept apart in `other_lines`.
+    Every wait fails at once, with the exit status and the last lines of its output, if the
+    daemon ends first.
     """
 
     def __init__(

@@ -249,6 +249,6 @@ def read_state(store: Path) -> dict[str, Any]:
     return json.loads((store / "datastore.json").read_text())
 
 
-def log_events(stderr: str) -> list[dict[str, Any]]:
-    """The JSON log lines of a run, parsed (every line must be JSON)."""
-    return [json.loads(line) for line in stderr.splitlines() if line.strip()]
+def log_events(stdout: str) -> list[dict[str, Any]]:
+    """The JSON log lines of a run (its stdout), parsed (every line must be JSON)."""
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]

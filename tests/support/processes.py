@@ -3,7 +3,7 @@
 A wait that outlives the process it waits on only wastes its deadline and then says nothing
 useful. So every wait in the support code names the processes it depends on (`wait_until(...,
 alive=...)`); the moment one of them has ended, the wait fails with that process's exit status
-and the last lines of its stderr, instead of running into its deadline.
+and the last lines of its output, instead of running into its deadline.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Self, TypeVar
 
 WAIT_S = 90.0  # deadline of one wait; far above what any step takes on a loaded machine
-TAIL_LINES = 20  # lines of stderr shown when a process ends unexpectedly
+TAIL_LINES = 20  # lines of output shown when a process ends unexpectedly
 POLL_S = 0.01
 
 T = TypeVar("T")
@@ -28,10 +28,12 @@ class ProcessEnded(AssertionError):
 
 
 class Watched:
-    """A subprocess whose stderr is read as it comes (so the pipe never fills) and kept, so
+    """A subprocess whose output is read as it comes (so the pipe never fills) and kept, so
     that its end can be reported with its exit status and last lines.
 
-    `on_line` sees every stderr line (without its newline) in the reading thread.
+    The output is stdout and stderr in one stream, in the order written (the daemon logs on
+    stdout, a traceback goes to stderr); only stderr when the caller directs stdout itself.
+    `on_line` sees every line (without its newline) in the reading thread.
     """
 
     def __init__(
@@ -44,13 +46,19 @@ class Watched:
         self.name = name
         self.lines: list[str] = []
         self._on_line = on_line
-        self.process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, **popen)
+        stderr_only = "stdout" in popen
+        if stderr_only:
+            popen["stderr"] = subprocess.PIPE
+        else:
+            popen.update(stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(args, text=True, **popen)
+        self._output = self.process.stderr if stderr_only else self.process.stdout
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
-        assert self.process.stderr is not None
-        for raw in self.process.stderr:
+        assert self._output is not None
+        for raw in self._output:
             line = raw.rstrip("\n")
             self.lines.append(line)
             if self._on_line is not None:
@@ -62,14 +70,14 @@ class Watched:
 
     @property
     def log_ended(self) -> bool:
-        """Whether every line of stderr has been read (the process closed it: it ended)."""
+        """Whether every line of output has been read (the process closed it: it ended)."""
         return not self._reader.is_alive()
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def report(self) -> str:
-        """Exit status and the last lines of stderr, for a failure message."""
+        """Exit status and the last lines of output, for a failure message."""
         code = self.process.poll()
         if code is None:
             status = "still running"
@@ -78,18 +86,18 @@ class Watched:
         else:
             status = f"exit status {code}"
         tail = "\n".join(f"  | {line}" for line in self.lines[-TAIL_LINES:]) or "  (nothing)"
-        return f"{self.name} (pid {self.pid}): {status}; last lines of its stderr:\n{tail}"
+        return f"{self.name} (pid {self.pid}): {status}; last lines of its output:\n{tail}"
 
     def check_alive(self) -> None:
         """Raise ProcessEnded with the report if the process has ended (after reading the
-        rest of its stderr, so that the report and any waiter see its last words)."""
+        rest of its output, so that the report and any waiter see its last words)."""
         if self.alive():
             return
         self._reader.join(10.0)
         raise ProcessEnded(f"ended while waited on: {self.report()}")
 
     def wait(self, timeout: float = WAIT_S, while_alive: Iterable[Watched] = ()) -> int:
-        """The exit code, once the process has ended and its stderr has been read to the end.
+        """The exit code, once the process has ended and its output has been read to the end.
 
         Fails with the report at the deadline, and at once if one of the processes in
         `while_alive` (those this one needs, e.g. the daemon a simulator feeds) ends first.
@@ -145,7 +153,7 @@ def wait_until(
 ) -> T:
     """The first true value of `condition()`, polled while every process in `alive` runs.
 
-    Fails at once (ProcessEnded, with exit status and stderr tail) when one of those processes
+    Fails at once (ProcessEnded, with exit status and output tail) when one of those processes
     has ended and the condition still does not hold, and with AssertionError naming `what`
     (a text, or a function giving one) at the deadline.
     """
