@@ -86,6 +86,7 @@ def test_bad_scan_metadata_holds_the_plan_until_a_good_file_arrives(tmp_path, la
                 (edited(good, num_xyz="nan"), ("num_xyz must be an integer, got nan",)),
                 ("", ("empty file",)),
                 (edited(good, root_name="../evil"), ("root_name '../evil' is not a plain",)),
+                (edited(good, z_step_um="315"), ("z_step_um: 315 µm is outside 0.05-20 µm",)),
             ]:
                 replace(scan, bad)
                 rejected(str(scan), *parts)
@@ -97,13 +98,13 @@ def test_bad_scan_metadata_holds_the_plan_until_a_good_file_arrives(tmp_path, la
             os.unlink(codebook)
             os.rename(tmp_path / "codebook.csv", codebook)
             # Valid to the plan; only the calibration, at the first complete dataset, finds it.
-            replace(scan, edited(good, z_step_um="nan"))
+            replace(scan, edited(good, na="nan"))
             daemon.wait_event("plan loaded")
             os.kill(scope.pid, signal.SIGCONT)
             daemon.wait_for(
                 lambda e: (
                     e["event"] == "calibrations not written"
-                    and "z_step_um must be a finite number, got nan" in e["error"]
+                    and "na must be a finite number, got nan" in e["error"]
                 )
             )
             assert not daemon.named("unit started")
