@@ -71,6 +71,13 @@ def test_ingest_writes_the_06_layout_that_other_readers_open(tmp_path: Path, cam
         store / "calibrations" / "psf_data" / f"{m['id']}.ome.zarr"
         for m in calibrations["psf_manifest"].values()
     ]
+    # A deliberate difference from the reference (docs/datastore.md), which writes no scale:
+    # the calibrations carry the voxel size in µm, so a viewer shows them at the data's scale.
+    z_um, yx_um = settings.z_step_um, settings.pixel_um
+    scales = [[yx_um, yx_um]] + [[z_um, yx_um, yx_um]] * len(calibrations["psf_manifest"])
+    for image, scale in zip(images, scales, strict=True):
+        dataset = zarr.open_group(image, mode="r").attrs["ome"]["multiscales"][0]["datasets"][0]
+        assert dataset["coordinateTransformations"][0] == {"type": "scale", "scale": scale}
     for ds in truth["datasets"]:
         round_, tile = ds["round"], ds["tile"]
         bits = {c: settings.bit(round_, c) for c in settings.readout_colors}
