@@ -11,6 +11,7 @@ survive restarts and are there for a run looked at afterwards.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from daemon.config import Settings
 from daemon.ingest.ledger import UnitRecord
 from daemon.ingest.service import STATE_DIR, ledger_path
+from daemon.layouts import Layout, reader
 from daemon.monitor.preview import PREVIEW_DIR, preview_names
 from daemon.monitor.qualitylog import QUALITY_DB, QualityLog
 from daemon.raw.errors import NotReadyError, RawDataError
@@ -60,6 +62,12 @@ class Snapshots:
         self.store = settings.datastore_path(experiment)
         self._positions = Positions()
 
+    def _naming(self) -> Layout:
+        """The datastore's layout (the one it holds, else the configured one), for its names."""
+        names = reader(self.store, self.settings.raw, default=self.settings.datastore.layout)
+        names.close()  # opened read-only: it holds nothing; only its naming is used
+        return names
+
     def units(self) -> list[UnitRecord]:
         """The ledger's units (read-only); [] before the datastore exists."""
         try:
@@ -98,7 +106,7 @@ class Snapshots:
             "tiles": {str(t): {"x": x, "y": y} for t, (x, y) in sorted(positions.items())},
             "quality": [_compact(r) for r in rows],
             "history": history(units),
-            "events": events(units),
+            "events": events(units, self._naming().unit_name),
             "seconds_since_last_unit": None if last_done is None else now - last_done,
             "health": health(report, last_done, now),
             "previews": preview_names(self.store / PREVIEW_DIR),
@@ -162,17 +170,17 @@ def history(units: list[UnitRecord]) -> list[dict[str, float]]:
     return thinned
 
 
-def events(units: list[UnitRecord]) -> list[dict[str, Any]]:
-    """The most recent unit events (seen, started, done, failed), newest first."""
+def events(units: list[UnitRecord], unit_name: Callable[[int, int], str]) -> list[dict[str, Any]]:
+    """The most recent unit events (seen, started, done, failed), newest first; each unit
+    named by `unit_name(tile, round)` (`Layout.unit_name`: the datastore's own naming)."""
     found: list[dict[str, Any]] = []
     for u in units:
-        found.append({"t": u.seen_at, "event": "seen", "unit": u.unit_id})
+        name = unit_name(u.tile, u.round)
+        found.append({"t": u.seen_at, "event": "seen", "unit": name})
         if u.started_at is not None:
-            found.append({"t": u.started_at, "event": "started", "unit": u.unit_id})
+            found.append({"t": u.started_at, "event": "started", "unit": name})
         if u.state in ("done", "failed") and u.finished_at is not None:
-            found.append(
-                {"t": u.finished_at, "event": u.state, "unit": u.unit_id, "error": u.error}
-            )
+            found.append({"t": u.finished_at, "event": u.state, "unit": name, "error": u.error})
     found.sort(key=lambda e: e["t"], reverse=True)
     return found[:RECENT_EVENTS]
 

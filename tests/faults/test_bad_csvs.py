@@ -145,14 +145,14 @@ def test_a_bad_stage_position_file_fails_its_unit_until_it_is_right(tmp_path, la
             daemon.wait_for(
                 lambda e: (
                     e["event"] == "unit failed"
-                    and e["unit"] == "tile0001/round0000"
+                    and e["unit"] == layout.unit(1, 0)
                     and all(part in e["error"] for part in (str(stage), *parts))
                 )
             )
 
         failed("stage_z: required key missing")
         poller.wait_until(
-            lambda p: p.saw_failure("tile0001/round0000", "stage_z"), while_alive=daemon
+            lambda p: p.saw_failure(1, 0, "stage_z"), while_alive=daemon
         )
         for bad, cause in [
             (edited(good, stage_x="abc"), "stage_x must be a number, got 'abc'"),

@@ -119,6 +119,16 @@ def test_ingest_writes_the_06_layout_that_other_readers_open(tmp_path: Path, cam
         assert list(array.domain.labels) == ["z", "y", "x"][-array.rank :]
         assert zarr.open_array(image / "0", mode="r").shape == array.shape
 
+    # Every name a person reads is the datastore's own: the log's units and rounds, the
+    # preview's images, as the folders fiducial/tile0000/round001 are named (rounds from 1).
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    named = [e for e in events if "unit" in e]
+    assert {e["event"] for e in named} >= {"dataset seen", "unit started", "unit done"}
+    for event in named:
+        assert event["round"] in (1, 2), event
+        assert event["unit"] == f"tile{event['tile']:04d}/round{event['round']:03d}", event
+    previews = sorted(p.name for p in (store / "preview.ome.zarr").iterdir() if p.is_dir())
+    assert previews == ["bit001", "bit002", "bit003", "bit004", "round001", "round002"]
     verify = subprocess.run(
         daemon_command("verify", experiment, config), capture_output=True, text=True
     )

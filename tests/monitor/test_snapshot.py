@@ -48,11 +48,11 @@ def test_history_counts_backlog_and_done_at_each_event():
 
 
 def test_events_are_newest_first_with_the_failure_reason():
-    found = events(UNITS)
+    found = events(UNITS, lambda tile, round_: f"tile{tile:04d}/round{round_ + 1:03d}")
     assert [e["t"] for e in found] == sorted((e["t"] for e in found), reverse=True)
     failed = [e for e in found if e["event"] == "failed"]
     assert failed == [
-        {"t": 13.0, "event": "failed", "unit": "tile0001/round0000", "error": "broken"}
+        {"t": 13.0, "event": "failed", "unit": "tile0001/round001", "error": "broken"}
     ]
     assert len(found) == 4 + 3 + 2
 
