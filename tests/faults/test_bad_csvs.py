@@ -151,9 +151,7 @@ def test_a_bad_stage_position_file_fails_its_unit_until_it_is_right(tmp_path, la
             )
 
         failed("stage_z: required key missing")
-        poller.wait_until(
-            lambda p: p.saw_failure(1, 0, "stage_z"), while_alive=daemon
-        )
+        poller.wait_until(lambda p: p.saw_failure(1, 0, "stage_z"), while_alive=daemon)
         for bad, cause in [
             (edited(good, stage_x="abc"), "stage_x must be a number, got 'abc'"),
             (edited(good, stage_y="nan"), "stage_y must be a finite number, got nan"),
