@@ -87,6 +87,7 @@ def _unit_differences(
     unit: UnitRecord, plan: Plan, raw_dir: Path, store: Layout, settings: Settings
 ) -> Iterator[str]:
     """Differences between one done unit's entries (and ledger row) and its raw dataset."""
+    name = store.unit_name(unit.tile, unit.round)
     checksums = []
     try:
         with RawDataset(raw_dir / unit.dataset, plan.channel_axis_names) as dataset:
@@ -94,10 +95,7 @@ def _unit_differences(
             entities = source.entries()
             planned = sorted(str(store.entry_relpath(e)) for e in entities.values())
             if sorted(unit.outputs) != planned:
-                yield (
-                    f"{unit.unit_id}: the ledger lists outputs {list(unit.outputs)},"
-                    f" the plan {planned}"
-                )
+                yield (f"{name}: the ledger lists outputs {list(unit.outputs)}, the plan {planned}")
             replaced = source.hot_corrected(dataset, store, store.load_noise_map)
             for channel, entity in entities.items():
                 raw = dataset.read_channel(channel.axis_name)
@@ -110,12 +108,12 @@ def _unit_differences(
                 )
             nbytes = dataset.nbytes
     except (NotReadyError, RawDataError, OSError, ValueError) as exc:
-        yield f"{unit.unit_id}: its raw dataset cannot be read: {exc}"
+        yield f"{name}: its raw dataset cannot be read: {exc}"
         return
     if unit.checksum != ",".join(checksums):
-        yield f"{unit.unit_id}: the ledger's checksum {unit.checksum} differs from the raw data's"
+        yield f"{name}: the ledger's checksum {unit.checksum} differs from the raw data's"
     if unit.source_bytes != nbytes:
-        yield f"{unit.unit_id}: the ledger's source_bytes {unit.source_bytes}, raw data {nbytes}"
+        yield f"{name}: the ledger's source_bytes {unit.source_bytes}, raw data {nbytes}"
 
 
 def _entity_differences(

@@ -60,6 +60,12 @@ def test_values_are_read_into_frozen_settings(tmp_path):
         ),
         ("[raw]\ntile_overlap = 1.5\n", r": raw.tile_overlap must be a fraction"),
         (
+            "[raw]\nyx_pixel_um = 98\n",
+            r": raw.yx_pixel_um: 98 µm is outside 0.02-5 µm for a pixel size$",
+        ),
+        ("[raw]\nz_step_um = 315\n", r": raw.z_step_um: 315 µm is outside 0.05-20 µm"),
+        ("[raw]\nz_step_um = 0.0\n", r": raw.z_step_um: 0 µm is outside 0.05-20 µm"),
+        (
             "[workers]\nrequeue_initial_s = 60\nrequeue_max_s = 30\n",
             r": workers.requeue_max_s \(30.0\) must not be below requeue_initial_s",
         ),
@@ -118,6 +124,21 @@ def test_the_cli_reads_a_config_with_one_key_of_a_color(tmp_path):
     assert nm.stderr.endswith(
         "config.toml: raw.red.emission_um: 670 looks like nm; give µm (e.g. 0.488 for 488 nm)\n"
     ), nm.stderr
+
+
+def test_the_cli_refuses_a_z_step_in_nm_naming_the_key(tmp_path):
+    """`z_step_um = 315` (nm typed as µm) stops the CLI with the config error's exit 2."""
+    (tmp_path / "exp").mkdir()
+    config = write(tmp_path, "[raw]\nz_step_um = 315\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "status", str(tmp_path / "exp"), "--config", config],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2
+    assert run.stderr.endswith(
+        "config.toml: raw.z_step_um: 315 µm is outside 0.05-20 µm for a z step\n"
+    ), run.stderr
 
 
 def test_missing_file_is_named(tmp_path):

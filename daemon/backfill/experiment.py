@@ -15,7 +15,7 @@ from pathlib import Path
 
 from daemon.backfill.task import UnitFailure
 from daemon.config import Settings
-from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult
+from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult, named_units
 from daemon.ingest.planner import Planner
 from daemon.ingest.service import STATE_DIR, DaemonError, exclusive_lock, ledger_path
 from daemon.ingest.state import StatePublisher
@@ -67,7 +67,9 @@ class ExperimentRun:
         )
         interrupted = self.ledger.recover()
         if interrupted:
-            self.log.warning("recovered interrupted units", units=interrupted)
+            self.log.warning(
+                "recovered interrupted units", units=named_units(interrupted, self.store.unit_name)
+            )
         self.planner.scan()
         for record in self.ledger.environmental_failures():
             self.ledger.requeue(record.unit_id)
@@ -87,7 +89,9 @@ class ExperimentRun:
     def record(self, record: UnitRecord, outcome: UnitResult | UnitFailure) -> None:
         """Write a unit's outcome to the ledger, and datastore.json if it is due. (The planner
         scans raw_data once, before any claim, so no source changes under a unit here.)"""
-        log = self.log.bind(unit=record.unit_id, dataset=record.dataset)
+        log = self.log.bind(
+            **self.store.unit_fields(record.tile, record.round), dataset=record.dataset
+        )
         if isinstance(outcome, UnitFailure):
             self.ledger.fail(record, outcome.message, outcome.environmental)
             log.error("unit failed", error=outcome.message, cause=outcome.cause)
@@ -110,6 +114,11 @@ class ExperimentRun:
             self.store.close()
             os.close(self._lock_fd)
 
-    def failures(self) -> list[UnitRecord]:
-        """Every failed unit of the experiment, with its dataset and error."""
-        return [r for r in self.ledger.units() if r.state == "failed"]
+    def failures(self) -> list[tuple[str, UnitRecord]]:
+        """Every failed unit of the experiment, named as the datastore names it, with its
+        ledger row (dataset and error)."""
+        return [
+            (self.store.unit_name(r.tile, r.round), r)
+            for r in self.ledger.units()
+            if r.state == "failed"
+        ]

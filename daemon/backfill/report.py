@@ -64,7 +64,7 @@ class ExperimentSummary:
 
     experiment: Path
     counts: dict[str, int]
-    failures: list[UnitRecord]
+    failures: list[tuple[str, UnitRecord]]  # (unit as the datastore names it, its row)
     incomplete: list[str]  # datasets still being written (or abandoned half-way)
 
 
@@ -83,8 +83,8 @@ def render(tally: Tally, experiments: list[ExperimentSummary]) -> str:
         if summary.incomplete:
             line += f", {len(summary.incomplete)} datasets incomplete (not converted)"
         lines.append(line)
-    failures = [(s.experiment, r) for s in experiments for r in s.failures]
+    failures = [(s.experiment, *f) for s in experiments for f in s.failures]
     if failures:
         lines.append("failed units (unit, dataset: file and cause):")
-        lines += [f"  {exp} {r.unit_id} {r.dataset}: {r.error}" for exp, r in failures]
+        lines += [f"  {exp} {unit} {r.dataset}: {r.error}" for exp, unit, r in failures]
     return "\n".join(lines)

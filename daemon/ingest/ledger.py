@@ -21,7 +21,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +80,18 @@ class LedgerError(OSError):
 def unit_id(tile: int, round_: int) -> str:
     """The id of a unit: the tile and the datastore round (0-based) it produces."""
     return f"tile{tile:04d}/round{round_:04d}"
+
+
+def unit_of(uid: str) -> tuple[int, int]:
+    """(tile, datastore round) of a unit id: `unit_id`'s inverse."""
+    tile, round_ = uid.split("/")
+    return int(tile.removeprefix("tile")), int(round_.removeprefix("round"))
+
+
+def named_units(uids: Iterable[str], unit_name: Callable[[int, int], str]) -> list[str]:
+    """Unit ids renamed by `unit_name(tile, round)` (`Layout.unit_name`), for the log: the ids
+    are the ledger's keys, the names the datastore's folders."""
+    return [unit_name(*unit_of(uid)) for uid in uids]
 
 
 @dataclass(frozen=True)

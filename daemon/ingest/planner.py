@@ -169,20 +169,14 @@ class Planner:
             self._calibrate()
         if self._ledger.observe(tile, raw_round - 1, name, fingerprint, broken=broken):
             self._log.info(
-                "dataset seen",
-                dataset=name,
-                unit=uid,
-                tile=tile,
-                round=raw_round - 1,
+                "dataset seen", dataset=name, **self._store.unit_fields(tile, raw_round - 1)
             )
         elif broken:
             self._once(
                 f"broken:{name}:{fingerprint}",
                 "dataset broken",
                 dataset=name,
-                unit=uid,
-                tile=tile,
-                round=raw_round - 1,
+                **self._store.unit_fields(tile, raw_round - 1),
                 error=broken,
             )
         record = self._ledger.get(uid)
@@ -212,9 +206,7 @@ class Planner:
             f"unreadable:{name}:{message}",
             "dataset unreadable",
             dataset=name,
-            unit=unit_id(tile, round_),
-            tile=tile,
-            round=round_,
+            **self._store.unit_fields(tile, round_),
             error=message,
             errno=errno_name(exc),
         )
@@ -239,7 +231,10 @@ class Planner:
         since = (record.started_at or record.seen_at) - MTIME_SLACK_S
         if changed > since and self._ledger.requeue(record.unit_id):
             self._log.info(
-                "unit requeued", unit=record.unit_id, dataset=record.dataset, changed=name
+                "unit requeued",
+                **self._store.unit_fields(record.tile, record.round),
+                dataset=record.dataset,
+                changed=name,
             )
 
     def _metadata_changed(self) -> None:

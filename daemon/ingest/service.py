@@ -31,7 +31,7 @@ from daemon import __version__
 from daemon.config import Settings
 from daemon.datastore import layout
 from daemon.ingest.failures import describe, errno_name
-from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult
+from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult, named_units
 from daemon.ingest.planner import Planner
 from daemon.ingest.sdnotify import Notifier
 from daemon.ingest.state import StatePublisher, iso_time
@@ -126,6 +126,7 @@ class IngestService:
             retry_attempts=settings.workers.retry_attempts,
             retry_initial_s=settings.workers.retry_initial_s,
             retry_max_s=settings.workers.retry_max_s,
+            unit_fields=self.store.unit_fields,
             on_settled=self._wake,
         )
         self._woken = threading.Event()  # a unit was settled: the loop turns at once
@@ -181,11 +182,16 @@ class IngestService:
         if not self._recovered:  # before any dispatch; retried like any step until it succeeds
             interrupted = self.ledger.recover()
             if interrupted:
-                self.log.warning("recovered interrupted units", units=interrupted)
+                self.log.warning(
+                    "recovered interrupted units",
+                    units=named_units(interrupted, self.store.unit_name),
+                )
             outdated = self.ledger.requeue_outdated(CONVERSION_VERSION)
             if outdated:
                 self.log.warning(
-                    "converting again", units=outdated, reason="written by an older version"
+                    "converting again",
+                    units=named_units(outdated, self.store.unit_name),
+                    reason="written by an older version",
                 )
             self._recovered = True
         if watch and not self.watcher.alive:  # before the first scan: no change falls between
@@ -239,7 +245,7 @@ class IngestService:
             if now >= (record.finished_at or 0.0) + wait_s and self.ledger.requeue(record.unit_id):
                 self.log.info(
                     "unit requeued",
-                    unit=record.unit_id,
+                    **self.store.unit_fields(record.tile, record.round),
                     dataset=record.dataset,
                     previous_error=record.error,
                     after_s=wait_s,
@@ -266,7 +272,8 @@ class IngestService:
         """A worker's job: the unit's files checked once more (they may have vanished or become
         unreadable since the planner judged them), then the conversion."""
         self.planner.check_files(record)
-        with self._in_store(f"writing the entries of {record.unit_id}", WRITE_ERRNOS):
+        unit = self.store.unit_name(record.tile, record.round)
+        with self._in_store(f"writing the entries of {unit}", WRITE_ERRNOS):
             return self._converter.convert(record)
 
     def _start_watcher(self) -> None:

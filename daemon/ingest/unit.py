@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from daemon.config import Settings
-from daemon.datastore.layout import Entity, entity_dirname
+from daemon.datastore.layout import Entity
 from daemon.ingest.convert import correct, orient
 from daemon.ingest.hotpixels import replace_hot_pixels
 from daemon.ingest.ledger import UnitRecord, UnitResult
@@ -226,7 +226,7 @@ class UnitConverter:
                     if self._preview is not None:
                         with _timed(timings, "preview"):
                             self._preview.add(
-                                entity_dirname(entity.kind, entity.index).removesuffix(".zarr"),
+                                self._store.entry_name(entity),
                                 on_stage,
                                 (quality.stage_y_um, quality.stage_x_um),
                                 source.acq.voxel_size_zyx_um[2],

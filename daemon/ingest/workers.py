@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from structlog.typing import FilteringBoundLogger
 from tenacity import (
@@ -28,7 +28,7 @@ from tenacity import (
 )
 
 from daemon.ingest.failures import describe, errno_name, is_environmental, is_transient
-from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult
+from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult, unit_of
 from daemon.logs import get_logger
 
 Converter = Callable[[UnitRecord], UnitResult]
@@ -47,11 +47,15 @@ class WorkerPool:
         retry_attempts: int,
         retry_initial_s: float,
         retry_max_s: float,
+        unit_fields: Callable[[int, int], dict[str, Any]],
         on_settled: Callable[[], None] = lambda: None,
     ) -> None:
-        """`on_settled()` is called from the worker each time a unit is done or failed (the
-        service wakes its loop with it, so the next unit and the state file do not wait)."""
+        """`unit_fields(tile, round)` gives a unit's log fields in the datastore's naming
+        (`Layout.unit_fields`). `on_settled()` is called from the worker each time a unit is
+        done or failed (the service wakes its loop with it, so the next unit and the state
+        file do not wait)."""
         self._ledger = ledger
+        self._unit_fields = unit_fields
         self._convert = convert
         self._on_settled = on_settled
         self._queue: queue.Queue[str | None] = queue.Queue(maxsize=queue_size)
@@ -126,7 +130,7 @@ class WorkerPool:
             try:
                 self._convert_one(uid)
             except Exception as exc:  # a worker outlives anything one unit does (even logging)
-                get_logger(unit=uid).exception("worker error", error=describe(exc))
+                self._logger(uid).exception("worker error", error=describe(exc))
             finally:
                 with self._lock:
                     self.busy_workers -= 1
@@ -142,7 +146,7 @@ class WorkerPool:
         record = self._persist(uid, "claim", lambda: self._ledger.claim(uid))
         if record is None:
             return
-        log = get_logger(unit=uid, tile=record.tile, round=record.round, dataset=record.dataset)
+        log = self._logger(uid, dataset=record.dataset)
         log.info("unit started", attempt=record.attempts)
         started = time.monotonic()
         try:
@@ -198,20 +202,21 @@ class WorkerPool:
             try:
                 return write()
             except (sqlite3.Error, OSError) as exc:
-                get_logger(unit=uid).error(
+                self._logger(uid).error(
                     "ledger write failed", action=action, error=str(exc), retry_in_s=delay
                 )
             if self._stopping.wait(delay):
                 return None
             delay = min(2 * delay, longest)
 
-    @staticmethod
-    def _log_retry(state: RetryCallState) -> None:
+    def _logger(self, uid: str, **fields: object) -> FilteringBoundLogger:
+        """A logger bound to a unit, named as the datastore names it."""
+        return get_logger(**self._unit_fields(*unit_of(uid)), **fields)
+
+    def _log_retry(self, state: RetryCallState) -> None:
         record: UnitRecord = state.args[0]
         exc = state.outcome.exception() if state.outcome else None
-        get_logger(
-            unit=record.unit_id, tile=record.tile, round=record.round, dataset=record.dataset
-        ).warning(
+        self._logger(record.unit_id, dataset=record.dataset).warning(
             "retry",
             attempt=state.attempt_number,
             error=describe(exc) if exc else "",

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from daemon.datastore.arrays import REFERENCE_CODEC, ArrayCodec
-from daemon.datastore.layout import Entity
+from daemon.datastore.layout import Entity, tile_name
 from daemon.ingest.convert import correct
 from daemon.raw.acquisition import Acquisition
 from daemon.raw.experiment import Channel, Plan
@@ -233,6 +233,25 @@ class Layout(abc.ABC):
     def entry_path(self, entity: Entity) -> Path:
         """The published folder of an entry."""
         return self.path / self.entry_relpath(entity)
+
+    def entry_name(self, entity: Entity) -> str:
+        """The entry's folder name without `.zarr` (`round0000` in the seed layout, `round001`
+        in 0.6, `bit001`): how every place a person reads names it, so a name in the log, the
+        preview or the status is the folder to open."""
+        return self.entry_relpath(entity).name.removesuffix(".zarr")
+
+    def unit_name(self, tile: int, round_: int) -> str:
+        """A unit (tile, datastore round from 0) in the layout's naming: `tile0000/round001`."""
+        return f"{tile_name(tile)}/{self.entry_name(Entity.round(tile, round_))}"
+
+    def unit_fields(self, tile: int, round_: int) -> dict[str, Any]:
+        """The log fields of a unit: `unit` (`unit_name`), `tile`, and `round` numbered as the
+        layout's folders are (from `first_round`)."""
+        return {
+            "unit": self.unit_name(tile, round_),
+            "tile": tile,
+            "round": round_ + self.first_round,
+        }
 
 
 def unit_entities(plan: Plan, tile: int, round_: int) -> dict[Channel, Entity]:

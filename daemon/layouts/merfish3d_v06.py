@@ -62,8 +62,13 @@ _SHUFFLES = {"bit": "bitshuffle", "byte": "shuffle", "none": "noshuffle"}
 
 
 def _f32(values: Any) -> list[Any]:
-    """Values as the reference stores them: through float32, then back to JSON floats."""
-    return np.asarray(values, dtype=np.float32).tolist()
+    """Values as the reference stores them, through float32, each written as the shortest
+    decimal that reads back as that float32: 1005.53 as entered, not 1005.530029296875 (the
+    reference's `.tolist()`), the same float32 to the reference's reader."""
+    array = np.asarray(values, dtype=np.float32)
+    if array.ndim > 1:
+        return [_f32(row) for row in array]
+    return [float(str(v)) for v in array]
 
 
 def affine_zyx_px(facts: EntryFacts) -> list[list[float]]:

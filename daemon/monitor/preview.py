@@ -1,11 +1,18 @@
-"""A mosaic preview that grows as tiles arrive: one small OME-Zarr (NGFF 0.5) per run.
+"""A mosaic preview that grows as tiles arrive: small OME-Zarr (NGFF 0.5) images.
 
-`preview.ome.zarr` in the datastore holds one multiscale image per round's fiducial
-(`round0000`, ...) and per bit (`bit001`, ...): every tile's max projection over z,
-reduced by `DOWNSAMPLE` (the maximum of each 8 x 8 block, so single spots stay visible),
-placed at its stage position (taken as the tile's top-left corner, as the datastore's
-stage_zyx_um is), with `LEVELS` levels each half the previous one. Overlapping tiles are
-combined by maximum. The NGFF metadata are built and validated with yaozarrs' models.
+`preview/` in the datastore is a plain folder of one multiscale image per round's fiducial
+and per bit, named as the datastore names the entries (`round001.ome.zarr` in the 0.6
+layout, `round0000.ome.zarr` in the seed layout, `bit001.ome.zarr`): each is what a viewer
+(napari with napari-ome-zarr, ome-zarr-py) opens. An image holds every tile's max projection
+over z, reduced by `DOWNSAMPLE` (the maximum of each 8 x 8 block, so single spots stay
+visible), placed at its stage position (taken as the tile's top-left corner, as the
+datastore's stage_zyx_um is), with `LEVELS` levels each half the previous one. Overlapping
+tiles are combined by maximum. The NGFF metadata are built and validated with yaozarrs' models.
+
+Contrast: each image carries an `omero` display window from the `CONTRAST_PERCENTILES` of all
+its tiles' pixels (the empty canvas left out), one window for the whole round or bit, updated
+as tiles arrive. A viewer left to itself stretches the darkest to the brightest voxel, so one
+hot pixel would turn a whole round black.
 
 Readers (napari, zarr-python, the page) may read while the daemon writes:
 
@@ -35,10 +42,34 @@ import tensorstore as ts
 
 from daemon.datastore.jsonio import atomic_write
 
-PREVIEW_DIR = "preview.ome.zarr"
+PREVIEW_DIR = "preview"
+IMAGE_SUFFIX = ".ome.zarr"
 DOWNSAMPLE = 8
 LEVELS = 3
 CHUNK = 256
+CONTRAST_PERCENTILES = (0.5, 99.8)
+_BINS = 1 << 16  # one per uint16 value
+
+
+def image_dir(root: Path, name: str) -> Path:
+    """The folder of image `name` (`round001`) in the preview folder `root`."""
+    return root / f"{name}{IMAGE_SUFFIX}"
+
+
+def display_window(histogram: np.ndarray) -> tuple[int, int]:
+    """(start, end) of the display window: the CONTRAST_PERCENTILES of the counted pixels,
+    zeros (the canvas no tile covers) left out; end is at least start + 1."""
+    counts = histogram.copy()
+    counts[0] = 0
+    total = int(counts.sum())
+    if total == 0:
+        return 0, 1
+    cumulative = np.cumsum(counts)
+    low, high = (
+        int(np.searchsorted(cumulative, total * p / 100.0, side="left"))
+        for p in CONTRAST_PERCENTILES
+    )
+    return low, max(high, low + 1)
 
 
 def block_max(image: np.ndarray, factor: int) -> np.ndarray:
@@ -99,8 +130,9 @@ def grown(
     )
 
 
-def image_metadata(name: str, canvas: Canvas) -> dict[str, Any]:
-    """The image group's zarr.json (NGFF 0.5), validated by yaozarrs."""
+def image_metadata(name: str, canvas: Canvas, window: tuple[int, int]) -> dict[str, Any]:
+    """The image group's zarr.json (NGFF 0.5) with its display `window`, validated by
+    yaozarrs."""
     from yaozarrs import DimSpec, v05  # pydantic models: imported when a preview is written
 
     dims = [
@@ -114,7 +146,19 @@ def image_metadata(name: str, canvas: Canvas) -> dict[str, Any]:
         for axis, n, origin in zip("yx", canvas.shape, canvas.origin_um, strict=True)
     ]
     multiscale = v05.Multiscale.from_dims(dims, name=name, n_levels=LEVELS)
-    image = v05.Image(multiscales=[multiscale])
+    start, end = window
+    omero = v05.Omero(
+        channels=[
+            v05.OmeroChannel(
+                label=name,
+                color="FFFFFF",
+                active=True,
+                window=v05.OmeroWindow(start=start, end=end, min=0, max=_BINS - 1),
+            )
+        ],
+        rdefs=v05.OmeroRenderingDefs(model="greyscale"),
+    )
+    image = v05.Image(multiscales=[multiscale], omero=omero)
     attributes = image.model_dump(mode="json", exclude_none=True)
     for level, dataset in enumerate(attributes["multiscales"][0]["datasets"]):
         dataset["path"] = f"v{canvas.version}/{level}"
@@ -130,6 +174,7 @@ class MosaicPreview:
         self.root = root
         self._lock = threading.Lock()
         self._canvases: dict[str, Canvas] = {}
+        self._histograms: dict[str, np.ndarray] = {}  # counts of each value of the tiles' pixels
         self._context = ts.Context({"data_copy_concurrency": {"limit": 1}})
 
     def add(
@@ -148,6 +193,20 @@ class MosaicPreview:
                 factor = 2**level
                 part = block_max(tile, factor) if factor > 1 else tile
                 self._merge(name, canvas, level, (top[0] // factor, top[1] // factor), part)
+            counts = self._histograms.setdefault(name, np.zeros(_BINS, np.int64))
+            counts += np.bincount(tile.ravel(), minlength=_BINS)
+            self._publish(name, canvas)
+
+    def _publish(self, name: str, canvas: Canvas) -> None:
+        """Replace the image's zarr.json (its version's arrays, the display window) in one
+        step, then drop the version three back (readers may still be on the two before)."""
+        document = image_metadata(name, canvas, display_window(self._histograms[name]))
+        atomic_write(
+            image_dir(self.root, name) / "zarr.json",
+            lambda f: f.write(json.dumps(document, indent=1).encode()),
+        )
+        if canvas.version >= 3:
+            shutil.rmtree(image_dir(self.root, name) / f"v{canvas.version - 3}", ignore_errors=True)
 
     def _array(self, name: str, canvas: Canvas, level: int, create: bool = False) -> ts.TensorStore:
         factor = 2**level
@@ -156,7 +215,7 @@ class MosaicPreview:
             "driver": "zarr3",
             "kvstore": {
                 "driver": "file",
-                "path": str(self.root / name / f"v{canvas.version}" / str(level)),
+                "path": str(image_dir(self.root, name) / f"v{canvas.version}" / str(level)),
             },
         }
         if create:
@@ -184,10 +243,11 @@ class MosaicPreview:
         region.write(np.maximum(region.read().result(), part[:h, :w])).result()
 
     def _canvas(self, name: str, pixel_um: float) -> Canvas | None:
-        """The image's current canvas, from memory or from its zarr.json (a restart)."""
+        """The image's current canvas, from memory or from its zarr.json (a restart, which
+        counts the pixels on the canvas for the display window)."""
         if name in self._canvases:
             return self._canvases[name]
-        path = self.root / name / "zarr.json"
+        path = image_dir(self.root, name) / "zarr.json"
         if not path.is_file():
             return None
         multiscale = json.loads(path.read_text())["attributes"]["ome"]["multiscales"][0]
@@ -196,9 +256,10 @@ class MosaicPreview:
         transforms = {t["type"]: t for t in dataset["coordinateTransformations"]}
         origin = transforms["translation"]["translation"]
         canvas = Canvas(version, (origin[0], origin[1]), (0, 0), pixel_um)
-        shape = self._array(name, canvas, 0).shape
-        canvas = Canvas(version, canvas.origin_um, (int(shape[0]), int(shape[1])), pixel_um)
+        pixels = self._array(name, canvas, 0).read().result()
+        canvas = Canvas(version, canvas.origin_um, pixels.shape, pixel_um)
         self._canvases[name] = canvas
+        self._histograms[name] = np.bincount(pixels.ravel(), minlength=_BINS)
         return canvas
 
     def _grow(
@@ -209,19 +270,10 @@ class MosaicPreview:
         size: tuple[int, int],
         pixel_um: float,
     ) -> Canvas:
+        """The next canvas's arrays, made and filled with the old content; published by the
+        caller once the tile is in."""
         canvas = grown(old, yx_um, size, pixel_um)
-        if old is None:
-            (self.root).mkdir(parents=True, exist_ok=True)
-            root_json = self.root / "zarr.json"
-            if not root_json.exists():
-                atomic_write(
-                    root_json,
-                    lambda f: f.write(
-                        json.dumps(
-                            {"zarr_format": 3, "node_type": "group", "attributes": {}}
-                        ).encode()
-                    ),
-                )
+        image_dir(self.root, name).mkdir(parents=True, exist_ok=True)
         for level in range(LEVELS):
             array = self._array(name, canvas, level, create=True)
             if old is not None:
@@ -229,14 +281,6 @@ class MosaicPreview:
                 data = self._array(name, old, level).read().result()
                 dy, dx = (p // factor for p in canvas.place(old.origin_um))
                 array[dy : dy + data.shape[0], dx : dx + data.shape[1]].write(data).result()
-        document = image_metadata(name, canvas)
-        (self.root / name).mkdir(parents=True, exist_ok=True)
-        atomic_write(
-            self.root / name / "zarr.json",
-            lambda f: f.write(json.dumps(document, indent=1).encode()),
-        )
-        if old is not None and old.version >= 2:  # readers may still be on the two before
-            shutil.rmtree(self.root / name / f"v{old.version - 2}", ignore_errors=True)
         self._canvases[name] = canvas
         return canvas
 
@@ -244,7 +288,7 @@ class MosaicPreview:
 def read_level(root: Path, name: str, max_side: int = 1024) -> np.ndarray | None:
     """The coarsest level of image `name` no larger than `max_side` (or the coarsest), read
     the way any reader would: through the image's zarr.json; None if there is none."""
-    path = root / name / "zarr.json"
+    path = image_dir(root, name) / "zarr.json"
     if not path.is_file():
         return None
     datasets = json.loads(path.read_text())["attributes"]["ome"]["multiscales"][0]["datasets"]
@@ -252,7 +296,7 @@ def read_level(root: Path, name: str, max_side: int = 1024) -> np.ndarray | None
         array = ts.open(
             {
                 "driver": "zarr3",
-                "kvstore": {"driver": "file", "path": str(root / name / dataset["path"])},
+                "kvstore": {"driver": "file", "path": str(image_dir(root, name) / dataset["path"])},
             }
         ).result()
         if max(array.shape) <= max_side or dataset is datasets[-1]:
@@ -261,8 +305,12 @@ def read_level(root: Path, name: str, max_side: int = 1024) -> np.ndarray | None
 
 
 def preview_names(root: Path) -> list[str]:
-    """The images of the preview: fiducial rounds first, then bits."""
+    """The images of the preview by name (`round001`): fiducial rounds first, then bits."""
     if not root.is_dir():
         return []
-    names = [p.name for p in root.iterdir() if (p / "zarr.json").is_file()]
+    names = [
+        p.name.removesuffix(IMAGE_SUFFIX)
+        for p in root.iterdir()
+        if p.name.endswith(IMAGE_SUFFIX) and (p / "zarr.json").is_file()
+    ]
     return sorted(names, key=lambda n: (not n.startswith("round"), n))

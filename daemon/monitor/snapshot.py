@@ -11,6 +11,7 @@ survive restarts and are there for a run looked at afterwards.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from daemon.config import Settings
 from daemon.ingest.ledger import UnitRecord
 from daemon.ingest.service import STATE_DIR, ledger_path
+from daemon.layouts import Layout, reader
 from daemon.monitor.preview import PREVIEW_DIR, preview_names
 from daemon.monitor.qualitylog import QUALITY_DB, QualityLog
 from daemon.raw.errors import NotReadyError, RawDataError
@@ -60,6 +62,12 @@ class Snapshots:
         self.store = settings.datastore_path(experiment)
         self._positions = Positions()
 
+    def _naming(self) -> Layout:
+        """The datastore's layout (the one it holds, else the configured one), for its names."""
+        names = reader(self.store, self.settings.raw, default=self.settings.datastore.layout)
+        names.close()  # opened read-only: it holds nothing; only its naming is used
+        return names
+
     def units(self) -> list[UnitRecord]:
         """The ledger's units (read-only); [] before the datastore exists."""
         try:
@@ -90,6 +98,7 @@ class Snapshots:
         units = self.units()
         plan = _readable_plan(self.experiment / "raw_data", self.settings)
         now = time.time()
+        unit_name = self._naming().unit_name
         rows = self.quality()
         positions = as_stored(self._positions.of(plan), rows)
         last_done = max((u.finished_at or 0.0 for u in units if u.state == "done"), default=None)
@@ -98,8 +107,8 @@ class Snapshots:
             "tiles": {str(t): {"x": x, "y": y} for t, (x, y) in sorted(positions.items())},
             "quality": [_compact(r) for r in rows],
             "history": history(units),
-            "events": events(units),
-            "failures": failures(units),
+            "events": events(units, unit_name),
+            "failures": failures(units, unit_name),
             "seconds_since_last_unit": None if last_done is None else now - last_done,
             "health": health(report, last_done, now),
             "previews": preview_names(self.store / PREVIEW_DIR),
@@ -142,11 +151,11 @@ def _compact(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row[k] for k in PAGE_QUALITY_FIELDS}
 
 
-def failures(units: list[UnitRecord]) -> list[dict[str, Any]]:
+def failures(units: list[UnitRecord], unit_name: Callable[[int, int], str]) -> list[dict[str, Any]]:
     """Every failed unit with its dataset and reason, newest first: all of them, unlike the
     recent events, so none scrolls out of sight."""
     found = [
-        {"t": _ended(u), "unit": u.unit_id, "dataset": u.dataset, "error": u.error}
+        {"t": _ended(u), "unit": unit_name(u.tile, u.round), "dataset": u.dataset, "error": u.error}
         for u in units
         if u.state == "failed"
     ]
@@ -179,16 +188,18 @@ def history(units: list[UnitRecord]) -> list[dict[str, float]]:
     return thinned
 
 
-def events(units: list[UnitRecord]) -> list[dict[str, Any]]:
+def events(units: list[UnitRecord], unit_name: Callable[[int, int], str]) -> list[dict[str, Any]]:
     """The most recent unit events (seen, started, done, failed), newest first, and every
-    failure however old: a failure never scrolls out of the list."""
+    failure however old (a failure never scrolls out of the list); each unit named by
+    `unit_name(tile, round)` (`Layout.unit_name`: the datastore's own naming)."""
     found: list[dict[str, Any]] = []
     for u in units:
-        found.append({"t": u.seen_at, "event": "seen", "unit": u.unit_id})
+        name = unit_name(u.tile, u.round)
+        found.append({"t": u.seen_at, "event": "seen", "unit": name})
         if u.started_at is not None:
-            found.append({"t": u.started_at, "event": "started", "unit": u.unit_id})
+            found.append({"t": u.started_at, "event": "started", "unit": name})
         if u.state == "failed" or (u.state == "done" and u.finished_at is not None):
-            found.append({"t": _ended(u), "event": u.state, "unit": u.unit_id, "error": u.error})
+            found.append({"t": _ended(u), "event": u.state, "unit": name, "error": u.error})
     found.sort(key=lambda e: e["t"], reverse=True)
     older_failures = [e for e in found[RECENT_EVENTS:] if e["event"] == "failed"]
     return found[:RECENT_EVENTS] + older_failures

@@ -22,6 +22,7 @@ from daemon.raw.experiment import Plan, check_kind
 from daemon.raw.ndtiff import RawDataset
 from daemon.raw.orientation import Orientation
 from daemon.raw.positions import metadata_number
+from daemon.units import yx_pixel_um, z_step_um
 
 # A z step below this is a 3D (sub-Nyquist-ish) scan; the reference converter's rule.
 _3D_MAX_Z_STEP_UM = 0.5
@@ -156,7 +157,7 @@ class _Resolver:
     def image_pixel_size(self) -> float | None:
         """PixelSizeUm rounded to 1 nm as the reference does; 0 (uncalibrated) counts as absent."""
         size = self._number(self.first, "PixelSizeUm")
-        return round(size, 3) if size else None
+        return self._in_range("PixelSizeUm", round(size, 3), yx_pixel_um) if size else None
 
     def image_z_step(self) -> float | None:
         """|Z(z=1) - Z(z=0)| of the first channel, rounded to 1 nm; None for a single plane."""
@@ -166,7 +167,7 @@ class _Resolver:
         z0 = self._number(self.first, "ZPosition_um_Intended")
         z1 = self._number(second, "ZPosition_um_Intended")
         step = round(abs(z1 - z0), 3) if z0 is not None and z1 is not None else None
-        return step or None
+        return self._in_range("ZPosition_um_Intended step", step, z_step_um) if step else None
 
     def image_binning(self) -> int | None:
         """Camera-Binning ("1x1", ORCA) or Binning ("1", FLIR) as an int."""
@@ -180,18 +181,24 @@ class _Resolver:
             )
         return int(match[1])
 
+    def _in_range(self, key: str, value: float, check: Callable[[float], float]) -> float:
+        """`value` from the image metadata's `key` if `check` (daemon.units) accepts it."""
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise DatasetError(self.dataset.path, f"image metadata {key}: {exc}") from None
+
     def _number(self, metadata: Mapping[str, Value], key: str) -> float | None:
         return metadata_number(self.dataset.path, metadata, key)
 
 
 def _check_ranges(plan: Plan, acq: Acquisition) -> None:
-    """Reject values no microscope has, naming the key."""
+    """Reject values no microscope has, naming the key (the voxel size is checked where it is
+    read: config.toml, scan_metadata.csv, the image metadata)."""
     path = plan.scan_metadata_path
     positive = {
         "e_per_ADU": acq.e_per_adu,
         "binning": acq.binning,
-        "z_step_um": acq.voxel_size_zyx_um[0],
-        "yx_pixel_um": acq.voxel_size_zyx_um[1],
         "na": acq.na,
         "ri": acq.ri,
     }

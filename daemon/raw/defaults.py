@@ -8,10 +8,11 @@ must come from the raw data, and its absence is an error that names the key.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from daemon.units import wavelength_um
+from daemon.units import wavelength_um, yx_pixel_um, z_step_um
 
 # Micro-Manager camera device names -> the datastore's camera_model.
 CAMERA_MODELS = {"C13440-20CU": "orcav3", "Blackfly S BFS-U3-200S6M": "flir"}
@@ -21,6 +22,14 @@ def _check_positive(name: str, value: float | None) -> None:
     """Reject a set value that is not a positive finite number, naming the field."""
     if value is not None and (not math.isfinite(value) or value <= 0):
         raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def _check_unit(name: str, check: Callable[[float], float], value: float) -> None:
+    """Run a daemon.units check, its message prefixed with the field's name (the TOML key)."""
+    try:
+        check(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -33,10 +42,7 @@ class ColorDefaults:
 
     def __post_init__(self) -> None:
         for name in ("excitation_um", "emission_um"):
-            try:
-                wavelength_um(getattr(self, name))
-            except ValueError as exc:
-                raise ValueError(f"{name}: {exc}") from None
+            _check_unit(name, wavelength_um, getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,10 @@ class RawDefaults:
     tile_overlap: float = 0.2
 
     def __post_init__(self) -> None:
-        for name in ("z_step_um", "yx_pixel_um", "na", "ri", "binning"):
+        for name, check in (("z_step_um", z_step_um), ("yx_pixel_um", yx_pixel_um)):
+            if getattr(self, name) is not None:
+                _check_unit(name, check, getattr(self, name))
+        for name in ("na", "ri", "binning"):
             _check_positive(name, getattr(self, name))
         if not 0 <= self.tile_overlap < 1:
             raise ValueError(

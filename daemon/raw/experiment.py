@@ -25,6 +25,7 @@ from pathlib import Path
 from daemon.raw.csvfiles import Value, parse_value, read_key_values, read_table
 from daemon.raw.defaults import RawDefaults
 from daemon.raw.errors import MetadataError
+from daemon.units import yx_pixel_um, z_step_um
 
 __all__ = ["METADATA_FILES", "Channel", "Plan", "RawDefaults", "load_plan", "read_stage_position"]
 
@@ -160,6 +161,7 @@ def load_plan(raw_dir: Path, defaults: RawDefaults | None = None) -> Plan:
     num_rounds = _count(scan_path, scan, "num_r")
     num_tiles = _count(scan_path, scan, "num_xyz")
     channels = _channels(scan_path, scan, defaults)
+    _check_voxel_size(scan_path, scan)
     codebook_columns, codebook_rows = _codebook(raw_dir / CODEBOOK)
     num_readouts = len(channels) - 1
     bit_columns, bit_rows = _bit_order(
@@ -214,6 +216,17 @@ def _count(path: Path, scan: Mapping[str, Value], key: str) -> int:
     if value < 1:
         raise MetadataError(path, f"{key} must be at least 1, got {value}")
     return value
+
+
+def _check_voxel_size(path: Path, scan: Mapping[str, Value]) -> None:
+    """z_step_um and yx_pixel_um, when given, within the physical ranges (daemon.units): a
+    value in the wrong unit would scale every image of the experiment."""
+    for key, check in (("z_step_um", z_step_um), ("yx_pixel_um", yx_pixel_um)):
+        if key in scan:
+            try:
+                check(check_kind(path, key, scan[key], float))
+            except ValueError as exc:
+                raise MetadataError(path, f"{key}: {exc}") from None
 
 
 def _channels(path: Path, scan: Mapping[str, Value], defaults: RawDefaults) -> tuple[Channel, ...]:

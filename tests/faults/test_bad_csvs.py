@@ -86,6 +86,7 @@ def test_bad_scan_metadata_holds_the_plan_until_a_good_file_arrives(tmp_path, la
                 (edited(good, num_xyz="nan"), ("num_xyz must be an integer, got nan",)),
                 ("", ("empty file",)),
                 (edited(good, root_name="../evil"), ("root_name '../evil' is not a plain",)),
+                (edited(good, z_step_um="315"), ("z_step_um: 315 µm is outside 0.05-20 µm",)),
             ]:
                 replace(scan, bad)
                 rejected(str(scan), *parts)
@@ -97,13 +98,13 @@ def test_bad_scan_metadata_holds_the_plan_until_a_good_file_arrives(tmp_path, la
             os.unlink(codebook)
             os.rename(tmp_path / "codebook.csv", codebook)
             # Valid to the plan; only the calibration, at the first complete dataset, finds it.
-            replace(scan, edited(good, z_step_um="nan"))
+            replace(scan, edited(good, na="nan"))
             daemon.wait_event("plan loaded")
             os.kill(scope.pid, signal.SIGCONT)
             daemon.wait_for(
                 lambda e: (
                     e["event"] == "calibrations not written"
-                    and "z_step_um must be a finite number, got nan" in e["error"]
+                    and "na must be a finite number, got nan" in e["error"]
                 )
             )
             assert not daemon.named("unit started")
@@ -144,15 +145,13 @@ def test_a_bad_stage_position_file_fails_its_unit_until_it_is_right(tmp_path, la
             daemon.wait_for(
                 lambda e: (
                     e["event"] == "unit failed"
-                    and e["unit"] == "tile0001/round0000"
+                    and e["unit"] == layout.unit(1, 0)
                     and all(part in e["error"] for part in (str(stage), *parts))
                 )
             )
 
         failed("stage_z: required key missing")
-        poller.wait_until(
-            lambda p: p.saw_failure("tile0001/round0000", "stage_z"), while_alive=daemon
-        )
+        poller.wait_until(lambda p: p.saw_failure(1, 0, "stage_z"), while_alive=daemon)
         for bad, cause in [
             (edited(good, stage_x="abc"), "stage_x must be a number, got 'abc'"),
             (edited(good, stage_y="nan"), "stage_y must be a finite number, got nan"),

@@ -112,9 +112,9 @@ def test_broken_datasets_fail_naming_file_and_cause_and_a_new_copy_supersedes_th
             intruders += ["sim_r0004_tile0000_1", "sim_r0001_tile0003_1"]
             injected = {name: tree_checksums(raw / name, raw) for name in intruders}
             for (round_, tile), (_, parts) in DAMAGED.items():
-                unit = f"tile{tile:04d}/round{round_ - 1:04d}"
                 poller.wait_until(
-                    lambda p, u=unit, m=parts: p.saw_failure(u, *m), while_alive=daemon
+                    lambda p, t=tile, r=round_ - 1, m=parts: p.saw_failure(t, r, *m),
+                    while_alive=daemon,
                 )
             assert daemon.alive()
 
@@ -126,7 +126,7 @@ def test_broken_datasets_fail_naming_file_and_cause_and_a_new_copy_supersedes_th
 
     assert layout.check_store(store, expected, complete=True) == []
     broken = {e["unit"] for e in daemon.named("dataset broken")}
-    assert broken == {f"tile{t:04d}/round{r - 1:04d}" for r, t in DAMAGED}
+    assert broken == {layout.unit(t, r - 1) for r, t in DAMAGED}
     ignored = {e["entry"]: e["reason"] for e in daemon.named("entry ignored")}
     for outside in ("sim_r0004_tile0000_1", "sim_r0001_tile0003_1"):
         assert "outside the plan" in ignored[outside]

@@ -95,10 +95,13 @@ def test_a_unit_that_meets_a_full_disk_fails_with_enospc_and_is_redone_when_spac
         assert failed["error"].startswith(str(run.store)), failed  # names the file
         assert "No space left on device" in failed["error"], failed
         assert failed["environmental"] is True
-        record = Ledger.open_readonly(ledger_path(run.store)).get(failed["unit"])
-        assert record is not None and record.state == "failed" and record.environmental
+        records = Ledger.open_readonly(ledger_path(run.store)).units()
+        record = next(r for r in records if r.dataset == failed["dataset"])
+        assert record.state == "failed" and record.environmental
+        assert failed["unit"] == layout.unit(record.tile, record.round)
         run.poller.wait_until(
-            lambda p: p.saw_failure(failed["unit"], "No space left"), while_alive=run.daemon
+            lambda p: p.saw_failure(record.tile, record.round, "No space left"),
+            while_alive=run.daemon,
         )
     assert failed["unit"] in {e["unit"] for e in run.daemon.named("unit requeued")}
 

@@ -30,10 +30,10 @@ from support.layouts import LayoutCase, with_layout
 from daemon.simulate import SimulationSettings, simulate
 
 SETTINGS = SimulationSettings(tiles=2, rounds=2, z=4, size=64, camera="orca", interval=0.02)
-# (dataset, the file made unreadable, its unit)
+# (dataset, the file made unreadable, its unit's tile and datastore round)
 UNREADABLE = [
-    ("sim_r0001_tile0001_1", "sim_r0001_tile0001_NDTiffStack.tif", "tile0001/round0000"),
-    ("sim_r0002_tile0000_1", "NDTiff.index", "tile0000/round0001"),
+    ("sim_r0001_tile0001_1", "sim_r0001_tile0001_NDTiffStack.tif", (1, 0)),
+    ("sim_r0002_tile0000_1", "NDTiff.index", (0, 1)),
 ]
 
 
@@ -71,7 +71,7 @@ def test_unreadable_raw_files_fail_their_units_until_the_mode_is_fixed(
                 (raw / dataset / name).chmod(0)  # while the microscope still writes it
             for _dataset, name, unit in UNREADABLE:
                 poller.wait_until(
-                    lambda p, u=unit, f=name: p.saw_failure(u, f, "Permission denied"),
+                    lambda p, u=unit, f=name: p.saw_failure(*u, f, "Permission denied"),
                     while_alive=d,
                 )
             scope.expect_exit(0)
@@ -85,5 +85,5 @@ def test_unreadable_raw_files_fail_their_units_until_the_mode_is_fixed(
         assert (store / layout.state_file).stat().st_uid == uid  # it really ran as `nobody`
         assert layout.check_store(store, expected, complete=True) == []
         unreadable = [e for e in d.events if e.get("errno") == "EACCES"]
-        assert {e["unit"] for e in unreadable} == {"tile0001/round0000", "tile0000/round0001"}
+        assert {e["unit"] for e in unreadable} == {layout.unit(*u) for _, _, u in UNREADABLE}
         assert raw_checksums(experiment) == raw_at_end

@@ -71,7 +71,7 @@ def test_a_replaced_dataset_ends_as_the_replacement_and_a_deleted_one_waits_for_
         assert failed["error"] == f"{raw / TILE3}: No such file or directory", failed
         assert failed["errno"] == "ENOENT" and failed["environmental"] is True
         poller.wait_until(
-            lambda p: p.saw_failure("tile0003/round0000", str(raw / TILE3)),
+            lambda p: p.saw_failure(3, 0, str(raw / TILE3)),
             while_alive=daemon,
         )
         assert daemon.alive()

@@ -36,7 +36,7 @@ def _arrays(store: Path) -> list[Path]:
     found = []
     for meta in sorted([*store.rglob(".zarray"), *store.rglob("zarr.json")]):
         relative = meta.relative_to(store).parts
-        if relative[0] == "preview.ome.zarr":
+        if relative[0] == "preview":
             continue
         if meta.name == ".zarray" or json.loads(meta.read_text())["node_type"] == "array":
             found.append(meta.parent)

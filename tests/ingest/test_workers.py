@@ -25,6 +25,7 @@ def pool_for(ledger: Ledger, convert, count: int = 1, queue_size: int = 2) -> Wo
         retry_attempts=4,
         retry_initial_s=0.001,
         retry_max_s=0.01,
+        unit_fields=lambda tile, round_: {"unit": unit_id(tile, round_)},
     )
 
 

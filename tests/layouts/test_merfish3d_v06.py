@@ -71,6 +71,13 @@ def test_ingest_writes_the_06_layout_that_other_readers_open(tmp_path: Path, cam
         store / "calibrations" / "psf_data" / f"{m['id']}.ome.zarr"
         for m in calibrations["psf_manifest"].values()
     ]
+    # A deliberate difference from the reference (docs/datastore.md), which writes no scale:
+    # the calibrations carry the voxel size in µm, so a viewer shows them at the data's scale.
+    z_um, yx_um = settings.z_step_um, settings.pixel_um
+    scales = [[yx_um, yx_um]] + [[z_um, yx_um, yx_um]] * len(calibrations["psf_manifest"])
+    for image, scale in zip(images, scales, strict=True):
+        dataset = zarr.open_group(image, mode="r").attrs["ome"]["multiscales"][0]["datasets"][0]
+        assert dataset["coordinateTransformations"][0] == {"type": "scale", "scale": scale}
     for ds in truth["datasets"]:
         round_, tile = ds["round"], ds["tile"]
         bits = {c: settings.bit(round_, c) for c in settings.readout_colors}
@@ -89,12 +96,14 @@ def test_ingest_writes_the_06_layout_that_other_readers_open(tmp_path: Path, cam
             translation = image_attrs["ome"]["multiscales"][0]["datasets"][0][
                 "coordinateTransformations"
             ][1]["translation"]
-            np.testing.assert_allclose(translation, stage, atol=1e-5)
+            # as entered (rounded to 0.01 µm), no float32 noise; the reference's float32 still
+            assert translation == stage
+            assert np.array_equal(np.float32(translation), np.asarray(stage, np.float32))
             assert attrs["gain_correction"] is True
             assert attrs["hotpixel_correction"] is (camera == "flir")
             if color == "blue":
                 assert attrs["bit_linker"] == list(bits.values())
-                np.testing.assert_allclose(attrs["stage_zyx_um"], stage, atol=1e-5)
+                assert attrs["stage_zyx_um"] == stage
                 assert image_attrs["stage_zyx_um"] == attrs["stage_zyx_um"]
                 assert len(attrs["affine_zyx_px"]) == 4
             else:
@@ -110,6 +119,16 @@ def test_ingest_writes_the_06_layout_that_other_readers_open(tmp_path: Path, cam
         assert list(array.domain.labels) == ["z", "y", "x"][-array.rank :]
         assert zarr.open_array(image / "0", mode="r").shape == array.shape
 
+    # Every name a person reads is the datastore's own: the log's units and rounds, the
+    # preview's images, as the folders fiducial/tile0000/round001 are named (rounds from 1).
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    named = [e for e in events if "unit" in e]
+    assert {e["event"] for e in named} >= {"dataset seen", "unit started", "unit done"}
+    for event in named:
+        assert event["round"] in (1, 2), event
+        assert event["unit"] == f"tile{event['tile']:04d}/round{event['round']:03d}", event
+    previews = sorted(p.name.removesuffix(".ome.zarr") for p in (store / "preview").iterdir())
+    assert previews == ["bit001", "bit002", "bit003", "bit004", "round001", "round002"]
     verify = subprocess.run(
         daemon_command("verify", experiment, config), capture_output=True, text=True
     )

@@ -56,7 +56,7 @@ def check_stage_convention(driver, store: Path, tiles: int, saturated: int, side
             assert np.array_equal(np.sign(np.round(places[a] - places[b])), order), (a, b)
     height, width, grey = driver.execute_script(PREVIEW_PIXELS)
     shown = np.array(grey, np.uint8).reshape(height, width)
-    array, scale, origin = open_level(zarr.open_group(store / "preview.ome.zarr/bit001"), 0)
+    array, scale, origin = open_level(zarr.open_group(store / "preview/bit001.ome.zarr"), 0)
     assert shown.shape == array.shape
     top = np.round((stored[saturated] - origin) / scale).astype(int)
     quarter = round(side / 2 * stored_yx_um(store, saturated)[1] / scale[0])

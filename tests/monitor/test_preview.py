@@ -33,7 +33,7 @@ def stack_for(seed: int, shape=(3, 128, 96)) -> np.ndarray:
 
 
 def test_tiles_land_at_their_stage_positions_as_the_canvas_grows(tmp_path):
-    root = tmp_path / "preview.ome.zarr"
+    root = tmp_path / "preview"
     preview = MosaicPreview(root)
     step_um = 128 * PIXEL_UM  # tiles of 128 x 96 px; positions in µm (y, x)
     positions = [(100.0, 200.0), (100.0 + step_um, 200.0), (100.0 - step_um, 200.0 - step_um)]
@@ -42,8 +42,8 @@ def test_tiles_land_at_their_stage_positions_as_the_canvas_grows(tmp_path):
     for stack, yx in zip(stacks, positions, strict=True):
         preview.add("bit001", stack, yx, PIXEL_UM)
 
-    assert yaozarrs.validate_zarr_store(str(root / "bit001"))
-    image = zarr.open_group(root / "bit001", mode="r")
+    assert yaozarrs.validate_zarr_store(str(root / "bit001.ome.zarr"))
+    image = zarr.open_group(root / "bit001.ome.zarr", mode="r")
     assert image.attrs["ome"]["version"] == "0.5"
     array, scale, origin = open_level(image, 0)
     assert scale == [PIXEL_UM * 8, PIXEL_UM * 8]
@@ -60,13 +60,13 @@ def test_tiles_land_at_their_stage_positions_as_the_canvas_grows(tmp_path):
 
     # a restarted daemon carries on with the canvas on disk
     MosaicPreview(root).add("bit001", stack_for(9), positions[0], PIXEL_UM)
-    again, _, origin_again = open_level(zarr.open_group(root / "bit001", mode="r"), 0)
+    again, _, origin_again = open_level(zarr.open_group(root / "bit001.ome.zarr", mode="r"), 0)
     assert origin_again == origin
     assert again[:].max() >= mosaic.max()
 
 
 def test_readers_never_fail_nor_see_a_torn_tile_while_tiles_arrive(tmp_path):
-    root = tmp_path / "preview.ome.zarr"
+    root = tmp_path / "preview"
     preview = MosaicPreview(root)
     side = 2048  # 256 px after reduction: one chunk per tile, tiles on the chunk grid
     step_um = side * PIXEL_UM
@@ -78,9 +78,9 @@ def test_readers_never_fail_nor_see_a_torn_tile_while_tiles_arrive(tmp_path):
     def read_forever() -> None:
         while not done.is_set():
             try:
-                if not (root / "bit001" / "zarr.json").exists():
+                if not (root / "bit001.ome.zarr" / "zarr.json").exists():
                     continue
-                image = zarr.open_group(root / "bit001", mode="r")
+                image = zarr.open_group(root / "bit001.ome.zarr", mode="r")
                 mosaic = open_level(image, 0)[0][:]
                 for by in range(0, mosaic.shape[0], 256):
                     for bx in range(0, mosaic.shape[1], 256):
@@ -103,22 +103,71 @@ def test_readers_never_fail_nor_see_a_torn_tile_while_tiles_arrive(tmp_path):
         reader.join()
     assert problems == []
     assert reads[0] > 0
-    final = open_level(zarr.open_group(root / "bit001", mode="r"), 0)[0][:]
+    final = open_level(zarr.open_group(root / "bit001.ome.zarr", mode="r"), 0)[0][:]
     assert sorted(np.unique(final[final > 0])) == [100 + i for i in range(len(order))]
 
 
 def test_growth_redoes_a_version_half_made_by_a_killed_daemon(tmp_path):
-    root = tmp_path / "preview.ome.zarr"
+    root = tmp_path / "preview"
     MosaicPreview(root).add("round0000", stack_for(1), (0.0, 0.0), PIXEL_UM)
     # a daemon killed while growing left version 1's first array behind, unpublished
-    leftover = root / "round0000" / "v1" / "0"
+    leftover = root / "round0000.ome.zarr" / "v1" / "0"
     leftover.mkdir(parents=True)
     (leftover / "zarr.json").write_text('{"zarr_format": 3, "node_type": "array"}')
     restarted = MosaicPreview(root)
     restarted.add("round0000", stack_for(2), (0.0, 96 * PIXEL_UM), PIXEL_UM)  # to the right
-    image = zarr.open_group(root / "round0000", mode="r")
+    image = zarr.open_group(root / "round0000.ome.zarr", mode="r")
     array, _, _ = open_level(image, 0)
     assert image.attrs["ome"]["multiscales"][0]["datasets"][0]["path"] == "v1/0"
     mosaic = array[:]
     np.testing.assert_array_equal(mosaic[:16, :12], expected_projection(stack_for(1)))
     np.testing.assert_array_equal(mosaic[:16, 12:24], expected_projection(stack_for(2)))
+
+
+def test_one_bright_voxel_does_not_darken_the_round(tmp_path):
+    """The display window is the 0.5-99.8 % of all the round's pixels, one window for all its
+    tiles: a single saturated voxel in one tile leaves it where the others put it."""
+    root = tmp_path / "preview"
+    preview = MosaicPreview(root)
+    rng = np.random.default_rng(3)
+    stacks = [rng.integers(100, 1100, (2, 512, 512), dtype=np.uint16) for _ in range(2)]
+    stacks[1][0, 5, 5] = 65535  # one hot voxel
+    for i, stack in enumerate(stacks):
+        preview.add("round001", stack, (0.0, i * 512 * PIXEL_UM), PIXEL_UM)
+    # expected: numpy's percentiles over both tiles' reduced projections, our test's own loop
+    pixels = np.concatenate([expected_projection(s).ravel() for s in stacks])
+    low, high = np.percentile(pixels, [0.5, 99.8], method="inverted_cdf")
+    channel = zarr.open_group(root / "round001.ome.zarr", mode="r").attrs["ome"]["omero"]
+    window = channel["channels"][0]["window"]
+    assert (window["start"], window["end"]) == (low, high)
+    assert high < 1100 < 65535  # the hot voxel is not the white point
+
+    # a restarted daemon counts the canvas on disk and keeps one window for the round
+    MosaicPreview(root).add("round001", stacks[0], (0.0, 0.0), PIXEL_UM)
+    channel = zarr.open_group(root / "round001.ome.zarr", mode="r").attrs["ome"]["omero"]
+    assert channel["channels"][0]["window"]["end"] < 1100
+
+
+def test_what_a_person_opens_in_napari_opens_with_ome_zarr_py(tmp_path):
+    """The preview folder holds one image per round and bit that ome-zarr-py's reader (what
+    napari-ome-zarr uses) finds as one multiscale image with its contrast limits."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Multiscales, Reader
+
+    root = tmp_path / "preview"
+    preview = MosaicPreview(root)
+    for name in ("round001", "bit001"):
+        preview.add(name, stack_for(1), (0.0, 0.0), PIXEL_UM)
+        preview.add(name, stack_for(2), (0.0, 96 * PIXEL_UM), PIXEL_UM)
+    assert sorted(p.name for p in root.iterdir()) == ["bit001.ome.zarr", "round001.ome.zarr"]
+    for name in ("round001", "bit001"):
+        nodes = list(Reader(parse_url(str(root / f"{name}.ome.zarr")))())
+        assert len(nodes) == 1 and any(isinstance(s, Multiscales) for s in nodes[0].specs)
+        levels = nodes[0].data
+        assert [tuple(level.shape) for level in levels] == [(16, 24), (8, 12), (4, 6)]
+        mosaic = np.asarray(levels[0])
+        np.testing.assert_array_equal(mosaic[:, :12], expected_projection(stack_for(1)))
+        np.testing.assert_array_equal(mosaic[:, 12:], expected_projection(stack_for(2)))
+        window = zarr.open_group(root / f"{name}.ome.zarr").attrs["ome"]["omero"]["channels"][0]
+        limits = [window["window"]["start"], window["window"]["end"]]
+        assert nodes[0].metadata["contrast_limits"] == [limits]

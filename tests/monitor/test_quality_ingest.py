@@ -40,7 +40,7 @@ def test_ingest_writes_quality_rows_and_attributes(tmp_path):
     for event in done:  # the worker's own measure of what the monitor costs it
         assert 0 < event["quality_s"] < event["seconds"]
         assert 0 < event["preview_s"] < event["seconds"]
-    assert (store / "preview.ome.zarr" / "bit001" / "zarr.json").is_file()
+    assert (store / "preview" / "bit001.ome.zarr" / "zarr.json").is_file()
 
     table = pq.read_table(store / "quality.parquet").to_pylist()
     entries = published_entries(store)
@@ -88,7 +88,7 @@ def test_the_v06_layout_gets_the_same_quality_numbers_and_preview(tmp_path):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     store = experiment / "qi2labdatastore"
-    assert (store / "preview.ome.zarr" / "bit001" / "zarr.json").is_file()
+    assert (store / "preview" / "bit001.ome.zarr" / "zarr.json").is_file()
     table = pq.read_table(store / "quality.parquet").to_pylist()
     entries = v06_published_entries(store)
     assert sorted(r["entry"] for r in table) == entries

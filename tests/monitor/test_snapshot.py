@@ -48,11 +48,11 @@ def test_history_counts_backlog_and_done_at_each_event():
 
 
 def test_events_are_newest_first_with_the_failure_reason():
-    found = events(UNITS)
+    found = events(UNITS, lambda tile, round_: f"tile{tile:04d}/round{round_ + 1:03d}")
     assert [e["t"] for e in found] == sorted((e["t"] for e in found), reverse=True)
     failed = [e for e in found if e["event"] == "failed"]
     assert failed == [
-        {"t": 13.0, "event": "failed", "unit": "tile0001/round0000", "error": "broken"}
+        {"t": 13.0, "event": "failed", "unit": "tile0001/round001", "error": "broken"}
     ]
     assert len(found) == 4 + 3 + 2
 
@@ -69,7 +69,8 @@ def test_raw_positions_take_the_stored_convention_of_a_measured_tile():
 def test_a_dataset_broken_when_seen_is_a_failure_that_never_leaves_the_events():
     broken = unit(9, "failed", 1.0, error="NDTiff.index: garbage")  # never started or finished
     later = [unit(t, "done", 10.0 + t, 11.0 + t, 12.0 + t) for t in range(RECENT_EVENTS)]
-    found = events([broken, *later])
+    seed_names = lambda tile, round_: f"tile{tile:04d}/round{round_:04d}"  # noqa: E731
+    found = events([broken, *later], seed_names)
     assert len(found) == RECENT_EVENTS + 1
     assert found[-1] == {
         "t": 1.0,
@@ -77,7 +78,7 @@ def test_a_dataset_broken_when_seen_is_a_failure_that_never_leaves_the_events():
         "unit": "tile0009/round0000",
         "error": "NDTiff.index: garbage",
     }
-    assert failures([broken, *later]) == [
+    assert failures([broken, *later], seed_names) == [
         {"t": 1.0, "unit": "tile0009/round0000", "dataset": "d9", "error": "NDTiff.index: garbage"}
     ]
     backlog = [p["backlog"] for p in history([broken])]

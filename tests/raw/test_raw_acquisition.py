@@ -153,3 +153,52 @@ def test_a_mirror_flag_that_is_not_0_or_1_is_named(simulated, tmp_path):
         pytest.raises(DatasetError, match=message),
     ):
         resolve_acquisition(plan, dataset, RawDefaults())
+
+
+def test_a_pixel_size_out_of_range_in_the_image_metadata_fails_the_dataset(simulated):
+    """PixelSizeUm 98 (nm typed as µm) is not a microscope's pixel: the dataset is named with
+    the value, nothing is scaled by it."""
+    raw = simulated(camera="flir", pixel_um=98.0)[0]
+    with pytest.raises(DatasetError) as caught:
+        resolve(raw)
+    assert str(caught.value) == (
+        f"{raw / 'sim_r0001_tile0000_1'}: image metadata PixelSizeUm: 98 µm is outside"
+        " 0.02-5 µm for a pixel size"
+    )
+
+
+def test_a_z_step_out_of_range_fails_the_experiment_or_the_dataset(simulated, tmp_path):
+    """315 µm (nm typed as µm) in scan_metadata.csv rejects the plan (every unit would use
+    it); the same step between the image metadata's z positions fails the dataset."""
+    raw = simulated(camera="flir", z_step_um=315.0)[0]
+    with pytest.raises(MetadataError) as caught:
+        load_plan(raw)
+    assert str(caught.value) == (
+        f"{raw / 'scan_metadata.csv'}: z_step_um: 315 µm is outside 0.05-20 µm for a z step"
+    )
+    scan_raw = copy_metadata(raw, tmp_path)
+    edit_scan(scan_raw, z_step_um=None)
+    with pytest.raises(DatasetError) as caught:
+        resolve(raw, scan_raw=scan_raw)
+    assert str(caught.value) == (
+        f"{raw / 'sim_r0001_tile0000_1'}: image metadata ZPosition_um_Intended step: 315 µm"
+        " is outside 0.05-20 µm for a z step"
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"yx_pixel_um": "108"}, "yx_pixel_um: 108 µm is outside 0.02-5 µm for a pixel size"),
+        ({"z_step_um": "0.01"}, "z_step_um: 0.01 µm is outside 0.05-20 µm for a z step"),
+        ({"z_step_um": "abc"}, "z_step_um must be a number, got 'abc'"),
+    ],
+)
+def test_a_voxel_size_out_of_range_in_the_scan_metadata_rejects_the_plan(
+    simulated, tmp_path, changes, message
+):
+    scan_raw = copy_metadata(simulated(camera="flir")[0], tmp_path)
+    path = edit_scan(scan_raw, **changes)
+    with pytest.raises(MetadataError) as caught:
+        load_plan(scan_raw)
+    assert str(caught.value) == f"{path}: {message}"

@@ -153,11 +153,10 @@ class StatePoller(threading.Thread):
             for round_name, error in entry.get("failed", {}).items():
                 self.failures_seen.setdefault((tile, round_name), set()).add(error)
 
-    def saw_failure(self, unit: str, *parts: str) -> bool:
-        """Whether a published failure of `unit` (its id, `tile0001/round0000`) contained
-        every one of `parts`."""
-        tile, round_ = unit.split("/")
-        key = (tile, self._round_key(int(round_.removeprefix("round"))))
+    def saw_failure(self, tile: int, round_: int, *parts: str) -> bool:
+        """Whether a published failure of the unit of `tile` and datastore round `round_` (from
+        0) contained every one of `parts`."""
+        key = (f"tile{tile:04d}", self._round_key(round_))
         errors = self.failures_seen.get(key, ())
         return any(all(part in error for part in parts) for error in errors)
 

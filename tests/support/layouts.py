@@ -38,6 +38,7 @@ class LayoutCase:
     entry_pattern: str  # regex of an entry's path relative to the datastore
     calibrations: str  # the calibrations folder
     round_key: Callable[[int], str]  # a datastore round's key in the summary's `failed`
+    unit: Callable[[int, int], str]  # a unit (tile, datastore round) as logs and page name it
     # regex of what a staged array's chunk write creates that inotify watchers see: the
     # short-lived lock files, and (0.6) the chunk key folders made just before a chunk, which
     # a recursive watcher reports even when it adds its watch too late for the lock file
@@ -202,6 +203,7 @@ LAYOUTS = {
         r"(polyDT|readouts)/tile\d{4}/[^/]+\.zarr",
         "calibrations.zarr",
         lambda r: f"round{r:04d}.zarr",
+        lambda t, r: f"tile{t:04d}/round{r:04d}",
         r".*/\.staging/.*\.__lock",
     ),
     "merfish3d-v0.6": LayoutCase(
@@ -217,6 +219,7 @@ LAYOUTS = {
         r"(fiducial/tile\d{4}/round|readouts/tile\d{4}/bit)\d{3}",
         "calibrations",
         lambda r: f"round{r + 1:03d}",
+        lambda t, r: f"tile{t:04d}/round{r + 1:03d}",
         r".*/\.staging/.*(\.__lock|/0/c(/\d+)*)",
     ),
 }
