@@ -64,6 +64,28 @@ _COSMIC_RAYS_PER_MPX = 4.0  # saturated voxels per plane and million pixels
 _SCENE_MARGIN_PX = 16  # room around the tiles for the sample's drift and the stage's jitter
 
 
+class NDTiffWriter(NDTiffDataset):
+    """ndstorage's writable NDTiffDataset whose close() also closes its stack writers' readers.
+
+    ndstorage 0.1.18's stack writer opens a reader of its own file and never closes it (an
+    unclosed-file ResourceWarning per stack file, which the tests turn into errors).
+    """
+
+    def __init__(self, parent: str, name: str) -> None:
+        super().__init__(parent, name=name, writable=True)
+        self._stack_writers: list[Any] = []
+
+    def put_image(self, *args: Any, **kwargs: Any) -> None:
+        super().put_image(*args, **kwargs)
+        if self.current_writer not in self._stack_writers:  # a new stack file was started
+            self._stack_writers.append(self.current_writer)
+
+    def close(self) -> None:
+        super().close()
+        for writer in self._stack_writers:
+            writer.reader.close()
+
+
 class SimulationError(ValueError):
     """A simulation that cannot be run as asked; the message names the option."""
 
@@ -504,7 +526,7 @@ def write_dataset(
     `plane(color, z, pixels)` may alter each frame first: the fault tests use it to write
     datasets with planes of the wrong size or pixel type exactly as the microscope would.
     """
-    dataset = NDTiffDataset(str(raw), name=name, writable=True)
+    dataset = NDTiffWriter(str(raw), name=name)
     dataset.initialize(
         {
             "Prefix": name,

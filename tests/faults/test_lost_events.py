@@ -22,6 +22,7 @@ import sys
 
 import pytest
 from support.daemon import DaemonProcess, StatePoller
+from support.environment import unavailable
 from support.experiment import check_store, expected_entries, raw_checksums
 from support.faults import fault_config, microscope
 from support.layouts import LAYOUTS
@@ -96,7 +97,7 @@ def _no_inotify_here() -> str | None:
 def test_a_folder_without_inotify_events_is_followed_by_polling(tmp_path, observer):
     reason = _no_inotify_here()
     if reason:
-        pytest.skip(reason)
+        unavailable(reason, "run as root with util-linux's unshare")
     truth = tmp_path / "truth"
     simulate(truth, SETTINGS)
     experiment = tmp_path / "exp"

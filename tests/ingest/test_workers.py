@@ -83,21 +83,35 @@ def test_transient_errors_that_persist_end_as_failed(tmp_path):
 def test_the_queue_is_bounded_and_stop_returns_queued_units(tmp_path):
     ledger = Ledger(tmp_path / "l.sqlite")
     release = threading.Event()
+    converted: list[str] = []
 
     def slow(record: UnitRecord) -> UnitResult:
+        converted.append(record.unit_id)
         release.wait(10)
         return RESULT
 
+    units = [unit_id(tile, 0) for tile in range(5)]
     for tile in range(5):
         ledger.observe(tile, 0, f"d{tile}", "f")
     pool = pool_for(ledger, slow, count=1, queue_size=2)
-    offered = [pool.offer(unit_id(tile, 0)) for tile in range(5)]
+    offered = [pool.offer(uid) for uid in units]
     # One may already be taken by the worker, so two or three fit; never all five.
     assert 2 <= sum(offered) <= 3 and not all(offered)
-    assert offered[0] and not pool.offer(unit_id(0, 0))  # no unit is queued twice
+    assert offered[0] and not pool.offer(units[0])  # no unit is queued twice
     wait_until(lambda: pool.busy_workers == 1, "a worker busy")
+    queued = [uid for uid, taken in zip(units[1:], offered[1:], strict=True) if taken]
+    assert queued and pool.in_flight == 1 + len(queued)
+
+    # Stop while the first unit is still converting: the queued ones are handed back at once,
+    # and the worker, once free, must not start them.
+    stopping = threading.Thread(target=pool.stop)
+    stopping.start()
+    wait_until(lambda: pool.in_flight == 1, "the queued units handed back", timeout=10)
     release.set()
-    pool.stop()
-    states = [ledger.get(unit_id(tile, 0)).state for tile in range(5)]
-    assert "running" not in states
-    assert states.count("done") >= 1 and set(states) <= {"done", "pending"}
+    stopping.join(10)
+    assert not stopping.is_alive()
+
+    assert converted == [units[0]]
+    assert ledger.get(units[0]).state == "done"
+    assert ledger.pending() == units[1:]  # the queued ones among them: the next start's work
+    assert pool.in_flight == 0 and not pool.offer(queued[0])  # a stopped pool takes nothing

@@ -7,22 +7,15 @@ where a missing browser fails them: the CI must not pass without having looked a
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from support.environment import unavailable
 
 BROWSERS = ("chromium", "chromium-browser")
-
-
-def _missing(reason: str) -> None:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{reason}: CI must run the browser tests (.ci/run installs chromium)")
-    pytest.skip(f"{reason} (apt-get install chromium chromium-driver)")
 
 
 @contextmanager
@@ -31,7 +24,9 @@ def chromium(width: int = 1200, height: int = 1700) -> Iterator[webdriver.Chrome
     binary = next((path for name in BROWSERS if (path := shutil.which(name))), None)
     driver_path = shutil.which("chromedriver")
     if binary is None or driver_path is None:
-        _missing("no chromium or chromedriver on PATH")
+        unavailable(
+            "no chromium or chromedriver on PATH", "apt-get install chromium chromium-driver"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for argument in (

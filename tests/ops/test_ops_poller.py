@@ -90,7 +90,11 @@ def test_ingest_log_has_one_checksum_per_named_channel(ingested: Path) -> None:
     truth = json.loads((ingested / "simulation_truth.json").read_text())
     settings = SimulationSettings(**truth["settings"])
     colors = {"F-Blue": "blue", "F-Yellow": "yellow", "F-Red": "red"}
-    for row in table.to_pylist():
+    rows = table.to_pylist()
+    # one row per unit, each unit once: a missing, extra or repeated row is a wrong log
+    units = sorted((row["tile"], row["round"]) for row in rows)
+    assert units == [(t, r) for t in range(settings.tiles) for r in range(settings.rounds)]
+    for row in rows:
         round_, tile = row["round"] + 1, row["tile"]
         assert row["channels"] == ["F-Blue", "F-Yellow", "F-Red"]
         expected = []

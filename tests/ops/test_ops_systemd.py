@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from support.environment import unavailable
 
 from daemon.cli import build_parser
 
@@ -22,8 +22,9 @@ def exec_start() -> str:
     return line.removeprefix("ExecStart=")
 
 
-@pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed (package systemd)")
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
+    if ANALYZE is None:
+        unavailable("systemd-analyze is not installed", "apt-get install systemd")
     # verify checks that ExecStart's binary exists: point it at this venv's, in an instance.
     binary = Path(sys.executable).with_name("qi2lab-ingest")
     assert binary.is_file() and INSTALLED in exec_start()

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ndstorage import NDTiffDataset
 
 from daemon.raw.experiment import METADATA_FILES
-from daemon.simulate import SimulationSettings, simulate
+from daemon.simulate import NDTiffWriter, SimulationSettings, simulate
 
 SMALL = {"tiles": 2, "rounds": 2, "z": 4, "size": 64}
 
@@ -38,7 +37,7 @@ Plane = tuple[str, int, np.ndarray]
 
 def write_ndtiff(parent: Path, planes: Iterable[Plane], name: str = "ds") -> Path:
     """Write (channel, z, pixels) planes in the given order with ndstorage; returns the folder."""
-    dataset = NDTiffDataset(str(parent), name=name, writable=True)
+    dataset = NDTiffWriter(str(parent), name=name)
     dataset.initialize({"Prefix": name})
     for channel, z, pixels in planes:
         dataset.put_image({"channel": channel, "z": z}, pixels, {"Channel": channel, "z": z})

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import copy_metadata, edit_scan
-from ndstorage import NDTiffDataset
 
 from daemon.raw.acquisition import resolve_acquisition
 from daemon.raw.defaults import CameraDefaults, RawDefaults
@@ -15,6 +14,7 @@ from daemon.raw.errors import DatasetError, MetadataError
 from daemon.raw.experiment import load_plan
 from daemon.raw.ndtiff import RawDataset
 from daemon.raw.orientation import Orientation
+from daemon.simulate import NDTiffWriter
 
 
 def resolve(raw, defaults=None, scan_raw=None):
@@ -108,7 +108,7 @@ def test_bad_scan_values_are_named(simulated, tmp_path, changes, message):
 
 def _orca_dataset(parent, **mirrors: str):
     """A one-plane ORCA dataset (ndstorage's writer) whose image metadata has `mirrors`."""
-    dataset = NDTiffDataset(str(parent), name="sim_r0001_tile0000", writable=True)
+    dataset = NDTiffWriter(str(parent), name="sim_r0001_tile0000")
     dataset.initialize({"Prefix": "sim_r0001_tile0000"})
     metadata = {
         "Camera-CameraName": "C13440-20CU",

@@ -38,15 +38,15 @@ def test_incomplete_while_written_complete_only_when_final(tmp_path):
     ]
     folders = [tmp_path / "raw_data" / f"sim_r0001_tile{t:04d}_1" for t in (0, 1)]
     samples: dict[Path, list[tuple[str, str]]] = {f: [] for f in folders}
-    writer = subprocess.Popen(command, cwd=Path(__file__).parents[2], stderr=subprocess.PIPE)
-    while writer.poll() is None:
-        for folder in folders:
-            # Keep only verdicts on bytes that did not change while they were judged.
-            before = dataset_fingerprint(folder)
-            status = check_dataset(folder, CHANNELS, 5)
-            if dataset_fingerprint(folder) == before:
-                samples[folder].append((status.state, before))
-    assert writer.returncode == 0, writer.stderr.read().decode()
+    with subprocess.Popen(command, cwd=Path(__file__).parents[2], stderr=subprocess.PIPE) as writer:
+        while writer.poll() is None:
+            for folder in folders:
+                # Keep only verdicts on bytes that did not change while they were judged.
+                before = dataset_fingerprint(folder)
+                status = check_dataset(folder, CHANNELS, 5)
+                if dataset_fingerprint(folder) == before:
+                    samples[folder].append((status.state, before))
+        assert writer.returncode == 0, writer.stderr.read().decode()
 
     for folder in folders:
         states = [state for state, _ in samples[folder]]

@@ -27,13 +27,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import daemon
 from daemon.raw.ndindex import parse_index
 from daemon.simulate import (
     SimulationSettings,
 )
+from support.environment import unavailable
 from support.experiment import simulator_process, write_config
 from support.processes import Watched, wait_until
 
@@ -73,7 +72,8 @@ def wait_for_path(path: Path, *, while_alive: Watched) -> None:
 @contextlib.contextmanager
 def small_disk(path: Path, size: int) -> Iterator[Path]:
     """A tmpfs of `size` bytes mounted at `path` for the block (skips where mounting is not
-    allowed: the test needs a real, separate file system that can run full)."""
+    allowed, fails there in CI: the test needs a real, separate file system that can run
+    full)."""
     path.mkdir(parents=True, exist_ok=True)
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
@@ -81,7 +81,7 @@ def small_disk(path: Path, size: int) -> Iterator[Path]:
         text=True,
     )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+        unavailable(f"cannot mount a tmpfs here: {mounted.stderr.strip()}", "run as root")
     try:
         yield path
     finally:
@@ -127,7 +127,8 @@ def shared_folder() -> Iterator[Path]:
 
 
 def as_user(name: str = "nobody") -> tuple[list[str], int]:
-    """(command prefix that runs a program as `name`, its uid), or a skip if there is no way.
+    """(command prefix that runs a program as `name`, its uid), or a skip (a failure in CI)
+    if there is no way.
 
     The tests run as root, and root ignores file modes; a file the daemon "may not read"
     needs the daemon to be someone else.
@@ -136,7 +137,10 @@ def as_user(name: str = "nobody") -> tuple[list[str], int]:
         return [], os.geteuid()  # already unprivileged: modes apply as they are
     setpriv = shutil.which("setpriv")
     if setpriv is None:
-        pytest.skip("setpriv (util-linux) is needed to run the daemon as an unprivileged user")
+        unavailable(
+            "setpriv is needed to run the daemon as an unprivileged user",
+            "apt-get install util-linux",
+        )
     user = pwd.getpwnam(name)
     prefix = [setpriv, f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
     return prefix, user.pw_uid
@@ -148,15 +152,18 @@ def runtime_for(prefix: Sequence[str], folder: Path) -> tuple[str, dict[str, str
 
     This interpreter's installed packages and the daemon package are hard-linked (copied where
     a link cannot be made, or the file is not world-readable) into `folder`, which the user
-    can read; the base interpreter runs them from there. Skips, saying why, if that user
-    cannot run the base interpreter at all.
+    can read; the base interpreter runs them from there. Skips (fails in CI), saying why, if
+    that user cannot run the base interpreter at all.
     """
     if not prefix:
         return sys.executable, {}  # the daemon runs as this user: nothing to arrange
     python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
     probe = subprocess.run([*prefix, python, "-c", "pass"], capture_output=True, text=True)
     if probe.returncode != 0:
-        pytest.skip(f"an unprivileged user cannot run {python}: {probe.stderr.strip()[-500:]}")
+        unavailable(
+            f"an unprivileged user cannot run {python}: {probe.stderr.strip()[-500:]}",
+            "a world-readable base interpreter",
+        )
     packages = folder / "packages"
     _readable_tree(Path(daemon.__file__).parent, packages / "daemon")
     for site in dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib")):
