@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import tensorstore as ts
 
-from daemon.ingest.convert import correct, orient
+from daemon.pixels.camera import correct, orient
+from daemon.pixels.orientation import Orientation
 from daemon.raw.ndtiff import RawDataset
-from daemon.raw.orientation import Orientation
 
 
 def write_dataset(

@@ -29,7 +29,7 @@ import tensorstore as ts
 from daemon.config import load_settings
 from daemon.datastore.arrays import ArrayCodec, write_array
 from daemon.datastore.layout import Entity
-from daemon.ingest.convert import correct, orient
+from daemon.pixels.camera import correct, orient
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
 from daemon.raw.experiment import load_plan
 from daemon.raw.ndtiff import RawDataset

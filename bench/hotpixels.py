@@ -30,13 +30,13 @@ from report import markers, table, write_block
 
 from daemon.config import CorrectionSettings, Settings, load_settings
 from daemon.datastore.store import DataStore
-from daemon.ingest.convert import correct
-from daemon.ingest.hotpixels import replace_hot_pixels
 from daemon.ingest.ledger import Ledger
 from daemon.ingest.planner import Planner
 from daemon.ingest.unit import UnitConverter
+from daemon.pixels.camera import correct
+from daemon.pixels.hotpixels import replace_hot_pixels
 from daemon.raw.ndtiff import RawDataset
-from daemon.simulate import SimulationSettings, simulate
+from daemon.simulate.microscope import SimulationSettings, simulate
 
 HERE = Path(__file__).resolve().parent
 BEGIN, END = markers("hotpixels")

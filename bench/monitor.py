@@ -28,7 +28,7 @@ from typing import Any
 from harness import DaemonProcess, median, read_events, run_daemon, write_config
 from report import markers, write_block
 
-from daemon.simulate import SimulationSettings, simulate
+from daemon.simulate.microscope import SimulationSettings, simulate
 
 HERE = Path(__file__).resolve().parent
 BEGIN, END = markers("monitor")

@@ -26,7 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from daemon.simulate import Renderer, SimulationSettings, plane_order, render_plane, simulate
+from daemon.simulate.microscope import (
+    Renderer,
+    SimulationSettings,
+    plane_order,
+    render_plane,
+    simulate,
+)
 
 
 class RatePacer:

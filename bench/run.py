@@ -40,7 +40,7 @@ from steps import step_costs
 from throughput import Bench, memory_peaks, whole_process
 
 from daemon.datastore.arrays import make_context
-from daemon.simulate import SimulationSettings, simulate
+from daemon.simulate.microscope import SimulationSettings, simulate
 
 SECTIONS = ("throughput", "live", "memory", "scaling", "codecs", "keepup", "profile")
 HERE = Path(__file__).resolve().parent

@@ -16,7 +16,7 @@ from pathlib import Path
 from harness import DaemonRun, median, remove, rss_start_end, run_daemon, write_config
 from report import Row, Section, table
 
-from daemon.simulate import SimulationSettings, simulate
+from daemon.simulate.microscope import SimulationSettings, simulate
 
 TINY = {"z": 2, "size": 32, "channels": 2}
 SMALL_TILES, SMALL_ROUNDS = 5, 2  # 10 units

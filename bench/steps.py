@@ -23,11 +23,11 @@ from report import table
 
 from daemon.datastore.arrays import ArrayCodec, write_array
 from daemon.datastore.jsonio import fsync_tree
-from daemon.ingest.convert import correct, orient
 from daemon.ingest.unit import channel_checksum
 from daemon.layouts.merfish3d_v06 import _array_spec as v06_array_spec
-from daemon.monitor.preview import projection
-from daemon.monitor.quality import measure
+from daemon.pixels.camera import correct, orient
+from daemon.pixels.quality import measure
+from daemon.products.preview import projection
 from daemon.raw.ndtiff import RawDataset
 
 TRIES = 3

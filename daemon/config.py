@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from daemon.address import check_listen
 from daemon.datastore.arrays import ArrayCodec
 from daemon.layouts import found_layout
-from daemon.monitor.address import check_listen
 from daemon.raw.defaults import RawDefaults
 
 

@@ -8,7 +8,7 @@ import sys
 import venv
 from pathlib import Path
 
-from daemon.cli import build_parser
+from daemon.cli.main import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -61,4 +61,4 @@ def test_an_editable_install_gives_no_warning_about_the_layout(tmp_path: Path) -
         text=True,
         cwd=tmp_path,
     )
-    assert imported.stdout.strip() == str(REPO / "daemon" / "cli.py"), imported.stderr
+    assert imported.stdout.strip() == str(REPO / "daemon" / "cli" / "__init__.py"), imported.stderr

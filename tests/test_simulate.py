@@ -14,7 +14,7 @@ from daemon.raw.acquisition import resolve_acquisition
 from daemon.raw.defaults import RawDefaults
 from daemon.raw.experiment import load_plan, read_stage_position
 from daemon.raw.ndtiff import RawDataset
-from daemon.simulate import (
+from daemon.simulate.microscope import (
     OFFSET_ADU,
     STAGE_JITTER_UM,
     SimulationError,

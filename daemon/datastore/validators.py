@@ -234,7 +234,7 @@ ENTITY_ATTRS: dict[str, tuple[Validator, tuple[str, ...]]] = {
     # Version of the conversion that wrote the entry's pixels (ingestion; absent = 1).
     "conversion_version": (int_at_least(1), BOTH_KINDS),
     "source": (json_object, BOTH_KINDS),
-    # The entry's quality numbers at ingestion (daemon.monitor.quality).
+    # The entry's quality numbers at ingestion (daemon.pixels.quality).
     "quality": (json_object, BOTH_KINDS),
     "affine_zyx_um": (matrix4, BOTH_KINDS),
     "origin_zyx_um": (floats(3), BOTH_KINDS),

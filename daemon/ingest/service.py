@@ -40,8 +40,8 @@ from daemon.ingest.watcher import RawWatcher
 from daemon.ingest.workers import WorkerPool
 from daemon.layouts import LayoutMismatchError, check_layout, open_layout
 from daemon.logs import get_logger
-from daemon.monitor.preview import PREVIEW_DIR, MosaicPreview
-from daemon.monitor.qualitylog import QUALITY_DB, QUALITY_TABLE, QualityLog, QualityPublisher
+from daemon.products.preview import PREVIEW_DIR, MosaicPreview
+from daemon.products.qualitylog import QUALITY_DB, QUALITY_TABLE, QualityLog, QualityPublisher
 from daemon.raw.experiment import Plan
 
 # Only writing fills a disk or meets a read-only one, and raw data is only ever read: such an

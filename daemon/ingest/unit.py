@@ -24,14 +24,14 @@ import numpy as np
 
 from daemon.config import Settings
 from daemon.datastore.layout import Entity
-from daemon.ingest.convert import correct, orient
-from daemon.ingest.hotpixels import replace_hot_pixels
 from daemon.ingest.ledger import UnitRecord, UnitResult
 from daemon.layouts.base import EntryFacts, Layout, StagedEntry, unit_entities
 from daemon.layouts.seed import stage_zyx_um
-from daemon.monitor.preview import MosaicPreview
-from daemon.monitor.quality import measure
-from daemon.monitor.qualitylog import QualityLog, QualityRow
+from daemon.pixels.camera import correct, orient
+from daemon.pixels.hotpixels import replace_hot_pixels
+from daemon.pixels.quality import measure
+from daemon.products.preview import MosaicPreview
+from daemon.products.qualitylog import QualityLog, QualityRow
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
 from daemon.raw.experiment import Channel, Plan, read_stage_position
 from daemon.raw.ndtiff import RawDataset
@@ -256,7 +256,7 @@ class UnitConverter:
     def _measure(
         self, source: UnitSource, entity: Entity, raw: np.ndarray, corrected: np.ndarray
     ) -> QualityRow:
-        """The entry's quality numbers (see daemon.monitor.quality): `raw` as the camera wrote
+        """The entry's quality numbers (see daemon.pixels.quality): `raw` as the camera wrote
         it, `corrected` in the stage frame, so they are the same whatever the layout."""
         return QualityRow.of(
             str(self._store.entry_relpath(entity)),

@@ -27,7 +27,7 @@ import numpy as np
 
 from daemon.datastore.arrays import REFERENCE_CODEC, ArrayCodec
 from daemon.datastore.layout import Entity, tile_name
-from daemon.ingest.convert import correct
+from daemon.pixels.camera import correct
 from daemon.raw.acquisition import Acquisition
 from daemon.raw.experiment import Channel, Plan
 
@@ -45,7 +45,7 @@ class EntryFacts:
     metadata; `affine_values` the image metadata's `PixelSizeAffine` (six numbers) or None;
     `hotpixel_correction` whether hot pixels were replaced; `conversion_version` the version of
     the conversion; `source` the provenance (dataset, channel, bytes, checksum, fingerprint);
-    `quality` the entry's quality numbers (daemon.monitor.quality), measured from its pixels
+    `quality` the entry's quality numbers (daemon.pixels.quality), measured from its pixels
     by the live daemon, else None (then no `quality` attribute is written).
     """
 

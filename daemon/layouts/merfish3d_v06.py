@@ -36,8 +36,8 @@ from daemon.datastore.jsonio import fsync_dir, read_json, write_json_atomic
 from daemon.datastore.layout import Entity, tile_name
 from daemon.datastore.staging import PendingWrites, StagingArea
 from daemon.datastore.store import STATE_FLAGS  # the same flags, in the same order
-from daemon.ingest.convert import orient
 from daemon.layouts.base import CalibrationData, EntryFacts, Layout
+from daemon.pixels.camera import orient
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
 from daemon.raw.defaults import RawDefaults
 from daemon.raw.errors import DatasetError, NotReadyError, RawDataError

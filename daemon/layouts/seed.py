@@ -26,8 +26,8 @@ from daemon.datastore.jsonio import read_json
 from daemon.datastore.layout import STATE_FILE, Entity
 from daemon.datastore.store import DataStore, StagedEntity
 from daemon.datastore.validators import ENTITY_ARRAYS as ENTITY_ARRAY_RULES
-from daemon.ingest.convert import orient
 from daemon.layouts.base import CalibrationData, EntryFacts, Layout
+from daemon.pixels.camera import orient
 from daemon.raw.acquisition import Acquisition
 
 ENTRY_ARRAYS = ("camera_data", "corrected_data")

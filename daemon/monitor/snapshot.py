@@ -20,11 +20,11 @@ from daemon.config import Settings
 from daemon.ingest.ledger import UnitRecord
 from daemon.ingest.service import STATE_DIR, ledger_path
 from daemon.layouts import Layout, reader
-from daemon.monitor.preview import PREVIEW_DIR, preview_names
-from daemon.monitor.qualitylog import QUALITY_DB, QualityLog
+from daemon.monitor.status import NoDatastoreError, _readable_plan, collect, open_ledger
+from daemon.products.preview import PREVIEW_DIR, preview_names
+from daemon.products.qualitylog import QUALITY_DB, QualityLog
 from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import Plan, read_stage_position
-from daemon.status import NoDatastoreError, _readable_plan, collect, open_ledger
 
 RECENT_EVENTS = 20
 HISTORY_POINTS = 200

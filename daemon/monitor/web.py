@@ -30,11 +30,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from daemon.address import bind
 from daemon.config import Settings
-from daemon.monitor.address import bind
 from daemon.monitor.metrics import registry_for
-from daemon.monitor.preview import PREVIEW_DIR, preview_names, read_level
 from daemon.monitor.snapshot import Snapshots
+from daemon.products.preview import PREVIEW_DIR, preview_names, read_level
 
 STATIC_TYPES = {
     ".html": "text/html; charset=utf-8",

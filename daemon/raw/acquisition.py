@@ -15,12 +15,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from daemon.pixels.orientation import Orientation
 from daemon.raw.csvfiles import Value
 from daemon.raw.defaults import CAMERA_MODELS, RawDefaults
 from daemon.raw.errors import DatasetError, MetadataError
 from daemon.raw.experiment import Plan, check_kind
 from daemon.raw.ndtiff import RawDataset
-from daemon.raw.orientation import Orientation
 from daemon.raw.positions import metadata_number
 from daemon.units import yx_pixel_um, z_step_um
 

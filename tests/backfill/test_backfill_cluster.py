@@ -26,7 +26,7 @@ from support.experiment import (
 
 from daemon.ingest.ledger import Ledger, UnitRecord
 from daemon.ingest.service import ledger_path
-from daemon.simulate import SimulationSettings, simulate
+from daemon.simulate.microscope import SimulationSettings, simulate
 
 STORE = "qi2labdatastore"
 THREE_RUNS = (

@@ -16,7 +16,7 @@ from support.experiment import check_store, expected_entries, write_config
 from daemon.backfill.command import ClusterOptions
 from daemon.backfill.command import backfill as run_backfill
 from daemon.config import Settings
-from daemon.simulate import SimulationSettings, simulate
+from daemon.simulate.microscope import SimulationSettings, simulate
 
 TIMEOUT_S = 120
 
@@ -95,7 +95,7 @@ def test_the_daemon_never_imports_dask(tmp_path):
     config = write_config(tmp_path / "config.toml")
     script = (
         "import sys\n"
-        "from daemon.cli import main\n"
+        "from daemon.cli.main import main\n"
         f"code = main(['watch', {str(experiment)!r}, '--config', {str(config)!r},"
         " '--exit-when-complete'])\n"
         "loaded = [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')]\n"

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from daemon.ingest.convert import correct, orient
-from daemon.raw.orientation import Orientation
+from daemon.pixels.camera import correct, orient
+from daemon.pixels.orientation import Orientation
 
 # A [channel, z, y, x] stack with a non-square frame, so a transpose and its mirror images
 # differ in shape as well as in content.

@@ -21,7 +21,7 @@ from support.experiment import (
     write_config,
 )
 
-from daemon.simulate import SimulationSettings, simulate
+from daemon.simulate.microscope import SimulationSettings, simulate
 
 TIMEOUT_S = 120
 

@@ -11,8 +11,8 @@ import zarr
 from scipy import ndimage
 from support.experiment import reference_hot_pixels, simulate_and_ingest
 
-from daemon.ingest.hotpixels import replace_hot_pixels
-from daemon.simulate import SimulationSettings, render_plane
+from daemon.pixels.hotpixels import replace_hot_pixels
+from daemon.simulate.microscope import SimulationSettings, render_plane
 
 
 @pytest.mark.parametrize("shape", [(6, 40, 50), (1, 30, 30), (2, 17, 9)])

@@ -22,8 +22,8 @@ from support.faults import microscope
 from support.layouts import reference_stage, v06_expected_entries, with_layout
 from yaozarrs import v05, validate_ome_json
 
-from daemon.simulate import SimulationSettings, simulate
-from daemon.status import render
+from daemon.monitor.status import render
+from daemon.simulate.microscope import SimulationSettings, simulate
 
 STATE_KEYS = [
     "Version",

@@ -12,7 +12,7 @@ import yaozarrs
 import zarr
 from monitor_support import open_level
 
-from daemon.monitor.preview import DOWNSAMPLE, MosaicPreview
+from daemon.products.preview import DOWNSAMPLE, MosaicPreview
 
 PIXEL_UM = 0.1
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daemon.monitor.quality import (
+from daemon.pixels.quality import (
     fiducial_relative,
     focus_scores,
     histogram_stats,

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.experiment import daemon_command, write_config
 from support.processes import Watched, wait_until
 
-from daemon.simulate import SimulationSettings, simulate
+from daemon.simulate.microscope import SimulationSettings, simulate
 
 TRAVERSALS = [
     "/../../etc/passwd",

@@ -20,7 +20,7 @@ from support.daemon import DaemonProcess
 from support.experiment import daemon_command, write_config
 from support.processes import WAIT_S, Watched, wait_until
 
-from daemon.simulate import SimulationSettings, simulate
+from daemon.simulate.microscope import SimulationSettings, simulate
 
 
 class NotifySocket:

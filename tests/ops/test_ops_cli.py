@@ -15,8 +15,8 @@ from support.faults import truncate_mid_plane
 from support.processes import WAIT_S
 
 from daemon import __version__
-from daemon.cli import build_parser
-from daemon.simulate import SimulationSettings, simulate, write_dataset
+from daemon.cli.main import build_parser
+from daemon.simulate.microscope import SimulationSettings, simulate, write_dataset
 
 SMALL = SimulationSettings(tiles=2, rounds=2, z=4, size=64)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from support.experiment import daemon_command, log_events, write_config
 
-from daemon.simulate import SimulationSettings, simulate
+from daemon.simulate.microscope import SimulationSettings, simulate
 
 UNIT_EVENTS = {
     "dataset seen",

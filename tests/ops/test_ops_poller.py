@@ -20,7 +20,7 @@ from support.experiment import read_state, write_config
 from support.processes import wait_until
 
 from daemon import __version__
-from daemon.simulate import SimulationSettings, render_plane
+from daemon.simulate.microscope import SimulationSettings, render_plane
 
 STORE = "qi2labdatastore"
 

@@ -16,7 +16,7 @@ from support.daemon import DaemonProcess
 from support.experiment import simulator_process, write_config
 from support.processes import wait_until
 
-from daemon.simulate import SimulationSettings, simulate
+from daemon.simulate.microscope import SimulationSettings, simulate
 
 STATES = ("pending", "running", "done", "failed")
 PACED = SimulationSettings(tiles=3, rounds=2, z=4, size=64, interval=0.03)

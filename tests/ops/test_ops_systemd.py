@@ -10,7 +10,7 @@ from pathlib import Path
 
 from support.environment import unavailable
 
-from daemon.cli import build_parser
+from daemon.cli.main import build_parser
 
 UNIT = Path(__file__).resolve().parents[2] / "systemd" / "qi2lab-ingest@.service"
 INSTALLED = "/opt/qi2lab-ingest/.venv/bin/qi2lab-ingest"

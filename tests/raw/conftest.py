@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from daemon.raw.experiment import METADATA_FILES
-from daemon.simulate import NDTiffWriter, SimulationSettings, simulate
+from daemon.simulate.microscope import NDTiffWriter, SimulationSettings, simulate
 
 SMALL = {"tiles": 2, "rounds": 2, "z": 4, "size": 64}
 

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from conftest import copy_metadata, edit_scan
 
+from daemon.pixels.orientation import Orientation
 from daemon.raw.acquisition import resolve_acquisition
 from daemon.raw.defaults import CameraDefaults, RawDefaults
 from daemon.raw.errors import DatasetError, MetadataError
 from daemon.raw.experiment import load_plan
 from daemon.raw.ndtiff import RawDataset
-from daemon.raw.orientation import Orientation
-from daemon.simulate import NDTiffWriter
+from daemon.simulate.microscope import NDTiffWriter
 
 
 def resolve(raw, defaults=None, scan_raw=None):

@@ -9,7 +9,7 @@ from daemon.raw.csvfiles import parse_value
 from daemon.raw.defaults import ColorDefaults, RawDefaults
 from daemon.raw.errors import MetadataError, NotReadyError
 from daemon.raw.experiment import Plan, load_plan, read_stage_position
-from daemon.simulate import metadata_files, stage_position
+from daemon.simulate.microscope import metadata_files, stage_position
 
 
 def test_plan_matches_what_the_simulator_wrote(simulated):

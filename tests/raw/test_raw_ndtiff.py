@@ -20,7 +20,7 @@ from daemon.raw.ndtiff import (
     check_dataset,
     dataset_fingerprint,
 )
-from daemon.simulate import image_metadata, render_plane
+from daemon.simulate.microscope import image_metadata, render_plane
 
 COLORS = {"F-Blue": "blue", "F-Yellow": "yellow", "F-Red": "red"}
 

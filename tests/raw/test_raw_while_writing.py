@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from daemon.raw.ndtiff import RawDataset, check_dataset, dataset_fingerprint
-from daemon.simulate import SimulationSettings, render_plane
+from daemon.simulate.microscope import SimulationSettings, render_plane
 
 CHANNELS = ("F-Blue", "F-Yellow", "F-Red")
 COLORS = {"F-Blue": "blue", "F-Yellow": "yellow", "F-Red": "red"}

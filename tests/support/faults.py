@@ -29,7 +29,7 @@ from typing import Any
 
 import daemon
 from daemon.raw.ndindex import parse_index
-from daemon.simulate import (
+from daemon.simulate.microscope import (
     SimulationSettings,
 )
 from support.environment import unavailable

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from daemon.simulate import SimulationSettings, render_plane
+from daemon.simulate.microscope import SimulationSettings, render_plane
 from support import experiment as seed
 
 

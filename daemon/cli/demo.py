@@ -28,15 +28,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
-from daemon.cli import ProgressBar
+from daemon.address import check_listen
+from daemon.cli.main import ProgressBar
 from daemon.config import DatastoreSettings, Settings
 from daemon.invocation import program
-from daemon.monitor.address import check_listen
+from daemon.monitor.status import NoDatastoreError, collect, open_ledger, render
+from daemon.monitor.verify import verify
 from daemon.monitor.web import WebServer, open_server
 from daemon.raw.experiment import METADATA_FILES
-from daemon.simulate import SimulationSettings
-from daemon.status import NoDatastoreError, collect, open_ledger, render
-from daemon.verify import verify
+from daemon.simulate.microscope import SimulationSettings
 
 # 9 datasets x 3 channels x 8 planes at 0.12 s a plane: about half a minute of acquisition.
 ACQUISITION = SimulationSettings(

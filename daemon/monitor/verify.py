@@ -29,10 +29,10 @@ from daemon.datastore.layout import Entity
 from daemon.ingest.ledger import UnitRecord
 from daemon.ingest.unit import CONVERSION_VERSION, UnitSource, channel_checksum
 from daemon.layouts import Layout, reader
+from daemon.monitor.status import open_ledger
 from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import Plan, load_plan
 from daemon.raw.ndtiff import RawDataset
-from daemon.status import open_ledger
 
 
 class CannotVerifyError(RuntimeError):

@@ -170,7 +170,7 @@ def simulate(
 ) -> Path:
     """Write a whole acquisition into `experiment`/raw_data; returns the ground-truth path.
 
-    `planes(round, tile)`, if given, is the plane hook of that dataset (`daemon.badtiles`).
+    `planes(round, tile)`, if given, is the plane hook of that dataset (`daemon.simulate.badtiles`).
     `progress(1)` is called for each plane as it is written (the command line's progress bar).
     `render` makes each plane (default `render_plane`; bench/paced.py replays planes rendered
     beforehand, so rendering does not limit its pace) and `pace.wait()` is called before each

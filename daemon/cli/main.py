@@ -151,8 +151,8 @@ def _camera(text: str) -> str:
 def _run_simulate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from daemon.badtiles import BadTile, plane_hooks
-    from daemon.simulate import SimulationError, SimulationSettings, simulate
+    from daemon.simulate.badtiles import BadTile, plane_hooks
+    from daemon.simulate.microscope import SimulationError, SimulationSettings, simulate
 
     refusal = _raw_data_refusal("simulate", args.experiment)
     if refusal is not None:
@@ -320,7 +320,7 @@ def _stop_at_once(experiment: Path, settings: Settings) -> None:
     import sqlite3
 
     from daemon.logs import get_logger
-    from daemon.status import NoDatastoreError, open_ledger
+    from daemon.monitor.status import NoDatastoreError, open_ledger
 
     fields: dict[str, int] = {}
     try:
@@ -378,9 +378,9 @@ def _add_listen(parser: argparse.ArgumentParser, more: str = "") -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from daemon.monitor.address import check_listen
+    from daemon.address import check_listen
+    from daemon.monitor.status import NoDatastoreError, open_ledger
     from daemon.monitor.web import open_server
-    from daemon.status import NoDatastoreError, open_ledger
 
     problem = _missing_experiment(args)
     if problem is not None:
@@ -517,7 +517,7 @@ def _no_datastore_hint(args: argparse.Namespace) -> str:
 
 
 def _run_status(args: argparse.Namespace) -> int:
-    from daemon.status import NoDatastoreError, collect, complete, render
+    from daemon.monitor.status import NoDatastoreError, collect, complete, render
 
     def failed(message: str) -> int:
         if args.json:
@@ -539,8 +539,8 @@ def _run_status(args: argparse.Namespace) -> int:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    from daemon.status import NoDatastoreError
-    from daemon.verify import CannotVerifyError, verify
+    from daemon.monitor.status import NoDatastoreError
+    from daemon.monitor.verify import CannotVerifyError, verify
 
     problem = _missing_experiment(args)
     if problem is not None:
@@ -567,7 +567,7 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from daemon.demo import ACQUISITION, run_demo
+    from daemon.cli.demo import ACQUISITION, run_demo
 
     refusal = _raw_data_refusal("demo", args.experiment)
     if refusal is not None:
@@ -675,6 +675,3 @@ def main(argv: list[str] | None = None) -> int:
     }
     return runners[args.command](args)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from daemon.raw.orientation import Orientation
+from daemon.pixels.orientation import Orientation
 
 # Rows per block of the correction: a few MiB of float32 temporaries instead of 4x the stack.
 CORRECTION_BLOCK_ROWS = 128

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from daemon.datastore.jsonio import atomic_write
 from daemon.ingest.ledger import connect_readonly
-from daemon.monitor.quality import EntryQuality, fiducial_relative, fiducial_signals
+from daemon.pixels.quality import EntryQuality, fiducial_relative, fiducial_signals
 
 QUALITY_TABLE = "quality.parquet"  # in the datastore, next to ingest_log.parquet
 QUALITY_DB = "quality.sqlite"  # in the daemon's state folder, next to the ledger

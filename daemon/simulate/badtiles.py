@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from daemon.simulate import COLOR_INDEX, OFFSET_ADU, PlaneHook, SimulationError
+from daemon.simulate.microscope import COLOR_INDEX, OFFSET_ADU, PlaneHook, SimulationError
 
 KINDS = ("focus", "saturated", "dim-fiducial")
 FIDUCIAL_COLOR = "blue"

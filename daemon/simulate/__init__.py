@@ -1,0 +1,1 @@
+"""A simulated microscope that writes real NDTiff datasets."""
