@@ -17,7 +17,7 @@ def program() -> str:
     `PYTHON -m daemon.cli`."""
     spec = getattr(sys.modules["__main__"], "__spec__", None)
     started = sys.argv[0] if sys.argv else ""
-    if spec is None or spec.name != "daemon.cli":
+    if spec is None or spec.name != "daemon.cli.__main__":  # `python -m daemon.cli`
         if os.sep in started and os.path.isfile(started):
             return pasteable(started)
         if started and os.sep not in started and shutil.which(started):
