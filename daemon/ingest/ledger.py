@@ -19,12 +19,13 @@ from __future__ import annotations
 import errno
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from daemon.datastore.sqlite import Database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS units (
@@ -136,60 +137,47 @@ class UnitResult:
 class Ledger:
     """Thread-safe access to the ledger file; every method is one transaction."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, readonly: bool = False) -> None:
+        """Open for writing (the daemon, backfill's client), creating the file if needed and
+        adding the columns later versions added; or `readonly` (`status`, `verify`), while
+        the daemon runs or after, creating nothing."""
         self.path = path
-        self._lock = threading.Lock()
-        self.changes = 0  # committed transactions; the published views compare against it
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
-        present = {row[1] for row in self._db.execute("PRAGMA table_info(units)")}
-        for column, definition in ADDED_COLUMNS.items():
-            if column not in present:
-                self._db.execute(f"ALTER TABLE units ADD COLUMN {column} {definition}")
+        if readonly:
+            self._db = Database.open_readonly(path)
+            return
+        self._db = Database.open_writer(path, SCHEMA, synchronous="FULL")
+        with self._db.transaction() as db:
+            present = {row[1] for row in db.execute("PRAGMA table_info(units)")}
+            for column, definition in ADDED_COLUMNS.items():
+                if column not in present:
+                    db.execute(f"ALTER TABLE units ADD COLUMN {column} {definition}")
 
     @classmethod
     def open_readonly(cls, path: Path) -> Ledger:
-        """Open for reading only (`status`, `verify`), while the daemon runs or after.
+        """`Ledger(path, readonly=True)`."""
+        return cls(path, readonly=True)
 
-        Creates nothing: `mode=ro` would create the -wal and -shm files that a daemon removes
-        when it stops, so without a -wal file (all is in the main file) it is opened immutable.
-        """
-        ledger = cls.__new__(cls)
-        ledger.path = path
-        ledger._lock = threading.Lock()
-        ledger.changes = 0
-        ledger._db = connect_readonly(path)
-        ledger._db.row_factory = sqlite3.Row
-        return ledger
+    @property
+    def changes(self) -> int:
+        """Committed transactions; the published views compare against it."""
+        return self._db.changes
 
     def close(self) -> None:
         """Close the database."""
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One transaction; on any error, the COMMIT's own included (a full disk), it is rolled
-        back, so the connection is never left inside a transaction that every later BEGIN
-        would trip over. An SQLite error meaning the file cannot be written is re-raised as a
-        LedgerError naming the ledger."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                code = _SQLITE_ERRNOS.get(getattr(exc, "sqlite_errorcode", -1) & 0xFF)
-                if code is not None:
-                    raise LedgerError(code, str(exc), str(self.path)) from exc
-                raise
-            self.changes += 1
+        """One transaction (see `Database.transaction`). An SQLite error meaning the file
+        cannot be written is re-raised as a LedgerError naming the ledger."""
+        try:
+            with self._db.transaction() as db:
+                yield db
+        except sqlite3.Error as exc:
+            code = _SQLITE_ERRNOS.get(getattr(exc, "sqlite_errorcode", -1) & 0xFF)
+            if code is not None:
+                raise LedgerError(code, str(exc), str(self.path)) from exc
+            raise
 
     def recover(self) -> list[str]:
         """Return interrupted units (found `running`) to pending; returns their ids."""
@@ -347,11 +335,10 @@ class Ledger:
 
     def environmental_failures(self) -> list[UnitRecord]:
         """Failed units whose cause was environmental: candidates to be queued again."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM units WHERE state = 'failed' AND environmental = 1"
-                " ORDER BY tile, round"
-            ).fetchall()
+        rows = self._db.query(
+            "SELECT * FROM units WHERE state = 'failed' AND environmental = 1"
+            " ORDER BY tile, round"
+        )
         return [_record(r) for r in rows]
 
     def release(self, uid: str) -> None:
@@ -364,22 +351,19 @@ class Ledger:
 
     def get(self, uid: str) -> UnitRecord | None:
         """One unit, or None if unknown."""
-        with self._lock:
-            row = self._db.execute("SELECT * FROM units WHERE unit_id = ?", (uid,)).fetchone()
-        return _record(row) if row else None
+        rows = self._db.query("SELECT * FROM units WHERE unit_id = ?", (uid,))
+        return _record(rows[0]) if rows else None
 
     def pending(self) -> list[str]:
         """Ids of pending units, in tile then round order (the order analysis wants them)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT unit_id FROM units WHERE state = 'pending' ORDER BY tile, round"
-            ).fetchall()
+        rows = self._db.query(
+            "SELECT unit_id FROM units WHERE state = 'pending' ORDER BY tile, round"
+        )
         return [r[0] for r in rows]
 
     def units(self) -> list[UnitRecord]:
         """Every unit, in tile then round order."""
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM units ORDER BY tile, round").fetchall()
+        rows = self._db.query("SELECT * FROM units ORDER BY tile, round")
         return [_record(r) for r in rows]
 
     def states(self) -> list[tuple[int, int, str, str | None]]:
@@ -388,27 +372,14 @@ class Ledger:
         Far cheaper than `units()` (no row objects, no JSON), since the summary is rebuilt
         from it after every change of a run that may hold thousands of units.
         """
-        with self._lock:
-            return self._db.execute(
-                "SELECT tile, round, state, error FROM units ORDER BY tile, round"
-            ).fetchall()
+        return self._db.query("SELECT tile, round, state, error FROM units ORDER BY tile, round")
 
     def counts(self) -> dict[str, int]:
         """How many units are in each state."""
-        with self._lock:
-            rows = self._db.execute("SELECT state, COUNT(*) FROM units GROUP BY state").fetchall()
+        rows = self._db.query("SELECT state, COUNT(*) FROM units GROUP BY state")
         counts = dict.fromkeys(("pending", "running", "done", "failed"), 0)
         counts.update({r[0]: r[1] for r in rows})
         return counts
-
-
-def connect_readonly(path: Path) -> sqlite3.Connection:
-    """A read-only connection to a WAL database that creates nothing: `mode=ro` would create
-    the -wal and -shm files that the writer removes when it stops, so without a -wal file
-    (all is in the main file) it is opened immutable."""
-    wal = path.with_name(f"{path.name}-wal")
-    query = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
-    return sqlite3.connect(f"{path.as_uri()}?{query}", uri=True, check_same_thread=False)
 
 
 def _superseded(db: sqlite3.Connection, claimed: UnitRecord) -> bool:

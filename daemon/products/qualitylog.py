@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import astuple, dataclass, fields
@@ -24,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from daemon.datastore.jsonio import atomic_write
-from daemon.ingest.ledger import connect_readonly
+from daemon.datastore.sqlite import Database
 from daemon.pixels.quality import EntryQuality, fiducial_relative, fiducial_signals
 
 QUALITY_TABLE = "quality.parquet"  # in the datastore, next to ingest_log.parquet
@@ -138,49 +137,37 @@ class QualityLog:
 
     def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        self.changes = 0
         if readonly:
-            self._db = connect_readonly(path)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        self._db.row_factory = sqlite3.Row
+            self._db = Database.open_readonly(path)
+        else:  # losing the last rows to a power cut costs a re-measure, not data: NORMAL
+            self._db = Database.open_writer(path, _SCHEMA, synchronous="NORMAL")
+
+    @property
+    def changes(self) -> int:
+        """Committed transactions; the publisher compares against it."""
+        return self._db.changes
 
     def close(self) -> None:
         """Close the database."""
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
     def record(self, rows: Iterable[QualityRow]) -> None:
         """Add or replace rows (one transaction)."""
         values = [(*astuple(r)[:-2], json.dumps(list(r.focus)), r.measured_at) for r in rows]
         placeholders = ", ".join("?" for _ in _COLUMNS)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    f"INSERT OR REPLACE INTO quality ({', '.join(_COLUMNS)}) "
-                    f"VALUES ({placeholders})",
-                    values,
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self.changes += 1
+        with self._db.transaction() as db:
+            db.executemany(
+                f"INSERT OR REPLACE INTO quality ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
+                values,
+            )
 
     def rows(self) -> list[dict[str, Any]]:
         """Every row as plain data (focus as a list), in tile, round, kind, index order, with
         `fiducial_relative` filled in for fiducial rows whose tile has round 0."""
         try:
-            with self._lock:
-                found = self._db.execute(
-                    "SELECT * FROM quality ORDER BY tile, round, kind DESC, entry_index"
-                ).fetchall()
+            found = self._db.query(
+                "SELECT * FROM quality ORDER BY tile, round, kind DESC, entry_index"
+            )
         except sqlite3.OperationalError:  # read-only and not created yet
             return []
         rows = [dict(r) | {"focus": json.loads(r["focus"])} for r in found]

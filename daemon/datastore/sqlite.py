@@ -1,0 +1,75 @@
+"""The one way the daemon opens its SQLite files (the ledger, the quality log).
+
+Both are written by one process while readers (`status`, the page) open them read-only, so
+both use WAL, one connection shared by threads under one lock, and transactions that are
+always ended: an error inside one, the COMMIT's own included (a full disk), rolls it back, so
+the connection is never left in a transaction that every later BEGIN would trip over.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+
+class Database:
+    """One SQLite file: a lock around its connection, `changes` counts committed transactions
+    (what a publisher compares to know whether its view is behind)."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+        self.path = path
+        self.changes = 0
+        self._lock = threading.Lock()
+        self._db = connection
+        self._db.row_factory = sqlite3.Row
+
+    @classmethod
+    def open_writer(
+        cls, path: Path, schema: str, synchronous: Literal["FULL", "NORMAL"]
+    ) -> Database:
+        """Open (creating the file and its folder) for writing: WAL, `synchronous` as the data
+        needs (FULL where a lost commit would lose a unit's state), `schema` applied."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute(f"PRAGMA synchronous={synchronous}")
+        connection.executescript(schema)
+        return cls(path, connection)
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> Database:
+        """Open for reading only, while the writer runs or after, creating nothing: `mode=ro`
+        would create the -wal and -shm files that the writer removes when it stops, so
+        without a -wal file (all is in the main file) it is opened immutable."""
+        wal = path.with_name(f"{path.name}-wal")
+        query = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
+        connection = sqlite3.connect(f"{path.as_uri()}?{query}", uri=True, check_same_thread=False)
+        return cls(path, connection)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT), rolled back on any error."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            self.changes += 1
+
+    def query(self, sql: str, parameters: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Every row of one read."""
+        with self._lock:
+            return self._db.execute(sql, parameters).fetchall()
