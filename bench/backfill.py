@@ -27,10 +27,10 @@ from report import markers, table, write_block
 
 from daemon.backfill.task import unit_lock
 from daemon.config import Settings
+from daemon.datastore.statedir import ledger_path
 from daemon.datastore.store import DataStore
 from daemon.ingest.ledger import Ledger
 from daemon.ingest.planner import check_unit_files
-from daemon.ingest.service import ledger_path
 from daemon.raw.experiment import load_plan
 from daemon.simulate.microscope import SimulationSettings, simulate
 

@@ -10,16 +10,16 @@ reasons are tried again, the others only once their raw data changes (as in the 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from daemon.backfill.task import UnitFailure
 from daemon.config import Settings
+from daemon.datastore.statedir import ledger_path
+from daemon.ingest.claim import Claim, DaemonError
 from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult, named_units
 from daemon.ingest.planner import Planner
-from daemon.ingest.service import STATE_DIR, DaemonError, exclusive_lock, ledger_path
 from daemon.ingest.state import StatePublisher
-from daemon.layouts import LayoutMismatchError, check_layout, open_layout
+from daemon.layouts import open_layout
 from daemon.logs import get_logger
 from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import load_plan
@@ -46,12 +46,7 @@ class ExperimentRun:
             raise BackfillError(f"cannot read the experiment's metadata: {exc}") from None
         store_path = settings.datastore_path(experiment)
         try:
-            check_layout(store_path, settings.datastore.layout)
-        except LayoutMismatchError as exc:
-            raise BackfillError(str(exc)) from None
-        (store_path / STATE_DIR).mkdir(parents=True, exist_ok=True)
-        try:
-            self._lock_fd = exclusive_lock(store_path / STATE_DIR / "lock")
+            self._claim = Claim(store_path, settings.datastore.layout)
         except DaemonError as exc:
             raise BackfillError(str(exc)) from None
         self.store = open_layout(
@@ -112,7 +107,7 @@ class ExperimentRun:
         finally:
             self.ledger.close()
             self.store.close()
-            os.close(self._lock_fd)
+            self._claim.release()
 
     def failures(self) -> list[tuple[str, UnitRecord]]:
         """Every failed unit of the experiment, named as the datastore names it, with its

@@ -28,10 +28,10 @@ import tensorstore as ts
 
 from daemon.config import Settings
 from daemon.datastore.arrays import make_context
+from daemon.datastore.statedir import unit_locks_dir
 from daemon.ingest.failures import describe, is_environmental
 from daemon.ingest.ledger import UnitRecord, UnitResult
 from daemon.ingest.planner import check_unit_files
-from daemon.ingest.service import STATE_DIR
 from daemon.ingest.unit import UnitConverter
 from daemon.layouts import open_layout
 from daemon.raw.experiment import load_plan
@@ -82,7 +82,7 @@ def _context() -> ts.Context:
 @contextmanager
 def unit_lock(store_path: Path, uid: str) -> Iterator[None]:
     """Hold the unit's lock file (waiting for an attempt that holds it) for the block."""
-    folder = store_path / STATE_DIR / "unit-locks"
+    folder = unit_locks_dir(store_path)
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / f"{uid.replace('/', '-')}.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:

@@ -8,6 +8,7 @@ here, once, so the modules and the logs only ever see absolute paths.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -22,6 +23,7 @@ from daemon import __version__
 
 if TYPE_CHECKING:
     from daemon.config import Settings
+    from daemon.ingest.service import IngestService
     from daemon.monitor.web import WebServer
 
 DESCRIPTION = (
@@ -256,7 +258,8 @@ def _run_daemon(args: argparse.Namespace) -> int:
     import dataclasses
 
     from daemon.config import settle_layout
-    from daemon.ingest.service import DaemonError, IngestService
+    from daemon.ingest.claim import DaemonError
+    from daemon.ingest.service import IngestService
     from daemon.logs import configure_logging
 
     problem = _missing_experiment(args)
@@ -278,12 +281,23 @@ def _run_daemon(args: argparse.Namespace) -> int:
         stream=progress.stream if progress is not None else None,
         experiment=str(args.experiment),
     )
-    try:
-        service = IngestService(args.experiment, settings)
-    except (DaemonError, OSError) as exc:
-        if progress is not None:
-            progress.close()
-        return _fail(args.command, _describe(exc, args, settings, writes=True))
+    with contextlib.ExitStack() as held:
+        try:
+            service = held.enter_context(IngestService(args.experiment, settings))
+        except (DaemonError, OSError) as exc:
+            if progress is not None:
+                progress.close()
+            return _fail(args.command, _describe(exc, args, settings, writes=True))
+        return _serve_run(service, args, settings, progress)
+
+
+def _serve_run(
+    service: IngestService,
+    args: argparse.Namespace,
+    settings: Settings,
+    progress: ProgressBar | None,
+) -> int:
+    """Run a started service until it stops; its exit status."""
 
     def request_stop(signum: int, _frame: object) -> None:
         if signum == signal.SIGINT and service.stop_requested.is_set():
@@ -674,4 +688,3 @@ def main(argv: list[str] | None = None) -> int:
         "simulate": _run_simulate,
     }
     return runners[args.command](args)
-

@@ -336,8 +336,7 @@ class Ledger:
     def environmental_failures(self) -> list[UnitRecord]:
         """Failed units whose cause was environmental: candidates to be queued again."""
         rows = self._db.query(
-            "SELECT * FROM units WHERE state = 'failed' AND environmental = 1"
-            " ORDER BY tile, round"
+            "SELECT * FROM units WHERE state = 'failed' AND environmental = 1 ORDER BY tile, round"
         )
         return [_record(r) for r in rows]
 

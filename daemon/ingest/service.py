@@ -15,7 +15,6 @@ units that failed for environmental reasons are queued again once their back-off
 from __future__ import annotations
 
 import errno
-import fcntl
 import math
 import os
 import socket
@@ -23,13 +22,16 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import TracebackType
 
 from daemon import __version__
 from daemon.config import Settings
 from daemon.datastore import layout
+from daemon.datastore.statedir import ledger_path, state_dir
+from daemon.ingest.claim import Claim
 from daemon.ingest.failures import describe, errno_name
 from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult, named_units
 from daemon.ingest.planner import Planner
@@ -38,7 +40,7 @@ from daemon.ingest.state import StatePublisher, iso_time
 from daemon.ingest.unit import CONVERSION_VERSION, UnitConverter
 from daemon.ingest.watcher import RawWatcher
 from daemon.ingest.workers import WorkerPool
-from daemon.layouts import LayoutMismatchError, check_layout, open_layout
+from daemon.layouts import open_layout
 from daemon.logs import get_logger
 from daemon.products.preview import PREVIEW_DIR, MosaicPreview
 from daemon.products.qualitylog import QUALITY_DB, QUALITY_TABLE, QualityLog, QualityPublisher
@@ -47,17 +49,12 @@ from daemon.raw.experiment import Plan
 # Only writing fills a disk or meets a read-only one, and raw data is only ever read: such an
 # error without a file name happened in the datastore.
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
-STATE_DIR = ".ingest"  # the daemon's own state, inside the datastore folder
 LOOP_PERIOD_S = 0.2
 # datastore.json is rewritten this soon after a change at most (and no sooner than its cost
 # allows, see StatePublisher): analysis polling it learns of a unit within a loop turn.
 STATE_INTERVAL_S = 0.05
 STATUS_PERIOD_S = 5.0  # systemd's status line is refreshed this often
 BACKLOG_HEARTBEAT_S = 300.0  # `backlog` is logged when it changes, and at least this often
-
-
-class DaemonError(RuntimeError):
-    """The daemon cannot start (another instance holds the lock, a folder is unusable)."""
 
 
 @dataclass
@@ -73,62 +70,14 @@ class IngestService:
     """One experiment folder, watched and ingested until stopped."""
 
     def __init__(self, experiment: Path, settings: Settings, notifier: Notifier | None = None):
+        """Settings only: nothing is taken or started until the `with` block (`__enter__`)."""
         self.experiment = experiment
         self.settings = settings
         self.raw_dir = experiment / "raw_data"
         self.stop_requested = threading.Event()
         self.notifier = notifier or Notifier()
         self.log = get_logger(experiment=str(experiment))
-        store_path = settings.datastore_path(experiment)
-        try:
-            check_layout(store_path, settings.datastore.layout)
-        except LayoutMismatchError as exc:
-            raise DaemonError(str(exc)) from None
-        state_dir = store_path / STATE_DIR
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = exclusive_lock(state_dir / "lock")
-        self.identity = {  # who runs this datastore, in datastore.json for pollers
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "version": __version__,
-            "started_at": iso_time(time.time()),
-        }
-        self.store = open_layout(
-            store_path, settings.datastore.layout, codec=settings.arrays, raw_defaults=settings.raw
-        )
-        self.ledger = Ledger(ledger_path(store_path))
-        self.planner = Planner(self.raw_dir, self.store, self.ledger, settings)
-        self.publisher = StatePublisher(
-            self.store,
-            self.ledger,
-            state_interval_s=STATE_INTERVAL_S,
-            log_interval_s=settings.status.ingest_log_interval_s,
-            heartbeat_s=settings.status.heartbeat_s,
-            identity=self.identity,
-        )
-        self.quality = QualityLog(state_dir / QUALITY_DB)
-        self.quality_publisher = QualityPublisher(
-            self.quality, store_path / QUALITY_TABLE, settings.status.ingest_log_interval_s
-        )
-        self._converter = UnitConverter(
-            self.raw_dir,
-            self.store,
-            lambda: self.planner.plan,
-            settings,
-            self.quality,
-            MosaicPreview(store_path / PREVIEW_DIR),
-        )
-        self.pool = WorkerPool(
-            self.ledger,
-            self._convert,
-            count=settings.workers.count,
-            queue_size=settings.workers.queue_size,
-            retry_attempts=settings.workers.retry_attempts,
-            retry_initial_s=settings.workers.retry_initial_s,
-            retry_max_s=settings.workers.retry_max_s,
-            unit_fields=self.store.unit_fields,
-            on_settled=self._wake,
-        )
+        self._resources = ExitStack()  # what __enter__ took, released by __exit__
         self._woken = threading.Event()  # a unit was settled: the loop turns at once
         self._watching = False
         self._step_error: str | None = None  # the last failed step's error, logged once
@@ -136,11 +85,80 @@ class IngestService:
         self._last_rescan: float | None = None  # None until the first full scan succeeded
         self._last_status = 0.0
         self._backlog: tuple[object, float] | None = None  # last logged backlog and when
-        self.watcher = RawWatcher(
-            self.raw_dir,
-            polling=settings.watch.observer == "polling",
-            poll_interval_s=settings.watch.poll_interval_s,
-        )
+
+    def __enter__(self) -> IngestService:
+        """Take the datastore (`Claim`) and open what the loop needs. A failure part-way
+        releases what was taken already, the lock first of all, so a start that fails never
+        holds the datastore."""
+        settings = self.settings
+        store_path = settings.datastore_path(self.experiment)
+        with ExitStack() as opened:
+            opened.enter_context(Claim(store_path, settings.datastore.layout))
+            opened.callback(self.notifier.close)
+            self.identity = {  # who runs this datastore, in datastore.json for pollers
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "version": __version__,
+                "started_at": iso_time(time.time()),
+            }
+            self.store = open_layout(
+                store_path,
+                settings.datastore.layout,
+                codec=settings.arrays,
+                raw_defaults=settings.raw,
+            )
+            opened.callback(self.store.close)
+            self.quality = QualityLog(state_dir(store_path) / QUALITY_DB)
+            opened.callback(self.quality.close)
+            self.ledger = Ledger(ledger_path(store_path))
+            opened.callback(self.ledger.close)
+            self.planner = Planner(self.raw_dir, self.store, self.ledger, settings)
+            self.publisher = StatePublisher(
+                self.store,
+                self.ledger,
+                state_interval_s=STATE_INTERVAL_S,
+                log_interval_s=settings.status.ingest_log_interval_s,
+                heartbeat_s=settings.status.heartbeat_s,
+                identity=self.identity,
+            )
+            self.quality_publisher = QualityPublisher(
+                self.quality, store_path / QUALITY_TABLE, settings.status.ingest_log_interval_s
+            )
+            self._converter = UnitConverter(
+                self.raw_dir,
+                self.store,
+                lambda: self.planner.plan,
+                settings,
+                self.quality,
+                MosaicPreview(store_path / PREVIEW_DIR),
+            )
+            self.pool = WorkerPool(
+                self.ledger,
+                self._convert,
+                count=settings.workers.count,
+                queue_size=settings.workers.queue_size,
+                retry_attempts=settings.workers.retry_attempts,
+                retry_initial_s=settings.workers.retry_initial_s,
+                retry_max_s=settings.workers.retry_max_s,
+                unit_fields=self.store.unit_fields,
+                on_settled=self._wake,
+            )
+            self.watcher = RawWatcher(
+                self.raw_dir,
+                polling=settings.watch.observer == "polling",
+                poll_interval_s=settings.watch.poll_interval_s,
+            )
+            self._resources = opened.pop_all()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        """Close the files and let go of the datastore (after `run` has stopped the threads)."""
+        self._resources.close()
 
     def run(
         self,
@@ -158,6 +176,7 @@ class IngestService:
         )
         self._last_status = time.monotonic()
         self._watching = watch
+        self.pool.start()
         try:
             while not self.stop_requested.is_set():
                 try:
@@ -361,39 +380,4 @@ class IngestService:
             self.log.error("final publication failed", error=describe(exc))
         counts = self.ledger.counts()
         self.log.info("stopped", **counts)
-        self.ledger.close()
-        self.quality.close()
-        self.store.close()
-        self.notifier.close()
-        os.close(self._lock_file)
         return counts
-
-
-def ledger_path(store_path: Path) -> Path:
-    """Where a datastore's ledger lives; `status` and `verify` open it read-only."""
-    return store_path / STATE_DIR / "ledger.sqlite"
-
-
-def exclusive_lock(path: Path) -> int:
-    """Hold a lock for the process's lifetime so two daemons never share a datastore; the
-    file says who holds it ("pid host"), for the message a second daemon gives."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise DaemonError(
-            f"{path}: another qi2lab-ingest ({_holder(path)}) is already working on this datastore"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
-    return fd
-
-
-def _holder(lock: Path) -> str:
-    """`pid 4242 on scope-pc` from a lock file, as far as it can be read."""
-    try:
-        pid, host = lock.read_text(encoding="utf-8").split()
-    except (OSError, UnicodeDecodeError, ValueError):
-        return "pid unknown"
-    return f"pid {pid} on {host}"

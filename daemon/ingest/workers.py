@@ -76,6 +76,10 @@ class WorkerPool:
             threading.Thread(target=self._run, name=f"worker-{i}", daemon=True)
             for i in range(count)
         ]
+
+    def start(self) -> None:
+        """Start the worker threads (not in the constructor: a service that fails to start
+        after making its pool leaves no thread behind)."""
         for thread in self._threads:
             thread.start()
 
@@ -112,9 +116,10 @@ class WorkerPool:
                 break
             if uid is not None:
                 self._forget(uid)
-        for _ in self._threads:
+        started = [thread for thread in self._threads if thread.ident is not None]
+        for _ in started:
             self._queue.put(None)
-        for thread in self._threads:
+        for thread in started:
             thread.join(timeout)
 
     def _run(self) -> None:

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Settings
+from daemon.datastore.statedir import ledger_path, state_dir
 from daemon.ingest.ledger import UnitRecord
-from daemon.ingest.service import STATE_DIR, ledger_path
 from daemon.layouts import Layout, reader
 from daemon.monitor.status import NoDatastoreError, _readable_plan, collect, open_ledger
 from daemon.products.preview import PREVIEW_DIR, preview_names
@@ -81,7 +81,7 @@ class Snapshots:
 
     def quality(self) -> list[dict[str, Any]]:
         """The quality rows (read-only); [] before any entry was measured."""
-        path = self.store / STATE_DIR / QUALITY_DB
+        path = state_dir(self.store) / QUALITY_DB
         if not path.is_file():
             return []
         log = QualityLog(path, readonly=True)

@@ -25,8 +25,8 @@ from typing import Any
 from daemon.config import Settings
 from daemon.datastore import layout
 from daemon.datastore.layout import Entity
+from daemon.datastore.statedir import ledger_path, lock_path
 from daemon.ingest.ledger import Ledger, UnitRecord, unit_id
-from daemon.ingest.service import STATE_DIR, ledger_path
 from daemon.layouts import reader
 from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import Plan, load_plan
@@ -67,7 +67,7 @@ def collect(experiment: Path, settings: Settings) -> dict[str, Any]:
     finally:
         ledger.close()
     store = settings.datastore_path(experiment)
-    pid = daemon_pid(store / STATE_DIR / "lock")
+    pid = daemon_pid(lock_path(store))
     states = shown_states(units, daemon_running=pid is not None)
     counts = dict.fromkeys(("pending", "running", INTERRUPTED, "done", "failed"), 0)
     counts.update(Counter(states.values()))

@@ -24,8 +24,8 @@ from support.experiment import (
     write_config,
 )
 
+from daemon.datastore.statedir import ledger_path
 from daemon.ingest.ledger import Ledger, UnitRecord
-from daemon.ingest.service import ledger_path
 from daemon.simulate.microscope import SimulationSettings, simulate
 
 STORE = "qi2labdatastore"

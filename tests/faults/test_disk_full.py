@@ -17,8 +17,8 @@ from support.experiment import raw_checksums, simulator_process
 from support.faults import fault_config, fill_disk, shrink, small_disk
 from support.layouts import LayoutCase, with_layout
 
+from daemon.datastore.statedir import ledger_path
 from daemon.ingest.ledger import Ledger
-from daemon.ingest.service import ledger_path
 from daemon.simulate.microscope import SimulationSettings, simulate
 
 SETTINGS = SimulationSettings(tiles=3, rounds=2, z=8, size=128, camera="orca", interval=0.03)

@@ -17,7 +17,7 @@ RESULT = UnitResult(
 
 
 def pool_for(ledger: Ledger, convert, count: int = 1, queue_size: int = 2) -> WorkerPool:
-    return WorkerPool(
+    pool = WorkerPool(
         ledger,
         convert,
         count=count,
@@ -27,6 +27,8 @@ def pool_for(ledger: Ledger, convert, count: int = 1, queue_size: int = 2) -> Wo
         retry_max_s=0.01,
         unit_fields=lambda tile, round_: {"unit": unit_id(tile, round_)},
     )
+    pool.start()
+    return pool
 
 
 def test_transient_errors_are_retried_until_success(tmp_path):

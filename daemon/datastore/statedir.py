@@ -1,0 +1,31 @@
+"""The daemon's own state inside a datastore folder (`.ingest/`): its files' names, one place.
+
+The writer (the daemon, or a backfill's client) keeps its ledger, lock and quality log here;
+the read side (`status`, `verify`, the page) finds them through the same names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+STATE_DIR = ".ingest"
+
+
+def state_dir(store_path: Path) -> Path:
+    """The state folder of the datastore at `store_path`."""
+    return store_path / STATE_DIR
+
+
+def ledger_path(store_path: Path) -> Path:
+    """Where a datastore's ledger lives; `status` and `verify` open it read-only."""
+    return state_dir(store_path) / "ledger.sqlite"
+
+
+def lock_path(store_path: Path) -> Path:
+    """The lock file its one writer holds ("pid host" inside, for messages and `status`)."""
+    return state_dir(store_path) / "lock"
+
+
+def unit_locks_dir(store_path: Path) -> Path:
+    """Per-unit lock files, for attempts of one unit that could overlap (backfill)."""
+    return state_dir(store_path) / "unit-locks"
