@@ -26,10 +26,10 @@ from daemon.config import Settings
 from daemon.datastore.layout import Entity
 from daemon.ingest.ledger import UnitRecord, UnitResult
 from daemon.layouts.base import EntryFacts, Layout, StagedEntry, unit_entities
-from daemon.layouts.seed import stage_zyx_um
 from daemon.pixels.camera import correct, orient
 from daemon.pixels.hotpixels import replace_hot_pixels
 from daemon.pixels.quality import measure
+from daemon.pixels.stage import stage_zyx_flipped_negated
 from daemon.products.preview import MosaicPreview
 from daemon.products.qualitylog import QualityLog, QualityRow
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
@@ -153,7 +153,9 @@ class UnitSource:
     def stage_zyx_um(self) -> list[float]:
         """The tile's stage position as [z, y, x] µm, a flipped axis negated: the frame of
         `Layout.stage_frame`, whatever the layout stores."""
-        return stage_zyx_um(self.stage_xyz_um, self.acq)
+        return stage_zyx_flipped_negated(
+            self.stage_xyz_um, self.acq.stage_flip_x, self.acq.stage_flip_y
+        )
 
 
 @contextmanager

@@ -28,15 +28,10 @@ from daemon.datastore.store import DataStore, StagedEntity
 from daemon.datastore.validators import ENTITY_ARRAYS as ENTITY_ARRAY_RULES
 from daemon.layouts.base import CalibrationData, EntryFacts, Layout
 from daemon.pixels.camera import orient
+from daemon.pixels.stage import stage_zyx_flipped_negated
 from daemon.raw.acquisition import Acquisition
 
 ENTRY_ARRAYS = ("camera_data", "corrected_data")
-
-
-def stage_zyx_um(position_xyz: tuple[float, float, float], acq: Acquisition) -> list[float]:
-    """Stage position as [z, y, x] µm; a flipped stage axis is stored negated (see the docs)."""
-    x, y, z = position_xyz
-    return [z, -y if acq.stage_flip_y else y, -x if acq.stage_flip_x else x]
 
 
 class _SeedStage:
@@ -101,7 +96,9 @@ class SeedLayout(Layout):
     def entry_attributes(self, facts: EntryFacts) -> dict[str, Any]:
         acq = facts.acq
         attrs: dict[str, Any] = {
-            "stage_zyx_um": stage_zyx_um(facts.stage_xyz_um, acq),
+            "stage_zyx_um": stage_zyx_flipped_negated(
+                facts.stage_xyz_um, acq.stage_flip_x, acq.stage_flip_y
+            ),
             "stage_flipped_axes": [
                 axis
                 for axis, flipped in (("y", acq.stage_flip_y), ("x", acq.stage_flip_x))

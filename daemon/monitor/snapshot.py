@@ -20,7 +20,7 @@ from daemon.config import Settings
 from daemon.datastore.statedir import ledger_path, state_dir
 from daemon.ingest.ledger import UnitRecord
 from daemon.layouts import Layout, reader
-from daemon.monitor.status import NoDatastoreError, _readable_plan, collect, open_ledger
+from daemon.monitor.status import NoDatastoreError, collect, open_ledger, readable_plan
 from daemon.products.preview import PREVIEW_DIR, preview_names
 from daemon.products.qualitylog import QUALITY_DB, QualityLog
 from daemon.raw.errors import NotReadyError, RawDataError
@@ -96,7 +96,7 @@ class Snapshots:
             return {"experiment": str(self.experiment), "datastore": None, "health": "no datastore"}
         report = collect(self.experiment, self.settings)
         units = self.units()
-        plan = _readable_plan(self.experiment / "raw_data", self.settings)
+        plan = readable_plan(self.experiment / "raw_data", self.settings)
         now = time.time()
         unit_name = self._naming().unit_name
         rows = self.quality()

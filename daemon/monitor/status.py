@@ -72,7 +72,7 @@ def collect(experiment: Path, settings: Settings) -> dict[str, Any]:
     counts = dict.fromkeys(("pending", "running", INTERRUPTED, "done", "failed"), 0)
     counts.update(Counter(states.values()))
     raw_dir = experiment / "raw_data"
-    plan = _readable_plan(raw_dir, settings)
+    plan = readable_plan(raw_dir, settings)
     acquiring = being_written(raw_dir, plan, set(states))
     round_name = _round_namer(store, settings)
     expected = plan.num_tiles * plan.num_rounds if plan is not None else None
@@ -204,7 +204,7 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join((label.ljust(LABEL) + text).rstrip() for label, text in labelled)
 
 
-def _readable_plan(raw_dir: Path, settings: Settings) -> Plan | None:
+def readable_plan(raw_dir: Path, settings: Settings) -> Plan | None:
     """The plan if raw_data's CSVs are there and valid; the grid then shows unseen units."""
     try:
         return load_plan(raw_dir, settings.raw)
