@@ -43,7 +43,7 @@ from daemon.ingest.workers import WorkerPool
 from daemon.layouts import open_layout
 from daemon.logs import get_logger
 from daemon.products.preview import PREVIEW_DIR, MosaicPreview
-from daemon.products.qualitylog import QUALITY_DB, QUALITY_TABLE, QualityLog, QualityPublisher
+from daemon.products.qualitylog import QUALITY_DB, QualityLog
 from daemon.raw.experiment import Plan
 
 # Only writing fills a disk or meets a read-only one, and raw data is only ever read: such an
@@ -120,9 +120,7 @@ class IngestService:
                 log_interval_s=settings.status.ingest_log_interval_s,
                 heartbeat_s=settings.status.heartbeat_s,
                 identity=self.identity,
-            )
-            self.quality_publisher = QualityPublisher(
-                self.quality, store_path / QUALITY_TABLE, settings.status.ingest_log_interval_s
+                quality=self.quality,
             )
             self._converter = UnitConverter(
                 self.raw_dir,
@@ -230,7 +228,6 @@ class IngestService:
         self._requeue()
         self._dispatch()
         self._publish(self.publisher.maybe_publish)
-        self._publish(lambda _plan, _calibrated: self.quality_publisher.maybe_publish())
         if progress is not None:
             progress(self.ledger.counts())
         if self._healthy():
@@ -375,7 +372,6 @@ class IngestService:
         self.identity["stopped_at"] = iso_time(time.time())
         try:
             self._publish(self.publisher.publish)
-            self._publish(lambda _plan, _calibrated: self.quality_publisher.publish())
         except (OSError, sqlite3.Error) as exc:  # the ledger has it all; the next start publishes
             self.log.error("final publication failed", error=describe(exc))
         counts = self.ledger.counts()

@@ -22,6 +22,7 @@ from daemon.datastore.jsonio import atomic_write
 from daemon.datastore.layout import INGEST_LOG, Entity
 from daemon.ingest.ledger import Ledger, UnitRecord
 from daemon.layouts.base import Layout, unit_entities
+from daemon.products.qualitylog import QUALITY_TABLE, QualityLog, quality_table
 from daemon.raw.experiment import Plan
 
 DAEMON_KEYS = ("pid", "host", "version", "started_at", "stopped_at")  # the daemon's identity
@@ -118,12 +119,14 @@ def iso_time(seconds: float) -> str:
 
 
 class StatePublisher:
-    """Rewrites datastore.json and ingest_log.parquet from the ledger when it has changed.
+    """Rewrites datastore.json and ingest_log.parquet from the ledger when it has changed, and
+    quality.parquet from the quality log (given one): the one writer of the published views,
+    with one throttle.
 
     datastore.json is what downstream analysis polls to start on a tile, so it follows each
     change of the ledger within `state_interval_s`; the Parquet log is for people and
-    notebooks and follows every `log_interval_s` at most. Both are rebuilt whole, so each
-    rewrite costs more as a run grows: a file is never rewritten sooner than
+    notebooks and follows every `log_interval_s` at most, as does the quality table. All are
+    rebuilt whole, so each rewrite costs more as a run grows: a file is never rewritten sooner than
     `COST_FACTOR` times its last rewrite took, which caps this bookkeeping at a fixed share of
     the main thread however many units the run has. `publish()` writes both at once.
 
@@ -145,36 +148,46 @@ class StatePublisher:
         log_interval_s: float,
         heartbeat_s: float = math.inf,
         identity: Mapping[str, Any] | None = None,
+        quality: QualityLog | None = None,
     ) -> None:
         self._store = store
         self._ledger = ledger
+        self._quality = quality
         self._heartbeat_s = heartbeat_s
         self._identity = identity if identity is not None else {}
         self._intervals = {"state": state_interval_s, "log": log_interval_s}
-        self._last = {"state": 0.0, "log": 0.0}
-        self._cost = {"state": 0.0, "log": 0.0}
-        self._published: dict[str, tuple[int, bool] | None] = {"state": None, "log": None}
+        if quality is not None:
+            self._intervals["quality"] = log_interval_s
+        self._last = dict.fromkeys(self._intervals, 0.0)
+        self._cost = dict.fromkeys(self._intervals, 0.0)
+        self._published: dict[str, tuple[int, bool] | None] = dict.fromkeys(self._intervals)
         owned = {"updated_at", *(DAEMON_KEYS if identity is not None else ())}
         self._kept = {k: v for k, v in _daemon_block(store).items() if k not in owned}
 
     def maybe_publish(self, plan: Plan | None, calibrations: bool) -> None:
-        """Rewrite whichever file is behind the ledger and has not been written for a while."""
+        """Rewrite whichever file is behind its source and has not been written for a while."""
         now = time.monotonic()
-        version = (self._ledger.changes, calibrations)
         for key, published in self._published.items():
+            version = self._version(key, calibrations)
             wait_s = max(self._intervals[key], self.COST_FACTOR * self._cost[key])
             beat = key == "state" and now - self._last[key] >= max(wait_s, self._heartbeat_s)
             if (published != version and now - self._last[key] >= wait_s) or beat:
                 self._write(key, plan, calibrations)
 
     def publish(self, plan: Plan | None, calibrations: bool) -> None:
-        """Rewrite both files now."""
+        """Rewrite every file now."""
         for key in self._published:
             self._write(key, plan, calibrations)
 
+    def _version(self, key: str, calibrations: bool) -> tuple[int, bool]:
+        """What a file was written from: its source's committed changes (and the flag)."""
+        if key == "quality" and self._quality is not None:
+            return (self._quality.changes, False)
+        return (self._ledger.changes, calibrations)
+
     def _write(self, key: str, plan: Plan | None, calibrations: bool) -> None:
         started = time.monotonic()
-        version = (self._ledger.changes, calibrations)
+        version = self._version(key, calibrations)
         if key == "state":
             if plan is not None and self._store.refreshes_entries:
                 units = self._ledger.units()
@@ -189,9 +202,12 @@ class StatePublisher:
             updated_at = self._identity.get("stopped_at") or iso_time(time.time())
             daemon = {**self._kept, **self._identity, "updated_at": updated_at}
             self._store.publish_state(calibrations, complete, summary, daemon)
-        else:
+        elif key == "log":
             table = ingest_log_table(self._ledger.units(), plan)
             atomic_write(self._store.path / INGEST_LOG, lambda f: pq.write_table(table, f))
+        elif self._quality is not None:
+            rows = quality_table(self._quality.rows())
+            atomic_write(self._store.path / QUALITY_TABLE, lambda f: pq.write_table(rows, f))
         self._published[key] = version
         self._last[key] = time.monotonic()
         self._cost[key] = self._last[key] - started

@@ -20,9 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from daemon.datastore.jsonio import atomic_write
 from daemon.datastore.sqlite import Database
 from daemon.pixels.quality import EntryQuality, fiducial_relative, fiducial_signals
 
@@ -185,31 +183,3 @@ def quality_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
     """Quality rows as an Arrow table with QUALITY_SCHEMA."""
     plain = [r | {"measured_at": int(r["measured_at"] * 1000)} for r in rows]
     return pa.Table.from_pylist(plain, schema=QUALITY_SCHEMA)
-
-
-class QualityPublisher:
-    """Rewrites quality.parquet from the quality log when it changed, at most once per
-    `interval_s` (and at the end), atomically."""
-
-    def __init__(self, log: QualityLog, table_path: Path, interval_s: float) -> None:
-        self._log = log
-        self._path = table_path
-        self._interval_s = interval_s
-        self._published = -1
-        self._last = 0.0
-
-    def maybe_publish(self) -> None:
-        """Rewrite if behind the log and not written for `interval_s`."""
-        if (
-            self._published != self._log.changes
-            and time.monotonic() - self._last >= self._interval_s
-        ):
-            self.publish()
-
-    def publish(self) -> None:
-        """Rewrite now."""
-        changes = self._log.changes
-        table = quality_table(self._log.rows())
-        atomic_write(self._path, lambda f: pq.write_table(table, f))
-        self._published = changes
-        self._last = time.monotonic()
