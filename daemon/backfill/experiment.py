@@ -23,6 +23,7 @@ from daemon.layouts import open_layout
 from daemon.logs import get_logger
 from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import load_plan
+from daemon.states import UnitState
 
 
 class BackfillError(RuntimeError):
@@ -115,5 +116,5 @@ class ExperimentRun:
         return [
             (self.store.unit_name(r.tile, r.round), r)
             for r in self.ledger.units()
-            if r.state == "failed"
+            if r.state == UnitState.FAILED
         ]

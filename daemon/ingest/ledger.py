@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.datastore.sqlite import Database
+from daemon.states import LEDGER_STATES, UnitState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS units (
@@ -197,7 +198,7 @@ class Ledger:
         redoes nothing and a failed unit waits for its source to change.
         """
         uid = unit_id(tile, round_)
-        state = "failed" if broken else "pending"
+        state = UnitState.FAILED if broken else UnitState.PENDING
         with self._transaction() as db:
             row = db.execute(
                 "SELECT state, dataset, fingerprint FROM units WHERE unit_id = ?", (uid,)
@@ -210,11 +211,11 @@ class Ledger:
                 )
                 return not broken
             if (row["dataset"], row["fingerprint"]) == (dataset, fingerprint):
-                return row["state"] == "pending"
-            if row["state"] == "running":
+                return row["state"] == UnitState.PENDING
+            if row["state"] == UnitState.RUNNING:
                 # The worker read the old source: the row keeps the new one (and its verdict in
                 # `error`) while the unit runs, and the attempt's end cannot mark it done.
-                state = "running"
+                state = UnitState.RUNNING
             db.execute(
                 "UPDATE units SET state = ?, dataset = ?, fingerprint = ?, error = ?,"
                 " environmental = 0, attempts = 0, seen_at = ? WHERE unit_id = ?",
@@ -242,7 +243,7 @@ class Ledger:
                     (uid, tile, round_, dataset, error, time.time(), time.time()),
                 )
                 return True
-            if row["dataset"] == dataset or row["state"] == "running":
+            if row["dataset"] == dataset or row["state"] == UnitState.RUNNING:
                 return False
             db.execute(
                 "UPDATE units SET state = 'failed', dataset = ?, fingerprint = '', error = ?,"
@@ -376,7 +377,7 @@ class Ledger:
     def counts(self) -> dict[str, int]:
         """How many units are in each state."""
         rows = self._db.query("SELECT state, COUNT(*) FROM units GROUP BY state")
-        counts = dict.fromkeys(("pending", "running", "done", "failed"), 0)
+        counts = dict.fromkeys(LEDGER_STATES, 0)
         counts.update({r[0]: r[1] for r in rows})
         return counts
 

@@ -37,6 +37,7 @@ from daemon.logs import get_logger
 from daemon.raw.errors import DatasetError, MetadataError, NotReadyError, RawDataError
 from daemon.raw.experiment import METADATA_FILES, Plan, load_plan
 from daemon.raw.ndtiff import RawDataset, check_dataset, dataset_fingerprint
+from daemon.states import UnitState
 
 STAGE_SUFFIX = "_stage_positions.csv"
 MTIME_SLACK_S = 1.0
@@ -220,7 +221,11 @@ class Planner:
         raw_round, tile, _ = parsed
         record = self._ledger.get(unit_id(tile, raw_round - 1))
         path = self.raw_dir / name
-        if record is None or record.state != "failed" or str(path) not in (record.error or ""):
+        if (
+            record is None
+            or record.state != UnitState.FAILED
+            or str(path) not in (record.error or "")
+        ):
             return
         try:
             changed = path.lstat().st_mtime

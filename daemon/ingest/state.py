@@ -24,6 +24,7 @@ from daemon.ingest.ledger import Ledger, UnitRecord
 from daemon.layouts.base import Layout, unit_entities
 from daemon.products.qualitylog import QUALITY_TABLE, QualityLog, quality_table
 from daemon.raw.experiment import Plan
+from daemon.states import LEDGER_STATES, UnitState
 
 DAEMON_KEYS = ("pid", "host", "version", "started_at", "stopped_at")  # the daemon's identity
 INGEST_LOG_SCHEMA = pa.schema(
@@ -58,17 +59,17 @@ def ingestion_summary(
     layout numbers them (`first_round`) and failed units keyed by their round entry's name.
     """
     tiles: dict[str, dict[str, Any]] = {}
-    totals = {"pending": 0, "running": 0, "done": 0, "failed": 0}
+    totals = dict.fromkeys(LEDGER_STATES, 0)
     for tile, round_, state, error in states:
         totals[state] += 1
         entry = tiles.setdefault(
             layout.tile_name(tile), {"rounds_done": [], "bits_done": [], "failed": {}}
         )
-        if state == "done":
+        if state == UnitState.DONE:
             entry["rounds_done"].append(round_ + store.first_round)
             if plan is not None:
                 entry["bits_done"].extend(plan.readout_bits(round_ + 1))
-        elif state == "failed":
+        elif state == UnitState.FAILED:
             entry["failed"][store.entry_relpath(Entity.round(tile, round_)).name] = error
     for entry in tiles.values():
         entry["bits_done"].sort()
@@ -191,7 +192,7 @@ class StatePublisher:
         if key == "state":
             if plan is not None and self._store.refreshes_entries:
                 units = self._ledger.units()
-                done = [(u.tile, u.round, u.dataset) for u in units if u.state == "done"]
+                done = [(u.tile, u.round, u.dataset) for u in units if u.state == UnitState.DONE]
                 self._store.refresh_entries(plan, done)
             summary = ingestion_summary(self._ledger.states(), plan, self._store)
             complete = (

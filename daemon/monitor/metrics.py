@@ -21,10 +21,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from daemon.monitor.snapshot import Snapshots
+from daemon.states import LEDGER_STATES, UnitState
 
 # Unit conversion seconds: a unit of 2 x 60 x 2048^2 takes ~5 s on the benchmark machine.
 BUCKETS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
-STATES = ("pending", "running", "done", "failed")
 QUALITY_MEASURES = (
     "mean",
     "median",
@@ -46,10 +46,10 @@ class RunCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         units = self._snapshots.units()
         states = GaugeMetricFamily("qi2lab_ingest_units", "Units by state", labels=["state"])
-        for state in STATES:
+        for state in LEDGER_STATES:
             states.add_metric([state], sum(u.state == state for u in units))
         yield states
-        done = [u for u in units if u.state == "done"]
+        done = [u for u in units if u.state == UnitState.DONE]
         yield CounterMetricFamily(
             "qi2lab_ingest_bytes",
             "Raw bytes of the units ingested",
@@ -68,7 +68,7 @@ class RunCollector(Collector):
         yield GaugeMetricFamily(
             "qi2lab_ingest_backlog_units",
             "Units seen and not finished (pending or running)",
-            value=sum(u.state in ("pending", "running") for u in units),
+            value=sum(u.state in (UnitState.PENDING, UnitState.RUNNING) for u in units),
         )
         last = max((u.finished_at or 0.0 for u in done), default=None)
         yield GaugeMetricFamily(

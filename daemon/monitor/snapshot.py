@@ -25,6 +25,7 @@ from daemon.products.preview import PREVIEW_DIR, preview_names
 from daemon.products.qualitylog import QUALITY_DB, QualityLog
 from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import Plan, read_stage_position
+from daemon.states import UnitState
 
 RECENT_EVENTS = 20
 HISTORY_POINTS = 200
@@ -101,7 +102,9 @@ class Snapshots:
         unit_name = self._naming().unit_name
         rows = self.quality()
         positions = as_stored(self._positions.of(plan), rows)
-        last_done = max((u.finished_at or 0.0 for u in units if u.state == "done"), default=None)
+        last_done = max(
+            (u.finished_at or 0.0 for u in units if u.state == UnitState.DONE), default=None
+        )
         report |= {
             "now": now,
             "tiles": {str(t): {"x": x, "y": y} for t, (x, y) in sorted(positions.items())},
@@ -157,7 +160,7 @@ def failures(units: list[UnitRecord], unit_name: Callable[[int, int], str]) -> l
     found = [
         {"t": _ended(u), "unit": unit_name(u.tile, u.round), "dataset": u.dataset, "error": u.error}
         for u in units
-        if u.state == "failed"
+        if u.state == UnitState.FAILED
     ]
     return sorted(found, key=lambda f: f["t"], reverse=True)
 
@@ -173,9 +176,9 @@ def history(units: list[UnitRecord]) -> list[dict[str, float]]:
     changes: list[tuple[float, int, int, float]] = []  # (t, d_backlog, d_done, d_mb)
     for u in units:
         changes.append((u.seen_at, 1, 0, 0.0))
-        if u.state == "failed" or (u.state == "done" and u.finished_at is not None):
-            mb = (u.source_bytes or 0) / 1e6 if u.state == "done" else 0.0
-            changes.append((_ended(u), -1, int(u.state == "done"), mb))
+        if u.state == UnitState.FAILED or (u.state == UnitState.DONE and u.finished_at is not None):
+            mb = (u.source_bytes or 0) / 1e6 if u.state == UnitState.DONE else 0.0
+            changes.append((_ended(u), -1, int(u.state == UnitState.DONE), mb))
     changes.sort(key=lambda c: (c[0], -c[1]))  # seen before finished at the same time
     points, backlog, done, mb = [], 0, 0, 0.0
     for t, d_backlog, d_done, d_mb in changes:
@@ -198,7 +201,7 @@ def events(units: list[UnitRecord], unit_name: Callable[[int, int], str]) -> lis
         found.append({"t": u.seen_at, "event": "seen", "unit": name})
         if u.started_at is not None:
             found.append({"t": u.started_at, "event": "started", "unit": name})
-        if u.state == "failed" or (u.state == "done" and u.finished_at is not None):
+        if u.state == UnitState.FAILED or (u.state == UnitState.DONE and u.finished_at is not None):
             found.append({"t": _ended(u), "event": u.state, "unit": name, "error": u.error})
     found.sort(key=lambda e: e["t"], reverse=True)
     older_failures = [e for e in found[RECENT_EVENTS:] if e["event"] == "failed"]

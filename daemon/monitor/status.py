@@ -31,10 +31,8 @@ from daemon.layouts import reader
 from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import Plan, load_plan
 from daemon.raw.ndtiff import check_dataset
+from daemon.states import LEDGER_STATES, UnitState
 
-NOT_SEEN = "not seen"  # a unit of the plan whose dataset the daemon has not recorded yet
-ACQUIRING = "acquiring"  # ... whose dataset is in raw_data and still being written
-INTERRUPTED = "interrupted"  # a unit left `running` in the ledger by a daemon that is gone
 RECENT_UNITS = 10  # throughput is measured over this many most recently finished units
 LABEL = 12  # width of the label column of the text report
 
@@ -69,7 +67,7 @@ def collect(experiment: Path, settings: Settings) -> dict[str, Any]:
     store = settings.datastore_path(experiment)
     pid = daemon_pid(lock_path(store))
     states = shown_states(units, daemon_running=pid is not None)
-    counts = dict.fromkeys(("pending", "running", INTERRUPTED, "done", "failed"), 0)
+    counts = dict.fromkeys((*LEDGER_STATES, UnitState.INTERRUPTED), 0)
     counts.update(Counter(states.values()))
     raw_dir = experiment / "raw_data"
     plan = readable_plan(raw_dir, settings)
@@ -78,7 +76,7 @@ def collect(experiment: Path, settings: Settings) -> dict[str, Any]:
     expected = plan.num_tiles * plan.num_rounds if plan is not None else None
     speed = throughput(units)
     mb_per_s = speed["mb_s"]
-    backlog = counts["pending"] + counts["running"] + counts[INTERRUPTED]
+    backlog = counts["pending"] + counts["running"] + counts[UnitState.INTERRUPTED]
     unit_mb = _mean_unit_mb(units)
     backlog_mb = round(unit_mb * backlog, 3) if backlog and unit_mb else None
     eta_s = round(backlog_mb / mb_per_s, 1) if backlog_mb and mb_per_s and pid else None
@@ -96,7 +94,7 @@ def collect(experiment: Path, settings: Settings) -> dict[str, Any]:
             ),
         },
         "grid": _grid(units, states, plan, acquiring, round_name),
-        "failed": {u.unit_id: u.error for u in units if u.state == "failed"},
+        "failed": {u.unit_id: u.error for u in units if u.state == UnitState.FAILED},
         "throughput": speed,
         "backlog": {"units": backlog, "mb": backlog_mb},
         "eta_s": eta_s,
@@ -108,7 +106,9 @@ def shown_states(units: Sequence[UnitRecord], daemon_running: bool) -> dict[str,
     was left by one that died (kill -9, power loss) and is `interrupted`, to be redone by the
     next daemon's start; nothing is converting it."""
     return {
-        u.unit_id: INTERRUPTED if u.state == "running" and not daemon_running else u.state
+        u.unit_id: UnitState.INTERRUPTED
+        if u.state == UnitState.RUNNING and not daemon_running
+        else u.state
         for u in units
     }
 
@@ -153,7 +153,7 @@ def throughput(units: Sequence[UnitRecord]) -> dict[str, Any]:
     them, what one worker can do.
     """
     finished = sorted(
-        (u for u in units if u.state == "done" and u.finished_at and u.started_at),
+        (u for u in units if u.state == UnitState.DONE and u.finished_at and u.started_at),
         key=lambda u: u.finished_at or 0.0,
     )[-RECENT_UNITS:]
     if not finished:
@@ -234,12 +234,12 @@ def _grid(
 ) -> dict[str, dict[str, str]]:
     """{tileNNNN: {round name: state}} over the plan's tiles and rounds and every known unit
     (in its `shown` state)."""
-    states = dict.fromkeys(acquiring, ACQUIRING) | shown
+    states = dict.fromkeys(acquiring, UnitState.ACQUIRING) | shown
     tiles = {u.tile for u in units} | set(range(plan.num_tiles if plan else 0))
     rounds = {u.round for u in units} | set(range(plan.num_rounds if plan else 0))
     return {
         layout.tile_name(t): {
-            round_name(r): states.get(unit_id(t, r), NOT_SEEN) for r in sorted(rounds)
+            round_name(r): states.get(unit_id(t, r), UnitState.NOT_SEEN) for r in sorted(rounds)
         }
         for t in sorted(tiles)
     }
@@ -254,7 +254,7 @@ def _round_namer(store: Path, settings: Settings) -> Callable[[int], str]:
 
 
 def _mean_unit_mb(units: Sequence[UnitRecord]) -> float | None:
-    sizes = [u.source_bytes for u in units if u.state == "done" and u.source_bytes]
+    sizes = [u.source_bytes for u in units if u.state == UnitState.DONE and u.source_bytes]
     return sum(sizes) / len(sizes) / 1e6 if sizes else None
 
 
@@ -276,7 +276,13 @@ def _grid_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
 def _counts_line(units: dict[str, Any]) -> str:
     total = f" of {units['expected']}" if units["expected"] is not None else ""
     parts = [f"{units['done']}{total} done"]
-    shown = ("running", INTERRUPTED, "pending", "failed", "acquiring")
+    shown = (
+        UnitState.RUNNING,
+        UnitState.INTERRUPTED,
+        UnitState.PENDING,
+        UnitState.FAILED,
+        UnitState.ACQUIRING,
+    )
     parts += [f"{units[s]} {s}" for s in shown if units[s]]
     if units["not_seen"]:
         parts.append(f"{units['not_seen']} not seen yet")

@@ -33,6 +33,7 @@ from daemon.monitor.status import open_ledger
 from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import Plan, load_plan
 from daemon.raw.ndtiff import RawDataset
+from daemon.states import UnitState
 
 
 class CannotVerifyError(RuntimeError):
@@ -68,11 +69,11 @@ def verify(experiment: Path, settings: Settings, report: Callable[[str], None]) 
     except (NotReadyError, RawDataError) as exc:
         raise CannotVerifyError(f"cannot read the plan: {exc}") from None
     store = reader(settings.datastore_path(experiment), settings.raw)
-    done = [(u.tile, u.round, u.dataset) for u in units if u.state == "done"]
+    done = [(u.tile, u.round, u.dataset) for u in units if u.state == UnitState.DONE]
     store.refresh_entries(plan, done, write=False)
     summary = Summary(not_seen=max(0, plan.num_tiles * plan.num_rounds - len(units)))
     for unit in units:
-        if unit.state != "done":
+        if unit.state != UnitState.DONE:
             summary.not_done += 1
             continue
         summary.units += 1
