@@ -32,7 +32,8 @@ from daemon.datastore.store import DataStore
 from daemon.ingest.ledger import Ledger
 from daemon.ingest.planner import check_unit_files
 from daemon.raw.experiment import load_plan
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 HERE = Path(__file__).resolve().parent
 # ingest-trim: ingest in the environment a Dask nanny gives its worker processes

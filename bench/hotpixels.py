@@ -36,7 +36,8 @@ from daemon.ingest.unit import UnitConverter
 from daemon.pixels.camera import correct
 from daemon.pixels.hotpixels import replace_hot_pixels
 from daemon.raw.ndtiff import RawDataset
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 HERE = Path(__file__).resolve().parent
 BEGIN, END = markers("hotpixels")

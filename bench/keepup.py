@@ -26,7 +26,7 @@ from harness import MB, DaemonProcess, median, remove, write_config
 from paced import completed_at
 from report import Row, Section, table
 
-from daemon.simulate.microscope import SimulationSettings
+from daemon.simulate.settings import SimulationSettings
 
 PACED = Path(__file__).resolve().with_name("paced.py")
 GOAL_MBPS = 150.0

@@ -28,7 +28,8 @@ from typing import Any
 from harness import DaemonProcess, median, read_events, run_daemon, write_config
 from report import markers, write_block
 
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 HERE = Path(__file__).resolve().parent
 BEGIN, END = markers("monitor")

@@ -6,11 +6,11 @@
 Rendering a 2048 px plane takes the simulator longer than a camera takes to expose it, so a
 paced run would measure the renderer. Here every (color, z) plane of one dataset is rendered
 once (`prerender`, into PLANES.npy) and each dataset of the run writes those same pixels
-through the simulator's NDTiff writer (`daemon.simulate.simulate`, `render=`), with its own
-metadata, stage positions and CSVs. Plane k of the run is written when k x plane bytes / RATE
-seconds have passed since the first (a schedule, so the writer's own time does not slow the
-pace). It prints one JSON line: the scheduled and the actual duration, so a caller can check
-that the writer kept its schedule.
+through the simulator's NDTiff writer (`daemon.simulate.microscope.simulate`, `render=`), with
+its own metadata, stage positions and CSVs. Plane k of the run is written when k x plane
+bytes / RATE seconds have passed since the first (a schedule, so the writer's own time does
+not slow the pace). It prints one JSON line: the scheduled and the actual duration, so a
+caller can check that the writer kept its schedule.
 
 A dataset is complete when its writer finishes it; the newest modification time of its files
 is that instant (`completed_at`), with no polling.
@@ -26,13 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from daemon.simulate.microscope import (
-    Renderer,
-    SimulationSettings,
-    plane_order,
-    render_plane,
-    simulate,
-)
+from daemon.simulate.microscope import Renderer, plane_order, simulate
+from daemon.simulate.sample import render_plane
+from daemon.simulate.settings import SimulationSettings
 
 
 class RatePacer:

@@ -40,7 +40,8 @@ from steps import step_costs
 from throughput import Bench, memory_peaks, whole_process
 
 from daemon.datastore.arrays import make_context
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 SECTIONS = ("throughput", "live", "memory", "scaling", "codecs", "keepup", "profile")
 HERE = Path(__file__).resolve().parent

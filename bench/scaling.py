@@ -16,7 +16,8 @@ from pathlib import Path
 from harness import DaemonRun, median, remove, rss_start_end, run_daemon, write_config
 from report import Row, Section, table
 
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 TINY = {"z": 2, "size": 32, "channels": 2}
 SMALL_TILES, SMALL_ROUNDS = 5, 2  # 10 units
@@ -102,7 +103,8 @@ def scaling(work: Path, big_tiles: int) -> tuple[Section, list[Row], list[str]]:
     body = [
         f"Tiny datasets ({TINY['z']} z x {TINY['size']}x{TINY['size']} px x {TINY['channels']}"
         f" channels, 2 entities per unit): {SMALL_TILES} tiles x {SMALL_ROUNDS} rounds and"
-        f" {big_tiles} tiles x {BIG_ROUNDS} rounds, both from `daemon.simulate.simulate`."
+        f" {big_tiles} tiles x {BIG_ROUNDS} rounds, both from"
+        " `daemon.simulate.microscope.simulate`."
         " The 10-unit run is repeated (before and after the big one) and its median taken.",
         "",
         *table(

@@ -14,16 +14,11 @@ from daemon.raw.acquisition import resolve_acquisition
 from daemon.raw.defaults import RawDefaults
 from daemon.raw.experiment import load_plan, read_stage_position
 from daemon.raw.ndtiff import RawDataset
-from daemon.simulate.microscope import (
-    OFFSET_ADU,
-    STAGE_JITTER_UM,
-    SimulationError,
-    SimulationSettings,
-    hot_pixels,
-    render_plane,
-    simulate,
-    stage_position,
-)
+from daemon.simulate.cameras import OFFSET_ADU, hot_pixels
+from daemon.simulate.microscope import simulate
+from daemon.simulate.sample import render_plane
+from daemon.simulate.settings import SimulationError, SimulationSettings
+from daemon.simulate.stage import STAGE_JITTER_UM, stage_position
 
 SMALL = SimulationSettings(tiles=2, rounds=2, z=3, size=64, camera="flir")
 

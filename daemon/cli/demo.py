@@ -36,7 +36,7 @@ from daemon.monitor.status import NoDatastoreError, collect, open_ledger, render
 from daemon.monitor.verify import verify
 from daemon.monitor.web import WebServer, open_server
 from daemon.raw.experiment import METADATA_FILES
-from daemon.simulate.microscope import SimulationSettings
+from daemon.simulate.settings import SimulationSettings
 
 # 9 datasets x 3 channels x 8 planes at 0.12 s a plane: about half a minute of acquisition.
 ACQUISITION = SimulationSettings(

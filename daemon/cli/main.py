@@ -154,7 +154,8 @@ def _run_simulate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from daemon.simulate.badtiles import BadTile, plane_hooks
-    from daemon.simulate.microscope import SimulationError, SimulationSettings, simulate
+    from daemon.simulate.microscope import simulate
+    from daemon.simulate.settings import SimulationError, SimulationSettings
 
     refusal = _raw_data_refusal("simulate", args.experiment)
     if refusal is not None:

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from daemon.simulate.microscope import COLOR_INDEX, OFFSET_ADU, PlaneHook, SimulationError
+from daemon.simulate.cameras import OFFSET_ADU
+from daemon.simulate.microscope import PlaneHook
+from daemon.simulate.settings import COLOR_INDEX, SimulationError
 
 KINDS = ("focus", "saturated", "dim-fiducial")
 FIDUCIAL_COLOR = "blue"

@@ -26,7 +26,8 @@ from support.experiment import (
 
 from daemon.datastore.statedir import ledger_path
 from daemon.ingest.ledger import Ledger, UnitRecord
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 STORE = "qi2labdatastore"
 THREE_RUNS = (

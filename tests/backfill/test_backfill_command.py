@@ -16,7 +16,8 @@ from support.experiment import check_store, expected_entries, write_config
 from daemon.backfill.command import ClusterOptions
 from daemon.backfill.command import backfill as run_backfill
 from daemon.config import Settings
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 TIMEOUT_S = 120
 

@@ -20,7 +20,8 @@ from support.experiment import raw_checksums
 from support.faults import fault_config, microscope, wait_for_path
 from support.layouts import LayoutCase, with_layout
 
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 SETTINGS = SimulationSettings(tiles=2, rounds=2, z=3, size=64, camera="orca", interval=0.01)
 

@@ -31,7 +31,8 @@ from support.faults import (
 )
 from support.layouts import LayoutCase, with_layout
 
-from daemon.simulate.microscope import SimulationSettings, simulate, write_dataset
+from daemon.simulate.microscope import simulate, write_dataset
+from daemon.simulate.settings import SimulationSettings
 
 SETTINGS = SimulationSettings(tiles=3, rounds=3, z=3, size=64, camera="orca", interval=0.01)
 

@@ -19,7 +19,8 @@ from support.layouts import LayoutCase, with_layout
 
 from daemon.datastore.statedir import ledger_path
 from daemon.ingest.ledger import Ledger
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 SETTINGS = SimulationSettings(tiles=3, rounds=2, z=8, size=128, camera="orca", interval=0.03)
 DISK_BYTES = 32 << 20

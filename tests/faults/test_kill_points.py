@@ -41,7 +41,8 @@ from support.processes import wait_until
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 # More datasets than the lives need, so that lives which finish more units than usual before
 # their kill lands (a loaded machine) still leave the later ones some.

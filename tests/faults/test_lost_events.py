@@ -27,7 +27,8 @@ from support.experiment import check_store, expected_entries, raw_checksums
 from support.faults import fault_config, microscope
 from support.layouts import LAYOUTS
 
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 SETTINGS = SimulationSettings(tiles=3, rounds=2, z=3, size=64, camera="orca", interval=0.01)
 FLOOD_FILES = 6000  # x3 events (create, open, close) > 16384, the default queue length

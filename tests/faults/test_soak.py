@@ -28,7 +28,8 @@ from support.experiment import check_store, expected_entries, raw_checksums
 from support.faults import fault_config, microscope
 from support.layouts import LAYOUTS
 
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 UNITS = int(os.environ.get("QI2LAB_SOAK_UNITS", "80"))
 WARM_UP = 0.1  # the first tenth of the units: imports settle, caches and arenas fill

@@ -27,7 +27,8 @@ from support.faults import (
 )
 from support.layouts import LayoutCase, with_layout
 
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 SETTINGS = SimulationSettings(tiles=2, rounds=2, z=4, size=64, camera="orca", interval=0.02)
 # (dataset, the file made unreadable, its unit's tile and datastore round)

@@ -19,7 +19,8 @@ from support.experiment import raw_checksums, simulator_process, tree_checksums
 from support.faults import fault_config, wait_for_path
 from support.layouts import LayoutCase, with_layout
 
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 SETTINGS = SimulationSettings(tiles=3, rounds=2, z=3, size=64, camera="flir", interval=0.01)
 NON_UTF8 = os.fsdecode(b"caf\xe9 \xff.txt")

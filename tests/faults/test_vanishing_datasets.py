@@ -24,7 +24,8 @@ from support.faults import fault_config, hung_open, microscope
 from support.layouts import LAYOUTS, LayoutCase, with_layout
 from support.processes import wait_until
 
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 SETTINGS = SimulationSettings(tiles=4, rounds=1, z=4, size=96, camera="flir", interval=0.01)
 REPLACEMENT = SimulationSettings(tiles=4, rounds=1, z=5, size=96, camera="flir", seed=9)

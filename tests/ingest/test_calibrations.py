@@ -11,7 +11,7 @@ import psfmodels
 import zarr
 from support.experiment import simulate_and_ingest
 
-from daemon.simulate.microscope import SimulationSettings
+from daemon.simulate.settings import SimulationSettings
 
 
 def test_psfs_are_the_reference_vectorial_model_normalised_to_sum_one(tmp_path):

@@ -10,7 +10,8 @@ from support.daemon import DaemonProcess, StatePoller
 from support.experiment import daemon_command, raw_checksums, simulator_process, write_config
 from support.layouts import LayoutCase
 
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 SETTINGS = SimulationSettings(tiles=3, rounds=3, z=8, size=256, camera="orca", interval=0.004)
 KILLS = 24

@@ -21,7 +21,8 @@ from support.experiment import (
     write_config,
 )
 
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 TIMEOUT_S = 120
 

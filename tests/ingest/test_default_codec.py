@@ -11,7 +11,7 @@ from typing import Any
 import zarr
 from support.experiment import simulate_and_ingest
 
-from daemon.simulate.microscope import SimulationSettings
+from daemon.simulate.settings import SimulationSettings
 
 # blosc zstd level 1 with byte-shuffle as each zarr format spells it (numcodecs' SHUFFLE = 1).
 DEFAULT_BLOSC = {

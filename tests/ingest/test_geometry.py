@@ -29,7 +29,7 @@ import zarr
 from support.experiment import simulate_and_ingest
 from support.layouts import LayoutCase
 
-from daemon.simulate.microscope import SimulationSettings
+from daemon.simulate.settings import SimulationSettings
 
 MAX_SHIFT_PX = 12  # the search range of the correlation around the shift the stages give
 # A 2 x 2 grid of tiles (0 1 / 2 3): neighbours along x, then along y.

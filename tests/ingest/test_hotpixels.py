@@ -12,7 +12,8 @@ from scipy import ndimage
 from support.experiment import reference_hot_pixels, simulate_and_ingest
 
 from daemon.pixels.hotpixels import replace_hot_pixels
-from daemon.simulate.microscope import SimulationSettings, render_plane
+from daemon.simulate.sample import render_plane
+from daemon.simulate.settings import SimulationSettings
 
 
 @pytest.mark.parametrize("shape", [(6, 40, 50), (1, 30, 30), (2, 17, 9)])

@@ -14,7 +14,8 @@ from support.daemon import DaemonProcess
 from support.experiment import read_state, write_config
 from support.processes import wait_until
 
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 # Put in front of `PYTHON -m daemon.cli ARGS`: runs that command line in this interpreter with
 # the main loop's period (`LOOP_PERIOD_S`) set to an hour.

@@ -18,7 +18,8 @@ import zarr
 from support.daemon import DaemonProcess
 from support.experiment import check_store, daemon_command, expected_entries, write_config
 
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 SETTINGS = SimulationSettings(tiles=2, rounds=2, z=3, size=48, channels=2, camera="orcav3")
 ENTRIES = 8  # 2 tiles x 2 rounds x 2 channels

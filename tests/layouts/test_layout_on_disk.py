@@ -14,7 +14,8 @@ from support.experiment import daemon_command, write_config
 from support.layouts import LAYOUTS, with_layout
 
 from daemon.config import configured_layout
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 V06 = LAYOUTS["merfish3d-v0.6"]
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.toml"

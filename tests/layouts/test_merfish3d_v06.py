@@ -23,7 +23,8 @@ from support.layouts import reference_stage, v06_expected_entries, with_layout
 from yaozarrs import v05, validate_ome_json
 
 from daemon.monitor.status import render
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 STATE_KEYS = [
     "Version",

@@ -21,7 +21,7 @@ from support.faults import corrupt_index
 from support.processes import Watched, wait_until
 
 from daemon.ingest.ledger import Ledger, UnitRecord
-from daemon.simulate.microscope import SimulationSettings
+from daemon.simulate.settings import SimulationSettings
 
 
 @dataclass

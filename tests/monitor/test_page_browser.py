@@ -17,7 +17,7 @@ from support.daemon import DaemonProcess
 from support.experiment import write_config
 from support.processes import wait_until
 
-from daemon.simulate.microscope import SimulationSettings
+from daemon.simulate.settings import SimulationSettings
 
 TILE_STATES = (
     "return Array.from(document.querySelectorAll('rect.tile'))"

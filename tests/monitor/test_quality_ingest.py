@@ -22,7 +22,8 @@ from support.layouts import v06_published_entries, with_layout
 
 from daemon.config import load_settings
 from daemon.monitor.snapshot import Snapshots
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 
 def test_ingest_writes_quality_rows_and_attributes(tmp_path):

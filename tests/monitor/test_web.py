@@ -15,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.experiment import daemon_command, write_config
 from support.processes import Watched, wait_until
 
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 TRAVERSALS = [
     "/../../etc/passwd",

@@ -20,7 +20,8 @@ from support.daemon import DaemonProcess
 from support.experiment import daemon_command, write_config
 from support.processes import WAIT_S, Watched, wait_until
 
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 
 class NotifySocket:

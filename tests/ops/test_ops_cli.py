@@ -16,7 +16,8 @@ from support.processes import WAIT_S
 
 from daemon import __version__
 from daemon.cli.main import build_parser
-from daemon.simulate.microscope import SimulationSettings, simulate, write_dataset
+from daemon.simulate.microscope import simulate, write_dataset
+from daemon.simulate.settings import SimulationSettings
 
 SMALL = SimulationSettings(tiles=2, rounds=2, z=4, size=64)
 

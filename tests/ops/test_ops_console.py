@@ -11,7 +11,8 @@ from pathlib import Path
 from ops_support import TIMESTAMP, in_terminal, screen_lines
 from support.experiment import daemon_command, log_events, write_config
 
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 SMALL = SimulationSettings(tiles=2, rounds=2, z=3, size=64)
 

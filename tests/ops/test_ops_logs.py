@@ -8,7 +8,8 @@ from pathlib import Path
 
 from support.experiment import daemon_command, log_events, write_config
 
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 UNIT_EVENTS = {
     "dataset seen",

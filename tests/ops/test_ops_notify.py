@@ -11,7 +11,8 @@ from ops_support import NotifySocket, start_daemon
 from support.experiment import write_config
 
 from daemon.config import ConfigError, load_settings
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 SMALL = SimulationSettings(tiles=2, rounds=1, z=3, size=64)
 

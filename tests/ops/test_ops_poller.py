@@ -20,7 +20,8 @@ from support.experiment import read_state, write_config
 from support.processes import wait_until
 
 from daemon import __version__
-from daemon.simulate.microscope import SimulationSettings, render_plane
+from daemon.simulate.sample import render_plane
+from daemon.simulate.settings import SimulationSettings
 
 STORE = "qi2labdatastore"
 

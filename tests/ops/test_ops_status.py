@@ -16,7 +16,8 @@ from support.daemon import DaemonProcess
 from support.experiment import simulator_process, write_config
 from support.processes import wait_until
 
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 STATES = ("pending", "running", "done", "failed")
 PACED = SimulationSettings(tiles=3, rounds=2, z=4, size=64, interval=0.03)

@@ -19,7 +19,8 @@ from support.experiment import log_events, write_config
 from support.faults import as_user, runtime_for, shared_folder
 from support.processes import WAIT_S
 
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 
 def tree(folder: Path) -> list[Path]:

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from daemon.raw.experiment import METADATA_FILES
-from daemon.simulate.microscope import NDTiffWriter, SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
+from daemon.simulate.writer import NDTiffWriter
 
 SMALL = {"tiles": 2, "rounds": 2, "z": 4, "size": 64}
 

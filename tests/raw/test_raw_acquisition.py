@@ -14,7 +14,7 @@ from daemon.raw.defaults import CameraDefaults, RawDefaults
 from daemon.raw.errors import DatasetError, MetadataError
 from daemon.raw.experiment import load_plan
 from daemon.raw.ndtiff import RawDataset
-from daemon.simulate.microscope import NDTiffWriter
+from daemon.simulate.writer import NDTiffWriter
 
 
 def resolve(raw, defaults=None, scan_raw=None):

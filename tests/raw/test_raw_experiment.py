@@ -9,7 +9,8 @@ from daemon.raw.csvfiles import parse_value
 from daemon.raw.defaults import ColorDefaults, RawDefaults
 from daemon.raw.errors import MetadataError, NotReadyError
 from daemon.raw.experiment import Plan, load_plan, read_stage_position
-from daemon.simulate.microscope import metadata_files, stage_position
+from daemon.simulate.stage import stage_position
+from daemon.simulate.writer import metadata_files
 
 
 def test_plan_matches_what_the_simulator_wrote(simulated):

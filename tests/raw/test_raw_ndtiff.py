@@ -20,7 +20,8 @@ from daemon.raw.ndtiff import (
     check_dataset,
     dataset_fingerprint,
 )
-from daemon.simulate.microscope import image_metadata, render_plane
+from daemon.simulate.sample import render_plane
+from daemon.simulate.writer import image_metadata
 
 COLORS = {"F-Blue": "blue", "F-Yellow": "yellow", "F-Red": "red"}
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from daemon.raw.ndtiff import RawDataset, check_dataset, dataset_fingerprint
-from daemon.simulate.microscope import SimulationSettings, render_plane
+from daemon.simulate.sample import render_plane
+from daemon.simulate.settings import SimulationSettings
 
 CHANNELS = ("F-Blue", "F-Yellow", "F-Red")
 COLORS = {"F-Blue": "blue", "F-Yellow": "yellow", "F-Red": "red"}

@@ -21,7 +21,9 @@ import numpy as np
 import zarr
 from scipy import ndimage
 
-from daemon.simulate.microscope import SimulationSettings, render_plane, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.sample import render_plane
+from daemon.simulate.settings import SimulationSettings
 from support.processes import Watched
 
 WAVELENGTHS_UM = {"blue": [0.488, 0.52], "yellow": [0.561, 0.58], "red": [0.635, 0.67]}

@@ -29,9 +29,7 @@ from typing import Any
 
 import daemon
 from daemon.raw.ndindex import parse_index
-from daemon.simulate.microscope import (
-    SimulationSettings,
-)
+from daemon.simulate.settings import SimulationSettings
 from support.environment import unavailable
 from support.experiment import simulator_process, write_config
 from support.processes import Watched, wait_until

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import zarr
 
-from daemon.simulate.microscope import SimulationSettings, render_plane
+from daemon.simulate.sample import render_plane
+from daemon.simulate.settings import SimulationSettings
 from support import experiment as seed
 
 
