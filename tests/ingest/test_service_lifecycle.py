@@ -14,7 +14,8 @@ from daemon.config import Settings
 from daemon.datastore.statedir import lock_path, state_dir
 from daemon.ingest.service import IngestService
 from daemon.products.qualitylog import QUALITY_DB
-from daemon.simulate.microscope import SimulationSettings, simulate
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
 
 
 def lock_is_free(path: Path) -> bool:
