@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from daemon.events import Event
+
 DAEMON = Path(sys.executable).with_name("qi2lab-ingest")
 MB = 1e6
 
@@ -46,22 +48,22 @@ class DaemonRun:
 
     def units_span_s(self) -> float:
         """First unit started to last unit done: conversion without start-up and shutdown."""
-        started = [e["t"] for e in self.named("unit started")]
-        done = [e["t"] for e in self.named("unit done")]
+        started = [e["t"] for e in self.named(Event.UNIT_STARTED)]
+        done = [e["t"] for e in self.named(Event.UNIT_DONE)]
         return max(done) - min(started) if started and done else float("nan")
 
     def fixed_costs_s(self) -> tuple[float, float]:
         """(process start to first unit started, last unit done to exit): what a run costs
         beyond its units, start-up (imports, plan, calibrations) and shutdown."""
-        started = [e["t"] for e in self.named("unit started")]
-        done = [e["t"] for e in self.named("unit done")]
+        started = [e["t"] for e in self.named(Event.UNIT_STARTED)]
+        done = [e["t"] for e in self.named(Event.UNIT_DONE)]
         if not started or not done:
             return float("nan"), float("nan")
         return min(started) - self.started_at, self.started_at + self.wall_s - max(done)
 
     def unit_seconds(self) -> list[float]:
         """Each unit's own conversion time as the daemon logged it."""
-        return [float(e["seconds"]) for e in self.named("unit done")]
+        return [float(e["seconds"]) for e in self.named(Event.UNIT_DONE)]
 
 
 def write_config(path: Path, datastore: Path, workers: int = 2, layout: str = "seed") -> Path:

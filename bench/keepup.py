@@ -26,6 +26,7 @@ from harness import MB, DaemonProcess, median, remove, write_config
 from paced import completed_at
 from report import Row, Section, table
 
+from daemon.events import Event
 from daemon.simulate.settings import SimulationSettings
 
 PACED = Path(__file__).resolve().with_name("paced.py")
@@ -95,7 +96,7 @@ def paced_run(work: Path, planes: Path, acq: Acquisition, mbps: float, workers: 
     raw.mkdir(parents=True)
     config = write_config(work / f"paced-w{workers}.toml", experiment / "qi2labdatastore", workers)
     daemon = DaemonProcess("watch", experiment, config, "--exit-when-complete")
-    daemon.wait_logged("watch started")
+    daemon.wait_logged(Event.WATCH_STARTED)
     shape = ["--tiles", acq.tiles, "--rounds", acq.rounds, "--z", acq.z, "--size", acq.size]
     args = [experiment, planes, *shape, "--mbps", mbps]
     writer = subprocess.run(
@@ -113,7 +114,7 @@ def paced_run(work: Path, planes: Path, acq: Acquisition, mbps: float, workers: 
         mbps=mbps,
         workers=workers,
         complete=complete,
-        done=sorted(e["t"] for e in run.named("unit done")),
+        done=sorted(e["t"] for e in run.named(Event.UNIT_DONE)),
         unit_s=median(run.unit_seconds()),
         writer=json.loads(writer.stdout.strip().splitlines()[-1]),
     )

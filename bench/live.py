@@ -31,6 +31,7 @@ from paced import completed_at
 from report import Row, Section, table
 
 from daemon.config import load_settings
+from daemon.events import Event
 
 POLL_S = 0.05
 ROOT_NAME = "sim"  # the simulator's default root_name
@@ -91,7 +92,7 @@ def live_latency(
     raw.mkdir(parents=True)  # the daemon watches it from the start
     config = write_config(work / "live.toml", experiment / "qi2labdatastore")
     daemon = DaemonProcess("watch", experiment, config, "--exit-when-complete")
-    daemon.wait_logged("watch started")
+    daemon.wait_logged(Event.WATCH_STARTED)
     shape = ["--tiles", spec.tiles, "--rounds", spec.rounds, "--z", spec.z, "--size", spec.size]
     args = [experiment, planes, *shape, "--mbps", spec.mbps]
     sim_started = time.time()
@@ -126,13 +127,13 @@ def live_latency(
 def _breakdown(timeline: Timeline, run: DaemonRun) -> list[str]:
     """Where the latency goes, from the daemon's own log: median and max of each step."""
     at: dict[str, dict[tuple[int, int], float]] = {}
-    for name in ("dataset seen", "unit started", "unit done"):
+    for name in (Event.DATASET_SEEN, Event.UNIT_STARTED, Event.UNIT_DONE):
         at[name] = {(e["round"] + 1, e["tile"]): e["t"] for e in run.named(name)}
     marks = [
-        ("complete -> dataset seen by the daemon", timeline.complete, at["dataset seen"]),
-        ("dataset seen -> unit started", at["dataset seen"], at["unit started"]),
-        ("unit started -> unit done (conversion)", at["unit started"], at["unit done"]),
-        ("unit done -> datastore.json says done", at["unit done"], timeline.done),
+        ("complete -> dataset seen by the daemon", timeline.complete, at[Event.DATASET_SEEN]),
+        ("dataset seen -> unit started", at[Event.DATASET_SEEN], at[Event.UNIT_STARTED]),
+        ("unit started -> unit done (conversion)", at[Event.UNIT_STARTED], at[Event.UNIT_DONE]),
+        ("unit done -> datastore.json says done", at[Event.UNIT_DONE], timeline.done),
     ]
     rows = []
     for label, begin, end in marks:

@@ -28,6 +28,7 @@ from typing import Any
 from harness import DaemonProcess, median, read_events, run_daemon, write_config
 from report import markers, write_block
 
+from daemon.events import Event
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
@@ -53,12 +54,14 @@ def server_cpu(work: Path, tiles: int, seconds: float) -> dict[str, float]:
     daemon = DaemonProcess("watch", experiment, config)
     try:
         while (
-            not daemon.logged("web page served")
-            or len([e for e in read_events(daemon.log) if e.get("event") == "unit done"])
+            not daemon.logged(Event.WEB_PAGE_SERVED)
+            or len([e for e in read_events(daemon.log) if e.get("event") == Event.UNIT_DONE])
             < 2 * tiles
         ):
             time.sleep(0.5)
-        url = next(e["url"] for e in read_events(daemon.log) if e.get("event") == "web page served")
+        url = next(
+            e["url"] for e in read_events(daemon.log) if e.get("event") == Event.WEB_PAGE_SERVED
+        )
         time.sleep(3.0)  # let the last publications settle
         start = cpu_seconds(daemon.proc.pid)
         time.sleep(seconds)
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         config = write_config(Path(work) / "config.toml", Path(work) / "store", workers=1)
         run = run_daemon("ingest", experiment, config)
         assert run.returncode == 0, f"ingest failed: see {config.with_suffix('.log')}"
-    done = run.named("unit done")
+    done = run.named(Event.UNIT_DONE)
     unit_s = median([float(e["seconds"]) for e in done])
     quality_s = median([float(e["quality_s"]) for e in done])
     preview_s = median([float(e["preview_s"]) for e in done])

@@ -16,6 +16,7 @@ from pathlib import Path
 from harness import DaemonRun, median, remove, rss_start_end, run_daemon, write_config
 from report import Row, Section, table
 
+from daemon.events import Event
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
@@ -40,7 +41,7 @@ class Outcome:
     @property
     def startup_s(self) -> float:
         """Process start to first unit started: imports, plan, calibrations, the first scan."""
-        started = min(e["t"] for e in self.run.named("unit started"))
+        started = min(e["t"] for e in self.run.named(Event.UNIT_STARTED))
         return started - min(e["t"] for e in self.run.events)
 
 
@@ -49,7 +50,7 @@ def _ingest(work: Path, experiment: Path, tag: str, units: int) -> Outcome:
     config = write_config(work / f"{tag}.toml", dest)
     run = run_daemon("ingest", experiment, config)
     remove(dest)
-    if run.returncode != 0 or len(run.named("unit done")) != units:
+    if run.returncode != 0 or len(run.named(Event.UNIT_DONE)) != units:
         raise RuntimeError(f"ingest {tag} did not convert {units} units; see {config}.log")
     return Outcome(units, run)
 
@@ -119,7 +120,7 @@ def scaling(work: Path, big_tiles: int) -> tuple[Section, list[Row], list[str]]:
             lines,
         ),
     ]
-    warm_after = sorted(e["t"] for e in big.run.named("unit done"))[n_big // 10]
+    warm_after = sorted(e["t"] for e in big.run.named(Event.UNIT_DONE))[n_big // 10]
     start_mb, end_mb = rss_start_end(big.run, warm_after)
     growth = end_mb / start_mb - 1
     memory_rows = [

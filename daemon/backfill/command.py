@@ -18,6 +18,7 @@ from pathlib import Path
 
 from daemon import __version__
 from daemon.config import Settings, settle_layout
+from daemon.events import Event
 from daemon.logs import get_logger
 
 PROG = "qi2lab-ingest backfill"
@@ -127,7 +128,7 @@ def _log_start(folders: list[Path], settings: Settings, cluster: ClusterOptions)
     """The first log line: what is backfilled, where, by whom, with which settings."""
     where = cluster.scheduler or cluster.scheduler_file
     get_logger().info(
-        "backfill started",
+        Event.BACKFILL_STARTED,
         experiments=[str(folder) for folder in folders],
         cluster=where or f"local, {cluster.workers} x {cluster.threads_per_worker} threads",
         pid=os.getpid(),

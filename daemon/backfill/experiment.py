@@ -15,6 +15,7 @@ from pathlib import Path
 from daemon.backfill.task import UnitFailure
 from daemon.config import Settings
 from daemon.datastore.statedir import ledger_path
+from daemon.events import Event
 from daemon.ingest.claim import Claim, DaemonError
 from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult, named_units
 from daemon.ingest.planner import Planner
@@ -64,7 +65,7 @@ class ExperimentRun:
         interrupted = self.ledger.recover()
         if interrupted:
             self.log.warning(
-                "recovered interrupted units", units=named_units(interrupted, self.store.unit_name)
+                Event.RECOVERED_INTERRUPTED, units=named_units(interrupted, self.store.unit_name)
             )
         self.planner.scan()
         for record in self.ledger.environmental_failures():
@@ -90,10 +91,10 @@ class ExperimentRun:
         )
         if isinstance(outcome, UnitFailure):
             self.ledger.fail(record, outcome.message, outcome.environmental)
-            log.error("unit failed", error=outcome.message, cause=outcome.cause)
+            log.error(Event.UNIT_FAILED, error=outcome.message, cause=outcome.cause)
         else:
             self.ledger.finish(record, outcome)
-            log.info("unit done", bytes=outcome.source_bytes, outputs=list(outcome.outputs))
+            log.info(Event.UNIT_DONE, bytes=outcome.source_bytes, outputs=list(outcome.outputs))
         self._claimed.discard(record.unit_id)
         self.publisher.maybe_publish(self.planner.plan, self.planner.calibrated)
 

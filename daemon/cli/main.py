@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from daemon import __version__
+from daemon.events import Event
 
 if TYPE_CHECKING:
     from daemon.config import Settings
@@ -348,7 +349,7 @@ def _stop_at_once(experiment: Path, settings: Settings) -> None:
         fields["being_converted"] = counts["running"]
     except (NoDatastoreError, OSError, sqlite3.Error):
         pass  # the line still says the daemon stopped; the counts are in the next `status`
-    get_logger().warning("stopped at once", **fields)
+    get_logger().warning(Event.STOPPED_AT_ONCE, **fields)
     os._exit(128 + signal.SIGINT)
 
 
@@ -364,10 +365,10 @@ def _start_web(experiment: Path, settings: Settings) -> WebServer | None:
     try:
         server = open_server(experiment, settings)
     except OSError as exc:
-        log.warning("web page not served", listen=settings.web.listen, error=str(exc))
+        log.warning(Event.WEB_PAGE_NOT_SERVED, listen=settings.web.listen, error=str(exc))
         return None
     server.start()
-    log.info("web page served", url=server.url)
+    log.info(Event.WEB_PAGE_SERVED, url=server.url)
     return server
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from structlog.typing import FilteringBoundLogger
 
 from daemon.config import Settings
+from daemon.events import Event
 from daemon.ingest.failures import describe
 from daemon.layouts.base import CalibrationData, Layout
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
@@ -115,10 +116,10 @@ class PsfJob:
             self._store.write_psfs(self._data, self._compute())
         except Exception as exc:  # any failure is reported; the planner starts a new job
             self.error = describe(exc)
-            log.warning("psf not written", error=self.error)
+            log.warning(Event.PSF_NOT_WRITTEN, error=self.error)
         else:
             self.done = True
-            log.info("psf written")
+            log.info(Event.PSF_WRITTEN)
 
 
 def _load_npy(path: str, dtype: type, ndim: int, what: str) -> np.ndarray:

@@ -29,6 +29,7 @@ import os
 from pathlib import Path
 
 from daemon.config import Settings
+from daemon.events import Event
 from daemon.ingest.calibrations import PsfJob, write_calibrations
 from daemon.ingest.failures import describe, errno_name
 from daemon.ingest.ledger import Ledger, UnitRecord, unit_id
@@ -68,7 +69,7 @@ class Planner:
         try:
             names = sorted(os.listdir(self.raw_dir))
         except FileNotFoundError:
-            self._once("raw_data missing", "waiting for raw_data", folder=str(self.raw_dir))
+            self._once("raw_data missing", Event.WAITING_FOR_RAW_DATA, folder=str(self.raw_dir))
             return
         self._load_plan()
         for name in names:
@@ -90,7 +91,7 @@ class Planner:
             return
         parsed = self._dataset_of(name)
         if isinstance(parsed, str):
-            self._once(f"ignored:{name}", "entry ignored", entry=name, reason=parsed)
+            self._once(f"ignored:{name}", Event.ENTRY_IGNORED, entry=name, reason=parsed)
             return
         raw_round, tile, copy = parsed
         source = self._newest_copy(name, copy)
@@ -135,7 +136,7 @@ class Planner:
             else:
                 self._once(
                     f"link:{candidate}",
-                    "entry ignored",
+                    Event.ENTRY_IGNORED,
                     entry=candidate,
                     reason="not a folder inside raw_data",
                 )
@@ -170,12 +171,12 @@ class Planner:
             self._calibrate()
         if self._ledger.observe(tile, raw_round - 1, name, fingerprint, broken=broken):
             self._log.info(
-                "dataset seen", dataset=name, **self._store.unit_fields(tile, raw_round - 1)
+                Event.DATASET_SEEN, dataset=name, **self._store.unit_fields(tile, raw_round - 1)
             )
         elif broken:
             self._once(
                 f"broken:{name}:{fingerprint}",
-                "dataset broken",
+                Event.DATASET_BROKEN,
                 dataset=name,
                 **self._store.unit_fields(tile, raw_round - 1),
                 error=broken,
@@ -205,7 +206,7 @@ class Planner:
         self._ledger.observe_unreadable(tile, round_, name, message)
         self._once(
             f"unreadable:{name}:{message}",
-            "dataset unreadable",
+            Event.DATASET_UNREADABLE,
             dataset=name,
             **self._store.unit_fields(tile, round_),
             error=message,
@@ -236,7 +237,7 @@ class Planner:
         since = (record.started_at or record.seen_at) - MTIME_SLACK_S
         if changed > since and self._ledger.requeue(record.unit_id):
             self._log.info(
-                "unit requeued",
+                Event.UNIT_REQUEUED,
                 **self._store.unit_fields(record.tile, record.round),
                 dataset=record.dataset,
                 changed=name,
@@ -250,7 +251,7 @@ class Planner:
         if self.calibrated:
             self._once(
                 f"metadata-late:{stamp}",
-                "metadata changed",
+                Event.METADATA_CHANGED,
                 reason="the plan is in use (calibrations written); the change is read at the"
                 " next start",
             )
@@ -277,14 +278,14 @@ class Planner:
                     f"root_name {plan.root_name!r} is not a plain file name",
                 )
         except NotReadyError as exc:
-            self._once(f"plan-wait:{exc}", "waiting for metadata", reason=str(exc))
+            self._once(f"plan-wait:{exc}", Event.WAITING_FOR_METADATA, reason=str(exc))
             return False
         except RawDataError as exc:
-            self._once(f"plan-bad:{exc}", "metadata rejected", error=str(exc))
+            self._once(f"plan-bad:{exc}", Event.METADATA_REJECTED, error=str(exc))
             return False
         self.plan, self._plan_files = plan, stamp
         self._log.info(
-            "plan loaded",
+            Event.PLAN_LOADED,
             rounds=self.plan.num_rounds,
             tiles=self.plan.num_tiles,
             bits=self.plan.num_bits,
@@ -325,10 +326,10 @@ class Planner:
                     self._store, self.plan, dataset, self._settings, self._log
                 )
         except (RawDataError, NotReadyError, OSError, ValueError) as exc:
-            self._once(f"calib:{exc}", "calibrations not written", error=describe(exc))
+            self._once(f"calib:{exc}", Event.CALIBRATIONS_NOT_WRITTEN, error=describe(exc))
             return
         self.calibrated = True
-        self._log.info("calibrations written", path=str(self._store.path))
+        self._log.info(Event.CALIBRATIONS_WRITTEN, path=str(self._store.path))
 
     def _once(self, key: str, event: str, **fields: object) -> None:
         """Log an event the first time only (rescans would repeat it every period)."""

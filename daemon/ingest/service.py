@@ -31,6 +31,7 @@ from daemon import __version__
 from daemon.config import Settings
 from daemon.datastore import layout
 from daemon.datastore.statedir import ledger_path, state_dir
+from daemon.events import Event
 from daemon.ingest.claim import Claim
 from daemon.ingest.failures import describe, errno_name
 from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult, named_units
@@ -166,7 +167,7 @@ class IngestService:
     ) -> RunOutcome:
         """Recover, scan, then (if `watch`) follow the folder until stopped or complete."""
         self.log.info(
-            f"{'watch' if watch else 'ingest'} started",
+            Event.WATCH_STARTED if watch else Event.INGEST_STARTED,
             **self.identity,
             datastore=str(self.store.path),
             config=self.settings.summary(),
@@ -200,13 +201,13 @@ class IngestService:
             interrupted = self.ledger.recover()
             if interrupted:
                 self.log.warning(
-                    "recovered interrupted units",
+                    Event.RECOVERED_INTERRUPTED,
                     units=named_units(interrupted, self.store.unit_name),
                 )
             outdated = self.ledger.requeue_outdated(CONVERSION_VERSION)
             if outdated:
                 self.log.warning(
-                    "converting again",
+                    Event.CONVERTING_AGAIN,
                     units=named_units(outdated, self.store.unit_name),
                     reason="written by an older version",
                 )
@@ -249,7 +250,7 @@ class IngestService:
         """Log a failed step (once while the same error repeats) and pause before the next."""
         message = describe(exc)
         if message != self._step_error:
-            self.log.exception("loop step failed", error=message, errno=errno_name(exc))
+            self.log.exception(Event.LOOP_STEP_FAILED, error=message, errno=errno_name(exc))
             self._step_error = message
         time.sleep(LOOP_PERIOD_S)
 
@@ -260,7 +261,7 @@ class IngestService:
             wait_s = self.settings.workers.requeue_after_s(record.attempts)
             if now >= (record.finished_at or 0.0) + wait_s and self.ledger.requeue(record.unit_id):
                 self.log.info(
-                    "unit requeued",
+                    Event.UNIT_REQUEUED,
                     **self.store.unit_fields(record.tile, record.round),
                     dataset=record.dataset,
                     previous_error=record.error,
@@ -298,7 +299,7 @@ class IngestService:
         restart = self.watcher.started
         self.watcher.start()
         if restart:
-            self.log.warning("observer restarted", folder=str(self.raw_dir))
+            self.log.warning(Event.OBSERVER_RESTARTED, folder=str(self.raw_dir))
         if self._last_rescan is not None:
             # What arrived while no observer ran (raw_data created late, a dead observer)
             # sent no event: look at everything now rather than at the next periodic rescan.
@@ -358,14 +359,14 @@ class IngestService:
         if self._backlog is None or (
             backlog != self._backlog[0] or now - self._backlog[1] >= BACKLOG_HEARTBEAT_S
         ):
-            self.log.info("backlog", **backlog)
+            self.log.info(Event.BACKLOG, **backlog)
             self._backlog = (backlog, now)
 
     def _shutdown(self) -> dict[str, int]:
         """Stop everything in order; returns the final unit counts."""
         self.notifier.stopping()
         running = self.pool.busy_workers
-        self.log.info("stopping", running=running, queued=max(0, self.pool.in_flight - running))
+        self.log.info(Event.STOPPING, running=running, queued=max(0, self.pool.in_flight - running))
         self.watcher.stop()
         self.pool.stop()
         self.planner.close()
@@ -373,7 +374,7 @@ class IngestService:
         try:
             self._publish(self.publisher.publish)
         except (OSError, sqlite3.Error) as exc:  # the ledger has it all; the next start publishes
-            self.log.error("final publication failed", error=describe(exc))
+            self.log.error(Event.FINAL_PUBLICATION_FAILED, error=describe(exc))
         counts = self.ledger.counts()
-        self.log.info("stopped", **counts)
+        self.log.info(Event.STOPPED, **counts)
         return counts

@@ -24,6 +24,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from daemon.events import Event
 from daemon.logs import get_logger
 
 # Reading a file changes nothing, and the daemon reads raw_data all the time: its own reads
@@ -80,7 +81,7 @@ class RawWatcher:
                 self._observer = self._started(Observer)
             except OSError as exc:
                 self._polling = True
-                self._log.warning("inotify unavailable, polling instead", error=str(exc))
+                self._log.warning(Event.POLLING_INSTEAD, error=str(exc))
         if self._polling:
             self._observer = self._started(lambda: PollingObserver(timeout=self._poll_interval_s))
         self.started = True

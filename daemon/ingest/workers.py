@@ -27,6 +27,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from daemon.events import Event
 from daemon.ingest.failures import describe, errno_name, is_environmental, is_transient
 from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult, unit_of
 from daemon.logs import get_logger
@@ -135,7 +136,7 @@ class WorkerPool:
             try:
                 self._convert_one(uid)
             except Exception as exc:  # a worker outlives anything one unit does (even logging)
-                self._logger(uid).exception("worker error", error=describe(exc))
+                self._logger(uid).exception(Event.WORKER_ERROR, error=describe(exc))
             finally:
                 with self._lock:
                     self.busy_workers -= 1
@@ -152,7 +153,7 @@ class WorkerPool:
         if record is None:
             return
         log = self._logger(uid, dataset=record.dataset)
-        log.info("unit started", attempt=record.attempts)
+        log.info(Event.UNIT_STARTED, attempt=record.attempts)
         started = time.monotonic()
         try:
             result = self._retrying(self._convert, record)
@@ -166,7 +167,7 @@ class WorkerPool:
                 self._log_superseded(log, uid, error=message)
                 return
             log.error(
-                "unit failed",
+                Event.UNIT_FAILED,
                 error=message,
                 cause=type(exc).__name__,
                 errno=errno_name(exc),
@@ -179,7 +180,7 @@ class WorkerPool:
             return
         seconds = time.monotonic() - started
         log.info(
-            "unit done",
+            Event.UNIT_DONE,
             bytes=result.source_bytes,
             seconds=round(seconds, 3),
             mb_per_s=round(result.source_bytes / 1e6 / max(seconds, 1e-9), 1),
@@ -192,7 +193,7 @@ class WorkerPool:
         """The attempt read a source that was replaced while it ran: its outcome is not the
         unit's, which the ledger now has pending (or failed, if the new source is broken)."""
         now = self._ledger.get(uid)
-        log.warning("unit superseded", state=now.state if now else None, **attempt)
+        log.warning(Event.UNIT_SUPERSEDED, state=now.state if now else None, **attempt)
 
     def _persist(self, uid: str, action: str, write: Callable[[], T]) -> T | None:
         """Run a ledger write until it succeeds; None if the pool stopped first.
@@ -208,7 +209,7 @@ class WorkerPool:
                 return write()
             except (sqlite3.Error, OSError) as exc:
                 self._logger(uid).error(
-                    "ledger write failed", action=action, error=str(exc), retry_in_s=delay
+                    Event.LEDGER_WRITE_FAILED, action=action, error=str(exc), retry_in_s=delay
                 )
             if self._stopping.wait(delay):
                 return None
@@ -222,7 +223,7 @@ class WorkerPool:
         record: UnitRecord = state.args[0]
         exc = state.outcome.exception() if state.outcome else None
         self._logger(record.unit_id, dataset=record.dataset).warning(
-            "retry",
+            Event.RETRY,
             attempt=state.attempt_number,
             error=describe(exc) if exc else "",
             wait_s=round(state.next_action.sleep, 2) if state.next_action else None,

@@ -20,6 +20,7 @@ from support.experiment import raw_checksums
 from support.faults import fault_config, microscope, wait_for_path
 from support.layouts import LayoutCase, with_layout
 
+from daemon.events import Event
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
@@ -75,7 +76,7 @@ def test_bad_scan_metadata_holds_the_plan_until_a_good_file_arrives(tmp_path, la
             def rejected(*parts: str) -> None:
                 daemon.wait_for(
                     lambda e: (
-                        e["event"] == "metadata rejected"
+                        e["event"] == Event.METADATA_REJECTED
                         and all(part in e["error"] for part in parts)
                     )
                 )
@@ -100,15 +101,15 @@ def test_bad_scan_metadata_holds_the_plan_until_a_good_file_arrives(tmp_path, la
             os.rename(tmp_path / "codebook.csv", codebook)
             # Valid to the plan; only the calibration, at the first complete dataset, finds it.
             replace(scan, edited(good, na="nan"))
-            daemon.wait_event("plan loaded")
+            daemon.wait_event(Event.PLAN_LOADED)
             os.kill(scope.pid, signal.SIGCONT)
             daemon.wait_for(
                 lambda e: (
-                    e["event"] == "calibrations not written"
+                    e["event"] == Event.CALIBRATIONS_NOT_WRITTEN
                     and "na must be a finite number, got nan" in e["error"]
                 )
             )
-            assert not daemon.named("unit started")
+            assert not daemon.named(Event.UNIT_STARTED)
             write_slowly(
                 scan, good, until=",True", wait=lambda: rejected(str(scan), "12 keys in the header")
             )
@@ -145,7 +146,7 @@ def test_a_bad_stage_position_file_fails_its_unit_until_it_is_right(tmp_path, la
         def failed(*parts: str) -> None:
             daemon.wait_for(
                 lambda e: (
-                    e["event"] == "unit failed"
+                    e["event"] == Event.UNIT_FAILED
                     and e["unit"] == layout.unit(1, 0)
                     and all(part in e["error"] for part in (str(stage), *parts))
                 )
@@ -173,6 +174,6 @@ def test_a_bad_stage_position_file_fails_its_unit_until_it_is_right(tmp_path, la
     poller.finish()
 
     assert layout.check_store(store, layout.expected_entries(truth), complete=True) == []
-    assert daemon.named("unit failed")
-    assert {e["event"] for e in daemon.events if e["level"] == "error"} == {"unit failed"}
+    assert daemon.named(Event.UNIT_FAILED)
+    assert {e["event"] for e in daemon.events if e["level"] == "error"} == {Event.UNIT_FAILED}
     assert raw_checksums(experiment) == raw_at_end

@@ -31,6 +31,7 @@ from support.faults import (
 )
 from support.layouts import LayoutCase, with_layout
 
+from daemon.events import Event
 from daemon.simulate.microscope import simulate, write_dataset
 from daemon.simulate.settings import SimulationSettings
 
@@ -126,12 +127,12 @@ def test_broken_datasets_fail_naming_file_and_cause_and_a_new_copy_supersedes_th
     poller.finish()
 
     assert layout.check_store(store, expected, complete=True) == []
-    broken = {e["unit"] for e in daemon.named("dataset broken")}
+    broken = {e["unit"] for e in daemon.named(Event.DATASET_BROKEN)}
     assert broken == {layout.unit(t, r - 1) for r, t in DAMAGED}
-    ignored = {e["entry"]: e["reason"] for e in daemon.named("entry ignored")}
+    ignored = {e["entry"]: e["reason"] for e in daemon.named(Event.ENTRY_IGNORED)}
     for outside in ("sim_r0004_tile0000_1", "sim_r0001_tile0003_1"):
         assert "outside the plan" in ignored[outside]
-    started = {e["dataset"] for e in daemon.named("unit started")}
+    started = {e["dataset"] for e in daemon.named(Event.UNIT_STARTED)}
     assert not started & {f"sim_r{r:04d}_tile{t:04d}_1" for r, t in DAMAGED}
     assert raw_checksums(experiment) == raw_at_end
     assert {name: tree_checksums(raw / name, raw) for name in injected} == injected

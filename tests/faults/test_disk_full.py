@@ -18,6 +18,7 @@ from support.faults import fault_config, fill_disk, shrink, small_disk
 from support.layouts import LayoutCase, with_layout
 
 from daemon.datastore.statedir import ledger_path
+from daemon.events import Event
 from daemon.ingest.ledger import Ledger
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
@@ -55,8 +56,8 @@ def disk_full_after_two_units(tmp_path: Path, layout: LayoutCase, leave: int) ->
         poller.start()
         microscope = simulator_process(experiment, SETTINGS)
         with DaemonProcess("watch", experiment, config, "--exit-when-complete") as daemon:
-            daemon.wait_event("unit done")
-            daemon.wait_event("unit done")
+            daemon.wait_event(Event.UNIT_DONE)
+            daemon.wait_event(Event.UNIT_DONE)
             filler = fill_disk(disk, leave=leave)
             yield FullRun(daemon, poller, store, filler, expected)
             assert daemon.alive()
@@ -77,7 +78,7 @@ def disk_full_after_two_units(tmp_path: Path, layout: LayoutCase, leave: int) ->
 def _out_of_space(event: dict[str, Any]) -> bool:
     """A unit that failed on the full disk, or the ledger finding no room to record it."""
     return event.get("errno") == "ENOSPC" or (
-        event["event"] == "ledger write failed" and "[Errno 28]" in event["error"]
+        event["event"] == Event.LEDGER_WRITE_FAILED and "[Errno 28]" in event["error"]
     )
 
 
@@ -92,7 +93,7 @@ def test_a_unit_that_meets_a_full_disk_fails_with_enospc_and_is_redone_when_spac
         # far too little for a unit.
         run.daemon.wait_for(_out_of_space)
         shrink(run.filler, by=256 << 10)
-        failed = run.daemon.wait_seen("unit failed", errno="ENOSPC")
+        failed = run.daemon.wait_seen(Event.UNIT_FAILED, errno="ENOSPC")
         assert failed["error"].startswith(str(run.store)), failed  # names the file
         assert "No space left on device" in failed["error"], failed
         assert failed["environmental"] is True
@@ -104,7 +105,7 @@ def test_a_unit_that_meets_a_full_disk_fails_with_enospc_and_is_redone_when_spac
             lambda p: p.saw_failure(record.tile, record.round, "No space left"),
             while_alive=run.daemon,
         )
-    assert failed["unit"] in {e["unit"] for e in run.daemon.named("unit requeued")}
+    assert failed["unit"] in {e["unit"] for e in run.daemon.named(Event.UNIT_REQUEUED)}
 
 
 def test_with_not_a_byte_left_the_daemon_waits_keeping_its_state_files_and_resumes(

@@ -27,6 +27,7 @@ from support.experiment import check_store, expected_entries, raw_checksums
 from support.faults import fault_config, microscope
 from support.layouts import LAYOUTS
 
+from daemon.events import Event
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
@@ -56,9 +57,9 @@ def test_events_lost_to_an_inotify_overflow_are_caught_up_by_the_rescan(tmp_path
         microscope(experiment, SETTINGS) as scope,
         DaemonProcess("watch", experiment, config, "--exit-when-complete") as daemon,
     ):
-        daemon.wait_event("unit done")
+        daemon.wait_event(Event.UNIT_DONE)
         (raw / "flood").mkdir()
-        daemon.wait_event("entry ignored", entry="flood")  # watched from now on
+        daemon.wait_event(Event.ENTRY_IGNORED, entry="flood")  # watched from now on
         os.kill(daemon.pid, signal.SIGSTOP)
         for i in range(FLOOD_FILES):
             (raw / "flood" / f"{i:05d}").touch()
@@ -120,7 +121,7 @@ def test_a_folder_without_inotify_events_is_followed_by_polling(tmp_path, observ
         daemon.expect_exit(0)
     poller.finish()
 
-    fallback = daemon.named("inotify unavailable, polling instead")
+    fallback = daemon.named(Event.POLLING_INSTEAD)
     assert len(fallback) == (1 if observer == "inotify" else 0), fallback
     assert check_store(store, expected_entries(truth), complete=True) == []
     assert raw_checksums(experiment) == raw_at_end

@@ -28,6 +28,7 @@ from support.experiment import check_store, expected_entries, raw_checksums
 from support.faults import fault_config, microscope
 from support.layouts import LAYOUTS
 
+from daemon.events import Event
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
@@ -78,7 +79,7 @@ class Sampler(threading.Thread):
                 return
             if "VmRSS" not in status:
                 return  # exited, not yet reaped: nothing left to measure
-            done = len(self.process.named("unit done"))
+            done = len(self.process.named(Event.UNIT_DONE))
             rss = int(status["VmRSS"].split()[0]) * 1024
             threads = int(status["Threads"])
             self.samples.append(Sample(done, rss, len(fd_targets), threads, fd_targets))
@@ -119,7 +120,7 @@ def test_a_long_run_does_not_grow_memory_descriptors_or_threads(tmp_path):
     poller.finish()
 
     total = settings.tiles * settings.rounds
-    assert len(daemon.named("unit done")) == total
+    assert len(daemon.named(Event.UNIT_DONE)) == total
     truth = tmp_path / "truth"
     simulate(truth, settings)
     assert check_store(store, expected_entries(truth), complete=True) == []

@@ -19,6 +19,7 @@ from support.experiment import raw_checksums, simulator_process, tree_checksums
 from support.faults import fault_config, wait_for_path
 from support.layouts import LayoutCase, with_layout
 
+from daemon.events import Event
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
@@ -64,7 +65,7 @@ def test_intruders_in_raw_data_are_ignored_and_never_followed(tmp_path, layout: 
     poller.finish()
 
     assert layout.check_store(store, expected, complete=True) == []
-    ignored = {e["entry"] for e in daemon.named("entry ignored")}
+    ignored = {e["entry"] for e in daemon.named(Event.ENTRY_IGNORED)}
     intruders = {
         "notes.txt",
         ".DS_Store",
@@ -79,7 +80,7 @@ def test_intruders_in_raw_data_are_ignored_and_never_followed(tmp_path, layout: 
         "sim_r0001_tile0001_2",
     }
     assert intruders <= ignored, intruders - ignored
-    started = {e["dataset"] for e in daemon.named("unit started")}
+    started = {e["dataset"] for e in daemon.named(Event.UNIT_STARTED)}
     assert not started & intruders
     assert raw_checksums(experiment) == raw_at_end
     # Nothing was written anywhere but the datastore (and raw_data and the ground truth by

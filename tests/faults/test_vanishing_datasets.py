@@ -24,6 +24,7 @@ from support.faults import fault_config, hung_open, microscope
 from support.layouts import LAYOUTS, LayoutCase, with_layout
 from support.processes import wait_until
 
+from daemon.events import Event
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
@@ -54,21 +55,21 @@ def test_a_replaced_dataset_ends_as_the_replacement_and_a_deleted_one_waits_for_
         microscope(experiment, SETTINGS) as scope,
         DaemonProcess("watch", experiment, config, "--exit-when-complete") as daemon,
     ):
-        daemon.wait_event("unit started", dataset=TILE0)
+        daemon.wait_event(Event.UNIT_STARTED, dataset=TILE0)
         os.kill(daemon.pid, signal.SIGSTOP)
         shutil.rmtree(raw / TILE0)
         shutil.copytree(other / "raw_data" / TILE0, raw / TILE0)
         scope.expect_exit(0)  # the acquisition ends while the daemon is frozen
         os.kill(daemon.pid, signal.SIGCONT)
 
-        daemon.wait_seen("dataset seen", dataset=TILE3)
-        daemon.wait_seen("unit started", dataset=TILE1)
+        daemon.wait_seen(Event.DATASET_SEEN, dataset=TILE3)
+        daemon.wait_seen(Event.UNIT_STARTED, dataset=TILE1)
         os.kill(daemon.pid, signal.SIGSTOP)
-        assert not [e for e in daemon.named("unit started") if e["dataset"] == TILE3]
+        assert not [e for e in daemon.named(Event.UNIT_STARTED) if e["dataset"] == TILE3]
         os.rename(raw / TILE3, held / TILE3)  # gone from raw_data while its unit waits
         os.kill(daemon.pid, signal.SIGCONT)
 
-        failed = daemon.wait_seen("unit failed", dataset=TILE3)
+        failed = daemon.wait_seen(Event.UNIT_FAILED, dataset=TILE3)
         assert failed["error"] == f"{raw / TILE3}: No such file or directory", failed
         assert failed["errno"] == "ENOENT" and failed["environmental"] is True
         poller.wait_until(
@@ -82,7 +83,7 @@ def test_a_replaced_dataset_ends_as_the_replacement_and_a_deleted_one_waits_for_
     poller.finish()
 
     assert layout.check_store(store, expected, complete=True) == []
-    assert TILE3 in {e["dataset"] for e in daemon.named("unit requeued")}
+    assert TILE3 in {e["dataset"] for e in daemon.named(Event.UNIT_REQUEUED)}
     assert raw_checksums(experiment) == raw_at_end
 
 
@@ -131,6 +132,6 @@ def test_a_dataset_replaced_after_its_unit_read_it_is_converted_again(tmp_path):
     poller.finish()
 
     assert layout.check_store(store, expected, complete=True) == []
-    assert sorted(e["dataset"] for e in daemon.named("unit started")) == [TILE0, TILE0, TILE1]
-    assert [e["dataset"] for e in daemon.named("unit superseded")] == [TILE0]
+    assert sorted(e["dataset"] for e in daemon.named(Event.UNIT_STARTED)) == [TILE0, TILE0, TILE1]
+    assert [e["dataset"] for e in daemon.named(Event.UNIT_SUPERSEDED)] == [TILE0]
     assert raw_checksums(experiment) == raw_at_end

@@ -10,6 +10,7 @@ from support.daemon import DaemonProcess, StatePoller
 from support.experiment import daemon_command, raw_checksums, simulator_process, write_config
 from support.layouts import LayoutCase
 
+from daemon.events import Event
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
@@ -18,8 +19,14 @@ KILLS = 24
 EVENT_WAIT_S = 30.0
 # Kill shortly after one of these events (during the array writes, renames, ledger and
 # datastore.json writes that follow it), or after a random time when none comes.
-AT_EVERY_START = ("watch started", "plan loaded", "calibrations written")
-KILL_AFTER = (*AT_EVERY_START, "dataset seen", "unit started", "unit done", "backlog")
+AT_EVERY_START = (Event.WATCH_STARTED, Event.PLAN_LOADED, Event.CALIBRATIONS_WRITTEN)
+KILL_AFTER = (
+    *AT_EVERY_START,
+    Event.DATASET_SEEN,
+    Event.UNIT_STARTED,
+    Event.UNIT_DONE,
+    Event.BACKLOG,
+)
 
 
 def _live_until(daemon: DaemonProcess, target: str | None, seconds: float) -> bool:

@@ -21,6 +21,7 @@ from support.experiment import (
     write_config,
 )
 
+from daemon.events import Event
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
@@ -58,7 +59,7 @@ def test_watch_ingests_a_live_acquisition(tmp_path, settings):
     assert state["Ingestion"]["units"]["done"] == units
     assert daemon.other_lines == []  # every line is JSON
     events = daemon.events
-    assert sum(e["event"] == "unit done" for e in events) == units
+    assert sum(e["event"] == Event.UNIT_DONE for e in events) == units
     assert not [e for e in events if e["level"] == "error"]
 
 
@@ -72,7 +73,7 @@ def test_metadata_arriving_after_the_datasets(tmp_path):
         shutil.move(experiment / "raw_data" / name, held / name)
     config = write_config(tmp_path / "config.toml")
     with DaemonProcess("watch", experiment, config, "--exit-when-complete") as daemon:
-        daemon.wait_event("waiting for metadata")
+        daemon.wait_event(Event.WAITING_FOR_METADATA)
         assert published_entries(experiment / "qi2labdatastore") == []
         for name in ("bit_order.csv", "codebook.csv", "scan_metadata.csv"):
             os.rename(held / name, experiment / "raw_data" / name)  # one by one, atomically
@@ -99,7 +100,7 @@ def test_a_restart_after_the_run_redoes_nothing(tmp_path):
         daemon_command("ingest", experiment, config), capture_output=True, text=True
     )
     assert again.returncode == 0
-    assert not [e for e in log_events(again.stdout) if e["event"] == "unit started"]
+    assert not [e for e in log_events(again.stdout) if e["event"] == Event.UNIT_STARTED]
     assert {
         p: (store / p / ".zattrs").stat().st_mtime_ns for p in published_entries(store)
     } == stamps
@@ -126,7 +127,7 @@ def test_a_dataset_arriving_twice_supersedes_the_first_copy(tmp_path):
         daemon_command("ingest", experiment, config), capture_output=True, text=True
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    assert [e["dataset"] for e in log_events(run.stdout) if e["event"] == "unit started"] == [
+    assert [e["dataset"] for e in log_events(run.stdout) if e["event"] == Event.UNIT_STARTED] == [
         "sim_r0001_tile0000_2"
     ]
     assert (
@@ -140,7 +141,7 @@ def test_a_daemon_started_before_raw_data_exists_needs_no_rescan(tmp_path):
     # No periodic rescan within the test: only the observer, started when raw_data appears.
     config = write_config(tmp_path / "config.toml", watch={"rescan_interval_s": 3600.0})
     with DaemonProcess("watch", experiment, config, "--exit-when-complete") as daemon:
-        daemon.wait_event("waiting for raw_data")  # its first scan is done
+        daemon.wait_event(Event.WAITING_FOR_RAW_DATA)  # its first scan is done
         simulate(experiment, SimulationSettings(tiles=1, rounds=2, z=3, size=64))
         daemon.expect_exit(0, TIMEOUT_S)
     assert (

@@ -14,6 +14,7 @@ from support.daemon import DaemonProcess
 from support.experiment import read_state, write_config
 from support.processes import wait_until
 
+from daemon.events import Event
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
@@ -65,7 +66,7 @@ def test_a_settled_unit_wakes_the_loop_that_publishes_it_and_ends_the_run(
         if watching:
             wait_until(lambda: _watches(daemon.pid, raw), "inotify watch on raw_data", [daemon])
             simulate(experiment, SETTINGS)
-        daemon.wait_event("unit done")
+        daemon.wait_event(Event.UNIT_DONE)
         daemon.expect_exit(0)
     state = read_state(experiment / "qi2labdatastore")
     assert state["Corrected"] is True

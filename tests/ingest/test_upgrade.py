@@ -18,6 +18,7 @@ import zarr
 from support.daemon import DaemonProcess
 from support.experiment import check_store, daemon_command, expected_entries, write_config
 
+from daemon.events import Event
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
@@ -73,7 +74,7 @@ def test_verify_names_the_entries_of_an_older_version_and_ingest_converts_them(t
     upgraded = _run("ingest", experiment, config)
     assert upgraded.returncode == 0, upgraded.stderr[-3000:]
     events = [json.loads(line) for line in upgraded.stdout.splitlines()]
-    again = [e for e in events if e["event"] == "converting again"]
+    again = [e for e in events if e["event"] == Event.CONVERTING_AGAIN]
     assert len(again) == 1 and len(again[0]["units"]) == SETTINGS.tiles * SETTINGS.rounds
     assert _run("verify", experiment, config).returncode == 0
     assert check_store(experiment / "qi2labdatastore", expected_entries(experiment), True) == []
@@ -82,7 +83,7 @@ def test_verify_names_the_entries_of_an_older_version_and_ingest_converts_them(t
 def test_an_upgrade_killed_halfway_finishes_at_the_next_start(tmp_path):
     experiment, config, _ = _older_store(tmp_path)
     with DaemonProcess("ingest", experiment, config) as daemon:
-        daemon.wait_event("unit done")  # one unit converted again, the others queued
+        daemon.wait_event(Event.UNIT_DONE)  # one unit converted again, the others queued
         daemon.kill()
     ledger = sqlite3.connect(experiment / "qi2labdatastore" / ".ingest" / "ledger.sqlite")
     states = dict(ledger.execute("SELECT unit_id, state FROM units").fetchall())

@@ -7,6 +7,7 @@ import threading
 
 from support.processes import wait_until
 
+from daemon.events import Event
 from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult, unit_id
 from daemon.ingest.workers import WorkerPool
 from daemon.raw.errors import DatasetError
@@ -44,7 +45,7 @@ def test_transient_errors_are_retried_until_success(tmp_path):
 
     pool = pool_for(ledger, flaky)
     assert pool.offer(unit_id(0, 0))
-    wait_until(lambda: ledger.get(unit_id(0, 0)).state == "done", "unit done")
+    wait_until(lambda: ledger.get(unit_id(0, 0)).state == "done", Event.UNIT_DONE)
     pool.stop()
     assert len(calls) == 3
 
@@ -60,7 +61,7 @@ def test_a_deterministic_error_fails_at_once_naming_the_file(tmp_path):
 
     pool = pool_for(ledger, broken)
     pool.offer(unit_id(0, 1))
-    wait_until(lambda: ledger.get(unit_id(0, 1)).state == "failed", "unit failed")
+    wait_until(lambda: ledger.get(unit_id(0, 1)).state == "failed", Event.UNIT_FAILED)
     pool.stop()
     assert len(calls) == 1
     assert ledger.get(unit_id(0, 1)).error == (
@@ -77,7 +78,7 @@ def test_transient_errors_that_persist_end_as_failed(tmp_path):
 
     pool = pool_for(ledger, busy)
     pool.offer(unit_id(0, 0))
-    wait_until(lambda: ledger.get(unit_id(0, 0)).state == "failed", "unit failed")
+    wait_until(lambda: ledger.get(unit_id(0, 0)).state == "failed", Event.UNIT_FAILED)
     pool.stop()
     assert ledger.get(unit_id(0, 0)).error == "/raw/d/NDTiff.index: Device or resource busy"
 

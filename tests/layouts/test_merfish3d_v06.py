@@ -22,6 +22,7 @@ from support.faults import microscope
 from support.layouts import reference_stage, v06_expected_entries, with_layout
 from yaozarrs import v05, validate_ome_json
 
+from daemon.events import Event
 from daemon.monitor.status import render
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
@@ -124,7 +125,7 @@ def test_ingest_writes_the_06_layout_that_other_readers_open(tmp_path: Path, cam
     # preview's images, as the folders fiducial/tile0000/round001 are named (rounds from 1).
     events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     named = [e for e in events if "unit" in e]
-    assert {e["event"] for e in named} >= {"dataset seen", "unit started", "unit done"}
+    assert {e["event"] for e in named} >= {Event.DATASET_SEEN, Event.UNIT_STARTED, Event.UNIT_DONE}
     for event in named:
         assert event["round"] in (1, 2), event
         assert event["unit"] == f"tile{event['tile']:04d}/round{event['round']:03d}", event
@@ -223,7 +224,7 @@ def test_a_flag_analysis_sets_while_the_daemon_runs_is_kept(tmp_path: Path) -> N
     state_path = experiment / "qi2labdatastore" / "datastore_state.json"
     with microscope(experiment, settings) as scope:
         with DaemonProcess("watch", experiment, config, "--exit-when-complete") as daemon:
-            daemon.wait_event("calibrations written")
+            daemon.wait_event(Event.CALIBRATIONS_WRITTEN)
             deadline = time.monotonic() + WAIT_S
             while not _state(state_path):
                 assert time.monotonic() < deadline, "no datastore_state.json"

@@ -20,6 +20,7 @@ from support.experiment import simulator_process, write_config
 from support.faults import corrupt_index
 from support.processes import Watched, wait_until
 
+from daemon.events import Event
 from daemon.ingest.ledger import Ledger, UnitRecord
 from daemon.simulate.settings import SimulationSettings
 
@@ -72,7 +73,7 @@ def live_run(
         simulator_process(experiment, settings, bad_tiles),
         DaemonProcess("watch", experiment, path) as daemon,
     ):
-        served = daemon.wait_seen("web page served")
+        served = daemon.wait_seen(Event.WEB_PAGE_SERVED)
         yield daemon, Page(served["url"])
 
 
@@ -109,13 +110,13 @@ def killed_run(tmp_path: Path) -> Path:
     config = write_config(tmp_path / "config.toml", workers={"count": 1})
     store = experiment / "qi2labdatastore"
     with DaemonProcess("watch", experiment, config) as daemon:
-        daemon.wait_seen("unit started", unit=KILLED_FROM_UNIT)
+        daemon.wait_seen(Event.UNIT_STARTED, unit=KILLED_FROM_UNIT)
         while True:
             os.kill(daemon.pid, signal.SIGSTOP)
             if any(u.state == "running" for u in ledger_units(store)):
                 break
             os.kill(daemon.pid, signal.SIGCONT)
-            daemon.wait_for(lambda e: e["event"] == "unit started")
+            daemon.wait_for(lambda e: e["event"] == Event.UNIT_STARTED)
         daemon.kill()
     acquiring = dataset_dir(experiment, ACQUIRING_UNIT)
     shutil.copytree(held_back / acquiring.name, acquiring)

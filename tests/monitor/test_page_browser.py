@@ -17,6 +17,7 @@ from support.daemon import DaemonProcess
 from support.experiment import write_config
 from support.processes import wait_until
 
+from daemon.events import Event
 from daemon.simulate.settings import SimulationSettings
 
 TILE_STATES = (
@@ -82,7 +83,7 @@ def test_page_follows_the_run_and_singles_out_bad_tiles(tmp_path: Path) -> None:
         )
         mixed = False  # seen done and not-done tiles on the page at once: it updates live
         for _ in units:  # each time a unit finishes, the page catches up with the ledger
-            daemon.wait_for(lambda e: e["event"] in ("unit done", "unit failed"))
+            daemon.wait_for(lambda e: e["event"] in (Event.UNIT_DONE, Event.UNIT_FAILED))
             finished = {(u.tile, u.round): u.state for u in ledger_units(store)}
             finished = {k: s for k, s in finished.items() if s in ("done", "failed")}
             shown = wait_until(
@@ -137,7 +138,7 @@ def test_a_page_opened_before_the_first_dataset_draws_without_script_errors(tmp_
     (experiment / "raw_data").mkdir(parents=True)  # the run has not written anything yet
     config = write_config(tmp_path / "config.toml", web={"listen": "127.0.0.1:0"})
     with chromium() as driver, DaemonProcess("watch", experiment, config) as daemon:
-        driver.get(daemon.wait_seen("web page served")["url"])
+        driver.get(daemon.wait_seen(Event.WEB_PAGE_SERVED)["url"])
         wait_until(
             lambda: driver.execute_script("return Number(document.body.dataset.polls || 0) >= 2"),
             "the page polled twice",

@@ -21,6 +21,7 @@ from support.experiment import (
 from support.layouts import v06_published_entries, with_layout
 
 from daemon.config import load_settings
+from daemon.events import Event
 from daemon.monitor.snapshot import Snapshots
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
@@ -36,7 +37,7 @@ def test_ingest_writes_quality_rows_and_attributes(tmp_path):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     store = experiment / "qi2labdatastore"
-    done = [e for e in log_events(run.stdout) if e["event"] == "unit done"]
+    done = [e for e in log_events(run.stdout) if e["event"] == Event.UNIT_DONE]
     assert len(done) == settings.tiles * settings.rounds
     for event in done:  # the worker's own measure of what the monitor costs it
         assert 0 < event["quality_s"] < event["seconds"]

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.experiment import daemon_command, write_config
 from support.processes import Watched, wait_until
 
+from daemon.events import Event
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
@@ -65,7 +66,7 @@ def test_metrics_match_the_ledger_during_and_after_a_run(tmp_path):
         # a scrape each time a unit is done, while the others are still coming, then until the
         # metrics have caught up with the last one
         for _ in range(units):
-            daemon.wait_event("unit done")
+            daemon.wait_event(Event.UNIT_DONE)
             scraped_all_done()
         wait_until(scraped_all_done, f"{units} units done in /metrics", [daemon])
         records = ledger_units(store)
@@ -173,9 +174,9 @@ def test_a_busy_port_costs_the_page_not_the_ingestion(tmp_path):
         )
     assert run.returncode == 0, run.stderr[-2000:]
     events = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
-    refused = [e for e in events if e["event"] == "web page not served"]
+    refused = [e for e in events if e["event"] == Event.WEB_PAGE_NOT_SERVED]
     assert refused and refused[0]["level"] == "warning" and "in use" in refused[0]["error"]
-    assert sum(e["event"] == "unit done" for e in events) == 1
+    assert sum(e["event"] == Event.UNIT_DONE for e in events) == 1
 
 
 def test_serve_without_a_datastore_says_so(tmp_path):

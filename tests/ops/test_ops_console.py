@@ -11,6 +11,7 @@ from pathlib import Path
 from ops_support import TIMESTAMP, in_terminal, screen_lines
 from support.experiment import daemon_command, log_events, write_config
 
+from daemon.events import Event
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
@@ -27,7 +28,7 @@ def test_ingest_on_a_terminal_logs_above_a_stable_bar_with_short_lines(tmp_path:
     assert status == 0, output[-3000:]
     lines = [line for line in screen_lines(output) if line.strip()]
     logged = [line for line in lines if "[info" in line]
-    assert {"ingest started", "unit done", "stopped"} <= {
+    assert {Event.INGEST_STARTED, Event.UNIT_DONE, Event.STOPPED} <= {
         re.split(r"\]\s+", line, maxsplit=1)[1].split("  ")[0] for line in logged
     }
     for line in logged:  # each log line on its own line, not after the bar's text
@@ -36,7 +37,7 @@ def test_ingest_on_a_terminal_logs_above_a_stable_bar_with_short_lines(tmp_path:
     assert "daemon started" not in output
     # The experiment is named once; the settings are a one-line summary, not the whole dict.
     assert sum(f"experiment={experiment}" in line for line in logged) == 1
-    started = next(line for line in logged if "ingest started" in line)
+    started = next(line for line in logged if Event.INGEST_STARTED in line)
     assert "config='2 workers, queue 4;" in started and "settings=" not in output
     assert "raw_dir=" not in output or sum("raw_dir=" in line for line in logged) == 1
 
@@ -54,7 +55,7 @@ def test_json_lines_keep_the_experiment_and_the_whole_settings(tmp_path: Path) -
     events = log_events(run.stdout)
     assert all(e["experiment"] == str(experiment) for e in events)
     started = events[0]
-    assert started["event"] == "ingest started"
+    assert started["event"] == Event.INGEST_STARTED
     assert started["settings"]["workers"]["count"] == 1
     assert started["config"].startswith("1 workers, queue 4;")
 

@@ -15,6 +15,8 @@ from ops_support import TIMESTAMP, busy_port, cli, in_terminal, screen_lines
 from support.experiment import log_events
 from support.processes import WAIT_S, Watched
 
+from daemon.events import Event
+
 REPO = Path(__file__).resolve().parents[2]
 FRESH_SHELL = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "LANG": "C.UTF-8"}
 CONSOLE_SCRIPT = Path(sys.executable).parent / "qi2lab-ingest"  # what `make demo` runs
@@ -48,7 +50,7 @@ def test_the_demo_ingests_everything_and_says_where_it_is(tmp_path: Path) -> Non
     assert "units       9 of 9 done" in lines
     assert "verify      27 entries of 9 units all match their raw data" in lines
     assert f"datastore   {experiment / 'qi2labdatastore'}" in lines
-    done = [e for e in log_events(result.stderr) if e["event"] == "unit done"]
+    done = [e for e in log_events(result.stderr) if e["event"] == Event.UNIT_DONE]
     assert len(done) == 9  # the daemon's live log, as JSON off a terminal
     for command in printed_commands(result.stdout):  # run as `python -m daemon.cli demo`
         again = pasted(command, Path.cwd())
@@ -133,7 +135,7 @@ def test_on_a_terminal_the_demo_keeps_its_bar_and_log_lines_whole(tmp_path: Path
     assert status == 0, output[-3000:]
     lines = [line for line in screen_lines(output) if line.strip()]
     logged = [line for line in lines if "[info" in line or "[warn" in line]
-    assert sum("unit done" in line for line in logged) == 9, output[-3000:]
+    assert sum(Event.UNIT_DONE in line for line in logged) == 9, output[-3000:]
     for line in logged:  # each log line on its own line, not after a bar's text
         assert TIMESTAMP.match(line), repr(line)
     bars = [line for line in lines if re.match(r"\w+: +\d+%\|", line)]

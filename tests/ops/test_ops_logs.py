@@ -8,16 +8,17 @@ from pathlib import Path
 
 from support.experiment import daemon_command, log_events, write_config
 
+from daemon.events import Event
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
 UNIT_EVENTS = {
-    "dataset seen",
-    "dataset broken",
-    "unit started",
-    "unit done",
-    "unit failed",
-    "retry",
+    Event.DATASET_SEEN,
+    Event.DATASET_BROKEN,
+    Event.UNIT_STARTED,
+    Event.UNIT_DONE,
+    Event.UNIT_FAILED,
+    Event.RETRY,
 }
 
 
@@ -50,5 +51,5 @@ def test_every_line_is_json_and_unit_events_name_experiment_unit_tile_and_round(
     assert all(e["experiment"] == str(experiment) for e in events)
     for event in (e for e in events if e["event"] in UNIT_EVENTS):
         assert event["unit"] == f"tile{event['tile']:04d}/round{event['round']:04d}", event
-    failed = {e["unit"] for e in events if e["event"] in ("unit failed", "dataset broken")}
+    failed = {e["unit"] for e in events if e["event"] in (Event.UNIT_FAILED, Event.DATASET_BROKEN)}
     assert failed == {"tile0001/round0001", "tile0001/round0000", "tile0002/round0001"}

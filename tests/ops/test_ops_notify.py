@@ -11,6 +11,7 @@ from ops_support import NotifySocket, start_daemon
 from support.experiment import write_config
 
 from daemon.config import ConfigError, load_settings
+from daemon.events import Event
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
@@ -29,7 +30,7 @@ def test_ready_after_the_scan_then_status_and_watchdog_then_stopping_on_sigterm(
         assert ready == "READY=1\nSTATUS=0 done, 0 failed, 2 waiting, 0 datasets being written"
         running = notify_socket.until(lambda m: m.startswith("STATUS="))
         for uid in ("tile0000/round0000", "tile0001/round0000"):
-            daemon.wait_seen("unit done", unit=uid)
+            daemon.wait_seen(Event.UNIT_DONE, unit=uid)
         idle = notify_socket.until(lambda m: m == "WATCHDOG=1")  # idle by design is healthy
         daemon.send_signal(signal.SIGTERM)
         stopping = notify_socket.until(lambda m: m == "STOPPING=1")
@@ -53,13 +54,13 @@ def test_watchdog_pings_stop_while_a_worker_is_stuck_and_resume_once_it_moves(
     config = write_config(tmp_path / "config.toml", workers={"stuck_after_s": 1.0})
     try:
         with start_daemon(experiment, config, notify=notify_socket) as daemon:
-            daemon.wait_seen("unit started", unit="tile0000/round0000")
-            daemon.wait_seen("unit done", unit="tile0001/round0000")
+            daemon.wait_seen(Event.UNIT_STARTED, unit="tile0000/round0000")
+            daemon.wait_seen(Event.UNIT_DONE, unit="tile0001/round0000")
             # Between two periodic STATUS messages the stuck daemon sends no ping at all.
             assert _a_status_period_without_pings(notify_socket)
             with stuck.open("wb") as fifo:  # the share answers
                 fifo.write(content)
-            daemon.wait_seen("unit done", unit="tile0000/round0000")
+            daemon.wait_seen(Event.UNIT_DONE, unit="tile0000/round0000")
             notify_socket.until(lambda m: m == "WATCHDOG=1")  # healthy again
             daemon.send_signal(signal.SIGTERM)
             notify_socket.until(lambda m: m == "STOPPING=1")

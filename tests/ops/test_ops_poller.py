@@ -20,6 +20,7 @@ from support.experiment import read_state, write_config
 from support.processes import wait_until
 
 from daemon import __version__
+from daemon.events import Event
 from daemon.simulate.sample import render_plane
 from daemon.simulate.settings import SimulationSettings
 
@@ -38,7 +39,7 @@ def test_a_live_daemon_says_who_it_is_beats_and_says_when_it_stopped(
     config = write_config(tmp_path / "config.toml", status={"heartbeat_s": 0.5})
     store = experiment_copy / STORE
     with start_daemon(experiment_copy, config, notify=notify_socket) as daemon:
-        daemon.wait_event("watch started")
+        daemon.wait_event(Event.WATCH_STARTED)
         first = wait_until(
             lambda: (d := read_state(store).get("Daemon")) and d["pid"] == daemon.pid and d,
             "this daemon in datastore.json",
@@ -68,8 +69,8 @@ def test_a_live_daemon_says_who_it_is_beats_and_says_when_it_stopped(
     assert second.returncode == 2
     assert f"(pid {daemon.pid} on {socket.gethostname()})" in second.stderr, second.stderr
 
-    assert [e["event"] for e in events].count("backlog") == 1
-    (stopping,) = (e for e in events if e["event"] == "stopping")
+    assert [e["event"] for e in events].count(Event.BACKLOG) == 1
+    (stopping,) = (e for e in events if e["event"] == Event.STOPPING)
     assert (stopping["running"], stopping["queued"]) == (0, 0) and "in_flight" not in stopping
 
 

@@ -16,6 +16,7 @@ from support.daemon import DaemonProcess
 from support.experiment import simulator_process, write_config
 from support.processes import wait_until
 
+from daemon.events import Event
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
@@ -61,7 +62,7 @@ def test_status_matches_the_ledger_during_a_run_and_after_it(tmp_path: Path) -> 
         simulator_process(experiment, PACED) as microscope,
         start_daemon(experiment, config, "--exit-when-complete") as daemon,
     ):
-        daemon.wait_seen("unit done")
+        daemon.wait_seen(Event.UNIT_DONE)
         os.kill(daemon.pid, signal.SIGSTOP)  # hold the ledger still while both read it
         try:
             during = status_json(experiment)

@@ -19,6 +19,7 @@ from support.experiment import log_events, write_config
 from support.faults import as_user, runtime_for, shared_folder
 from support.processes import WAIT_S
 
+from daemon.events import Event
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
@@ -107,8 +108,8 @@ def test_the_log_is_on_stdout_where_a_pipe_reads_it(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stderr == ""
     events = log_events(run.stdout)  # raises on any line that is not JSON
-    assert events[0]["event"] == "ingest started"
-    assert len([e for e in events if e["event"] == "unit done"]) == 2
+    assert events[0]["event"] == Event.INGEST_STARTED
+    assert len([e for e in events if e["event"] == Event.UNIT_DONE]) == 2
 
 
 def test_backfill_logs_on_stdout_from_its_start_each_line_naming_its_experiment(
@@ -120,9 +121,9 @@ def test_backfill_logs_on_stdout_from_its_start_each_line_naming_its_experiment(
     run = cli("backfill", *experiments, "--workers", "1")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     first, *events = log_events(run.stdout)  # raises on any line that is not JSON
-    assert first["event"] == "backfill started"
+    assert first["event"] == Event.BACKFILL_STARTED
     assert first["experiments"] == [str(e) for e in experiments]
-    assert {e["event"] for e in events} >= {"plan loaded", "psf written", "unit done"}
+    assert {e["event"] for e in events} >= {Event.PLAN_LOADED, Event.PSF_WRITTEN, Event.UNIT_DONE}
     unnamed = [e for e in events if e.get("experiment") not in map(str, experiments)]
     assert unnamed == []
     assert run.stderr.startswith("backfill: 2 units converted, 0 failed")  # for the person
@@ -135,14 +136,14 @@ def test_a_second_ctrl_c_stops_at_once_saying_what_is_left(tmp_path: Path) -> No
     simulate(experiment, SimulationSettings(tiles=1, rounds=2, z=20, size=1024))  # slow units
     config = write_config(tmp_path / "config.toml", workers={"count": 1})
     with DaemonProcess("watch", experiment, config) as daemon:
-        daemon.wait_event("unit started")
+        daemon.wait_event(Event.UNIT_STARTED)
         daemon.send_signal(signal.SIGINT)
-        daemon.wait_event("stopping")  # the first one was taken: it waits for the unit
+        daemon.wait_event(Event.STOPPING)  # the first one was taken: it waits for the unit
         daemon.send_signal(signal.SIGINT)
         daemon.expect_exit(128 + signal.SIGINT)
-    (last,) = [e for e in daemon.events if e["event"] == "stopped at once"]
+    (last,) = [e for e in daemon.events if e["event"] == Event.STOPPED_AT_ONCE]
     assert last["left_pending"] == 2 and last["being_converted"] == 1
-    assert daemon.named("stopped") == []
+    assert daemon.named(Event.STOPPED) == []
     assert cli("ingest", experiment, "--config", config).returncode == 0  # nothing was lost
 
 
