@@ -36,13 +36,16 @@ def positive(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
 
 
+LayoutName = Literal["seed", "merfish3d-v0.6"]  # daemon.layouts.LAYOUT_NAMES
+
+
 @dataclass(frozen=True)
 class DatastoreSettings:
     """Where the datastore goes (a relative path is taken relative to the experiment folder)
     and which layout it is written in (`daemon.layouts`)."""
 
     path: str = "qi2labdatastore"
-    layout: Literal["seed", "merfish3d-v0.6"] = "seed"
+    layout: LayoutName = "seed"
 
 
 @dataclass(frozen=True)
@@ -219,7 +222,8 @@ def settle_layout(settings: Settings, experiment: Path, chosen: str | None) -> S
     datastore refuses it with a message naming both.
     """
     name = chosen or found_layout(settings.datastore_path(experiment)) or settings.datastore.layout
-    datastore = dataclasses.replace(settings.datastore, layout=name)
+    # each source names a known layout: --layout's choices, the checked config, a marker
+    datastore = dataclasses.replace(settings.datastore, layout=typing.cast(LayoutName, name))
     return dataclasses.replace(settings, datastore=datastore)
 
 
@@ -270,7 +274,7 @@ def _keyed(message: str, prefix: str, known: set[str], where: str) -> str:
 def _convert(hint: Any, value: Any, key: str, source: Path, default: Any = None) -> Any:
     """Check one value against its type hint; nested dataclasses are built recursively over
     `default`, the value they replace."""
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a class, not an instance
         return _build(hint, value, f"{key}.", source, default)
     origin = typing.get_origin(hint)
     if origin is Literal:

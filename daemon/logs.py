@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any, Literal, TextIO
 
 import structlog
+from structlog.typing import EventDict
 
 LogFormat = Literal["auto", "json", "console"]
 CONTEXT_FIELDS = ("experiment", "raw_dir")  # the same on every line of a process
@@ -62,7 +63,7 @@ def configure_logging(
 def _add_fields(fields: Mapping[str, object]) -> structlog.typing.Processor:
     """A processor putting `fields` into each event (the event's own values win)."""
 
-    def add(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    def add(_logger: Any, _method: str, event: EventDict) -> EventDict:
         return {**fields, **event}
 
     return add
@@ -73,7 +74,7 @@ def _first_time_only(keys: tuple[str, ...]) -> structlog.typing.Processor:
     shown: dict[str, object] = {}
     lock = threading.Lock()
 
-    def drop_repeats(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    def drop_repeats(_logger: Any, _method: str, event: EventDict) -> EventDict:
         with lock:
             for key in keys:
                 if key in event:
@@ -89,7 +90,7 @@ def _first_time_only(keys: tuple[str, ...]) -> structlog.typing.Processor:
 def _without(keys: tuple[str, ...]) -> structlog.typing.Processor:
     """A processor dropping `keys` from every event."""
 
-    def drop(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    def drop(_logger: Any, _method: str, event: EventDict) -> EventDict:
         for key in keys:
             event.pop(key, None)
         return event

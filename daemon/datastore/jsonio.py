@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 STAGING = ".staging"  # work in progress; a hidden name outside every published folder
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> None:
     """Replace `path` with what `write` puts into the binary file it is given.
 
     On any error (in `write` or in the file system) the temporary file is removed, the old

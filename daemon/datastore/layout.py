@@ -21,7 +21,7 @@ POLYDT = "polyDT"
 READOUTS = "readouts"
 
 EntityKind = Literal["round", "bit"]
-KIND_ROOTS: dict[str, str] = {"round": POLYDT, "bit": READOUTS}
+KIND_ROOTS: dict[EntityKind, str] = {"round": POLYDT, "bit": READOUTS}
 _FIRST_INDEX = {"round": 0, "bit": 1}  # round 0 is the reference; bits are codebook bits
 
 

@@ -361,7 +361,10 @@ class DataStore:
                 f"tile {tile}: give exactly one of round= or bit= (got round={round!r}, "
                 f"bit={bit!r})"
             )
-        return Entity.round(tile, round) if round is not None else Entity.bit(tile, bit)
+        if round is not None:
+            return Entity.round(tile, round)
+        assert bit is not None  # exactly one of them is given (checked above)
+        return Entity.bit(tile, bit)
 
     def _ensure_entity(self, entity: Entity) -> Path:
         """The published folder of `entity`, published empty first if it is not there yet."""

@@ -144,9 +144,7 @@ def write_calibrations(
     noise = None
     if settings.calibrations.noise_map:
         noise = _load_npy(settings.calibrations.noise_map, np.uint16, 2, "camera noise map")
-    data = CalibrationData(
-        plan=plan, acq=acq, camera_shape_yx=tuple(dataset.shape_yx), noise_map=noise
-    )
+    data = CalibrationData(plan=plan, acq=acq, camera_shape_yx=dataset.shape_yx, noise_map=noise)
     store.write_calibrations(data)
     if settings.calibrations.psf:
         store.write_psfs(data, _load_npy(settings.calibrations.psf, np.float32, 4, "PSF"))

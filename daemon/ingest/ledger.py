@@ -366,10 +366,10 @@ class Ledger:
         rows = self._db.query("SELECT * FROM units ORDER BY tile, round")
         return [_record(r) for r in rows]
 
-    def states(self) -> list[tuple[int, int, str, str | None]]:
+    def states(self) -> list[sqlite3.Row]:
         """(tile, round, state, error) of every unit: what datastore.json summarises.
 
-        Far cheaper than `units()` (no row objects, no JSON), since the summary is rebuilt
+        Far cheaper than `units()` (no UnitRecords, no JSON), since the summary is rebuilt
         from it after every change of a run that may hold thousands of units.
         """
         return self._db.query("SELECT tile, round, state, error FROM units ORDER BY tile, round")

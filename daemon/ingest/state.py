@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,7 +51,7 @@ INGEST_LOG_SCHEMA = pa.schema(
 
 
 def ingestion_summary(
-    states: Iterable[tuple[int, int, str, str | None]], plan: Plan | None, store: Layout
+    states: Iterable[Sequence[Any]], plan: Plan | None, store: Layout
 ) -> dict[str, Any]:
     """Per tile: rounds and bits done, what failed and why; and the totals.
 

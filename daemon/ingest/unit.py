@@ -45,7 +45,7 @@ CONVERSION_VERSION = 2
 
 def channel_checksum(stack: np.ndarray) -> str:
     """CRC-32 of a channel's raw pixels as stored (z ascending, little-endian uint16)."""
-    return f"crc32:{zlib.crc32(np.ascontiguousarray(stack, dtype='<u2')) & 0xFFFFFFFF:08x}"
+    return f"crc32:{zlib.crc32(np.ascontiguousarray(stack, dtype='<u2').data) & 0xFFFFFFFF:08x}"
 
 
 def source_dataset(raw_dir: Path, dataset: str) -> str:

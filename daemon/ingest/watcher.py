@@ -35,7 +35,7 @@ _READS = frozenset({EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE})
 class _TopLevelNames(FileSystemEventHandler):
     """Puts the first path component below raw_data of every event but reads on a queue."""
 
-    def __init__(self, root: Path, names: queue.SimpleQueue[str]) -> None:
+    def __init__(self, root: Path, names: queue.SimpleQueue[str | None]) -> None:
         self._root = root
         self._names = names
 

@@ -7,11 +7,14 @@ already holds another layout is refused with `LayoutMismatchError`, never mixed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from daemon.datastore.arrays import REFERENCE_CODEC, ArrayCodec
 from daemon.layouts.base import Layout, LayoutMismatchError
 from daemon.raw.defaults import RawDefaults
+
+if TYPE_CHECKING:
+    from daemon.layouts.merfish3d_v06 import Merfish3dV06Layout
 
 LAYOUT_NAMES = ("seed", "merfish3d-v0.6")
 # Each layout's marker file (`Layout.marker`), so that finding a folder's layout imports no
@@ -64,7 +67,8 @@ def _create(
 ) -> Layout:
     backend = _backend(name)
     if backend.refreshes_entries:  # it reads raw metadata to settle provisional entries
-        return backend(path, codec, context, create=create, raw_defaults=raw_defaults)
+        refreshing = cast("type[Merfish3dV06Layout]", backend)  # the one layout that does
+        return refreshing(path, codec, context, create=create, raw_defaults=raw_defaults)
     return backend(path, codec, context, create=create)
 
 

@@ -97,8 +97,10 @@ def stage_zyx_um(
 
 def ome_image(ndim: int, scale: Sequence[float], translation: Sequence[float]) -> dict[str, Any]:
     """The validated `ome` attribute of a one-level OME-NGFF 0.5 image of `ndim` space axes."""
-    axes = [v05.SpaceAxis(name=n, unit="micrometer") for n in ("z", "y", "x")[-ndim:]]
-    transforms = [
+    axes: list[v05.Axis] = [
+        v05.SpaceAxis(name=n, unit="micrometer") for n in ("z", "y", "x")[-ndim:]
+    ]
+    transforms: list[v05.ScaleTransformation | v05.TranslationTransformation] = [
         v05.ScaleTransformation(scale=[float(v) for v in scale]),
         v05.TranslationTransformation(translation=[float(v) for v in translation]),
     ]

@@ -126,7 +126,8 @@ class _Resolver:
 
     def camera_model(self) -> str:
         name = self.first.get("Camera-CameraName") or self.first.get("Core-Camera")
-        model = self.pick("camera", str, lambda: CAMERA_MODELS.get(name), self.defaults.camera)
+        from_image = CAMERA_MODELS.get(name) if isinstance(name, str) else None
+        model = self.pick("camera", str, lambda: from_image, self.defaults.camera)
         model = CAMERA_MODELS.get(model, model)
         if model not in ("orcav3", "flir"):
             raise MetadataError(

@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from daemon.raw.csvfiles import Value, parse_value, read_key_values, read_table
 from daemon.raw.defaults import RawDefaults
@@ -37,6 +38,9 @@ METADATA_FILES = (SCAN_METADATA, CODEBOOK, BIT_ORDER)
 # color -> NDTiff channel axis name, in ascending wavelength; blue is the fiducial (poly-dT).
 AXIS_NAMES = {"blue": "F-Blue", "yellow": "F-Yellow", "red": "F-Red"}
 FIDUCIAL_COLOR = "blue"
+
+# The kinds a metadata value is checked as (`check_kind`, `require`).
+_Kind = TypeVar("_Kind", bool, int, float, str)
 
 _DATASET_DIR = re.compile(r"(?P<root>.+)_r(?P<round>\d{4})_tile(?P<tile>\d{4})_(?P<copy>\d+)")
 
@@ -191,22 +195,21 @@ def read_stage_position(path: Path) -> tuple[float, float, float]:
     return x, y, z
 
 
-def require(path: Path, values: Mapping[str, Value], key: str, kind: type) -> Value:
+def require(path: Path, values: Mapping[str, Value], key: str, kind: type[_Kind]) -> _Kind:
     """A required value of the given kind; MetadataError naming file and key otherwise."""
     if key not in values:
         raise MetadataError(path, f"{key}: required key missing")
     return check_kind(path, key, values[key], kind)
 
 
-def check_kind(path: Path, key: str, value: Value, kind: type) -> Value:
+def check_kind(path: Path, key: str, value: Value, kind: type[_Kind]) -> _Kind:
     """`value` as `kind` (int, float, bool or str); a float may be given as an int, never NaN."""
-    ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value, ok = float(value), True
-    if not ok:
+        value = float(value)
+    if not isinstance(value, kind) or (kind in (int, float) and isinstance(value, bool)):
         names = {int: "an integer", float: "a number", bool: "True or False", str: "a string"}
         raise MetadataError(path, f"{key} must be {names[kind]}, got {value!r}")
-    if kind is float and not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         raise MetadataError(path, f"{key} must be a finite number, got {value!r}")
     return value
 
@@ -285,12 +288,13 @@ def _bit_order(
         )
     seen_rounds: set[int] = set()
     seen_bits: set[int] = set()
-    for number, row in rows:
-        for column, value in zip(columns, row, strict=True):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise MetadataError(
-                    path, f"line {number}, {column}: must be an integer, got {value!r}"
-                )
+    checked: list[tuple[int, ...]] = []
+    for number, values in rows:
+        row = tuple(
+            _integer(path, f"line {number}, {column}", value)
+            for column, value in zip(columns, values, strict=True)
+        )
+        checked.append(row)
         round, *bits = row
         if not 1 <= round <= num_rounds or round in seen_rounds:
             raise MetadataError(
@@ -310,4 +314,11 @@ def _bit_order(
     missing = sorted(set(range(1, num_rounds + 1)) - seen_rounds)
     if missing:
         raise MetadataError(path, f"no row for round(s) {missing} of num_r={num_rounds}")
-    return columns, tuple(sorted(row for _, row in rows))
+    return columns, tuple(sorted(checked))
+
+
+def _integer(path: Path, where: str, value: Value) -> int:
+    """A table cell that must be an integer (a bool is not one)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise MetadataError(path, f"{where}: must be an integer, got {value!r}")
+    return value
