@@ -377,7 +377,7 @@ class Ledger:
     def counts(self) -> dict[str, int]:
         """How many units are in each state."""
         rows = self._db.query("SELECT state, COUNT(*) FROM units GROUP BY state")
-        counts = dict.fromkeys(LEDGER_STATES, 0)
+        counts: dict[str, int] = dict.fromkeys(LEDGER_STATES, 0)
         counts.update({r[0]: r[1] for r in rows})
         return counts
 

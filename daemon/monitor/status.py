@@ -67,7 +67,7 @@ def collect(experiment: Path, settings: Settings) -> dict[str, Any]:
     store = settings.datastore_path(experiment)
     pid = daemon_pid(lock_path(store))
     states = shown_states(units, daemon_running=pid is not None)
-    counts = dict.fromkeys((*LEDGER_STATES, UnitState.INTERRUPTED), 0)
+    counts: dict[str, int] = dict.fromkeys((*LEDGER_STATES, UnitState.INTERRUPTED), 0)
     counts.update(Counter(states.values()))
     raw_dir = experiment / "raw_data"
     plan = readable_plan(raw_dir, settings)
@@ -76,7 +76,7 @@ def collect(experiment: Path, settings: Settings) -> dict[str, Any]:
     expected = plan.num_tiles * plan.num_rounds if plan is not None else None
     speed = throughput(units)
     mb_per_s = speed["mb_s"]
-    backlog = counts["pending"] + counts["running"] + counts[UnitState.INTERRUPTED]
+    backlog = counts[UnitState.PENDING] + counts[UnitState.RUNNING] + counts[UnitState.INTERRUPTED]
     unit_mb = _mean_unit_mb(units)
     backlog_mb = round(unit_mb * backlog, 3) if backlog and unit_mb else None
     eta_s = round(backlog_mb / mb_per_s, 1) if backlog_mb and mb_per_s and pid else None
