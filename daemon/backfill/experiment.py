@@ -15,6 +15,7 @@ from pathlib import Path
 
 from daemon.backfill.task import UnitFailure
 from daemon.config import Settings
+from daemon.errors import Qi2labError
 from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult, named_units
 from daemon.ingest.planner import Planner
 from daemon.ingest.service import STATE_DIR, DaemonError, exclusive_lock, ledger_path
@@ -25,7 +26,7 @@ from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import load_plan
 
 
-class BackfillError(RuntimeError):
+class BackfillError(Qi2labError, RuntimeError):
     """An experiment that cannot be backfilled as given (a bad argument): exit status 2."""
 
 

@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon.errors import Qi2labError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS units (
     unit_id       TEXT PRIMARY KEY,
@@ -69,7 +71,7 @@ _SQLITE_ERRNOS = {
 }
 
 
-class LedgerError(OSError):
+class LedgerError(Qi2labError, OSError):
     """A change could not be written to the ledger file (full disk, I/O error, ...).
 
     An OSError with the errno SQLite's result code stands for and the ledger's path, so the

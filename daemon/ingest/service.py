@@ -30,6 +30,7 @@ from pathlib import Path
 from daemon import __version__
 from daemon.config import Settings
 from daemon.datastore import layout
+from daemon.errors import Qi2labError
 from daemon.ingest.failures import describe, errno_name
 from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult, named_units
 from daemon.ingest.planner import Planner
@@ -56,7 +57,7 @@ STATUS_PERIOD_S = 5.0  # systemd's status line is refreshed this often
 BACKLOG_HEARTBEAT_S = 300.0  # `backlog` is logged when it changes, and at least this often
 
 
-class DaemonError(RuntimeError):
+class DaemonError(Qi2labError, RuntimeError):
     """The daemon cannot start (another instance holds the lock, a folder is unusable)."""
 
 

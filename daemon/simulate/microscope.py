@@ -39,6 +39,8 @@ from typing import Any, Protocol
 import numpy as np
 from ndstorage import NDTiffDataset
 
+from daemon.errors import Qi2labError
+
 OFFSET_ADU = 100
 ORCA_E_PER_ADU = 0.47
 FLIR_E_PER_ADU = 0.03  # the spec's calibrated FLIR default; the FLIR reports no gain itself
@@ -86,7 +88,7 @@ class NDTiffWriter(NDTiffDataset):
             writer.reader.close()
 
 
-class SimulationError(ValueError):
+class SimulationError(Qi2labError, ValueError):
     """A simulation that cannot be run as asked; the message names the option."""
 
 
