@@ -64,8 +64,9 @@ def backfill(
         return _bad(f"needs Dask ({exc.name} is missing): pip install 'qi2lab-ingest[cluster]'")
     from daemon.access import denied_in, explain_denied
     from daemon.backfill.experiment import BackfillError, ExperimentRun
-    from daemon.backfill.report import ExperimentSummary, ProgressBar, Tally, render
+    from daemon.backfill.report import ExperimentSummary, Tally, render
     from daemon.backfill.task import UnitFailure
+    from daemon.console import ProgressBar
     from daemon.ingest.ledger import UnitResult
 
     _log_start(folders, settings, cluster)
@@ -97,11 +98,11 @@ def backfill(
                 )
             except (OSError, TimeoutError) as exc:
                 return _bad(f"cannot reach the scheduler: {exc}")
-            bar = ProgressBar(total, tally)
+            bar = ProgressBar("backfill", "unit", total)
 
             def progress(outcome: UnitResult | UnitFailure) -> None:
                 tally.add(outcome)
-                bar.update()
+                bar.advance(failed=tally.failed, MB_s=f"{tally.mb_per_s:.1f}")
 
             try:
                 run_backfill(client, runs, progress)
