@@ -22,11 +22,12 @@ from typing import Any, Literal
 
 from daemon.address import check_listen
 from daemon.datastore.arrays import ArrayCodec
+from daemon.errors import Qi2labError
 from daemon.layouts import found_layout
 from daemon.raw.defaults import RawDefaults
 
 
-class ConfigError(ValueError):
+class ConfigError(Qi2labError, ValueError):
     """A configuration file that cannot be used; the message names the file and the key."""
 
 

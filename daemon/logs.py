@@ -20,7 +20,7 @@ import logging
 import sys
 import threading
 from collections.abc import Mapping
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, Protocol
 
 import structlog
 from structlog.typing import EventDict
@@ -30,8 +30,18 @@ CONTEXT_FIELDS = ("experiment", "raw_dir")  # the same on every line of a proces
 DEBUG_FIELDS = ("settings",)  # long; the console shows them at debug level only
 
 
+class TextSink(Protocol):
+    """Where log lines go: a text file, or a stream that writes above a progress bar."""
+
+    def write(self, text: str) -> int: ...
+
+    def flush(self) -> None: ...
+
+    def isatty(self) -> bool: ...
+
+
 def configure_logging(
-    fmt: LogFormat = "auto", level: str = "info", stream: TextIO | None = None, **fields: object
+    fmt: LogFormat = "auto", level: str = "info", stream: TextSink | None = None, **fields: object
 ) -> None:
     """Configure structlog process-wide; `auto` picks the console renderer on a terminal.
 
@@ -55,7 +65,8 @@ def configure_logging(
             *(console if use_console else [structlog.processors.JSONRenderer()]),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.WriteLoggerFactory(file=out),
+        # structlog asks for a TextIO but uses only write and flush, which every TextSink has
+        logger_factory=structlog.WriteLoggerFactory(file=out),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
 

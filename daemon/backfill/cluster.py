@@ -25,6 +25,7 @@ from distributed.security import Security
 
 from daemon.backfill.experiment import ExperimentRun
 from daemon.backfill.task import UnitFailure, convert_unit
+from daemon.errors import Qi2labError
 from daemon.ingest.failures import describe
 from daemon.ingest.ledger import UnitRecord, UnitResult
 
@@ -36,7 +37,7 @@ RESUBMITS = 3  # times a unit is submitted again after its future was cancelled
 REACH_S = 5  # a --scheduler address that does not answer within this is unreachable
 
 
-class BackfillInterrupted(RuntimeError):
+class BackfillInterrupted(Qi2labError, RuntimeError):
     """The cluster went away (the scheduler did not come back): run again to resume."""
 
 

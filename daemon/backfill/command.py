@@ -20,6 +20,7 @@ from daemon import __version__
 from daemon.config import Settings, settle_layout
 from daemon.events import Event
 from daemon.logs import get_logger
+from daemon.states import UnitState
 
 PROG = "qi2lab-ingest backfill"
 
@@ -65,8 +66,9 @@ def backfill(
         return _bad(f"needs Dask ({exc.name} is missing): pip install 'qi2lab-ingest[cluster]'")
     from daemon.access import denied_in, explain_denied
     from daemon.backfill.experiment import BackfillError, ExperimentRun
-    from daemon.backfill.report import ExperimentSummary, ProgressBar, Tally, render
+    from daemon.backfill.report import ExperimentSummary, Tally, render
     from daemon.backfill.task import UnitFailure
+    from daemon.console import ProgressBar
     from daemon.ingest.ledger import UnitResult
 
     _log_start(folders, settings, cluster)
@@ -98,11 +100,11 @@ def backfill(
                 )
             except (OSError, TimeoutError) as exc:
                 return _bad(f"cannot reach the scheduler: {exc}")
-            bar = ProgressBar(total, tally)
+            bar = ProgressBar("backfill", "unit", total)
 
             def progress(outcome: UnitResult | UnitFailure) -> None:
                 tally.add(outcome)
-                bar.update()
+                bar.advance(failed=tally.failed, MB_s=f"{tally.mb_per_s:.1f}")
 
             try:
                 run_backfill(client, runs, progress)
@@ -119,7 +121,8 @@ def backfill(
         ]
     print(render(tally, summaries), file=sys.stderr)  # stdout is the log's
     unfinished = any(
-        s.counts["failed"] or s.counts["pending"] or s.counts["running"] for s in summaries
+        s.counts[UnitState.FAILED] or s.counts[UnitState.PENDING] or s.counts[UnitState.RUNNING]
+        for s in summaries
     )
     return 1 if unfinished else status
 

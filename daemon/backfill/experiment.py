@@ -15,6 +15,7 @@ from pathlib import Path
 from daemon.backfill.task import UnitFailure
 from daemon.config import Settings
 from daemon.datastore.statedir import ledger_path
+from daemon.errors import Qi2labError
 from daemon.events import Event
 from daemon.ingest.claim import Claim, DaemonError
 from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult, named_units
@@ -27,7 +28,7 @@ from daemon.raw.experiment import load_plan
 from daemon.states import UnitState
 
 
-class BackfillError(RuntimeError):
+class BackfillError(Qi2labError, RuntimeError):
     """An experiment that cannot be backfilled as given (a bad argument): exit status 2."""
 
 

@@ -1,15 +1,15 @@
-"""What a backfill tells its user: a progress bar while it runs, a summary when it ends."""
+"""What a backfill tells its user when it ends: totals, each experiment, every failure (its
+progress bar while it runs is `daemon.console`'s)."""
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
 
 from daemon.backfill.task import UnitFailure
 from daemon.ingest.ledger import UnitRecord, UnitResult
+from daemon.states import UnitState
 
 
 @dataclass
@@ -37,27 +37,6 @@ class Tally:
         return self.source_bytes / 1e6 / max(self.seconds, 1e-9)
 
 
-class ProgressBar:
-    """Units done / total and MB/s on a terminal (tqdm); nothing when stderr is not one."""
-
-    def __init__(self, total: int, tally: Tally, stream: TextIO = sys.stderr) -> None:
-        self._tally = tally
-        self._bar = None
-        if stream.isatty():
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, unit="unit", desc="backfill", file=stream)
-
-    def update(self) -> None:
-        if self._bar is not None:
-            self._bar.set_postfix(failed=self._tally.failed, MB_s=f"{self._tally.mb_per_s:.1f}")
-            self._bar.update(1)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
 @dataclass(frozen=True)
 class ExperimentSummary:
     """Where one experiment stands after the backfill, from its ledger."""
@@ -78,7 +57,7 @@ def render(tally: Tally, experiments: list[ExperimentSummary]) -> str:
     for summary in experiments:
         c = summary.counts
         line = f"  {summary.experiment}: {c['done']} done, {c['failed']} failed"
-        if c["pending"] + c["running"]:
+        if c[UnitState.PENDING] + c[UnitState.RUNNING]:
             line += f", {c['pending'] + c['running']} not converted"
         if summary.incomplete:
             line += f", {len(summary.incomplete)} datasets incomplete (not converted)"

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from daemon.errors import Qi2labError
+
 DATASTORE_DIR = "qi2labdatastore"
 STATE_FILE = "datastore.json"
 INGEST_LOG = "ingest_log.parquet"
@@ -25,7 +27,7 @@ KIND_ROOTS: dict[EntityKind, str] = {"round": POLYDT, "bit": READOUTS}
 _FIRST_INDEX = {"round": 0, "bit": 1}  # round 0 is the reference; bits are codebook bits
 
 
-class LayoutError(ValueError):
+class LayoutError(Qi2labError, ValueError):
     """Something on disk or a requested name does not follow the layout contract."""
 
 

@@ -70,6 +70,7 @@ from daemon.datastore.validators import (
     validated,
     wavelength_pairs,
 )
+from daemon.errors import Qi2labError
 
 FORMAT_VERSION = 1  # version of the on-disk layout this library writes (datastore.json Version)
 STATE_FLAGS = (
@@ -85,11 +86,11 @@ STATE_FLAGS = (
 )
 
 
-class MissingValueError(LookupError):
+class MissingValueError(Qi2labError, LookupError):
     """A value, attribute or array that was never written was asked for."""
 
 
-class UnknownEntityError(LookupError):
+class UnknownEntityError(Qi2labError, LookupError):
     """A tile x round or tile x bit that is not in the datastore was addressed."""
 
 

@@ -16,10 +16,11 @@ from pathlib import Path
 from types import TracebackType
 
 from daemon.datastore.statedir import lock_path, state_dir
+from daemon.errors import Qi2labError
 from daemon.layouts import LayoutMismatchError, check_layout
 
 
-class DaemonError(RuntimeError):
+class DaemonError(Qi2labError, RuntimeError):
     """The daemon cannot start (another instance holds the lock, a folder is unusable)."""
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.datastore.sqlite import Database
+from daemon.errors import Qi2labError
 from daemon.states import LEDGER_STATES, UnitState
 
 SCHEMA = """
@@ -71,7 +72,7 @@ _SQLITE_ERRNOS = {
 }
 
 
-class LedgerError(OSError):
+class LedgerError(Qi2labError, OSError):
     """A change could not be written to the ledger file (full disk, I/O error, ...).
 
     An OSError with the errno SQLite's result code stands for and the ledger's path, so the

@@ -27,12 +27,13 @@ import numpy as np
 
 from daemon.datastore.arrays import REFERENCE_CODEC, ArrayCodec
 from daemon.datastore.layout import Entity, tile_name
+from daemon.errors import Qi2labError
 from daemon.pixels.camera import correct
 from daemon.raw.acquisition import Acquisition
 from daemon.raw.experiment import Channel, Plan
 
 
-class LayoutMismatchError(ValueError):
+class LayoutMismatchError(Qi2labError, ValueError):
     """A datastore folder holds another layout than the one asked for."""
 
 

@@ -26,6 +26,7 @@ from daemon.config import Settings
 from daemon.datastore import layout
 from daemon.datastore.layout import Entity
 from daemon.datastore.statedir import ledger_path, lock_path
+from daemon.errors import Qi2labError
 from daemon.ingest.ledger import Ledger, UnitRecord, unit_id
 from daemon.layouts import reader
 from daemon.raw.errors import NotReadyError, RawDataError
@@ -37,7 +38,7 @@ RECENT_UNITS = 10  # throughput is measured over this many most recently finishe
 LABEL = 12  # width of the label column of the text report
 
 
-class NoDatastoreError(RuntimeError):
+class NoDatastoreError(Qi2labError, RuntimeError):
     """The experiment has no datastore (no ledger) yet: nothing has been ingested."""
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from daemon.config import Settings
 from daemon.datastore.layout import Entity
+from daemon.errors import Qi2labError
 from daemon.ingest.ledger import UnitRecord
 from daemon.ingest.unit import CONVERSION_VERSION, UnitSource, channel_checksum
 from daemon.layouts import Layout, reader
@@ -36,7 +37,7 @@ from daemon.raw.ndtiff import RawDataset
 from daemon.states import UnitState
 
 
-class CannotVerifyError(RuntimeError):
+class CannotVerifyError(Qi2labError, RuntimeError):
     """Verification cannot start: the experiment's plan (raw_data's CSVs) is unreadable."""
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from daemon.errors import Qi2labError
 
-class _FileProblem(Exception):
+
+class _FileProblem(Qi2labError):
     """An exception about one file; str() is "<file>: <problem>"."""
 
     def __init__(self, path: Path | str, problem: str) -> None:

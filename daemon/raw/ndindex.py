@@ -14,6 +14,8 @@ import json
 import struct
 from dataclasses import dataclass
 
+from daemon.errors import Qi2labError
+
 _U32 = struct.Struct("<I")
 _FIXED = struct.Struct("<8I")
 _MAX_FIELD_BYTES = 1 << 16  # no sane axes JSON or file name is longer
@@ -21,7 +23,7 @@ _MAX_FIELD_BYTES = 1 << 16  # no sane axes JSON or file name is longer
 TWO_BYTE_PIXEL_TYPES = frozenset({1, 3, 4, 5, 6})
 
 
-class IndexGarbageError(ValueError):
+class IndexGarbageError(Qi2labError, ValueError):
     """The index holds bytes that no writer produces; the message says what and where."""
 
 

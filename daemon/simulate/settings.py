@@ -10,6 +10,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from daemon.errors import Qi2labError
 from daemon.simulate.cameras import CAMERA_ALIASES, CAMERA_NAMES
 
 # Each color's channel as Micro-Manager names it (the NDTiff channel axis), and its index in
@@ -18,7 +19,7 @@ AXIS_NAMES = {"blue": "F-Blue", "yellow": "F-Yellow", "red": "F-Red"}
 COLOR_INDEX = {"blue": 0, "yellow": 1, "red": 2}
 
 
-class SimulationError(ValueError):
+class SimulationError(Qi2labError, ValueError):
     """A simulation that cannot be run as asked; the message names the option."""
 
 

@@ -70,3 +70,19 @@ def test_simulate_shows_its_progress_on_a_terminal(tmp_path: Path) -> None:
     lines = [line for line in screen_lines(output) if line.strip()]
     assert lines[-2].startswith("simulate: 100%|") and "18/18" in lines[-2], lines
     assert lines[-1].startswith("simulated acquisition written")
+
+
+def test_backfill_shows_units_and_throughput_on_a_terminal(tmp_path: Path) -> None:
+    experiment = tmp_path / "exp"
+    simulate(experiment, SimulationSettings(tiles=2, rounds=1, z=3, size=64))
+    config = write_config(tmp_path / "config.toml")
+    command = [sys.executable, "-m", "daemon.cli", "backfill", str(experiment),
+               "--config", str(config), "--workers", "1"]  # fmt: skip
+
+    status, output = in_terminal(command)
+
+    assert status == 0, output[-3000:]
+    lines = screen_lines(output)
+    bar = next(line for line in reversed(lines) if line.startswith("backfill: 100%|"))
+    assert "2/2" in bar and re.search(r"MB_s=\d+\.\d, failed=0\]", bar), bar
+    assert lines.index(bar) < lines.index(next(x for x in lines if "units converted" in x))

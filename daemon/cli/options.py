@@ -1,0 +1,62 @@
+"""The flags several commands share, declared once: the experiment folder, --config, --layout,
+--listen, and a subcommand's help with its exit codes.
+
+Every path argument is resolved here, once, so the modules below and the logs only ever see
+absolute paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from pathlib import Path
+
+HELP_WIDTH = 88  # descriptions kept as written (with the exit codes) are wrapped to this
+EXPERIMENT_HELP = "the experiment folder (it holds raw_data/ and gets qi2labdatastore/)"
+CONFIG_HELP = "config.toml (default: the built-in defaults, as in the repository's config.toml)"
+
+
+def path(text: str) -> Path:
+    """A path argument, made absolute and resolved at the edge."""
+    return Path(text).expanduser().resolve()
+
+
+def described_command(
+    sub: argparse._SubParsersAction, name: str, summary: str, description: str, exit_codes: str
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help gives `description` wrapped and its exit codes as written."""
+    return sub.add_parser(
+        name,
+        help=summary,
+        description=textwrap.fill(description, HELP_WIDTH),
+        epilog=exit_codes,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def experiment_command(
+    sub: argparse._SubParsersAction, name: str, summary: str, description: str, exit_codes: str
+) -> argparse.ArgumentParser:
+    """A subcommand on one experiment folder, with --config and its exit codes in --help."""
+    p = described_command(sub, name, summary, description, exit_codes)
+    p.add_argument("experiment", type=path, help=EXPERIMENT_HELP)
+    p.add_argument("--config", type=path, help=CONFIG_HELP)
+    return p
+
+
+def add_layout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--layout",
+        choices=("seed", "merfish3d-v0.6"),
+        help="datastore layout; an existing datastore must hold it (default: [datastore] "
+        "layout of the configuration if set, else an existing datastore's, else seed)",
+    )
+
+
+def add_listen(parser: argparse.ArgumentParser, more: str = "") -> None:
+    parser.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help=f"address of the live page, port 0: any free one (default: [web] listen of the "
+        f"config{more})",
+    )

@@ -1,0 +1,181 @@
+"""`qi2lab-ingest watch` and `ingest`: the daemon, following raw_data or making one pass over it."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import threading
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from daemon.cli.common import (
+    CommandError,
+    check_experiment,
+    chosen_layout,
+    describe,
+    read_settings,
+    show_units,
+)
+from daemon.cli.options import add_layout, add_listen, experiment_command
+from daemon.events import Event
+from daemon.states import UnitState
+
+if TYPE_CHECKING:
+    from daemon.config import Settings
+    from daemon.console import ProgressBar
+    from daemon.ingest.service import IngestService
+    from daemon.monitor.web import WebServer
+
+EXIT_CODES = """exit status:
+  0  everything found was ingested (watch: stopped by SIGTERM/SIGINT)
+  1  some units failed or are not done
+  2  no such experiment folder, nothing to ingest, a bad config, or another daemon holds
+     the datastore's lock
+  130  a second SIGINT (Ctrl-C) stopped it at once; the next start converts what was left"""
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    watch = experiment_command(
+        sub,
+        "watch",
+        "follow EXPERIMENT/raw_data and ingest as data arrives",
+        "Follow EXPERIMENT/raw_data (which may not exist yet) and ingest every dataset once it "
+        "is complete, until SIGTERM or SIGINT.",
+        EXIT_CODES,
+    )
+    ingest = experiment_command(
+        sub,
+        "ingest",
+        "one pass over EXPERIMENT/raw_data, then exit",
+        "Ingest every complete dataset of EXPERIMENT/raw_data, then exit.",
+        EXIT_CODES,
+    )
+    for p in (watch, ingest):
+        add_layout(p)
+        p.set_defaults(run=run)
+    watch.add_argument(
+        "--exit-when-complete",
+        action="store_true",
+        help="exit once every unit of the plan is done or failed",
+    )
+    add_listen(watch, "; '' serves no page")
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from daemon.config import settle_layout
+    from daemon.console import ProgressBar
+    from daemon.ingest.claim import DaemonError
+    from daemon.ingest.service import IngestService
+    from daemon.logs import configure_logging
+
+    check_experiment(args)
+    if args.command == "ingest" and not (args.experiment / "raw_data").is_dir():
+        raise CommandError(f"{args.experiment}: nothing to ingest (no raw_data folder)")
+    settings = settle_layout(read_settings(args), args.experiment, chosen_layout(args))
+    if getattr(args, "listen", None) is not None:  # watch --listen
+        try:
+            web = dataclasses.replace(settings.web, listen=args.listen)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        settings = dataclasses.replace(settings, web=web)
+    on_terminal = args.command == "ingest" and sys.stderr.isatty()
+    bar = ProgressBar("ingest", "unit") if on_terminal else None
+    configure_logging(
+        settings.logging.format,
+        settings.logging.level,
+        stream=bar.stream if bar is not None else None,
+        experiment=str(args.experiment),
+    )
+    with contextlib.ExitStack() as held:
+        try:
+            service = held.enter_context(IngestService(args.experiment, settings))
+        except (DaemonError, OSError) as exc:
+            if bar is not None:
+                bar.close()
+            raise CommandError(describe(exc, args, settings, writes=True)) from exc
+        return _run_service(service, args, settings, bar)
+
+
+def _run_service(
+    service: IngestService, args: argparse.Namespace, settings: Settings, bar: ProgressBar | None
+) -> int:
+    """Run a started service until it stops, with the signals and the page; its exit status."""
+
+    def request_stop(signum: int, _frame: object) -> None:
+        if signum == signal.SIGINT and service.stop_requested.is_set():
+            # A second Ctrl-C: no more waiting. Not in this handler, which may have interrupted
+            # the main thread inside a log write (holding the log's lock): in a thread.
+            stop = threading.Thread(target=_stop_at_once, args=(args.experiment, settings))
+            stop.start()
+        service.stop_requested.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    watching = args.command == "watch"
+    web = _start_web(args.experiment, settings) if watching else None
+    try:
+        outcome = service.run(
+            watch=watching,
+            exit_when_complete=getattr(args, "exit_when_complete", False),
+            progress=partial(show_units, bar) if bar is not None else None,
+        )
+    finally:
+        if web is not None:
+            web.stop()
+        if bar is not None:
+            bar.close()
+    if watching and not args.exit_when_complete:
+        return 0
+    return 1 if outcome.failed or outcome.pending else 0
+
+
+def _stop_at_once(experiment: Path, settings: Settings) -> None:
+    """End the process now, in one log line saying what the next start converts.
+
+    Safe as a SIGKILL is: the ledger's units left `running` go back to pending at the next
+    start, and nothing partly written is ever published. The counts are read on a connection
+    of their own, since the signal may come while the main thread is using the daemon's.
+    """
+    import sqlite3
+
+    from daemon.logs import get_logger
+    from daemon.monitor.status import NoDatastoreError, open_ledger
+
+    fields: dict[str, int] = {}
+    try:
+        ledger = open_ledger(experiment, settings)
+        try:
+            counts = ledger.counts()
+        finally:
+            ledger.close()
+        fields = {"left_pending": counts[UnitState.PENDING] + counts[UnitState.RUNNING]}
+        fields["being_converted"] = counts[UnitState.RUNNING]
+    except (NoDatastoreError, OSError, sqlite3.Error):
+        pass  # the line still says the daemon stopped; the counts are in the next `status`
+    get_logger().warning(Event.STOPPED_AT_ONCE, **fields)
+    os._exit(128 + signal.SIGINT)
+
+
+def _start_web(experiment: Path, settings: Settings) -> WebServer | None:
+    """The live page in a thread of `watch`, unless disabled; a busy port costs the page, not
+    the ingestion (logged as a warning)."""
+    from daemon.logs import get_logger
+    from daemon.monitor.web import open_server
+
+    if not settings.web.listen:
+        return None
+    log = get_logger()
+    try:
+        server = open_server(experiment, settings)
+    except OSError as exc:
+        log.warning(Event.WEB_PAGE_NOT_SERVED, listen=settings.web.listen, error=str(exc))
+        return None
+    server.start()
+    log.info(Event.WEB_PAGE_SERVED, url=server.url)
+    return server
