@@ -287,7 +287,11 @@ def _run_daemon(args: argparse.Namespace) -> int:
 
     def request_stop(signum: int, _frame: object) -> None:
         if signum == signal.SIGINT and service.stop_requested.is_set():
-            _stop_at_once(args.experiment, settings)  # a second Ctrl-C: no more waiting
+            # A second Ctrl-C: no more waiting. Not in this handler, which may have interrupted
+            # the main thread inside a log write (holding the log's lock): in a thread.
+            threading.Thread(
+                target=_stop_at_once, args=(args.experiment, settings), daemon=True
+            ).start()
         service.stop_requested.set()
 
     signal.signal(signal.SIGTERM, request_stop)
