@@ -50,11 +50,12 @@ class Watched:
 
     def _read(self) -> None:
         assert self.process.stderr is not None
-        for raw in self.process.stderr:
-            line = raw.rstrip("\n")
-            self.lines.append(line)
-            if self._on_line is not None:
-                self._on_line(line)
+        with self.process.stderr:  # closed at its end: the reader owns it
+            for raw in self.process.stderr:
+                line = raw.rstrip("\n")
+                self.lines.append(line)
+                if self._on_line is not None:
+                    self._on_line(line)
 
     @property
     def pid(self) -> int:
@@ -134,6 +135,9 @@ class Watched:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()  # a test that failed half-way leaves no process behind
+        for pipe in (self.process.stdin, self.process.stdout):  # any the caller asked for
+            if pipe is not None:
+                pipe.close()
 
 
 def wait_until(
