@@ -27,10 +27,12 @@ from daemon.simulate.stage import stage_position
 
 
 class NDTiffWriter(NDTiffDataset):
-    """ndstorage's writable NDTiffDataset whose close() also closes its stack writers' readers.
+    """ndstorage's writable NDTiffDataset whose close() closes every file it opened.
 
-    ndstorage 0.1.18's stack writer opens a reader of its own file and never closes it (an
-    unclosed-file ResourceWarning per stack file, which the tests turn into errors).
+    ndstorage 0.1.18's stack writer opens a reader of its own file and never closes it, and a
+    dataset never finished (an acquisition cut short) keeps its stack and index files open:
+    unclosed-file ResourceWarnings, which the tests turn into errors. Closing them writes
+    nothing a finish() would: an unfinished dataset stays as the writer left it.
     """
 
     def __init__(self, parent: str, name: str) -> None:
@@ -46,6 +48,9 @@ class NDTiffWriter(NDTiffDataset):
         super().close()
         for writer in self._stack_writers:
             writer.reader.close()
+            writer.file.close()  # closed already by finish(); not when the writing stopped
+        if self._index_file is not None:
+            self._index_file.close()
 
 
 def summary_metadata(settings: SimulationSettings, name: str) -> dict[str, Any]:

@@ -22,7 +22,9 @@ def test_messages_arrive_as_datagrams(tmp_path):
 def test_abstract_namespace_address():
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
         server.bind("\0qi2lab-test-notify")
-        Notifier("@qi2lab-test-notify").status("3/8 units")
+        notifier = Notifier("@qi2lab-test-notify")
+        notifier.status("3/8 units")
+        notifier.close()
         assert server.recv(4096) == b"STATUS=3/8 units"
 
 
@@ -35,4 +37,6 @@ def test_without_a_manager_every_call_is_a_no_op(monkeypatch):
 
 
 def test_a_vanished_manager_does_not_kill_the_daemon(tmp_path):
-    Notifier(str(tmp_path / "nobody-listens")).watchdog()
+    notifier = Notifier(str(tmp_path / "nobody-listens"))
+    notifier.watchdog()
+    notifier.close()

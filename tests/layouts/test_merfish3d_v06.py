@@ -123,7 +123,7 @@ def test_ingest_writes_the_06_layout_that_other_readers_open(tmp_path: Path, cam
 
     # Every name a person reads is the datastore's own: the log's units and rounds, the
     # preview's images, as the folders fiducial/tile0000/round001 are named (rounds from 1).
-    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     named = [e for e in events if "unit" in e]
     assert {e["event"] for e in named} >= {Event.DATASET_SEEN, Event.UNIT_STARTED, Event.UNIT_DONE}
     for event in named:

@@ -58,11 +58,12 @@ class Watched:
 
     def _read(self) -> None:
         assert self._output is not None
-        for raw in self._output:
-            line = raw.rstrip("\n")
-            self.lines.append(line)
-            if self._on_line is not None:
-                self._on_line(line)
+        with self._output:  # closed at its end: the reader owns it
+            for raw in self._output:
+                line = raw.rstrip("\n")
+                self.lines.append(line)
+                if self._on_line is not None:
+                    self._on_line(line)
 
     @property
     def pid(self) -> int:
@@ -142,6 +143,9 @@ class Watched:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()  # a test that failed half-way leaves no process behind
+        for pipe in (self.process.stdin, self.process.stdout):  # any the caller asked for
+            if pipe is not None and pipe is not self._output:  # the reader closes its own
+                pipe.close()
 
 
 def wait_until(
