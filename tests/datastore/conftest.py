@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import tensorstore as ts
 
-from daemon.datastore import DataStore, make_context
+from daemon.datastore.arrays import make_context
+from daemon.datastore.store import DataStore
 
 
 @pytest.fixture(scope="session")

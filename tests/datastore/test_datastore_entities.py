@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import zarr
 
-from daemon.datastore import ArrayCodec, DataStore, Entity, MissingValueError, UnknownEntityError
+from daemon.datastore.arrays import ArrayCodec
+from daemon.datastore.layout import Entity
+from daemon.datastore.store import DataStore, MissingValueError, UnknownEntityError
 
 RNG = np.random.default_rng(7)
 STACK = RNG.integers(90, 4000, size=(3, 64, 64), dtype=np.uint16)

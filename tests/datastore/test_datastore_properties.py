@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 import zarr
 
-from daemon.datastore import DataStore, MissingValueError
+from daemon.datastore.store import DataStore, MissingValueError
 
 VALUES = {
     "num_rounds": 8,

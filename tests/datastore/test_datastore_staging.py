@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import zarr
 
-from daemon.datastore import DataStore, Entity, LayoutError
+from daemon.datastore.layout import Entity, LayoutError
+from daemon.datastore.store import DataStore
 
 STACK = np.arange(2 * 64 * 64, dtype=np.uint16).reshape(2, 64, 64)
 ENTITY = Entity.round(1, 2)
@@ -139,7 +140,8 @@ def test_stray_directory_in_a_tile_is_named(ds):
 _REPUBLISHER = """
 import sys
 import numpy as np
-from daemon.datastore import DataStore, Entity
+from daemon.datastore.layout import Entity
+from daemon.datastore.store import DataStore
 ds = DataStore(sys.argv[1])
 g = 0
 while True:

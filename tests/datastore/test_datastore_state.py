@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from daemon.datastore import DataStore
-from daemon.datastore.store import STATE_FLAGS
+from daemon.datastore.store import STATE_FLAGS, DataStore
 
 
 def test_new_store_has_layout_and_initial_state(ds):
