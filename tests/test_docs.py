@@ -62,3 +62,26 @@ def test_an_editable_install_gives_no_warning_about_the_layout(tmp_path: Path) -
         cwd=tmp_path,
     )
     assert imported.stdout.strip() == str(REPO / "daemon" / "cli" / "__init__.py"), imported.stderr
+
+
+def test_the_architecture_page_the_import_contract_and_the_code_name_the_same_packages() -> None:
+    """docs/architecture.md's levels table, the import-linter layers and the code's own top-level
+    modules list the same packages, so the page cannot drift from what `lint-imports` checks."""
+    import tomllib
+
+    page = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    table = page.split("## Levels, top to bottom", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if re.match(r"\| \d+ \|", line)]
+    documented = [set(re.findall(r"`(daemon\.\w+)`", row.split("|")[2])) for row in rows]
+    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    (layers,) = (
+        c["layers"] for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "layers"
+    )
+    contracted = [{name.strip() for name in layer.split("|")} for layer in layers]
+    assert documented == contracted
+    code = {
+        f"daemon.{p.stem if p.suffix == '.py' else p.name}"
+        for p in (REPO / "daemon").iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()
+    }
+    assert code == set().union(*contracted) | {"daemon.simulate"}
