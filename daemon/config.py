@@ -149,6 +149,22 @@ class WebSettings:
         check_listen(self.listen, self.token)
 
 
+@dataclass(frozen=True)
+class ServiceSettings:
+    """One service for every experiment under a data root (`watch --root`): the root (empty:
+    none, the command line gives one) and the glob, relative to the root, that an experiment
+    folder matches."""
+
+    root: str = ""
+    experiments: str = "*"
+
+    def __post_init__(self) -> None:
+        if not self.experiments or Path(self.experiments).is_absolute():
+            raise ValueError(
+                f"experiments must be a glob relative to the root, got {self.experiments!r}"
+            )
+
+
 # The default codec, picked by bench/RESULTS.md's codec table (section 6): the fastest blosc
 # codec whose compressed size is within 5 % of the smallest in the table, for camera_data and
 # corrected_data both. The spec's reference (zstd 5, bit-shuffle) writes about half as fast and
@@ -170,6 +186,7 @@ class Settings:
     logging: LogSettings = field(default_factory=LogSettings)
     raw: RawDefaults = field(default_factory=RawDefaults)
     web: WebSettings = field(default_factory=WebSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
 
     def datastore_path(self, experiment: Path) -> Path:
         """The datastore folder for an experiment folder."""
@@ -200,6 +217,32 @@ def load_settings(path: Path | None = None) -> Settings:
     if path is None:
         return Settings()
     return _build(Settings, _read_table(path), "", path, Settings())
+
+
+EXPERIMENT_CONFIG = "qi2lab-ingest.toml"  # an experiment's own settings, in its folder
+SERVICE_SECTIONS = ("web", "workers", "service")  # the service's alone: refused per experiment
+
+
+def experiment_settings(settings: Settings, experiment: Path) -> Settings:
+    """The settings for one experiment under a root: the service's `settings`, overridden by
+    the experiment folder's own `qi2lab-ingest.toml` when it has one (e.g. its layout or its
+    camera). The sections that belong to the whole service are refused there.
+
+    Raises:
+        ConfigError: the experiment's file is not valid, or sets a key of the service; the
+            message names the file and the key.
+    """
+    path = experiment / EXPERIMENT_CONFIG
+    if not path.is_file():
+        return settings
+    table = _read_table(path)
+    for section in SERVICE_SECTIONS:
+        if section in table:
+            raise ConfigError(
+                f"{path}: [{section}] belongs to the service and cannot be set per experiment"
+            )
+    built: Settings = _build(Settings, table, "", path, settings)
+    return built
 
 
 def configured_layout(path: Path | None) -> str | None:

@@ -151,3 +151,19 @@ def test_the_default_codec_is_blosc_zstd_1_byte_shuffle():
     expected = ArrayCodec(compressor="zstd", clevel=1, shuffle="byte", z_chunk=1)
     assert Settings().arrays == expected
     assert load_settings(REPO_CONFIG).arrays == expected
+
+
+def test_an_experiment_file_overrides_its_settings_but_not_the_services(tmp_path: Path) -> None:
+    from daemon.config import EXPERIMENT_CONFIG, experiment_settings
+
+    service = Settings()
+    assert experiment_settings(service, tmp_path) is service  # no file: the service's own
+    (tmp_path / EXPERIMENT_CONFIG).write_text('[datastore]\nlayout = "merfish3d-v0.6"\n')
+    own = experiment_settings(service, tmp_path)
+    assert own.datastore.layout == "merfish3d-v0.6" and own.workers == service.workers
+    (tmp_path / EXPERIMENT_CONFIG).write_text("[workers]\ncount = 8\n")
+    with pytest.raises(ConfigError, match=r"qi2lab-ingest.toml: \[workers\] belongs to the"):
+        experiment_settings(service, tmp_path)
+    (tmp_path / EXPERIMENT_CONFIG).write_text("[raw]\nz_step_um = 315.0\n")
+    with pytest.raises(ConfigError, match=r"qi2lab-ingest.toml: raw.z_step_um"):
+        experiment_settings(service, tmp_path)
