@@ -52,6 +52,17 @@ def check_experiment(args: argparse.Namespace) -> None:
         raise CommandError(f"{args.experiment}: no such experiment folder")
 
 
+def check_experiment_or_root(args: argparse.Namespace) -> None:
+    """Raise CommandError unless exactly one of EXPERIMENT and --root is given, and is a
+    folder (an experiment folder, or a data root)."""
+    if (args.experiment is None) == (args.root is None):
+        raise CommandError("give either an EXPERIMENT folder or --root DIR")
+    if args.root is None:
+        check_experiment(args)
+    elif not args.root.is_dir():
+        raise CommandError(f"{args.root}: no such data root")
+
+
 def read_settings(args: argparse.Namespace) -> Settings:
     """The --config file's settings (ConfigError, said by `main`, for a bad one)."""
     from daemon.config import load_settings

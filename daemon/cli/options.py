@@ -60,3 +60,21 @@ def add_listen(parser: argparse.ArgumentParser, more: str = "") -> None:
         help=f"address of the live page, port 0: any free one (default: [web] listen of the "
         f"config{more})",
     )
+
+
+ROOT_HELP = (
+    "a data root: every experiment folder below it that the [service] experiments glob "
+    "matches, instead of one EXPERIMENT"
+)
+
+
+def experiment_or_root_command(
+    sub: argparse._SubParsersAction, name: str, summary: str, description: str, exit_codes: str
+) -> argparse.ArgumentParser:
+    """A subcommand on one experiment folder or, with --root DIR, on every experiment under a
+    data root (`common.check_experiment_or_root` says which one was given)."""
+    p = described_command(sub, name, summary, description, exit_codes)
+    p.add_argument("experiment", type=path, nargs="?", help=EXPERIMENT_HELP)
+    p.add_argument("--root", type=path, metavar="DIR", help=ROOT_HELP)
+    p.add_argument("--config", type=path, help=CONFIG_HELP)
+    return p

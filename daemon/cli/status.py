@@ -10,17 +10,20 @@ import signal
 from daemon.cli.common import (
     CommandError,
     check_experiment,
+    check_experiment_or_root,
     describe,
     no_datastore_hint,
     read_settings,
 )
-from daemon.cli.options import experiment_command
+from daemon.cli.options import experiment_command, experiment_or_root_command
 
 STATUS_EXIT_CODES = """exit status:
-  0  the report was printed (with --check: every unit of the plan is done)
+  0  the report was printed (with --check: every unit of the plan is done; with --root:
+     of every experiment)
   1  with --check: a unit failed, is not done, or the plan is unknown
-  2  no such experiment folder, no datastore yet, or a bad config (--json: the error is
-     printed as {"experiment": ..., "error": ...} on stdout)"""
+  2  no such experiment folder or data root, no datastore yet, or a bad config (--json: the
+     error is printed as {"experiment": ..., "error": ...} on stdout); with --root an
+     experiment's own bad qi2lab-ingest.toml is its line's error, not the command's"""
 VERIFY_EXIT_CODES = """exit status:
   0  every done unit matches its raw data (with --strict: and every unit is done)
   1  a difference (with --strict: also a unit failed or not done)
@@ -28,11 +31,12 @@ VERIFY_EXIT_CODES = """exit status:
 
 
 def add(sub: argparse._SubParsersAction) -> None:
-    status = experiment_command(
+    status = experiment_or_root_command(
         sub,
         "status",
-        "where a run stands (read-only): grid, ETA",
-        "Where a run stands, read from the ledger without changing anything.",
+        "where a run stands (read-only): grid, ETA; with --root, one line per experiment",
+        "Where a run stands, read from the ledger without changing anything; with --root DIR, "
+        "one line (--json: one object) per experiment under the data root.",
         STATUS_EXIT_CODES,
     )
     verify = experiment_command(
@@ -58,17 +62,32 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "verify":
         return _verify(args)
     try:
-        return _status(args)
+        return _root_status(args) if args.root is not None else _status(args)
     except CommandError as exc:
         if args.json:
-            print(json.dumps({"experiment": str(args.experiment), "error": str(exc)}))
+            named = {"root": str(args.root)} if args.root else {"experiment": str(args.experiment)}
+            print(json.dumps(named | {"error": str(exc)}))
         raise
+
+
+def _root_status(args: argparse.Namespace) -> int:
+    """One line (--json: one JSON object) per experiment under the root."""
+    from daemon.monitor.overview import COMPLETE, overview, render_lines
+
+    check_experiment_or_root(args)
+    rows = overview(args.root, read_settings(args))
+    if args.json:
+        for row in rows:
+            print(json.dumps(row.as_json()))
+    else:
+        print("\n".join(render_lines(rows)) or f"{args.root}: no experiments")
+    return 1 if args.check and any(row.state != COMPLETE for row in rows) else 0
 
 
 def _status(args: argparse.Namespace) -> int:
     from daemon.monitor.status import NoDatastoreError, collect, complete, render
 
-    check_experiment(args)
+    check_experiment_or_root(args)
     settings = read_settings(args)
     try:
         report = collect(args.experiment, settings)

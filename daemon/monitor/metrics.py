@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -37,64 +37,83 @@ QUALITY_MEASURES = (
 )
 
 
-class RunCollector(Collector):
-    """Yields the run's metrics from a fresh read of its files."""
+Runs = Callable[[], Iterable[tuple[list[str], Snapshots]]]
 
-    def __init__(self, snapshots: Snapshots) -> None:
-        self._snapshots = snapshots
+
+class RunCollector(Collector):
+    """Yields the metrics of each run `runs()` gives (its label values, its snapshots), from a
+    fresh read of its files: one run unlabelled for `watch EXP`, every experiment of a root
+    labelled `experiment` for the root service."""
+
+    def __init__(self, runs: Runs, label_names: Sequence[str] = ()) -> None:
+        self._runs = runs
+        self._labels = list(label_names)
 
     def collect(self) -> Iterator[Metric]:
-        units = self._snapshots.units()
-        states = GaugeMetricFamily("qi2lab_ingest_units", "Units by state", labels=["state"])
-        for state in LEDGER_STATES:
-            states.add_metric([state], sum(u.state == state for u in units))
-        yield states
-        done = [u for u in units if u.state == UnitState.DONE]
-        yield CounterMetricFamily(
-            "qi2lab_ingest_bytes",
-            "Raw bytes of the units ingested",
-            value=sum(u.source_bytes or 0 for u in done),
+        labels = self._labels
+        states = GaugeMetricFamily(
+            "qi2lab_ingest_units", "Units by state", labels=[*labels, "state"]
         )
-        seconds = [u.finished_at - u.started_at for u in done if u.finished_at and u.started_at]
-        yield HistogramMetricFamily(
+        ingested = CounterMetricFamily(
+            "qi2lab_ingest_bytes", "Raw bytes of the units ingested", labels=labels
+        )
+        conversion = HistogramMetricFamily(
             "qi2lab_ingest_unit_seconds",
             "Conversion time of a unit (claimed to done)",
-            buckets=[
-                *((str(b), sum(s <= b for s in seconds)) for b in BUCKETS_S),
-                ("+Inf", len(seconds)),
-            ],
-            sum_value=sum(seconds),
+            labels=labels,
         )
-        yield GaugeMetricFamily(
+        backlog = GaugeMetricFamily(
             "qi2lab_ingest_backlog_units",
             "Units seen and not finished (pending or running)",
-            value=sum(u.state in (UnitState.PENDING, UnitState.RUNNING) for u in units),
+            labels=labels,
         )
-        last = max((u.finished_at or 0.0 for u in done), default=None)
-        yield GaugeMetricFamily(
+        since = GaugeMetricFamily(
             "qi2lab_ingest_seconds_since_last_unit",
             "Seconds since the last unit finished (NaN before the first)",
-            value=math.nan if last is None else time.time() - last,
+            labels=labels,
         )
-        yield from self._last_entry()
-
-    def _last_entry(self) -> Iterator[Metric]:
-        rows = self._snapshots.quality()
         quality = GaugeMetricFamily(
             "qi2lab_ingest_last_entry_quality",
             "Quality numbers of the most recently measured entry",
-            labels=["entry", "measure"],
+            labels=[*labels, "entry", "measure"],
         )
-        if rows:
-            last = max(rows, key=lambda r: r["measured_at"])
-            for measure in QUALITY_MEASURES:
-                value = last[measure]
-                quality.add_metric([last["entry"], measure], math.nan if value is None else value)
-        yield quality
+        for values, snapshots in self._runs():
+            units = snapshots.units()
+            for state in LEDGER_STATES:
+                states.add_metric([*values, state], sum(u.state == state for u in units))
+            done = [u for u in units if u.state == UnitState.DONE]
+            ingested.add_metric(values, sum(u.source_bytes or 0 for u in done))
+            seconds = [u.finished_at - u.started_at for u in done if u.finished_at and u.started_at]
+            conversion.add_metric(
+                values,
+                [
+                    *((str(b), sum(s <= b for s in seconds)) for b in BUCKETS_S),
+                    ("+Inf", len(seconds)),
+                ],
+                sum(seconds),
+            )
+            waiting = sum(u.state in (UnitState.PENDING, UnitState.RUNNING) for u in units)
+            backlog.add_metric(values, waiting)
+            last = max((u.finished_at or 0.0 for u in done), default=None)
+            since.add_metric(values, math.nan if last is None else time.time() - last)
+            rows = snapshots.quality()
+            if rows:
+                newest = max(rows, key=lambda r: r["measured_at"])
+                for measure in QUALITY_MEASURES:
+                    value = newest[measure]
+                    quality.add_metric(
+                        [*values, newest["entry"], measure], math.nan if value is None else value
+                    )
+        yield from (states, ingested, conversion, backlog, since, quality)
+
+
+def registry_of(runs: Runs, label_names: Sequence[str] = ()) -> CollectorRegistry:
+    """A registry holding only these runs' collector (no process metrics of the host)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RunCollector(runs, label_names))
+    return registry
 
 
 def registry_for(snapshots: Snapshots) -> CollectorRegistry:
-    """A registry holding only this run's collector (no process metrics of the host)."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(RunCollector(snapshots))
-    return registry
+    """The registry of one run, its series unlabelled (`watch EXP`, `serve EXP`)."""
+    return registry_of(lambda: [([], snapshots)])

@@ -99,7 +99,14 @@ def collect(experiment: Path, settings: Settings) -> dict[str, Any]:
         "throughput": speed,
         "backlog": {"units": backlog, "mb": backlog_mb},
         "eta_s": eta_s,
+        "last_activity": last_activity(units),
     }
+
+
+def last_activity(units: Sequence[UnitRecord]) -> float | None:
+    """The newest time the ledger records (a unit seen, started or finished), or None."""
+    times = [t for u in units for t in (u.seen_at, u.started_at, u.finished_at) if t is not None]
+    return max(times, default=None)
 
 
 def shown_states(units: Sequence[UnitRecord], daemon_running: bool) -> dict[str, str]:

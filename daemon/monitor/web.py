@@ -1,11 +1,12 @@
-"""The read-only web server: the live page, its JSON, and /metrics.
+"""The read-only web server: the live page, its JSON, and /metrics, of one experiment
+(`watch EXP`, `serve EXP`) or of every experiment under a data root (`root_app`).
 
 Starlette + uvicorn, in a thread of the daemon's process (see the README for why). Safe by
 construction rather than by filtering:
 
-- no request path is ever joined to a filesystem path: the page's files are read from the
-  package into memory when the app is built and looked up by exact name, and every other
-  answer is computed from the run's files by `Snapshots`; any other path is 404;
+- no request path is ever joined to a filesystem path (see `answers`): the page's files are
+  read from the package into memory and looked up by exact name, and every other answer is
+  computed from the run's files by `Snapshots`; any other path is 404;
 - GET (and HEAD, which uvicorn answers as GET without a body) only: any other method is 405
   before routing;
 - with a token configured, every request must carry it (`Authorization: Bearer TOKEN`, or
@@ -18,29 +19,23 @@ from __future__ import annotations
 import hmac
 import socket
 import threading
-from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from daemon.address import bind
 from daemon.config import Settings
+from daemon.monitor.answers import RunAnswers
 from daemon.monitor.metrics import registry_for
+from daemon.monitor.root_app import build_root_app
 from daemon.monitor.snapshot import Snapshots
-from daemon.products.preview import PREVIEW_DIR, preview_names, read_level
 
-STATIC_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-}
 # Nothing the page loads comes from elsewhere (the microscope PC is often offline).
 SECURITY_HEADERS = {
     "content-security-policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
@@ -49,73 +44,20 @@ SECURITY_HEADERS = {
 }
 
 
-def static_files() -> dict[str, tuple[bytes, str]]:
-    """The page's files by name, read once from the package."""
-    folder = resources.files("daemon.monitor") / "static"
-    return {
-        entry.name: (entry.read_bytes(), STATIC_TYPES[Path(entry.name).suffix])
-        for entry in folder.iterdir()
-        if Path(entry.name).suffix in STATIC_TYPES
-    }
-
-
 def build_app(experiment: Path, settings: Settings) -> ASGIApp:
-    """The ASGI app for one experiment (read-only)."""
+    """The ASGI app for one experiment (read-only): its run page at `/`."""
     snapshots = Snapshots(experiment.resolve(), settings)
     registry = registry_for(snapshots)
-    files = static_files()
+    answers = RunAnswers()
 
-    def page(_request: Request) -> Response:
-        body, kind = files["index.html"]
-        return Response(body, media_type=kind)
-
-    def static(request: Request) -> Response:
-        found = files.get(request.path_params["name"])
-        if found is None:
-            return PlainTextResponse("not found", status_code=404)
-        return Response(found[0], media_type=found[1])
-
-    def state(_request: Request) -> Response:
-        return JSONResponse(snapshots.page())
-
-    def preview(request: Request) -> Response:
-        name = request.path_params["name"]
-        root = snapshots.store / PREVIEW_DIR
-        if name not in preview_names(root):  # a listed image name, never a path from the URL
-            return PlainTextResponse("not found", status_code=404)
-        image = read_level(root, name)
-        if image is None:
-            return PlainTextResponse("not found", status_code=404)
-        return Response(
-            to_uint8(image).tobytes(),
-            media_type="application/octet-stream",
-            headers={"x-width": str(image.shape[1]), "x-height": str(image.shape[0])},
-        )
+    def run_page(request: Request) -> Response:
+        return answers.answer(snapshots, request.path_params["path"])
 
     def metrics(_request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    app = Starlette(
-        routes=[
-            Route("/", page),
-            Route("/static/{name}", static),
-            Route("/api/state", state),
-            Route("/api/preview/{name}", preview),
-            Route("/metrics", metrics),
-        ]
-    )
+    app = Starlette(routes=[Route("/metrics", metrics), Route("/{path:path}", run_page)])
     return _Guard(app, settings.web.token)
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Grey levels for the page: the 1st to the 99.9th percentile of the tiles' pixels (the
-    empty canvas around them left out) stretched over 0..255."""
-    values = image[image > 0]
-    if values.size == 0:
-        return np.zeros(image.shape, np.uint8)
-    lo, hi = np.percentile(values, [1.0, 99.9])
-    scaled = (image.astype(np.float32) - lo) / max(hi - lo, 1.0) * 255.0
-    return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
 class _Guard:
@@ -188,3 +130,10 @@ class WebServer:
 def open_server(experiment: Path, settings: Settings, listen: str | None = None) -> WebServer:
     """Bind `listen` (default: the config's) and build the server; OSError if it cannot bind."""
     return WebServer(build_app(experiment, settings), bind(listen or settings.web.listen))
+
+
+def open_root_server(root: Path, settings: Settings, listen: str | None = None) -> WebServer:
+    """The server of every experiment under `root` (`build_root_app`), on `listen` (default:
+    the config's); OSError if it cannot bind."""
+    app = _Guard(build_root_app(root, settings), settings.web.token)
+    return WebServer(app, bind(listen or settings.web.listen))

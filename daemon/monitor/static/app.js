@@ -278,7 +278,7 @@ function drawBadges(state) {
   health.textContent = state.health === "failures" ? `${plural(failed, "unit")} failed` : state.health;
   health.className = "badge " + state.health.replace(" ", "-");
   const daemon = document.getElementById("daemon");
-  if (!state.units) { daemon.textContent = ""; return; }
+  if (!state.units) { daemon.textContent = state.error || ""; return; }  // error: a bad override
   const interrupted = count(state.units, "interrupted");
   daemon.textContent = state.daemon_pid ? `daemon running (pid ${state.daemon_pid})` :
     "daemon not running" + (interrupted ?
