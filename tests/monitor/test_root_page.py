@@ -1,0 +1,198 @@
+"""The read side of a data root (issue 24): `status --root` and `serve --root` on a root of
+real experiments: one ingested (a space in its name), one half acquired that a `watch` holds,
+one with a bad `qi2lab-ingest.toml`, and a folder that is no experiment. The root page and an
+experiment's run page are read in Chromium, as a person reads them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from browser import chromium
+from monitor_support import Page, dataset_dir
+from prometheus_client.parser import text_string_to_metric_families
+from support.daemon import DaemonProcess
+from support.experiment import daemon_command, write_config
+from support.processes import Watched, wait_until
+
+from daemon.events import Event
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
+
+SMALL = SimulationSettings(tiles=2, rounds=1, z=2, size=32)
+DONE, HELD, BROKEN = "done exp", "held", "broken"
+
+
+@dataclass
+class Root:
+    path: Path
+    config: Path
+    holder: DaemonProcess  # `watch` on HELD: another process holding its lock
+
+    @property
+    def held_by(self) -> str:
+        return f"held by pid {self.holder.pid} on host {socket.gethostname()}"
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Root]:
+    base = tmp_path_factory.mktemp("root")
+    root = base / "data"
+    config = write_config(base / "config.toml", web={"listen": "127.0.0.1:0"})
+    simulate(root / DONE, SMALL)
+    ingest = subprocess.run(
+        daemon_command("ingest", root / DONE, config), capture_output=True, text=True, timeout=300
+    )
+    assert ingest.returncode == 0, ingest.stderr[-3000:]
+    simulate(root / BROKEN, SMALL)
+    (root / BROKEN / "qi2lab-ingest.toml").write_text('[datastore]\nlayout = "nope"\n')
+    simulate(root / HELD, SMALL)
+    shutil.rmtree(dataset_dir(root / HELD, "tile0001/round0000"))  # not acquired yet
+    (root / "notes").mkdir()  # no raw_data: not an experiment
+    quiet = write_config(base / "quiet.toml", web={"listen": ""})
+    with DaemonProcess("watch", root / HELD, quiet) as holder:
+        holder.wait_event(Event.UNIT_DONE)
+        yield Root(root, config, holder)
+        assert holder.stop() == 0
+
+
+def root_command(command: str, root: Root, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "daemon.cli", command, "--root", str(root.path)] + [
+        "--config",
+        str(root.config),
+        *extra,
+    ]
+
+
+def test_status_root_one_line_per_experiment(root: Root) -> None:
+    run = subprocess.run(
+        root_command("status", root, "--json"), capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    rows = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [r["name"] for r in rows] == [HELD, BROKEN, DONE]  # acquiring first
+    by_name = {r["name"]: r for r in rows}
+    assert by_name[DONE] | {"last_activity": None} == {
+        "name": DONE,
+        "page": "exp/done%20exp/",
+        "state": "complete",
+        "layout": "seed",
+        "done": 2,
+        "planned": 2,
+        "failures": 0,
+        "last_activity": None,
+        "eta_s": None,
+        "held_by": None,
+        "error": None,
+    }
+    held = by_name[HELD]
+    assert (held["state"], held["done"], held["planned"]) == ("acquiring", 1, 2)
+    assert f"held by {held['held_by']}" == root.held_by
+    broken = by_name[BROKEN]
+    assert broken["state"] == "failed"
+    assert str(root.path / BROKEN / "qi2lab-ingest.toml") in broken["error"]
+    assert "datastore.layout" in broken["error"]
+
+    text = subprocess.run(root_command("status", root), capture_output=True, text=True, timeout=120)
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith(HELD) and "1 of 2 done" in lines[0]
+    assert lines[0].endswith(root.held_by)
+    assert lines[1].startswith(BROKEN) and "qi2lab-ingest.toml: datastore.layout" in lines[1]
+    assert lines[2].startswith(DONE) and "complete" in lines[2] and "2 of 2 done" in lines[2]
+
+
+@pytest.fixture(scope="module")
+def served(root: Root) -> Iterator[Page]:
+    with Watched("serve", root_command("serve", root), stdout=subprocess.PIPE) as serve:
+        assert serve.process.stdout is not None
+        line = serve.process.stdout.readline()
+        assert line.startswith(f"serving {root.path} at http://"), serve.report()
+        yield Page(line.split(" at ", 1)[1].strip())
+        assert serve.stop() == 0, serve.report()
+
+
+def test_root_page_in_chromium(root: Root, served: Page) -> None:
+    with chromium() as driver:
+        driver.get(served.url)
+
+        def table() -> list[str] | None:
+            rows = driver.find_elements("css selector", "#experiments tbody tr")
+            return [r.text for r in rows] if len(rows) == 3 else None
+
+        rows = wait_until(table, "the root page lists 3 experiments", [root.holder])
+        assert rows[0].startswith(f"{HELD} seed acquiring 1 of 2 done 0")
+        assert rows[0].endswith(root.held_by)
+        assert rows[1].startswith(f"{BROKEN} - failed 0 of ? done 0 - -")
+        assert f"{root.path / BROKEN / 'qi2lab-ingest.toml'}: datastore.layout" in rows[1]
+        assert rows[2].startswith(f"{DONE} seed complete 2 of 2 done 0") and "ago" in rows[2]
+        summary = driver.find_element("id", "summary-line").text
+        assert summary == "3 experiments: 1 acquiring, 1 complete, 1 failed"
+
+        driver.find_element("link text", DONE).click()
+        wait_until(
+            lambda: driver.find_element("id", "health").text == "complete",
+            "the run page of the ingested experiment",
+            [root.holder],
+        )
+        assert driver.current_url == served.url + "exp/done%20exp/"
+        assert driver.find_element("id", "experiment").text == str(root.path / DONE)
+        assert driver.find_element("id", "counts").text == "2 of 2 done"
+
+        driver.get(served.url + "exp/broken/")
+        wait_until(
+            lambda: driver.find_element("id", "health").text == "failed",
+            "the run page of the broken experiment",
+            [root.holder],
+        )
+        said = driver.find_element("id", "daemon").text
+        assert said.startswith(f"{root.path / BROKEN / 'qi2lab-ingest.toml'}: datastore.layout")
+        logs = driver.get_log("browser")
+        assert not [entry for entry in logs if entry["level"] == "SEVERE"], logs
+
+
+def test_root_api_metrics_and_addresses(root: Root, served: Page) -> None:
+    status, _, body = served.request("/api/experiments")
+    assert status == 200
+    listing = json.loads(body)
+    assert listing["root"] == str(root.path)
+    assert [e["name"] for e in listing["experiments"]] == [HELD, BROKEN, DONE]
+
+    status, _, body = served.request("/metrics")
+    assert status == 200
+    done = {
+        s.labels["experiment"]: s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+        if s.name == "qi2lab_ingest_units" and s.labels["state"] == "done"
+    }
+    assert done == {DONE: 2, HELD: 1}  # a bad override file has no series
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            assert sample.labels["experiment"] in (DONE, HELD), sample
+
+    status, headers, _ = served.request("/exp/done%20exp")
+    assert (status, headers["location"]) == (308, served.url + "exp/done%20exp/")
+    status, _, body = served.request("/exp/done%20exp/api/state")
+    assert status == 200 and json.loads(body)["health"] == "complete"
+    for path in (
+        "/exp/nothere/",
+        "/exp/../../etc/passwd",
+        "/exp/done%20exp/../../../etc/passwd",
+        "/exp/done%20exp/static/../../web.py",
+        "/exp/done%20exp/qi2labdatastore/.ingest/ledger.sqlite",
+        "/exp/notes/",
+    ):
+        status, _, body = served.request(path)
+        assert status == 404, path
+        assert b"root:" not in body and b"import" not in body, path
+    for method in ("POST", "DELETE"):
+        assert served.request("/api/experiments", method)[0] == 405
