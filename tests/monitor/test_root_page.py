@@ -64,11 +64,9 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Root]:
 
 
 def root_command(command: str, root: Root, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "daemon.cli", command, "--root", str(root.path)] + [
-        "--config",
-        str(root.config),
-        *extra,
-    ]
+    """`qi2lab-ingest COMMAND --root ROOT --config CONFIG EXTRA...` from this interpreter."""
+    program = [sys.executable, "-m", "daemon.cli", command]
+    return [*program, "--root", str(root.path), "--config", str(root.config), *extra]
 
 
 def test_status_root_one_line_per_experiment(root: Root) -> None:
