@@ -1,7 +1,7 @@
 """The read side of a data root (issue 24): `status --root` and `serve --root` on a root of
 real experiments: one ingested (a space in its name), one half acquired that a `watch` holds,
-one with a bad `qi2lab-ingest.toml`, and a folder that is no experiment. The root page and an
-experiment's run page are read in Chromium, as a person reads them."""
+one never ingested, one with a bad `qi2lab-ingest.toml`, and a folder that is no experiment.
+The root page and an experiment's run page are read in Chromium, as a person reads them."""
 
 from __future__ import annotations
 
@@ -22,12 +22,16 @@ from support.daemon import DaemonProcess
 from support.experiment import daemon_command, write_config
 from support.processes import Watched, wait_until
 
+from daemon.config import load_settings
 from daemon.events import Event
+from daemon.ingest.claim import Claim
+from daemon.monitor.web import open_root_server
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
 SMALL = SimulationSettings(tiles=2, rounds=1, z=2, size=32)
-DONE, HELD, BROKEN = "done exp", "held", "broken"
+DONE, HELD, NEW, BROKEN = "done exp", "held", "new", "broken"
+ORDER = [HELD, NEW, BROKEN, DONE]  # acquiring first, then failed, then complete; by name
 
 
 @dataclass
@@ -53,6 +57,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Root]:
     assert ingest.returncode == 0, ingest.stderr[-3000:]
     simulate(root / BROKEN, SMALL)
     (root / BROKEN / "qi2lab-ingest.toml").write_text('[datastore]\nlayout = "nope"\n')
+    simulate(root / NEW, SMALL)
     simulate(root / HELD, SMALL)
     shutil.rmtree(dataset_dir(root / HELD, "tile0001/round0000"))  # not acquired yet
     (root / "notes").mkdir()  # no raw_data: not an experiment
@@ -75,7 +80,7 @@ def test_status_root_one_line_per_experiment(root: Root) -> None:
     )
     assert run.returncode == 0, run.stderr
     rows = [json.loads(line) for line in run.stdout.splitlines()]
-    assert [r["name"] for r in rows] == [HELD, BROKEN, DONE]  # acquiring first
+    assert [r["name"] for r in rows] == ORDER
     by_name = {r["name"]: r for r in rows}
     assert by_name[DONE] | {"last_activity": None} == {
         "name": DONE,
@@ -93,6 +98,8 @@ def test_status_root_one_line_per_experiment(root: Root) -> None:
     held = by_name[HELD]
     assert (held["state"], held["done"], held["planned"]) == ("acquiring", 1, 2)
     assert f"held by {held['held_by']}" == root.held_by
+    new = by_name[NEW]
+    assert (new["state"], new["done"], new["planned"], new["held_by"]) == ("acquiring", 0, 2, None)
     broken = by_name[BROKEN]
     assert broken["state"] == "failed"
     assert str(root.path / BROKEN / "qi2lab-ingest.toml") in broken["error"]
@@ -101,11 +108,36 @@ def test_status_root_one_line_per_experiment(root: Root) -> None:
     text = subprocess.run(root_command("status", root), capture_output=True, text=True, timeout=120)
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
-    assert len(lines) == 3
-    assert lines[0].startswith(HELD) and "1 of 2 done" in lines[0]
-    assert lines[0].endswith(root.held_by)
-    assert lines[1].startswith(BROKEN) and "qi2lab-ingest.toml: datastore.layout" in lines[1]
-    assert lines[2].startswith(DONE) and "complete" in lines[2] and "2 of 2 done" in lines[2]
+    assert [line.split()[0] for line in lines] == ["held", "new", "broken", "done"]
+    assert "1 of 2 done" in lines[0] and lines[0].endswith(root.held_by)
+    assert "acquiring" in lines[1] and "0 of 2 done" in lines[1] and "held" not in lines[1]
+    assert "qi2lab-ingest.toml: datastore.layout" in lines[2]
+    assert "complete" in lines[3] and "2 of 2 done" in lines[3]
+    check = subprocess.run(root_command("status", root, "--check"), capture_output=True)
+    assert check.returncode == 1  # not every experiment is complete
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--root", "nowhere"], "nowhere: no such data root"),
+        (["some-exp", "--root", "."], "give either an EXPERIMENT folder or --root DIR"),
+        ([], "give either an EXPERIMENT folder or --root DIR"),
+    ],
+)
+@pytest.mark.parametrize("command", ["status", "serve"])
+def test_root_or_experiment_is_asked_for(
+    tmp_path: Path, command: str, arguments: list[str], message: str
+) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", command, *arguments],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith(f"qi2lab-ingest {command}: ") and message in run.stderr
 
 
 @pytest.fixture(scope="module")
@@ -124,16 +156,17 @@ def test_root_page_in_chromium(root: Root, served: Page) -> None:
 
         def table() -> list[str] | None:
             rows = driver.find_elements("css selector", "#experiments tbody tr")
-            return [r.text for r in rows] if len(rows) == 3 else None
+            return [r.text for r in rows] if len(rows) == len(ORDER) else None
 
-        rows = wait_until(table, "the root page lists 3 experiments", [root.holder])
+        rows = wait_until(table, "the root page lists the experiments", [root.holder])
         assert rows[0].startswith(f"{HELD} seed acquiring 1 of 2 done 0")
         assert rows[0].endswith(root.held_by)
-        assert rows[1].startswith(f"{BROKEN} - failed 0 of ? done 0 - -")
-        assert f"{root.path / BROKEN / 'qi2lab-ingest.toml'}: datastore.layout" in rows[1]
-        assert rows[2].startswith(f"{DONE} seed complete 2 of 2 done 0") and "ago" in rows[2]
+        assert rows[1].startswith(f"{NEW} seed acquiring 0 of 2 done 0") and "held" not in rows[1]
+        assert rows[2].startswith(f"{BROKEN} - failed 0 of ? done 0 - -")
+        assert f"{root.path / BROKEN / 'qi2lab-ingest.toml'}: datastore.layout" in rows[2]
+        assert rows[3].startswith(f"{DONE} seed complete 2 of 2 done 0") and "ago" in rows[3]
         summary = driver.find_element("id", "summary-line").text
-        assert summary == "3 experiments: 1 acquiring, 1 complete, 1 failed"
+        assert summary == "4 experiments: 2 acquiring, 1 complete, 1 failed"
 
         driver.find_element("link text", DONE).click()
         wait_until(
@@ -162,7 +195,7 @@ def test_root_api_metrics_and_addresses(root: Root, served: Page) -> None:
     assert status == 200
     listing = json.loads(body)
     assert listing["root"] == str(root.path)
-    assert [e["name"] for e in listing["experiments"]] == [HELD, BROKEN, DONE]
+    assert [e["name"] for e in listing["experiments"]] == ORDER
 
     status, _, body = served.request("/metrics")
     assert status == 200
@@ -172,10 +205,10 @@ def test_root_api_metrics_and_addresses(root: Root, served: Page) -> None:
         for s in family.samples
         if s.name == "qi2lab_ingest_units" and s.labels["state"] == "done"
     }
-    assert done == {DONE: 2, HELD: 1}  # a bad override file has no series
+    assert done == {DONE: 2, HELD: 1, NEW: 0}  # a bad override file has no series
     for family in text_string_to_metric_families(body.decode()):
         for sample in family.samples:
-            assert sample.labels["experiment"] in (DONE, HELD), sample
+            assert sample.labels["experiment"] in (DONE, HELD, NEW), sample
 
     status, headers, _ = served.request("/exp/done%20exp")
     assert (status, headers["location"]) == (308, served.url + "exp/done%20exp/")
@@ -194,3 +227,36 @@ def test_root_api_metrics_and_addresses(root: Root, served: Page) -> None:
         assert b"root:" not in body and b"import" not in body, path
     for method in ("POST", "DELETE"):
         assert served.request("/api/experiments", method)[0] == 405
+
+
+def test_the_root_service_does_not_call_its_own_lock_someone_elses(root: Root) -> None:
+    """`open_root_server` in the process that holds an experiment's lock, as the root service
+    does: that experiment is not "held by" anyone; the one `watch` holds still is."""
+    settings = load_settings(root.config)
+    with Claim(settings.datastore_path(root.path / NEW), "seed"):
+        server = open_root_server(root.path, settings, "127.0.0.1:0")
+        server.start()
+        try:
+            status, _, body = Page(server.url).request("/api/experiments")
+        finally:
+            server.stop()
+    assert status == 200
+    held = {e["name"]: e["held_by"] for e in json.loads(body)["experiments"]}
+    assert held[NEW] is None
+    assert f"held by {held[HELD]}" == root.held_by
+
+
+def test_a_root_served_with_a_token(root: Root, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "token.toml", web={"listen": "127.0.0.1:0", "token": "s3cret"})
+    command = [sys.executable, "-m", "daemon.cli", "serve", "--root", str(root.path)]
+    with Watched("serve", [*command, "--config", str(config)], stdout=subprocess.PIPE) as serve:
+        assert serve.process.stdout is not None
+        page = Page(serve.process.stdout.readline().split(" at ", 1)[1].strip())
+        for path in ("/", "/api/experiments", "/metrics", "/exp/done%20exp/api/state"):
+            assert page.request(path)[0] == 401, path
+        assert page.request("/api/experiments?token=s3cret")[0] == 200
+        bearer = {"Authorization": "Bearer s3cret"}
+        assert page.request("/exp/done%20exp/api/state", headers=bearer)[0] == 200
+        status, headers, _ = page.request("/exp/done%20exp?token=s3cret")
+        assert (status, headers["location"]) == (308, page.url + "exp/done%20exp/?token=s3cret")
+        assert serve.stop() == 0, serve.report()
