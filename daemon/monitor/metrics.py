@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -20,6 +22,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from daemon.ingest.ledger import UnitRecord
 from daemon.monitor.snapshot import Snapshots
 from daemon.states import LEDGER_STATES, UnitState
 
@@ -37,13 +40,25 @@ QUALITY_MEASURES = (
 )
 
 
-Runs = Callable[[], Iterable[tuple[list[str], Snapshots]]]
+@dataclass(frozen=True)
+class RunRead:
+    """One run's files as read for one scrape: its label values, ledger units, quality rows."""
+
+    labels: list[str]
+    units: list[UnitRecord]
+    quality: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, snapshots: Snapshots, labels: list[str]) -> RunRead:
+        return cls(labels, snapshots.units(), snapshots.quality())
+
+
+Runs = Callable[[], Iterable[RunRead]]
 
 
 class RunCollector(Collector):
-    """Yields the metrics of each run `runs()` gives (its label values, its snapshots), from a
-    fresh read of its files: one run unlabelled for `watch EXP`, every experiment of a root
-    labelled `experiment` for the root service."""
+    """Yields the metrics of each run `runs()` reads afresh: one run unlabelled for `watch
+    EXP`, every experiment of a root labelled `experiment` for the root service."""
 
     def __init__(self, runs: Runs, label_names: Sequence[str] = ()) -> None:
         self._runs = runs
@@ -77,8 +92,8 @@ class RunCollector(Collector):
             "Quality numbers of the most recently measured entry",
             labels=[*labels, "entry", "measure"],
         )
-        for values, snapshots in self._runs():
-            units = snapshots.units()
+        for run in self._runs():
+            values, units = run.labels, run.units
             for state in LEDGER_STATES:
                 states.add_metric([*values, state], sum(u.state == state for u in units))
             done = [u for u in units if u.state == UnitState.DONE]
@@ -96,9 +111,8 @@ class RunCollector(Collector):
             backlog.add_metric(values, waiting)
             last = max((u.finished_at or 0.0 for u in done), default=None)
             since.add_metric(values, math.nan if last is None else time.time() - last)
-            rows = snapshots.quality()
-            if rows:
-                newest = max(rows, key=lambda r: r["measured_at"])
+            if run.quality:
+                newest = max(run.quality, key=lambda r: r["measured_at"])
                 for measure in QUALITY_MEASURES:
                     value = newest[measure]
                     quality.add_metric(
@@ -116,4 +130,4 @@ def registry_of(runs: Runs, label_names: Sequence[str] = ()) -> CollectorRegistr
 
 def registry_for(snapshots: Snapshots) -> CollectorRegistry:
     """The registry of one run, its series unlabelled (`watch EXP`, `serve EXP`)."""
-    return registry_of(lambda: [([], snapshots)])
+    return registry_of(lambda: [RunRead.of(snapshots, [])])

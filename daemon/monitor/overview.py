@@ -10,6 +10,7 @@ ledger) is a `failed` row naming why, never an error of the whole list.
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -18,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from daemon.config import ConfigError, Settings, experiment_settings
-from daemon.datastore.statedir import lock_path
+from daemon.datastore.statedir import ledger_path, lock_path
 from daemon.layouts import found_layout
 from daemon.monitor.status import NoDatastoreError, collect, daemon_pid, readable_plan
 from daemon.raw.root import RAW_DATA, find_experiments
@@ -91,6 +92,8 @@ def summarise(name: str, experiment: Path, settings: Settings) -> Summary:
             last_activity=_changed(experiment / RAW_DATA),
             held_by=lock_holder(lock_path(store)),
         )
+    except sqlite3.Error as exc:  # a ledger that is not one: this row only
+        return Summary(name, page_path(name), FAILED, error=f"{ledger_path(store)}: {exc}")
     except (OSError, ValueError) as exc:  # an unreadable ledger or raw_data: this row only
         return Summary(name, page_path(name), FAILED, error=f"{store}: {exc}")
     units = report["units"]

@@ -10,6 +10,7 @@ bad answers its error on its page, and the others are unaffected.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from starlette.routing import Route
 
 from daemon.config import ConfigError, Settings, experiment_settings
 from daemon.monitor.answers import RunAnswers, not_found
-from daemon.monitor.metrics import registry_of
+from daemon.monitor.metrics import RunRead, registry_of
 from daemon.monitor.overview import experiments, overview
 from daemon.monitor.snapshot import Snapshots
 
@@ -46,13 +47,14 @@ class RootRuns:
             known = self._snapshots[name] = Snapshots(experiment, own)
         return known
 
-    def labelled(self) -> Iterator[tuple[list[str], Snapshots]]:
-        """(experiment name, snapshots) of every experiment whose settings can be read."""
+    def labelled(self) -> Iterator[RunRead]:
+        """Every experiment's files read for /metrics, labelled with its name; one whose
+        settings or ledger cannot be read has no series (its row on `/` says why)."""
         for name, experiment in experiments(self.root, self.settings).items():
             try:
-                yield [name], self.snapshots(name, experiment)
-            except ConfigError:
-                continue  # its row on `/` says why; it has no series
+                yield RunRead.of(self.snapshots(name, experiment), [name])
+            except (ConfigError, OSError, sqlite3.Error):
+                continue
 
 
 def build_root_app(root: Path, settings: Settings) -> Starlette:

@@ -1,6 +1,7 @@
 """The read side of a data root (issue 24): `status --root` and `serve --root` on a root of
 real experiments: one ingested (a space in its name), one half acquired that a `watch` holds,
-one never ingested, one with a bad `qi2lab-ingest.toml`, and a folder that is no experiment.
+one never ingested, one with a bad `qi2lab-ingest.toml`, one whose ledger is not a database,
+and a folder that is no experiment.
 The root page and an experiment's run page are read in Chromium, as a person reads them."""
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
 SMALL = SimulationSettings(tiles=2, rounds=1, z=2, size=32)
-DONE, HELD, NEW, BROKEN = "done exp", "held", "new", "broken"
-ORDER = [HELD, NEW, BROKEN, DONE]  # acquiring first, then failed, then complete; by name
+DONE, HELD, NEW, BROKEN, CORRUPT = "done exp", "held", "new", "broken", "corrupt"
+ORDER = [HELD, NEW, BROKEN, CORRUPT, DONE]  # acquiring first, then failed, then complete
 
 
 @dataclass
@@ -55,6 +56,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Root]:
         daemon_command("ingest", root / DONE, config), capture_output=True, text=True, timeout=300
     )
     assert ingest.returncode == 0, ingest.stderr[-3000:]
+    shutil.copytree(root / DONE, root / CORRUPT)
+    (root / CORRUPT / "qi2labdatastore/.ingest/ledger.sqlite").write_text("not a database\n")
     simulate(root / BROKEN, SMALL)
     (root / BROKEN / "qi2lab-ingest.toml").write_text('[datastore]\nlayout = "nope"\n')
     simulate(root / NEW, SMALL)
@@ -104,15 +107,19 @@ def test_status_root_one_line_per_experiment(root: Root) -> None:
     assert broken["state"] == "failed"
     assert str(root.path / BROKEN / "qi2lab-ingest.toml") in broken["error"]
     assert "datastore.layout" in broken["error"]
+    corrupt = by_name[CORRUPT]
+    ledger = root.path / CORRUPT / "qi2labdatastore/.ingest/ledger.sqlite"
+    assert (corrupt["state"], corrupt["error"]) == ("failed", f"{ledger}: file is not a database")
 
     text = subprocess.run(root_command("status", root), capture_output=True, text=True, timeout=120)
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
-    assert [line.split()[0] for line in lines] == ["held", "new", "broken", "done"]
+    assert [line.split()[0] for line in lines] == ["held", "new", "broken", "corrupt", "done"]
     assert "1 of 2 done" in lines[0] and lines[0].endswith(root.held_by)
     assert "acquiring" in lines[1] and "0 of 2 done" in lines[1] and "held" not in lines[1]
     assert "qi2lab-ingest.toml: datastore.layout" in lines[2]
-    assert "complete" in lines[3] and "2 of 2 done" in lines[3]
+    assert lines[3].endswith("ledger.sqlite: file is not a database")
+    assert "complete" in lines[4] and "2 of 2 done" in lines[4]
     check = subprocess.run(root_command("status", root, "--check"), capture_output=True)
     assert check.returncode == 1  # not every experiment is complete
 
@@ -164,9 +171,10 @@ def test_root_page_in_chromium(root: Root, served: Page) -> None:
         assert rows[1].startswith(f"{NEW} seed acquiring 0 of 2 done 0") and "held" not in rows[1]
         assert rows[2].startswith(f"{BROKEN} - failed 0 of ? done 0 - -")
         assert f"{root.path / BROKEN / 'qi2lab-ingest.toml'}: datastore.layout" in rows[2]
-        assert rows[3].startswith(f"{DONE} seed complete 2 of 2 done 0") and "ago" in rows[3]
+        assert rows[3].startswith(f"{CORRUPT} - failed") and "not a database" in rows[3]
+        assert rows[4].startswith(f"{DONE} seed complete 2 of 2 done 0") and "ago" in rows[4]
         summary = driver.find_element("id", "summary-line").text
-        assert summary == "4 experiments: 2 acquiring, 1 complete, 1 failed"
+        assert summary == "5 experiments: 2 acquiring, 1 complete, 2 failed"
 
         driver.find_element("link text", DONE).click()
         wait_until(
@@ -205,7 +213,7 @@ def test_root_api_metrics_and_addresses(root: Root, served: Page) -> None:
         for s in family.samples
         if s.name == "qi2lab_ingest_units" and s.labels["state"] == "done"
     }
-    assert done == {DONE: 2, HELD: 1, NEW: 0}  # a bad override file has no series
+    assert done == {DONE: 2, HELD: 1, NEW: 0}  # a bad override file or ledger: no series
     for family in text_string_to_metric_families(body.decode()):
         for sample in family.samples:
             assert sample.labels["experiment"] in (DONE, HELD, NEW), sample
