@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from daemon.config import ConfigError, Settings, experiment_settings
+from daemon.datastore.statedir import ledger_path
 from daemon.monitor.answers import RunAnswers, not_found
 from daemon.monitor.metrics import RunRead, registry_of
 from daemon.monitor.overview import experiments, overview
@@ -87,10 +88,12 @@ def build_root_app(root: Path, settings: Settings) -> Starlette:
             if rest.startswith(name + "/"):
                 below = rest.removeprefix(name + "/")
                 try:
-                    snapshots = runs.snapshots(name, found[name])
+                    return answers.answer(runs.snapshots(name, found[name]), below)
                 except ConfigError as exc:
-                    return _failed_run(found[name], below, exc, answers)
-                return answers.answer(snapshots, below)
+                    return _failed_run(found[name], below, str(exc), answers)
+                except sqlite3.Error as exc:  # a ledger that is not one: this experiment only
+                    ledger = ledger_path(runs.snapshots(name, found[name]).store)
+                    return _failed_run(found[name], below, f"{ledger}: {exc}", answers)
         return not_found()
 
     return Starlette(
@@ -104,10 +107,10 @@ def build_root_app(root: Path, settings: Settings) -> Starlette:
     )
 
 
-def _failed_run(experiment: Path, below: str, error: ConfigError, answers: RunAnswers) -> Response:
-    """The run page of an experiment whose settings cannot be read: the page, its state
-    saying why."""
+def _failed_run(experiment: Path, below: str, error: str, answers: RunAnswers) -> Response:
+    """The run page of an experiment whose settings or ledger cannot be read: the page, its
+    state saying why."""
     if below == "api/state":
         state = {"experiment": str(experiment), "datastore": None, "health": "failed"}
-        return JSONResponse(state | {"error": str(error)})
+        return JSONResponse(state | {"error": error})
     return answers.page_file(below)

@@ -194,6 +194,18 @@ def test_root_page_in_chromium(root: Root, served: Page) -> None:
         )
         said = driver.find_element("id", "daemon").text
         assert said.startswith(f"{root.path / BROKEN / 'qi2lab-ingest.toml'}: datastore.layout")
+
+        driver.find_element("link text", "all experiments").click()
+        wait_until(lambda: table() is not None, "back on the root page", [root.holder])
+        assert driver.current_url == served.url
+        driver.find_element("link text", CORRUPT).click()
+        wait_until(
+            lambda: driver.find_element("id", "health").text == "failed",
+            "the run page of the experiment with a corrupt ledger",
+            [root.holder],
+        )
+        said = driver.find_element("id", "daemon").text
+        assert said.endswith("qi2labdatastore/.ingest/ledger.sqlite: file is not a database")
         logs = driver.get_log("browser")
         assert not [entry for entry in logs if entry["level"] == "SEVERE"], logs
 

@@ -374,6 +374,13 @@ async function poll() {
   setTimeout(poll, POLL_MS);
 }
 
+// A run page of a data root (/exp/<name>/): a link back to the list of every experiment.
+const rootAt = location.pathname.indexOf("/exp/");
+if (rootAt >= 0) {
+  const link = document.getElementById("root-link");
+  link.href = url(location.pathname.slice(0, rootAt + 1));
+  link.hidden = false;
+}
 for (const id of ["measure", "quality-channel"])
   document.getElementById(id).addEventListener("change", () => last && draw(last));
 document.getElementById("preview-channel").addEventListener("change", () => last && drawPreview(last));
