@@ -1,7 +1,7 @@
 """The read side of a data root (issue 24): `status --root` and `serve --root` on a root of
 real experiments: one ingested (a space in its name), one half acquired that a `watch` holds,
-one never ingested, one with a bad `qi2lab-ingest.toml`, one whose ledger is not a database,
-and a folder that is no experiment.
+one never ingested, one ingested with a broken dataset, one with a bad `qi2lab-ingest.toml`,
+one whose ledger is not a database, and a folder that is no experiment.
 The root page and an experiment's run page are read in Chromium, as a person reads them."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from monitor_support import Page, dataset_dir
 from prometheus_client.parser import text_string_to_metric_families
 from support.daemon import DaemonProcess
 from support.experiment import daemon_command, write_config
+from support.faults import corrupt_index
 from support.processes import Watched, wait_until
 
 from daemon.config import load_settings
@@ -31,8 +32,9 @@ from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
 SMALL = SimulationSettings(tiles=2, rounds=1, z=2, size=32)
-DONE, HELD, NEW, BROKEN, CORRUPT = "done exp", "held", "new", "broken", "corrupt"
-ORDER = [HELD, NEW, BROKEN, CORRUPT, DONE]  # acquiring first, then failed, then complete
+DONE, HELD, NEW, FAILING = "done exp", "held", "new", "failing"
+BROKEN, CORRUPT = "broken", "corrupt"
+ORDER = [HELD, NEW, BROKEN, CORRUPT, FAILING, DONE]  # acquiring, failed, complete; by name
 
 
 @dataclass
@@ -56,6 +58,12 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Root]:
         daemon_command("ingest", root / DONE, config), capture_output=True, text=True, timeout=300
     )
     assert ingest.returncode == 0, ingest.stderr[-3000:]
+    simulate(root / FAILING, SMALL)
+    corrupt_index(dataset_dir(root / FAILING, "tile0001/round0000"))
+    ingest = subprocess.run(
+        daemon_command("ingest", root / FAILING, config), capture_output=True, timeout=300
+    )
+    assert ingest.returncode == 1, ingest.stderr[-3000:]  # the broken unit failed
     shutil.copytree(root / DONE, root / CORRUPT)
     (root / CORRUPT / "qi2labdatastore/.ingest/ledger.sqlite").write_text("not a database\n")
     simulate(root / BROKEN, SMALL)
@@ -101,6 +109,8 @@ def test_status_root_one_line_per_experiment(root: Root) -> None:
     held = by_name[HELD]
     assert (held["state"], held["done"], held["planned"]) == ("acquiring", 1, 2)
     assert f"held by {held['held_by']}" == root.held_by
+    failing = by_name[FAILING]
+    assert (failing["state"], failing["done"], failing["failures"]) == ("failed", 1, 1)
     new = by_name[NEW]
     assert (new["state"], new["done"], new["planned"], new["held_by"]) == ("acquiring", 0, 2, None)
     broken = by_name[BROKEN]
@@ -114,12 +124,14 @@ def test_status_root_one_line_per_experiment(root: Root) -> None:
     text = subprocess.run(root_command("status", root), capture_output=True, text=True, timeout=120)
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
-    assert [line.split()[0] for line in lines] == ["held", "new", "broken", "corrupt", "done"]
+    assert [line.split()[0] for line in lines] == [*ORDER[:-1], "done"]
     assert "1 of 2 done" in lines[0] and lines[0].endswith(root.held_by)
     assert "acquiring" in lines[1] and "0 of 2 done" in lines[1] and "held" not in lines[1]
     assert "qi2lab-ingest.toml: datastore.layout" in lines[2]
     assert lines[3].endswith("ledger.sqlite: file is not a database")
-    assert "complete" in lines[4] and "2 of 2 done" in lines[4]
+    assert lines[4].split()[1:7] == ["failed", "seed", "1", "of", "2", "done"]
+    assert "1 failed" in lines[4]
+    assert "complete" in lines[5] and "2 of 2 done" in lines[5]
     check = subprocess.run(root_command("status", root, "--check"), capture_output=True)
     assert check.returncode == 1  # not every experiment is complete
 
@@ -172,9 +184,10 @@ def test_root_page_in_chromium(root: Root, served: Page) -> None:
         assert rows[2].startswith(f"{BROKEN} - failed 0 of ? done 0 - -")
         assert f"{root.path / BROKEN / 'qi2lab-ingest.toml'}: datastore.layout" in rows[2]
         assert rows[3].startswith(f"{CORRUPT} - failed") and "not a database" in rows[3]
-        assert rows[4].startswith(f"{DONE} seed complete 2 of 2 done 0") and "ago" in rows[4]
+        assert rows[4].startswith(f"{FAILING} seed failed 1 of 2 done 1")
+        assert rows[5].startswith(f"{DONE} seed complete 2 of 2 done 0") and "ago" in rows[5]
         summary = driver.find_element("id", "summary-line").text
-        assert summary == "5 experiments: 2 acquiring, 1 complete, 2 failed"
+        assert summary == "6 experiments: 2 acquiring, 1 complete, 3 failed"
 
         driver.find_element("link text", DONE).click()
         wait_until(
@@ -225,10 +238,10 @@ def test_root_api_metrics_and_addresses(root: Root, served: Page) -> None:
         for s in family.samples
         if s.name == "qi2lab_ingest_units" and s.labels["state"] == "done"
     }
-    assert done == {DONE: 2, HELD: 1, NEW: 0}  # a bad override file or ledger: no series
+    assert done == {DONE: 2, HELD: 1, NEW: 0, FAILING: 1}  # a bad override file or ledger: none
     for family in text_string_to_metric_families(body.decode()):
         for sample in family.samples:
-            assert sample.labels["experiment"] in (DONE, HELD, NEW), sample
+            assert sample.labels["experiment"] in done, sample
 
     status, headers, _ = served.request("/exp/done%20exp")
     assert (status, headers["location"]) == (308, served.url + "exp/done%20exp/")
