@@ -32,7 +32,8 @@ from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
 SMALL = SimulationSettings(tiles=2, rounds=1, z=2, size=32)
-DONE, HELD, NEW, FAILING = "done exp", "held", "new", "failing"
+DONE, HELD, NEW, FAILING = "done exp #1 ü", "held", "new", "failing"
+DONE_PAGE = "exp/done%20exp%20%231%20%C3%BC/"  # its name URL-quoted
 BROKEN, CORRUPT = "broken", "corrupt"
 ORDER = [HELD, NEW, BROKEN, CORRUPT, FAILING, DONE]  # acquiring, failed, complete; by name
 
@@ -95,7 +96,7 @@ def test_status_root_one_line_per_experiment(root: Root) -> None:
     by_name = {r["name"]: r for r in rows}
     assert by_name[DONE] | {"last_activity": None} == {
         "name": DONE,
-        "page": "exp/done%20exp/",
+        "page": DONE_PAGE,
         "state": "complete",
         "layout": "seed",
         "done": 2,
@@ -195,7 +196,7 @@ def test_root_page_in_chromium(root: Root, served: Page) -> None:
             "the run page of the ingested experiment",
             [root.holder],
         )
-        assert driver.current_url == served.url + "exp/done%20exp/"
+        assert driver.current_url == served.url + DONE_PAGE
         assert driver.find_element("id", "experiment").text == str(root.path / DONE)
         assert driver.find_element("id", "counts").text == "2 of 2 done"
 
@@ -243,16 +244,16 @@ def test_root_api_metrics_and_addresses(root: Root, served: Page) -> None:
         for sample in family.samples:
             assert sample.labels["experiment"] in done, sample
 
-    status, headers, _ = served.request("/exp/done%20exp")
-    assert (status, headers["location"]) == (308, served.url + "exp/done%20exp/")
-    status, _, body = served.request("/exp/done%20exp/api/state")
+    status, headers, _ = served.request("/" + DONE_PAGE.rstrip("/"))
+    assert (status, headers["location"]) == (308, served.url + DONE_PAGE)
+    status, _, body = served.request(f"/{DONE_PAGE}api/state")
     assert status == 200 and json.loads(body)["health"] == "complete"
     for path in (
         "/exp/nothere/",
         "/exp/../../etc/passwd",
-        "/exp/done%20exp/../../../etc/passwd",
-        "/exp/done%20exp/static/../../web.py",
-        "/exp/done%20exp/qi2labdatastore/.ingest/ledger.sqlite",
+        f"/{DONE_PAGE}../../../etc/passwd",
+        f"/{DONE_PAGE}static/../../web.py",
+        f"/{DONE_PAGE}qi2labdatastore/.ingest/ledger.sqlite",
         "/exp/notes/",
     ):
         status, _, body = served.request(path)
@@ -285,11 +286,11 @@ def test_a_root_served_with_a_token(root: Root, tmp_path: Path) -> None:
     with Watched("serve", [*command, "--config", str(config)], stdout=subprocess.PIPE) as serve:
         assert serve.process.stdout is not None
         page = Page(serve.process.stdout.readline().split(" at ", 1)[1].strip())
-        for path in ("/", "/api/experiments", "/metrics", "/exp/done%20exp/api/state"):
+        for path in ("/", "/api/experiments", "/metrics", f"/{DONE_PAGE}api/state"):
             assert page.request(path)[0] == 401, path
         assert page.request("/api/experiments?token=s3cret")[0] == 200
         bearer = {"Authorization": "Bearer s3cret"}
-        assert page.request("/exp/done%20exp/api/state", headers=bearer)[0] == 200
-        status, headers, _ = page.request("/exp/done%20exp?token=s3cret")
-        assert (status, headers["location"]) == (308, page.url + "exp/done%20exp/?token=s3cret")
+        assert page.request(f"/{DONE_PAGE}api/state", headers=bearer)[0] == 200
+        status, headers, _ = page.request(f"/{DONE_PAGE.rstrip('/')}?token=s3cret")
+        assert (status, headers["location"]) == (308, f"{page.url}{DONE_PAGE}?token=s3cret")
         assert serve.stop() == 0, serve.report()
