@@ -24,6 +24,14 @@ class DaemonError(Qi2labError, RuntimeError):
     """The daemon cannot start (another instance holds the lock, a folder is unusable)."""
 
 
+class HeldError(DaemonError):
+    """Another writer holds the datastore's lock; `holder` says who ("pid 42 on scope-pc")."""
+
+    def __init__(self, message: str, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
 class Claim:
     """A datastore taken for writing, until `release()`."""
 
@@ -60,8 +68,10 @@ def _exclusive_lock(path: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise DaemonError(
-            f"{path}: another qi2lab-ingest ({_holder(path)}) is already working on this datastore"
+        holder = _holder(path)
+        raise HeldError(
+            f"{path}: another qi2lab-ingest ({holder}) is already working on this datastore",
+            holder,
         ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)

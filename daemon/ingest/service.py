@@ -70,8 +70,21 @@ class RunOutcome:
 class IngestService:
     """One experiment folder, watched and ingested until stopped."""
 
-    def __init__(self, experiment: Path, settings: Settings, notifier: Notifier | None = None):
-        """Settings only: nothing is taken or started until the `with` block (`__enter__`)."""
+    def __init__(
+        self,
+        experiment: Path,
+        settings: Settings,
+        notifier: Notifier | None = None,
+        pool: WorkerPool | None = None,
+        woken: threading.Event | None = None,
+    ):
+        """Settings only: nothing is taken or started until the `with` block (`__enter__`).
+
+        Alone (`watch EXP`, `ingest EXP`) the service owns its worker pool and offers its
+        units itself. Under a root service, `pool` is the one shared by every experiment: the
+        root starts and stops it and offers the units (`dispatchable`), and `woken` is the
+        root's event, set when one of this experiment's units is settled.
+        """
         self.experiment = experiment
         self.settings = settings
         self.raw_dir = experiment / "raw_data"
@@ -79,7 +92,9 @@ class IngestService:
         self.notifier = notifier or Notifier()
         self.log = get_logger(experiment=str(experiment))
         self._resources = ExitStack()  # what __enter__ took, released by __exit__
-        self._woken = threading.Event()  # a unit was settled: the loop turns at once
+        self._own_pool = pool is None
+        self._shared_pool = pool
+        self._woken = woken or threading.Event()  # a unit was settled: the loop turns at once
         self._watching = False
         self._step_error: str | None = None  # the last failed step's error, logged once
         self._recovered = False  # units left `running` by a crash are back to pending
@@ -131,16 +146,15 @@ class IngestService:
                 self.quality,
                 MosaicPreview(store_path / PREVIEW_DIR),
             )
-            self.pool = WorkerPool(
-                self.ledger,
-                self._convert,
+            self.pool = self._shared_pool or WorkerPool(
                 count=settings.workers.count,
                 queue_size=settings.workers.queue_size,
                 retry_attempts=settings.workers.retry_attempts,
                 retry_initial_s=settings.workers.retry_initial_s,
                 retry_max_s=settings.workers.retry_max_s,
-                unit_fields=self.store.unit_fields,
-                on_settled=self._wake,
+            )
+            self.lane = self.pool.lane(
+                self.ledger, self._convert, self.store.unit_fields, on_settled=self._wake
             )
             self.watcher = RawWatcher(
                 self.raw_dir,
@@ -166,6 +180,20 @@ class IngestService:
         progress: Callable[[dict[str, int]], None] | None = None,
     ) -> RunOutcome:
         """Recover, scan, then (if `watch`) follow the folder until stopped or complete."""
+        self.begin(watch)
+        try:
+            while not self.stop_requested.is_set():
+                if self.step(watch, exit_when_complete, progress, LOOP_PERIOD_S):
+                    break
+                if not watch:  # (watching, the watcher's drain waits, and wakes the same way)
+                    self._woken.wait(LOOP_PERIOD_S)
+                    self._woken.clear()
+        finally:
+            outcome = self.finish()
+        return outcome
+
+    def begin(self, watch: bool) -> None:
+        """Log the start and start the pool (if this service owns it): `step` may run."""
         self.log.info(
             Event.WATCH_STARTED if watch else Event.INGEST_STARTED,
             **self.identity,
@@ -175,28 +203,53 @@ class IngestService:
         )
         self._last_status = time.monotonic()
         self._watching = watch
-        self.pool.start()
+        if self._own_pool:
+            self.pool.start()
+
+    def step(
+        self,
+        watch: bool,
+        exit_when_complete: bool = False,
+        progress: Callable[[dict[str, int]], None] | None = None,
+        wait_s: float = 0.0,
+    ) -> bool:
+        """One turn of the main loop, waiting up to `wait_s` for a filesystem event; True when
+        the run is over (settled and asked to exit). Nothing one step meets stops the daemon:
+        a failed step is logged, and the next one tries again."""
         try:
-            while not self.stop_requested.is_set():
-                try:
-                    if self._step(watch, exit_when_complete, progress):
-                        break
-                except Exception as exc:  # nothing one step meets stops the daemon
-                    self._step_failed(exc)
-                if not watch:  # (watching, the watcher's drain waits, and wakes the same way)
-                    self._woken.wait(LOOP_PERIOD_S)
-                    self._woken.clear()
-        finally:
-            counts = self._shutdown()
+            return self._step(watch, exit_when_complete, progress, wait_s)
+        except Exception as exc:
+            self._step_failed(exc)
+            return False
+
+    def finish(self) -> RunOutcome:
+        """Stop the watcher (and the pool, if this service owns it; a shared one is stopped
+        by its owner first) and publish the final state."""
+        counts = self._shutdown()
         return RunOutcome(done=counts["done"], failed=counts["failed"], pending=counts["pending"])
+
+    @property
+    def complete(self) -> bool:
+        """Every unit of the plan done or failed for good, nothing in flight: watching it
+        costs nothing until a new dataset appears."""
+        return self._settled(watch=True)
+
+    @property
+    def acquiring(self) -> bool:
+        """A dataset is being written now: its units go before another experiment's catch-up."""
+        return bool(self.planner.waiting)
+
+    def dispatchable(self) -> list[str]:
+        """The units that may be offered to the pool now (none before the calibrations)."""
+        return self.ledger.pending() if self.planner.calibrated else []
 
     def _step(
         self,
         watch: bool,
         exit_when_complete: bool,
         progress: Callable[[dict[str, int]], None] | None,
+        wait_s: float,
     ) -> bool:
-        """One turn of the main loop; True when the run is over (settled and asked to exit)."""
         if not self._recovered:  # before any dispatch; retried like any step until it succeeds
             interrupted = self.ledger.recover()
             if interrupted:
@@ -215,7 +268,7 @@ class IngestService:
         if watch and not self.watcher.alive:  # before the first scan: no change falls between
             self._start_watcher()
         if watch:
-            for name in self.watcher.drain(LOOP_PERIOD_S):
+            for name in self.watcher.drain(wait_s):
                 self.planner.consider(name)
         now = time.monotonic()
         interval = self.settings.watch.rescan_interval_s
@@ -227,7 +280,8 @@ class IngestService:
             if first:  # ready once what is already on disk is recorded
                 self.notifier.ready(self._status_line())
         self._requeue()
-        self._dispatch()
+        if self._own_pool:  # a shared pool is offered units by its owner, fairly
+            self._dispatch()
         self._publish(self.publisher.maybe_publish)
         if progress is not None:
             progress(self.ledger.counts())
@@ -306,12 +360,10 @@ class IngestService:
             self._last_rescan = -math.inf
 
     def _dispatch(self) -> None:
-        if not self.planner.calibrated:
-            return
-        for uid in self.ledger.pending():
-            if not self.pool.has_room:
+        for uid in self.dispatchable():
+            if not self.lane.has_room:
                 break
-            self.pool.offer(uid)
+            self.lane.offer(uid)
 
     def _settled(self, watch: bool) -> bool:
         """Nothing left to do: one pass converted all it found, or the plan is all settled.
@@ -319,7 +371,7 @@ class IngestService:
         While watching, a unit that failed for environmental reasons is not settled: it will
         be tried again. A single pass (`ingest`) does not wait for those back-offs.
         """
-        if self.pool.in_flight or (self.planner.calibrated and self.ledger.pending()):
+        if self.lane.in_flight or (self.planner.calibrated and self.ledger.pending()):
             return False
         if self.planner.calibrating:
             return False
@@ -337,10 +389,10 @@ class IngestService:
         Stuck means busy without progress for `workers.stuck_after_s`; systemd's watchdog is
         then left to expire.
         """
-        if self.pool.busy_workers == 0:
+        if self.lane.busy_workers == 0:
             return True
         stuck_after_s = self.settings.workers.stuck_after_s
-        return time.monotonic() - self.pool.last_progress < stuck_after_s
+        return time.monotonic() - self.lane.last_progress < stuck_after_s
 
     def _status_line(self) -> str:
         counts = self.ledger.counts()
@@ -365,10 +417,11 @@ class IngestService:
     def _shutdown(self) -> dict[str, int]:
         """Stop everything in order; returns the final unit counts."""
         self.notifier.stopping()
-        running = self.pool.busy_workers
-        self.log.info(Event.STOPPING, running=running, queued=max(0, self.pool.in_flight - running))
+        running = self.lane.busy_workers
+        self.log.info(Event.STOPPING, running=running, queued=max(0, self.lane.in_flight - running))
         self.watcher.stop()
-        self.pool.stop()
+        if self._own_pool:
+            self.pool.stop()
         self.planner.close()
         self.identity["stopped_at"] = iso_time(time.time())
         try:
