@@ -154,7 +154,7 @@ class IngestService:
                 retry_max_s=settings.workers.retry_max_s,
             )
             self.lane = self.pool.lane(
-                self.ledger, self._convert, self.store.unit_fields, on_settled=self._wake
+                self.ledger, self._convert, self._unit_log_fields, on_settled=self._wake
             )
             self.watcher = RawWatcher(
                 self.raw_dir,
@@ -292,6 +292,11 @@ class IngestService:
             self._last_status = now
         self._step_error = None
         return (not watch or exit_when_complete) and self._settled(watch)
+
+    def _unit_log_fields(self, tile: int, round_: int) -> dict[str, object]:
+        """A unit's log fields: its experiment (a shared pool's workers serve several) and its
+        name in the datastore's naming."""
+        return {"experiment": str(self.experiment), **self.store.unit_fields(tile, round_)}
 
     def _wake(self) -> None:
         """A unit was settled (a worker calls this): turn the loop now rather than at its
