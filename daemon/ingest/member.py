@@ -67,13 +67,20 @@ class RootExperiment:
         """A dataset is being written now."""
         return self.service is not None and self.service.acquiring
 
+    @property
+    def healthy(self) -> bool:
+        """Not stuck: no worker busy on its units without progress (see `IngestService`)."""
+        return self.service is None or self.service.healthy()
+
     def poll(self) -> None:
         """One turn: open the service if there is (or may be) work, step it, close it when the
         experiment is complete or its folder gone."""
         if self.service is None:
-            if not self.gone and self._changed():
-                self._open()
-            return
+            if self.gone or not self._changed():
+                return
+            self._open()  # and its first step now: recovery and the start-up scan
+            if self.service is None:
+                return
         if self.gone:
             if self.service.lane.in_flight == 0:
                 self._close()

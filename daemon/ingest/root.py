@@ -82,7 +82,8 @@ class RootService:
                 if not ready:
                     self.notifier.ready(self._status_line())
                     ready = True
-                self.notifier.watchdog()
+                if all(member.healthy for member in self.experiments.values()):
+                    self.notifier.watchdog()
                 self.woken.wait(LOOP_PERIOD_S)
                 self.woken.clear()
         finally:

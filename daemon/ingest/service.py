@@ -285,7 +285,7 @@ class IngestService:
         self._publish(self.publisher.maybe_publish)
         if progress is not None:
             progress(self.ledger.counts())
-        if self._healthy():
+        if self.healthy():
             self.notifier.watchdog()
         if now - self._last_status >= STATUS_PERIOD_S:
             self._report_status()
@@ -388,7 +388,7 @@ class IngestService:
         counts = self.ledger.counts()
         return counts["done"] + counts["failed"] >= plan.num_tiles * plan.num_rounds
 
-    def _healthy(self) -> bool:
+    def healthy(self) -> bool:
         """Progressing, or idle by design; False when workers are stuck on units.
 
         Stuck means busy without progress for `workers.stuck_after_s`; systemd's watchdog is

@@ -43,7 +43,7 @@ def test_root_service_survives_sigkill_and_equals_clean_ingests(tmp_path):
         (exps["c"] / EXPERIMENT_CONFIG).write_text('[datastore]\nlayout = "merfish3d-v0.6"\n')
         others = [simulator_process(exps[name], SETTINGS) for name in ("b", "c")]
         for name in ("b", "c"):
-            daemon.wait_event(Event.UNIT_DONE, experiment=str(exps[name]), timeout=60)
+            daemon.wait_seen(Event.UNIT_DONE, experiment=str(exps[name]), timeout=60)
         # While b is being ingested, a second daemon on it is refused, naming the service.
         second = subprocess.run(
             daemon_command("watch", exps["b"], config), capture_output=True, text=True
@@ -59,7 +59,7 @@ def test_root_service_survives_sigkill_and_equals_clean_ingests(tmp_path):
             microscope.expect_exit(0, timeout=60)
         raw_at_end = {name: raw_stats(exp) for name, exp in exps.items()}
         for exp in exps.values():
-            daemon.wait_event(Event.EXPERIMENT_COMPLETE, experiment=str(exp), timeout=60)
+            daemon.wait_seen(Event.EXPERIMENT_COMPLETE, experiment=str(exp), timeout=60)
         assert daemon.stop() == 0
 
     reference_config = write_config(tmp_path / "ref.toml", datastore="reference")
