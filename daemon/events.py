@@ -31,6 +31,7 @@ class Event:
     EXPERIMENT_HELD: Final = "experiment held elsewhere"
     EXPERIMENT_FAILED: Final = "experiment failed"
     EXPERIMENT_GONE: Final = "experiment gone"
+    ROOT_STATE_NOT_WRITTEN: Final = "root state not written"
 
     # Raw data and the plan
     WAITING_FOR_RAW_DATA: Final = "waiting for raw_data"

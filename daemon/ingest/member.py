@@ -147,7 +147,7 @@ class RootExperiment:
             self.status = status
             return
         except ConfigError as exc:  # tried again once the file (or raw_data) changes
-            self._fail(describe(exc))
+            self._fail(str(exc))  # names the file and the key
             return
         except (DaemonError, OSError) as exc:  # a full disk, a bad layout: tried at every poll
             self._seen = None

@@ -11,12 +11,15 @@ turns the order of the two groups is swapped, so a long acquisition never starve
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from collections import deque
 from pathlib import Path
 
 from daemon.config import Settings
+from daemon.datastore.jsonio import write_json_atomic
 from daemon.events import Event
 from daemon.ingest.failures import describe
 from daemon.ingest.member import RootExperiment
@@ -25,6 +28,10 @@ from daemon.ingest.workers import WorkerPool
 from daemon.logs import get_logger
 from daemon.raw.root import find_experiments
 
+# What the service says about its experiments, for the page and `status --root` to read: who
+# runs it and each experiment's status (watching, complete, held by pid X on host Y, failed:
+# the reason, gone), rewritten atomically when one changes.
+ROOT_STATE = ".qi2lab-ingest-root.json"
 LOOP_PERIOD_S = 0.2
 CATCH_UP_FIRST_EVERY = 4  # every this many turns, the catch-up is offered units first
 
@@ -57,6 +64,9 @@ class RootService:
         )
         self.experiments: dict[Path, RootExperiment] = {}
         self._turn = 0
+        self._published: dict[str, str] | None = None  # the statuses ROOT_STATE holds
+        self._publish_error: str | None = None  # the last failed write's error, logged once
+        self.identity = {"pid": os.getpid(), "host": socket.gethostname()}
         self._last_discovery = -float("inf")
 
     def statuses(self) -> dict[str, str]:
@@ -102,7 +112,24 @@ class RootService:
                 member.status = f"failed: {describe(exc)}"
                 member.log.exception(Event.EXPERIMENT_FAILED, reason=describe(exc))
         self._offer_units()
+        self._publish()
         self._turn += 1
+
+    def _publish(self, stopped: bool = False) -> None:
+        """Rewrite ROOT_STATE when an experiment's status changed (a full disk under the root
+        costs this file, logged once, never the experiments)."""
+        statuses = self.statuses()
+        if statuses == self._published and not stopped:
+            return
+        document = {**self.identity, "stopped": stopped, "experiments": statuses}
+        try:
+            write_json_atomic(self.root / ROOT_STATE, document)
+        except OSError as exc:  # tried again next turn
+            if describe(exc) != self._publish_error:
+                self.log.error(Event.ROOT_STATE_NOT_WRITTEN, error=describe(exc))
+            self._publish_error = describe(exc)
+            return
+        self._published, self._publish_error = statuses, None
 
     def _discover(self) -> None:
         """Add the experiments that appeared; mark those that vanished."""
@@ -160,6 +187,7 @@ class RootService:
         self.pool.stop()
         for member in self.experiments.values():
             member.close()
+        self._publish(stopped=True)
         self.log.info(Event.STOPPED, **{"experiments": self.statuses()})
 
 

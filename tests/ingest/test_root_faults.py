@@ -13,7 +13,9 @@ from support.experiment import daemon_command, simulator_process, write_config
 from support.processes import wait_until
 
 from daemon.config import EXPERIMENT_CONFIG
+from daemon.datastore.jsonio import read_json
 from daemon.events import Event
+from daemon.ingest.root import ROOT_STATE
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
@@ -39,7 +41,11 @@ def test_each_experiments_fault_is_its_own(tmp_path: Path) -> None:
             assert "[workers]" in failed["reason"]
             # Another daemon's experiment is shown as held by it, and retried.
             seen = daemon.wait_seen(Event.EXPERIMENT_HELD, experiment=str(held))
-            assert seen["holder"] == f"pid {other.pid} on {socket.gethostname()}"
+            holder = f"pid {other.pid} on {socket.gethostname()}"
+            assert seen["holder"] == holder
+            # ... and so does the service's state file, which the page and `status` read.
+            wait_until(lambda: published(root).get("held") == f"held by {holder}", "held published")
+            assert published(root)["bad"].startswith(f"failed: {bad / EXPERIMENT_CONFIG}")
             daemon.wait_seen(Event.EXPERIMENT_COMPLETE, experiment=str(good))
             assert other.stop() == 0
             daemon.wait_seen(Event.EXPERIMENT_COMPLETE, experiment=str(held))
@@ -77,3 +83,15 @@ def test_each_experiments_fault_is_its_own(tmp_path: Path) -> None:
             assert "no longer there" in gone["reason"]
             daemon.check_alive()
             assert daemon.stop() == 0
+    state = read_json(root / ROOT_STATE)
+    assert state["stopped"] and state["pid"] == daemon.pid
+    assert state["experiments"]["good"] == "complete"
+    assert state["experiments"]["doomed"].startswith("gone: ")
+
+
+def published(root: Path) -> dict[str, str]:
+    """The experiments' statuses in the service's state file (empty before it is written)."""
+    try:
+        return dict(read_json(root / ROOT_STATE)["experiments"])
+    except FileNotFoundError:
+        return {}
