@@ -32,13 +32,14 @@ from daemon.config import Settings
 from daemon.datastore import layout
 from daemon.datastore.statedir import ledger_path, state_dir
 from daemon.events import Event
+from daemon.ingest.backlog import BacklogReport, recover, requeue_environmental
 from daemon.ingest.claim import Claim
 from daemon.ingest.failures import describe, errno_name
-from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult, named_units
+from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult
 from daemon.ingest.planner import Planner
 from daemon.ingest.sdnotify import Notifier
 from daemon.ingest.state import StatePublisher, iso_time
-from daemon.ingest.unit import CONVERSION_VERSION, UnitConverter
+from daemon.ingest.unit import UnitConverter
 from daemon.ingest.watcher import RawWatcher
 from daemon.ingest.workers import WorkerPool
 from daemon.layouts import open_layout
@@ -55,7 +56,6 @@ LOOP_PERIOD_S = 0.2
 # allows, see StatePublisher): analysis polling it learns of a unit within a loop turn.
 STATE_INTERVAL_S = 0.05
 STATUS_PERIOD_S = 5.0  # systemd's status line is refreshed this often
-BACKLOG_HEARTBEAT_S = 300.0  # `backlog` is logged when it changes, and at least this often
 
 
 @dataclass
@@ -100,7 +100,6 @@ class IngestService:
         self._recovered = False  # units left `running` by a crash are back to pending
         self._last_rescan: float | None = None  # None until the first full scan succeeded
         self._last_status = 0.0
-        self._backlog: tuple[object, float] | None = None  # last logged backlog and when
 
     def __enter__(self) -> IngestService:
         """Take the datastore (`Claim`) and open what the loop needs. A failure part-way
@@ -156,6 +155,7 @@ class IngestService:
             self.lane = self.pool.lane(
                 self.ledger, self._convert, self._unit_log_fields, on_settled=self._wake
             )
+            self.backlog = BacklogReport(self.ledger, self.planner, self.notifier, self.log)
             self.watcher = RawWatcher(
                 self.raw_dir,
                 polling=settings.watch.observer == "polling",
@@ -251,19 +251,7 @@ class IngestService:
         wait_s: float,
     ) -> bool:
         if not self._recovered:  # before any dispatch; retried like any step until it succeeds
-            interrupted = self.ledger.recover()
-            if interrupted:
-                self.log.warning(
-                    Event.RECOVERED_INTERRUPTED,
-                    units=named_units(interrupted, self.store.unit_name),
-                )
-            outdated = self.ledger.requeue_outdated(CONVERSION_VERSION)
-            if outdated:
-                self.log.warning(
-                    Event.CONVERTING_AGAIN,
-                    units=named_units(outdated, self.store.unit_name),
-                    reason="written by an older version",
-                )
+            recover(self.ledger, self.store, self.log)
             self._recovered = True
         if watch and not self.watcher.alive:  # before the first scan: no change falls between
             self._start_watcher()
@@ -278,8 +266,8 @@ class IngestService:
             self.planner.scan()
             self._last_rescan = now
             if first:  # ready once what is already on disk is recorded
-                self.notifier.ready(self._status_line())
-        self._requeue()
+                self.notifier.ready(self.backlog.status_line())
+        requeue_environmental(self.ledger, self.store, self.settings, self.log)
         if self._own_pool:  # a shared pool is offered units by its owner, fairly
             self._dispatch()
         self._publish(self.publisher.maybe_publish)
@@ -288,7 +276,7 @@ class IngestService:
         if self.healthy():
             self.notifier.watchdog()
         if now - self._last_status >= STATUS_PERIOD_S:
-            self._report_status()
+            self.backlog.report()
             self._last_status = now
         self._step_error = None
         return (not watch or exit_when_complete) and self._settled(watch)
@@ -312,20 +300,6 @@ class IngestService:
             self.log.exception(Event.LOOP_STEP_FAILED, error=message, errno=errno_name(exc))
             self._step_error = message
         time.sleep(LOOP_PERIOD_S)
-
-    def _requeue(self) -> None:
-        """Queue again the environmental failures whose back-off has run out."""
-        now = time.time()
-        for record in self.ledger.environmental_failures():
-            wait_s = self.settings.workers.requeue_after_s(record.attempts)
-            if now >= (record.finished_at or 0.0) + wait_s and self.ledger.requeue(record.unit_id):
-                self.log.info(
-                    Event.UNIT_REQUEUED,
-                    **self.store.unit_fields(record.tile, record.round),
-                    dataset=record.dataset,
-                    previous_error=record.error,
-                    after_s=wait_s,
-                )
 
     @contextmanager
     def _in_store(self, doing: str, errnos: frozenset[int] | None = None) -> Iterator[None]:
@@ -398,26 +372,6 @@ class IngestService:
             return True
         stuck_after_s = self.settings.workers.stuck_after_s
         return time.monotonic() - self.lane.last_progress < stuck_after_s
-
-    def _status_line(self) -> str:
-        counts = self.ledger.counts()
-        return (
-            f"{counts['done']} done, {counts['failed']} failed, "
-            f"{counts['pending'] + counts['running']} waiting, "
-            f"{len(self.planner.waiting)} dataset{'' if len(self.planner.waiting) == 1 else 's'}"
-            " being written"
-        )
-
-    def _report_status(self) -> None:
-        """systemd's status line; the `backlog` log line when it changed, or as a heartbeat."""
-        self.notifier.status(self._status_line())
-        backlog = {**self.ledger.counts(), "being_written": len(self.planner.waiting)}
-        now = time.monotonic()
-        if self._backlog is None or (
-            backlog != self._backlog[0] or now - self._backlog[1] >= BACKLOG_HEARTBEAT_S
-        ):
-            self.log.info(Event.BACKLOG, **backlog)
-            self._backlog = (backlog, now)
 
     def _shutdown(self) -> dict[str, int]:
         """Stop everything in order; returns the final unit counts."""
