@@ -236,8 +236,14 @@ class IngestService:
 
     @property
     def acquiring(self) -> bool:
-        """A dataset is being written now: its units go before another experiment's catch-up."""
-        return bool(self.planner.waiting)
+        """The microscope is still at this run (a dataset is being written, or the plan has
+        units no dataset was seen for yet): its units go before another's catch-up."""
+        plan = self.planner.plan
+        if self.planner.waiting:
+            return True
+        if plan is None:
+            return False
+        return sum(self.ledger.counts().values()) < plan.num_tiles * plan.num_rounds
 
     def dispatchable(self) -> list[str]:
         """The units that may be offered to the pool now (none before the calibrations)."""

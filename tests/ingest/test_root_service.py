@@ -11,6 +11,7 @@ from support.layouts import LAYOUTS
 
 from daemon.config import EXPERIMENT_CONFIG
 from daemon.events import Event
+from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
 SETTINGS = SimulationSettings(tiles=2, rounds=2, z=4, size=64, camera="orca", interval=0.1)
@@ -77,3 +78,26 @@ def test_root_service_survives_sigkill_and_equals_clean_ingests(tmp_path):
         for relpath in layout.documents(store):
             assert (store / relpath).read_text() == (reference / relpath).read_text(), relpath
         assert raw_stats(exp) == raw_at_end[name], name
+
+
+def test_sigterm_finishes_the_units_in_flight_of_every_experiment(tmp_path):
+    root = (tmp_path / "root").resolve()
+    exps = [root / "x", root / "y"]
+    for exp in exps:
+        simulate(exp, SimulationSettings(tiles=2, rounds=2, z=8, size=128, camera="orca"))
+    config = write_config(
+        tmp_path / "service.toml",
+        watch={"poll_interval_s": 0.2},
+        web={"listen": ""},
+        workers={"count": 2, "queue_size": 2},
+    )
+    with DaemonProcess("watch", None, config, "--root", str(root)) as daemon:
+        for exp in exps:  # both experiments are served from the start, round robin
+            daemon.wait_seen(Event.UNIT_STARTED, experiment=str(exp))
+        assert daemon.stop() == 0
+    started = {(e["experiment"], e["unit"]) for e in daemon.named(Event.UNIT_STARTED)}
+    done = {(e["experiment"], e["unit"]) for e in daemon.named(Event.UNIT_DONE)}
+    assert started <= done  # every unit begun was finished, in either experiment
+    stopped = {e["experiment"]: e for e in daemon.named(Event.STOPPED) if "running" in e}
+    assert set(stopped) == {str(exp) for exp in exps}
+    assert all(event["running"] == 0 for event in stopped.values())
