@@ -101,3 +101,19 @@ def test_sigterm_finishes_the_units_in_flight_of_every_experiment(tmp_path):
     stopped = {e["experiment"]: e for e in daemon.named(Event.STOPPED) if "running" in e}
     assert set(stopped) == {str(exp) for exp in exps}
     assert all(event["running"] == 0 for event in stopped.values())
+
+
+def test_the_root_comes_from_the_config_and_a_watch_without_one_is_refused(tmp_path):
+    none = write_config(tmp_path / "none.toml")
+    refused = subprocess.run(daemon_command("watch", None, none), capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert "no experiment folder, no --root and no [service] root" in refused.stderr
+
+    root = (tmp_path / "root").resolve()
+    simulate(root / "only", SimulationSettings(tiles=1, rounds=1, z=2, size=32, camera="orca"))
+    config = write_config(
+        tmp_path / "service.toml", service={"root": str(root)}, web={"listen": ""}
+    )
+    with DaemonProcess("watch", None, config) as daemon:
+        daemon.wait_seen(Event.EXPERIMENT_COMPLETE, experiment=str(root / "only"))
+        assert daemon.stop() == 0
