@@ -72,11 +72,12 @@ class RootExperiment:
         """Not stuck: no worker busy on its units without progress (see `IngestService`)."""
         return self.service is None or self.service.healthy()
 
-    def poll(self) -> None:
-        """One turn: open the service if there is (or may be) work, step it, close it when the
-        experiment is complete or its folder gone."""
+    def poll(self, look: bool) -> None:
+        """One turn: step the service, close it when the experiment is complete or its folder
+        gone; with no service, and if `look` (once per poll interval), open one if there is
+        (or may be) work."""
         if self.service is None:
-            if self.gone or not self._changed():
+            if not look or self.gone or not self._changed():
                 return
             self._open()  # and its first step now: recovery and the start-up scan
             if self.service is None:

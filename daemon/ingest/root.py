@@ -101,13 +101,14 @@ class RootService:
 
     def _turn_once(self) -> None:
         now = time.monotonic()
-        if now - self._last_discovery >= self.settings.watch.poll_interval_s:
+        look = now - self._last_discovery >= self.settings.watch.poll_interval_s
+        if look:
             self._discover()
             self._last_discovery = now
             self.notifier.status(self._status_line())
         for member in list(self.experiments.values()):
             try:
-                member.poll()
+                member.poll(look)
             except Exception as exc:  # one experiment's fault never stops the others
                 member.status = f"failed: {describe(exc)}"
                 member.log.exception(Event.EXPERIMENT_FAILED, reason=describe(exc))
