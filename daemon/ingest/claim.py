@@ -73,8 +73,12 @@ def _exclusive_lock(path: Path) -> int:
             f"{path}: another qi2lab-ingest ({holder}) is already working on this datastore",
             holder,
         ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+    except OSError:  # a full disk: a claim that fails must not keep the lock it took
+        os.close(fd)
+        raise
     return fd
 
 

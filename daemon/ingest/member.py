@@ -13,6 +13,7 @@ recorded here with its reason and never reaches the other experiments.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -150,9 +151,10 @@ class RootExperiment:
         except ConfigError as exc:  # tried again once the file (or raw_data) changes
             self._fail(str(exc))  # names the file and the key
             return
-        except (DaemonError, OSError) as exc:  # a full disk, a bad layout: tried at every poll
+        except (DaemonError, OSError, sqlite3.Error) as exc:  # a full disk: tried every poll
             self._seen = None
-            self._fail(describe(exc))
+            named = isinstance(exc, OSError) and exc.filename is not None
+            self._fail(describe(exc) if named else f"{describe(exc)} (opening {self.path})")
             return
         try:
             service.begin(watch=True)
