@@ -83,6 +83,8 @@ class RootExperiment:
             self._open()  # and its first step now: recovery and the start-up scan
             if self.service is None:
                 return
+        if not (self.path / RAW_DATA).is_dir():  # one stat a turn: no unit offered after
+            self.vanish()
         if self.gone:
             if self.service.lane.in_flight == 0:
                 self._close()

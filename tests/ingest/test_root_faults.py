@@ -95,3 +95,25 @@ def published(root: Path) -> dict[str, str]:
         return dict(read_json(root / ROOT_STATE)["experiments"])
     except FileNotFoundError:
         return {}
+
+
+def test_an_experiment_renamed_mid_run_goes_on_under_its_new_name(tmp_path: Path) -> None:
+    root = (tmp_path / "root").resolve()
+    before, after = root / "run-tmp", root / "run"
+    settings = SimulationSettings(tiles=2, rounds=3, z=8, size=128, camera="orca")
+    simulate(before, settings)
+    config = write_config(
+        tmp_path / "service.toml",
+        watch={"poll_interval_s": 0.2},
+        web={"listen": ""},
+        # the units in flight when the folder moved fail (their files are gone), and are
+        # queued again after this back-off under the new name
+        workers={"count": 1, "queue_size": 1, "requeue_initial_s": 1.0},
+    )
+    with DaemonProcess("watch", None, config, "--root", str(root)) as daemon:
+        daemon.wait_seen(Event.UNIT_DONE, experiment=str(before))
+        before.rename(after)
+        daemon.wait_seen(Event.EXPERIMENT_GONE, experiment=str(before))
+        complete = daemon.wait_seen(Event.EXPERIMENT_COMPLETE, experiment=str(after), timeout=60)
+        assert complete["done"] == settings.tiles * settings.rounds
+        assert daemon.stop() == 0
