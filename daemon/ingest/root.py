@@ -88,7 +88,7 @@ class RootService:
         try:
             ready = False
             while not self.stop_requested.is_set():
-                self._turn_once()
+                self.turn()
                 if not ready:
                     self.notifier.ready(self._status_line())
                     ready = True
@@ -97,9 +97,11 @@ class RootService:
                 self.woken.wait(LOOP_PERIOD_S)
                 self.woken.clear()
         finally:
-            self._shutdown()
+            self.shutdown()
 
-    def _turn_once(self) -> None:
+    def turn(self) -> None:
+        """One turn: look for experiments (once per poll interval), step each one, offer
+        units to the pool, publish the statuses."""
         now = time.monotonic()
         look = now - self._last_discovery >= self.settings.watch.poll_interval_s
         if look:
@@ -160,7 +162,7 @@ class RootService:
         start = self._turn % len(live)
         live = live[start:] + live[:start]
         groups = [[m for m in live if m.acquiring], [m for m in live if not m.acquiring]]
-        if self._turn % CATCH_UP_FIRST_EVERY == 0:
+        if self._turn % CATCH_UP_FIRST_EVERY == CATCH_UP_FIRST_EVERY - 1:
             groups.reverse()
         for group in groups:
             queues = deque((m, deque(_offerable(m))) for m in group)
@@ -181,7 +183,7 @@ class RootService:
             f"{len(statuses) - watching - complete} other"
         )
 
-    def _shutdown(self) -> None:
+    def shutdown(self) -> None:
         """Finish the units in flight of every experiment, then close each one."""
         self.notifier.stopping()
         self.log.info(Event.STOPPING, experiments=len(self.experiments))
