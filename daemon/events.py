@@ -23,6 +23,16 @@ class Event:
     FINAL_PUBLICATION_FAILED: Final = "final publication failed"
     LOOP_STEP_FAILED: Final = "loop step failed"
 
+    # The root service (`watch --root`): its experiments
+    ROOT_WATCH_STARTED: Final = "root watch started"
+    EXPERIMENT_FOUND: Final = "experiment found"
+    EXPERIMENT_COMPLETE: Final = "experiment complete"
+    EXPERIMENT_REOPENED: Final = "experiment reopened"
+    EXPERIMENT_HELD: Final = "experiment held elsewhere"
+    EXPERIMENT_FAILED: Final = "experiment failed"
+    EXPERIMENT_GONE: Final = "experiment gone"
+    ROOT_STATE_NOT_WRITTEN: Final = "root state not written"
+
     # Raw data and the plan
     WAITING_FOR_RAW_DATA: Final = "waiting for raw_data"
     WAITING_FOR_METADATA: Final = "waiting for metadata"

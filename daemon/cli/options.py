@@ -35,11 +35,17 @@ def described_command(
 
 
 def experiment_command(
-    sub: argparse._SubParsersAction, name: str, summary: str, description: str, exit_codes: str
+    sub: argparse._SubParsersAction,
+    name: str,
+    summary: str,
+    description: str,
+    exit_codes: str,
+    required: bool = True,
 ) -> argparse.ArgumentParser:
-    """A subcommand on one experiment folder, with --config and its exit codes in --help."""
+    """A subcommand on one experiment folder, with --config and its exit codes in --help;
+    `required=False` for a command that may instead be given a root (`--root`)."""
     p = described_command(sub, name, summary, description, exit_codes)
-    p.add_argument("experiment", type=path, help=EXPERIMENT_HELP)
+    p.add_argument("experiment", type=path, nargs=None if required else "?", help=EXPERIMENT_HELP)
     p.add_argument("--config", type=path, help=CONFIG_HELP)
     return p
 

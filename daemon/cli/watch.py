@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,7 +21,7 @@ from daemon.cli.common import (
     read_settings,
     show_units,
 )
-from daemon.cli.options import add_layout, add_listen, experiment_command
+from daemon.cli.options import add_layout, add_listen, experiment_command, path
 from daemon.events import Event
 from daemon.states import UnitState
 
@@ -44,8 +45,10 @@ def add(sub: argparse._SubParsersAction) -> None:
         "watch",
         "follow EXPERIMENT/raw_data and ingest as data arrives",
         "Follow EXPERIMENT/raw_data (which may not exist yet) and ingest every dataset once it "
-        "is complete, until SIGTERM or SIGINT.",
+        "is complete, until SIGTERM or SIGINT. With --root (or [service] root of the config "
+        "and no EXPERIMENT): one daemon for every experiment under the root.",
         EXIT_CODES,
+        required=False,
     )
     ingest = experiment_command(
         sub,
@@ -63,27 +66,30 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="exit once every unit of the plan is done or failed",
     )
     add_listen(watch, "; '' serves no page")
+    watch.add_argument(
+        "--root",
+        type=path,
+        help="watch every experiment under this folder (those matched by [service] "
+        "experiments that have raw_data/); default: [service] root of the config",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from daemon.config import settle_layout
     from daemon.console import ProgressBar
     from daemon.ingest.claim import DaemonError
     from daemon.ingest.service import IngestService
     from daemon.logs import configure_logging
 
+    if args.command == "watch" and (args.root is not None or args.experiment is None):
+        from daemon.cli.watch_root import run_root
+
+        return run_root(args)
     check_experiment(args)
     if args.command == "ingest" and not (args.experiment / "raw_data").is_dir():
         raise CommandError(f"{args.experiment}: nothing to ingest (no raw_data folder)")
     settings = settle_layout(read_settings(args), args.experiment, chosen_layout(args))
-    if getattr(args, "listen", None) is not None:  # watch --listen
-        try:
-            web = dataclasses.replace(settings.web, listen=args.listen)
-        except ValueError as exc:
-            raise CommandError(str(exc)) from exc
-        settings = dataclasses.replace(settings, web=web)
+    settings = with_listen(settings, args)
     on_terminal = args.command == "ingest" and sys.stderr.isatty()
     bar = ProgressBar("ingest", "unit") if on_terminal else None
     configure_logging(
@@ -102,10 +108,24 @@ def run(args: argparse.Namespace) -> int:
         return _run_service(service, args, settings, bar)
 
 
+def with_listen(settings: Settings, args: argparse.Namespace) -> Settings:
+    """`settings` with `watch --listen`'s address, if given."""
+    import dataclasses
+
+    if getattr(args, "listen", None) is None:
+        return settings
+    try:
+        web = dataclasses.replace(settings.web, listen=args.listen)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    return dataclasses.replace(settings, web=web)
+
+
 def _run_service(
     service: IngestService, args: argparse.Namespace, settings: Settings, bar: ProgressBar | None
 ) -> int:
     """Run a started service until it stops, with the signals and the page; its exit status."""
+    from daemon.monitor.web import open_server
 
     def request_stop(signum: int, _frame: object) -> None:
         if signum == signal.SIGINT and service.stop_requested.is_set():
@@ -118,7 +138,7 @@ def _run_service(
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     watching = args.command == "watch"
-    web = _start_web(args.experiment, settings) if watching else None
+    web = start_web(partial(open_server, args.experiment, settings), settings) if watching else None
     try:
         outcome = service.run(
             watch=watching,
@@ -162,17 +182,16 @@ def _stop_at_once(experiment: Path, settings: Settings) -> None:
     os._exit(128 + signal.SIGINT)
 
 
-def _start_web(experiment: Path, settings: Settings) -> WebServer | None:
+def start_web(open_web: Callable[[], WebServer], settings: Settings) -> WebServer | None:
     """The live page in a thread of `watch`, unless disabled; a busy port costs the page, not
     the ingestion (logged as a warning)."""
     from daemon.logs import get_logger
-    from daemon.monitor.web import open_server
 
     if not settings.web.listen:
         return None
     log = get_logger()
     try:
-        server = open_server(experiment, settings)
+        server = open_web()
     except OSError as exc:
         log.warning(Event.WEB_PAGE_NOT_SERVED, listen=settings.web.listen, error=str(exc))
         return None

@@ -29,3 +29,12 @@ def lock_path(store_path: Path) -> Path:
 def unit_locks_dir(store_path: Path) -> Path:
     """Per-unit lock files, for attempts of one unit that could overlap (backfill)."""
     return state_dir(store_path) / "unit-locks"
+
+
+def lock_owner(lock: Path) -> tuple[str, str] | None:
+    """The (pid, host) its holder wrote into the lock file, or None if it cannot be read."""
+    try:
+        pid, host = lock.read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return pid, host

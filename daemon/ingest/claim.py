@@ -15,13 +15,21 @@ import socket
 from pathlib import Path
 from types import TracebackType
 
-from daemon.datastore.statedir import lock_path, state_dir
+from daemon.datastore.statedir import lock_owner, lock_path, state_dir
 from daemon.errors import Qi2labError
 from daemon.layouts import LayoutMismatchError, check_layout
 
 
 class DaemonError(Qi2labError, RuntimeError):
     """The daemon cannot start (another instance holds the lock, a folder is unusable)."""
+
+
+class HeldError(DaemonError):
+    """Another writer holds the datastore's lock; `holder` says who ("pid 42 on scope-pc")."""
+
+    def __init__(self, message: str, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 class Claim:
@@ -60,18 +68,21 @@ def _exclusive_lock(path: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise DaemonError(
-            f"{path}: another qi2lab-ingest ({_holder(path)}) is already working on this datastore"
+        holder = _holder(path)
+        raise HeldError(
+            f"{path}: another qi2lab-ingest ({holder}) is already working on this datastore",
+            holder,
         ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+    except OSError:  # a full disk: a claim that fails must not keep the lock it took
+        os.close(fd)
+        raise
     return fd
 
 
 def _holder(lock: Path) -> str:
     """`pid 4242 on scope-pc` from a lock file, as far as it can be read."""
-    try:
-        pid, host = lock.read_text(encoding="utf-8").split()
-    except (OSError, UnicodeDecodeError, ValueError):
-        return "pid unknown"
-    return f"pid {pid} on {host}"
+    owner = lock_owner(lock)
+    return "pid unknown" if owner is None else f"pid {owner[0]} on {owner[1]}"

@@ -32,13 +32,14 @@ from daemon.config import Settings
 from daemon.datastore import layout
 from daemon.datastore.statedir import ledger_path, state_dir
 from daemon.events import Event
+from daemon.ingest.backlog import BacklogReport, recover, requeue_environmental
 from daemon.ingest.claim import Claim
 from daemon.ingest.failures import describe, errno_name
-from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult, named_units
+from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult
 from daemon.ingest.planner import Planner
 from daemon.ingest.sdnotify import Notifier
 from daemon.ingest.state import StatePublisher, iso_time
-from daemon.ingest.unit import CONVERSION_VERSION, UnitConverter
+from daemon.ingest.unit import UnitConverter
 from daemon.ingest.watcher import RawWatcher
 from daemon.ingest.workers import WorkerPool
 from daemon.layouts import open_layout
@@ -55,7 +56,6 @@ LOOP_PERIOD_S = 0.2
 # allows, see StatePublisher): analysis polling it learns of a unit within a loop turn.
 STATE_INTERVAL_S = 0.05
 STATUS_PERIOD_S = 5.0  # systemd's status line is refreshed this often
-BACKLOG_HEARTBEAT_S = 300.0  # `backlog` is logged when it changes, and at least this often
 
 
 @dataclass
@@ -70,8 +70,21 @@ class RunOutcome:
 class IngestService:
     """One experiment folder, watched and ingested until stopped."""
 
-    def __init__(self, experiment: Path, settings: Settings, notifier: Notifier | None = None):
-        """Settings only: nothing is taken or started until the `with` block (`__enter__`)."""
+    def __init__(
+        self,
+        experiment: Path,
+        settings: Settings,
+        notifier: Notifier | None = None,
+        pool: WorkerPool | None = None,
+        woken: threading.Event | None = None,
+    ):
+        """Settings only: nothing is taken or started until the `with` block (`__enter__`).
+
+        Alone (`watch EXP`, `ingest EXP`) the service owns its worker pool and offers its
+        units itself. Under a root service, `pool` is the one shared by every experiment: the
+        root starts and stops it and offers the units (`dispatchable`), and `woken` is the
+        root's event, set when one of this experiment's units is settled.
+        """
         self.experiment = experiment
         self.settings = settings
         self.raw_dir = experiment / "raw_data"
@@ -79,13 +92,14 @@ class IngestService:
         self.notifier = notifier or Notifier()
         self.log = get_logger(experiment=str(experiment))
         self._resources = ExitStack()  # what __enter__ took, released by __exit__
-        self._woken = threading.Event()  # a unit was settled: the loop turns at once
+        self._own_pool = pool is None
+        self._shared_pool = pool
+        self._woken = woken or threading.Event()  # a unit was settled: the loop turns at once
         self._watching = False
         self._step_error: str | None = None  # the last failed step's error, logged once
         self._recovered = False  # units left `running` by a crash are back to pending
         self._last_rescan: float | None = None  # None until the first full scan succeeded
         self._last_status = 0.0
-        self._backlog: tuple[object, float] | None = None  # last logged backlog and when
 
     def __enter__(self) -> IngestService:
         """Take the datastore (`Claim`) and open what the loop needs. A failure part-way
@@ -131,17 +145,17 @@ class IngestService:
                 self.quality,
                 MosaicPreview(store_path / PREVIEW_DIR),
             )
-            self.pool = WorkerPool(
-                self.ledger,
-                self._convert,
+            self.pool = self._shared_pool or WorkerPool(
                 count=settings.workers.count,
                 queue_size=settings.workers.queue_size,
                 retry_attempts=settings.workers.retry_attempts,
                 retry_initial_s=settings.workers.retry_initial_s,
                 retry_max_s=settings.workers.retry_max_s,
-                unit_fields=self.store.unit_fields,
-                on_settled=self._wake,
             )
+            self.lane = self.pool.lane(
+                self.ledger, self._convert, self._unit_log_fields, on_settled=self._wake
+            )
+            self.backlog = BacklogReport(self.ledger, self.planner, self.notifier, self.log)
             self.watcher = RawWatcher(
                 self.raw_dir,
                 polling=settings.watch.observer == "polling",
@@ -166,6 +180,20 @@ class IngestService:
         progress: Callable[[dict[str, int]], None] | None = None,
     ) -> RunOutcome:
         """Recover, scan, then (if `watch`) follow the folder until stopped or complete."""
+        self.begin(watch)
+        try:
+            while not self.stop_requested.is_set():
+                if self.step(watch, exit_when_complete, progress, LOOP_PERIOD_S):
+                    break
+                if not watch:  # (watching, the watcher's drain waits, and wakes the same way)
+                    self._woken.wait(LOOP_PERIOD_S)
+                    self._woken.clear()
+        finally:
+            outcome = self.finish()
+        return outcome
+
+    def begin(self, watch: bool) -> None:
+        """Log the start and start the pool (if this service owns it): `step` may run."""
         self.log.info(
             Event.WATCH_STARTED if watch else Event.INGEST_STARTED,
             **self.identity,
@@ -175,47 +203,66 @@ class IngestService:
         )
         self._last_status = time.monotonic()
         self._watching = watch
-        self.pool.start()
+        if self._own_pool:
+            self.pool.start()
+
+    def step(
+        self,
+        watch: bool,
+        exit_when_complete: bool = False,
+        progress: Callable[[dict[str, int]], None] | None = None,
+        wait_s: float = 0.0,
+    ) -> bool:
+        """One turn of the main loop, waiting up to `wait_s` for a filesystem event; True when
+        the run is over (settled and asked to exit). Nothing one step meets stops the daemon:
+        a failed step is logged, and the next one tries again."""
         try:
-            while not self.stop_requested.is_set():
-                try:
-                    if self._step(watch, exit_when_complete, progress):
-                        break
-                except Exception as exc:  # nothing one step meets stops the daemon
-                    self._step_failed(exc)
-                if not watch:  # (watching, the watcher's drain waits, and wakes the same way)
-                    self._woken.wait(LOOP_PERIOD_S)
-                    self._woken.clear()
-        finally:
-            counts = self._shutdown()
+            return self._step(watch, exit_when_complete, progress, wait_s)
+        except Exception as exc:
+            self._step_failed(exc)
+            return False
+
+    def finish(self) -> RunOutcome:
+        """Stop the watcher (and the pool, if this service owns it; a shared one is stopped
+        by its owner first) and publish the final state."""
+        counts = self._shutdown()
         return RunOutcome(done=counts["done"], failed=counts["failed"], pending=counts["pending"])
+
+    @property
+    def complete(self) -> bool:
+        """Every unit of the plan done or failed for good, nothing in flight: watching it
+        costs nothing until a new dataset appears."""
+        return self._settled(watch=True)
+
+    @property
+    def acquiring(self) -> bool:
+        """The microscope is still at this run (a dataset is being written, or the plan has
+        units no dataset was seen for yet): its units go before another's catch-up."""
+        plan = self.planner.plan
+        if self.planner.waiting:
+            return True
+        if plan is None:
+            return False
+        return sum(self.ledger.counts().values()) < plan.num_tiles * plan.num_rounds
+
+    def dispatchable(self) -> list[str]:
+        """The units that may be offered to the pool now (none before the calibrations)."""
+        return self.ledger.pending() if self.planner.calibrated else []
 
     def _step(
         self,
         watch: bool,
         exit_when_complete: bool,
         progress: Callable[[dict[str, int]], None] | None,
+        wait_s: float,
     ) -> bool:
-        """One turn of the main loop; True when the run is over (settled and asked to exit)."""
         if not self._recovered:  # before any dispatch; retried like any step until it succeeds
-            interrupted = self.ledger.recover()
-            if interrupted:
-                self.log.warning(
-                    Event.RECOVERED_INTERRUPTED,
-                    units=named_units(interrupted, self.store.unit_name),
-                )
-            outdated = self.ledger.requeue_outdated(CONVERSION_VERSION)
-            if outdated:
-                self.log.warning(
-                    Event.CONVERTING_AGAIN,
-                    units=named_units(outdated, self.store.unit_name),
-                    reason="written by an older version",
-                )
+            recover(self.ledger, self.store, self.log)
             self._recovered = True
         if watch and not self.watcher.alive:  # before the first scan: no change falls between
             self._start_watcher()
         if watch:
-            for name in self.watcher.drain(LOOP_PERIOD_S):
+            for name in self.watcher.drain(wait_s):
                 self.planner.consider(name)
         now = time.monotonic()
         interval = self.settings.watch.rescan_interval_s
@@ -225,19 +272,25 @@ class IngestService:
             self.planner.scan()
             self._last_rescan = now
             if first:  # ready once what is already on disk is recorded
-                self.notifier.ready(self._status_line())
-        self._requeue()
-        self._dispatch()
+                self.notifier.ready(self.backlog.status_line())
+        requeue_environmental(self.ledger, self.store, self.settings, self.log)
+        if self._own_pool:  # a shared pool is offered units by its owner, fairly
+            self._dispatch()
         self._publish(self.publisher.maybe_publish)
         if progress is not None:
             progress(self.ledger.counts())
-        if self._healthy():
+        if self.healthy():
             self.notifier.watchdog()
         if now - self._last_status >= STATUS_PERIOD_S:
-            self._report_status()
+            self.backlog.report()
             self._last_status = now
         self._step_error = None
         return (not watch or exit_when_complete) and self._settled(watch)
+
+    def _unit_log_fields(self, tile: int, round_: int) -> dict[str, object]:
+        """A unit's log fields: its experiment (a shared pool's workers serve several) and its
+        name in the datastore's naming."""
+        return {"experiment": str(self.experiment), **self.store.unit_fields(tile, round_)}
 
     def _wake(self) -> None:
         """A unit was settled (a worker calls this): turn the loop now rather than at its
@@ -253,20 +306,6 @@ class IngestService:
             self.log.exception(Event.LOOP_STEP_FAILED, error=message, errno=errno_name(exc))
             self._step_error = message
         time.sleep(LOOP_PERIOD_S)
-
-    def _requeue(self) -> None:
-        """Queue again the environmental failures whose back-off has run out."""
-        now = time.time()
-        for record in self.ledger.environmental_failures():
-            wait_s = self.settings.workers.requeue_after_s(record.attempts)
-            if now >= (record.finished_at or 0.0) + wait_s and self.ledger.requeue(record.unit_id):
-                self.log.info(
-                    Event.UNIT_REQUEUED,
-                    **self.store.unit_fields(record.tile, record.round),
-                    dataset=record.dataset,
-                    previous_error=record.error,
-                    after_s=wait_s,
-                )
 
     @contextmanager
     def _in_store(self, doing: str, errnos: frozenset[int] | None = None) -> Iterator[None]:
@@ -306,12 +345,10 @@ class IngestService:
             self._last_rescan = -math.inf
 
     def _dispatch(self) -> None:
-        if not self.planner.calibrated:
-            return
-        for uid in self.ledger.pending():
-            if not self.pool.has_room:
+        for uid in self.dispatchable():
+            if not self.lane.has_room:
                 break
-            self.pool.offer(uid)
+            self.lane.offer(uid)
 
     def _settled(self, watch: bool) -> bool:
         """Nothing left to do: one pass converted all it found, or the plan is all settled.
@@ -319,7 +356,7 @@ class IngestService:
         While watching, a unit that failed for environmental reasons is not settled: it will
         be tried again. A single pass (`ingest`) does not wait for those back-offs.
         """
-        if self.pool.in_flight or (self.planner.calibrated and self.ledger.pending()):
+        if self.lane.in_flight or (self.planner.calibrated and self.ledger.pending()):
             return False
         if self.planner.calibrating:
             return False
@@ -331,44 +368,25 @@ class IngestService:
         counts = self.ledger.counts()
         return counts["done"] + counts["failed"] >= plan.num_tiles * plan.num_rounds
 
-    def _healthy(self) -> bool:
+    def healthy(self) -> bool:
         """Progressing, or idle by design; False when workers are stuck on units.
 
         Stuck means busy without progress for `workers.stuck_after_s`; systemd's watchdog is
         then left to expire.
         """
-        if self.pool.busy_workers == 0:
+        if self.lane.busy_workers == 0:
             return True
         stuck_after_s = self.settings.workers.stuck_after_s
-        return time.monotonic() - self.pool.last_progress < stuck_after_s
-
-    def _status_line(self) -> str:
-        counts = self.ledger.counts()
-        return (
-            f"{counts['done']} done, {counts['failed']} failed, "
-            f"{counts['pending'] + counts['running']} waiting, "
-            f"{len(self.planner.waiting)} dataset{'' if len(self.planner.waiting) == 1 else 's'}"
-            " being written"
-        )
-
-    def _report_status(self) -> None:
-        """systemd's status line; the `backlog` log line when it changed, or as a heartbeat."""
-        self.notifier.status(self._status_line())
-        backlog = {**self.ledger.counts(), "being_written": len(self.planner.waiting)}
-        now = time.monotonic()
-        if self._backlog is None or (
-            backlog != self._backlog[0] or now - self._backlog[1] >= BACKLOG_HEARTBEAT_S
-        ):
-            self.log.info(Event.BACKLOG, **backlog)
-            self._backlog = (backlog, now)
+        return time.monotonic() - self.lane.last_progress < stuck_after_s
 
     def _shutdown(self) -> dict[str, int]:
         """Stop everything in order; returns the final unit counts."""
         self.notifier.stopping()
-        running = self.pool.busy_workers
-        self.log.info(Event.STOPPING, running=running, queued=max(0, self.pool.in_flight - running))
+        running = self.lane.busy_workers
+        self.log.info(Event.STOPPING, running=running, queued=max(0, self.lane.in_flight - running))
         self.watcher.stop()
-        self.pool.stop()
+        if self._own_pool:
+            self.pool.stop()
         self.planner.close()
         self.identity["stopped_at"] = iso_time(time.time())
         try:

@@ -36,32 +36,61 @@ Converter = Callable[[UnitRecord], UnitResult]
 T = TypeVar("T")
 
 
-class WorkerPool:
-    """A fixed number of threads converting units taken from a bounded queue."""
+class Lane:
+    """One ledger's side of a shared pool (one experiment's): its units in flight, its
+    converter, its naming, and whom to wake when one of its units is settled."""
 
     def __init__(
         self,
+        pool: WorkerPool,
         ledger: Ledger,
         convert: Converter,
+        unit_fields: Callable[[int, int], dict[str, Any]],
+        on_settled: Callable[[], None],
+    ) -> None:
+        self.pool = pool
+        self.ledger = ledger
+        self.convert = convert
+        self.unit_fields = unit_fields
+        self.on_settled = on_settled
+        self.units: set[str] = set()  # queued or being converted (guarded by the pool's lock)
+        self.busy_workers = 0
+        self.last_progress = time.monotonic()
+
+    def offer(self, uid: str) -> bool:
+        """Queue a unit if the pool has room and it is not already queued or running."""
+        return self.pool.offer(self, uid)
+
+    @property
+    def in_flight(self) -> int:
+        """This lane's units queued or being converted."""
+        with self.pool.lock:
+            return len(self.units)
+
+    @property
+    def has_room(self) -> bool:
+        """Whether the shared queue could accept another unit now."""
+        return self.pool.has_room
+
+    def logger(self, uid: str, **fields: object) -> FilteringBoundLogger:
+        """A logger bound to a unit, named as its datastore names it."""
+        return get_logger(**self.unit_fields(*unit_of(uid)), **fields)
+
+
+class WorkerPool:
+    """A fixed number of threads converting units taken from one bounded queue, shared by
+    every lane (experiment) that offers units to it: one memory bound for them all."""
+
+    def __init__(
+        self,
         count: int,
         queue_size: int,
         retry_attempts: int,
         retry_initial_s: float,
         retry_max_s: float,
-        unit_fields: Callable[[int, int], dict[str, Any]],
-        on_settled: Callable[[], None] = lambda: None,
     ) -> None:
-        """`unit_fields(tile, round)` gives a unit's log fields in the datastore's naming
-        (`Layout.unit_fields`). `on_settled()` is called from the worker each time a unit is
-        done or failed (the service wakes its loop with it, so the next unit and the state
-        file do not wait)."""
-        self._ledger = ledger
-        self._unit_fields = unit_fields
-        self._convert = convert
-        self._on_settled = on_settled
-        self._queue: queue.Queue[str | None] = queue.Queue(maxsize=queue_size)
-        self._in_flight: set[str] = set()
-        self._lock = threading.Lock()
+        self._queue: queue.Queue[tuple[Lane, str] | None] = queue.Queue(maxsize=queue_size)
+        self.lock = threading.Lock()
         self._stopping = threading.Event()
         self._ledger_retry_s = (retry_initial_s, retry_max_s)
         self._retrying = Retrying(
@@ -71,12 +100,23 @@ class WorkerPool:
             before_sleep=self._log_retry,
             reraise=True,
         )
-        self.last_progress = time.monotonic()
-        self.busy_workers = 0
         self._threads = [
             threading.Thread(target=self._run, name=f"worker-{i}", daemon=True)
             for i in range(count)
         ]
+
+    def lane(
+        self,
+        ledger: Ledger,
+        convert: Converter,
+        unit_fields: Callable[[int, int], dict[str, Any]],
+        on_settled: Callable[[], None] = lambda: None,
+    ) -> Lane:
+        """A lane for one ledger's units. `unit_fields(tile, round)` gives a unit's log fields
+        in the datastore's naming (`Layout.unit_fields`). `on_settled()` is called from the
+        worker each time one of its units is done or failed (the service wakes its loop with
+        it, so the next unit and the state file do not wait)."""
+        return Lane(self, ledger, convert, unit_fields, on_settled)
 
     def start(self) -> None:
         """Start the worker threads (not in the constructor: a service that fails to start
@@ -84,23 +124,17 @@ class WorkerPool:
         for thread in self._threads:
             thread.start()
 
-    def offer(self, uid: str) -> bool:
-        """Queue a unit if there is room and it is not already queued or running."""
-        with self._lock:
-            if uid in self._in_flight or self._stopping.is_set():
+    def offer(self, lane: Lane, uid: str) -> bool:
+        """Queue a lane's unit if there is room and it is not already queued or running."""
+        with self.lock:
+            if uid in lane.units or self._stopping.is_set():
                 return False
             try:
-                self._queue.put_nowait(uid)
+                self._queue.put_nowait((lane, uid))
             except queue.Full:
                 return False
-            self._in_flight.add(uid)
+            lane.units.add(uid)
             return True
-
-    @property
-    def in_flight(self) -> int:
-        """Units queued or being converted."""
-        with self._lock:
-            return len(self._in_flight)
 
     @property
     def has_room(self) -> bool:
@@ -112,11 +146,11 @@ class WorkerPool:
         self._stopping.set()
         while True:
             try:
-                uid = self._queue.get_nowait()
+                item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if uid is not None:
-                self._forget(uid)
+            if item is not None:
+                self._forget(*item)
         started = [thread for thread in self._threads if thread.ident is not None]
         for _ in started:
             self._queue.put(None)
@@ -125,46 +159,48 @@ class WorkerPool:
 
     def _run(self) -> None:
         while True:
-            uid = self._queue.get()
-            if uid is None or self._stopping.is_set():
-                if uid is not None:
-                    self._forget(uid)
+            item = self._queue.get()
+            if item is None or self._stopping.is_set():
+                if item is not None:
+                    self._forget(*item)
                 return
-            with self._lock:
-                self.busy_workers += 1
-                self.last_progress = time.monotonic()  # a start is progress: not stuck after idling
+            lane, uid = item
+            with self.lock:
+                lane.busy_workers += 1
+                lane.last_progress = time.monotonic()  # a start is progress: not stuck after idling
             try:
-                self._convert_one(uid)
+                self._convert_one(lane, uid)
             except Exception as exc:  # a worker outlives anything one unit does (even logging)
-                self._logger(uid).exception(Event.WORKER_ERROR, error=describe(exc))
+                lane.logger(uid).exception(Event.WORKER_ERROR, error=describe(exc))
             finally:
-                with self._lock:
-                    self.busy_workers -= 1
-                    self.last_progress = time.monotonic()
-                    self._in_flight.discard(uid)
-                self._on_settled()
+                with self.lock:
+                    lane.busy_workers -= 1
+                    lane.last_progress = time.monotonic()
+                    lane.units.discard(uid)
+                lane.on_settled()
 
-    def _forget(self, uid: str) -> None:
-        with self._lock:
-            self._in_flight.discard(uid)
+    def _forget(self, lane: Lane, uid: str) -> None:
+        with self.lock:
+            lane.units.discard(uid)
 
-    def _convert_one(self, uid: str) -> None:
-        record = self._persist(uid, "claim", lambda: self._ledger.claim(uid))
+    def _convert_one(self, lane: Lane, uid: str) -> None:
+        ledger = lane.ledger
+        record = self._persist(lane, uid, "claim", lambda: ledger.claim(uid))
         if record is None:
             return
-        log = self._logger(uid, dataset=record.dataset)
+        log = lane.logger(uid, dataset=record.dataset)
         log.info(Event.UNIT_STARTED, attempt=record.attempts)
         started = time.monotonic()
         try:
-            result = self._retrying(self._convert, record)
+            result = self._retrying(_convert_in, lane, record)
         except Exception as exc:  # every failure is recorded; the daemon goes on
             message = describe(exc)
             environmental = is_environmental(exc)
             failed = self._persist(
-                uid, "fail", lambda: self._ledger.fail(record, message, environmental)
+                lane, uid, "fail", lambda: ledger.fail(record, message, environmental)
             )
             if failed is False:
-                self._log_superseded(log, uid, error=message)
+                _log_superseded(log, ledger, uid, error=message)
                 return
             log.error(
                 Event.UNIT_FAILED,
@@ -174,9 +210,9 @@ class WorkerPool:
                 environmental=environmental,
             )
             return
-        done = self._persist(uid, "finish", lambda: self._ledger.finish(record, result))
+        done = self._persist(lane, uid, "finish", lambda: ledger.finish(record, result))
         if done is False:
-            self._log_superseded(log, uid, outputs=list(result.outputs))
+            _log_superseded(log, ledger, uid, outputs=list(result.outputs))
             return
         seconds = time.monotonic() - started
         log.info(
@@ -189,13 +225,7 @@ class WorkerPool:
             outputs=list(result.outputs),
         )
 
-    def _log_superseded(self, log: FilteringBoundLogger, uid: str, **attempt: object) -> None:
-        """The attempt read a source that was replaced while it ran: its outcome is not the
-        unit's, which the ledger now has pending (or failed, if the new source is broken)."""
-        now = self._ledger.get(uid)
-        log.warning(Event.UNIT_SUPERSEDED, state=now.state if now else None, **attempt)
-
-    def _persist(self, uid: str, action: str, write: Callable[[], T]) -> T | None:
+    def _persist(self, lane: Lane, uid: str, action: str, write: Callable[[], T]) -> T | None:
         """Run a ledger write until it succeeds; None if the pool stopped first.
 
         SQLite fails a commit when the disk under the ledger is full or failing. The worker
@@ -208,23 +238,32 @@ class WorkerPool:
             try:
                 return write()
             except (sqlite3.Error, OSError) as exc:
-                self._logger(uid).error(
+                lane.logger(uid).error(
                     Event.LEDGER_WRITE_FAILED, action=action, error=str(exc), retry_in_s=delay
                 )
             if self._stopping.wait(delay):
                 return None
             delay = min(2 * delay, longest)
 
-    def _logger(self, uid: str, **fields: object) -> FilteringBoundLogger:
-        """A logger bound to a unit, named as the datastore names it."""
-        return get_logger(**self._unit_fields(*unit_of(uid)), **fields)
-
     def _log_retry(self, state: RetryCallState) -> None:
-        record: UnitRecord = state.args[0]
+        lane: Lane = state.args[0]
+        record: UnitRecord = state.args[1]
         exc = state.outcome.exception() if state.outcome else None
-        self._logger(record.unit_id, dataset=record.dataset).warning(
+        lane.logger(record.unit_id, dataset=record.dataset).warning(
             Event.RETRY,
             attempt=state.attempt_number,
             error=describe(exc) if exc else "",
             wait_s=round(state.next_action.sleep, 2) if state.next_action else None,
         )
+
+
+def _convert_in(lane: Lane, record: UnitRecord) -> UnitResult:
+    """One attempt at a lane's unit (the retried call: its arguments name the lane)."""
+    return lane.convert(record)
+
+
+def _log_superseded(log: FilteringBoundLogger, ledger: Ledger, uid: str, **attempt: object) -> None:
+    """The attempt read a source that was replaced while it ran: its outcome is not the
+    unit's, which the ledger now has pending (or failed, if the new source is broken)."""
+    now = ledger.get(uid)
+    log.warning(Event.UNIT_SUPERSEDED, state=now.state if now else None, **attempt)

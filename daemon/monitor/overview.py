@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from daemon.config import ConfigError, Settings, experiment_settings
-from daemon.datastore.statedir import ledger_path, lock_path
+from daemon.datastore.statedir import ledger_path, lock_owner, lock_path
 from daemon.layouts import found_layout
 from daemon.monitor.status import NoDatastoreError, collect, daemon_pid, readable_plan
 from daemon.raw.root import RAW_DATA, find_experiments
@@ -129,11 +129,8 @@ def lock_holder(lock: Path) -> str | None:
     pid = daemon_pid(lock)
     if pid is None or pid == os.getpid():
         return None
-    try:
-        _, host = lock.read_text(encoding="utf-8").split()
-    except (OSError, UnicodeDecodeError, ValueError):
-        return f"pid {pid}"
-    return f"pid {pid} on host {host}"
+    owner = lock_owner(lock)
+    return f"pid {pid}" if owner is None else f"pid {pid} on host {owner[1]}"
 
 
 def render_lines(rows: list[Summary], now: float | None = None) -> list[str]:

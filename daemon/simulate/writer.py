@@ -139,7 +139,8 @@ def write_csv(path: Path, rows: list[list[Any]]) -> None:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write next to the experiment folder, then rename: a watcher never sees half a file."""
-    temporary = path.parent.parent / f".{path.name}.tmp"
+    """Write next to the experiment folder, then rename: a watcher never sees half a file.
+    The name holds the pid: simulators of two experiments under one root never share it."""
+    temporary = path.parent.parent / f".{path.name}.{os.getpid()}.tmp"
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)

@@ -9,7 +9,7 @@ from support.processes import wait_until
 
 from daemon.events import Event
 from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult, unit_id
-from daemon.ingest.workers import WorkerPool
+from daemon.ingest.workers import Lane, WorkerPool
 from daemon.raw.errors import DatasetError
 
 RESULT = UnitResult(
@@ -17,19 +17,18 @@ RESULT = UnitResult(
 )
 
 
-def pool_for(ledger: Ledger, convert, count: int = 1, queue_size: int = 2) -> WorkerPool:
+def pool_for(ledger: Ledger, convert, count: int = 1, queue_size: int = 2) -> Lane:
+    """A started pool's lane for `ledger` (stop it with `lane.pool.stop()`)."""
     pool = WorkerPool(
-        ledger,
-        convert,
         count=count,
         queue_size=queue_size,
         retry_attempts=4,
         retry_initial_s=0.001,
         retry_max_s=0.01,
-        unit_fields=lambda tile, round_: {"unit": unit_id(tile, round_)},
     )
+    lane = pool.lane(ledger, convert, lambda tile, round_: {"unit": unit_id(tile, round_)})
     pool.start()
-    return pool
+    return lane
 
 
 def test_transient_errors_are_retried_until_success(tmp_path):
@@ -43,10 +42,10 @@ def test_transient_errors_are_retried_until_success(tmp_path):
             raise OSError(errno.ESTALE, "Stale file handle", "/raw/d/NDTiff.index")
         return RESULT
 
-    pool = pool_for(ledger, flaky)
-    assert pool.offer(unit_id(0, 0))
+    lane = pool_for(ledger, flaky)
+    assert lane.offer(unit_id(0, 0))
     wait_until(lambda: ledger.get(unit_id(0, 0)).state == "done", Event.UNIT_DONE)
-    pool.stop()
+    lane.pool.stop()
     assert len(calls) == 3
 
 
@@ -59,10 +58,10 @@ def test_a_deterministic_error_fails_at_once_naming_the_file(tmp_path):
         calls.append(record)
         raise DatasetError("/raw/d/d_NDTiffStack.tif", "plane F-Red z=3 lies past the end")
 
-    pool = pool_for(ledger, broken)
-    pool.offer(unit_id(0, 1))
+    lane = pool_for(ledger, broken)
+    lane.offer(unit_id(0, 1))
     wait_until(lambda: ledger.get(unit_id(0, 1)).state == "failed", Event.UNIT_FAILED)
-    pool.stop()
+    lane.pool.stop()
     assert len(calls) == 1
     assert ledger.get(unit_id(0, 1)).error == (
         "/raw/d/d_NDTiffStack.tif: plane F-Red z=3 lies past the end"
@@ -76,10 +75,10 @@ def test_transient_errors_that_persist_end_as_failed(tmp_path):
     def busy(record: UnitRecord) -> UnitResult:
         raise OSError(errno.EBUSY, "Device or resource busy", "/raw/d/NDTiff.index")
 
-    pool = pool_for(ledger, busy)
-    pool.offer(unit_id(0, 0))
+    lane = pool_for(ledger, busy)
+    lane.offer(unit_id(0, 0))
     wait_until(lambda: ledger.get(unit_id(0, 0)).state == "failed", Event.UNIT_FAILED)
-    pool.stop()
+    lane.pool.stop()
     assert ledger.get(unit_id(0, 0)).error == "/raw/d/NDTiff.index: Device or resource busy"
 
 
@@ -96,20 +95,20 @@ def test_the_queue_is_bounded_and_stop_returns_queued_units(tmp_path):
     units = [unit_id(tile, 0) for tile in range(5)]
     for tile in range(5):
         ledger.observe(tile, 0, f"d{tile}", "f")
-    pool = pool_for(ledger, slow, count=1, queue_size=2)
-    offered = [pool.offer(uid) for uid in units]
+    lane = pool_for(ledger, slow, count=1, queue_size=2)
+    offered = [lane.offer(uid) for uid in units]
     # One may already be taken by the worker, so two or three fit; never all five.
     assert 2 <= sum(offered) <= 3 and not all(offered)
-    assert offered[0] and not pool.offer(units[0])  # no unit is queued twice
-    wait_until(lambda: pool.busy_workers == 1, "a worker busy")
+    assert offered[0] and not lane.offer(units[0])  # no unit is queued twice
+    wait_until(lambda: lane.busy_workers == 1, "a worker busy")
     queued = [uid for uid, taken in zip(units[1:], offered[1:], strict=True) if taken]
-    assert queued and pool.in_flight == 1 + len(queued)
+    assert queued and lane.in_flight == 1 + len(queued)
 
     # Stop while the first unit is still converting: the queued ones are handed back at once,
     # and the worker, once free, must not start them.
-    stopping = threading.Thread(target=pool.stop)
+    stopping = threading.Thread(target=lane.pool.stop)
     stopping.start()
-    wait_until(lambda: pool.in_flight == 1, "the queued units handed back", timeout=10)
+    wait_until(lambda: lane.in_flight == 1, "the queued units handed back", timeout=10)
     release.set()
     stopping.join(10)
     assert not stopping.is_alive()
@@ -117,4 +116,4 @@ def test_the_queue_is_bounded_and_stop_returns_queued_units(tmp_path):
     assert converted == [units[0]]
     assert ledger.get(units[0]).state == "done"
     assert ledger.pending() == units[1:]  # the queued ones among them: the next start's work
-    assert pool.in_flight == 0 and not pool.offer(queued[0])  # a stopped pool takes nothing
+    assert lane.in_flight == 0 and not lane.offer(queued[0])  # a stopped pool takes nothing

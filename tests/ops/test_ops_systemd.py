@@ -46,3 +46,40 @@ def test_the_units_command_line_is_a_valid_watch_command() -> None:
     assert parsed.experiment == Path("/data/merfish/exp01")
     assert parsed.config == Path("/etc/qi2lab-ingest/config.toml")
     assert not parsed.exit_when_complete  # a service runs until stopped
+
+
+ROOT_UNIT = UNIT.with_name("qi2lab-ingest.service")
+
+
+def unit_lines(path: Path) -> set[str]:
+    return {line for line in path.read_text().splitlines() if line and not line.startswith("#")}
+
+
+def test_systemd_analyze_verify_accepts_the_root_unit(tmp_path: Path) -> None:
+    if ANALYZE is None:
+        unavailable("systemd-analyze is not installed", "apt-get install systemd")
+    binary = Path(sys.executable).with_name("qi2lab-ingest")
+    unit = tmp_path / ROOT_UNIT.name
+    unit.write_text(ROOT_UNIT.read_text().replace(INSTALLED, str(binary)))
+
+    result = subprocess.run([ANALYZE, "verify", str(unit)], capture_output=True, text=True)
+
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if unit.name in line] == []
+
+
+def test_the_root_unit_watches_the_root_and_lets_a_local_browser_in() -> None:
+    (line,) = [x for x in unit_lines(ROOT_UNIT) if x.startswith("ExecStart=")]
+    binary, *args = shlex.split(line.removeprefix("ExecStart="))
+    assert binary == INSTALLED
+    parsed = build_parser().parse_args(args)
+    assert parsed.command == "watch" and parsed.experiment is None
+    assert parsed.root == Path("/data/merfish")
+    assert parsed.config == Path("/etc/qi2lab-ingest/config.toml")
+    lines = unit_lines(ROOT_UNIT)
+    assert "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6" in lines
+    assert not [x for x in lines if x.startswith(("PrivateNetwork", "IPAddressDeny"))]
+    # The template's priorities, watchdog and hardening, but for what names one experiment.
+    per_experiment = {"%f", "PrivateNetwork=", "RestrictAddressFamilies=", "ExecStart="}
+    kept = {x for x in unit_lines(UNIT) if not any(part in x for part in per_experiment)}
+    assert kept - lines == set()

@@ -35,7 +35,7 @@ class DaemonProcess(Watched):
     def __init__(
         self,
         command: str,
-        experiment: Path,
+        experiment: Path | None,
         config: Path,
         *extra: str,
         wrapper: Sequence[str] = (),

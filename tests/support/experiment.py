@@ -50,15 +50,16 @@ def write_config(
 
 
 def daemon_command(
-    command: str, experiment: Path, config: Path, *extra: str, python: str | None = None
+    command: str, experiment: Path | None, config: Path, *extra: str, python: str | None = None
 ) -> list[str]:
-    """The command line of the daemon, run by `python` (by default this interpreter)."""
+    """The command line of the daemon, run by `python` (by default this interpreter); no
+    experiment for `watch --root` (given in `extra`)."""
     return [
         python or sys.executable,
         "-m",
         "daemon.cli",
         command,
-        str(experiment),
+        *([] if experiment is None else [str(experiment)]),
         "--config",
         str(config),
         *extra,

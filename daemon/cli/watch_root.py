@@ -1,0 +1,61 @@
+"""`qi2lab-ingest watch --root DIR`: one daemon for every experiment under a data root."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from daemon.cli.common import CommandError, chosen_layout, read_settings, refuse_raw_data
+from daemon.cli.watch import start_web, with_listen
+from daemon.events import Event
+
+if TYPE_CHECKING:
+    pass
+
+
+def run_root(args: argparse.Namespace) -> int:
+    """Watch every experiment under the root until SIGTERM or SIGINT; exit 0 then."""
+    from daemon.ingest.root import RootService
+    from daemon.logs import configure_logging
+    from daemon.monitor.web import open_root_server
+
+    if args.experiment is not None:
+        raise CommandError("give an experiment folder or --root, not both")
+    if args.exit_when_complete:
+        raise CommandError("--exit-when-complete is for one experiment, not --root")
+    settings = with_listen(read_settings(args), args)
+    root = args.root or (Path(settings.service.root) if settings.service.root else None)
+    if root is None:
+        raise CommandError("no experiment folder, no --root and no [service] root in the config")
+    refuse_raw_data("watch --root", root)
+    if not root.is_dir():
+        raise CommandError(f"{root}: no such root folder")
+    configure_logging(settings.logging.format, settings.logging.level, root=str(root))
+    service = RootService(root, settings, layout=chosen_layout(args))
+
+    def request_stop(signum: int, _frame: object) -> None:
+        if signum == signal.SIGINT and service.stop_requested.is_set():
+            threading.Thread(target=_stop_at_once).start()  # a second Ctrl-C: no more waiting
+        service.stop_requested.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    web = start_web(lambda: open_root_server(root, settings), settings)
+    try:
+        service.run()
+    finally:
+        if web is not None:
+            web.stop()
+    return 0
+
+
+def _stop_at_once() -> None:
+    """End the process now: units left `running` go back to pending at the next start."""
+    from daemon.logs import get_logger
+
+    get_logger().warning(Event.STOPPED_AT_ONCE)
+    os._exit(128 + signal.SIGINT)
