@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
+from monitor.browser import chromium
 from support.daemon import DaemonProcess
 from support.experiment import daemon_command, simulator_process, write_config
 from support.layouts import LAYOUTS
+from support.processes import wait_until
 
 from daemon.config import EXPERIMENT_CONFIG
 from daemon.events import Event
@@ -24,6 +27,21 @@ def raw_stats(experiment: Path) -> dict[str, tuple[int, int]]:
         str(path.relative_to(experiment)): (path.stat().st_size, path.stat().st_mtime_ns)
         for path in sorted((experiment / "raw_data").rglob("*"))
     }
+
+
+def index_rows(url: str, count: int) -> list[str]:
+    """The root page's experiment rows in Chromium, as a person reads them (name, layout,
+    state, units), once it lists `count` experiments."""
+    with chromium() as driver:
+        driver.get(url)
+
+        def rows() -> list[str] | None:
+            found = driver.find_elements("css selector", "#experiments tbody tr")
+            return [r.text for r in found] if len(found) == count else None
+
+        texts = wait_until(rows, f"the root page lists {count} experiments")
+        assert driver.get_log("browser") == []
+    return [" ".join(text.split()[:8]) for text in texts]
 
 
 def test_root_service_survives_sigkill_and_equals_clean_ingests(tmp_path):
@@ -55,12 +73,16 @@ def test_root_service_survives_sigkill_and_equals_clean_ingests(tmp_path):
         assert not completed & {str(exps["b"]), str(exps["c"])}  # both mid-run
         daemon.kill()
 
-    with DaemonProcess(*watch_root) as daemon:
+    with DaemonProcess(*watch_root, "--listen", "127.0.0.1:0") as daemon:
         for microscope in (first, *others):
             microscope.expect_exit(0, timeout=60)
         raw_at_end = {name: raw_stats(exp) for name, exp in exps.items()}
         for exp in exps.values():
             daemon.wait_seen(Event.EXPERIMENT_COMPLETE, experiment=str(exp), timeout=60)
+        page = daemon.wait_seen(Event.WEB_PAGE_SERVED)["url"]
+        assert index_rows(page, len(exps)) == [
+            f"{name} {LAYOUT_OF[name]} complete 4 of 4 done 0" for name in sorted(exps)
+        ]
         assert daemon.stop() == 0
 
     reference_config = write_config(tmp_path / "ref.toml", datastore="reference")
@@ -78,6 +100,12 @@ def test_root_service_survives_sigkill_and_equals_clean_ingests(tmp_path):
         for relpath in layout.documents(store):
             assert (store / relpath).read_text() == (reference / relpath).read_text(), relpath
         assert raw_stats(exp) == raw_at_end[name], name
+        # ...and it holds nothing but what the microscope wrote: the same names and sizes as
+        # the same acquisition simulated where no daemon ever looked.
+        twin = tmp_path / "twins" / name
+        simulate(twin, replace(SETTINGS, interval=0.0))
+        sizes = {path: size for path, (size, _mtime) in raw_stats(exp).items()}
+        assert sizes == {path: size for path, (size, _mtime) in raw_stats(twin).items()}, name
 
 
 def test_sigterm_finishes_the_units_in_flight_of_every_experiment(tmp_path):
