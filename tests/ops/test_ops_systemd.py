@@ -83,3 +83,23 @@ def test_the_root_unit_watches_the_root_and_lets_a_local_browser_in() -> None:
     per_experiment = {"%f", "PrivateNetwork=", "RestrictAddressFamilies=", "ExecStart="}
     kept = {x for x in unit_lines(UNIT) if not any(part in x for part in per_experiment)}
     assert kept - lines == set()
+
+
+def test_the_root_unit_is_as_hardened_as_the_template_but_for_the_network(tmp_path: Path) -> None:
+    """`systemd-analyze security` finds nothing more exposed in the root unit than in the
+    per-experiment template, apart from the network it needs (page, metrics, alerts)."""
+    if ANALYZE is None:
+        unavailable("systemd-analyze is not installed", "apt-get install systemd")
+
+    def exposed(source: Path, name: str) -> set[str]:
+        unit = tmp_path / name
+        unit.write_text(source.read_text())
+        result = subprocess.run(
+            [ANALYZE, "security", "--offline=yes", str(unit)], capture_output=True, text=True
+        )
+        assert "Overall exposure level" in result.stdout, result.stderr
+        return {line.split()[1] for line in result.stdout.splitlines() if line.startswith("✗")}
+
+    root = exposed(ROOT_UNIT, ROOT_UNIT.name)
+    template = exposed(UNIT, "qi2lab-ingest@exp.service")
+    assert root - template == {"PrivateNetwork=", "RestrictAddressFamilies=~AF_(INET|INET6)"}
