@@ -66,11 +66,20 @@ class DaemonRun:
         return [float(e["seconds"]) for e in self.named(Event.UNIT_DONE)]
 
 
-def write_config(path: Path, datastore: Path, workers: int = 2, layout: str = "seed") -> Path:
-    """A config.toml with what a benchmark changes; everything else stays the default."""
+def write_config(
+    path: Path,
+    datastore: Path | None,
+    workers: int = 2,
+    layout: str = "seed",
+    poll_interval_s: float | None = None,
+) -> Path:
+    """A config.toml with what a benchmark changes; everything else stays the default
+    (`datastore` None: each experiment's own, as under `watch --root`)."""
+    where = f'path = "{datastore}"\n' if datastore is not None else ""
+    watch = f"[watch]\npoll_interval_s = {poll_interval_s}\n\n" if poll_interval_s else ""
     path.write_text(
-        f'[datastore]\npath = "{datastore}"\nlayout = "{layout}"\n\n'
-        f"[workers]\ncount = {workers}\n\n"
+        f'[datastore]\n{where}layout = "{layout}"\n\n'
+        f"[workers]\ncount = {workers}\n\n{watch}"
         '[logging]\nformat = "json"\nlevel = "info"\n',
         encoding="utf-8",
     )
@@ -78,36 +87,48 @@ def write_config(path: Path, datastore: Path, workers: int = 2, layout: str = "s
 
 
 class DaemonProcess:
-    """`qi2lab-ingest COMMAND EXPERIMENT --config CONFIG` as a child, its log in CONFIG.log.
+    """`qi2lab-ingest COMMAND EXPERIMENT --config CONFIG` as a child, its log in CONFIG.log
+    (EXPERIMENT None: none, e.g. `watch --root DIR` given in `extra`).
 
     RSS is sampled from the moment it starts, so a long run shows growth, not just a peak.
     """
 
-    def __init__(self, command: str, experiment: Path, config: Path, *extra: str) -> None:
+    def __init__(
+        self,
+        command: str,
+        experiment: Path | None,
+        config: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.config = config
         self.log = config.with_suffix(".log")
         self.samples: list[tuple[float, float]] = []
         self.peak = [0.0]  # VmHWM, MB: a one-element list the sampler thread updates
         self.started_at = time.time()
         self.started = time.perf_counter()
+        target = [str(experiment)] if experiment is not None else []
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                [str(DAEMON), command, str(experiment), "--config", str(config), *extra],
+                [str(DAEMON), command, *target, "--config", str(config), *extra],
                 stdout=log,  # the daemon's log
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
             )
         self._sampler = threading.Thread(
             target=_sample_rss, args=(self.proc.pid, self.samples, self.peak), daemon=True
         )
         self._sampler.start()
 
-    def logged(self, event: str) -> bool:
-        """Whether the log already holds an `event` line (cheap enough to poll at start-up)."""
-        return f'"event": "{event}"' in self.log.read_text(encoding="utf-8", errors="replace")
+    def logged(self, event: str, count: int = 1) -> bool:
+        """Whether the log already holds `count` `event` lines (cheap enough to poll at
+        start-up)."""
+        text = self.log.read_text(encoding="utf-8", errors="replace")
+        return text.count(f'"event": "{event}"') >= count
 
-    def wait_logged(self, event: str) -> None:
-        """Wait for an `event` line (a paced writer starts only once `watch started`)."""
-        while not self.logged(event):
+    def wait_logged(self, event: str, count: int = 1) -> None:
+        """Wait for `count` `event` lines (a paced writer starts only once `watch started`)."""
+        while not self.logged(event, count):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the daemon exited before '{event}'; see {self.log}")
             time.sleep(0.05)

@@ -63,10 +63,9 @@ def _follow(state_path: Path, writer: subprocess.Popen, timeout_s: float) -> Tim
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         now = time.time()
-        state = _read_state(state_path)
-        for tile_name, entry in state.get("Ingestion", {}).get("tiles", {}).items():
-            for r in entry.get("rounds_done", []):
-                timeline.done.setdefault((r + 1, int(tile_name.removeprefix("tile"))), now)
+        state = read_state(state_path)
+        for key in published_units(state):
+            timeline.done.setdefault(key, now)
         if state.get("Corrected"):
             timeline.ready = now
             return timeline
@@ -76,7 +75,17 @@ def _follow(state_path: Path, writer: subprocess.Popen, timeout_s: float) -> Tim
     return timeline
 
 
-def _read_state(path: Path) -> dict:
+def published_units(state: dict) -> set[tuple[int, int]]:
+    """(round from 1, tile) of every unit datastore.json's ingestion summary lists as done."""
+    return {
+        (r + 1, int(tile_name.removeprefix("tile")))
+        for tile_name, entry in state.get("Ingestion", {}).get("tiles", {}).items()
+        for r in entry.get("rounds_done", [])
+    }
+
+
+def read_state(path: Path) -> dict:
+    """datastore.json, or {} while it is absent or half written."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
@@ -107,7 +116,7 @@ def live_latency(
         timeline = _follow(state_path, writer, timeout_s)
     finally:
         writer.wait()
-        if daemon.proc.poll() is None and not _read_state(state_path).get("Corrected"):
+        if daemon.proc.poll() is None and not read_state(state_path).get("Corrected"):
             daemon.proc.terminate()
     run = daemon.finish()
     for r in range(1, spec.rounds + 1):

@@ -76,6 +76,38 @@ def results_markdown(
     return "\n".join(lines) + "\n"
 
 
+def block_markdown(
+    name: str,
+    command: str,
+    date: str,
+    machine: dict[str, str],
+    section: Section,
+    notes: list[str],
+) -> str:
+    """A section kept in its own marked block (see `write_block`): its title, how it was run,
+    its headline rows, the notes and its body."""
+    begin, end = markers(name)
+    lines = [
+        begin,
+        f"## {section.title}",
+        "",
+        f"- command: `{command}`",
+        f"- date: {date}",
+        *(f"- {key}: {value}" for key, value in machine.items()),
+        "",
+        *table(
+            ["figure", "measured", "target", "verdict"],
+            [[r.figure, r.value, r.target, r.verdict] for r in section.rows],
+        ),
+        "",
+        *notes,
+        "",
+        *section.body,
+        end,
+    ]
+    return "\n".join(lines) + "\n"
+
+
 # Benchmarks with a run of their own (bench/hotpixels.py, bench/backfill.py, ...) write a block
 # between `<!-- NAME:begin -->` and `<!-- NAME:end -->`; run.py rewrites the rest and keeps them.
 _BLOCK = re.compile(r"<!-- (?P<name>[\w-]+):begin -->.*?<!-- (?P=name):end -->\n?", re.S)

@@ -6,7 +6,11 @@ layouts, small and realistic datasets), 2. the upstream reference converter vs i
 latency and time-to-ready (paced writer + `watch`, cold start), 4. memory (peak RSS per worker
 count, growth over a long run), 5. scaling (10 vs thousands of units), 6. codec table (the
 default codec's rule, zarr-python read-back), 7. keeping up with a paced microscope (1, 2, 4
-workers), 8. where `ingest`'s time goes (py-spy). About 28 minutes on 2 cores.
+workers), 8. where `ingest`'s time goes (py-spy). About 28 minutes on 2 cores. And `root`
+(issue 24, bench/root.py, about 4 minutes): `watch --root` following two paced experiments at
+once against one, and its idle cost per poll for 50 finished experiments; it goes into its own
+block of RESULTS.md (`<!-- root:begin -->`), so `--only root` leaves the other sections as
+they are.
 
 Every dataset of an experiment replays the planes of one dataset rendered by the simulator
 (bench/paced.py): rendering 2048 px planes is slower than converting them, and the content,
@@ -34,7 +38,8 @@ from harness import machine, remove
 from keepup import Acquisition, keep_up
 from live import LiveRun, live_latency
 from paced import prerender, replay
-from report import Section, kept_blocks, results_markdown, summary
+from report import Section, block_markdown, kept_blocks, results_markdown, summary, write_block
+from root import RootAcquisition, root_section
 from scaling import scaling
 from steps import step_costs
 from throughput import Bench, memory_peaks, whole_process
@@ -43,7 +48,7 @@ from daemon.datastore.arrays import make_context
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
-SECTIONS = ("throughput", "live", "memory", "scaling", "codecs", "keepup", "profile")
+SECTIONS = ("throughput", "live", "memory", "scaling", "codecs", "keepup", "profile", "root")
 HERE = Path(__file__).resolve().parent
 
 
@@ -110,7 +115,10 @@ class Experiments:
             remove(experiment)
 
 
-def run(args: argparse.Namespace, work: Path) -> tuple[list[Section], list[str]]:
+def run(
+    args: argparse.Namespace, work: Path
+) -> tuple[list[Section], dict[str, Section], list[str]]:
+    """The numbered sections, the sections kept in blocks of their own (by name), the notes."""
     wanted = set(args.only or SECTIONS)
     context = make_context()
     made = Experiments(work, args)
@@ -149,6 +157,12 @@ def run(args: argparse.Namespace, work: Path) -> tuple[list[Section], list[str]]
         say("section 7: keeping up, paced runs with 1, 2, 4 workers")
         sections["7"] = keep_up(work, acq, made.planes(acq.size))
 
+    blocks = {}
+    if "root" in wanted:
+        root_acq = RootAcquisition(z=args.z, size=args.small_size)
+        say("root: watch --root, two paced experiments against one; idle cost per poll")
+        blocks["root"] = root_section(work, made.planes(root_acq.size), root_acq)
+
     if wanted & {"scaling", "memory"}:
         tiles = max(2, round(250 * args.scale))
         say(f"section 5: scaling, 10 vs {tiles * 8} tiny units")
@@ -159,7 +173,7 @@ def run(args: argparse.Namespace, work: Path) -> tuple[list[Section], list[str]]
         sections["4"] = memory
     for key, section in sections.items():
         section.title = f"{key}. {section.title}"
-    return [sections[k] for k in sorted(sections)], made.notes
+    return [sections[k] for k in sorted(sections)], blocks, made.notes
 
 
 def profile_section(bench: Bench, work: Path) -> Section:
@@ -196,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     try:
-        sections, notes = run(args, work)
+        sections, blocks, notes = run(args, work)
     finally:
         remove(work)
     notes.append(
@@ -204,10 +218,13 @@ def main(argv: list[str] | None = None) -> int:
         f" {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, on"
         f" {os.cpu_count()} cores."
     )
-    kept = kept_blocks(args.results.read_text()) if args.results.exists() else ""
-    text = results_markdown(command, date, info, sections, notes)
-    args.results.write_text(f"{text}\n{kept}" if kept else text)
-    print("\n".join(summary(sections)))
+    for name, block in blocks.items():
+        write_block(args.results, name, block_markdown(name, command, date, info, block, notes))
+    if sections:
+        kept = kept_blocks(args.results.read_text()) if args.results.exists() else ""
+        text = results_markdown(command, date, info, sections, notes)
+        args.results.write_text(f"{text}\n{kept}" if kept else text)
+    print("\n".join(summary([*sections, *blocks.values()])))
     for note in notes:
         print(note)
     print(f"details: {args.results}")
