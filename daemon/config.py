@@ -98,10 +98,13 @@ class WorkerSettings:
 
 @dataclass(frozen=True)
 class CalibrationSettings:
-    """Files that replace the built-in calibrations; empty means the built-in one."""
+    """Files that replace the built-in calibrations; empty means the built-in one. And the
+    folder where computed PSFs are kept between runs (empty: the default, see
+    `daemon.ingest.psfcache.cache_folder`)."""
 
     noise_map: str = ""
     psf: str = ""
+    psf_cache: str = ""
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,10 @@ class Event:
     CALIBRATIONS_NOT_WRITTEN: Final = "calibrations not written"
     PSF_WRITTEN: Final = "psf written"
     PSF_NOT_WRITTEN: Final = "psf not written"
+    PSF_COMPUTED: Final = "psf computed"
+    PSF_CACHED: Final = "psf cached"
+    PSF_CACHE_REJECTED: Final = "psf cache rejected"
+    PSF_CACHE_NOT_WRITTEN: Final = "psf cache not written"
 
     # Units
     UNIT_STARTED: Final = "unit started"

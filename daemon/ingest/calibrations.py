@@ -10,12 +10,17 @@ The attributes and the noise map are written at once: units need them. The theor
 are computed in a background thread (`PsfJob`), so the first unit never waits for psfmodels
 (its import alone pulls in scipy.signal, ~1.9 s). A run that is killed before they are written
 leaves no trace that matters: every start writes the calibrations again.
+
+Computed PSFs are kept in a cache folder (`daemon.ingest.psfcache`, `[calibrations] psf_cache`)
+by the hash of their parameters, so a later run with the same optics reads them back in
+milliseconds instead of importing and running psfmodels.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +29,7 @@ from structlog.typing import FilteringBoundLogger
 from daemon.config import Settings
 from daemon.events import Event
 from daemon.ingest.failures import describe
+from daemon.ingest.psfcache import PsfCache, PsfParameters, cache_folder
 from daemon.layouts.base import CalibrationData, Layout
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
 from daemon.raw.experiment import Plan
@@ -40,32 +46,63 @@ SAMPLE_RI = 1.47
 _PSF_LOCK = threading.Lock()
 
 
-def theoretical_psfs(plan: Plan, acq: Acquisition, num_z: int) -> np.ndarray:
+def psf_parameters(plan: Plan, acq: Acquisition, num_z: int) -> PsfParameters:
+    """The reference's PSF parameters for this run (see `theoretical_psfs`)."""
+    dz, dxy, _ = acq.voxel_size_zyx_um
+    return PsfParameters(
+        emission_um=tuple(emission for _excitation, emission in plan.wavelengths_um),
+        num_z=num_z,
+        dz_um=dz,
+        dxy_um=dxy,
+        na=acq.na,
+        ri=acq.ri,
+        sample_ri=SAMPLE_RI,
+        xy_pixels=PSF_XY_PIXELS,
+        model="vectorial",
+        psfmodels_version=version("psfmodels"),
+    )
+
+
+def cached_psfs(params: PsfParameters, cache: PsfCache, log: FilteringBoundLogger) -> np.ndarray:
+    """The PSFs of `params`: read from `cache` when it holds them intact, else computed and
+    stored there (a cache that cannot be written is logged and skipped). Under the lock, so
+    a second experiment with the same parameters reads what the first one stored."""
+    with _PSF_LOCK:
+        psfs, problem = cache.read(params)
+        if psfs is not None:
+            log.info(Event.PSF_CACHED, file=str(cache.path(params)))
+            return psfs
+        if problem is not None:
+            log.warning(Event.PSF_CACHE_REJECTED, error=problem)
+        psfs = theoretical_psfs(params)
+        log.info(Event.PSF_COMPUTED)
+        try:
+            cache.write(params, psfs)
+        except OSError as exc:
+            log.warning(Event.PSF_CACHE_NOT_WRITTEN, error=describe(exc))
+        return psfs
+
+
+def theoretical_psfs(params: PsfParameters) -> np.ndarray:
     """float32 [channel, num_z, 51, 51]: per channel (ascending wavelength) psfmodels' vectorial
     PSF at its emission wavelength, with the run's voxel size, NA and immersion index (as
     `ni` and `ni0`) and sample index 1.47, each normalised to sum 1 as the reference does
     (sum in float64, divide the float32 PSF)."""
-    with _PSF_LOCK:
-        return _theoretical_psfs(plan, acq, num_z)
-
-
-def _theoretical_psfs(plan: Plan, acq: Acquisition, num_z: int) -> np.ndarray:
     from psfmodels import make_psf  # here, not at import: it is slow and off the start-up path
 
-    dz, dxy, _ = acq.voxel_size_zyx_um
     psfs = []
-    for _excitation, emission in plan.wavelengths_um:
+    for emission in params.emission_um:
         psf = make_psf(
-            z=num_z,
-            nx=PSF_XY_PIXELS,
-            dxy=dxy,
-            dz=dz,
-            NA=acq.na,
+            z=params.num_z,
+            nx=params.xy_pixels,
+            dxy=params.dxy_um,
+            dz=params.dz_um,
+            NA=params.na,
             wvl=emission,
-            ns=SAMPLE_RI,
-            ni=acq.ri,
-            ni0=acq.ri,
-            model="vectorial",
+            ns=params.sample_ri,
+            ni=params.ri,
+            ni0=params.ri,
+            model=params.model,
         ).astype(np.float32)
         total = float(np.sum(psf, dtype=np.float64))
         if not np.isfinite(total) or total <= 0:
@@ -149,5 +186,6 @@ def write_calibrations(
     if settings.calibrations.psf:
         store.write_psfs(data, _load_npy(settings.calibrations.psf, np.float32, 4, "PSF"))
         return None
-    num_z = dataset.num_z
-    return PsfJob(store, data, lambda: theoretical_psfs(plan, acq, num_z), log)
+    params = psf_parameters(plan, acq, dataset.num_z)
+    cache = PsfCache(cache_folder(settings.calibrations.psf_cache))
+    return PsfJob(store, data, lambda: cached_psfs(params, cache, log), log)
