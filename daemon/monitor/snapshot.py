@@ -20,7 +20,7 @@ from daemon.config import Settings
 from daemon.datastore.statedir import ledger_path, state_dir
 from daemon.ingest.ledger import UnitRecord
 from daemon.layouts import Layout, reader
-from daemon.monitor.status import NoDatastoreError, collect, open_ledger, readable_plan
+from daemon.monitor.status import NoDatastoreError, open_ledger, readable_plan, report_of
 from daemon.products.preview import PREVIEW_DIR, preview_names
 from daemon.products.qualitylog import QUALITY_DB, QualityLog
 from daemon.raw.errors import NotReadyError, RawDataError
@@ -95,8 +95,8 @@ class Snapshots:
         """Everything the page draws, as plain JSON-able data."""
         if not ledger_path(self.store).is_file():
             return {"experiment": str(self.experiment), "datastore": None, "health": "no datastore"}
-        report = collect(self.experiment, self.settings)
-        units = self.units()
+        units = self.units()  # one read: the report and the page's parts are the same moment
+        report = report_of(units, self.experiment, self.settings)
         plan = readable_plan(self.experiment / "raw_data", self.settings)
         now = time.time()
         unit_name = self._naming().unit_name
@@ -194,18 +194,22 @@ def history(units: list[UnitRecord]) -> list[dict[str, float]]:
 def events(units: list[UnitRecord], unit_name: Callable[[int, int], str]) -> list[dict[str, Any]]:
     """The most recent unit events (seen, started, done, failed), newest first, and every
     failure however old (a failure never scrolls out of the list); each unit named by
-    `unit_name(tile, round)` (`Layout.unit_name`: the datastore's own naming)."""
-    found: list[dict[str, Any]] = []
+    `unit_name(tile, round)` (`Layout.unit_name`: the datastore's own naming), only those
+    shown (naming costs more than finding them, in a run of thousands of units)."""
+    found: list[tuple[float, str, UnitRecord]] = []
     for u in units:
-        name = unit_name(u.tile, u.round)
-        found.append({"t": u.seen_at, "event": "seen", "unit": name})
+        found.append((u.seen_at, "seen", u))
         if u.started_at is not None:
-            found.append({"t": u.started_at, "event": "started", "unit": name})
+            found.append((u.started_at, "started", u))
         if u.state == UnitState.FAILED or (u.state == UnitState.DONE and u.finished_at is not None):
-            found.append({"t": _ended(u), "event": u.state, "unit": name, "error": u.error})
-    found.sort(key=lambda e: e["t"], reverse=True)
-    older_failures = [e for e in found[RECENT_EVENTS:] if e["event"] == "failed"]
-    return found[:RECENT_EVENTS] + older_failures
+            found.append((_ended(u), u.state, u))
+    found.sort(key=lambda e: e[0], reverse=True)
+    older_failures = [e for e in found[RECENT_EVENTS:] if e[1] == "failed"]
+    return [
+        {"t": t, "event": event, "unit": unit_name(u.tile, u.round)}
+        | ({"error": u.error} if event in (UnitState.DONE, UnitState.FAILED) else {})
+        for t, event, u in found[:RECENT_EVENTS] + older_failures
+    ]
 
 
 def health(report: dict[str, Any], last_done: float | None, now: float) -> str:
