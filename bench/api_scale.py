@@ -29,6 +29,13 @@ from daemon.monitor.status import collect, render
 from daemon.monitor.web import open_server
 
 TILES, ROUNDS = 1250, 8
+BACKLOG = 200  # units not finished: the last 4 of them running
+
+
+def commit(writer: Ledger, running: str) -> None:
+    """One change as a run makes them: a running unit released and claimed again."""
+    writer.release(running)
+    writer.claim(running)
 
 
 def build_ledger(path: Path, units: int, backlog: int, failed_every: int) -> Ledger:
@@ -59,9 +66,13 @@ def fetch(url: str) -> bytes:
         return bytes(answer.read())
 
 
-def median_ms(call: Callable[[], object], repeat: int) -> float:
+def median_ms(
+    call: Callable[[], object], repeat: int, before: Callable[[], object] = lambda: None
+) -> float:
+    """Median milliseconds of `call`, each time after an untimed `before`."""
     times = []
     for _ in range(repeat):
+        before()
         start = time.perf_counter()
         call()
         times.append(time.perf_counter() - start)
@@ -79,7 +90,7 @@ def main() -> None:
     path = ledger_path(settings.datastore_path(experiment))
     if not path.exists():
         start = time.perf_counter()
-        build_ledger(path, args.units, backlog=200, failed_every=500).close()
+        build_ledger(path, args.units, backlog=BACKLOG, failed_every=500).close()
         print(f"built {args.units} units in {time.perf_counter() - start:.0f} s: {path}")
     writer = Ledger(path)  # open as during a run: the WAL is there
     server = open_server(experiment, settings, "127.0.0.1:0")
@@ -87,10 +98,13 @@ def main() -> None:
     url = server.url + "api/state"
     size = len(fetch(url))  # also waits for the server to answer
     state_ms = median_ms(lambda: fetch(url), args.repeat)
+    running = unit_id(*divmod(args.units - BACKLOG, ROUNDS))
+    live_ms = median_ms(lambda: fetch(url), args.repeat, lambda: commit(writer, running))
     server.stop()
     status_ms = median_ms(lambda: render(collect(experiment, settings)), args.repeat)
     writer.close()
     print(f"{args.units} units: GET /api/state {state_ms:.0f} ms ({size / 1e3:.0f} kB),")
+    print(f"  GET /api/state after a commit (as during a run) {live_ms:.0f} ms,")
     print(f"  status (collect + render) {status_ms:.0f} ms; median of {args.repeat}")
 
 
