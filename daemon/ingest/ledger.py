@@ -22,7 +22,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from daemon.datastore.sqlite import Database
@@ -119,6 +119,9 @@ class UnitRecord:
     write_s: float | None
     environmental: bool = False
     conversion: int = 1
+
+
+RECORD_COLUMNS = tuple(f.name for f in fields(UnitRecord))
 
 
 @dataclass(frozen=True)
@@ -363,9 +366,29 @@ class Ledger:
         return [r[0] for r in rows]
 
     def units(self) -> list[UnitRecord]:
-        """Every unit, in tile then round order."""
-        rows = self._db.query("SELECT * FROM units ORDER BY tile, round")
-        return [_record(r) for r in rows]
+        """Every unit, in tile then round order.
+
+        Built positionally from the record's own columns (the page reads every unit each
+        second: a dict per row costs more than the read); a column an older ledger lacks is
+        read as its default.
+        """
+        present = {row[1] for row in self._db.query("PRAGMA table_info(units)")}
+        columns = ", ".join(
+            name if name in present else f"{ADDED_COLUMNS[name].split()[-1]} AS {name}"
+            for name in RECORD_COLUMNS
+        )
+        rows = self._db.query(f"SELECT {columns} FROM units ORDER BY tile, round")
+        outputs, environmental = (
+            RECORD_COLUMNS.index("outputs"),
+            RECORD_COLUMNS.index("environmental"),
+        )
+        records = []
+        for row in rows:
+            values = list(row)
+            values[outputs] = tuple(json.loads(values[outputs]))
+            values[environmental] = bool(values[environmental])
+            records.append(UnitRecord(*values))
+        return records
 
     def states(self) -> list[sqlite3.Row]:
         """(tile, round, state, error) of every unit: what datastore.json summarises.

@@ -20,7 +20,7 @@ from daemon.config import Settings
 from daemon.datastore.statedir import ledger_path, state_dir
 from daemon.ingest.ledger import UnitRecord
 from daemon.layouts import Layout, reader
-from daemon.monitor.status import NoDatastoreError, collect, open_ledger, readable_plan
+from daemon.monitor.status import NoDatastoreError, open_ledger, readable_plan, report_of
 from daemon.products.preview import PREVIEW_DIR, preview_names
 from daemon.products.qualitylog import QUALITY_DB, QualityLog
 from daemon.raw.errors import NotReadyError, RawDataError
@@ -29,6 +29,7 @@ from daemon.states import UnitState
 
 RECENT_EVENTS = 20
 HISTORY_POINTS = 200
+WAL_INDEX_HEADER = 48  # bytes of SQLite's wal-index header (sqlite.org/walformat.html)
 STALLED_AFTER_S = 600.0  # backlog waiting and no unit finished for this long: stalled
 
 
@@ -62,6 +63,8 @@ class Snapshots:
         self.settings = settings
         self.store = settings.datastore_path(experiment)
         self._positions = Positions()
+        self._units: list[UnitRecord] = []
+        self._read_at: tuple[object, ...] | None = None  # `ledger_signature` when _units was read
 
     def _naming(self) -> Layout:
         """The datastore's layout (the one it holds, else the configured one), for its names."""
@@ -70,15 +73,22 @@ class Snapshots:
         return names
 
     def units(self) -> list[UnitRecord]:
-        """The ledger's units (read-only); [] before the datastore exists."""
+        """The ledger's units (read-only); [] before the datastore exists. Read again only
+        when the ledger's files changed: the page asks every second, a finished run's ledger
+        never changes, and reading thousands of units is most of the page's cost."""
+        signature = ledger_signature(ledger_path(self.store))
+        if signature is not None and signature == self._read_at:
+            return self._units
         try:
             ledger = open_ledger(self.experiment, self.settings)
         except NoDatastoreError:
             return []
         try:
-            return ledger.units()
+            self._units = ledger.units()
         finally:
             ledger.close()
+        self._read_at = signature
+        return self._units
 
     def quality(self) -> list[dict[str, Any]]:
         """The quality rows (read-only); [] before any entry was measured."""
@@ -95,8 +105,8 @@ class Snapshots:
         """Everything the page draws, as plain JSON-able data."""
         if not ledger_path(self.store).is_file():
             return {"experiment": str(self.experiment), "datastore": None, "health": "no datastore"}
-        report = collect(self.experiment, self.settings)
-        units = self.units()
+        units = self.units()  # one read: the report and the page's parts are the same moment
+        report = report_of(units, self.experiment, self.settings)
         plan = readable_plan(self.experiment / "raw_data", self.settings)
         now = time.time()
         unit_name = self._naming().unit_name
@@ -117,6 +127,24 @@ class Snapshots:
             "previews": preview_names(self.store / PREVIEW_DIR),
         }
         return report
+
+
+def ledger_signature(path: Path) -> tuple[object, ...] | None:
+    """What changes whenever a transaction commits to the ledger at `path`, read in O(1):
+    the file's inode, change time and size (commits land there once the WAL is checkpointed
+    or removed), and while a daemon runs the wal-index header (the first 48 bytes of the
+    -shm file, whose change counter and last frame SQLite advances on every commit: a file
+    time alone may not tick between two commits); None if the ledger is not there."""
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return None
+    try:
+        with path.with_name(f"{path.name}-shm").open("rb") as shm:
+            header = shm.read(WAL_INDEX_HEADER)
+    except FileNotFoundError:
+        header = b""
+    return (found.st_ino, found.st_mtime_ns, found.st_size, header)
 
 
 def as_stored(
@@ -180,32 +208,35 @@ def history(units: list[UnitRecord]) -> list[dict[str, float]]:
             mb = (u.source_bytes or 0) / 1e6 if u.state == UnitState.DONE else 0.0
             changes.append((_ended(u), -1, int(u.state == UnitState.DONE), mb))
     changes.sort(key=lambda c: (c[0], -c[1]))  # seen before finished at the same time
+    step = max(1, len(changes) // HISTORY_POINTS)
+    last = len(changes) - 1
     points, backlog, done, mb = [], 0, 0, 0.0
-    for t, d_backlog, d_done, d_mb in changes:
+    for i, (t, d_backlog, d_done, d_mb) in enumerate(changes):
         backlog, done, mb = backlog + d_backlog, done + d_done, mb + d_mb
-        points.append({"t": t, "backlog": backlog, "done": done, "mb": round(mb, 3)})
-    step = max(1, len(points) // HISTORY_POINTS)
-    thinned = points[::step]
-    if points and thinned[-1] is not points[-1]:
-        thinned.append(points[-1])
-    return thinned
+        if i % step == 0 or i == last:  # thinned as they are summed: a point per step
+            points.append({"t": t, "backlog": backlog, "done": done, "mb": round(mb, 3)})
+    return points
 
 
 def events(units: list[UnitRecord], unit_name: Callable[[int, int], str]) -> list[dict[str, Any]]:
     """The most recent unit events (seen, started, done, failed), newest first, and every
     failure however old (a failure never scrolls out of the list); each unit named by
-    `unit_name(tile, round)` (`Layout.unit_name`: the datastore's own naming)."""
-    found: list[dict[str, Any]] = []
+    `unit_name(tile, round)` (`Layout.unit_name`: the datastore's own naming), only those
+    shown (naming costs more than finding them, in a run of thousands of units)."""
+    found: list[tuple[float, str, UnitRecord]] = []
     for u in units:
-        name = unit_name(u.tile, u.round)
-        found.append({"t": u.seen_at, "event": "seen", "unit": name})
+        found.append((u.seen_at, "seen", u))
         if u.started_at is not None:
-            found.append({"t": u.started_at, "event": "started", "unit": name})
+            found.append((u.started_at, "started", u))
         if u.state == UnitState.FAILED or (u.state == UnitState.DONE and u.finished_at is not None):
-            found.append({"t": _ended(u), "event": u.state, "unit": name, "error": u.error})
-    found.sort(key=lambda e: e["t"], reverse=True)
-    older_failures = [e for e in found[RECENT_EVENTS:] if e["event"] == "failed"]
-    return found[:RECENT_EVENTS] + older_failures
+            found.append((_ended(u), u.state, u))
+    found.sort(key=lambda e: e[0], reverse=True)
+    older_failures = [e for e in found[RECENT_EVENTS:] if e[1] == "failed"]
+    return [
+        {"t": t, "event": event, "unit": unit_name(u.tile, u.round)}
+        | ({"error": u.error} if event in (UnitState.DONE, UnitState.FAILED) else {})
+        for t, event, u in found[:RECENT_EVENTS] + older_failures
+    ]
 
 
 def health(report: dict[str, Any], last_done: float | None, now: float) -> str:

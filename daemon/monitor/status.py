@@ -15,6 +15,7 @@ are reported `interrupted`: a daemon that died left them, and the next one redoe
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -65,6 +66,12 @@ def collect(experiment: Path, settings: Settings) -> dict[str, Any]:
         units = ledger.units()  # one read: the grid and the counts are the same moment
     finally:
         ledger.close()
+    return report_of(units, experiment, settings)
+
+
+def report_of(units: Sequence[UnitRecord], experiment: Path, settings: Settings) -> dict[str, Any]:
+    """`collect`'s report from the ledger's `units` as already read (the page reads them once
+    for the report and its own parts)."""
     store = settings.datastore_path(experiment)
     pid = daemon_pid(lock_path(store))
     states = shown_states(units, daemon_running=pid is not None)
@@ -258,7 +265,8 @@ def _round_namer(store: Path, settings: Settings) -> Callable[[int], str]:
     round (from 0), as the grid labels its columns: `round0000` (seed), `round001` (0.6)."""
     names = reader(store, settings.raw, default=settings.datastore.layout)
     names.close()  # opened read-only: it holds nothing; only its naming is used
-    return lambda r: names.entry_relpath(Entity.round(0, r)).name.removesuffix(".zarr")
+    # cached: the grid asks once per cell, and building a path costs more than the rest
+    return functools.cache(lambda r: names.entry_name(Entity.round(0, r)))
 
 
 def _mean_unit_mb(units: Sequence[UnitRecord]) -> float | None:

@@ -1,9 +1,20 @@
-"""The page's derived views, on hand-made ledger rows: history, events, stage convention."""
+"""The page's derived views, on hand-made ledger rows: history, events, stage convention; and
+when the page reads a real ledger."""
 
 from __future__ import annotations
 
-from daemon.ingest.ledger import UnitRecord
-from daemon.monitor.snapshot import RECENT_EVENTS, as_stored, events, failures, history
+from daemon.config import Settings
+from daemon.datastore.sqlite import Database
+from daemon.datastore.statedir import ledger_path
+from daemon.ingest.ledger import Ledger, UnitRecord
+from daemon.monitor.snapshot import (
+    RECENT_EVENTS,
+    Snapshots,
+    as_stored,
+    events,
+    failures,
+    history,
+)
 
 
 def unit(tile: int, state: str, seen: float, started=None, finished=None, size=0, error=None):
@@ -83,3 +94,33 @@ def test_a_dataset_broken_when_seen_is_a_failure_that_never_leaves_the_events():
     ]
     backlog = [p["backlog"] for p in history([broken])]
     assert backlog == [1, 0]  # it left the backlog as it was seen
+
+
+def test_the_page_reads_the_units_again_only_after_the_ledger_changed(tmp_path, monkeypatch):
+    """The page asks every second: a ledger that has not changed since (a finished run, a
+    quiet second of a live one) is not read again, and any commit is seen at the next ask,
+    however soon after the previous one (the writer open, as during a run)."""
+    settings = Settings()
+    writer = Ledger(ledger_path(settings.datastore_path(tmp_path)))
+    writer.observe(0, 0, "r0001_tile0000_1", "f0")
+    unit_reads: list[str] = []
+    opened = Database.open_readonly
+
+    def traced(path):  # the real read-only database, its statements recorded
+        database = opened(path)
+        database._db.set_trace_callback(
+            lambda sql: unit_reads.append(sql) if "FROM units" in sql else None
+        )
+        return database
+
+    monkeypatch.setattr(Database, "open_readonly", traced)
+    snapshots = Snapshots(tmp_path, settings)
+    assert snapshots.page()["units"]["pending"] == 1
+    assert len(unit_reads) == 1  # the report and the page's parts share one read
+    snapshots.page()
+    assert len(unit_reads) == 1
+    for n in range(1, 4):
+        writer.observe(n, 0, f"r0001_tile{n:04d}_1", "f0")
+        assert snapshots.page()["units"]["pending"] == n + 1
+    assert len(unit_reads) == 4
+    writer.close()

@@ -1,0 +1,112 @@
+"""The page's `/api/state` and `status` at 10,000 units (issue 25), timed through the real app.
+
+Builds a real ledger with the daemon's own calls (observe, claim, finish, fail) for
+`--units` units (1,250 tiles x 8 rounds by default): most done, some failed, a backlog of
+pending and running ones, with the writer kept open as during a run (its WAL present). Then
+times GET /api/state from the real web server (uvicorn serving the starlette app: routing,
+JSON encoding, the security middleware, over HTTP on loopback) and `status` (collect +
+render), the median of `--repeat`.
+The ledger is built once into `--keep` if given, so the old code can be timed on the same file:
+
+    .venv/bin/python bench/api_scale.py --keep /tmp/api_scale
+    PYTHONPATH=/work/main .venv/bin/python bench/api_scale.py --keep /tmp/api_scale
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from daemon.config import Settings
+from daemon.datastore.statedir import ledger_path
+from daemon.ingest.ledger import Ledger, UnitResult, unit_id
+from daemon.monitor.status import collect, render
+from daemon.monitor.web import open_server
+
+TILES, ROUNDS = 1250, 8
+BACKLOG = 200  # units not finished: the last 4 of them running
+
+
+def commit(writer: Ledger, running: str) -> None:
+    """One change as a run makes them: a running unit released and claimed again."""
+    writer.release(running)
+    writer.claim(running)
+
+
+def build_ledger(path: Path, units: int, backlog: int, failed_every: int) -> Ledger:
+    """A ledger of `units` units written as a run writes it; the writer is returned open."""
+    ledger = Ledger(path)
+    result = UnitResult(
+        source_bytes=200_000_000, checksum="0" * 16, outputs=("a", "b"), read_s=0.5,
+        write_s=0.7, conversion=1,
+    )  # fmt: skip
+    for n in range(units):
+        tile, round_ = divmod(n, ROUNDS)
+        ledger.observe(tile, round_, f"r{round_ + 1:04d}_tile{tile:04d}_1", f"fp{n}")
+        if n >= units - backlog:
+            continue  # pending
+        claimed = ledger.claim(unit_id(tile, round_))
+        assert claimed is not None
+        if n % failed_every == 0:
+            ledger.fail(claimed, "unreadable plane 3 of 30")
+        else:
+            ledger.finish(claimed, result)
+    for n in range(units - backlog, units - backlog + 4):
+        ledger.claim(unit_id(*divmod(n, ROUNDS)))  # running
+    return ledger
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=60) as answer:
+        return bytes(answer.read())
+
+
+def median_ms(
+    call: Callable[[], object], repeat: int, before: Callable[[], object] = lambda: None
+) -> float:
+    """Median milliseconds of `call`, each time after an untimed `before`."""
+    times = []
+    for _ in range(repeat):
+        before()
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--units", type=int, default=TILES * ROUNDS)
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--keep", type=Path, help="folder of the experiment, built once")
+    args = parser.parse_args()
+    experiment = args.keep or Path(tempfile.mkdtemp(prefix="api_scale-"))
+    settings = Settings()
+    path = ledger_path(settings.datastore_path(experiment))
+    if not path.exists():
+        start = time.perf_counter()
+        build_ledger(path, args.units, backlog=BACKLOG, failed_every=500).close()
+        print(f"built {args.units} units in {time.perf_counter() - start:.0f} s: {path}")
+    writer = Ledger(path)  # open as during a run: the WAL is there
+    server = open_server(experiment, settings, "127.0.0.1:0")
+    server.start()
+    url = server.url + "api/state"
+    size = len(fetch(url))  # also waits for the server to answer
+    state_ms = median_ms(lambda: fetch(url), args.repeat)
+    running = unit_id(*divmod(args.units - BACKLOG, ROUNDS))
+    live_ms = median_ms(lambda: fetch(url), args.repeat, lambda: commit(writer, running))
+    server.stop()
+    status_ms = median_ms(lambda: render(collect(experiment, settings)), args.repeat)
+    writer.close()
+    print(f"{args.units} units: GET /api/state {state_ms:.0f} ms ({size / 1e3:.0f} kB),")
+    print(f"  GET /api/state after a commit (as during a run) {live_ms:.0f} ms,")
+    print(f"  status (collect + render) {status_ms:.0f} ms; median of {args.repeat}")
+
+
+if __name__ == "__main__":
+    main()
