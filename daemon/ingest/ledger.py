@@ -373,6 +373,8 @@ class Ledger:
         read as its default.
         """
         present = {row[1] for row in self._db.query("PRAGMA table_info(units)")}
+        if not present:  # the writer has created the file, not the table yet: as any read
+            raise sqlite3.OperationalError("no such table: units")
         columns = ", ".join(
             name if name in present else f"{ADDED_COLUMNS[name].split()[-1]} AS {name}"
             for name in RECORD_COLUMNS

@@ -2,6 +2,8 @@
 
 import sqlite3
 
+import pytest
+
 from daemon.ingest.ledger import SCHEMA, Ledger, UnitResult, unit_id
 
 
@@ -120,3 +122,16 @@ def test_a_ledger_from_before_versions_counts_as_version_1(tmp_path):
     assert "conversion" not in SCHEMA.replace(",\n    conversion    INTEGER NOT NULL DEFAULT 1", "")
     assert Ledger.open_readonly(path).get(unit_id(0, 0)).conversion == 1
     assert Ledger(path).requeue_outdated(2) == [unit_id(0, 0)]
+
+
+def test_reading_a_ledger_whose_table_is_not_there_yet_says_so(tmp_path):
+    """A reader (status, the page, a test polling a backfill) may open the file between its
+    creation and its table's: the read fails as SQLite's own does, not with a KeyError."""
+    path = tmp_path / "ledger.sqlite"
+    sqlite3.connect(path).close()  # the file, without the table
+    ledger = Ledger.open_readonly(path)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="no such table: units"):
+            ledger.units()
+    finally:
+        ledger.close()
