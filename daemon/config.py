@@ -168,6 +168,43 @@ class ServiceSettings:
             )
 
 
+@dataclass(frozen=True)
+class AlertSettings:
+    """When the run is going wrong, who is told and how soon (daemon.alerts): the rules'
+    thresholds and the Apprise URLs notifications go to (none: alerts are still logged, counted
+    in /metrics, shown on the page and in `status`)."""
+
+    urls: tuple[str, ...] = ()
+    stall_factor: float = 5.0  # no new dataset for this many median intervals ...
+    stall_min_s: float = 600.0  # ... and at least this long: stalled
+    behind_min: float = 30.0  # the backlog grew for more than this many minutes
+    disk_hours: float = 6.0  # a file system fills within this many hours at the current rate
+    outlier_sd: float = 4.0  # robust SDs (1.4826 MAD) from the run's median: an outlier tile
+    max_shift_um: float = 2.0  # a fiducial's shift against the tile's first round
+    min_match_quality: float = 0.5  # a fiducial's match quality below this is poor
+    repeat_after_h: float = 24.0  # a standing alert is told again at most this often
+    group_s: float = 60.0  # alerts starting or clearing within this window go out as one
+    evaluate_every_s: float = 10.0  # how often the rules are evaluated
+
+    def __post_init__(self) -> None:
+        for name in (
+            "stall_factor",
+            "stall_min_s",
+            "behind_min",
+            "disk_hours",
+            "outlier_sd",
+            "max_shift_um",
+            "repeat_after_h",
+            "group_s",
+            "evaluate_every_s",
+        ):
+            positive(name, getattr(self, name))
+        if not 0 <= self.min_match_quality <= 1:
+            raise ValueError(
+                f"min_match_quality must be between 0 and 1, got {self.min_match_quality!r}"
+            )
+
+
 # The default codec, picked by bench/RESULTS.md's codec table (section 6): the fastest blosc
 # codec whose compressed size is within 5 % of the smallest in the table, for camera_data and
 # corrected_data both. The spec's reference (zstd 5, bit-shuffle) writes about half as fast and
@@ -190,6 +227,7 @@ class Settings:
     raw: RawDefaults = field(default_factory=RawDefaults)
     web: WebSettings = field(default_factory=WebSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
     def datastore_path(self, experiment: Path) -> Path:
         """The datastore folder for an experiment folder."""

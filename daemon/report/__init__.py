@@ -1,0 +1,2 @@
+"""The end-of-run report: one self-contained HTML file of a run's numbers, mosaics, quality and
+alerts, written into the datastore when the plan is complete and on demand."""
