@@ -41,7 +41,7 @@ UNIT = HERE.parent / "systemd" / "qi2lab-ingest.service"
 PNG = HERE / "microscope_latency.png"
 P99_RATIO_GOAL = 1.2
 P999_MARGIN_S = 0.1
-QUANTILES = (50, 99, 99.9, 100)
+QUANTILES = {"p50": 50, "p99": 99, "p99.9": 99.9, "max": 100}
 IO_CLASSES = {"realtime": "1", "best-effort": "2", "idle": "3"}
 
 
@@ -156,7 +156,9 @@ def plot(outcome: Outcome, png: Path, title: str) -> None:
         axes.step(times_ms, exceeded, where="post", label=f"{label} ({len(times_ms)} frames)")
     for q in (99, 99.9):
         axes.axhline(1 - q / 100, color="grey", linewidth=0.6, linestyle=":")
-        axes.annotate(f"p{q:g}", (1, 1 - q / 100), xycoords=("axes fraction", "data"))
+        axes.annotate(
+            f"p{q:g}", (0.99, 1 - q / 100), xycoords=("axes fraction", "data"), ha="right"
+        )
     axes.set_xscale("log")
     axes.set_yscale("log")
     axes.set_xlabel("frame write time (ms)")
@@ -177,8 +179,8 @@ def microscope_section(
     plot(
         outcome,
         png,
-        f"{spec.size}^2 uint16 frames at {spec.mbps:.0f} MB/s, {reps} interleaved reps;"
-        f" daemon under `{priorities}`; I/O scheduler {scheduler}",
+        f"{spec.size}^2 uint16 frames at {spec.mbps:.0f} MB/s, {reps} interleaved runs per"
+        f" case\ndaemon under `{priorities}`, I/O scheduler {scheduler}",
     )
     return _section(outcome, spec, reps, scheduler, priorities, png)
 
@@ -215,9 +217,9 @@ def _section(
         ),
         Row("I/O scheduler of the bench disk", scheduler, "(info)"),
     ]
-    headers = ["case", "run", "frames", *(f"p{q:g} ms" for q in QUANTILES), "units converted"]
+    headers = ["case", "run", "frames", *(f"{q} ms" for q in QUANTILES), "units converted"]
     pooled = [
-        [case, "all", f"{len(s)}", *(_ms(percentile(s, q)) for q in QUANTILES), ""]
+        [case, "all", f"{len(s)}", *(_ms(percentile(s, q)) for q in QUANTILES.values()), ""]
         for case, s in (("without", alone), ("with", beside))
     ]
     per_run = [
@@ -225,7 +227,7 @@ def _section(
             r.case,
             f"{i // 2 + 1}",
             f"{len(r.write_s)}",
-            *(_ms(percentile(r.write_s, q)) for q in QUANTILES),
+            *(_ms(percentile(r.write_s, q)) for q in QUANTILES.values()),
             f"{r.units_done}" if r.with_daemon else "",
         ]
         for i, r in enumerate(outcome.runs)

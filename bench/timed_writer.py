@@ -11,8 +11,9 @@ metadata CSVs, each tile's stage-position CSV, one NDTiff dataset per tile throu
 simulator's `NDTiffWriter` with its summary and per-image metadata, planes in the camera's
 order), replaying the planes of PLANES.npy (bench/paced.py's `prerender`) on bench/paced.py's
 schedule of RATE MB/s. The simulator's `write_dataset` has no clock around a frame's write:
-this is its loop with one. The last frame of a dataset includes `finish()` (the writer's
-last flush); opening a dataset is not a frame write and is not timed.
+this is its loop with one. The first frame's call opens the dataset's stack file, as the
+scope's does; the last one's includes `finish()` (the writer's last flush); creating the
+dataset (its folder and summary) comes before the first frame and is not timed.
 
 RECORD.csv gets one row per frame: dataset, frame index, start (s since the first frame) and
 the write call's duration (s). It is written once the acquisition is over, so the record does
