@@ -10,7 +10,7 @@ workers), 8. where `ingest`'s time goes (py-spy). About 28 minutes on 2 cores. A
 (issue 24, bench/root.py, about 3 minutes): `watch --root` following two paced experiments at
 once against one, and its idle cost per poll for 50 finished experiments; it goes into its own
 block of RESULTS.md (`<!-- root:begin -->`), so `--only root` leaves the other sections as
-they are. And `microscope` (issue 25, bench/microscope.py, about 4 minutes, a block too): the
+they are. And `microscope` (issue 25, bench/microscope.py, about 6 minutes, a block too): the
 microscope's own frame-write latency at 150 MB/s of 2048 px frames, alone and with `watch`
 running at the shipped unit's priorities, and a plot of both (bench/microscope_latency.png).
 
