@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import version
@@ -88,7 +89,8 @@ def write_config(
 
 class DaemonProcess:
     """`qi2lab-ingest COMMAND EXPERIMENT --config CONFIG` as a child, its log in CONFIG.log
-    (EXPERIMENT None: none, e.g. `watch --root DIR` given in `extra`).
+    (EXPERIMENT None: none, e.g. `watch --root DIR` given in `extra`). `wrapper` goes before
+    it, e.g. `nice -n 10 ionice -c2 -n7`: each execs the next, so the pid is the daemon's.
 
     RSS is sampled from the moment it starts, so a long run shows growth, not just a peak.
     """
@@ -100,6 +102,7 @@ class DaemonProcess:
         config: Path,
         *extra: str,
         env: dict[str, str] | None = None,
+        wrapper: Sequence[str] = (),
     ) -> None:
         self.config = config
         self.log = config.with_suffix(".log")
@@ -110,7 +113,7 @@ class DaemonProcess:
         target = [str(experiment)] if experiment is not None else []
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                [str(DAEMON), command, *target, "--config", str(config), *extra],
+                [*wrapper, str(DAEMON), command, *target, "--config", str(config), *extra],
                 stdout=log,  # the daemon's log
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},

@@ -10,7 +10,9 @@ workers), 8. where `ingest`'s time goes (py-spy). About 28 minutes on 2 cores. A
 (issue 24, bench/root.py, about 3 minutes): `watch --root` following two paced experiments at
 once against one, and its idle cost per poll for 50 finished experiments; it goes into its own
 block of RESULTS.md (`<!-- root:begin -->`), so `--only root` leaves the other sections as
-they are.
+they are. And `microscope` (issue 25, bench/microscope.py, about 6 minutes, a block too): the
+microscope's own frame-write latency at 150 MB/s of 2048 px frames, alone and with `watch`
+running at the shipped unit's priorities, and a plot of both (bench/microscope_latency.png).
 
 Every dataset of an experiment replays the planes of one dataset rendered by the simulator
 (bench/paced.py): rendering 2048 px planes is slower than converting them, and the content,
@@ -37,6 +39,7 @@ from converters import jobs
 from harness import machine, remove
 from keepup import Acquisition, keep_up
 from live import LiveRun, live_latency
+from microscope import MicroscopeSpec, microscope_section
 from paced import prerender, replay
 from report import Section, block_markdown, kept_blocks, results_markdown, summary, write_block
 from root import RootAcquisition, root_section
@@ -48,7 +51,17 @@ from daemon.datastore.arrays import make_context
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
-SECTIONS = ("throughput", "live", "memory", "scaling", "codecs", "keepup", "profile", "root")
+SECTIONS = (
+    "throughput",
+    "live",
+    "memory",
+    "scaling",
+    "codecs",
+    "keepup",
+    "profile",
+    "root",
+    "microscope",
+)
 HERE = Path(__file__).resolve().parent
 
 
@@ -63,7 +76,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1.0,
         help="multiplies dataset counts: 4 realistic and small, 12 live, 2000 tiny units at 1",
     )
-    p.add_argument("--reps", type=int, default=3, help="repetitions of sections 1-2")
+    p.add_argument("--reps", type=int, default=3, help="repetitions of sections 1-2, microscope")
+    p.add_argument(
+        "--microscope-datasets",
+        type=int,
+        default=MicroscopeSpec.datasets,
+        help="datasets of each run of the microscope section",
+    )
     p.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     p.add_argument("--workdir", type=Path, help="scratch folder (default: a new one in /tmp)")
     p.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
@@ -162,6 +181,10 @@ def run(
         root_acq = RootAcquisition(z=args.z, size=args.small_size)
         say("root: watch --root, two paced experiments against one; idle cost per poll")
         blocks["root"] = root_section(work, made.planes(root_acq.size), root_acq)
+    if "microscope" in wanted:
+        scope = MicroscopeSpec(datasets=args.microscope_datasets, z=args.z, size=args.size)
+        say(f"microscope: frame writes at {scope.mbps:.0f} MB/s without/with watch, {args.reps}x")
+        blocks["microscope"] = microscope_section(work, made.planes(scope.size), scope, args.reps)
 
     if wanted & {"scaling", "memory"}:
         tiles = max(2, round(250 * args.scale))

@@ -1,0 +1,9 @@
+"""bench/'s modules import one another by their plain names (bench/run.py runs as a script):
+its folder goes on the path, last, so none of them shadows a standard module (bench/profile.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.append(str(Path(__file__).resolve().parents[2] / "bench"))
