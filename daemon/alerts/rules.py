@@ -137,8 +137,8 @@ def behind(
     backlog: Sequence[tuple[float, int]], now: float, settings: AlertSettings, is_open: bool
 ) -> list[Condition]:
     """The daemon is falling behind: the backlog (units waiting or converting; `backlog` is
-    its (time, units) steps, oldest first) grew for more than behind_min minutes: every step in
-    that window stands above the backlog at its start. Once raised it holds while the backlog
+    its (time, units) steps, oldest first) grew for more than behind_min minutes: the run is
+    older than that and every step in that window stands above the backlog at its start. Once raised it holds while the backlog
     is still above that start (`is_open`), so a backlog that zig-zags upwards as units arrive
     and finish is one alert, not one per zig."""
     start = now - settings.behind_min * 60.0
@@ -146,7 +146,7 @@ def behind(
     window = [b for t, b in backlog if start < t <= now]
     at_start = before[-1] if before else 0
     current = window[-1] if window else at_start
-    growing = bool(window) and min(window) > at_start
+    growing = bool(before) and bool(window) and min(window) > at_start
     if not (growing or (is_open and current > at_start)):
         return []
     return [

@@ -120,6 +120,11 @@ def test_behind_an_open_alert_holds_through_a_dip_and_clears_when_the_backlog_ca
     assert behind(flat, 3600.0, SETTINGS, is_open=False) == []
 
 
+def test_behind_not_in_a_run_younger_than_the_window():
+    young = [(0.0, 1), (60.0, 2), (120.0, 1), (180.0, 2)]  # 3 min of a backlog above 0
+    assert behind(young, 600.0, SETTINGS, is_open=False) == []
+
+
 def filling(hours_left: float, free_now: int = 36 * 10**9) -> DiskSamples:
     """Free space falling at a constant rate for 10 min, full `hours_left` after the last."""
     rate = free_now / (hours_left * 3600.0)
