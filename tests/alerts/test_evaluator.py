@@ -51,9 +51,7 @@ def test_alerts_start_clear_and_survive_a_kill_without_starting_again(tmp_path: 
     with DaemonProcess("watch", experiment, config) as daemon:
         arrive(truth, raw, "sim_r0001_tile0000_1")
         arrive(truth, raw, "sim_r0001_tile0001_1", damage=truncate_mid_plane)
-        failed = daemon.wait_for(
-            lambda e: e["event"] in (Event.UNIT_FAILED, Event.DATASET_BROKEN)
-        )
+        failed = daemon.wait_for(lambda e: e["event"] in (Event.UNIT_FAILED, Event.DATASET_BROKEN))
         failure = daemon.wait_event(Event.ALERT, rule="unit_failed")
         assert failure["key"] == f"unit_failed:{failed['unit']}"
         assert "sim_r0001_tile0001_1" in failure["message"]
