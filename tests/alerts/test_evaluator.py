@@ -3,10 +3,13 @@ in the alert log and the daemon's log, a new dataset clears the stall, and a dae
 with SIGKILL and started again does not raise (so does not tell) again what is still open.
 
 The microscope is played by copying the datasets of a simulated run into raw_data one by one
-(each renamed into place, as a complete dataset arrives), with small stall thresholds."""
+(each renamed into place, as a complete dataset arrives), with small stall thresholds. And an
+experiment whose files cannot be read is logged and skipped, never the end of the thread."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import shutil
 from pathlib import Path
@@ -15,7 +18,11 @@ from support.daemon import DaemonProcess
 from support.experiment import write_config
 from support.faults import truncate_mid_plane
 
+from daemon.alerts.evaluator import AlertThread
+from daemon.config import Settings
+from daemon.datastore.statedir import ledger_path
 from daemon.events import Event
+from daemon.logs import configure_logging
 from daemon.products.alertlog import read_alerts
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
@@ -79,3 +86,22 @@ def test_alerts_start_clear_and_survive_a_kill_without_starting_again(tmp_path: 
 
     history = {a.id: a for a in read_alerts(store)}
     assert len(history) == 3  # the failure, the stall and the stall after it: no duplicates
+
+
+def test_an_unreadable_experiment_is_logged_and_the_others_still_evaluated(tmp_path: Path) -> None:
+    settings = Settings()
+    broken = tmp_path / "broken"
+    ledger = ledger_path(settings.datastore_path(broken))
+    ledger.parent.mkdir(parents=True)
+    ledger.write_bytes(b"not a database, " * 100)  # a ledger file damaged on disk
+    empty = tmp_path / "empty"  # nothing ingested yet: nothing to say, nothing written
+    empty.mkdir()
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out)
+    thread = AlertThread(lambda: {"broken": (broken, settings), "empty": (empty, settings)}, 1.0)
+    thread.evaluate(now=100.0)
+    thread.stop()
+    (line,) = [json.loads(s) for s in out.getvalue().splitlines()]
+    assert line["event"] == "alerts not evaluated" and line["experiment"] == "broken"
+    assert "DatabaseError" in line["error"]
+    assert not (settings.datastore_path(empty)).exists()
