@@ -31,6 +31,7 @@ from daemon.alerts.rules import (
     RunView,
     UnitName,
     conditions,
+    run_complete,
     stall_after_s,
 )
 from daemon.config import AlertSettings, ConfigError, Settings, experiment_settings
@@ -127,7 +128,7 @@ class AlertThread:
             return
         for name, (experiment, settings) in current.items():
             try:
-                self._evaluate_one(name, experiment, settings, now or time.time())
+                self._evaluate_one(name, experiment, settings, time.time() if now is None else now)
             except Exception as exc:  # a thread that died would tell nobody anything
                 self.log.warning(
                     Event.ALERTS_NOT_EVALUATED,
@@ -151,7 +152,11 @@ class AlertThread:
         view = _view(watched, now)
         open_alerts = {a.key: a for a in watched.log.open_alerts()}
         held = conditions(view, alerts, open_alerts.keys())
-        reconcile(watched.log, held, now, alerts, self.log.bind(experiment=str(experiment)))
+        say = self.log.bind(experiment=str(experiment))
+        reconcile(watched.log, held, now, alerts, say)
+        for done in run_complete(view.units, view.expected):
+            if not any(a.key == done.key for a in watched.log.history()):
+                announce(watched.log, done, now, say)
 
 
 def reconcile(
@@ -169,17 +174,7 @@ def reconcile(
         held_keys.add(condition.key)
         if condition.key in open_alerts:
             continue
-        started = log.start(
-            condition.key, condition.rule, condition.subject, condition.message, at=now
-        )
-        say.warning(
-            Event.ALERT,
-            key=started.key,
-            rule=started.rule,
-            subject=started.subject,
-            message=started.message,
-            id=started.id,
-        )
+        start(log, condition, now, say)
     for key, alert in open_alerts.items():
         if key not in held_keys:
             log.clear(key, at=now)
@@ -193,6 +188,27 @@ def reconcile(
         ):
             log.retell(alert.id)
             say.info(Event.ALERT_REPEATED, key=key, id=alert.id)
+
+
+def start(log: AlertLog, condition: Condition, now: float, say: FilteringBoundLogger) -> int:
+    """Raise `condition`'s alert and log it; its id."""
+    started = log.start(condition.key, condition.rule, condition.subject, condition.message, now)
+    say.warning(
+        Event.ALERT,
+        key=started.key,
+        rule=started.rule,
+        subject=started.subject,
+        message=started.message,
+        id=started.id,
+    )
+    return started.id
+
+
+def announce(log: AlertLog, condition: Condition, now: float, say: FilteringBoundLogger) -> None:
+    """An alert that starts and clears at once (`run_complete`): told once, never standing."""
+    alert_id = start(log, condition, now, say)
+    log.clear(condition.key, at=now)
+    say.info(Event.ALERT_CLEARED, key=condition.key, rule=condition.rule, id=alert_id)
 
 
 def _watch(experiment: Path, settings: Settings) -> Watched:

@@ -138,9 +138,9 @@ def behind(
 ) -> list[Condition]:
     """The daemon is falling behind: the backlog (units waiting or converting; `backlog` is
     its (time, units) steps, oldest first) grew for more than behind_min minutes: the run is
-    older than that and every step in that window stands above the backlog at its start. Once raised it holds while the backlog
-    is still above that start (`is_open`), so a backlog that zig-zags upwards as units arrive
-    and finish is one alert, not one per zig."""
+    older than that and every step in that window stands above the backlog at its start.
+    Once raised it holds while the backlog is still above that start (`is_open`), so a
+    backlog that zig-zags upwards as units arrive and finish is one alert, not one per zig."""
     start = now - settings.behind_min * 60.0
     before = [b for t, b in backlog if t <= start]
     window = [b for t, b in backlog if start < t <= now]
@@ -270,6 +270,22 @@ def outliers(
                     )
                 )
     return found
+
+
+def run_complete(units: Sequence[UnitRecord], expected: int | None) -> list[Condition]:
+    """Every unit of the plan is done: said once, as an alert that starts and clears at once
+    (the evaluator raises it once per run)."""
+    done = sum(u.state == UnitState.DONE for u in units)
+    if expected is None or done < expected:
+        return []
+    return [
+        Condition(
+            "run_complete",
+            "run_complete",
+            "acquisition",
+            f"run complete: all {expected} units ingested",
+        )
+    ]
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ import shutil
 from pathlib import Path
 
 from support.daemon import DaemonProcess
-from support.experiment import write_config
+from support.experiment import simulate_and_ingest, write_config
 from support.faults import truncate_mid_plane
 
-from daemon.alerts.evaluator import AlertThread
+from daemon.alerts.evaluator import AlertThread, one_experiment
 from daemon.config import Settings
 from daemon.datastore.statedir import ledger_path
 from daemon.events import Event
@@ -105,3 +105,21 @@ def test_an_unreadable_experiment_is_logged_and_the_others_still_evaluated(tmp_p
     assert line["event"] == "alerts not evaluated" and line["experiment"] == "broken"
     assert "DatabaseError" in line["error"]
     assert not (settings.datastore_path(empty)).exists()
+
+
+def test_a_completed_run_is_announced_once(tmp_path: Path) -> None:
+    experiment = simulate_and_ingest(tmp_path, SETTINGS)
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out)
+    thread = AlertThread(one_experiment(experiment, Settings()), 1.0)
+    thread.evaluate()
+    thread.evaluate()
+    thread.stop()
+    (announced,) = read_alerts(experiment / "qi2labdatastore")
+    assert (announced.key, announced.message) == (
+        "run_complete",
+        "run complete: all 4 units ingested",
+    )
+    assert announced.started_at == announced.cleared_at
+    events = [json.loads(s)["event"] for s in out.getvalue().splitlines()]
+    assert events == [Event.ALERT, Event.ALERT_CLEARED]

@@ -11,6 +11,7 @@ from daemon.alerts.rules import (
     conditions,
     disk,
     quality,
+    run_complete,
     stall,
     unit_failed,
 )
@@ -227,3 +228,11 @@ def test_conditions_gathers_every_rule():
     )
     keys = [c.key for c in conditions(view, SETTINGS, open_keys=())]
     assert keys == ["unit_failed:tile0009/round000", "stall", "disk:datastore"]
+
+
+def test_run_complete_once_every_unit_of_the_plan_is_done():
+    units = every_minute(4)
+    (found,) = run_complete(units, 4)
+    assert (found.key, found.message) == ("run_complete", "run complete: all 4 units ingested")
+    assert run_complete(units, 5) == []
+    assert run_complete([*units[:3], unit(3, 0, 180.0, "failed", "bad")], 4) == []
