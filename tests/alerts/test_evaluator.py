@@ -43,16 +43,23 @@ def open_alerts(store: Path) -> dict[str, int]:
     return {a.key: a.id for a in read_alerts(store) if a.is_open}
 
 
+def planned(truth: Path, experiment: Path) -> Path:
+    """An experiment whose raw_data holds the simulated run's plan (its CSVs and metadata,
+    written before any dataset) and no dataset yet; its raw_data."""
+    raw = experiment / "raw_data"
+    raw.mkdir(parents=True)
+    for item in truth.iterdir():
+        if item.is_file():
+            shutil.copy2(item, raw / item.name)
+    return raw
+
+
 def test_alerts_start_clear_and_survive_a_kill_without_starting_again(tmp_path: Path) -> None:
     simulate(tmp_path / "truth", SETTINGS)
     truth = tmp_path / "truth" / "raw_data"
     experiment = tmp_path / "exp"
-    raw = experiment / "raw_data"
+    raw = planned(truth, experiment)
     store = experiment / "qi2labdatastore"
-    raw.mkdir(parents=True)
-    for item in truth.iterdir():
-        if item.is_file():  # the plan's CSVs and metadata, written before any dataset
-            shutil.copy2(item, raw / item.name)
     config = write_config(tmp_path / "config.toml", web={"listen": ""}, alerts=ALERTS)
 
     with DaemonProcess("watch", experiment, config) as daemon:
@@ -86,6 +93,27 @@ def test_alerts_start_clear_and_survive_a_kill_without_starting_again(tmp_path: 
 
     history = {a.id: a for a in read_alerts(store)}
     assert len(history) == 3  # the failure, the stall and the stall after it: no duplicates
+
+
+def test_watch_root_raises_the_alerts_of_each_experiment_in_its_own_history(tmp_path: Path) -> None:
+    simulate(tmp_path / "truth", SETTINGS)
+    truth = tmp_path / "truth" / "raw_data"
+    root = tmp_path / "root"
+    good, bad = root / "good", root / "bad"
+    for experiment in (good, bad):
+        raw = planned(truth, experiment)
+        arrive(truth, raw, "sim_r0001_tile0000_1")
+    arrive(truth, bad / "raw_data", "sim_r0001_tile0001_1", damage=truncate_mid_plane)
+    config = write_config(tmp_path / "config.toml", web={"listen": ""}, alerts=ALERTS)
+
+    with DaemonProcess("watch", None, config, "--root", str(root)) as daemon:
+        failure = daemon.wait_event(Event.ALERT, rule="unit_failed")
+        assert failure["experiment"] == str(bad)
+        daemon.wait_seen(Event.ALERT, key="stall", experiment=str(good))
+        daemon.wait_seen(Event.ALERT, key="stall", experiment=str(bad))
+        assert set(open_alerts(bad / "qi2labdatastore")) == {failure["key"], "stall"}
+        assert set(open_alerts(good / "qi2labdatastore")) == {"stall"}
+        daemon.stop()
 
 
 def test_an_unreadable_experiment_is_logged_and_the_others_still_evaluated(tmp_path: Path) -> None:
