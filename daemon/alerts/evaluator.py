@@ -93,6 +93,7 @@ class AlertThread:
         self._experiments = experiments
         self._every_s = every_s
         self._watched: dict[str, Watched] = {}
+        self._errors: dict[str, str] = {}  # experiment name -> the error its last turn logged
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="alerts", daemon=True)
         self.log = get_logger()
@@ -126,15 +127,20 @@ class AlertThread:
         except Exception as exc:  # e.g. the root unreadable for a moment: the next turn
             self.log.warning(Event.ALERTS_NOT_EVALUATED, error=f"{type(exc).__name__}: {exc}")
             return
+        for gone in set(self._watched) - set(current):
+            self._watched.pop(gone).log.close()
         for name, (experiment, settings) in current.items():
             try:
                 self._evaluate_one(name, experiment, settings, time.time() if now is None else now)
             except Exception as exc:  # a thread that died would tell nobody anything
-                self.log.warning(
-                    Event.ALERTS_NOT_EVALUATED,
-                    experiment=name,
-                    error=f"{type(exc).__name__}: {exc}",
-                )
+                error = f"{type(exc).__name__}: {exc}"
+                if self._errors.get(name) != error:  # once, not every evaluate_every_s
+                    self.log.warning(
+                        Event.ALERTS_NOT_EVALUATED, experiment=str(experiment), error=error
+                    )
+                self._errors[name] = error
+            else:
+                self._errors.pop(name, None)
 
     def _evaluate_one(self, name: str, experiment: Path, settings: Settings, now: float) -> None:
         store = settings.datastore_path(experiment)

@@ -128,9 +128,10 @@ def test_an_unreadable_experiment_is_logged_and_the_others_still_evaluated(tmp_p
     configure_logging("json", "info", stream=out)
     thread = AlertThread(lambda: {"broken": (broken, settings), "empty": (empty, settings)}, 1.0)
     thread.evaluate(now=100.0)
+    thread.evaluate(now=110.0)  # the same error again: said once
     thread.stop()
     (line,) = [json.loads(s) for s in out.getvalue().splitlines()]
-    assert line["event"] == "alerts not evaluated" and line["experiment"] == "broken"
+    assert line["event"] == "alerts not evaluated" and line["experiment"] == str(broken)
     assert "DatabaseError" in line["error"]
     assert not (settings.datastore_path(empty)).exists()
 
