@@ -67,3 +67,9 @@ class Event:
     OBSERVER_RESTARTED: Final = "observer restarted"
     WEB_PAGE_SERVED: Final = "web page served"
     WEB_PAGE_NOT_SERVED: Final = "web page not served"
+
+    # Alerts
+    ALERT: Final = "alert"
+    ALERT_CLEARED: Final = "alert cleared"
+    ALERT_REPEATED: Final = "alert repeated"
+    ALERTS_NOT_EVALUATED: Final = "alerts not evaluated"

@@ -26,6 +26,7 @@ from daemon.events import Event
 from daemon.states import UnitState
 
 if TYPE_CHECKING:
+    from daemon.alerts.evaluator import AlertThread, Experiments
     from daemon.config import Settings
     from daemon.console import ProgressBar
     from daemon.ingest.service import IngestService
@@ -125,6 +126,7 @@ def _run_service(
     service: IngestService, args: argparse.Namespace, settings: Settings, bar: ProgressBar | None
 ) -> int:
     """Run a started service until it stops, with the signals and the page; its exit status."""
+    from daemon.alerts.evaluator import one_experiment
     from daemon.monitor.web import open_server
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -139,6 +141,7 @@ def _run_service(
     signal.signal(signal.SIGINT, request_stop)
     watching = args.command == "watch"
     web = start_web(partial(open_server, args.experiment, settings), settings) if watching else None
+    alerts = start_alerts(one_experiment(args.experiment, settings), settings) if watching else None
     try:
         outcome = service.run(
             watch=watching,
@@ -146,6 +149,8 @@ def _run_service(
             progress=partial(show_units, bar) if bar is not None else None,
         )
     finally:
+        if alerts is not None:
+            alerts.stop()
         if web is not None:
             web.stop()
         if bar is not None:
@@ -198,3 +203,14 @@ def start_web(open_web: Callable[[], WebServer], settings: Settings) -> WebServe
     server.start()
     log.info(Event.WEB_PAGE_SERVED, url=server.url)
     return server
+
+
+def start_alerts(experiments: Experiments, settings: Settings) -> AlertThread:
+    """The alert thread of `watch`, beside the service: it evaluates the rules of
+    `experiments` every [alerts] evaluate_every_s and writes their alert history."""
+    from daemon.alerts.evaluator import AlertThread
+
+    alerts = AlertThread(experiments, settings.alerts.evaluate_every_s)
+    alerts.start()
+    # The notifications' outbox goes here: it delivers what `alerts.alert_logs()` leave untold.
+    return alerts

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from daemon.cli.common import CommandError, chosen_layout, read_settings, refuse_raw_data
-from daemon.cli.watch import start_web, with_listen
+from daemon.cli.watch import start_alerts, start_web, with_listen
 from daemon.events import Event
 
 if TYPE_CHECKING:
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 def run_root(args: argparse.Namespace) -> int:
     """Watch every experiment under the root until SIGTERM or SIGINT; exit 0 then."""
+    from daemon.alerts.evaluator import under_root
     from daemon.ingest.root import RootService
     from daemon.logs import configure_logging
     from daemon.monitor.web import open_root_server
@@ -45,9 +46,11 @@ def run_root(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     web = start_web(lambda: open_root_server(root, settings), settings)
+    alerts = start_alerts(under_root(root, settings), settings)
     try:
         service.run()
     finally:
+        alerts.stop()
         if web is not None:
             web.stop()
     return 0

@@ -107,6 +107,14 @@ class AlertLog:
         with self._db.transaction() as db:
             db.execute(f"UPDATE alerts SET {column} = ? WHERE id = ?", (at, alert_id))
 
+    def retell(self, alert_id: int) -> None:
+        """Put the start of an open alert back in the outbox: a standing alert is told again
+        (at most every `repeat_after_h`; the evaluator decides when)."""
+        with self._db.transaction() as db:
+            db.execute(
+                "UPDATE alerts SET told_at = NULL WHERE id = ? AND cleared_at IS NULL", (alert_id,)
+            )
+
     def acknowledge(self, key: str, at: float) -> AlertRecord | None:
         """A person's acknowledgement of the open alert `key` (`qi2lab-ingest ack`); the
         alert, or None if no alert with that key is open."""

@@ -54,3 +54,20 @@ def test_the_outbox_holds_what_was_not_told_across_a_reopen(tmp_path: Path) -> N
 def test_a_datastore_without_alerts_reads_as_none(tmp_path: Path) -> None:
     assert read_alerts(tmp_path) == []
     assert not alert_log_path(tmp_path).exists()
+
+
+def test_a_standing_alert_retold_is_back_in_the_outbox_but_a_cleared_one_is_not(
+    tmp_path: Path,
+) -> None:
+    log = AlertLog(alert_log_path(tmp_path))
+    standing = log.start("stall", "stall", "acquisition", "no new dataset", at=1.0)
+    ended = log.start("disk:datastore", "disk", "datastore", "full in 2 h", at=1.0)
+    log.told(standing.id, at=2.0)
+    log.told(ended.id, at=2.0)
+    log.clear("disk:datastore", at=3.0)
+    log.told(ended.id, at=4.0, cleared=True)
+    assert log.untold() == []
+    log.retell(standing.id)
+    log.retell(ended.id)
+    assert [(a.id, a.told_at) for a in log.untold()] == [(standing.id, None)]
+    log.close()

@@ -1,0 +1,294 @@
+"""The alert thread: every `evaluate_every_s` it looks at each experiment through the read side,
+runs the rules, and brings the experiment's alert history in line with what holds now.
+
+It is the one writer of starts and clears (`qi2lab-ingest ack` writes acknowledgements, the
+notifier marks what it told): a condition that holds and has no open alert is started (logged
+as `alert`), an open alert whose condition no longer holds is cleared (`alert cleared`), and a
+standing alert told more than `repeat_after_h` ago goes back into the outbox, unless a person
+acknowledged it (`ack`: a run given up on stays quiet until its condition ends by itself,
+a stalled acquisition when a dataset arrives again; its clear is told as usual). Since the open
+alerts are read from the history at every evaluation, a restarted daemon starts (and tells)
+nothing that is still open. It reads what `status` and the page read (the ledger and quality
+log read-only, raw_data's plan), plus free space sampled in memory; one experiment's error
+is logged and skipped, never the end of the thread, which never slows the ingestion.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from structlog.typing import FilteringBoundLogger
+
+from daemon.alerts.rules import (
+    Condition,
+    DiskSamples,
+    RunView,
+    UnitName,
+    conditions,
+    run_complete,
+    stall_after_s,
+)
+from daemon.config import AlertSettings, ConfigError, Settings, experiment_settings
+from daemon.datastore.statedir import ledger_path, lock_path
+from daemon.events import Event
+from daemon.ingest.ledger import unit_of
+from daemon.layouts import reader
+from daemon.logs import get_logger
+from daemon.monitor.overview import experiments as root_experiments
+from daemon.monitor.snapshot import Snapshots, history
+from daemon.monitor.status import being_written, daemon_pid, readable_plan
+from daemon.products.alertlog import AlertLog, alert_log_path
+from daemon.raw.root import RAW_DATA
+
+DISK_WINDOW_S = 600.0  # free-space samples kept: the write rate is measured over this long
+
+# name -> (experiment folder, its settings): what the thread looks at, asked at every turn
+Experiments = Callable[[], Mapping[str, tuple[Path, Settings]]]
+
+
+def one_experiment(experiment: Path, settings: Settings) -> Experiments:
+    """`watch EXP`: that experiment alone."""
+    return lambda: {str(experiment): (experiment, settings)}
+
+
+def under_root(root: Path, settings: Settings) -> Experiments:
+    """`watch --root`: every experiment the root service serves, each with its own settings
+    (one whose qi2lab-ingest.toml is bad is left out: the root's page says why)."""
+
+    def found() -> dict[str, tuple[Path, Settings]]:
+        chosen = {}
+        for name, path in root_experiments(root, settings).items():
+            try:
+                chosen[name] = (path, experiment_settings(settings, path))
+            except ConfigError:
+                continue
+        return chosen
+
+    return found
+
+
+@dataclass
+class Watched:
+    """What the thread keeps of one experiment between evaluations."""
+
+    experiment: Path
+    settings: Settings
+    snapshots: Snapshots
+    log: AlertLog
+    unit_name: UnitName
+    disk: dict[str, collections.deque[tuple[float, int]]] = field(default_factory=dict)
+    incomplete_since: dict[str, float] = field(default_factory=dict)
+
+
+class AlertThread:
+    """Evaluates the alert rules of every experiment `experiments()` names, in one thread."""
+
+    def __init__(self, experiments: Experiments, every_s: float) -> None:
+        self._experiments = experiments
+        self._every_s = every_s
+        self._watched: dict[str, Watched] = {}
+        self._errors: dict[str, str] = {}  # experiment name -> the error its last turn logged
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="alerts", daemon=True)
+        self.log = get_logger()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the thread after the evaluation under way, and close the alert logs."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        for watched in self._watched.values():
+            watched.log.close()
+        self._watched.clear()
+
+    def alert_logs(self) -> dict[str, AlertLog]:
+        """Each experiment's alert history as opened by this thread (the outbox delivers what
+        their `untold()` holds)."""
+        return {name: watched.log for name, watched in list(self._watched.items())}
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.evaluate()
+            self._stop.wait(self._every_s)
+
+    def evaluate(self, now: float | None = None) -> None:
+        """One evaluation of every experiment; one's failure is logged, the others go on."""
+        try:
+            current = self._experiments()
+        except Exception as exc:  # e.g. the root unreadable for a moment: the next turn
+            self.log.warning(Event.ALERTS_NOT_EVALUATED, error=f"{type(exc).__name__}: {exc}")
+            return
+        for gone in set(self._watched) - set(current):
+            self._watched.pop(gone).log.close()
+        for name, (experiment, settings) in current.items():
+            try:
+                self._evaluate_one(name, experiment, settings, time.time() if now is None else now)
+            except Exception as exc:  # a thread that died would tell nobody anything
+                error = f"{type(exc).__name__}: {exc}"
+                if self._errors.get(name) != error:  # once, not every evaluate_every_s
+                    self.log.warning(
+                        Event.ALERTS_NOT_EVALUATED, experiment=str(experiment), error=error
+                    )
+                self._errors[name] = error
+            else:
+                self._errors.pop(name, None)
+
+    def _evaluate_one(self, name: str, experiment: Path, settings: Settings, now: float) -> None:
+        store = settings.datastore_path(experiment)
+        if not ledger_path(store).is_file():
+            return  # nothing ingested: nothing to alert about, no state folder to write in
+        holder = daemon_pid(lock_path(store))
+        if holder is not None and holder != os.getpid():
+            return  # another daemon holds it: its own alert thread speaks for it
+        watched = self._watched.get(name)
+        if watched is None or (watched.experiment, watched.settings) != (experiment, settings):
+            if watched is not None:
+                watched.log.close()
+            watched = self._watched[name] = _watch(experiment, settings)
+        alerts = settings.alerts
+        view = _view(watched, now)
+        open_alerts = {a.key: a for a in watched.log.open_alerts()}
+        held = conditions(view, alerts, open_alerts.keys())
+        say = self.log.bind(experiment=str(experiment))
+        reconcile(watched.log, held, now, alerts, say)
+        for done in run_complete(view.units, view.expected):
+            if not any(a.key == done.key for a in watched.log.history()):
+                announce(watched.log, done, now, say)
+
+
+def reconcile(
+    log: AlertLog,
+    held: list[Condition],
+    now: float,
+    settings: AlertSettings,
+    say: FilteringBoundLogger,
+) -> None:
+    """Start what holds and is not open, clear what is open and no longer holds, and put back
+    in the outbox a standing, unacknowledged alert told more than repeat_after_h ago."""
+    open_alerts = {a.key: a for a in log.open_alerts()}
+    held_keys = set()
+    for condition in held:
+        held_keys.add(condition.key)
+        if condition.key in open_alerts:
+            continue
+        start(log, condition, now, say)
+    for key, alert in open_alerts.items():
+        if key not in held_keys:
+            log.clear(key, at=now)
+            say.info(
+                Event.ALERT_CLEARED, key=key, rule=alert.rule, subject=alert.subject, id=alert.id
+            )
+        elif (
+            alert.acknowledged_at is None
+            and alert.told_at is not None
+            and now - alert.told_at > settings.repeat_after_h * 3600.0
+        ):
+            log.retell(alert.id)
+            say.info(Event.ALERT_REPEATED, key=key, id=alert.id)
+
+
+def start(log: AlertLog, condition: Condition, now: float, say: FilteringBoundLogger) -> int:
+    """Raise `condition`'s alert and log it; its id."""
+    started = log.start(condition.key, condition.rule, condition.subject, condition.message, now)
+    say.warning(
+        Event.ALERT,
+        key=started.key,
+        rule=started.rule,
+        subject=started.subject,
+        message=started.message,
+        id=started.id,
+    )
+    return started.id
+
+
+def announce(log: AlertLog, condition: Condition, now: float, say: FilteringBoundLogger) -> None:
+    """An alert that starts and clears at once (`run_complete`): told once, never standing."""
+    alert_id = start(log, condition, now, say)
+    log.clear(condition.key, at=now)
+    say.info(Event.ALERT_CLEARED, key=condition.key, rule=condition.rule, id=alert_id)
+
+
+def _watch(experiment: Path, settings: Settings) -> Watched:
+    """An experiment's reader, alert log and unit naming, opened once."""
+    store = settings.datastore_path(experiment)
+    names = reader(store, settings.raw, default=settings.datastore.layout)
+    names.close()  # opened read-only: only its naming is used
+    log = AlertLog(alert_log_path(store))
+    watched = Watched(experiment, settings, Snapshots(experiment, settings), log, names.unit_name)
+    units = watched.snapshots.units()
+    after = stall_after_s(units, settings.alerts)
+    for alert in log.open_alerts():  # a restart: a dataset stuck before it is stuck still
+        if alert.rule == "stall" and alert.key != "stall":
+            watched.incomplete_since[alert.subject] = alert.started_at - after
+    return watched
+
+
+def _view(watched: Watched, now: float) -> RunView:
+    """What the rules look at now, read from the experiment's files."""
+    settings = watched.settings
+    units = watched.snapshots.units()
+    raw_dir = watched.experiment / RAW_DATA
+    plan = readable_plan(raw_dir, settings)
+    written = being_written(raw_dir, plan, {u.unit_id for u in units})
+    datasets = set()
+    if plan is not None:
+        for uid in written:
+            tile, round_ = unit_of(uid)
+            datasets.add(plan.dataset_name(round_ + 1, tile))
+    since = watched.incomplete_since
+    for gone in set(since) - datasets:
+        del since[gone]
+    for dataset in datasets:
+        since.setdefault(dataset, now)
+    return RunView(
+        now=now,
+        units=units,
+        expected=plan.num_tiles * plan.num_rounds if plan is not None else None,
+        incomplete=dict(since),
+        backlog=[(p["t"], int(p["backlog"])) for p in history(units)],
+        quality=watched.snapshots.quality(),
+        disks=_disks(watched, now),
+        unit_name=watched.unit_name,
+    )
+
+
+def _disks(watched: Watched, now: float) -> list[DiskSamples]:
+    """Free space of the datastore's and raw_data's file systems (one, if they share it),
+    sampled now and kept for DISK_WINDOW_S."""
+    found = []
+    devices = set()
+    folders = {"datastore": watched.settings.datastore_path(watched.experiment)}
+    folders["raw_data"] = watched.experiment / RAW_DATA
+    for name, folder in folders.items():
+        try:
+            device = folder.stat().st_dev
+            stats = os.statvfs(folder)
+        except OSError:
+            continue
+        if device in devices:
+            continue
+        devices.add(device)
+        samples = watched.disk.setdefault(name, collections.deque())
+        samples.append((now, stats.f_bavail * stats.f_frsize))
+        while samples and samples[0][0] < now - DISK_WINDOW_S:
+            samples.popleft()
+        found.append(DiskSamples(name, str(mount_point(folder)), list(samples)))
+    return found
+
+
+def mount_point(folder: Path) -> Path:
+    """The mount point of the file system holding `folder` (what `df` names)."""
+    path = folder.resolve()
+    device = path.stat().st_dev
+    while path != path.parent and path.parent.stat().st_dev == device:
+        path = path.parent
+    return path

@@ -1,0 +1,154 @@
+"""The alert thread in a real `watch`: a broken dataset and a stalled acquisition raise alerts
+in the alert log and the daemon's log, a new dataset clears the stall, and a daemon killed
+with SIGKILL and started again does not raise (so does not tell) again what is still open.
+
+The microscope is played by copying the datasets of a simulated run into raw_data one by one
+(each renamed into place, as a complete dataset arrives), with small stall thresholds. And an
+experiment whose files cannot be read is logged and skipped, never the end of the thread."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+from support.daemon import DaemonProcess
+from support.experiment import simulate_and_ingest, write_config
+from support.faults import truncate_mid_plane
+
+from daemon.alerts.evaluator import AlertThread, one_experiment
+from daemon.config import Settings
+from daemon.datastore.statedir import ledger_path
+from daemon.events import Event
+from daemon.logs import configure_logging
+from daemon.products.alertlog import read_alerts
+from daemon.simulate.microscope import simulate
+from daemon.simulate.settings import SimulationSettings
+
+SETTINGS = SimulationSettings(tiles=2, rounds=2, z=3, size=64, camera="orca")
+ALERTS = {"evaluate_every_s": 0.2, "stall_factor": 1.0, "stall_min_s": 3.0}
+
+
+def arrive(truth: Path, raw: Path, name: str, damage=None) -> None:
+    """Dataset `name` of the simulated run arrives in raw_data whole (damaged, if asked)."""
+    staged = Path(shutil.copytree(truth / name, raw.parent / f"staging-{name}"))
+    if damage is not None:
+        damage(staged)
+    os.rename(staged, raw / name)
+
+
+def open_alerts(store: Path) -> dict[str, int]:
+    return {a.key: a.id for a in read_alerts(store) if a.is_open}
+
+
+def planned(truth: Path, experiment: Path) -> Path:
+    """An experiment whose raw_data holds the simulated run's plan (its CSVs and metadata,
+    written before any dataset) and no dataset yet; its raw_data."""
+    raw = experiment / "raw_data"
+    raw.mkdir(parents=True)
+    for item in truth.iterdir():
+        if item.is_file():
+            shutil.copy2(item, raw / item.name)
+    return raw
+
+
+def test_alerts_start_clear_and_survive_a_kill_without_starting_again(tmp_path: Path) -> None:
+    simulate(tmp_path / "truth", SETTINGS)
+    truth = tmp_path / "truth" / "raw_data"
+    experiment = tmp_path / "exp"
+    raw = planned(truth, experiment)
+    store = experiment / "qi2labdatastore"
+    config = write_config(tmp_path / "config.toml", web={"listen": ""}, alerts=ALERTS)
+
+    with DaemonProcess("watch", experiment, config) as daemon:
+        arrive(truth, raw, "sim_r0001_tile0000_1")
+        arrive(truth, raw, "sim_r0001_tile0001_1", damage=truncate_mid_plane)
+        failed = daemon.wait_for(lambda e: e["event"] in (Event.UNIT_FAILED, Event.DATASET_BROKEN))
+        failure = daemon.wait_event(Event.ALERT, rule="unit_failed")
+        assert failure["key"] == f"unit_failed:{failed['unit']}"
+        assert "sim_r0001_tile0001_1" in failure["message"]
+        assert "truncated" in failure["message"]
+        first_stall = daemon.wait_seen(Event.ALERT, key="stall")
+        assert "no new dataset for" in first_stall["message"]
+        assert "2 of 4 datasets arrived" in first_stall["message"]
+        assert open_alerts(store) == {failure["key"]: failure["id"], "stall": first_stall["id"]}
+
+        arrive(truth, raw, "sim_r0002_tile0000_1")  # the microscope goes on: the stall ends
+        daemon.wait_event(Event.ALERT_CLEARED, key="stall", id=first_stall["id"])
+        second_stall = daemon.wait_event(Event.ALERT, key="stall")  # and stalls again
+        assert second_stall["id"] != first_stall["id"]
+        standing = open_alerts(store)
+        assert standing == {failure["key"]: failure["id"], "stall": second_stall["id"]}
+        daemon.kill()
+
+    with DaemonProcess("watch", experiment, config) as restarted:
+        restarted.wait_event(Event.WATCH_STARTED)
+        arrive(truth, raw, "sim_r0002_tile0001_1")  # the last dataset: no more stall
+        restarted.wait_event(Event.ALERT_CLEARED, key="stall", id=second_stall["id"])
+        assert restarted.named(Event.ALERT) == []  # nothing open was raised (told) again
+        assert open_alerts(store) == {failure["key"]: failure["id"]}
+        restarted.stop()
+
+    history = {a.id: a for a in read_alerts(store)}
+    assert len(history) == 3  # the failure, the stall and the stall after it: no duplicates
+
+
+def test_watch_root_raises_the_alerts_of_each_experiment_in_its_own_history(tmp_path: Path) -> None:
+    simulate(tmp_path / "truth", SETTINGS)
+    truth = tmp_path / "truth" / "raw_data"
+    root = tmp_path / "root"
+    good, bad = root / "good", root / "bad"
+    for experiment in (good, bad):
+        raw = planned(truth, experiment)
+        arrive(truth, raw, "sim_r0001_tile0000_1")
+    arrive(truth, bad / "raw_data", "sim_r0001_tile0001_1", damage=truncate_mid_plane)
+    config = write_config(tmp_path / "config.toml", web={"listen": ""}, alerts=ALERTS)
+
+    with DaemonProcess("watch", None, config, "--root", str(root)) as daemon:
+        failure = daemon.wait_event(Event.ALERT, rule="unit_failed")
+        assert failure["experiment"] == str(bad)
+        daemon.wait_seen(Event.ALERT, key="stall", experiment=str(good))
+        daemon.wait_seen(Event.ALERT, key="stall", experiment=str(bad))
+        assert set(open_alerts(bad / "qi2labdatastore")) == {failure["key"], "stall"}
+        assert set(open_alerts(good / "qi2labdatastore")) == {"stall"}
+        daemon.stop()
+
+
+def test_an_unreadable_experiment_is_logged_and_the_others_still_evaluated(tmp_path: Path) -> None:
+    settings = Settings()
+    broken = tmp_path / "broken"
+    ledger = ledger_path(settings.datastore_path(broken))
+    ledger.parent.mkdir(parents=True)
+    ledger.write_bytes(b"not a database, " * 100)  # a ledger file damaged on disk
+    empty = tmp_path / "empty"  # nothing ingested yet: nothing to say, nothing written
+    empty.mkdir()
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out)
+    thread = AlertThread(lambda: {"broken": (broken, settings), "empty": (empty, settings)}, 1.0)
+    thread.evaluate(now=100.0)
+    thread.evaluate(now=110.0)  # the same error again: said once
+    thread.stop()
+    (line,) = [json.loads(s) for s in out.getvalue().splitlines()]
+    assert line["event"] == "alerts not evaluated" and line["experiment"] == str(broken)
+    assert "DatabaseError" in line["error"]
+    assert not (settings.datastore_path(empty)).exists()
+
+
+def test_a_completed_run_is_announced_once(tmp_path: Path) -> None:
+    experiment = simulate_and_ingest(tmp_path, SETTINGS)
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out)
+    thread = AlertThread(one_experiment(experiment, Settings()), 1.0)
+    thread.evaluate()
+    thread.evaluate()
+    thread.stop()
+    (announced,) = read_alerts(experiment / "qi2labdatastore")
+    assert (announced.key, announced.message) == (
+        "run_complete",
+        "run complete: all 4 units ingested",
+    )
+    assert announced.started_at == announced.cleared_at
+    events = [json.loads(s)["event"] for s in out.getvalue().splitlines()]
+    assert events == [Event.ALERT, Event.ALERT_CLEARED]

@@ -1,0 +1,238 @@
+"""Each alert rule on hand-made inputs whose answer is known without the rule's code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from daemon.alerts.rules import (
+    DiskSamples,
+    RunView,
+    behind,
+    conditions,
+    disk,
+    quality,
+    run_complete,
+    stall,
+    unit_failed,
+)
+from daemon.config import AlertSettings
+from daemon.ingest.ledger import UnitRecord
+
+SETTINGS = AlertSettings()  # stall x5 and >= 600 s, behind 30 min, disk 6 h, 4 SD, 2 µm
+
+
+def unit_name(tile: int, round_: int) -> str:
+    return f"tile{tile:04d}/round{round_:03d}"
+
+
+def unit(tile: int, round_: int, seen_at: float, state: str = "done", error: str | None = None):
+    return UnitRecord(
+        unit_id=f"tile{tile:04d}/round{round_:04d}",
+        tile=tile,
+        round=round_,
+        state=state,
+        dataset=f"sim_r{round_ + 1:04d}_tile{tile:04d}_1",
+        fingerprint="",
+        attempts=1,
+        source_bytes=None,
+        checksum=None,
+        outputs=(),
+        error=error,
+        seen_at=seen_at,
+        started_at=None,
+        finished_at=None,
+        read_s=None,
+        write_s=None,
+    )
+
+
+def test_a_failed_unit_names_its_dataset_and_reason():
+    units = [
+        unit(0, 0, 0.0),
+        unit(1, 2, 5.0, "failed", "NDTiffStack.tif: truncated stack"),
+        unit(2, 0, 9.0, "pending"),
+    ]
+    (found,) = unit_failed(units, unit_name)
+    assert found.key == "unit_failed:tile0001/round002"
+    assert found.rule == "unit_failed"
+    assert found.message == (
+        "tile0001/round002 failed: sim_r0003_tile0001_1: NDTiffStack.tif: truncated stack"
+    )
+
+
+def every_minute(count: int) -> list[UnitRecord]:
+    """`count` datasets arriving 60 s apart from t=0: the median interval is 60 s."""
+    return [unit(i, 0, 60.0 * i) for i in range(count)]
+
+
+def test_stall_after_five_median_intervals_and_at_least_the_minimum():
+    units = every_minute(10)  # last at 540 s; 5 x 60 s = 300 s < 600 s: 600 s is the bar
+    assert stall(units, 20, {}, 540.0 + 600.0, SETTINGS) == []  # exactly at the boundary
+    (found,) = stall(units, 20, {}, 540.0 + 601.0, SETTINGS)
+    assert found.key == "stall"
+    assert found.message == (
+        "no new dataset for 10.0 min (at least 10.0 min); 10 of 20 datasets arrived"
+    )
+    slow = [unit(i, 0, 240.0 * i) for i in range(4)]  # last at 720 s; 5 x 4 min = 20 min
+    assert stall(slow, 20, {}, 720.0 + 1200.0, SETTINGS) == []
+    (found,) = stall(slow, 20, {}, 720.0 + 1201.0, SETTINGS)
+    assert "(5 x the median interval 4.0 min)" in found.message
+
+
+def test_no_stall_once_every_dataset_of_the_plan_arrived_or_without_a_plan():
+    units = every_minute(10)
+    assert stall(units, 10, {}, 1e6, SETTINGS) == []
+    assert stall(units, None, {}, 1e6, SETTINGS) == []
+    assert stall([], 10, {}, 1e6, SETTINGS) == []
+
+
+def test_a_dataset_being_written_is_activity_and_stalls_on_its_own_when_it_stays_incomplete():
+    units = every_minute(10)
+    incomplete = {"sim_r0002_tile0000_1": 1000.0}
+    assert stall(units, 20, incomplete, 1000.0 + 600.0, SETTINGS) == []
+    (found,) = stall(units, 20, incomplete, 1000.0 + 601.0, SETTINGS)
+    assert found.key == "stall:sim_r0002_tile0000_1"
+    assert "still incomplete after 10.0 min" in found.message
+
+
+def rising(minutes: int, start: float = 0.0) -> list[tuple[float, int]]:
+    """A backlog one unit higher every minute for `minutes` minutes, from 0 at `start`."""
+    return [(start + 60.0 * m, m) for m in range(minutes + 1)]
+
+
+def test_behind_when_the_backlog_grew_for_more_than_30_minutes():
+    assert behind(rising(29), 29 * 60.0, SETTINGS, is_open=False) == []
+    (found,) = behind(rising(31), 31 * 60.0, SETTINGS, is_open=False)
+    assert found.key == "behind"
+    assert (
+        found.message == "falling behind: the backlog grew from 1 to 31 units over the last 30 min"
+    )
+
+
+def test_behind_an_open_alert_holds_through_a_dip_and_clears_when_the_backlog_caught_up():
+    # the window starts at 2.5 min (backlog 2); a dip back to 2 inside it: not growing throughout
+    dipped = [*rising(31), (31 * 60.0 + 10, 2), (31 * 60.0 + 20, 31)]
+    now = 32 * 60.0 + 30
+    assert behind(dipped, now, SETTINGS, is_open=False) == []
+    assert behind(dipped, now, SETTINGS, is_open=True) != []  # still above where it started
+    caught_up = [*dipped, (32 * 60.0, 2)]
+    assert behind(caught_up, now, SETTINGS, is_open=True) == []
+    flat = [(0.0, 5)]  # a backlog that has not changed grew for no time at all
+    assert behind(flat, 3600.0, SETTINGS, is_open=False) == []
+
+
+def test_behind_not_in_a_run_younger_than_the_window():
+    young = [(0.0, 1), (60.0, 2), (120.0, 1), (180.0, 2)]  # 3 min of a backlog above 0
+    assert behind(young, 600.0, SETTINGS, is_open=False) == []
+
+
+def filling(hours_left: float, free_now: int = 36 * 10**9) -> DiskSamples:
+    """Free space falling at a constant rate for 10 min, full `hours_left` after the last."""
+    rate = free_now / (hours_left * 3600.0)
+    samples = [(float(t), round(free_now + rate * (600 - t))) for t in range(0, 601, 10)]
+    return DiskSamples("datastore", "/data", samples)
+
+
+def test_disk_filling_in_5_hours_alerts_and_in_7_hours_does_not():
+    assert disk(filling(7.0), SETTINGS) == []
+    (found,) = disk(filling(5.0), SETTINGS)
+    assert found.key == "disk:datastore"
+    assert found.message == ("datastore's file system (/data) full in 5.0 h at 2 MB/s (36 GB free)")
+
+
+def test_disk_full_now_alerts_and_a_too_short_or_growing_series_does_not():
+    full = DiskSamples("raw_data", "/raw", [(0.0, 0)])
+    (found,) = disk(full, SETTINGS)
+    assert (found.key, found.message) == ("disk:raw_data", "raw_data's file system (/raw) is full")
+    short = DiskSamples("datastore", "/data", [(0.0, 10**9), (60.0, 10**6)])
+    assert disk(short, SETTINGS) == []
+    freeing = DiskSamples("datastore", "/data", [(0.0, 10**6), (600.0, 10**9)])
+    assert disk(freeing, SETTINGS) == []
+
+
+def row(tile: int, **numbers: Any) -> dict[str, Any]:
+    values = {"best_focus": 1.0, "saturated_fraction": 0.0, "signal": 1000.0} | numbers
+    return {
+        "entry": f"tile{tile:04d}/round000/bit01",
+        "kind": "bit",
+        "tile": tile,
+        "round": 0,
+        "entry_index": 1,
+    } | values
+
+
+def test_one_focus_outlier_among_ten_tiles():
+    focus = [1.00, 1.02, 0.98, 1.01, 0.99, 1.03, 0.97, 1.00, 1.02, 0.40]
+    found = quality([row(t, best_focus=f) for t, f in enumerate(focus)], unit_name, SETTINGS)
+    # sorted: 0.40 0.97 0.98 0.99 1.00 1.00 1.01 1.02 1.02 1.03 -> median 1.00; deviations
+    # 0 0 .01 .01 .02 .02 .02 .03 .03 .6 -> MAD 0.02, robust SD 0.02965; (1 - 0.4) / 0.02965 = 20.2
+    assert [c.key for c in found] == ["quality:focus:tile0009/round000"]
+    assert "focus 0.4 is 20.2 robust SD below the run's median 1 (10 tiles)" in found[0].message
+
+
+def test_no_outlier_with_too_few_tiles_or_identical_values():
+    four = quality(
+        [row(t, best_focus=f) for t, f in enumerate([1.0, 1.1, 0.9, 0.1])], unit_name, SETTINGS
+    )
+    assert four == []
+    saturation = [0.0] * 9 + [0.3]  # MAD 0: no scale to judge by
+    assert (
+        quality(
+            [row(t, saturated_fraction=s) for t, s in enumerate(saturation)], unit_name, SETTINGS
+        )
+        == []
+    )
+
+
+def fiducial(tile: int, round_: int, **registration: Any) -> dict[str, Any]:
+    return {
+        "entry": f"tile{tile:04d}/round{round_:03d}",
+        "kind": "round",
+        "tile": tile,
+        "round": round_,
+        "entry_index": round_,
+        "best_focus": 1.0,
+        "saturated_fraction": 0.0,
+        "signal": 1000.0,
+    } | registration
+
+
+def test_a_fiducial_shift_of_2_5_um_alerts_and_1_5_um_does_not():
+    far = fiducial(0, 2, reference_round=0, shift_z_um=0.0, shift_y_um=1.5, shift_x_um=2.0)
+    near = fiducial(1, 2, reference_round=0, shift_z_um=0.0, shift_y_um=0.9, shift_x_um=1.2)
+    unmeasured = fiducial(2, 2)  # before registration QC: no shift columns
+    found = quality([far, near, unmeasured], unit_name, SETTINGS)
+    assert [c.key for c in found] == ["quality:shift:tile0000/round002"]
+    assert found[0].message == (
+        "tile0000/round002: fiducial shifted 2.50 µm against round 0 (more than 2 µm)"
+    )
+
+
+def test_a_poor_match_quality_alerts():
+    rows = [fiducial(0, 1, match_quality=0.3), fiducial(1, 1, match_quality=0.9)]
+    found = quality(rows, unit_name, SETTINGS)
+    assert [c.key for c in found] == ["quality:match:tile0000/round001"]
+    assert "match quality 0.30 (below 0.5)" in found[0].message
+
+
+def test_conditions_gathers_every_rule():
+    view = RunView(
+        now=540.0 + 601.0,
+        units=[*every_minute(9), unit(9, 0, 540.0, "failed", "bad")],
+        expected=20,
+        incomplete={},
+        backlog=[],
+        quality=[],
+        disks=[filling(5.0)],
+        unit_name=unit_name,
+    )
+    keys = [c.key for c in conditions(view, SETTINGS, open_keys=())]
+    assert keys == ["unit_failed:tile0009/round000", "stall", "disk:datastore"]
+
+
+def test_run_complete_once_every_unit_of_the_plan_is_done():
+    units = every_minute(4)
+    (found,) = run_complete(units, 4)
+    assert (found.key, found.message) == ("run_complete", "run complete: all 4 units ingested")
+    assert run_complete(units, 5) == []
+    assert run_complete([*units[:3], unit(3, 0, 180.0, "failed", "bad")], 4) == []
