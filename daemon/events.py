@@ -67,3 +67,7 @@ class Event:
     OBSERVER_RESTARTED: Final = "observer restarted"
     WEB_PAGE_SERVED: Final = "web page served"
     WEB_PAGE_NOT_SERVED: Final = "web page not served"
+
+    # Notifications
+    NOTIFICATION_SENT: Final = "notification sent"
+    NOTIFICATION_FAILED: Final = "notification failed"
