@@ -172,3 +172,43 @@ def test_without_urls_nothing_is_sent_nor_marked_told(alerts):
     with Outbox([], group_s=GROUP_S) as outbox:
         outbox.watch("exp01", alerts)
     assert len(alerts.untold()) == 1
+
+
+def test_each_experiment_of_a_root_is_a_message_of_its_own(httpserver, tmp_path, alerts):
+    httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
+    other = AlertLog(tmp_path / "other.sqlite")
+    try:
+        outlier(alerts, 1)
+        other.start("stall", "stall", "acquisition", "no new dataset for 25 min", 100.0)
+        with Outbox([receiver(httpserver)], group_s=GROUP_S) as outbox:
+            outbox.watch("exp01", alerts)
+            outbox.watch("exp02", other)
+            wait_until(lambda: all_told(alerts) and all_told(other), "both experiments told")
+    finally:
+        other.close()
+    titles = sorted(m["title"] for m in received(httpserver))
+    assert titles == ["qi2lab-ingest: exp01: 1 alert", "qi2lab-ingest: exp02: 1 alert"]
+
+
+def test_a_receiver_that_fails_does_not_make_the_others_hear_it_again(httpserver, alerts, log):
+    """Told once every receiver has it: the one that works gets it once, the failing one gets
+    it when it answers again."""
+    httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
+    failing = HTTPServer("127.0.0.1", 0)
+    failing.expect_request("/hook").respond_with_data("busy", status=503)
+    failing.start()
+    try:
+        outlier(alerts, 1)
+        with Outbox([receiver(httpserver), receiver(failing)], group_s=GROUP_S) as outbox:
+            outbox.watch("exp01", alerts)
+            wait_until(lambda: len(failing.log) > 3, "attempts of two rounds at least")
+            assert len(httpserver.log) == 1
+            assert len(alerts.untold()) == 1
+            failing.clear()
+            failing.expect_request("/hook").respond_with_data("ok")
+            wait_until(lambda: all_told(alerts), "the alert told once both have it")
+        assert received(failing)[-1]["message"] == f"raised tile0001/round001: {FOCUS}"
+    finally:
+        failing.stop()
+    assert len(httpserver.log) == 1
+    assert len(log.named(Event.NOTIFICATION_FAILED)) == 1
