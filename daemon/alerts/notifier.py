@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-import apprise
 from tenacity import (
     Retrying,
     retry_if_result,
@@ -30,6 +30,9 @@ from daemon.config import masked_url
 from daemon.events import Event
 from daemon.logs import get_logger
 from daemon.products.alertlog import AlertLog, AlertRecord
+
+if TYPE_CHECKING:  # imported where a URL is configured: apprise takes ~0.5 s to load plugins
+    import apprise
 
 TITLE = "qi2lab-ingest"
 RUN_COMPLETE = "run_complete"  # started and cleared at once: told as one line, its message
@@ -96,7 +99,7 @@ class Message:
 
     title: str
     body: str
-    kind: apprise.NotifyType
+    kind: str  # Apprise's NotifyType: "failure" or "success"
 
 
 def compose(experiment: str, notices: Sequence[Notice]) -> Message:
@@ -115,7 +118,7 @@ def compose(experiment: str, notices: Sequence[Notice]) -> Message:
     return Message(
         title=f"{TITLE}: {experiment}: {', '.join(c for c in counts if c)}",
         body="\n".join(lines),
-        kind=apprise.NotifyType.FAILURE if raised else apprise.NotifyType.SUCCESS,
+        kind="failure" if raised else "success",
     )
 
 
@@ -134,6 +137,8 @@ class Notifier:
         self._attempts = attempts
         self._services: list[apprise.Apprise] = []
         self.receivers: list[str] = []  # each URL with its secrets masked, for the logs
+        if urls:
+            import apprise
         for url in urls:
             plugin = apprise.Apprise.instantiate(url)
             if plugin is None:  # AlertSettings refuses such a URL at start-up already

@@ -5,6 +5,8 @@ while the receiver is down, and a stop that a hanging receiver cannot hold up.""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from daemon.alerts.notifier import Outbox
 from daemon.events import Event
 from daemon.products.alertlog import AlertLog
 
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.toml"
 GROUP_S = 0.2  # a short window, so the tests wait little for each round
 FOCUS = "focus 4.2 robust SD below the run's median"
 
@@ -212,3 +215,22 @@ def test_a_receiver_that_fails_does_not_make_the_others_hear_it_again(httpserver
         failing.stop()
     assert len(httpserver.log) == 1
     assert len(log.named(Event.NOTIFICATION_FAILED)) == 1
+
+
+def test_apprise_is_loaded_only_where_urls_are_configured(tmp_path):
+    """Loading Apprise and its plugins takes about half a second: every command, and a daemon
+    that notifies nobody, are spared it (the shipped config.toml has no URLs)."""
+    code = f"""
+import sys
+from pathlib import Path
+from daemon.alerts.notifier import Outbox
+from daemon.config import load_settings
+from daemon.products.alertlog import AlertLog
+
+alerts = load_settings(Path({str(REPO_CONFIG)!r})).alerts
+with Outbox(alerts.urls, alerts.group_s) as outbox:
+    outbox.watch("exp01", AlertLog(Path({str(tmp_path / "alerts.sqlite")!r})))
+print("apprise" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
