@@ -155,7 +155,9 @@ class Notifier:
             stop=stop_after_attempt(self._attempts) | stop_when_event_set(self._stopping),
             wait=wait_exponential(multiplier=0.25, max=2.0),
             retry=retry_if_result(lambda failure: failure is not None),
-            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+            retry_error_callback=lambda state: (
+                state.outcome.result() if state.outcome else "not delivered"
+            ),
             sleep=self._pause,
         )
         failure: str | None = retrying(self._attempt, self._services[receiver], message)
