@@ -150,7 +150,7 @@ class Notifier:
 
     def deliver(self, receiver: int, message: Message) -> str | None:
         """Send `message` to receiver number `receiver`: None once it was delivered, else
-        why not (Apprise's last words, which name the host, never the secrets)."""
+        why not (Apprise's last warning: what went wrong, never the URL's secrets)."""
         retrying = Retrying(
             stop=stop_after_attempt(self._attempts) | stop_when_event_set(self._stopping),
             wait=wait_exponential(multiplier=0.25, max=2.0),
