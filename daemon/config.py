@@ -203,6 +203,25 @@ class AlertSettings:
             raise ValueError(
                 f"min_match_quality must be between 0 and 1, got {self.min_match_quality!r}"
             )
+        if self.urls:  # apprise loads its plugins on import: only configs that notify pay it
+            import apprise
+
+            for index, url in enumerate(self.urls):
+                if apprise.Apprise.instantiate(url) is None:
+                    raise ValueError(
+                        f"urls[{index}] is not a notification URL Apprise understands:"
+                        f" {masked_url(url)!r}"
+                    )
+
+
+def masked_url(url: str) -> str:
+    """A notification URL with what may be a secret hidden, for messages and logs: the
+    password of `user:password@`, and each token longer than 8 characters shortened to its
+    first and last (Apprise's own privacy form, `t...q`), which hides webhook keys."""
+    scheme, separator, rest = url.partition("://")
+    rest = re.sub(r"(?<=:)[^:@/]+(?=@)", "****", rest)
+    rest = re.sub(r"[^/:@?&=.]{9,}", lambda token: f"{token[0][0]}...{token[0][-1]}", rest)
+    return f"{scheme}{separator}{rest}"
 
 
 # The default codec, picked by bench/RESULTS.md's codec table (section 6): the fastest blosc

@@ -73,3 +73,7 @@ class Event:
     ALERT_CLEARED: Final = "alert cleared"
     ALERT_REPEATED: Final = "alert repeated"
     ALERTS_NOT_EVALUATED: Final = "alerts not evaluated"
+
+    # Notifications
+    NOTIFICATION_SENT: Final = "notification sent"
+    NOTIFICATION_FAILED: Final = "notification failed"

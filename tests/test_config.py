@@ -69,6 +69,11 @@ def test_values_are_read_into_frozen_settings(tmp_path):
             "[workers]\nrequeue_initial_s = 60\nrequeue_max_s = 30\n",
             r": workers.requeue_max_s \(30.0\) must not be below requeue_initial_s",
         ),
+        (
+            "[alerts]\nurls = ['json://127.0.0.1:8080/hook', 'slak://x']\n",
+            r": alerts.urls\[1\] is not a notification URL Apprise understands: 'slak://x'$",
+        ),
+        ("[alerts]\nurls = ['']\n", r": alerts.urls\[0\] is not a notification URL Apprise"),
         ("workers = 3\n", r"\[workers\] must be a table"),
         ("[workers\n", r"not valid TOML"),
     ],
@@ -79,6 +84,30 @@ def test_bad_values_name_the_file_and_the_key(tmp_path, text, message):
         load_settings(path)
     assert str(raw := raised.value).startswith(str(path)), raw
     assert not re.search(r"[A-Z][a-z]+[A-Z]\w*|__init__", str(raw)), f"a Python name in {raw}"
+
+
+def test_a_broken_notification_url_is_refused_without_its_secrets(tmp_path):
+    """A URL Apprise cannot use is named by its key, its secrets masked: the message goes to
+    the journal, which more people read than config.toml."""
+    path = write(
+        tmp_path,
+        "[alerts]\nurls = ['slackk://hooks/t1jj3t3l2/a1brtd4jd/tiiajkdnlazkcoxridevi7fq',"
+        " 'mailtoz://lab:hunter2secret@lab.org']\n",
+    )
+    with pytest.raises(ConfigError, match=r"alerts.urls\[0\] is not a notification URL") as bad:
+        load_settings(path)
+    assert "tiiajkdnlazkcoxridevi7fq" not in str(bad.value)
+    assert "'slackk://hooks/t...2/a...d/t...q'" in str(bad.value)
+    path.write_text("[alerts]\nurls = ['mailtoz://lab:hunter2secret@lab.org']\n")
+    with pytest.raises(ConfigError, match=r"alerts.urls\[0\]") as bad:
+        load_settings(path)
+    assert str(bad.value).endswith("'mailtoz://lab:****@lab.org'"), bad.value
+
+
+def test_notification_urls_apprise_understands_are_kept(tmp_path):
+    urls = ["json://127.0.0.1:8080/hook", "ntfy://ntfy.sh/our-lab-scope"]
+    settings = load_settings(write(tmp_path, f"[alerts]\nurls = {urls!r}\n"))
+    assert settings.alerts.urls == tuple(urls)
 
 
 def test_one_key_of_a_nested_table_keeps_the_others_defaults(tmp_path):
