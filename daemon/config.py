@@ -301,6 +301,10 @@ def experiment_settings(settings: Settings, experiment: Path) -> Settings:
             raise ConfigError(
                 f"{path}: [{section}] belongs to the service and cannot be set per experiment"
             )
+    if "urls" in (table.get("alerts") or {}):  # one outbox for the service tells them all
+        raise ConfigError(
+            f"{path}: alerts.urls belongs to the service and cannot be set per experiment"
+        )
     built: Settings = _build(Settings, table, "", path, settings)
     return built
 

@@ -196,3 +196,9 @@ def test_an_experiment_file_overrides_its_settings_but_not_the_services(tmp_path
     (tmp_path / EXPERIMENT_CONFIG).write_text("[raw]\nz_step_um = 315.0\n")
     with pytest.raises(ConfigError, match=r"qi2lab-ingest.toml: raw.z_step_um"):
         experiment_settings(service, tmp_path)
+    # An experiment's thresholds are its own; where notifications go is the service's.
+    (tmp_path / EXPERIMENT_CONFIG).write_text("[alerts]\nstall_min_s = 60\n")
+    assert experiment_settings(service, tmp_path).alerts.stall_min_s == 60.0
+    (tmp_path / EXPERIMENT_CONFIG).write_text('[alerts]\nurls = ["json://localhost/x"]\n')
+    with pytest.raises(ConfigError, match=r"qi2lab-ingest.toml: alerts.urls belongs to the"):
+        experiment_settings(service, tmp_path)

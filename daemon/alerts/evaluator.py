@@ -25,6 +25,7 @@ from pathlib import Path
 
 from structlog.typing import FilteringBoundLogger
 
+from daemon.alerts.notifier import Outbox
 from daemon.alerts.rules import (
     Condition,
     DiskSamples,
@@ -87,11 +88,16 @@ class Watched:
 
 
 class AlertThread:
-    """Evaluates the alert rules of every experiment `experiments()` names, in one thread."""
+    """Evaluates the alert rules of every experiment `experiments()` names, in one thread;
+    `outbox`, if given, delivers what each experiment's alert history leaves untold (it runs
+    from `start` to `stop`, and is handed each history as the thread opens it)."""
 
-    def __init__(self, experiments: Experiments, every_s: float) -> None:
+    def __init__(
+        self, experiments: Experiments, every_s: float, outbox: Outbox | None = None
+    ) -> None:
         self._experiments = experiments
         self._every_s = every_s
+        self._outbox = outbox
         self._watched: dict[str, Watched] = {}
         self._errors: dict[str, str] = {}  # experiment name -> the error its last turn logged
         self._stop = threading.Event()
@@ -99,21 +105,21 @@ class AlertThread:
         self.log = get_logger()
 
     def start(self) -> None:
+        if self._outbox is not None:
+            self._outbox.__enter__()
         self._thread.start()
 
     def stop(self) -> None:
-        """End the thread after the evaluation under way, and close the alert logs."""
+        """End the thread after the evaluation under way, then the outbox after its last
+        round (bounded), and close the alert logs."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+        if self._outbox is not None:
+            self._outbox.stop()
         for watched in self._watched.values():
             watched.log.close()
         self._watched.clear()
-
-    def alert_logs(self) -> dict[str, AlertLog]:
-        """Each experiment's alert history as opened by this thread (the outbox delivers what
-        their `untold()` holds)."""
-        return {name: watched.log for name, watched in list(self._watched.items())}
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -128,7 +134,7 @@ class AlertThread:
             self.log.warning(Event.ALERTS_NOT_EVALUATED, error=f"{type(exc).__name__}: {exc}")
             return
         for gone in set(self._watched) - set(current):
-            self._watched.pop(gone).log.close()
+            self._close(gone)
         for name, (experiment, settings) in current.items():
             try:
                 self._evaluate_one(name, experiment, settings, time.time() if now is None else now)
@@ -152,8 +158,10 @@ class AlertThread:
         watched = self._watched.get(name)
         if watched is None or (watched.experiment, watched.settings) != (experiment, settings):
             if watched is not None:
-                watched.log.close()
+                self._close(name)
             watched = self._watched[name] = _watch(experiment, settings)
+            if self._outbox is not None:
+                self._outbox.watch(name, watched.log)
         alerts = settings.alerts
         view = _view(watched, now)
         open_alerts = {a.key: a for a in watched.log.open_alerts()}
@@ -163,6 +171,12 @@ class AlertThread:
         for done in run_complete(view.units, view.expected):
             if not any(a.key == done.key for a in watched.log.history()):
                 announce(watched.log, done, now, say)
+
+    def _close(self, name: str) -> None:
+        """Stop telling and watching an experiment, and close its alert history."""
+        if self._outbox is not None:
+            self._outbox.forget(name)
+        self._watched.pop(name).log.close()
 
 
 def reconcile(

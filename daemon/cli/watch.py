@@ -207,10 +207,12 @@ def start_web(open_web: Callable[[], WebServer], settings: Settings) -> WebServe
 
 def start_alerts(experiments: Experiments, settings: Settings) -> AlertThread:
     """The alert thread of `watch`, beside the service: it evaluates the rules of
-    `experiments` every [alerts] evaluate_every_s and writes their alert history."""
+    `experiments` every [alerts] evaluate_every_s, writes their alert history, and its outbox
+    tells [alerts] urls (the service's: an experiment's own file does not redirect them)."""
     from daemon.alerts.evaluator import AlertThread
+    from daemon.alerts.notifier import Outbox
 
-    alerts = AlertThread(experiments, settings.alerts.evaluate_every_s)
+    outbox = Outbox(settings.alerts.urls, settings.alerts.group_s)
+    alerts = AlertThread(experiments, settings.alerts.evaluate_every_s, outbox)
     alerts.start()
-    # The notifications' outbox goes here: it delivers what `alerts.alert_logs()` leave untold.
     return alerts
