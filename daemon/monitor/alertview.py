@@ -51,11 +51,16 @@ class AlertHistory:
     error: str | None = None
 
     def summary(self) -> dict[str, Any]:
-        """The page's and `status --json`'s `alerts`: the open alerts, most urgent then oldest
-        first; how many cleared; the latest RECENT_CLEARED cleared ones, newest first."""
+        """The page's and `status --json`'s `alerts`: the open alerts, those nobody acknowledged
+        first, then the most urgent, then the oldest; how many cleared; the latest
+        RECENT_CLEARED cleared ones, newest first."""
         opened = sorted(
             (r for r in self.records if r.is_open),
-            key=lambda r: (SEVERITY_ORDER[severity(r.rule)], r.started_at),
+            key=lambda r: (
+                r.acknowledged_at is not None,
+                SEVERITY_ORDER[severity(r.rule)],
+                r.started_at,
+            ),
         )
         cleared = [r for r in self.records if not r.is_open]
         recent = sorted(cleared, key=lambda r: r.cleared_at or 0.0, reverse=True)

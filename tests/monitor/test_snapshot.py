@@ -7,6 +7,7 @@ from daemon.config import Settings
 from daemon.datastore.sqlite import Database
 from daemon.datastore.statedir import ledger_path
 from daemon.ingest.ledger import Ledger, UnitRecord
+from daemon.monitor.alertview import RECENT_CLEARED, AlertHistory
 from daemon.monitor.snapshot import (
     RECENT_EVENTS,
     Snapshots,
@@ -16,7 +17,7 @@ from daemon.monitor.snapshot import (
     history,
 )
 from daemon.monitor.status import collect, render
-from daemon.products.alertlog import AlertLog, alert_log_path
+from daemon.products.alertlog import AlertLog, AlertRecord, alert_log_path
 
 
 def unit(tile: int, state: str, seen: float, started=None, finished=None, size=0, error=None):
@@ -174,3 +175,30 @@ def test_an_unreadable_alert_history_is_one_line_naming_it(tmp_path):
     report = collect(tmp_path, settings)
     assert report["alerts"]["error"] == said
     assert f"alerts      {said}" in render(report).splitlines()
+
+
+def alert(key: str, rule: str, started: float, cleared=None, acknowledged=None) -> AlertRecord:
+    return AlertRecord(0, key, rule, key, "why", started, cleared, None, None, acknowledged)
+
+
+def test_open_alerts_unacknowledged_then_most_urgent_first_and_the_latest_cleared():
+    history = AlertHistory(
+        [
+            alert("quality:focus:tile0000", "quality", 1.0),
+            alert("disk:datastore", "disk", 2.0, acknowledged=2.5),
+            alert("behind", "behind", 3.0, acknowledged=3.5),
+            alert("unit_failed:tile0001/round0000", "unit_failed", 4.0),
+            alert("stall", "stall", 5.0),
+            *(alert(f"run_complete:{n}", "run_complete", n, cleared=n) for n in range(12)),
+        ]
+    )
+    summary = history.summary()
+    assert [(a["key"], a["severity"]) for a in summary["open"]] == [
+        ("unit_failed:tile0001/round0000", "critical"),
+        ("stall", "critical"),
+        ("quality:focus:tile0000", "warning"),
+        ("disk:datastore", "critical"),  # acknowledged: someone is on it
+        ("behind", "warning"),
+    ]
+    assert summary["cleared"] == 12
+    assert [a["cleared_at"] for a in summary["recent"]] == list(range(11, 11 - RECENT_CLEARED, -1))
