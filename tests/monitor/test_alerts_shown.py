@@ -19,6 +19,7 @@ import pytest
 from browser import chromium
 from monitor_support import Page
 from prometheus_client.parser import text_string_to_metric_families
+from selenium.webdriver.remote.webdriver import WebDriver
 from support.experiment import simulate_and_ingest
 from support.processes import Watched, wait_until
 
@@ -66,6 +67,13 @@ def cli(root: Root, *arguments: str) -> subprocess.CompletedProcess[str]:
     run = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     return run
+
+
+def texts(driver: WebDriver, selector: str) -> list[str]:
+    """The text of every element `selector` finds, read in one go: the page redraws them at
+    each poll, so an element found in one call may be gone by the next."""
+    script = "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.innerText)"
+    return driver.execute_script(script, selector)
 
 
 def scrape(page: Page) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -126,7 +134,7 @@ def test_an_alert_is_a_banner_until_it_clears_and_counted_on_the_root_page(
             driver.get(page.url + f"exp/{ALERTED}/")
 
             def banners() -> list[str] | None:
-                found = [b.text for b in driver.find_elements("css selector", "#alerts div")]
+                found = texts(driver, "#alerts div")
                 return found if len(found) == 2 else None
 
             shown = wait_until(banners, "two alert banners", [serve])
@@ -143,30 +151,19 @@ def test_an_alert_is_a_banner_until_it_clears_and_counted_on_the_root_page(
             assert colours[0] != colours[1]  # a failure does not look like an acknowledged one
 
             driver.get(page.url)
-            row = wait_until(
-                lambda: next(
-                    (
-                        r.text
-                        for r in driver.find_elements("css selector", "#experiments tbody tr")
-                        if r.text.startswith(ALERTED)
-                    ),
-                    None,
-                ),
-                "the alerted experiment's row",
+            rows = wait_until(
+                lambda: texts(driver, "#experiments tbody tr") or None,
+                "the experiments' rows",
                 [serve],
             )
-            assert row.endswith("2 open alerts")
-            quiet = driver.find_element("xpath", f"//tbody/tr[starts-with(., '{QUIET}')]").text
-            assert "alert" not in quiet
+            assert [row.split()[0] for row in rows] == [ALERTED, QUIET]
+            assert rows[0].rstrip().endswith("2 open alerts") and "alert" not in rows[1]
 
             driver.get(page.url + f"exp/{ALERTED}/")
             wait_until(banners, "the banners again", [serve])
             log.clear("unit_failed:tile0001/round0000", time.time())
             wait_until(
-                lambda: (
-                    [b.text for b in driver.find_elements("css selector", "#alerts div")]
-                    == [quality_banner]
-                ),
+                lambda: texts(driver, "#alerts div") == [quality_banner],
                 "the failure's banner gone once it cleared",
                 [serve],
             )
