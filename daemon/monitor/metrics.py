@@ -2,7 +2,8 @@
 
 A custom collector rather than counters bumped by the workers: the numbers are then exactly
 the ledger's (a restarted daemon, or `serve` on a finished run, reports the same totals), and
-the ingestion code needs no hook for them. A scrape reads two small SQLite files.
+the ingestion code needs no hook for them. A scrape reads small SQLite files: the ledger, the
+quality log, and the alert history (the alerts raised so far per rule, and those still open).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from daemon.ingest.ledger import UnitRecord
+from daemon.monitor.alertview import RULE_TITLES
 from daemon.monitor.snapshot import Snapshots
+from daemon.products.alertlog import AlertRecord
 from daemon.states import LEDGER_STATES, UnitState
 
 # Unit conversion seconds: a unit of 2 x 60 x 2048^2 takes ~5 s on the benchmark machine.
@@ -42,15 +45,18 @@ QUALITY_MEASURES = (
 
 @dataclass(frozen=True)
 class RunRead:
-    """One run's files as read for one scrape: its label values, ledger units, quality rows."""
+    """One run's files as read for one scrape: its label values, ledger units, quality rows,
+    alerts."""
 
     labels: list[str]
     units: list[UnitRecord]
     quality: list[dict[str, Any]]
+    alerts: list[AlertRecord]
 
     @classmethod
     def of(cls, snapshots: Snapshots, labels: list[str]) -> RunRead:
-        return cls(labels, snapshots.units(), snapshots.quality())
+        alerts = snapshots.alerts().records
+        return cls(labels, snapshots.units(), snapshots.quality(), alerts)
 
 
 Runs = Callable[[], Iterable[RunRead]]
@@ -92,6 +98,12 @@ class RunCollector(Collector):
             "Quality numbers of the most recently measured entry",
             labels=[*labels, "entry", "measure"],
         )
+        raised = CounterMetricFamily(
+            "qi2lab_alerts", "Alerts raised so far, by rule", labels=[*labels, "rule"]
+        )
+        still_open = GaugeMetricFamily(
+            "qi2lab_alerts_open", "Alerts raised and not cleared, by rule", labels=[*labels, "rule"]
+        )
         for run in self._runs():
             values, units = run.labels, run.units
             for state in LEDGER_STATES:
@@ -118,7 +130,12 @@ class RunCollector(Collector):
                     quality.add_metric(
                         [*values, newest["entry"], measure], math.nan if value is None else value
                     )
-        yield from (states, ingested, conversion, backlog, since, quality)
+            for rule in sorted(RULE_TITLES.keys() | {a.rule for a in run.alerts}):
+                raised.add_metric([*values, rule], sum(a.rule == rule for a in run.alerts))
+                still_open.add_metric(
+                    [*values, rule], sum(a.rule == rule and a.is_open for a in run.alerts)
+                )
+        yield from (states, ingested, conversion, backlog, since, quality, raised, still_open)
 
 
 def registry_of(runs: Runs, label_names: Sequence[str] = ()) -> CollectorRegistry:

@@ -32,7 +32,9 @@ STATE_ORDER = {ACQUIRING: 0, FAILED: 1, COMPLETE: 2}  # the ones still going fir
 class Summary:
     """One experiment's row: `done` of `planned` units (None: the plan is not readable yet),
     `last_activity` the newest ledger time (else raw_data's change time), `held_by` the lock's
-    holder as "pid X on host Y", `error` why it failed as a whole (a bad override file)."""
+    holder as "pid X on host Y", `error` what could not be read (a bad override file fails
+    the whole row; an unreadable alert history is only said),
+    `open_alerts` how many of its alerts are raised and not cleared."""
 
     name: str
     page: str
@@ -45,6 +47,7 @@ class Summary:
     eta_s: float | None = None
     held_by: str | None = None
     error: str | None = None
+    open_alerts: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,6 +111,8 @@ def summarise(name: str, experiment: Path, settings: Settings) -> Summary:
         last_activity=report["last_activity"] or _changed(experiment / RAW_DATA),
         eta_s=report["eta_s"],
         held_by=lock_holder(lock_path(store)),
+        error=report["alerts"]["error"],
+        open_alerts=len(report["alerts"]["open"]),
     )
 
 
@@ -135,7 +140,7 @@ def lock_holder(lock: Path) -> str | None:
 
 def render_lines(rows: list[Summary], now: float | None = None) -> list[str]:
     """One line per experiment, the columns aligned: name, state, layout, units, failures,
-    last activity, ETA, then who holds it and why it failed."""
+    last activity, ETA, then how many alerts are open, who holds it and why it failed."""
     now = time.time() if now is None else now
     cells = [
         [
@@ -152,7 +157,13 @@ def render_lines(rows: list[Summary], now: float | None = None) -> list[str]:
     widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))] if cells else []
     lines = []
     for row, line in zip(rows, cells, strict=True):
-        notes = [f"held by {row.held_by}" if row.held_by else "", row.error or ""]
+        notes = [
+            f"{row.open_alerts} open {'alert' if row.open_alerts == 1 else 'alerts'}"
+            if row.open_alerts
+            else "",
+            f"held by {row.held_by}" if row.held_by else "",
+            row.error or "",
+        ]
         padded = [c.ljust(w) for c, w in zip(line, widths, strict=True)]
         lines.append("  ".join([*padded, *filter(None, notes)]).rstrip())
     return lines

@@ -20,7 +20,9 @@ from daemon.config import Settings
 from daemon.datastore.statedir import ledger_path, state_dir
 from daemon.ingest.ledger import UnitRecord
 from daemon.layouts import Layout, reader
+from daemon.monitor.alertview import AlertHistory, read_history
 from daemon.monitor.status import NoDatastoreError, open_ledger, readable_plan, report_of
+from daemon.products.alertlog import alert_log_path
 from daemon.products.preview import PREVIEW_DIR, preview_names
 from daemon.products.qualitylog import QUALITY_DB, QualityLog
 from daemon.raw.errors import NotReadyError, RawDataError
@@ -65,6 +67,8 @@ class Snapshots:
         self._positions = Positions()
         self._units: list[UnitRecord] = []
         self._read_at: tuple[object, ...] | None = None  # `ledger_signature` when _units was read
+        self._alerts = AlertHistory()
+        self._alerts_read_at: tuple[object, ...] | None = None  # the same, of the alert history
 
     def _naming(self) -> Layout:
         """The datastore's layout (the one it holds, else the configured one), for its names."""
@@ -89,6 +93,17 @@ class Snapshots:
             ledger.close()
         self._read_at = signature
         return self._units
+
+    def alerts(self) -> AlertHistory:
+        """The run's alert history (read-only, never created), read again only when its file
+        changed, as `units`: the page and /metrics ask for it every second or scrape."""
+        signature = ledger_signature(alert_log_path(self.store))
+        if signature is None:
+            return AlertHistory()
+        if signature != self._alerts_read_at:
+            self._alerts = read_history(self.store)
+            self._alerts_read_at = signature
+        return self._alerts
 
     def quality(self) -> list[dict[str, Any]]:
         """The quality rows (read-only); [] before any entry was measured."""
@@ -125,12 +140,14 @@ class Snapshots:
             "seconds_since_last_unit": None if last_done is None else now - last_done,
             "health": health(report, last_done, now),
             "previews": preview_names(self.store / PREVIEW_DIR),
+            "alerts": self.alerts().summary(),
         }
         return report
 
 
 def ledger_signature(path: Path) -> tuple[object, ...] | None:
-    """What changes whenever a transaction commits to the ledger at `path`, read in O(1):
+    """What changes whenever a transaction commits to the ledger (or another of the daemon's
+    SQLite files, the alert history) at `path`, read in O(1):
     the file's inode, change time and size (commits land there once the WAL is checkpointed
     or removed), and while a daemon runs the wal-index header (the first 48 bytes of the
     -shm file, whose change counter and last frame SQLite advances on every commit: a file

@@ -30,6 +30,7 @@ from daemon.datastore.statedir import ledger_path, lock_path
 from daemon.errors import Qi2labError
 from daemon.ingest.ledger import Ledger, UnitRecord, unit_id
 from daemon.layouts import reader
+from daemon.monitor.alertview import alert_line, read_history
 from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import Plan, load_plan
 from daemon.raw.ndtiff import check_dataset
@@ -56,7 +57,8 @@ def open_ledger(experiment: Path, settings: Settings) -> Ledger:
 
 
 def collect(experiment: Path, settings: Settings) -> dict[str, Any]:
-    """The status report as plain JSON-able data (what `status --json` prints).
+    """The status report as plain JSON-able data (what `status --json` prints), with the
+    run's alerts (`alertview.AlertHistory.summary`).
 
     Raises:
         NoDatastoreError: there is no datastore yet.
@@ -66,7 +68,8 @@ def collect(experiment: Path, settings: Settings) -> dict[str, Any]:
         units = ledger.units()  # one read: the grid and the counts are the same moment
     finally:
         ledger.close()
-    return report_of(units, experiment, settings)
+    alerts = read_history(settings.datastore_path(experiment)).summary()
+    return report_of(units, experiment, settings) | {"alerts": alerts}
 
 
 def report_of(units: Sequence[UnitRecord], experiment: Path, settings: Settings) -> dict[str, Any]:
@@ -215,6 +218,7 @@ def render(report: dict[str, Any]) -> str:
         ("throughput", _throughput_line(report)),
         ("backlog", _backlog_line(report)),
         *(("failed", f"{unit}: {error}") for unit, error in report["failed"].items()),
+        *_alert_rows(report["alerts"]),
     ]
     return "\n".join((label.ljust(LABEL) + text).rstrip() for label, text in labelled)
 
@@ -314,6 +318,14 @@ def _throughput_line(report: dict[str, Any]) -> str:
     if speed["conversion_mb_s"] is not None:
         line += f" (a worker converts {speed['conversion_mb_s']:.1f} MB/s)"
     return line
+
+
+def _alert_rows(alerts: dict[str, Any]) -> list[tuple[str, str]]:
+    """The "alerts" line (how many are open, how many cleared), then one line per open alert."""
+    opened, cleared = alerts["open"], alerts["cleared"]
+    counts = f"{len(opened)} open, {cleared} cleared" if opened or cleared else "none"
+    rows = [("alerts", alerts["error"] or counts)]
+    return rows + [("", alert_line(alert)) for alert in opened]
 
 
 def _backlog_line(report: dict[str, Any]) -> str:

@@ -106,6 +106,7 @@ def test_status_root_one_line_per_experiment(root: Root) -> None:
         "eta_s": None,
         "held_by": None,
         "error": None,
+        "open_alerts": 0,
     }
     held = by_name[HELD]
     assert (held["state"], held["done"], held["planned"]) == ("acquiring", 1, 2)

@@ -7,6 +7,7 @@ from daemon.config import Settings
 from daemon.datastore.sqlite import Database
 from daemon.datastore.statedir import ledger_path
 from daemon.ingest.ledger import Ledger, UnitRecord
+from daemon.monitor.alertview import RECENT_CLEARED, AlertHistory
 from daemon.monitor.snapshot import (
     RECENT_EVENTS,
     Snapshots,
@@ -15,6 +16,8 @@ from daemon.monitor.snapshot import (
     failures,
     history,
 )
+from daemon.monitor.status import collect, render
+from daemon.products.alertlog import AlertLog, AlertRecord, alert_log_path
 
 
 def unit(tile: int, state: str, seen: float, started=None, finished=None, size=0, error=None):
@@ -124,3 +127,78 @@ def test_the_page_reads_the_units_again_only_after_the_ledger_changed(tmp_path, 
         assert snapshots.page()["units"]["pending"] == n + 1
     assert len(unit_reads) == 4
     writer.close()
+
+
+def test_the_page_reads_the_alerts_again_only_after_their_file_changed(tmp_path, monkeypatch):
+    """The page asks every second: no alert history is not created by asking, an unchanged
+    one is not read again, and a start or a clear is seen at the next ask (writer open)."""
+    settings = Settings()
+    store = settings.datastore_path(tmp_path)
+    ledger = Ledger(ledger_path(store))
+    ledger.observe(0, 0, "r0001_tile0000_1", "f0")
+    alert_reads: list[str] = []
+    opened = Database.open_readonly
+
+    def traced(path):  # the real read-only database, its statements recorded
+        database = opened(path)
+        database._db.set_trace_callback(
+            lambda sql: alert_reads.append(sql) if "FROM alerts" in sql else None
+        )
+        return database
+
+    monkeypatch.setattr(Database, "open_readonly", traced)
+    snapshots = Snapshots(tmp_path, settings)
+    assert snapshots.page()["alerts"] == {"open": [], "cleared": 0, "recent": [], "error": None}
+    assert not alert_log_path(store).exists()
+    log = AlertLog(alert_log_path(store))
+    log.start("stall", "stall", "the run", "no unit finished for 20 min", 100.0)
+    assert [a["title"] for a in snapshots.page()["alerts"]["open"]] == ["Stalled"]
+    snapshots.page()
+    assert len(alert_reads) == 1
+    log.clear("stall", 160.0)
+    alerts = snapshots.page()["alerts"]
+    assert (alerts["open"], alerts["cleared"]) == ([], 1)
+    assert [(a["key"], a["cleared_at"]) for a in alerts["recent"]] == [("stall", 160.0)]
+    assert len(alert_reads) == 2
+    log.close()
+    ledger.close()
+
+
+def test_an_unreadable_alert_history_is_one_line_naming_it(tmp_path):
+    settings = Settings()
+    store = settings.datastore_path(tmp_path)
+    Ledger(ledger_path(store)).close()
+    path = alert_log_path(store)
+    path.write_text("not a database\n")
+    said = f"{path}: file is not a database"
+    assert Snapshots(tmp_path, settings).page()["alerts"]["error"] == said
+    report = collect(tmp_path, settings)
+    assert report["alerts"]["error"] == said
+    assert f"alerts      {said}" in render(report).splitlines()
+
+
+def alert(key: str, rule: str, started: float, cleared=None, acknowledged=None) -> AlertRecord:
+    return AlertRecord(0, key, rule, key, "why", started, cleared, None, None, acknowledged)
+
+
+def test_open_alerts_unacknowledged_then_most_urgent_first_and_the_latest_cleared():
+    history = AlertHistory(
+        [
+            alert("quality:focus:tile0000", "quality", 1.0),
+            alert("disk:datastore", "disk", 2.0, acknowledged=2.5),
+            alert("behind", "behind", 3.0, acknowledged=3.5),
+            alert("unit_failed:tile0001/round0000", "unit_failed", 4.0),
+            alert("stall", "stall", 5.0),
+            *(alert(f"run_complete:{n}", "run_complete", n, cleared=n) for n in range(12)),
+        ]
+    )
+    summary = history.summary()
+    assert [(a["key"], a["severity"]) for a in summary["open"]] == [
+        ("unit_failed:tile0001/round0000", "critical"),
+        ("stall", "critical"),
+        ("quality:focus:tile0000", "warning"),
+        ("disk:datastore", "critical"),  # acknowledged: someone is on it
+        ("behind", "warning"),
+    ]
+    assert summary["cleared"] == 12
+    assert [a["cleared_at"] for a in summary["recent"]] == list(range(11, 11 - RECENT_CLEARED, -1))

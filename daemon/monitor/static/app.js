@@ -309,6 +309,29 @@ function drawSummary(state) {
   }));
 }
 
+// A wall-clock time as read in the lab: "14:02" today, else with its date.
+function clock(t) {
+  const d = new Date(t * 1000), pad = (n) => String(n).padStart(2, "0");
+  const hm = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  return d.toDateString() === new Date().toDateString() ? hm :
+    `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${hm}`;
+}
+
+// A banner per open alert at the top of the page, the most urgent first (the server's order),
+// a colour per severity; acknowledged ones muted. Gone at the next poll once the alert clears.
+function drawAlerts(state) {
+  const open = (state.alerts && state.alerts.open) || [];
+  const box = document.getElementById("alerts");
+  box.hidden = !open.length;
+  box.replaceChildren(...open.map((a) => {
+    const div = document.createElement("div");
+    div.className = `alert ${a.severity}${a.acknowledged_at === null ? "" : " acknowledged"}`;
+    div.textContent = `${a.title}: ${a.subject} - ${a.message} since ${clock(a.started_at)}` +
+      (a.acknowledged_at === null ? "" : " (acknowledged)");
+    return div;
+  }));
+}
+
 // Every failed unit, in plain text at the top of the page: the dataset and why.
 function drawFailures(state) {
   const list = state.failures || [];
@@ -348,6 +371,7 @@ async function drawPreview(state) {
 }
 
 function draw(state) {
+  drawAlerts(state);
   drawSummary(state);
   drawFailures(state);
   if (!state.grid) return;

@@ -31,7 +31,8 @@ function row(e, now) {
   link.textContent = e.name;
   name.appendChild(link);
   const units = `${e.done} of ${e.planned === null ? "?" : e.planned} done`;
-  const note = [e.error, e.held_by && `held by ${e.held_by}`].filter((n) => n).join("; ");
+  const alerts = e.open_alerts && `${e.open_alerts} open alert${e.open_alerts === 1 ? "" : "s"}`;
+  const note = [alerts, e.error, e.held_by && `held by ${e.held_by}`].filter((n) => n).join("; ");
   tr.append(
     name, cell(e.layout || "-"), cell(e.state, `state ${e.state}`), cell(units),
     cell(String(e.failures), e.failures ? "failures" : ""),
