@@ -1,0 +1,55 @@
+"""The mosaic of each round as a PNG small enough to embed: the preview's coarsest level,
+reduced by block maximum (as the preview itself is, so single spots stay visible) until its
+longer side is at most MOSAIC_SIDE, with the page's contrast."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from daemon.monitor.answers import to_uint8
+from daemon.products.preview import PREVIEW_DIR, block_max, preview_names, read_level
+
+MOSAIC_SIDE = 640  # px: eight rounds of noisy 8-bit mosaic stay within a few MB as PNG
+
+
+@dataclass(frozen=True)
+class Mosaic:
+    """One round's mosaic, encoded."""
+
+    name: str  # the preview's name, as the datastore names the round (`round0000`)
+    width: int
+    height: int
+    png: bytes
+
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+
+
+def round_mosaics(store: Path) -> list[Mosaic]:
+    """The fiducial mosaic of every round the preview holds, in round order."""
+    folder = store / PREVIEW_DIR
+    found = []
+    for name in preview_names(folder):
+        if not name.startswith("round"):
+            continue  # the bits' images: the report shows the rounds
+        image = read_level(folder, name, max_side=MOSAIC_SIDE)
+        if image is None:
+            continue
+        factor = math.ceil(max(image.shape) / MOSAIC_SIDE)
+        grey = to_uint8(block_max(image, factor) if factor > 1 else image)
+        found.append(Mosaic(name, grey.shape[1], grey.shape[0], png(grey)))
+    return found
+
+
+def png(grey: np.ndarray) -> bytes:
+    """A grey uint8 array as PNG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(grey).save(buffer, format="PNG", optimize=True)  # uint8 (y, x): mode L
+    return buffer.getvalue()
