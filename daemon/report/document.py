@@ -27,7 +27,8 @@ table.numbers th { width: 14em; }
 table.shifts td { white-space: nowrap; font-size: 12px; }
 td.bad { background: #fdd; } td.none { color: #888; } .open { color: #b00; font-weight: bold; }
 figure { display: inline-block; margin: 0 1.5em 1em 0; vertical-align: top; }
-figcaption { font-weight: bold; } img { image-rendering: pixelated; border: 1px solid #ccc; }
+figure.heat { width: 340px; } figcaption { font-weight: bold; }
+img { image-rendering: pixelated; border: 1px solid #ccc; }
 """
 
 

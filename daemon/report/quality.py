@@ -177,7 +177,9 @@ def heatmap(
     if unmeasured:
         notes.append(f"not measured: {len(unmeasured)} tiles")
     lines = "".join(f"<div>{text(n)}</div>" for n in notes)
-    return f"<figure><figcaption>{text(measure.title)}</figcaption>{svg}{lines}</figure>"
+    return (
+        f'<figure class="heat"><figcaption>{text(measure.title)}</figcaption>{svg}{lines}</figure>'
+    )
 
 
 def shift_table(

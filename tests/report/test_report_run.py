@@ -73,7 +73,7 @@ def test_the_report_is_one_self_contained_file_that_names_what_happened(
 
     with chromium() as driver:
         driver.get(path.as_uri())
-        driver.save_screenshot(str(path.with_suffix(".png")))  # kept with the run, to look at
+        driver.save_screenshot(str(experiment.parent / "run-report.png"))  # to look at
         severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert severe == [], severe
         page = driver.find_element("tag name", "body").text

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from monitor.browser import chromium
 from PIL import Image
 from support.experiment import write_config
 
@@ -34,7 +35,7 @@ from daemon.simulate.stage import stage_position
 from daemon.simulate.writer import metadata_files, write_csv
 
 RUN = SimulationSettings(tiles=400, rounds=8, size=2048, z=50)
-REPORT_BOUND_MB = 3.0  # the whole file, eight mosaics included (measured: 0.85 MB)
+REPORT_BOUND_MB = 3.0  # the whole file, eight mosaics included (measured: 1.8 MB)
 FAILED = {unit_id(17, 3): "NDTiff.index: entry 4: truncated", unit_id(256, 7): "disk full"}
 PLANE_UM = 0.108
 
@@ -146,6 +147,8 @@ def test_a_400_tile_8_round_report_is_a_few_mb_and_complete(big_run: tuple[Path,
         image = Image.open(io.BytesIO(base64.b64decode(encoded)))
         assert image.format == "PNG" and max(image.size) <= MOSAIC_SIDE, (name, image.size)
         assert max(image.size) > MOSAIC_SIDE // 2, (name, image.size)
+        grey = np.asarray(image)  # cropped to the tiles: no empty canvas along an edge
+        assert all(edge.any() for edge in (grey[0], grey[-1], grey[:, 0], grey[:, -1])), name
     text = re.sub(r"<[^>]+>", " ", html)
     assert re.search(r"units planned\s+3200\s", text) and re.search(r"units done\s+3198\s", text)
     assert re.search(r"units failed\s+2\s", text)
@@ -154,3 +157,11 @@ def test_a_400_tile_8_round_report_is_a_few_mb_and_complete(big_run: tuple[Path,
     assert text.count("unit_failed") == len(FAILED)
     assert html.count("<rect ") == 3 * RUN.tiles  # three heatmaps, every tile on each
     assert "Fiducial shifts: not measured" in text
+    with chromium() as driver:  # a file this size still opens cleanly, every mosaic decoded
+        driver.get(path.as_uri())
+        severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        decoded = driver.execute_script(
+            "return Array.from(document.images).filter(i => i.complete && i.naturalWidth).length"
+        )
+        driver.save_screenshot(str(experiment.parent / "run-report.png"))
+    assert severe == [] and decoded == RUN.rounds, severe
