@@ -146,6 +146,9 @@ def mosaics_section(mosaics: list[Mosaic]) -> str:
         return "<p>No mosaic preview in this datastore.</p>"
     shown = []
     for m in mosaics:
+        if m.problem is not None:
+            shown.append(f"<p>{text(m.name)}: not readable: {text(m.problem)}</p>")
+            continue
         scale = max(1, MIN_SHOWN_PX // max(m.width, m.height))  # a small run's mosaic enlarged
         shown.append(
             f'<figure><figcaption>{text(m.name)}</figcaption><img src="{m.data_uri()}" '

@@ -15,7 +15,13 @@ import numpy as np
 from PIL import Image
 
 from daemon.monitor.answers import to_uint8
-from daemon.products.preview import PREVIEW_DIR, block_max, preview_names, read_level
+from daemon.products.preview import (
+    PREVIEW_DIR,
+    block_max,
+    image_dir,
+    preview_names,
+    read_level,
+)
 
 MOSAIC_SIDE = 640  # px: eight rounds of noisy 8-bit mosaic stay within a few MB as PNG
 READ_SIDE = 4 * MOSAIC_SIDE  # the finest level read: room for the crop, a few MB of memory
@@ -23,25 +29,31 @@ READ_SIDE = 4 * MOSAIC_SIDE  # the finest level read: room for the crop, a few M
 
 @dataclass(frozen=True)
 class Mosaic:
-    """One round's mosaic, encoded."""
+    """One round's mosaic, encoded; or why it could not be read (`problem`)."""
 
     name: str  # the preview's name, as the datastore names the round (`round0000`)
-    width: int
-    height: int
-    png: bytes
+    width: int = 0
+    height: int = 0
+    png: bytes = b""
+    problem: str | None = None
 
     def data_uri(self) -> str:
         return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
 
 
 def round_mosaics(store: Path) -> list[Mosaic]:
-    """The fiducial mosaic of every round the preview holds, in round order."""
+    """The fiducial mosaic of every round the preview holds, in round order; a damaged image
+    is reported with its problem, the others shown."""
     folder = store / PREVIEW_DIR
     found = []
     for name in preview_names(folder):
         if not name.startswith("round"):
             continue  # the bits' images: the report shows the rounds
-        image = read_level(folder, name, max_side=READ_SIDE)
+        try:
+            image = read_level(folder, name, max_side=READ_SIDE)
+        except (OSError, ValueError, KeyError, IndexError) as exc:
+            found.append(Mosaic(name, problem=f"{image_dir(folder, name)}: {exc}"))
+            continue
         if image is None:
             continue
         image = cropped(image)

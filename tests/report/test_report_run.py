@@ -6,6 +6,7 @@ person opens the file."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -116,3 +117,17 @@ def test_report_without_a_datastore_says_so_as_status_does(tmp_path: Path) -> No
     assert said.stderr.replace("qi2lab-ingest report:", "qi2lab-ingest status:") == status.stderr
     assert "no datastore yet" in said.stderr
     assert not (experiment / "qi2labdatastore").exists()
+
+
+def test_a_damaged_preview_image_is_named_and_the_rest_reported(
+    finished_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    experiment = tmp_path / "exp"
+    shutil.copytree(finished_run[0], experiment)  # the shared run stays as it was
+    damaged = experiment / "qi2labdatastore" / "preview" / "round0001.ome.zarr" / "zarr.json"
+    damaged.write_text('{"zarr_format": 3, "attrib')
+    done = report_command(experiment, finished_run[1])
+    assert done.returncode == 0, done.stderr
+    html = Path(done.stdout.strip()).read_text(encoding="utf-8")
+    assert html.count('src="data:image/png;base64,') == 1
+    assert f"round0001: not readable: {damaged.parent}" in html
