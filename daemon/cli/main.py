@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from daemon import __version__
-from daemon.cli import ack, backfill, demo, serve, simulate, status, watch
+from daemon.cli import ack, backfill, demo, report, serve, simulate, status, watch
 from daemon.cli.common import CommandError
 from daemon.errors import Qi2labError, exit_code
 
@@ -21,7 +21,8 @@ DESCRIPTION = (
     "the qi2lab DataStore (zarr v2, EXPERIMENT/qi2labdatastore)."
 )
 PROG = "qi2lab-ingest"
-COMMANDS = (watch, status, ack, demo, serve, backfill, simulate)  # in the order --help lists them
+# in the order --help lists them
+COMMANDS = (watch, status, ack, report, demo, serve, backfill, simulate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -83,7 +83,7 @@ def report_of(units: Sequence[UnitRecord], experiment: Path, settings: Settings)
     raw_dir = experiment / "raw_data"
     plan = readable_plan(raw_dir, settings)
     acquiring = being_written(raw_dir, plan, set(states))
-    round_name = _round_namer(store, settings)
+    round_name = round_namer(store, settings)
     expected = plan.num_tiles * plan.num_rounds if plan is not None else None
     speed = throughput(units)
     mb_per_s = speed["mb_s"]
@@ -264,7 +264,7 @@ def _grid(
     }
 
 
-def _round_namer(store: Path, settings: Settings) -> Callable[[int], str]:
+def round_namer(store: Path, settings: Settings) -> Callable[[int], str]:
     """How the datastore's layout (the one it holds, else the configured one) names a datastore
     round (from 0), as the grid labels its columns: `round0000` (seed), `round001` (0.6)."""
     names = reader(store, settings.raw, default=settings.datastore.layout)

@@ -176,6 +176,7 @@ def test_top_level_help_version_and_every_positional_argument_are_described() ->
         "status",
         "verify",
         "ack",
+        "report",
         "serve",
         "simulate",
         "demo",
@@ -184,7 +185,7 @@ def test_top_level_help_version_and_every_positional_argument_are_described() ->
         page = cli(command, "--help").stdout
         positional = page.split("positional arguments:\n")[1].splitlines()[0]
         assert re.fullmatch(r"\s+experiments?\s+\S.*", positional), (command, positional)
-        if command in ("watch", "ingest", "backfill", "status", "verify", "ack", "serve"):
+        if command in ("watch", "ingest", "backfill", "status", "verify", "ack", "report", "serve"):
             assert "exit status:" in page and "  2  " in page, command
     simulate_help = cli("simulate", "--help").stdout
     options = simulate_help.split("options:\n")[1]
