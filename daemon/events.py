@@ -73,6 +73,8 @@ class Event:
     ALERT_CLEARED: Final = "alert cleared"
     ALERT_REPEATED: Final = "alert repeated"
     ALERTS_NOT_EVALUATED: Final = "alerts not evaluated"
+    REPORT_WRITTEN: Final = "report written"
+    REPORT_NOT_WRITTEN: Final = "report not written"
 
     # Notifications
     NOTIFICATION_SENT: Final = "notification sent"

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from structlog.typing import FilteringBoundLogger
@@ -46,6 +46,7 @@ from daemon.monitor.snapshot import Snapshots, history
 from daemon.monitor.status import being_written, daemon_pid, readable_plan
 from daemon.products.alertlog import AlertLog, alert_log_path
 from daemon.raw.root import RAW_DATA
+from daemon.report import write_report
 
 DISK_WINDOW_S = 600.0  # free-space samples kept: the write rate is measured over this long
 
@@ -90,14 +91,20 @@ class Watched:
 class AlertThread:
     """Evaluates the alert rules of every experiment `experiments()` names, in one thread;
     `outbox`, if given, delivers what each experiment's alert history leaves untold (it runs
-    from `start` to `stop`, and is handed each history as the thread opens it)."""
+    from `start` to `stop`, and is handed each history as the thread opens it). When a run
+    completes it writes the run report, named (with `report_url`'s address) in the message."""
 
     def __init__(
-        self, experiments: Experiments, every_s: float, outbox: Outbox | None = None
+        self,
+        experiments: Experiments,
+        every_s: float,
+        outbox: Outbox | None = None,
+        report_url: Callable[[str], str] | None = None,
     ) -> None:
         self._experiments = experiments
         self._every_s = every_s
         self._outbox = outbox
+        self._report_url = report_url  # experiment name -> the page's address of its report
         self._watched: dict[str, Watched] = {}
         self._errors: dict[str, str] = {}  # experiment name -> the error its last turn logged
         self._stop = threading.Event()
@@ -170,7 +177,23 @@ class AlertThread:
         reconcile(watched.log, held, now, alerts, say)
         for done in run_complete(view.units, view.expected):
             if not any(a.key == done.key for a in watched.log.history()):
-                announce(watched.log, done, now, say)
+                announce(watched.log, self._with_report(done, name, watched, say), now, say)
+
+    def _with_report(
+        self, done: Condition, name: str, watched: Watched, say: FilteringBoundLogger
+    ) -> Condition:
+        """The completion, naming the run report written for it and where the page serves it
+        (a report that cannot be written is said, and the completion told all the same)."""
+        try:
+            path = write_report(watched.experiment, watched.settings)
+        except Exception as exc:  # the run is complete whatever happens to its report
+            say.warning(Event.REPORT_NOT_WRITTEN, error=f"{type(exc).__name__}: {exc}")
+            return replace(done, message=f"{done.message}; the run report was not written: {exc}")
+        say.info(Event.REPORT_WRITTEN, path=str(path))
+        url = self._report_url(name) if self._report_url is not None else None
+        return replace(
+            done, message=f"{done.message}; report: {path}" + (f" ({url})" if url else "")
+        )
 
     def _close(self, name: str) -> None:
         """Stop telling and watching an experiment, and close its alert history."""

@@ -273,19 +273,20 @@ def outliers(
 
 
 def run_complete(units: Sequence[UnitRecord], expected: int | None) -> list[Condition]:
-    """Every unit of the plan is done: said once, as an alert that starts and clears at once
-    (the evaluator raises it once per run)."""
+    """Every unit of the plan is settled (converted, or failed for good): said once, as an
+    alert that starts and clears at once (the evaluator raises it once per run). A run with
+    failed units completes too: its report is what names them."""
     done = sum(u.state == UnitState.DONE for u in units)
-    if expected is None or done < expected:
+    # an environmental failure (a full disk...) is tried again later: not settled
+    failed = sum(u.state == UnitState.FAILED and not u.environmental for u in units)
+    if expected is None or done + failed < expected:
         return []
-    return [
-        Condition(
-            "run_complete",
-            "run_complete",
-            "acquisition",
-            f"run complete: all {expected} units ingested",
-        )
-    ]
+    outcome = (
+        f"all {expected} units ingested"
+        if not failed
+        else (f"{done} of {expected} units ingested, {failed} failed")
+    )
+    return [Condition("run_complete", "run_complete", "acquisition", f"run complete: {outcome}")]
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,12 @@ def _run_service(
     signal.signal(signal.SIGINT, request_stop)
     watching = args.command == "watch"
     web = start_web(partial(open_server, args.experiment, settings), settings) if watching else None
-    alerts = start_alerts(one_experiment(args.experiment, settings), settings) if watching else None
+    report_url = (lambda _name: f"{web.url}report") if web is not None else None
+    alerts = (
+        start_alerts(one_experiment(args.experiment, settings), settings, report_url)
+        if watching
+        else None
+    )
     try:
         outcome = service.run(
             watch=watching,
@@ -205,14 +210,17 @@ def start_web(open_web: Callable[[], WebServer], settings: Settings) -> WebServe
     return server
 
 
-def start_alerts(experiments: Experiments, settings: Settings) -> AlertThread:
+def start_alerts(
+    experiments: Experiments, settings: Settings, report_url: Callable[[str], str] | None
+) -> AlertThread:
     """The alert thread of `watch`, beside the service: it evaluates the rules of
     `experiments` every [alerts] evaluate_every_s, writes their alert history, and its outbox
-    tells [alerts] urls (the service's: an experiment's own file does not redirect them)."""
+    tells [alerts] urls (the service's: an experiment's own file does not redirect them).
+    `report_url`: an experiment's name -> its run report's address on the page, if served."""
     from daemon.alerts.evaluator import AlertThread
     from daemon.alerts.notifier import Outbox
 
     outbox = Outbox(settings.alerts.urls, settings.alerts.group_s)
-    alerts = AlertThread(experiments, settings.alerts.evaluate_every_s, outbox)
+    alerts = AlertThread(experiments, settings.alerts.evaluate_every_s, outbox, report_url)
     alerts.start()
     return alerts

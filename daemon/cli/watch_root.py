@@ -22,6 +22,7 @@ def run_root(args: argparse.Namespace) -> int:
     from daemon.alerts.evaluator import under_root
     from daemon.ingest.root import RootService
     from daemon.logs import configure_logging
+    from daemon.monitor.overview import page_path
     from daemon.monitor.web import open_root_server
 
     if args.experiment is not None:
@@ -46,7 +47,8 @@ def run_root(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     web = start_web(lambda: open_root_server(root, settings), settings)
-    alerts = start_alerts(under_root(root, settings), settings)
+    report_url = (lambda name: f"{web.url}{page_path(name)}report") if web is not None else None
+    alerts = start_alerts(under_root(root, settings), settings, report_url)
     try:
         service.run()
     finally:

@@ -13,10 +13,11 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 
 from daemon.monitor.snapshot import Snapshots
 from daemon.products.preview import PREVIEW_DIR, preview_names, read_level
+from daemon.products.runreport import report_path
 
 STATIC_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -58,6 +59,8 @@ class RunAnswers:
         `api/state`, `api/preview/bit001`), else 404."""
         if path == "api/state":
             return JSONResponse(snapshots.page())
+        if path == "report":
+            return run_report(snapshots)
         folder, _, name = path.rpartition("/")
         if folder == "api/preview":
             return preview(snapshots, name)
@@ -69,6 +72,18 @@ class RunAnswers:
             return self.file(RUN_PAGE)
         folder, _, name = path.rpartition("/")
         return self.file(name) if folder == "static" else not_found()
+
+
+def run_report(snapshots: Snapshots) -> Response:
+    """The end-of-run report (`qi2lab-ingest report`, or written when the plan completed)."""
+    path = report_path(snapshots.store)
+    if not path.is_file():
+        return PlainTextResponse(
+            "no run report yet: it is written when the run completes, or by"
+            " `qi2lab-ingest report EXPERIMENT`",
+            status_code=404,
+        )
+    return FileResponse(path, media_type="text/html")
 
 
 def preview(snapshots: Snapshots, name: str) -> Response:

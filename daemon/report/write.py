@@ -11,18 +11,11 @@ from daemon.datastore.jsonio import atomic_write
 from daemon.monitor.snapshot import Snapshots
 from daemon.monitor.status import open_ledger, round_namer
 from daemon.products.alertlog import read_alerts
+from daemon.products.runreport import report_path
 from daemon.report.document import RunFacts, render
 from daemon.report.mosaics import round_mosaics
 from daemon.report.numbers import run_numbers
 from daemon.report.quality import Positions
-
-REPORT_DIR = "reports"  # in the datastore
-REPORT_NAME = "run-report.html"
-
-
-def report_path(store: Path) -> Path:
-    """Where a datastore's run report is."""
-    return store / REPORT_DIR / REPORT_NAME
 
 
 def write_report(experiment: Path, settings: Settings) -> Path:

@@ -12,10 +12,11 @@ import io
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 from support.daemon import DaemonProcess
-from support.experiment import simulate_and_ingest, write_config
+from support.experiment import daemon_command, simulate_and_ingest, write_config
 from support.faults import truncate_mid_plane
 
 from daemon.alerts.evaluator import AlertThread, one_experiment
@@ -136,19 +137,49 @@ def test_an_unreadable_experiment_is_logged_and_the_others_still_evaluated(tmp_p
     assert not (settings.datastore_path(empty)).exists()
 
 
-def test_a_completed_run_is_announced_once(tmp_path: Path) -> None:
+def test_a_completed_run_is_announced_once_naming_its_report(tmp_path: Path) -> None:
     experiment = simulate_and_ingest(tmp_path, SETTINGS)
     out = io.StringIO()
     configure_logging("json", "info", stream=out)
-    thread = AlertThread(one_experiment(experiment, Settings()), 1.0)
+    report = experiment / "qi2labdatastore" / "reports" / "run-report.html"
+    page = "http://127.0.0.1:8765/report"
+    thread = AlertThread(one_experiment(experiment, Settings()), 1.0, report_url=lambda _: page)
     thread.evaluate()
     thread.evaluate()
     thread.stop()
     (announced,) = read_alerts(experiment / "qi2labdatastore")
     assert (announced.key, announced.message) == (
         "run_complete",
-        "run complete: all 4 units ingested",
+        f"run complete: all 4 units ingested; report: {report} ({page})",
     )
     assert announced.started_at == announced.cleared_at
+    assert "<html" in report.read_text(encoding="utf-8")
     events = [json.loads(s)["event"] for s in out.getvalue().splitlines()]
-    assert events == [Event.ALERT, Event.ALERT_CLEARED]
+    assert events == [Event.REPORT_WRITTEN, Event.ALERT, Event.ALERT_CLEARED]
+
+
+def test_a_run_with_a_failed_unit_completes_and_its_report_names_the_failure(
+    tmp_path: Path,
+) -> None:
+    simulate(tmp_path / "truth", SETTINGS)
+    truth = tmp_path / "truth" / "raw_data"
+    experiment = tmp_path / "exp"
+    raw = planned(truth, experiment)
+    broken = "sim_r0001_tile0001_1"
+    for dataset in sorted(p.name for p in truth.iterdir() if p.is_dir()):
+        arrive(truth, raw, dataset, damage=truncate_mid_plane if dataset == broken else None)
+    subprocess.run(
+        daemon_command("ingest", experiment, write_config(tmp_path / "c.toml")),
+        capture_output=True,
+        check=False,
+    )
+    configure_logging("json", "info", stream=io.StringIO())
+    thread = AlertThread(one_experiment(experiment, Settings()), 1.0)
+    thread.evaluate()
+    thread.stop()
+    done = [a for a in read_alerts(experiment / "qi2labdatastore") if a.rule == "run_complete"]
+    assert [a.message.split(";")[0] for a in done] == [
+        "run complete: 3 of 4 units ingested, 1 failed"
+    ]
+    report = (experiment / "qi2labdatastore" / "reports" / "run-report.html").read_text()
+    assert broken in report
