@@ -5,7 +5,9 @@ Builds a real ledger with the daemon's own calls (observe, claim, finish, fail) 
 pending and running ones, with the writer kept open as during a run (its WAL present). Then
 times GET /api/state from the real web server (uvicorn serving the starlette app: routing,
 JSON encoding, the security middleware, over HTTP on loopback) and `status` (collect +
-render), the median of `--repeat`.
+render), the median of `--repeat`: the whole state (a page opened), and `?since=` the previous
+answer as the page asks each second, with a commit before each (during a run) and without
+(after it). Code without `since` answers it whole, so the same command times both.
 The ledger is built once into `--keep` if given, so the old code can be timed on the same file:
 
     .venv/bin/python bench/api_scale.py --keep /tmp/api_scale
@@ -15,6 +17,7 @@ The ledger is built once into `--keep` if given, so the old code can be timed on
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -96,16 +99,42 @@ def main() -> None:
     server = open_server(experiment, settings, "127.0.0.1:0")
     server.start()
     url = server.url + "api/state"
-    size = len(fetch(url))  # also waits for the server to answer
-    state_ms = median_ms(lambda: fetch(url), args.repeat)
+    answers = [fetch(url)]  # also waits for the server to answer
+
+    def since_url() -> str:
+        """The page's next ask: since its last answer (whole, when the code has no since)."""
+        since = json.loads(answers[-1]).get("since")
+        return f"{url}?since={since}" if since else url
+
     running = unit_id(*divmod(args.units - BACKLOG, ROUNDS))
-    live_ms = median_ms(lambda: fetch(url), args.repeat, lambda: commit(writer, running))
+    timed = {
+        "whole, ledger unchanged": median_ms(lambda: fetch(url), args.repeat),
+        "whole, after a commit": median_ms(
+            lambda: fetch(url), args.repeat, lambda: commit(writer, running)
+        ),
+    }
+    for name, change in (("after a commit (during a run)", True), ("ledger unchanged", False)):
+        ask: list[str] = []
+
+        def before(change: bool = change, ask: list[str] = ask) -> None:
+            if change:
+                commit(writer, running)
+            ask[:] = [since_url()]
+
+        def call(ask: list[str] = ask) -> None:
+            answers.append(fetch(ask[0]))
+
+        timed[f"since, {name}"] = median_ms(call, args.repeat, before)
+    sizes = len(answers[0]), len(answers[-1])
     server.stop()
-    status_ms = median_ms(lambda: render(collect(experiment, settings)), args.repeat)
+    timed["status (collect + render)"] = median_ms(
+        lambda: render(collect(experiment, settings)), args.repeat
+    )
     writer.close()
-    print(f"{args.units} units: GET /api/state {state_ms:.0f} ms ({size / 1e3:.0f} kB),")
-    print(f"  GET /api/state after a commit (as during a run) {live_ms:.0f} ms,")
-    print(f"  status (collect + render) {status_ms:.0f} ms; median of {args.repeat}")
+    print(f"{args.units} units, median of {args.repeat} (ms):")
+    for name, ms in timed.items():
+        print(f"  {name:<40} {ms:6.0f}")
+    print(f"  answer sizes: whole {sizes[0] / 1e3:.0f} kB, since {sizes[1] / 1e3:.1f} kB")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from collections.abc import Callable, Iterable
-from itertools import accumulate
 from typing import Any
 
 from daemon.ingest.ledger import UnitRecord
@@ -25,21 +24,31 @@ BULK = 64  # more changed units than this: sorted lists are rebuilt, not edited 
 
 
 class SortedItems:
-    """Tuples kept sorted: a few changes by bisection, many at once by one sort."""
+    """Tuples kept sorted: a few changes by bisection, many at once by one sort.
+    `changed_from`: the first position changed since a reader last set it to len(items)."""
 
     def __init__(self) -> None:
         self.items: list[tuple[Any, ...]] = []
+        self.changed_from = 0
 
     def replace(self, removed: list[tuple[Any, ...]], added: list[tuple[Any, ...]]) -> None:
-        """Remove `removed` (each present) and add `added`."""
+        """Remove `removed` (each present) and add `added`; an item in both stays."""
+        both = set(removed) & set(added)
+        removed = [i for i in removed if i not in both]
+        added = [i for i in added if i not in both]
         if len(removed) + len(added) > BULK:
             gone = set(removed)
             self.items = sorted([i for i in self.items if i not in gone] + added)
+            self.changed_from = 0
             return
         for item in removed:
-            del self.items[bisect.bisect_left(self.items, item)]
+            at = bisect.bisect_left(self.items, item)
+            del self.items[at]
+            self.changed_from = min(self.changed_from, at)
         for item in added:
-            bisect.insort(self.items, item)
+            at = bisect.bisect_left(self.items, item)
+            self.items.insert(at, item)
+            self.changed_from = min(self.changed_from, at)
 
 
 def ended(u: UnitRecord) -> float:
@@ -67,6 +76,7 @@ class Tally:
         self._done_sized = 0
         self._done = SortedItems()  # (finished_at or 0, unit id) of done units
         self._history = SortedItems()  # (t, 0 seen / 1 finished, id, d_backlog, d_done, d_mb)
+        self._history_sums: list[tuple[int, int, float]] = []  # backlog, done, MB at each
         self._events = SortedItems()  # (-t, id, order, event): newest first
 
     @classmethod
@@ -143,17 +153,26 @@ class Tally:
 
     def history(self) -> list[dict[str, float]]:
         """Done units, backlog and MB ingested over time, one point per unit event (thinned to
-        HISTORY_POINTS): backlog at t is units seen by t minus units finished by t. Summed in
-        C (zip, accumulate) over the sorted events, the points picked from the sums."""
-        items = self._history.items
-        if not items:
+        HISTORY_POINTS): backlog at t is units seen by t minus units finished by t. The running
+        sums are kept and summed again only from the first event that changed (during a run,
+        the newest), so an answer costs the points, not the run's length."""
+        changes = self._history
+        sums = self._history_sums
+        del sums[changes.changed_from :]
+        backlog, done, mb = sums[-1] if sums else (0, 0, 0.0)
+        for _, _, _, d_backlog, d_done, d_mb in changes.items[len(sums) :]:
+            backlog, done, mb = backlog + d_backlog, done + d_done, mb + d_mb
+            sums.append((backlog, done, mb))
+        changes.changed_from = len(sums)
+        if not sums:
             return []
-        times, _, _, d_backlog, d_done, d_mb = zip(*items, strict=True)
-        backlog, done, mb = accumulate(d_backlog), accumulate(d_done), accumulate(d_mb)
-        sums = list(zip(times, backlog, done, mb, strict=True))
         step = max(1, len(sums) // HISTORY_POINTS)
-        picked = sums[::step] + ([sums[-1]] if (len(sums) - 1) % step else [])
-        return [{"t": t, "backlog": b, "done": d, "mb": round(m, 3)} for t, b, d, m in picked]
+        picked = [*range(0, len(sums), step), *([len(sums) - 1] if (len(sums) - 1) % step else [])]
+        return [
+            {"t": changes.items[i][0], "backlog": b, "done": d, "mb": round(m, 3)}
+            for i in picked
+            for b, d, m in (sums[i],)
+        ]
 
     def events(self, unit_name: Callable[[int, int], str]) -> list[dict[str, Any]]:
         """The most recent unit events (seen, started, done, failed), newest first, and every
