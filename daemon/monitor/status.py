@@ -71,7 +71,7 @@ def collect(experiment: Path, settings: Settings) -> dict[str, Any]:
 
 def report_of(units: Iterable[UnitRecord], experiment: Path, settings: Settings) -> dict[str, Any]:
     """`collect`'s report from the ledger's `units` as already read."""
-    tally = Tally.of(units)
+    tally = Tally.of(units, timeline=False)  # status shows no history nor events
     facts = RunFacts.read(experiment, settings, tally.units)
     grid = Grid()
     update_grid(grid, tally, facts, ())

@@ -33,9 +33,10 @@ class SortedItems:
 
     def replace(self, removed: list[tuple[Any, ...]], added: list[tuple[Any, ...]]) -> None:
         """Remove `removed` (each present) and add `added`; an item in both stays."""
-        both = set(removed) & set(added)
-        removed = [i for i in removed if i not in both]
-        added = [i for i in added if i not in both]
+        if removed:
+            both = set(removed) & set(added)
+            removed = [i for i in removed if i not in both]
+            added = [i for i in added if i not in both]
         if len(removed) + len(added) > BULK:
             gone = set(removed)
             self.items = sorted([i for i in self.items if i not in gone] + added)
@@ -62,9 +63,11 @@ def _finished(u: UnitRecord) -> bool:
 
 
 class Tally:
-    """The units and their sums, updated by `apply(changed units)`."""
+    """The units and their sums, updated by `apply(changed units)`; with `timeline` (the
+    page's), also the history and events (`status` shows neither)."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeline: bool = True) -> None:
+        self.timeline = timeline
         self.units: dict[str, UnitRecord] = {}
         self.counts: Counter[str] = Counter()  # by ledger state
         self.failed: dict[str, UnitRecord] = {}
@@ -80,8 +83,8 @@ class Tally:
         self._events = SortedItems()  # (-t, id, order, event): newest first
 
     @classmethod
-    def of(cls, units: Iterable[UnitRecord]) -> Tally:
-        tally = cls()
+    def of(cls, units: Iterable[UnitRecord], timeline: bool = True) -> Tally:
+        tally = cls(timeline)
         tally.apply(units)
         return tally
 
@@ -122,6 +125,8 @@ class Tally:
             if u.source_bytes:
                 self._done_bytes += sign * u.source_bytes
                 self._done_sized += sign
+        if not self.timeline:
+            return
         items["history"].append((u.seen_at, 0, uid, 1, 0, 0.0))
         items["events"].append((-u.seen_at, uid, 0, "seen"))
         if u.started_at is not None:
