@@ -8,10 +8,14 @@ JSON encoding, the security middleware, over HTTP on loopback) and `status` (col
 render), the median of `--repeat`: the whole state (a page opened), and `?since=` the previous
 answer as the page asks each second, with a commit before each (during a run) and without
 (after it). Code without `since` answers it whole, so the same command times both.
-The ledger is built once into `--keep` if given, so the old code can be timed on the same file:
+The ledger is built once into `--keep` if given, so older code can be timed on the same units.
+Code from before revisions cannot write a ledger that has them (its `claim` reads every column
+into a record): build with the older code and time each on its own copy:
 
-    .venv/bin/python bench/api_scale.py --keep /tmp/api_scale
-    PYTHONPATH=/work/main .venv/bin/python bench/api_scale.py --keep /tmp/api_scale
+    PYTHONPATH=/work/main .venv/bin/python bench/api_scale.py --keep /tmp/api_main
+    cp -a /tmp/api_main /tmp/api_new
+    .venv/bin/python bench/api_scale.py --keep /tmp/api_new
+    PYTHONPATH=/work/main .venv/bin/python bench/api_scale.py --keep /tmp/api_main
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from daemon.datastore.sqlite import Database
 from daemon.errors import Qi2labError
@@ -48,36 +49,38 @@ CREATE TABLE IF NOT EXISTS units (
     read_s        REAL,
     write_s       REAL,
     environmental INTEGER NOT NULL DEFAULT 0,
-    conversion    INTEGER NOT NULL DEFAULT 1,
-    revision      INTEGER NOT NULL DEFAULT 0
+    conversion    INTEGER NOT NULL DEFAULT 1
 );
 """
-# Every insert or update of a row gives it the next `revision` (one more than the highest),
-# so a reader can fetch only the rows changed since the last it saw (`changed_since`): the
-# page at 10,000 units reads a handful of rows a second, not the whole table. Triggers, so no
-# statement can forget it; applied after ADDED_COLUMNS, as an older ledger gains the column
-# only then. (Recursive triggers are off: the trigger's own UPDATE does not fire it again.)
+# Every insert or update of a unit gives it the next revision (one more than the highest), so
+# a reader can fetch only the units changed since the last revision it saw (`changed_since`):
+# the page at 10,000 units reads a handful of rows a second, not the whole table. Kept by
+# triggers, so no statement can forget it, in a table of its own, so the units table keeps the
+# columns an older version reads into its records (it can still run on this ledger, and its
+# writes keep the revisions too). Units from before the table start at revision 0.
 REVISIONS = """
-CREATE INDEX IF NOT EXISTS units_revision ON units (revision);
+CREATE TABLE IF NOT EXISTS unit_revisions (
+    unit_id  TEXT PRIMARY KEY,
+    revision INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS unit_revisions_revision ON unit_revisions (revision);
+INSERT OR IGNORE INTO unit_revisions (unit_id, revision) SELECT unit_id, 0 FROM units;
 CREATE TRIGGER IF NOT EXISTS units_revision_insert AFTER INSERT ON units BEGIN
-    UPDATE units SET revision = (SELECT MAX(revision) FROM units) + 1
-    WHERE rowid = NEW.rowid;
+    INSERT OR REPLACE INTO unit_revisions (unit_id, revision)
+    VALUES (NEW.unit_id, (SELECT COALESCE(MAX(revision), 0) FROM unit_revisions) + 1);
 END;
-CREATE TRIGGER IF NOT EXISTS units_revision_update AFTER UPDATE ON units
-WHEN NEW.revision = OLD.revision BEGIN
-    UPDATE units SET revision = (SELECT MAX(revision) FROM units) + 1
-    WHERE rowid = NEW.rowid;
+CREATE TRIGGER IF NOT EXISTS units_revision_update AFTER UPDATE ON units BEGIN
+    INSERT OR REPLACE INTO unit_revisions (unit_id, revision)
+    VALUES (NEW.unit_id, (SELECT COALESCE(MAX(revision), 0) FROM unit_revisions) + 1);
 END;
 """
 # Columns added after the first release, with their definitions: a ledger written by an older
 # version gains them when it is opened for writing.
 # (`conversion`: the version of the conversion that produced a done unit's entries; a ledger
-# from before it was recorded holds only version 1 units. `revision`: see REVISIONS; the rows
-# of an older ledger start at 0.)
+# from before it was recorded holds only version 1 units.)
 ADDED_COLUMNS = {
     "environmental": "INTEGER NOT NULL DEFAULT 0",
     "conversion": "INTEGER NOT NULL DEFAULT 1",
-    "revision": "INTEGER NOT NULL DEFAULT 0",
 }
 
 
@@ -395,10 +398,18 @@ class Ledger:
         they bring the reader to (`revision` itself when none changed), from one read; None
         for a ledger from before revisions that no writer of this version has opened yet (its
         reader then reads every unit)."""
-        if "revision" not in self._columns():
+        self._columns()  # no table yet: fails as any read
+        tables = self._db.query("SELECT name FROM sqlite_master WHERE name = 'unit_revisions'")
+        if not tables:
             return None
-        rows = self._read("WHERE revision > ? ORDER BY revision", (revision,), "revision")
-        return [record for _, record in rows], rows[-1][0] if rows else revision
+        if revision < 0:
+            rows = self._read("LEFT JOIN unit_revisions USING (unit_id)", (), "revision")
+        else:
+            rows = self._read(
+                "JOIN unit_revisions USING (unit_id) WHERE revision > ?", (revision,), "revision"
+            )
+        now = max((r or 0 for r, _ in rows), default=revision)
+        return [record for _, record in rows], now
 
     def _columns(self) -> set[str]:
         """The units table's columns; OperationalError as any read if it is not there yet
@@ -410,7 +421,7 @@ class Ledger:
 
     def _read(
         self, clause: str, parameters: tuple[object, ...] = (), key: str = "NULL"
-    ) -> list[tuple[object, UnitRecord]]:
+    ) -> list[tuple[Any, UnitRecord]]:
         """(the column `key`, the unit) of the rows `clause` selects.
 
         Built positionally from the record's own columns (the page reads thousands of units:
@@ -476,5 +487,4 @@ def _record(row: sqlite3.Row) -> UnitRecord:
     values = dict(row)
     values["outputs"] = tuple(json.loads(values["outputs"]))
     values["environmental"] = bool(values.get("environmental", 0))
-    values.pop("revision", None)
     return UnitRecord(**values)

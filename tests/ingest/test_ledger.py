@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from daemon.ingest.ledger import SCHEMA, Ledger, UnitResult, unit_id
+from daemon.ingest.ledger import RECORD_COLUMNS, SCHEMA, Ledger, UnitResult, unit_id
 
 
 def result(conversion: int = 2) -> UnitResult:
@@ -164,10 +164,24 @@ def test_a_reader_gets_only_the_units_changed_since_the_revision_it_saw(tmp_path
     writer.close()
 
 
+def test_the_units_table_keeps_the_columns_an_older_version_reads(tmp_path):
+    """An older daemon reads `SELECT *` of a unit into its record: revisions live in a table
+    of their own, so a ledger this version wrote still opens and claims there."""
+    path = tmp_path / "ledger.sqlite"
+    Ledger(path).observe(0, 0, "run_r0001_tile0000_1", "f")
+    older = sqlite3.connect(path)
+    names = [c[0] for c in older.execute("SELECT * FROM units").description]
+    older.execute("UPDATE units SET state = 'running'")  # its writes keep the revisions
+    older.commit()
+    older.close()
+    assert tuple(names) == RECORD_COLUMNS
+    assert [u.state for u in Ledger.open_readonly(path).changed_since(1)[0]] == ["running"]
+
+
 def test_a_ledger_from_before_revisions_gains_them_when_the_writer_opens_it(tmp_path):
     path = tmp_path / "ledger.sqlite"
     old = sqlite3.connect(path)
-    old.executescript(SCHEMA.replace(",\n    revision      INTEGER NOT NULL DEFAULT 0", ""))
+    old.executescript(SCHEMA)  # the units table alone, as before revisions
     old.execute(
         "INSERT INTO units (unit_id, tile, round, state, dataset, fingerprint, seen_at)"
         " VALUES ('tile0000/round0000', 0, 0, 'pending', 'd', 'f', 0)"
