@@ -157,10 +157,10 @@ def update_grid(grid: Grid, tally: Tally, facts: RunFacts, recheck: Iterable[Cel
     daemon_running = facts.pid is not None
 
     def state_of(tile: int, round_: int) -> str:
-        uid = unit_id(tile, round_)
-        u = tally.units.get(uid)
+        u = tally.at.get((tile, round_))
         if u is None:
-            return UnitState.ACQUIRING if uid in facts.acquiring else UnitState.NOT_SEEN
+            acquiring = facts.acquiring and unit_id(tile, round_) in facts.acquiring
+            return UnitState.ACQUIRING if acquiring else UnitState.NOT_SEEN
         if u.state == UnitState.RUNNING and not daemon_running:
             return UnitState.INTERRUPTED  # left by a daemon that died: redone by the next
         return u.state

@@ -69,6 +69,7 @@ class Tally:
     def __init__(self, timeline: bool = True) -> None:
         self.timeline = timeline
         self.units: dict[str, UnitRecord] = {}
+        self.at: dict[tuple[int, int], UnitRecord] = {}  # the same by (tile, round)
         self.counts: Counter[str] = Counter()  # by ledger state
         self.failed: dict[str, UnitRecord] = {}
         self.running: set[str] = set()
@@ -117,9 +118,10 @@ class Tally:
         if sign > 0:
             self.tiles.add(u.tile)
             self.rounds.add(u.round)
-            newest = max(t for t in (u.seen_at, u.started_at, u.finished_at) if t is not None)
-            last = self.last_activity
-            self.last_activity = newest if last is None else max(last, newest)
+            self.at[(u.tile, u.round)] = u
+            newest = max(u.seen_at, u.started_at or u.seen_at, u.finished_at or u.seen_at)
+            if self.last_activity is None or newest > self.last_activity:
+                self.last_activity = newest
         if u.state == UnitState.DONE:
             items["done"].append((u.finished_at or 0.0, uid))
             if u.source_bytes:
