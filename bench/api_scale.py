@@ -39,8 +39,22 @@ TILES, ROUNDS = 1250, 8
 BACKLOG = 200  # units not finished: the last 4 of them running
 
 
+RESULT = UnitResult(
+    source_bytes=200_000_000, checksum="0" * 16, outputs=("a", "b"), read_s=0.5, write_s=0.7,
+    conversion=1,
+)  # fmt: skip
+
+
 def commit(writer: Ledger, running: str) -> None:
-    """One change as a run makes them: a running unit released and claimed again."""
+    """A unit converted, as a run records it: the next pending one claimed and done (its cell,
+    the counts, the history and the events change); once none is left, a `running` one
+    released and claimed again."""
+    pending = writer.pending()
+    if pending:
+        claimed = writer.claim(pending[0])
+        assert claimed is not None
+        writer.finish(claimed, RESULT)
+        return
     writer.release(running)
     writer.claim(running)
 
@@ -48,10 +62,6 @@ def commit(writer: Ledger, running: str) -> None:
 def build_ledger(path: Path, units: int, backlog: int, failed_every: int) -> Ledger:
     """A ledger of `units` units written as a run writes it; the writer is returned open."""
     ledger = Ledger(path)
-    result = UnitResult(
-        source_bytes=200_000_000, checksum="0" * 16, outputs=("a", "b"), read_s=0.5,
-        write_s=0.7, conversion=1,
-    )  # fmt: skip
     for n in range(units):
         tile, round_ = divmod(n, ROUNDS)
         ledger.observe(tile, round_, f"r{round_ + 1:04d}_tile{tile:04d}_1", f"fp{n}")
@@ -62,7 +72,7 @@ def build_ledger(path: Path, units: int, backlog: int, failed_every: int) -> Led
         if n % failed_every == 0:
             ledger.fail(claimed, "unreadable plane 3 of 30")
         else:
-            ledger.finish(claimed, result)
+            ledger.finish(claimed, RESULT)
     for n in range(units - backlog, units - backlog + 4):
         ledger.claim(unit_id(*divmod(n, ROUNDS)))  # running
     return ledger
