@@ -5,16 +5,23 @@ Builds a real ledger with the daemon's own calls (observe, claim, finish, fail) 
 pending and running ones, with the writer kept open as during a run (its WAL present). Then
 times GET /api/state from the real web server (uvicorn serving the starlette app: routing,
 JSON encoding, the security middleware, over HTTP on loopback) and `status` (collect +
-render), the median of `--repeat`.
-The ledger is built once into `--keep` if given, so the old code can be timed on the same file:
+render), the median of `--repeat`: the whole state (a page opened), and `?since=` the previous
+answer as the page asks each second, with a commit before each (during a run) and without
+(after it). Code without `since` answers it whole, so the same command times both.
+The ledger is built once into `--keep` if given, so older code can be timed on the same units.
+Code from before revisions cannot write a ledger that has them (its `claim` reads every column
+into a record): build with the older code and time each on its own copy:
 
-    .venv/bin/python bench/api_scale.py --keep /tmp/api_scale
-    PYTHONPATH=/work/main .venv/bin/python bench/api_scale.py --keep /tmp/api_scale
+    PYTHONPATH=/work/main .venv/bin/python bench/api_scale.py --keep /tmp/api_main
+    cp -a /tmp/api_main /tmp/api_new
+    .venv/bin/python bench/api_scale.py --keep /tmp/api_new
+    PYTHONPATH=/work/main .venv/bin/python bench/api_scale.py --keep /tmp/api_main
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -32,8 +39,22 @@ TILES, ROUNDS = 1250, 8
 BACKLOG = 200  # units not finished: the last 4 of them running
 
 
+RESULT = UnitResult(
+    source_bytes=200_000_000, checksum="0" * 16, outputs=("a", "b"), read_s=0.5, write_s=0.7,
+    conversion=1,
+)  # fmt: skip
+
+
 def commit(writer: Ledger, running: str) -> None:
-    """One change as a run makes them: a running unit released and claimed again."""
+    """A unit converted, as a run records it: the next pending one claimed and done (its cell,
+    the counts, the history and the events change); once none is left, a `running` one
+    released and claimed again."""
+    pending = writer.pending()
+    if pending:
+        claimed = writer.claim(pending[0])
+        assert claimed is not None
+        writer.finish(claimed, RESULT)
+        return
     writer.release(running)
     writer.claim(running)
 
@@ -41,10 +62,6 @@ def commit(writer: Ledger, running: str) -> None:
 def build_ledger(path: Path, units: int, backlog: int, failed_every: int) -> Ledger:
     """A ledger of `units` units written as a run writes it; the writer is returned open."""
     ledger = Ledger(path)
-    result = UnitResult(
-        source_bytes=200_000_000, checksum="0" * 16, outputs=("a", "b"), read_s=0.5,
-        write_s=0.7, conversion=1,
-    )  # fmt: skip
     for n in range(units):
         tile, round_ = divmod(n, ROUNDS)
         ledger.observe(tile, round_, f"r{round_ + 1:04d}_tile{tile:04d}_1", f"fp{n}")
@@ -55,7 +72,7 @@ def build_ledger(path: Path, units: int, backlog: int, failed_every: int) -> Led
         if n % failed_every == 0:
             ledger.fail(claimed, "unreadable plane 3 of 30")
         else:
-            ledger.finish(claimed, result)
+            ledger.finish(claimed, RESULT)
     for n in range(units - backlog, units - backlog + 4):
         ledger.claim(unit_id(*divmod(n, ROUNDS)))  # running
     return ledger
@@ -96,16 +113,42 @@ def main() -> None:
     server = open_server(experiment, settings, "127.0.0.1:0")
     server.start()
     url = server.url + "api/state"
-    size = len(fetch(url))  # also waits for the server to answer
-    state_ms = median_ms(lambda: fetch(url), args.repeat)
+    answers = [fetch(url)]  # also waits for the server to answer
+
+    def since_url() -> str:
+        """The page's next ask: since its last answer (whole, when the code has no since)."""
+        since = json.loads(answers[-1]).get("since")
+        return f"{url}?since={since}" if since else url
+
     running = unit_id(*divmod(args.units - BACKLOG, ROUNDS))
-    live_ms = median_ms(lambda: fetch(url), args.repeat, lambda: commit(writer, running))
+    timed = {
+        "whole, ledger unchanged": median_ms(lambda: fetch(url), args.repeat),
+        "whole, after a commit": median_ms(
+            lambda: fetch(url), args.repeat, lambda: commit(writer, running)
+        ),
+    }
+    for name, change in (("after a commit (during a run)", True), ("ledger unchanged", False)):
+        ask: list[str] = []
+
+        def before(change: bool = change, ask: list[str] = ask) -> None:
+            if change:
+                commit(writer, running)
+            ask[:] = [since_url()]
+
+        def call(ask: list[str] = ask) -> None:
+            answers.append(fetch(ask[0]))
+
+        timed[f"since, {name}"] = median_ms(call, args.repeat, before)
+    sizes = len(answers[0]), len(answers[-1])
     server.stop()
-    status_ms = median_ms(lambda: render(collect(experiment, settings)), args.repeat)
+    timed["status (collect + render)"] = median_ms(
+        lambda: render(collect(experiment, settings)), args.repeat
+    )
     writer.close()
-    print(f"{args.units} units: GET /api/state {state_ms:.0f} ms ({size / 1e3:.0f} kB),")
-    print(f"  GET /api/state after a commit (as during a run) {live_ms:.0f} ms,")
-    print(f"  status (collect + render) {status_ms:.0f} ms; median of {args.repeat}")
+    print(f"{args.units} units, median of {args.repeat} (ms):")
+    for name, ms in timed.items():
+        print(f"  {name:<40} {ms:6.0f}")
+    print(f"  answer sizes: whole {sizes[0] / 1e3:.0f} kB, since {sizes[1] / 1e3:.1f} kB")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from daemon.ingest.ledger import unit_of
 from daemon.layouts import reader
 from daemon.logs import get_logger
 from daemon.monitor.overview import experiments as root_experiments
-from daemon.monitor.snapshot import Snapshots, history
+from daemon.monitor.snapshot import Snapshots
 from daemon.monitor.status import being_written, daemon_pid, readable_plan
 from daemon.products.alertlog import AlertLog, alert_log_path
 from daemon.raw.root import RAW_DATA
@@ -291,7 +291,7 @@ def _view(watched: Watched, now: float) -> RunView:
         units=units,
         expected=plan.num_tiles * plan.num_rounds if plan is not None else None,
         incomplete=dict(since),
-        backlog=[(p["t"], int(p["backlog"])) for p in history(units)],
+        backlog=[(p["t"], int(p["backlog"])) for p in watched.snapshots.history()],
         quality=watched.snapshots.quality(),
         disks=_disks(watched, now),
         unit_name=watched.unit_name,

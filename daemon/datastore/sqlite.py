@@ -69,6 +69,11 @@ class Database:
                 raise
             self.changes += 1
 
+    def script(self, sql: str) -> None:
+        """Statements that need no transaction of their own (IF NOT EXISTS definitions)."""
+        with self._lock:
+            self._db.executescript(sql)
+
     def query(self, sql: str, parameters: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """Every row of one read."""
         with self._lock:

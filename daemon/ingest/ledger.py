@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from daemon.datastore.sqlite import Database
 from daemon.errors import Qi2labError
@@ -50,6 +51,28 @@ CREATE TABLE IF NOT EXISTS units (
     environmental INTEGER NOT NULL DEFAULT 0,
     conversion    INTEGER NOT NULL DEFAULT 1
 );
+"""
+# Every insert or update of a unit gives it the next revision (one more than the highest), so
+# a reader can fetch only the units changed since the last revision it saw (`changed_since`):
+# the page at 10,000 units reads a handful of rows a second, not the whole table. Kept by
+# triggers, so no statement can forget it, in a table of its own, so the units table keeps the
+# columns an older version reads into its records (it can still run on this ledger, and its
+# writes keep the revisions too). Units from before the table start at revision 0.
+REVISIONS = """
+CREATE TABLE IF NOT EXISTS unit_revisions (
+    unit_id  TEXT PRIMARY KEY,
+    revision INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS unit_revisions_revision ON unit_revisions (revision);
+INSERT OR IGNORE INTO unit_revisions (unit_id, revision) SELECT unit_id, 0 FROM units;
+CREATE TRIGGER IF NOT EXISTS units_revision_insert AFTER INSERT ON units BEGIN
+    INSERT OR REPLACE INTO unit_revisions (unit_id, revision)
+    VALUES (NEW.unit_id, (SELECT COALESCE(MAX(revision), 0) FROM unit_revisions) + 1);
+END;
+CREATE TRIGGER IF NOT EXISTS units_revision_update AFTER UPDATE ON units BEGIN
+    INSERT OR REPLACE INTO unit_revisions (unit_id, revision)
+    VALUES (NEW.unit_id, (SELECT COALESCE(MAX(revision), 0) FROM unit_revisions) + 1);
+END;
 """
 # Columns added after the first release, with their definitions: a ledger written by an older
 # version gains them when it is opened for writing.
@@ -156,6 +179,7 @@ class Ledger:
             for column, definition in ADDED_COLUMNS.items():
                 if column not in present:
                     db.execute(f"ALTER TABLE units ADD COLUMN {column} {definition}")
+        self._db.script(REVISIONS)
 
     @classmethod
     def open_readonly(cls, path: Path) -> Ledger:
@@ -366,31 +390,61 @@ class Ledger:
         return [r[0] for r in rows]
 
     def units(self) -> list[UnitRecord]:
-        """Every unit, in tile then round order.
+        """Every unit, in tile then round order."""
+        return [record for _, record in self._read("ORDER BY tile, round")]
 
-        Built positionally from the record's own columns (the page reads every unit each
-        second: a dict per row costs more than the read); a column an older ledger lacks is
-        read as its default.
-        """
+    def changed_since(self, revision: int) -> tuple[list[UnitRecord], int] | None:
+        """The units inserted or updated after `revision` (-1: every unit) and the revision
+        they bring the reader to (`revision` itself when none changed), from one read; None
+        for a ledger from before revisions that no writer of this version has opened yet (its
+        reader then reads every unit)."""
+        self._columns()  # no table yet: fails as any read
+        tables = self._db.query("SELECT name FROM sqlite_master WHERE name = 'unit_revisions'")
+        if not tables:
+            return None
+        if revision < 0:
+            rows = self._read("LEFT JOIN unit_revisions USING (unit_id)", (), "revision")
+        else:
+            rows = self._read(
+                "JOIN unit_revisions USING (unit_id) WHERE revision > ?", (revision,), "revision"
+            )
+        now = max((r or 0 for r, _ in rows), default=revision)
+        return [record for _, record in rows], now
+
+    def _columns(self) -> set[str]:
+        """The units table's columns; OperationalError as any read if it is not there yet
+        (the writer has created the file, not the table)."""
         present = {row[1] for row in self._db.query("PRAGMA table_info(units)")}
-        if not present:  # the writer has created the file, not the table yet: as any read
+        if not present:
             raise sqlite3.OperationalError("no such table: units")
+        return present
+
+    def _read(
+        self, clause: str, parameters: tuple[object, ...] = (), key: str = "NULL"
+    ) -> list[tuple[Any, UnitRecord]]:
+        """(the column `key`, the unit) of the rows `clause` selects.
+
+        Built positionally from the record's own columns (the page reads thousands of units:
+        a dict per row costs more than the read); a column an older ledger lacks is read as
+        its default.
+        """
+        present = self._columns()
         columns = ", ".join(
             name if name in present else f"{ADDED_COLUMNS[name].split()[-1]} AS {name}"
             for name in RECORD_COLUMNS
         )
-        rows = self._db.query(f"SELECT {columns} FROM units ORDER BY tile, round")
+        rows = self._db.query(f"SELECT {key}, {columns} FROM units {clause}", parameters)
         outputs, environmental = (
-            RECORD_COLUMNS.index("outputs"),
-            RECORD_COLUMNS.index("environmental"),
+            RECORD_COLUMNS.index("outputs") + 1,
+            RECORD_COLUMNS.index("environmental") + 1,
         )
-        records = []
+        found = []
         for row in rows:
             values = list(row)
             values[outputs] = tuple(json.loads(values[outputs]))
             values[environmental] = bool(values[environmental])
-            records.append(UnitRecord(*values))
-        return records
+            found.append((values[0], UnitRecord(*values[1:])))
+        return found
 
     def states(self) -> list[sqlite3.Row]:
         """(tile, round, state, error) of every unit: what datastore.json summarises.

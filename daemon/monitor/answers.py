@@ -54,11 +54,11 @@ class RunAnswers:
             return not_found()
         return Response(found[0], media_type=found[1])
 
-    def answer(self, snapshots: Snapshots, path: str) -> Response:
+    def answer(self, snapshots: Snapshots, path: str, since: str | None = None) -> Response:
         """The answer to `path` below a run page's address (`""`, `static/app.js`,
-        `api/state`, `api/preview/bit001`), else 404."""
+        `api/state`, `api/preview/bit001`), else 404; `since`: the state's `?since=`."""
         if path == "api/state":
-            return JSONResponse(snapshots.page())
+            return JSONResponse(snapshots.page(since))
         if path == "report":
             return run_report(snapshots)
         folder, _, name = path.rpartition("/")

@@ -88,7 +88,8 @@ def build_root_app(root: Path, settings: Settings) -> Starlette:
             if rest.startswith(name + "/"):
                 below = rest.removeprefix(name + "/")
                 try:
-                    return answers.answer(runs.snapshots(name, found[name]), below)
+                    since = request.query_params.get("since")
+                    return answers.answer(runs.snapshots(name, found[name]), below, since)
                 except ConfigError as exc:
                     return _failed_run(found[name], below, str(exc), answers)
                 except sqlite3.Error as exc:  # a ledger that is not one: this experiment only

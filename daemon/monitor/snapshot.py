@@ -4,33 +4,39 @@ Everything comes from the ledger (opened read-only), the quality log (read-only)
 CSVs (the plan and the tiles' stage positions) and the daemon's lock, so the same code serves a
 live run from inside `watch` and a finished or archived one from `serve`, and a page can never
 show something the datastore does not hold. The history (throughput, backlog over time) and
-the recent events are rebuilt from the ledger's timestamps rather than kept in memory, so they
-survive restarts and are there for a run looked at afterwards.
+the recent events come from the ledger's timestamps (summed as units change, `Tally`), not
+from what this process saw, so they survive restarts and are there for a run looked at
+afterwards.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from daemon.config import Settings
 from daemon.datastore.statedir import ledger_path, state_dir
-from daemon.ingest.ledger import UnitRecord
+from daemon.ingest.ledger import UnitRecord, unit_of
 from daemon.layouts import Layout, reader
 from daemon.monitor.alertview import AlertHistory, read_history
-from daemon.monitor.status import NoDatastoreError, open_ledger, readable_plan, report_of
+from daemon.monitor.grid import Cell, Grid
+from daemon.monitor.status import (
+    NoDatastoreError,
+    RunFacts,
+    open_ledger,
+    report_from,
+    update_grid,
+)
+from daemon.monitor.tally import Tally
 from daemon.products.alertlog import alert_log_path
 from daemon.products.preview import PREVIEW_DIR, preview_names
 from daemon.products.qualitylog import QUALITY_DB, QualityLog
 from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import Plan, read_stage_position
-from daemon.states import UnitState
 
-RECENT_EVENTS = 20
-HISTORY_POINTS = 200
 WAL_INDEX_HEADER = 48  # bytes of SQLite's wal-index header (sqlite.org/walformat.html)
 STALLED_AFTER_S = 600.0  # backlog waiting and no unit finished for this long: stalled
 
@@ -58,15 +64,26 @@ class Positions:
 
 
 class Snapshots:
-    """Builds the page's JSON and the metrics' numbers for one experiment."""
+    """Builds the page's JSON and the metrics' numbers for one experiment.
+
+    Keeps the ledger's units and their sums (`Tally`) and the grid (`Grid`) between answers,
+    taking in only the units changed since its last read (`Ledger.changed_since`), so an
+    answer during a run of 10,000 units costs the few that changed, not the 10,000. Answers
+    may be asked from several threads at once (the server's pool): one at a time.
+    """
 
     def __init__(self, experiment: Path, settings: Settings) -> None:
         self.experiment = experiment
         self.settings = settings
         self.store = settings.datastore_path(experiment)
         self._positions = Positions()
-        self._units: list[UnitRecord] = []
-        self._read_at: tuple[object, ...] | None = None  # `ledger_signature` when _units was read
+        self._lock = threading.Lock()
+        self._tally = Tally()
+        self._grid = Grid()
+        self._revision: int | None = None  # the ledger revision _tally is as of
+        self._read_at: tuple[object, ...] | None = None  # `ledger_signature` when last read
+        self._changed: set[Cell] = set()  # cells of units changed since the grid's update
+        self._acquiring: set[str] = set()  # units acquiring at the grid's update
         self._alerts = AlertHistory()
         self._alerts_read_at: tuple[object, ...] | None = None  # the same, of the alert history
 
@@ -77,22 +94,42 @@ class Snapshots:
         return names
 
     def units(self) -> list[UnitRecord]:
-        """The ledger's units (read-only); [] before the datastore exists. Read again only
-        when the ledger's files changed: the page asks every second, a finished run's ledger
-        never changes, and reading thousands of units is most of the page's cost."""
+        """The ledger's units (read-only); [] before the datastore exists."""
+        with self._lock:
+            self._read_ledger()
+            return list(self._tally.units.values())
+
+    def history(self) -> list[dict[str, float]]:
+        """Throughput and backlog over time (`Tally.history`), as the page's chart has them."""
+        with self._lock:
+            self._read_ledger()
+            return self._tally.history()
+
+    def _read_ledger(self) -> None:
+        """Take in the units changed since the last read: none when the ledger's files did
+        not change (the page asks every second, a finished run's ledger never changes), every
+        one at the first read, from another file (the ledger replaced) or from a ledger from
+        before revisions."""
         signature = ledger_signature(ledger_path(self.store))
         if signature is not None and signature == self._read_at:
-            return self._units
+            return
         try:
             ledger = open_ledger(self.experiment, self.settings)
         except NoDatastoreError:
-            return []
+            return
+        previous = self._read_at
+        same_file = previous is not None and signature is not None and signature[0] == previous[0]
+        since = self._revision if same_file and self._revision is not None else -1
         try:
-            self._units = ledger.units()
+            found = ledger.changed_since(since)
+            changed, revision = found if found is not None else (ledger.units(), None)
         finally:
             ledger.close()
-        self._read_at = signature
-        return self._units
+        if since == -1 or revision is None:  # every unit: sums and grid afresh
+            self._tally, self._grid, self._changed = Tally(), Grid(), set()
+        self._tally.apply(changed)
+        self._changed.update((u.tile, u.round) for u in changed)
+        self._revision, self._read_at = revision, signature
 
     def alerts(self) -> AlertHistory:
         """The run's alert history (read-only, never created), read again only when its file
@@ -116,33 +153,49 @@ class Snapshots:
         finally:
             log.close()
 
-    def page(self) -> dict[str, Any]:
-        """Everything the page draws, as plain JSON-able data."""
+    def page(self, since: str | None = None) -> dict[str, Any]:
+        """Everything the page draws, as plain JSON-able data. Its `since` names this answer:
+        given back (`?since=`), the next answer's grid holds only the cells changed since
+        (`changed_only`), or the whole grid when the page must draw it afresh."""
         if not ledger_path(self.store).is_file():
             return {"experiment": str(self.experiment), "datastore": None, "health": "no datastore"}
-        units = self.units()  # one read: the report and the page's parts are the same moment
-        report = report_of(units, self.experiment, self.settings)
-        plan = readable_plan(self.experiment / "raw_data", self.settings)
-        now = time.time()
-        unit_name = self._naming().unit_name
-        rows = self.quality()
-        positions = as_stored(self._positions.of(plan), rows)
-        last_done = max(
-            (u.finished_at or 0.0 for u in units if u.state == UnitState.DONE), default=None
-        )
-        report |= {
-            "now": now,
-            "tiles": {str(t): {"x": x, "y": y} for t, (x, y) in sorted(positions.items())},
-            "quality": [_compact(r) for r in rows],
-            "history": history(units),
-            "events": events(units, unit_name),
-            "failures": failures(units, unit_name),
-            "seconds_since_last_unit": None if last_done is None else now - last_done,
-            "health": health(report, last_done, now),
-            "previews": preview_names(self.store / PREVIEW_DIR),
-            "alerts": self.alerts().summary(),
-        }
-        return report
+        with self._lock:  # one read: the report and the page's parts are the same moment
+            self._read_ledger()
+            tally, grid = self._tally, self._grid
+            facts = RunFacts.read(self.experiment, self.settings, tally.units)
+            acquiring = facts.acquiring | self._acquiring
+            recheck = self._changed | {unit_of(uid) for uid in acquiring | tally.running}
+            update_grid(grid, tally, facts, recheck)
+            self._changed, self._acquiring = set(), facts.acquiring
+            cells = grid.changed_since(_seq_of(since, grid.epoch))
+            report = report_from(
+                tally, facts, self.experiment, self.settings, grid.as_json(facts.round_name, cells)
+            )
+            report |= {"since": f"{grid.epoch}.{grid.seq}", "changed_only": cells is not None}
+            now = time.time()
+            unit_name = self._naming().unit_name
+            rows = self.quality()
+            positions = as_stored(self._positions.of(facts.plan), rows)
+            last_done = tally.last_done()
+            return report | {
+                "now": now,
+                "tiles": {str(t): {"x": x, "y": y} for t, (x, y) in sorted(positions.items())},
+                "quality": [_compact(r) for r in rows],
+                "history": tally.history(),
+                "events": tally.events(unit_name),
+                "failures": tally.failures(unit_name),
+                "seconds_since_last_unit": None if last_done is None else now - last_done,
+                "health": health(report, last_done, now),
+                "previews": preview_names(self.store / PREVIEW_DIR),
+                "alerts": self.alerts().summary(),
+            }
+
+
+def _seq_of(since: str | None, epoch: str) -> int:
+    """The answer number in a page's `since` (`epoch.seq`), -1 when it is not one of this
+    grid's (none, another server's, not a number): that page gets the whole grid."""
+    given_epoch, _, seq = (since or "").partition(".")
+    return int(seq) if given_epoch == epoch and seq.isdigit() else -1
 
 
 def ledger_signature(path: Path) -> tuple[object, ...] | None:
@@ -197,63 +250,6 @@ PAGE_QUALITY_FIELDS = (
 def _compact(row: dict[str, Any]) -> dict[str, Any]:
     """A quality row with only what the page uses (not the per-plane focus list)."""
     return {k: row[k] for k in PAGE_QUALITY_FIELDS}
-
-
-def failures(units: list[UnitRecord], unit_name: Callable[[int, int], str]) -> list[dict[str, Any]]:
-    """Every failed unit with its dataset and reason, newest first: all of them, unlike the
-    recent events, so none scrolls out of sight."""
-    found = [
-        {"t": _ended(u), "unit": unit_name(u.tile, u.round), "dataset": u.dataset, "error": u.error}
-        for u in units
-        if u.state == UnitState.FAILED
-    ]
-    return sorted(found, key=lambda f: f["t"], reverse=True)
-
-
-def _ended(u: UnitRecord) -> float:
-    """When a unit finished; a dataset found broken as it was seen fails then, not converted."""
-    return u.finished_at if u.finished_at is not None else u.seen_at
-
-
-def history(units: list[UnitRecord]) -> list[dict[str, float]]:
-    """Done units, backlog and MB ingested over time, one point per unit event (thinned to
-    HISTORY_POINTS): backlog at t is units seen by t minus units finished by t."""
-    changes: list[tuple[float, int, int, float]] = []  # (t, d_backlog, d_done, d_mb)
-    for u in units:
-        changes.append((u.seen_at, 1, 0, 0.0))
-        if u.state == UnitState.FAILED or (u.state == UnitState.DONE and u.finished_at is not None):
-            mb = (u.source_bytes or 0) / 1e6 if u.state == UnitState.DONE else 0.0
-            changes.append((_ended(u), -1, int(u.state == UnitState.DONE), mb))
-    changes.sort(key=lambda c: (c[0], -c[1]))  # seen before finished at the same time
-    step = max(1, len(changes) // HISTORY_POINTS)
-    last = len(changes) - 1
-    points, backlog, done, mb = [], 0, 0, 0.0
-    for i, (t, d_backlog, d_done, d_mb) in enumerate(changes):
-        backlog, done, mb = backlog + d_backlog, done + d_done, mb + d_mb
-        if i % step == 0 or i == last:  # thinned as they are summed: a point per step
-            points.append({"t": t, "backlog": backlog, "done": done, "mb": round(mb, 3)})
-    return points
-
-
-def events(units: list[UnitRecord], unit_name: Callable[[int, int], str]) -> list[dict[str, Any]]:
-    """The most recent unit events (seen, started, done, failed), newest first, and every
-    failure however old (a failure never scrolls out of the list); each unit named by
-    `unit_name(tile, round)` (`Layout.unit_name`: the datastore's own naming), only those
-    shown (naming costs more than finding them, in a run of thousands of units)."""
-    found: list[tuple[float, str, UnitRecord]] = []
-    for u in units:
-        found.append((u.seen_at, "seen", u))
-        if u.started_at is not None:
-            found.append((u.started_at, "started", u))
-        if u.state == UnitState.FAILED or (u.state == UnitState.DONE and u.finished_at is not None):
-            found.append((_ended(u), u.state, u))
-    found.sort(key=lambda e: e[0], reverse=True)
-    older_failures = [e for e in found[RECENT_EVENTS:] if e[1] == "failed"]
-    return [
-        {"t": t, "event": event, "unit": unit_name(u.tile, u.round)}
-        | ({"error": u.error} if event in (UnitState.DONE, UnitState.FAILED) else {})
-        for t, event, u in found[:RECENT_EVENTS] + older_failures
-    ]
 
 
 def health(report: dict[str, Any], last_done: float | None, now: float) -> str:

@@ -17,26 +17,26 @@ from __future__ import annotations
 
 import functools
 import os
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from daemon.config import Settings
-from daemon.datastore import layout
 from daemon.datastore.layout import Entity
 from daemon.datastore.statedir import ledger_path, lock_path
 from daemon.errors import Qi2labError
 from daemon.ingest.ledger import Ledger, UnitRecord, unit_id
 from daemon.layouts import reader
 from daemon.monitor.alertview import alert_line, read_history
+from daemon.monitor.grid import Cell, Grid
+from daemon.monitor.tally import Tally
 from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import Plan, load_plan
 from daemon.raw.ndtiff import check_dataset
 from daemon.states import LEDGER_STATES, UnitState
 
-RECENT_UNITS = 10  # throughput is measured over this many most recently finished units
 LABEL = 12  # width of the label column of the text report
 
 
@@ -72,63 +72,103 @@ def collect(experiment: Path, settings: Settings) -> dict[str, Any]:
     return report_of(units, experiment, settings) | {"alerts": alerts}
 
 
-def report_of(units: Sequence[UnitRecord], experiment: Path, settings: Settings) -> dict[str, Any]:
-    """`collect`'s report from the ledger's `units` as already read (the page reads them once
-    for the report and its own parts)."""
-    store = settings.datastore_path(experiment)
-    pid = daemon_pid(lock_path(store))
-    states = shown_states(units, daemon_running=pid is not None)
+def report_of(units: Iterable[UnitRecord], experiment: Path, settings: Settings) -> dict[str, Any]:
+    """`collect`'s report from the ledger's `units` as already read."""
+    tally = Tally.of(units, timeline=False)  # status shows no history nor events
+    facts = RunFacts.read(experiment, settings, tally.units)
+    grid = Grid()
+    update_grid(grid, tally, facts, ())
+    return report_from(tally, facts, experiment, settings, grid.as_json(facts.round_name))
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the report reads besides the ledger: the pid of the daemon running (None: none),
+    the plan if readable, the units whose datasets are still being written, and how the
+    datastore's layout names a datastore round."""
+
+    pid: int | None
+    plan: Plan | None
+    acquiring: set[str]
+    round_name: Callable[[int], str]
+
+    @classmethod
+    def read(cls, experiment: Path, settings: Settings, recorded: Container[str]) -> RunFacts:
+        """Read them now; `recorded`: the unit ids the ledger holds."""
+        store = settings.datastore_path(experiment)
+        raw_dir = experiment / "raw_data"
+        plan = readable_plan(raw_dir, settings)
+        return cls(
+            daemon_pid(lock_path(store)),
+            plan,
+            being_written(raw_dir, plan, recorded),
+            round_namer(store, settings),
+        )
+
+
+def report_from(
+    tally: Tally,
+    facts: RunFacts,
+    experiment: Path,
+    settings: Settings,
+    grid: dict[str, dict[str, str]],
+) -> dict[str, Any]:
+    """The report from the units' `tally`, the `facts` read besides and the `grid` to show
+    (`Grid.as_json`: the whole grid, or for the page the cells it has not drawn yet)."""
     counts: dict[str, int] = dict.fromkeys((*LEDGER_STATES, UnitState.INTERRUPTED), 0)
-    counts.update(Counter(states.values()))
-    raw_dir = experiment / "raw_data"
-    plan = readable_plan(raw_dir, settings)
-    acquiring = being_written(raw_dir, plan, set(states))
-    round_name = round_namer(store, settings)
+    counts.update(tally.counts)
+    if facts.pid is None:  # `running` left by a daemon that is gone: interrupted
+        counts[UnitState.INTERRUPTED], counts[UnitState.RUNNING] = counts[UnitState.RUNNING], 0
+    plan = facts.plan
     expected = plan.num_tiles * plan.num_rounds if plan is not None else None
-    speed = throughput(units)
+    speed = throughput(tally.recent_done())
     mb_per_s = speed["mb_s"]
     backlog = counts[UnitState.PENDING] + counts[UnitState.RUNNING] + counts[UnitState.INTERRUPTED]
-    unit_mb = _mean_unit_mb(units)
+    unit_mb = tally.mean_unit_mb()
     backlog_mb = round(unit_mb * backlog, 3) if backlog and unit_mb else None
-    eta_s = round(backlog_mb / mb_per_s, 1) if backlog_mb and mb_per_s and pid else None
+    eta_s = round(backlog_mb / mb_per_s, 1) if backlog_mb and mb_per_s and facts.pid else None
     return {
         "experiment": str(experiment),
-        "datastore": str(store),
-        "daemon_pid": pid,
-        "plan": _plan_summary(plan, round_name),
+        "datastore": str(settings.datastore_path(experiment)),
+        "daemon_pid": facts.pid,
+        "plan": _plan_summary(plan, facts.round_name),
         "units": {
             **counts,
-            "acquiring": len(acquiring),
+            "acquiring": len(facts.acquiring),
             "expected": expected,
             "not_seen": (
-                max(0, expected - len(units) - len(acquiring)) if expected is not None else None
+                max(0, expected - len(tally.units) - len(facts.acquiring))
+                if expected is not None
+                else None
             ),
         },
-        "grid": _grid(units, states, plan, acquiring, round_name),
-        "failed": {u.unit_id: u.error for u in units if u.state == UnitState.FAILED},
+        "grid": grid,
+        "failed": {uid: u.error for uid, u in sorted(tally.failed.items())},
         "throughput": speed,
         "backlog": {"units": backlog, "mb": backlog_mb},
         "eta_s": eta_s,
-        "last_activity": last_activity(units),
+        "last_activity": tally.last_activity,
     }
 
 
-def last_activity(units: Sequence[UnitRecord]) -> float | None:
-    """The newest time the ledger records (a unit seen, started or finished), or None."""
-    times = [t for u in units for t in (u.seen_at, u.started_at, u.finished_at) if t is not None]
-    return max(times, default=None)
+def update_grid(grid: Grid, tally: Tally, facts: RunFacts, recheck: Iterable[Cell]) -> None:
+    """Bring `grid` up to date: the plan's tiles and rounds and every known unit's, each cell
+    in its shown state (`recheck`: the cells that may have changed since its last update)."""
+    plan = facts.plan
+    tiles = sorted(tally.tiles | set(range(plan.num_tiles if plan else 0)))
+    rounds = sorted(tally.rounds | set(range(plan.num_rounds if plan else 0)))
+    daemon_running = facts.pid is not None
 
+    def state_of(tile: int, round_: int) -> str:
+        u = tally.at.get((tile, round_))
+        if u is None:
+            acquiring = facts.acquiring and unit_id(tile, round_) in facts.acquiring
+            return UnitState.ACQUIRING if acquiring else UnitState.NOT_SEEN
+        if u.state == UnitState.RUNNING and not daemon_running:
+            return UnitState.INTERRUPTED  # left by a daemon that died: redone by the next
+        return u.state
 
-def shown_states(units: Sequence[UnitRecord], daemon_running: bool) -> dict[str, str]:
-    """unit id -> state as reported: without a daemon, a unit the ledger still has `running`
-    was left by one that died (kill -9, power loss) and is `interrupted`, to be redone by the
-    next daemon's start; nothing is converting it."""
-    return {
-        u.unit_id: UnitState.INTERRUPTED
-        if u.state == UnitState.RUNNING and not daemon_running
-        else u.state
-        for u in units
-    }
+    grid.update(tiles, rounds, state_of, recheck)
 
 
 def complete(report: dict[str, Any]) -> bool:
@@ -137,7 +177,7 @@ def complete(report: dict[str, Any]) -> bool:
     return units["expected"] is not None and units["done"] == units["expected"]
 
 
-def being_written(raw_dir: Path, plan: Plan | None, recorded: set[str]) -> set[str]:
+def being_written(raw_dir: Path, plan: Plan | None, recorded: Container[str]) -> set[str]:
     """Unit ids of the plan that the ledger has no record of and whose dataset folder is in
     raw_data, still being written: the same completeness test the daemon applies, so a
     dataset shows as acquiring exactly while the daemon waits for it."""
@@ -162,18 +202,14 @@ def being_written(raw_dir: Path, plan: Plan | None, recorded: set[str]) -> set[s
     return found
 
 
-def throughput(units: Sequence[UnitRecord]) -> dict[str, Any]:
-    """Speed over the most recently finished units.
+def throughput(finished: Sequence[UnitRecord]) -> dict[str, Any]:
+    """Speed over the most recently `finished` units (`Tally.recent_done`), oldest first.
 
     `mb_s`: their bytes over the wall-clock span from the first one's start to the last one's
     end, so parallel workers count as one pipe; while the microscope is the bottleneck this is
     its pace. `conversion_mb_s`: their bytes over the time workers spent reading and writing
     them, what one worker can do.
     """
-    finished = sorted(
-        (u for u in units if u.state == UnitState.DONE and u.finished_at and u.started_at),
-        key=lambda u: u.finished_at or 0.0,
-    )[-RECENT_UNITS:]
     if not finished:
         return {"mb_s": None, "conversion_mb_s": None, "units": 0}
     megabytes = sum(u.source_bytes or 0 for u in finished) / 1e6
@@ -244,26 +280,6 @@ def _plan_summary(plan: Plan | None, round_name: Callable[[int], str]) -> dict[s
     }
 
 
-def _grid(
-    units: Sequence[UnitRecord],
-    shown: dict[str, str],
-    plan: Plan | None,
-    acquiring: set[str],
-    round_name: Callable[[int], str],
-) -> dict[str, dict[str, str]]:
-    """{tileNNNN: {round name: state}} over the plan's tiles and rounds and every known unit
-    (in its `shown` state)."""
-    states = dict.fromkeys(acquiring, UnitState.ACQUIRING) | shown
-    tiles = {u.tile for u in units} | set(range(plan.num_tiles if plan else 0))
-    rounds = {u.round for u in units} | set(range(plan.num_rounds if plan else 0))
-    return {
-        layout.tile_name(t): {
-            round_name(r): states.get(unit_id(t, r), UnitState.NOT_SEEN) for r in sorted(rounds)
-        }
-        for t in sorted(tiles)
-    }
-
-
 def round_namer(store: Path, settings: Settings) -> Callable[[int], str]:
     """How the datastore's layout (the one it holds, else the configured one) names a datastore
     round (from 0), as the grid labels its columns: `round0000` (seed), `round001` (0.6)."""
@@ -271,11 +287,6 @@ def round_namer(store: Path, settings: Settings) -> Callable[[int], str]:
     names.close()  # opened read-only: it holds nothing; only its naming is used
     # cached: the grid asks once per cell, and building a path costs more than the rest
     return functools.cache(lambda r: names.entry_name(Entity.round(0, r)))
-
-
-def _mean_unit_mb(units: Sequence[UnitRecord]) -> float | None:
-    sizes = [u.source_bytes for u in units if u.state == UnitState.DONE and u.source_bytes]
-    return sum(sizes) / len(sizes) / 1e6 if sizes else None
 
 
 def _grid_rows(report: dict[str, Any]) -> list[tuple[str, str]]:

@@ -51,7 +51,8 @@ def build_app(experiment: Path, settings: Settings) -> ASGIApp:
     answers = RunAnswers()
 
     def run_page(request: Request) -> Response:
-        return answers.answer(snapshots, request.path_params["path"])
+        since = request.query_params.get("since")
+        return answers.answer(snapshots, request.path_params["path"], since)
 
     def metrics(_request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

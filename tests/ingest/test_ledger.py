@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from daemon.ingest.ledger import SCHEMA, Ledger, UnitResult, unit_id
+from daemon.ingest.ledger import RECORD_COLUMNS, SCHEMA, Ledger, UnitResult, unit_id
 
 
 def result(conversion: int = 2) -> UnitResult:
@@ -135,3 +135,68 @@ def test_reading_a_ledger_whose_table_is_not_there_yet_says_so(tmp_path):
             ledger.units()
     finally:
         ledger.close()
+
+
+def test_a_reader_gets_only_the_units_changed_since_the_revision_it_saw(tmp_path):
+    """Every insert and update of a unit, whichever statement made it, gives the row the next
+    revision: a reader asking since the last one it saw gets exactly the rows changed since."""
+    path = tmp_path / "ledger.sqlite"
+    writer = Ledger(path)
+    for tile in range(3):
+        writer.observe(tile, 0, f"run_r0001_tile{tile:04d}_1", "f")
+    reader = Ledger.open_readonly(path)
+    everything, seen = reader.changed_since(-1)
+    assert [u.unit_id for u in everything] == [unit_id(t, 0) for t in range(3)]
+    assert reader.changed_since(seen) == ([], seen)
+    claimed = writer.claim(unit_id(1, 0))
+    writer.finish(claimed, result())
+    writer.observe(3, 0, "run_r0001_tile0003_1", "f")
+    changed, now = reader.changed_since(seen)
+    assert [(u.unit_id, u.state) for u in changed] == [
+        (unit_id(1, 0), "done"),
+        (unit_id(3, 0), "pending"),
+    ]
+    writer.requeue_outdated(3)  # converted again: a bulk update touches it too
+    assert [(u.unit_id, u.state) for u in reader.changed_since(now)[0]] == [
+        (unit_id(1, 0), "pending")
+    ]
+    reader.close()
+    writer.close()
+
+
+def test_the_units_table_keeps_the_columns_an_older_version_reads(tmp_path):
+    """An older daemon reads `SELECT *` of a unit into its record: revisions live in a table
+    of their own, so a ledger this version wrote still opens and claims there."""
+    path = tmp_path / "ledger.sqlite"
+    Ledger(path).observe(0, 0, "run_r0001_tile0000_1", "f")
+    older = sqlite3.connect(path)
+    names = [c[0] for c in older.execute("SELECT * FROM units").description]
+    older.execute("UPDATE units SET state = 'running'")  # its writes keep the revisions
+    older.commit()
+    older.close()
+    assert tuple(names) == RECORD_COLUMNS
+    assert [u.state for u in Ledger.open_readonly(path).changed_since(1)[0]] == ["running"]
+
+
+def test_a_ledger_from_before_revisions_gains_them_when_the_writer_opens_it(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(SCHEMA)  # the units table alone, as before revisions
+    old.execute(
+        "INSERT INTO units (unit_id, tile, round, state, dataset, fingerprint, seen_at)"
+        " VALUES ('tile0000/round0000', 0, 0, 'pending', 'd', 'f', 0)"
+    )
+    old.commit()
+    old.close()
+    before = Ledger.open_readonly(path)
+    assert before.changed_since(-1) is None  # its reader reads every unit instead
+    assert [u.unit_id for u in before.units()] == [unit_id(0, 0)]
+    before.close()
+    writer = Ledger(path)
+    reader = Ledger.open_readonly(path)
+    everything, seen = reader.changed_since(-1)
+    assert [u.unit_id for u in everything] == [unit_id(0, 0)] and seen == 0
+    writer.claim(unit_id(0, 0))
+    assert [u.state for u in reader.changed_since(seen)[0]] == ["running"]
+    reader.close()
+    writer.close()

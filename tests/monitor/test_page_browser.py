@@ -6,6 +6,7 @@ screenshot is kept."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,13 @@ from browser import chromium
 from monitor_support import heatmap, ledger_units, live_run, open_level
 from selenium.webdriver.support.ui import Select
 from support.daemon import DaemonProcess
-from support.experiment import write_config
-from support.processes import wait_until
+from support.experiment import daemon_command, write_config
+from support.processes import Watched, wait_until
 
+from daemon.config import Settings
+from daemon.datastore.statedir import ledger_path
 from daemon.events import Event
+from daemon.ingest.ledger import Ledger, UnitResult, unit_id
 from daemon.simulate.settings import SimulationSettings
 
 TILE_STATES = (
@@ -66,8 +70,23 @@ def check_stage_convention(driver, store: Path, tiles: int, saturated: int, side
     assert white.sum() == quarter * quarter, white
 
 
+TILE_TITLES = (
+    "return Array.from(document.querySelectorAll('rect.tile > title')).map(t => t.textContent)"
+)
+STATE_ASKS = (
+    "return performance.getEntriesByType('resource').map(e => e.name)"
+    ".filter(n => n.includes('api/state'))"
+)
+
+
 def page_states(driver) -> dict[tuple[int, int], str]:
     return {(t, r): s for t, r, s in driver.execute_script(TILE_STATES)}
+
+
+def shown_text(driver) -> tuple[str, list[str]]:
+    """The units line and the tiles' hover texts, as a person reads them."""
+    counts = driver.find_element("id", "counts").text
+    return counts, sorted(driver.execute_script(TILE_TITLES))
 
 
 def test_page_follows_the_run_and_singles_out_bad_tiles(tmp_path: Path) -> None:
@@ -148,3 +167,54 @@ def test_a_page_opened_before_the_first_dataset_draws_without_script_errors(tmp_
         severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert severe == []
         assert daemon.stop() == 0
+
+
+def test_the_page_follows_a_run_by_asking_what_changed_since_its_last_answer(
+    tmp_path: Path,
+) -> None:
+    """After its first answer the page asks `since` it and merges the changed cells into the
+    grid it keeps: a unit that changes state after the page opened shows its new state, and
+    the units that did not change keep theirs."""
+    experiment = tmp_path / "exp"
+    (experiment / "raw_data").mkdir(parents=True)
+    writer = Ledger(ledger_path(Settings().datastore_path(experiment)))
+    for tile in range(3):
+        writer.observe(tile, 0, f"r0001_tile{tile:04d}_1", "f")
+    result = UnitResult(
+        source_bytes=10, checksum="c", outputs=("a",), read_s=0.1, write_s=0.1, conversion=1
+    )
+    writer.finish(writer.claim(unit_id(0, 0)), result)
+    config = write_config(tmp_path / "config.toml", web={"listen": "127.0.0.1:0"})
+    with (
+        chromium() as driver,
+        Watched(
+            "serve", daemon_command("serve", experiment, config), stdout=subprocess.PIPE
+        ) as serve,
+    ):
+        assert serve.process.stdout is not None
+        line = serve.process.stdout.readline()
+        assert line.startswith("serving"), serve.report()
+        driver.get(line.split()[-1])
+        names = ["tile0000", "tile0001", "tile0002"]
+        wait_until(
+            lambda: shown_text(driver)[0] == "1 done, 2 pending",
+            lambda: f"the first answer drawn: {shown_text(driver)}",
+            [serve],
+        )
+        first = shown_text(driver)[1]
+        assert [t.split(":")[1].strip() for t in first] == ["done", "pending", "pending"]
+        writer.finish(writer.claim(unit_id(2, 0)), result)  # after the page's first answer
+        wait_until(
+            lambda: shown_text(driver)[0] == "2 done, 1 pending",
+            lambda: f"the unit's new state drawn: {shown_text(driver)}",
+            [serve],
+        )
+        titles = shown_text(driver)[1]
+        assert [t.split()[0] for t in titles] == names
+        assert [t.split(":")[1].strip() for t in titles] == ["done", "pending", "done"]
+        asks = driver.execute_script(STATE_ASKS)
+        assert "since=" not in asks[0] and all("since=" in a for a in asks[1:])
+        severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert severe == []
+        assert serve.stop() == 0, serve.report()
+    writer.close()

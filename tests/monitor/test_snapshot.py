@@ -6,17 +6,11 @@ from __future__ import annotations
 from daemon.config import Settings
 from daemon.datastore.sqlite import Database
 from daemon.datastore.statedir import ledger_path
-from daemon.ingest.ledger import Ledger, UnitRecord
+from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult, unit_id
 from daemon.monitor.alertview import RECENT_CLEARED, AlertHistory
-from daemon.monitor.snapshot import (
-    RECENT_EVENTS,
-    Snapshots,
-    as_stored,
-    events,
-    failures,
-    history,
-)
+from daemon.monitor.snapshot import Snapshots, as_stored
 from daemon.monitor.status import collect, render
+from daemon.monitor.tally import RECENT_EVENTS, Tally
 from daemon.products.alertlog import AlertLog, AlertRecord, alert_log_path
 
 
@@ -50,7 +44,7 @@ UNITS = [
 
 
 def test_history_counts_backlog_and_done_at_each_event():
-    points = [(p["t"], p["backlog"], p["done"], p["mb"]) for p in history(UNITS)]
+    points = [(p["t"], p["backlog"], p["done"], p["mb"]) for p in Tally.of(UNITS).history()]
     assert points == [
         (10.0, 1, 0, 0.0),
         (10.5, 2, 0, 0.0),
@@ -62,7 +56,7 @@ def test_history_counts_backlog_and_done_at_each_event():
 
 
 def test_events_are_newest_first_with_the_failure_reason():
-    found = events(UNITS, lambda tile, round_: f"tile{tile:04d}/round{round_ + 1:03d}")
+    found = Tally.of(UNITS).events(lambda tile, round_: f"tile{tile:04d}/round{round_ + 1:03d}")
     assert [e["t"] for e in found] == sorted((e["t"] for e in found), reverse=True)
     failed = [e for e in found if e["event"] == "failed"]
     assert failed == [
@@ -82,9 +76,9 @@ def test_raw_positions_take_the_stored_convention_of_a_measured_tile():
 
 def test_a_dataset_broken_when_seen_is_a_failure_that_never_leaves_the_events():
     broken = unit(9, "failed", 1.0, error="NDTiff.index: garbage")  # never started or finished
-    later = [unit(t, "done", 10.0 + t, 11.0 + t, 12.0 + t) for t in range(RECENT_EVENTS)]
+    later = [unit(10 + t, "done", 10.0 + t, 11.0 + t, 12.0 + t) for t in range(RECENT_EVENTS)]
     seed_names = lambda tile, round_: f"tile{tile:04d}/round{round_:04d}"  # noqa: E731
-    found = events([broken, *later], seed_names)
+    found = Tally.of([broken, *later]).events(seed_names)
     assert len(found) == RECENT_EVENTS + 1
     assert found[-1] == {
         "t": 1.0,
@@ -92,10 +86,10 @@ def test_a_dataset_broken_when_seen_is_a_failure_that_never_leaves_the_events():
         "unit": "tile0009/round0000",
         "error": "NDTiff.index: garbage",
     }
-    assert failures([broken, *later], seed_names) == [
+    assert Tally.of([broken, *later]).failures(seed_names) == [
         {"t": 1.0, "unit": "tile0009/round0000", "dataset": "d9", "error": "NDTiff.index: garbage"}
     ]
-    backlog = [p["backlog"] for p in history([broken])]
+    backlog = [p["backlog"] for p in Tally.of([broken]).history()]
     assert backlog == [1, 0]  # it left the backlog as it was seen
 
 
@@ -202,3 +196,68 @@ def test_open_alerts_unacknowledged_then_most_urgent_first_and_the_latest_cleare
     ]
     assert summary["cleared"] == 12
     assert [a["cleared_at"] for a in summary["recent"]] == list(range(11, 11 - RECENT_CLEARED, -1))
+
+
+def merged(previous: dict | None, answer: dict) -> dict:
+    """What the page's `fetchState` keeps: an answer `changed_only` merged into its grid."""
+    if not answer["changed_only"] or previous is None:
+        return answer
+    grid = {tile: dict(rounds) for tile, rounds in previous["grid"].items()}
+    for tile, rounds in answer["grid"].items():
+        grid.setdefault(tile, {}).update(rounds)
+    return answer | {"grid": grid}
+
+
+MOMENT = ("now", "seconds_since_last_unit", "since", "changed_only")  # differ between reads
+
+
+def test_answers_since_the_last_one_add_up_to_the_whole_state(tmp_path):
+    """The page asks `since` its last answer and merges the grid's changed cells into its
+    copy: after every commit of a run (units seen, claimed, done, failed, a source replaced,
+    a unit converted again, a dataset unreadable) that copy and the rest of the answer equal
+    what a page opened afresh is sent, and only the changed cells travel."""
+    settings = Settings()
+    writer = Ledger(ledger_path(settings.datastore_path(tmp_path)))
+    done = UnitResult(
+        source_bytes=3_000_000, checksum="c", outputs=("a",), read_s=0.5, write_s=0.5,
+        conversion=1,
+    )  # fmt: skip
+
+    def finish(tile: int, round_: int) -> None:
+        writer.finish(writer.claim(unit_id(tile, round_)), done)
+
+    steps = [
+        lambda: [
+            writer.observe(t, r, f"r{r + 1:04d}_tile{t:04d}_1", "f")
+            for t in range(3)
+            for r in range(2)
+        ],
+        lambda: finish(0, 0),
+        lambda: writer.claim(unit_id(1, 0)),
+        lambda: writer.fail(writer.get(unit_id(1, 0)), "unreadable plane 3"),
+        lambda: finish(2, 1),
+        lambda: writer.observe(0, 0, "r0001_tile0000_2", "g"),  # another copy: to do again
+        lambda: finish(0, 0),
+        lambda: writer.requeue_outdated(2),  # converted again by a newer conversion
+        lambda: writer.observe(3, 0, "r0001_tile0003_1", "f"),  # a new tile: the grid grows
+        lambda: writer.observe_unreadable(3, 1, "r0002_tile0003_1", "permission denied"),
+        lambda: finish(1, 1),
+    ]
+    following = Snapshots(tmp_path, settings)
+    kept = None
+    changed_only = []
+    for step in steps:
+        step()
+        answer = following.page(kept["since"] if kept else None)
+        changed_only.append(answer["changed_only"])
+        if answer["changed_only"]:
+            assert sum(map(len, answer["grid"].values())) <= 2  # only what the step changed
+        kept = merged(kept, answer)
+        afresh = Snapshots(tmp_path, settings).page()
+        assert afresh["grid"] == kept["grid"]
+        assert {k: v for k, v in kept.items() if k not in MOMENT} == {
+            k: v for k, v in afresh.items() if k not in MOMENT
+        }
+        assert following.page(kept["since"])["grid"] == {}  # nothing changed since
+    assert changed_only == [False, *[True] * 7, False, True, True]  # whole when it grew
+    writer.close()

@@ -14,8 +14,11 @@ const SVG = "http://www.w3.org/2000/svg";
 const token = new URLSearchParams(location.search).get("token");
 let last = null;
 
-function url(path) {
-  return token ? `${path}?token=${encodeURIComponent(token)}` : path;
+function url(path, params = {}) {
+  const query = new URLSearchParams(params);
+  if (token) query.set("token", token);
+  const q = query.toString();
+  return q ? `${path}?${q}` : path;
 }
 
 function el(name, attrs = {}, text = null) {
@@ -383,11 +386,24 @@ function draw(state) {
   document.getElementById("updated").textContent = `updated ${new Date().toISOString()}`;
 }
 
+// The run's state as of a new answer, else null. Asked `since` the last answer, the server
+// sends the grid's cells changed since then (`changed_only`), merged into the grid kept here;
+// the first answer, or one the server could not answer so, holds the whole grid.
+async function fetchState() {
+  const response = await fetch(url("api/state", last && last.since ? { since: last.since } : {}));
+  if (!response.ok) return null;
+  const answer = await response.json();
+  if (!answer.changed_only || !last || !last.grid) return answer;
+  const grid = last.grid;
+  for (const [tile, rounds] of Object.entries(answer.grid)) grid[tile] = Object.assign(grid[tile] || {}, rounds);
+  return { ...answer, grid };
+}
+
 async function poll() {
   try {
-    const response = await fetch(url("api/state"));
-    if (response.ok) {
-      last = await response.json();
+    const state = await fetchState();
+    if (state) {
+      last = state;
       draw(last);
       await drawPreview(last);
       document.body.dataset.polls = String(parseInt(document.body.dataset.polls || "0", 10) + 1);
