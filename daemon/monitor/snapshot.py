@@ -37,7 +37,7 @@ from daemon.products.qualitylog import QUALITY_DB, QualityLog
 from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import Plan, read_stage_position
 
-WAL_INDEX_HEADER = 48  # bytes of SQLite's wal-index header (sqlite.org/walformat.html)
+RECENT_WRITE_S = 1.0  # a file written this recently may change again within its time's tick
 STALLED_AFTER_S = 600.0  # backlog waiting and no unit finished for this long: stalled
 
 
@@ -200,21 +200,29 @@ def _seq_of(since: str | None, epoch: str) -> int:
 
 def ledger_signature(path: Path) -> tuple[object, ...] | None:
     """What changes whenever a transaction commits to the ledger (or another of the daemon's
-    SQLite files, the alert history) at `path`, read in O(1):
-    the file's inode, change time and size (commits land there once the WAL is checkpointed
-    or removed), and while a daemon runs the wal-index header (the first 48 bytes of the
-    -shm file, whose change counter and last frame SQLite advances on every commit: a file
-    time alone may not tick between two commits); None if the ledger is not there."""
-    try:
-        found = path.stat()
-    except FileNotFoundError:
-        return None
-    try:
-        with path.with_name(f"{path.name}-shm").open("rb") as shm:
-            header = shm.read(WAL_INDEX_HEADER)
-    except FileNotFoundError:
-        header = b""
-    return (found.st_ino, found.st_mtime_ns, found.st_size, header)
+    SQLite files, the alert history) at `path`, read in O(1) from the files' metadata: the
+    file's and its WAL's inode, size and modification time; None if the file is not there.
+
+    The files are never opened here: this runs in the daemon beside their writer, and closing
+    any descriptor of a file drops every POSIX lock the process holds on it, SQLite's own
+    included; another process's reader then takes itself for the first and resets the -shm
+    file the writer has mapped, and the writer dies of SIGBUS (seen). A file time may not tick
+    between two commits close together, so a file written in the last second is taken as
+    changed at every ask until it has been quiet for that long."""
+    now = time.time()
+    parts: list[object] = []
+    for file in (path, path.with_name(f"{path.name}-wal")):
+        try:
+            found = file.stat()
+        except FileNotFoundError:
+            if file == path:
+                return None
+            parts.append(None)
+            continue
+        parts.append((found.st_ino, found.st_size, found.st_mtime_ns))
+        if now - found.st_mtime < RECENT_WRITE_S:
+            parts.append(now)  # too recent to trust: unlike any other signature
+    return tuple(parts)
 
 
 def as_stored(

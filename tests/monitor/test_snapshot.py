@@ -3,6 +3,12 @@ when the page reads a real ledger."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 from daemon.config import Settings
 from daemon.datastore.sqlite import Database
 from daemon.datastore.statedir import ledger_path
@@ -12,6 +18,16 @@ from daemon.monitor.snapshot import Snapshots, as_stored
 from daemon.monitor.status import collect, render
 from daemon.monitor.tally import RECENT_EVENTS, Tally
 from daemon.products.alertlog import AlertLog, AlertRecord, alert_log_path
+
+
+def quiet(database: Path) -> None:
+    """As if the SQLite file at `database` (and its WAL) had last been written a minute ago:
+    a file written within the last second is read again at every ask (its time may not tick
+    between two commits), one quiet since is trusted."""
+    for file in (database, database.with_name(f"{database.name}-wal")):
+        if file.exists():
+            past = time.time() - 60
+            os.utime(file, (past, past))
 
 
 def unit(tile: int, state: str, seen: float, started=None, finished=None, size=0, error=None):
@@ -112,6 +128,7 @@ def test_the_page_reads_the_units_again_only_after_the_ledger_changed(tmp_path, 
 
     monkeypatch.setattr(Database, "open_readonly", traced)
     snapshots = Snapshots(tmp_path, settings)
+    quiet(ledger_path(settings.datastore_path(tmp_path)))
     assert snapshots.page()["units"]["pending"] == 1
     assert len(unit_reads) == 1  # the report and the page's parts share one read
     snapshots.page()
@@ -146,6 +163,7 @@ def test_the_page_reads_the_alerts_again_only_after_their_file_changed(tmp_path,
     assert not alert_log_path(store).exists()
     log = AlertLog(alert_log_path(store))
     log.start("stall", "stall", "the run", "no unit finished for 20 min", 100.0)
+    quiet(alert_log_path(store))
     assert [a["title"] for a in snapshots.page()["alerts"]["open"]] == ["Stalled"]
     snapshots.page()
     assert len(alert_reads) == 1
@@ -261,3 +279,47 @@ def test_answers_since_the_last_one_add_up_to_the_whole_state(tmp_path):
         assert following.page(kept["since"])["grid"] == {}  # nothing changed since
     assert changed_only == [False, *[True] * 7, False, True, True]  # whole when it grew
     writer.close()
+
+
+WRITER = """
+import subprocess, sys
+from pathlib import Path
+from daemon.datastore.sqlite import Database
+from daemon.monitor.snapshot import ledger_signature
+path = Path(sys.argv[1])
+writer = Database.open_writer(path, "CREATE TABLE IF NOT EXISTS t (a INTEGER);", "NORMAL")
+with writer.transaction() as db:
+    db.execute("INSERT INTO t VALUES (1)")
+reader = subprocess.Popen([sys.executable, sys.argv[2], str(path)])
+while reader.poll() is None:  # the daemon: commits, and the page asks what changed
+    with writer.transaction() as db:
+        db.execute("INSERT INTO t VALUES (1)")
+    ledger_signature(path)
+sys.exit(reader.returncode)
+"""
+READER = """
+import sys
+from pathlib import Path
+from daemon.datastore.sqlite import Database
+for _ in range(300):  # `status` and other readers, from other processes
+    reader = Database.open_readonly(Path(sys.argv[1]))
+    reader.query("SELECT count(*) FROM t")
+    reader.close()
+"""
+
+
+def test_asking_what_changed_never_costs_the_writer_its_locks(tmp_path):
+    """The page's signature runs in the daemon beside the ledger's writer while other
+    processes read the ledger: the writer must live through it (opening and closing the -shm
+    file to read its header dropped the writer's locks: a reader then reset the -shm under
+    the writer's mapping, and the writer died of SIGBUS)."""
+    writer, reader = tmp_path / "writer.py", tmp_path / "reader.py"
+    writer.write_text(WRITER, encoding="utf-8")
+    reader.write_text(READER, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(writer), str(tmp_path / "ledger.sqlite"), str(reader)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
