@@ -1,0 +1,95 @@
+"""Registration QC on synthetic fiducial stacks with known sub-pixel shifts.
+
+The stacks are rendered analytically (Gaussian cells at exact, shifted positions, Poisson
+noise), not shifted by the code under test, at a camera's 2048 x 2048 (binned by 4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from daemon.pixels.registration import bin_factor, projections, register
+
+SIZE = 2048
+PLANES = 16
+Z_TOLERANCE_PLANES = 0.1  # the side projection has every plane; 0.1 of a z step is 0.1-0.15 µm
+
+
+def _cells(seed: int = 7, count: int = 120) -> np.ndarray:
+    """(count, 5): y, x, z plane, sigma px, amplitude of cell-like blobs over the field."""
+    rng = np.random.default_rng(seed)
+    return np.column_stack(
+        [
+            rng.uniform(-40, SIZE + 40, count),
+            rng.uniform(-40, SIZE + 40, count),
+            rng.uniform(2, PLANES - 3, count),
+            rng.uniform(15, 60, count),
+            rng.uniform(300, 900, count),
+        ]
+    )
+
+
+def _stack(cells: np.ndarray, shift_zyx: tuple[float, float, float], seed: int) -> np.ndarray:
+    """The uint16 (z, y, x) stack of `cells` moved by `shift_zyx` (planes, px, px)."""
+    y, x, z, sigma, amplitude = cells.T
+    dz, dy, dx = shift_zyx
+    grid = np.arange(SIZE, dtype=np.float64)[:, None]
+    gy = np.exp(-((grid - y - dy) ** 2) / (2 * sigma**2))
+    gx = np.exp(-((grid - x - dx) ** 2) / (2 * sigma**2))
+    rng = np.random.default_rng(seed)
+    stack = np.empty((PLANES, SIZE, SIZE), dtype=np.uint16)
+    for plane in range(PLANES):
+        weight = amplitude * np.exp(-((plane - z - dz) ** 2) / (2 * 2.0**2))
+        photons = 100.0 + (gy * weight) @ gx.T
+        stack[plane] = rng.poisson(photons)
+    return stack
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return projections(_stack(_cells(), (0.0, 0.0, 0.0), seed=1))
+
+
+def test_a_camera_frame_is_binned_by_four():
+    assert bin_factor((SIZE, SIZE)) == 4
+    assert bin_factor((256, 256)) == 1
+
+
+@pytest.mark.parametrize("shift_zyx", [(0.0, 0.0, 0.0), (0.3, 1.37, -2.61), (-1.2, -20.5, 13.9)])
+def test_the_shift_of_a_moved_fiducial_is_found_to_a_quarter_pixel(reference, shift_zyx):
+    moved = projections(_stack(_cells(), shift_zyx, seed=2))
+    found = register(moved, reference)
+    assert found is not None
+    assert found.shift_zyx_px is not None
+    dz, dy, dx = found.shift_zyx_px
+    # sign: where this round's structures are relative to the reference's
+    assert abs(dy - shift_zyx[1]) <= 0.25, found
+    assert abs(dx - shift_zyx[2]) <= 0.25, found
+    assert abs(dz - shift_zyx[0]) <= Z_TOLERANCE_PLANES, found
+    assert found.match_quality > 0.9, found
+
+
+def test_an_unrelated_fiducial_matches_poorly(reference):
+    other = projections(_stack(_cells(seed=99), (0.0, 0.0, 0.0), seed=3))
+    found = register(other, reference)
+    assert found is not None
+    assert found.match_quality < 0.3, found
+
+
+def test_an_empty_fiducial_matches_poorly(reference):
+    rng = np.random.default_rng(4)
+    empty = projections(rng.poisson(100.0, (PLANES, SIZE, SIZE)).astype(np.uint16))
+    found = register(empty, reference)
+    assert found is not None
+    assert found.match_quality < 0.3, found
+
+
+def test_a_blank_fiducial_has_no_match_and_does_not_fail(reference):
+    found = register(projections(np.zeros((PLANES, SIZE, SIZE), np.uint16)), reference)
+    assert found is not None
+    assert found.shift_zyx_px is None
+    assert found.match_quality == 0.0
+
+
+def test_fiducials_of_different_shapes_are_not_registered(reference):
+    assert register(projections(np.zeros((PLANES, 256, 256), np.uint16)), reference) is None
