@@ -38,7 +38,8 @@ from skimage.registration import phase_cross_correlation
 
 TOP_SIDE = 512  # binned pixels along the top projection's shorter side (2048 -> bin 4)
 UPSAMPLE = 100  # subpixel refinement: 1/100 of a binned pixel
-REFINE = 2  # re-estimations on the moved-back image (see _shift)
+REFINE = 12  # at most this many corrections on the moved-back image (see _shift)
+CONVERGED = 0.01  # binned pixels: a correction this small ends them
 
 
 @dataclass(frozen=True)
@@ -66,17 +67,27 @@ def bin_factor(shape_yx: tuple[int, ...]) -> int:
 def _bin_last(image: np.ndarray, factor: int) -> np.ndarray:
     """Block mean over `factor` along the last axis (a ragged end is dropped)."""
     n = image.shape[-1] // factor
-    return image[..., : n * factor].reshape(*image.shape[:-1], n, factor).mean(axis=-1)
+    blocks = image[..., : n * factor].reshape(*image.shape[:-1], n, factor)
+    return np.asarray(blocks.mean(axis=-1))
 
 
 def projections(stack: np.ndarray) -> FiducialProjections:
-    """The top and side projections of a (z, y, x) fiducial stack."""
+    """The top and side projections of a (z, y, x) fiducial stack.
+
+    A hot pixel (the ORCA's are not replaced) is bright in every plane and stays where the
+    camera is, pulling the shift to zero: the max projections keep it as a dot (top), removed
+    by a 3 x 3 median filter (the fiducial's structures are far wider than 3 binned pixels),
+    or as a line along z (side), often several columns wide where hot pixels of different
+    rows fall side by side, removed by subtracting each column's median over z (what does not
+    change with z says nothing about a z shift).
+    """
     factor = bin_factor(stack.shape[-2:])
     top = _bin_last(_bin_last(stack.max(axis=0), factor).T, factor).T
     side = _bin_last(stack.max(axis=1), factor)
+    side = side - np.median(side, axis=0)
     return FiducialProjections(
-        top=np.ascontiguousarray(top, dtype=np.float32),
-        side=np.ascontiguousarray(side, dtype=np.float32),
+        top=ndimage.median_filter(top.astype(np.float32), size=3, mode="nearest"),
+        side=ndimage.median_filter(side.astype(np.float32), size=3, mode="nearest"),
         bin_yx=factor,
     )
 
@@ -90,7 +101,7 @@ def _hann(shape: tuple[int, ...]) -> np.ndarray:
 def _peak(reference: np.ndarray, moving: np.ndarray, window: np.ndarray) -> np.ndarray:
     """The cross-correlation peak of the windowed, mean-subtracted images: where `moving`'s
     content is relative to `reference`'s, in (sub)pixels of the images."""
-    found, _, _ = phase_cross_correlation(
+    found, _, _ = phase_cross_correlation(  # type: ignore[no-untyped-call]
         (reference - reference.mean()) * window,
         (moving - moving.mean()) * window,
         upsample_factor=UPSAMPLE,
@@ -100,17 +111,21 @@ def _peak(reference: np.ndarray, moving: np.ndarray, window: np.ndarray) -> np.n
 
 
 def _shift(reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
-    """Where `moving`'s content is relative to `reference`'s, refined REFINE times.
+    """Where `moving`'s content is relative to `reference`'s, refined to convergence.
 
     The window stays where the camera was while the content moved, which biases a smooth
     fiducial's peak towards no shift by up to a pixel; `moving` moved back by the estimate
-    (cubic spline) leaves a residual small enough for that bias to vanish.
+    (cubic spline) leaves a residual with less of that bias, so the estimate is corrected
+    until the residual is under CONVERGED (at most REFINE times): unbiased at its fixed point.
     """
     window = _hann(reference.shape)
     shift = _peak(reference, moving, window)
     for _ in range(REFINE):
         back = ndimage.shift(moving, -shift, order=3, mode="nearest")
-        shift = shift + _peak(reference, back, window)
+        residual = _peak(reference, back, window)
+        shift = shift + residual
+        if np.abs(residual).max() < CONVERGED:
+            break
     return shift
 
 

@@ -1,12 +1,12 @@
-"""Registration QC on synthetic fiducial stacks with known sub-pixel shifts.
-
-The stacks are rendered analytically (Gaussian cells at exact, shifted positions, Poisson
-noise), not shifted by the code under test, at a camera's 2048 x 2048 (binned by 4)."""
+"""Registration QC on synthetic fiducial stacks with known sub-pixel shifts (support.scenes:
+rendered analytically, not shifted by the code under test), at a camera's 2048 x 2048 (binned
+by 4)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from support.scenes import cell_stack, random_cells
 
 from daemon.pixels.registration import bin_factor, projections, register
 
@@ -15,34 +15,12 @@ PLANES = 16
 Z_TOLERANCE_PLANES = 0.1  # the side projection has every plane; 0.1 of a z step is 0.1-0.15 µm
 
 
-def _cells(seed: int = 7, count: int = 120) -> np.ndarray:
-    """(count, 5): y, x, z plane, sigma px, amplitude of cell-like blobs over the field."""
-    rng = np.random.default_rng(seed)
-    return np.column_stack(
-        [
-            rng.uniform(-40, SIZE + 40, count),
-            rng.uniform(-40, SIZE + 40, count),
-            rng.uniform(2, PLANES - 3, count),
-            rng.uniform(15, 60, count),
-            rng.uniform(300, 900, count),
-        ]
-    )
+def _cells(seed: int = 7) -> np.ndarray:
+    return random_cells(SIZE, PLANES, seed)
 
 
 def _stack(cells: np.ndarray, shift_zyx: tuple[float, float, float], seed: int) -> np.ndarray:
-    """The uint16 (z, y, x) stack of `cells` moved by `shift_zyx` (planes, px, px)."""
-    y, x, z, sigma, amplitude = cells.T
-    dz, dy, dx = shift_zyx
-    grid = np.arange(SIZE, dtype=np.float64)[:, None]
-    gy = np.exp(-((grid - y - dy) ** 2) / (2 * sigma**2))
-    gx = np.exp(-((grid - x - dx) ** 2) / (2 * sigma**2))
-    rng = np.random.default_rng(seed)
-    stack = np.empty((PLANES, SIZE, SIZE), dtype=np.uint16)
-    for plane in range(PLANES):
-        weight = amplitude * np.exp(-((plane - z - dz) ** 2) / (2 * 2.0**2))
-        photons = 100.0 + (gy * weight) @ gx.T
-        stack[plane] = rng.poisson(photons)
-    return stack
+    return cell_stack(cells, shift_zyx, SIZE, PLANES, seed)
 
 
 @pytest.fixture(scope="module")
