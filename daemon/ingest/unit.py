@@ -228,16 +228,19 @@ class UnitConverter:
                     corrected = replaced.pop(channel.axis_name) if replaced else None
                     pixels = self._store.entry_pixels(raw, source.acq, corrected)
                     on_stage = self._store.stage_frame(pixels["corrected_data"], source.acq)
+                    projected = on_stage  # what the preview projects along z
                     with _timed(timings, "quality"):
                         quality = self._measure(source, entity, raw, on_stage)
                         if entity.kind == "round" and self._fiducials is not None:
-                            fiducial = projections(on_stage)
+                            max_z = on_stage.max(axis=0)  # one pass, for both
+                            fiducial = projections(on_stage, max_z)
+                            projected = max_z[np.newaxis]
                     quality_rows.append(quality)
                     if self._preview is not None:
                         with _timed(timings, "preview"):
                             self._preview.add(
                                 self._store.entry_name(entity),
-                                on_stage,
+                                projected,
                                 (quality.stage_y_um, quality.stage_x_um),
                                 source.acq.voxel_size_zyx_um[2],
                             )

@@ -1,11 +1,12 @@
 """Registration QC: how far a round's fiducial (polyDT) moved against the reference round's.
 
 Pure functions of arrays, no I/O. A fiducial stack is reduced, while the worker holds it, to
-two small projections that are kept between units (a few hundred kB):
+two small projections that are kept between units (about 300 kB at 60 x 2048 x 2048):
 
 - top: the maximum along z, binned (block mean) by `bin_factor` in y and x so that its shorter
   side is about TOP_SIDE pixels; it gives the y/x shift.
-- side: the maximum along y, binned the same way in x, every plane kept; it gives the z shift.
+- side: the maximum along y (every `bin_factor`-th row), binned the same way in x, every
+  plane kept; it gives the z shift.
 
 The shift of one round's projections against the reference's comes from phase correlation with
 scikit-image's `phase_cross_correlation` (Guizar-Sicairos, Thurman & Fienup 2008, Opt. Lett.:
@@ -13,9 +14,10 @@ the cross-correlation peak refined by an upsampled DFT around it, to 1/UPSAMPLE 
 pixel; maintained, and the standard in the field's registration tools), on mean-subtracted,
 Hann-windowed projections, without the phase normalisation (which whitens the spectrum: on a
 smooth, noisy fiducial the noise and the fixed image borders then win over the structure), and
-refined on the moving image shifted back by the estimate (see `_shift`). Binning by 4 costs
-no accuracy that matters here: the peak is found to a few hundredths of a full-resolution
-pixel on smooth cell-like fiducials (tests/pixels/test_registration.py asserts 0.25).
+refined on the moving image moved back by the estimate (see `_shift`). Binning by 8
+(2048 -> 256) costs no accuracy that matters here: the peak is found to a few hundredths of
+a full-resolution pixel on smooth cell-like fiducials (tests/pixels/test_registration.py
+asserts 0.25), and it keeps the cost within the quality numbers' budget (bench/registration.py).
 
 Sign: `shift_zyx_px` is where this round's fiducial IS relative to the reference, in pixels
 (planes for z) of the full-resolution stack: a structure at p in the reference is at
@@ -36,10 +38,10 @@ import numpy as np
 from scipy import ndimage
 from skimage.registration import phase_cross_correlation
 
-TOP_SIDE = 512  # binned pixels along the top projection's shorter side (2048 -> bin 4)
-UPSAMPLE = 100  # subpixel refinement: 1/100 of a binned pixel
-REFINE = 12  # at most this many corrections on the moved-back image (see _shift)
-CONVERGED = 0.01  # binned pixels: a correction this small ends them
+TOP_SIDE = 256  # binned pixels along the top projection's shorter side (2048 -> bin 8)
+UPSAMPLE = 100  # the peak to 1/100 of a binned pixel
+CONVERGED = 0.01  # binned pixels: a residual this small ends the refinement (see _shift)
+REFINE = 8  # at most this many more peaks
 
 
 @dataclass(frozen=True)
@@ -71,19 +73,23 @@ def _bin_last(image: np.ndarray, factor: int) -> np.ndarray:
     return np.asarray(blocks.mean(axis=-1))
 
 
-def projections(stack: np.ndarray) -> FiducialProjections:
-    """The top and side projections of a (z, y, x) fiducial stack.
+def projections(stack: np.ndarray, max_z: np.ndarray | None = None) -> FiducialProjections:
+    """The top and side projections of a (z, y, x) fiducial stack; `max_z`, its maximum along
+    z if the caller already has it (the mosaic preview's), saves a pass over the stack.
 
+    The side projection takes every `bin_factor`-th row (its x is binned by as much anyway):
+    an eighth of the stack's memory to read, and the fiducial's structures span many rows.
     A hot pixel (the ORCA's are not replaced) is bright in every plane and stays where the
-    camera is, pulling the shift to zero: the max projections keep it as a dot (top), removed
-    by a 3 x 3 median filter (the fiducial's structures are far wider than 3 binned pixels),
-    or as a line along z (side), often several columns wide where hot pixels of different
-    rows fall side by side, removed by subtracting each column's median over z (what does not
-    change with z says nothing about a z shift).
+    camera is, pulling the shift to zero: the top projection keeps it as a dot, removed by a
+    3 x 3 median filter (the fiducial's structures are far wider than 3 binned pixels); the
+    side projection as a line along z, often several columns wide where hot pixels of
+    different rows fall side by side, removed by subtracting each column's median over z
+    (what does not change with z says nothing about a z shift).
     """
     factor = bin_factor(stack.shape[-2:])
-    top = _bin_last(_bin_last(stack.max(axis=0), factor).T, factor).T
-    side = _bin_last(stack.max(axis=1), factor)
+    top = stack.max(axis=0) if max_z is None else max_z
+    top = _bin_last(_bin_last(top, factor).T, factor).T
+    side = _bin_last(stack[:, ::factor, :].max(axis=1), factor)
     side = side - np.median(side, axis=0)
     return FiducialProjections(
         top=ndimage.median_filter(top.astype(np.float32), size=3, mode="nearest"),
@@ -98,35 +104,45 @@ def _hann(shape: tuple[int, ...]) -> np.ndarray:
     return np.outer(np.hanning(shape[0]), np.hanning(shape[1])).astype(np.float32)
 
 
-def _peak(reference: np.ndarray, moving: np.ndarray, window: np.ndarray) -> np.ndarray:
-    """The cross-correlation peak of the windowed, mean-subtracted images: where `moving`'s
-    content is relative to `reference`'s, in (sub)pixels of the images."""
-    found, _, _ = phase_cross_correlation(  # type: ignore[no-untyped-call]
-        (reference - reference.mean()) * window,
-        (moving - moving.mean()) * window,
-        upsample_factor=UPSAMPLE,
-        normalization=None,
-    )
-    return -np.asarray(found, dtype=np.float64)
-
-
 def _shift(reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
-    """Where `moving`'s content is relative to `reference`'s, refined to convergence.
+    """Where `moving`'s content is relative to `reference`'s, in (sub)pixels of the images.
 
     The window stays where the camera was while the content moved, which biases a smooth
-    fiducial's peak towards no shift by up to a pixel; `moving` moved back by the estimate
-    (cubic spline) leaves a residual with less of that bias, so the estimate is corrected
-    until the residual is under CONVERGED (at most REFINE times): unbiased at its fixed point.
+    fiducial's peak towards no shift by up to a pixel. So `moving` is moved back by a guess s
+    (cubic spline) and the peak's residual r(s) against the reference found again: only at
+    r(s) = 0 is the bias gone, so that fixed point is the shift. It is found by the secant
+    method on r per axis (two to four peaks: r is close to linear in s), until |r| is under
+    CONVERGED, at most REFINE more peaks.
     """
     window = _hann(reference.shape)
-    shift = _peak(reference, moving, window)
+    ref_f = np.fft.fft2((reference - reference.mean()) * window)
+
+    def residual(guess: np.ndarray) -> np.ndarray:
+        back = ndimage.shift(moving, -guess, order=3, mode="nearest") if guess.any() else moving
+        found, _, _ = phase_cross_correlation(  # type: ignore[no-untyped-call]
+            ref_f,
+            np.fft.fft2((back - back.mean()) * window),
+            upsample_factor=UPSAMPLE,
+            normalization=None,
+            space="fourier",
+        )
+        return -np.asarray(found, dtype=np.float64)
+
+    guess = np.zeros(2)
+    miss = residual(guess)
+    previous: tuple[np.ndarray, np.ndarray] | None = None
     for _ in range(REFINE):
-        back = ndimage.shift(moving, -shift, order=3, mode="nearest")
-        residual = _peak(reference, back, window)
-        shift = shift + residual
-        if np.abs(residual).max() < CONVERGED:
+        if np.abs(miss).max() <= CONVERGED:
             break
-    return shift
+        step = miss.copy()  # a fixed-point step, or the secant's where it has a slope
+        if previous is not None:
+            run, rise = guess - previous[0], miss - previous[1]
+            usable = (np.abs(run) > CONVERGED) & (np.abs(rise) > 1e-9)
+            step[usable] = -miss[usable] * run[usable] / rise[usable]
+        previous = (guess, miss)
+        guess = guess + step
+        miss = residual(guess)
+    return np.asarray(guess + miss, dtype=np.float64)
 
 
 def match_quality(reference: np.ndarray, moving: np.ndarray, shift_yx: np.ndarray) -> float:

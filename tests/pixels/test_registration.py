@@ -1,6 +1,6 @@
 """Registration QC on synthetic fiducial stacks with known sub-pixel shifts (support.scenes:
 rendered analytically, not shifted by the code under test), at a camera's 2048 x 2048 (binned
-by 4)."""
+by 8)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ def reference():
     return projections(_stack(_cells(), (0.0, 0.0, 0.0), seed=1))
 
 
-def test_a_camera_frame_is_binned_by_four():
-    assert bin_factor((SIZE, SIZE)) == 4
+def test_a_camera_frame_is_binned_by_eight():
+    assert bin_factor((SIZE, SIZE)) == 8
     assert bin_factor((256, 256)) == 1
 
 
