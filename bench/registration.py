@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from report import markers, write_block
+from threadpoolctl import threadpool_limits
 
 from daemon.config import DEFAULT_CODEC
 from daemon.datastore.arrays import make_context, write_array
@@ -90,12 +91,14 @@ def measure_costs(z: int, size: int, work: Path) -> list[list[str]]:
     rows = [[name, f"{s:.3f}", f"{s / write_s:.1%}"] for name, s in costs.items()]
     rows.append(["all quality extras", f"{extras:.3f}", f"{extras / write_s:.1%} (<= 5 %)"])
     shared = _cpu(lambda: corrected.max(axis=0))
-    rows.append(["(max along z: the preview's, shared)", f"{shared:.3f}", f"{shared / write_s:.1%}"])
+    share = f"{shared / write_s:.1%}"
+    rows.append(["(max along z: the preview's, shared)", f"{shared:.3f}", share])
     print(f"found shift (z, y, x px): {found}")
     return rows
 
 
 def main() -> None:
+    threadpool_limits(limits=1, user_api="blas")  # as the daemon's worker pool does
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--z", type=int, default=60)
     parser.add_argument("--size", type=int, default=2048)

@@ -32,6 +32,7 @@ not fall with camera noise that the max projection mostly averages away.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,9 +40,9 @@ from scipy import ndimage
 from skimage.registration import phase_cross_correlation
 
 TOP_SIDE = 256  # binned pixels along the top projection's shorter side (2048 -> bin 8)
-UPSAMPLE = 100  # the peak to 1/100 of a binned pixel
-CONVERGED = 0.01  # binned pixels: a residual this small ends the refinement (see _shift)
-REFINE = 8  # at most this many more peaks
+UPSAMPLE = 100  # the last peak to 1/100 of a binned pixel
+COARSE = 10  # the others to 1/10 (see _shift)
+REFINE = 6  # at most this many secant steps
 
 
 @dataclass(frozen=True)
@@ -110,39 +111,38 @@ def _shift(reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
     The window stays where the camera was while the content moved, which biases a smooth
     fiducial's peak towards no shift by up to a pixel. So `moving` is moved back by a guess s
     (cubic spline) and the peak's residual r(s) against the reference found again: only at
-    r(s) = 0 is the bias gone, so that fixed point is the shift. It is found by the secant
-    method on r per axis (two to four peaks: r is close to linear in s), until |r| is under
-    CONVERGED, at most REFINE more peaks.
+    r(s) = 0 is the bias gone, so that root is the shift. r is close to linear in s, so its
+    slope (per axis) from the first two peaks leads there in one or two secant steps, each
+    peak at COARSE (the upsampled DFT's cost grows with its factor); the last peak, at
+    UPSAMPLE, corrects the guess along that slope.
     """
     window = _hann(reference.shape)
     ref_f = np.fft.fft2((reference - reference.mean()) * window)
 
-    def residual(guess: np.ndarray) -> np.ndarray:
+    def residual(guess: np.ndarray, factor: int) -> np.ndarray:
         back = ndimage.shift(moving, -guess, order=3, mode="nearest") if guess.any() else moving
         found, _, _ = phase_cross_correlation(  # type: ignore[no-untyped-call]
             ref_f,
             np.fft.fft2((back - back.mean()) * window),
-            upsample_factor=UPSAMPLE,
+            upsample_factor=factor,
             normalization=None,
             space="fourier",
         )
         return -np.asarray(found, dtype=np.float64)
 
-    guess = np.zeros(2)
-    miss = residual(guess)
-    previous: tuple[np.ndarray, np.ndarray] | None = None
+    guess, miss = np.zeros(2), residual(np.zeros(2), COARSE)
+    slope = -np.ones(2)  # r(s) = slope * (s - shift); -1 without window bias
     for _ in range(REFINE):
-        if np.abs(miss).max() <= CONVERGED:
+        if np.abs(miss).max() <= 1.0 / COARSE:
             break
-        step = miss.copy()  # a fixed-point step, or the secant's where it has a slope
-        if previous is not None:
-            run, rise = guess - previous[0], miss - previous[1]
-            usable = (np.abs(run) > CONVERGED) & (np.abs(rise) > 1e-9)
-            step[usable] = -miss[usable] * run[usable] / rise[usable]
-        previous = (guess, miss)
-        guess = guess + step
-        miss = residual(guess)
-    return np.asarray(guess + miss, dtype=np.float64)
+        step = -miss / slope
+        moved = guess + step
+        moved_miss = residual(moved, COARSE)
+        measurable = np.abs(step) > 4.0 / COARSE  # a slope from steps above the DFT's grain
+        measured = (moved_miss - miss)[measurable] / step[measurable]
+        slope[measurable] = np.clip(measured, -1.0, -0.2)
+        guess, miss = moved, moved_miss
+    return np.asarray(guess - residual(guess, UPSAMPLE) / slope, dtype=np.float64)
 
 
 def match_quality(reference: np.ndarray, moving: np.ndarray, shift_yx: np.ndarray) -> float:
@@ -165,7 +165,8 @@ def match_quality(reference: np.ndarray, moving: np.ndarray, shift_yx: np.ndarra
 def register(moving: FiducialProjections, reference: FiducialProjections) -> Registration | None:
     """The shift of `moving` against `reference` in full-resolution pixels (z in planes) and
     their match quality; None when their shapes differ (another camera or z range: no shift
-    can be measured between them), no shift when either is blank."""
+    can be measured between them), no shift when either is blank, a NaN z shift when either
+    has no structure along z (a single plane)."""
     if (
         moving.bin_yx != reference.bin_yx
         or moving.top.shape != reference.top.shape
@@ -175,7 +176,8 @@ def register(moving: FiducialProjections, reference: FiducialProjections) -> Reg
     if np.ptp(moving.top) == 0 or np.ptp(reference.top) == 0:
         return Registration(shift_zyx_px=None, match_quality=0.0)
     dy, dx = _shift(reference.top, moving.top)
-    dz = _shift(reference.side, moving.side)[0]
+    flat = np.ptp(moving.side) == 0 or np.ptp(reference.side) == 0  # one plane: no z
+    dz = math.nan if flat else _shift(reference.side, moving.side)[0]
     factor = reference.bin_yx
     return Registration(
         shift_zyx_px=(float(dz), float(dy * factor), float(dx * factor)),

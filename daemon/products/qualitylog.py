@@ -14,6 +14,7 @@ lower reference round arrives later; readout rows leave those columns null.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -131,6 +132,8 @@ def shift_columns(shift: FiducialShift | None) -> dict[str, Any]:
     if shift is None:
         return dict.fromkeys(SHIFT_COLUMNS)
     z, y, x = shift.shift_zyx_um if shift.shift_zyx_um is not None else (None, None, None)
+    if z is not None and math.isnan(z):  # a single plane: no z shift to measure
+        z = None
     return {
         "reference_round": shift.reference_round,
         "shift_z_um": z,

@@ -4,6 +4,8 @@ by 8)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from support.scenes import cell_stack, random_cells
@@ -71,3 +73,14 @@ def test_a_blank_fiducial_has_no_match_and_does_not_fail(reference):
 
 def test_fiducials_of_different_shapes_are_not_registered(reference):
     assert register(projections(np.zeros((PLANES, 256, 256), np.uint16)), reference) is None
+
+
+def test_a_single_plane_fiducial_has_a_yx_shift_and_no_z_shift():
+    cells = random_cells(256, 6, count=30)
+    cells[:, 2] = 0.0  # every cell in the one plane
+    reference = projections(cell_stack(cells, (0.0, 0.0, 0.0), 256, 1, seed=5))
+    found = register(projections(cell_stack(cells, (0.0, 2.3, -1.4), 256, 1, seed=6)), reference)
+    assert found is not None and found.shift_zyx_px is not None
+    dz, dy, dx = found.shift_zyx_px
+    assert math.isnan(dz)
+    assert abs(dy - 2.3) <= 0.25 and abs(dx + 1.4) <= 0.25, found
