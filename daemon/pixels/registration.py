@@ -36,8 +36,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
-from skimage.registration import phase_cross_correlation
 
 TOP_SIDE = 256  # binned pixels along the top projection's shorter side (2048 -> bin 8)
 UPSAMPLE = 100  # the last peak to 1/100 of a binned pixel
@@ -87,6 +85,8 @@ def projections(stack: np.ndarray, max_z: np.ndarray | None = None) -> FiducialP
     different rows fall side by side, removed by subtracting each column's median over z
     (what does not change with z says nothing about a z shift).
     """
+    from scipy import ndimage  # imported when first used: 0.4 s less at every daemon start
+
     factor = bin_factor(stack.shape[-2:])
     top = stack.max(axis=0) if max_z is None else max_z
     top = _bin_last(_bin_last(top, factor).T, factor).T
@@ -116,6 +116,9 @@ def _shift(reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
     peak at COARSE (the upsampled DFT's cost grows with its factor); the last peak, at
     UPSAMPLE, corrects the guess along that slope.
     """
+    from scipy import ndimage  # imported when first used, as scikit-image
+    from skimage.registration import phase_cross_correlation
+
     window = _hann(reference.shape)
     ref_f = np.fft.fft2((reference - reference.mean()) * window)
 
