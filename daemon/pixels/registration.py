@@ -123,6 +123,8 @@ def _shift(reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
     ref_f = np.fft.fft2((reference - reference.mean()) * window)
 
     def residual(guess: np.ndarray, factor: int) -> np.ndarray:
+        if not np.isfinite(guess).all():
+            return np.full(2, np.nan)
         back = ndimage.shift(moving, -guess, order=3, mode="nearest") if guess.any() else moving
         found, _, _ = phase_cross_correlation(  # type: ignore[no-untyped-call]
             ref_f,
@@ -133,19 +135,22 @@ def _shift(reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
         )
         return -np.asarray(found, dtype=np.float64)
 
-    guess, miss = np.zeros(2), residual(np.zeros(2), COARSE)
-    slope = -np.ones(2)  # r(s) = slope * (s - shift); -1 without window bias
-    for _ in range(REFINE):
-        if np.abs(miss).max() <= 1.0 / COARSE:
-            break
-        step = -miss / slope
-        moved = guess + step
-        moved_miss = residual(moved, COARSE)
-        measurable = np.abs(step) > 4.0 / COARSE  # a slope from steps above the DFT's grain
-        measured = (moved_miss - miss)[measurable] / step[measurable]
-        slope[measurable] = np.clip(measured, -1.0, -0.2)
-        guess, miss = moved, moved_miss
-    return np.asarray(guess - residual(guess, UPSAMPLE) / slope, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a degenerate image: NaN, below
+        guess, miss = np.zeros(2), residual(np.zeros(2), COARSE)
+        slope = -np.ones(2)  # r(s) = slope * (s - shift); -1 without window bias
+        for _ in range(REFINE):
+            if not np.isfinite(miss).all() or np.abs(miss).max() <= 1.0 / COARSE:
+                break
+            step = -miss / slope
+            moved = guess + step
+            moved_miss = residual(moved, COARSE)
+            measurable = np.abs(step) > 4.0 / COARSE  # a slope from steps above the DFT's grain
+            measured = (moved_miss - miss)[measurable] / step[measurable]
+            slope[measurable] = np.clip(measured, -1.0, -0.2)
+            guess, miss = moved, moved_miss
+        if not (np.isfinite(miss).all() and np.isfinite(slope).all()):
+            return np.full(2, np.nan)  # phase correlation found no peak
+        return np.asarray(guess - residual(guess, UPSAMPLE) / slope, dtype=np.float64)
 
 
 def match_quality(reference: np.ndarray, moving: np.ndarray, shift_yx: np.ndarray) -> float:
@@ -168,8 +173,8 @@ def match_quality(reference: np.ndarray, moving: np.ndarray, shift_yx: np.ndarra
 def register(moving: FiducialProjections, reference: FiducialProjections) -> Registration | None:
     """The shift of `moving` against `reference` in full-resolution pixels (z in planes) and
     their match quality; None when their shapes differ (another camera or z range: no shift
-    can be measured between them), no shift when either is blank, a NaN z shift when either
-    has no structure along z (a single plane)."""
+    can be measured between them), no shift when either is blank or phase correlation finds
+    no peak, a NaN z shift when either has no structure along z (a single plane)."""
     if (
         moving.bin_yx != reference.bin_yx
         or moving.top.shape != reference.top.shape
@@ -179,6 +184,8 @@ def register(moving: FiducialProjections, reference: FiducialProjections) -> Reg
     if np.ptp(moving.top) == 0 or np.ptp(reference.top) == 0:
         return Registration(shift_zyx_px=None, match_quality=0.0)
     dy, dx = _shift(reference.top, moving.top)
+    if not (np.isfinite(dy) and np.isfinite(dx)):  # no correlation peak: nothing to report
+        return Registration(shift_zyx_px=None, match_quality=0.0)
     flat = np.ptp(moving.side) == 0 or np.ptp(reference.side) == 0  # one plane: no z
     dz = math.nan if flat else _shift(reference.side, moving.side)[0]
     factor = reference.bin_yx

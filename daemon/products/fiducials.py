@@ -80,7 +80,10 @@ class FiducialStore:
         moving, ref = self.load(tile, round_), self.load(tile, reference)
         if moving is None or ref is None:
             return None
-        found = register(moving[0], ref[0])
+        try:
+            found = register(moving[0], ref[0])
+        except ValueError:  # phase correlation on a degenerate projection: no shift to report
+            return FiducialShift(reference, None, 0.0)
         if found is None:
             return None
         um = None

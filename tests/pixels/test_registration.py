@@ -35,7 +35,9 @@ def test_a_camera_frame_is_binned_by_eight():
     assert bin_factor((256, 256)) == 1
 
 
-@pytest.mark.parametrize("shift_zyx", [(0.0, 0.0, 0.0), (0.3, 1.37, -2.61), (-1.2, -20.5, 13.9)])
+@pytest.mark.parametrize(
+    "shift_zyx", [(0.0, 0.0, 0.0), (0.1, 0.7, -0.75), (0.3, 1.37, -2.61), (-1.2, -20.5, 13.9)]
+)
 def test_the_shift_of_a_moved_fiducial_is_found_to_a_quarter_pixel(reference, shift_zyx):
     moved = projections(_stack(_cells(), shift_zyx, seed=2))
     found = register(moved, reference)
