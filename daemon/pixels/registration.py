@@ -41,6 +41,7 @@ TOP_SIDE = 256  # binned pixels along the top projection's shorter side (2048 ->
 UPSAMPLE = 100  # the last peak to 1/100 of a binned pixel
 COARSE = 10  # the others to 1/10 (see _shift)
 REFINE = 6  # at most this many secant steps
+MAX_BIAS = 0.05  # of an axis' length (at least 1 px): how far from the first peak (see _shift)
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,9 @@ def _shift(reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
     r(s) = 0 is the bias gone, so that root is the shift. r is close to linear in s, so its
     slope (per axis) from the first two peaks leads there in one or two secant steps, each
     peak at COARSE (the upsampled DFT's cost grows with its factor); the last peak, at
-    UPSAMPLE, corrects the guess along that slope.
+    UPSAMPLE, corrects the guess along that slope. No guess goes further from the first peak
+    than MAX_BIAS of the axis (at least a pixel): on a few planes (z) r is far from linear
+    and unchecked steps run off.
     """
     from scipy import ndimage  # imported when first used, as scikit-image
     from skimage.registration import phase_cross_correlation
@@ -137,12 +140,14 @@ def _shift(reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
 
     with np.errstate(divide="ignore", invalid="ignore"):  # a degenerate image: NaN, below
         guess, miss = np.zeros(2), residual(np.zeros(2), COARSE)
+        bound = np.maximum(1.0, MAX_BIAS * np.asarray(reference.shape))  # the root is near
+        low, high = miss - bound, miss + bound
         slope = -np.ones(2)  # r(s) = slope * (s - shift); -1 without window bias
         for _ in range(REFINE):
             if not np.isfinite(miss).all() or np.abs(miss).max() <= 1.0 / COARSE:
                 break
-            step = -miss / slope
-            moved = guess + step
+            moved = np.clip(guess - miss / slope, low, high)
+            step = moved - guess
             moved_miss = residual(moved, COARSE)
             measurable = np.abs(step) > 4.0 / COARSE  # a slope from steps above the DFT's grain
             measured = (moved_miss - miss)[measurable] / step[measurable]
@@ -150,7 +155,8 @@ def _shift(reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
             guess, miss = moved, moved_miss
         if not (np.isfinite(miss).all() and np.isfinite(slope).all()):
             return np.full(2, np.nan)  # phase correlation found no peak
-        return np.asarray(guess - residual(guess, UPSAMPLE) / slope, dtype=np.float64)
+        found = np.clip(guess - residual(guess, UPSAMPLE) / slope, low, high)
+        return np.asarray(found, dtype=np.float64)
 
 
 def match_quality(reference: np.ndarray, moving: np.ndarray, shift_yx: np.ndarray) -> float:

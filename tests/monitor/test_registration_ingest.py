@@ -64,3 +64,24 @@ def test_each_rounds_fiducial_shift_is_the_simulated_drift(tmp_path, camera):
         assert row["shift_z_um"] == pytest.approx(expected["z"], abs=Z_TOLERANCE_UM), row
     # the simulator moved every later round by more than the tolerance: a zero would fail
     assert any(abs(_image_shift_um(truth, camera, 0, 1)[k]) > 0.1 for k in "yx")
+
+
+def test_a_few_planes_give_a_bounded_z_shift(tmp_path):
+    """Six planes on 96-px tiles: too little for y/x to the tolerance, but the z shift must
+    stay near the truth instead of running off (it once gave 8.6 planes, or NaN and a failed
+    unit)."""
+    settings = SimulationSettings(tiles=3, rounds=2, z=6, size=96, channels=3)
+    experiment = tmp_path / "exp"
+    simulate(experiment, settings)
+    config = write_config(tmp_path / "config.toml")
+    run = subprocess.run(
+        daemon_command("ingest", experiment, config), capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    truth = json.loads((experiment / TRUTH_NAME).read_text())
+    rows = pq.read_table(experiment / "qi2labdatastore" / "quality.parquet").to_pylist()
+    later = [r for r in rows if r["kind"] == "round" and r["round"] == 1]
+    assert len(later) == settings.tiles
+    for row in later:
+        expected = _image_shift_um(truth, settings.camera, row["tile"], 1)
+        assert row["shift_z_um"] == pytest.approx(expected["z"], abs=Z_TOLERANCE_UM), row
