@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -54,6 +54,15 @@ class Database:
         """Close the connection."""
         with self._lock:
             self._db.close()
+
+    def add_columns(self, table: str, columns: Mapping[str, str]) -> None:
+        """Add the columns (name -> SQL definition) that a file written by an older version
+        lacks, in one transaction; those present are left alone."""
+        with self.transaction() as db:
+            present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            for column, definition in columns.items():
+                if column not in present:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

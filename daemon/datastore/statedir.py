@@ -1,7 +1,7 @@
 """The daemon's own state inside a datastore folder (`.ingest/`): its files' names, one place.
 
-The writer (the daemon, or a backfill's client) keeps its ledger, lock and quality log here;
-the read side (`status`, `verify`, the page) finds them through the same names.
+The writer (the daemon, or a backfill's client) keeps its ledger, lock, quality log and fiducial
+projections here; the read side (`status`, `verify`, the page) finds them through the same names.
 """
 
 from __future__ import annotations
@@ -29,6 +29,12 @@ def lock_path(store_path: Path) -> Path:
 def unit_locks_dir(store_path: Path) -> Path:
     """Per-unit lock files, for attempts of one unit that could overlap (backfill)."""
     return state_dir(store_path) / "unit-locks"
+
+
+def fiducials_dir(store_path: Path) -> Path:
+    """Each fiducial's projections, the reference of the registration QC
+    (daemon.products.fiducials)."""
+    return state_dir(store_path) / "fiducials"
 
 
 def lock_owner(lock: Path) -> tuple[str, str] | None:

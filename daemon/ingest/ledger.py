@@ -174,11 +174,7 @@ class Ledger:
             self._db = Database.open_readonly(path)
             return
         self._db = Database.open_writer(path, SCHEMA, synchronous="FULL")
-        with self._db.transaction() as db:
-            present = {row[1] for row in db.execute("PRAGMA table_info(units)")}
-            for column, definition in ADDED_COLUMNS.items():
-                if column not in present:
-                    db.execute(f"ALTER TABLE units ADD COLUMN {column} {definition}")
+        self._db.add_columns("units", ADDED_COLUMNS)
         self._db.script(REVISIONS)
 
     @classmethod

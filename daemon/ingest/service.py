@@ -30,7 +30,7 @@ from types import TracebackType
 from daemon import __version__
 from daemon.config import Settings
 from daemon.datastore import layout
-from daemon.datastore.statedir import ledger_path, state_dir
+from daemon.datastore.statedir import fiducials_dir, ledger_path, state_dir
 from daemon.events import Event
 from daemon.ingest.backlog import BacklogReport, recover, requeue_environmental
 from daemon.ingest.claim import Claim
@@ -44,6 +44,7 @@ from daemon.ingest.watcher import RawWatcher
 from daemon.ingest.workers import WorkerPool
 from daemon.layouts import open_layout
 from daemon.logs import get_logger
+from daemon.products.fiducials import FiducialStore
 from daemon.products.preview import PREVIEW_DIR, MosaicPreview
 from daemon.products.qualitylog import QUALITY_DB, QualityLog
 from daemon.raw.experiment import Plan
@@ -144,6 +145,7 @@ class IngestService:
                 settings,
                 self.quality,
                 MosaicPreview(store_path / PREVIEW_DIR),
+                FiducialStore(fiducials_dir(store_path)),
             )
             self.pool = self._shared_pool or WorkerPool(
                 count=settings.workers.count,

@@ -29,7 +29,9 @@ from daemon.layouts.base import EntryFacts, Layout, StagedEntry, unit_entities
 from daemon.pixels.camera import correct, orient
 from daemon.pixels.hotpixels import replace_hot_pixels
 from daemon.pixels.quality import measure
+from daemon.pixels.registration import FiducialProjections, projections
 from daemon.pixels.stage import stage_zyx_flipped_negated
+from daemon.products.fiducials import FiducialStore
 from daemon.products.preview import MosaicPreview
 from daemon.products.qualitylog import QualityLog, QualityRow
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
@@ -171,8 +173,9 @@ class UnitConverter:
     """The worker's job for one unit; holds what every unit shares.
 
     `plan` returns the experiment's plan when a unit is converted: the daemon's planner may
-    read it again until the calibrations are written, a backfill task reads it once. `quality`
-    and `preview` (the live monitor's, daemon.monitor) are the daemon's; a backfill has neither.
+    read it again until the calibrations are written, a backfill task reads it once. `quality`,
+    `preview` (the live monitor's, daemon.monitor) and `fiducials` (the registration QC's
+    reference projections) are the daemon's; a backfill has none.
     Every entry's quality numbers are measured and stored in its attributes whatever the layout.
     """
 
@@ -184,6 +187,7 @@ class UnitConverter:
         settings: Settings,
         quality: QualityLog | None = None,
         preview: MosaicPreview | None = None,
+        fiducials: FiducialStore | None = None,
     ):
         self._raw_dir = raw_dir
         self._store = store
@@ -191,6 +195,7 @@ class UnitConverter:
         self._settings = settings
         self._quality = quality
         self._preview = preview
+        self._fiducials = fiducials
         self._noise_map: np.ndarray | None = None  # read once, when first needed
 
     def noise_map(self) -> np.ndarray:
@@ -206,6 +211,7 @@ class UnitConverter:
         timings = {"read": 0.0, "write": 0.0, "quality": 0.0, "preview": 0.0}
         checksums: list[str] = []
         quality_rows: list[QualityRow] = []
+        fiducial: FiducialProjections | None = None
         with RawDataset(self._raw_dir / record.dataset) as dataset, ExitStack() as stages:
             source = UnitSource.read(plan, record, dataset, self._settings)
             entities = source.entries()
@@ -222,14 +228,19 @@ class UnitConverter:
                     corrected = replaced.pop(channel.axis_name) if replaced else None
                     pixels = self._store.entry_pixels(raw, source.acq, corrected)
                     on_stage = self._store.stage_frame(pixels["corrected_data"], source.acq)
+                    projected = on_stage  # what the preview projects along z
                     with _timed(timings, "quality"):
                         quality = self._measure(source, entity, raw, on_stage)
+                        if entity.kind == "round" and self._fiducials is not None:
+                            max_z = on_stage.max(axis=0)  # one pass, for both
+                            fiducial = projections(on_stage, max_z)
+                            projected = max_z[np.newaxis]
                     quality_rows.append(quality)
                     if self._preview is not None:
                         with _timed(timings, "preview"):
                             self._preview.add(
                                 self._store.entry_name(entity),
-                                on_stage,
+                                projected,
                                 (quality.stage_y_um, quality.stage_x_um),
                                 source.acq.voxel_size_zyx_um[2],
                             )
@@ -242,8 +253,8 @@ class UnitConverter:
                 if previous is not None:
                     previous.publish()
             source_bytes = dataset.nbytes
-        if self._quality is not None:
-            self._quality.record(quality_rows)
+        with _timed(timings, "quality"):
+            self._record(source, quality_rows, fiducial)
         return UnitResult(
             source_bytes=source_bytes,
             checksum=",".join(checksums),
@@ -254,6 +265,17 @@ class UnitConverter:
             quality_s=timings["quality"],
             preview_s=timings["preview"],
         )
+
+    def _record(
+        self, source: UnitSource, rows: list[QualityRow], fiducial: FiducialProjections | None
+    ) -> None:
+        """Record the unit's quality rows, with its fiducial's registration QC when kept."""
+        if self._quality is None:
+            return
+        if self._fiducials is None or fiducial is None:
+            self._quality.record(rows)
+            return
+        self._fiducials.record(self._quality, rows, fiducial, source.acq.voxel_size_zyx_um)
 
     def _measure(
         self, source: UnitSource, entity: Entity, raw: np.ndarray, corrected: np.ndarray

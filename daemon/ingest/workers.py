@@ -3,10 +3,12 @@
 Threads rather than processes: the heavy work (reading, correcting, compressing) happens in
 numpy and tensorstore, which release the GIL. The queue is bounded so that a backlog stays in
 the ledger (a row per unit) instead of in memory; the service offers units only while there is
-room (back-pressure). A unit's outcome always reaches the ledger: done, failed with the file and
-the cause (marked environmental when waiting can fix it, see `failures`), or back to pending
-when the pool is stopped before the unit starts. A ledger write that fails (the disk under it
-is full) is tried again until it succeeds, and nothing a unit raises ends a worker thread.
+room (back-pressure). numpy's BLAS gets one thread: the workers are the parallelism, and its
+own idle threads spin against them (bench/registration.py). A unit's outcome always reaches the
+ledger: done, failed with the file and the cause (marked environmental when waiting can fix it,
+see `failures`), or back to pending when the pool is stopped before the unit starts. A ledger
+write that fails (the disk under it is full) is tried again until it succeeds, and nothing a
+unit raises ends a worker thread.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tenacity import (
     stop_after_attempt,
     wait_random_exponential,
 )
+from threadpoolctl import threadpool_limits
 
 from daemon.events import Event
 from daemon.ingest.failures import describe, errno_name, is_environmental, is_transient
@@ -89,6 +92,7 @@ class WorkerPool:
         retry_initial_s: float,
         retry_max_s: float,
     ) -> None:
+        threadpool_limits(limits=1, user_api="blas")  # for the process: the workers' numpy
         self._queue: queue.Queue[tuple[Lane, str] | None] = queue.Queue(maxsize=queue_size)
         self.lock = threading.Lock()
         self._stopping = threading.Event()

@@ -11,6 +11,7 @@ afterwards.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -175,12 +176,13 @@ class Snapshots:
             now = time.time()
             unit_name = self._naming().unit_name
             rows = self.quality()
+            references = _references(rows)
             positions = as_stored(self._positions.of(facts.plan), rows)
             last_done = tally.last_done()
             return report | {
                 "now": now,
                 "tiles": {str(t): {"x": x, "y": y} for t, (x, y) in sorted(positions.items())},
-                "quality": [_compact(r) for r in rows],
+                "quality": [_compact(r, references) for r in rows],
                 "history": tally.history(),
                 "events": tally.events(unit_name),
                 "failures": tally.failures(unit_name),
@@ -252,12 +254,31 @@ PAGE_QUALITY_FIELDS = (
     "best_focus",
     "best_focus_plane",
     "fiducial_relative",
+    "reference_round",
+    "shift_z_um",
+    "shift_y_um",
+    "shift_x_um",
+    "match_quality",
 )
 
 
-def _compact(row: dict[str, Any]) -> dict[str, Any]:
-    """A quality row with only what the page uses (not the per-plane focus list)."""
-    return {k: row[k] for k in PAGE_QUALITY_FIELDS}
+def _references(rows: list[dict[str, Any]]) -> set[tuple[int, int]]:
+    """(tile, round) of each tile's registration reference: its lowest converted fiducial."""
+    lowest: dict[int, int] = {}
+    for r in rows:
+        if r["kind"] == "round":
+            lowest[r["tile"]] = min(r["round"], lowest.get(r["tile"], r["round"]))
+    return set(lowest.items())
+
+
+def _compact(row: dict[str, Any], references: set[tuple[int, int]]) -> dict[str, Any]:
+    """A quality row with only what the page uses (not the per-plane focus list), with its
+    fiducial's shift magnitude (µm) and whether it is its tile's registration reference."""
+    shift = [row[k] for k in ("shift_z_um", "shift_y_um", "shift_x_um")]
+    return {k: row[k] for k in PAGE_QUALITY_FIELDS} | {
+        "fiducial_shift_um": None if None in shift else math.hypot(*shift),
+        "is_reference": row["kind"] == "round" and (row["tile"], row["round"]) in references,
+    }
 
 
 def health(report: dict[str, Any], last_done: float | None, now: float) -> str:

@@ -6,16 +6,19 @@ rows (one row per entry, keyed by the entry's path). SQLite for the same reasons
 its own file so that the ledger's schema stays the ingestion's alone. `quality.parquet` in
 the datastore is rebuilt whole from it and replaced atomically, like ingest_log.parquet, with
 each fiducial's signal relative to round 0 of its tile filled in at that moment (round 0 may
-arrive after the other rounds).
+arrive after the other rounds). A fiducial row also holds its registration QC (its shift
+against the reference round of its tile, daemon.products.fiducials), updated in place when a
+lower reference round arrives later; readout rows leave those columns null.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import astuple, dataclass, fields
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import astuple, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,14 @@ class QualityRow:
     best_focus: float
     focus: tuple[float, ...]
     measured_at: float
+    # registration QC of a fiducial against the reference round of its tile (null: a readout,
+    # the reference itself, or no reference yet); shifts in µm, z y x, sign as
+    # daemon.pixels.registration: where this round's fiducial is relative to the reference's
+    reference_round: int | None = None
+    shift_z_um: float | None = None
+    shift_y_um: float | None = None
+    shift_x_um: float | None = None
+    match_quality: float | None = None
 
     @classmethod
     def of(
@@ -84,6 +95,10 @@ class QualityRow:
             measured_at=time.time(),
         )
 
+    def with_shift(self, shift: FiducialShift | None) -> QualityRow:
+        """This row with a fiducial's registration QC (None: cleared)."""
+        return replace(self, **shift_columns(shift))
+
     def attributes(self) -> dict[str, Any]:
         """The entry's `quality` attribute: its own numbers only, so an entry is the same
         whatever order units are converted in (a fiducial relative to round 0 of its tile is
@@ -99,7 +114,44 @@ class QualityRow:
         }
 
 
+@dataclass(frozen=True)
+class FiducialShift:
+    """A fiducial's shift against the reference round of its tile, in µm (z, y, x), and how
+    well the two matched (daemon.pixels.registration); no shift: a blank fiducial."""
+
+    reference_round: int
+    shift_zyx_um: tuple[float, float, float] | None
+    match_quality: float
+
+
+SHIFT_COLUMNS = ("reference_round", "shift_z_um", "shift_y_um", "shift_x_um", "match_quality")
+
+
+def shift_columns(shift: FiducialShift | None) -> dict[str, Any]:
+    """The quality log's registration columns for `shift` (all null for None)."""
+    if shift is None:
+        return dict.fromkeys(SHIFT_COLUMNS)
+    z, y, x = shift.shift_zyx_um if shift.shift_zyx_um is not None else (None, None, None)
+    if z is not None and math.isnan(z):  # a single plane: no z shift to measure
+        z = None
+    return {
+        "reference_round": shift.reference_round,
+        "shift_z_um": z,
+        "shift_y_um": y,
+        "shift_x_um": x,
+        "match_quality": shift.match_quality,
+    }
+
+
 _COLUMNS = [f.name for f in fields(QualityRow)]
+# columns later versions added, for a quality.sqlite written before them
+_ADDED_COLUMNS = {
+    "reference_round": "INTEGER",
+    "shift_z_um": "REAL",
+    "shift_y_um": "REAL",
+    "shift_x_um": "REAL",
+    "match_quality": "REAL",
+}
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS quality (
     {", ".join(name + (" TEXT PRIMARY KEY" if name == "entry" else "") for name in _COLUMNS)}
@@ -126,6 +178,11 @@ QUALITY_SCHEMA = pa.schema(
         ("focus", pa.list_(pa.float64())),
         ("measured_at", pa.timestamp("ms", tz="UTC")),
         ("fiducial_relative", pa.float64()),
+        ("reference_round", pa.int32()),
+        ("shift_z_um", pa.float64()),
+        ("shift_y_um", pa.float64()),
+        ("shift_x_um", pa.float64()),
+        ("match_quality", pa.float64()),
     ]
 )
 
@@ -139,6 +196,7 @@ class QualityLog:
             self._db = Database.open_readonly(path)
         else:  # losing the last rows to a power cut costs a re-measure, not data: NORMAL
             self._db = Database.open_writer(path, _SCHEMA, synchronous="NORMAL")
+            self._db.add_columns("quality", _ADDED_COLUMNS)
 
     @property
     def changes(self) -> int:
@@ -151,12 +209,28 @@ class QualityLog:
 
     def record(self, rows: Iterable[QualityRow]) -> None:
         """Add or replace rows (one transaction)."""
-        values = [(*astuple(r)[:-2], json.dumps(list(r.focus)), r.measured_at) for r in rows]
+        values = [
+            tuple(
+                json.dumps(list(v)) if k == "focus" else v
+                for k, v in zip(_COLUMNS, astuple(r), strict=True)
+            )
+            for r in rows
+        ]
         placeholders = ", ".join("?" for _ in _COLUMNS)
         with self._db.transaction() as db:
             db.executemany(
                 f"INSERT OR REPLACE INTO quality ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
                 values,
+            )
+
+    def record_shifts(self, tile: int, shifts: Mapping[int, FiducialShift | None]) -> None:
+        """Set the registration QC of fiducial rows of `tile` already recorded, by round (one
+        transaction); a round not recorded yet gets it with its own rows."""
+        sets = ", ".join(f"{c} = ?" for c in SHIFT_COLUMNS)
+        with self._db.transaction() as db:
+            db.executemany(
+                f"UPDATE quality SET {sets} WHERE kind = 'round' AND tile = ? AND round = ?",
+                [(*shift_columns(s).values(), tile, r) for r, s in shifts.items()],
             )
 
     def rows(self) -> list[dict[str, Any]]:
@@ -168,7 +242,8 @@ class QualityLog:
             )
         except sqlite3.OperationalError:  # read-only and not created yet
             return []
-        rows = [dict(r) | {"focus": json.loads(r["focus"])} for r in found]
+        missing: dict[str, Any] = dict.fromkeys(SHIFT_COLUMNS)  # an older file, read-only
+        rows = [missing | dict(r) | {"focus": json.loads(r["focus"])} for r in found]
         signals = fiducial_signals(rows)
         for row in rows:
             row["fiducial_relative"] = (

@@ -84,7 +84,7 @@ def _scene(settings: SimulationSettings) -> _Scene:
     return _Scene(cells, spots, rng.integers(0, len(codewords(settings)), n_spots))
 
 
-def _drift(settings: SimulationSettings, round: int) -> np.ndarray:
+def sample_drift(settings: SimulationSettings, round: int) -> np.ndarray:
     """(y px, x px, z µm) shift of the whole sample in `round` relative to round 1."""
     if round == 1:
         return np.zeros(3)
@@ -98,7 +98,7 @@ def render_plane(
     """The uint16 camera frame of (round, tile, color, z): deterministic, bit for bit."""
     scene = _scene(settings)
     oy, ox, z0 = window_origin(settings, tile, round)
-    dy, dx, dz = _drift(settings, round)
+    dy, dx, dz = sample_drift(settings, round)
     origin = (oy - dy, ox - dx, z0 + z * settings.z_step_um - dz)  # where the window looks
     cells = _cells(settings, scene.cells, origin)
     if color == "blue":

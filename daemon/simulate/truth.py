@@ -7,6 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from daemon.simulate.cameras import CAMERA_NAMES, FLIR_E_PER_ADU, OFFSET_ADU, ORCA_E_PER_ADU
+from daemon.simulate.sample import sample_drift
 from daemon.simulate.settings import AXIS_NAMES, SimulationSettings
 from daemon.simulate.stage import stage_position
 from daemon.simulate.writer import metadata_files
@@ -34,8 +35,10 @@ def run_truth(settings: SimulationSettings, datasets: list[dict]) -> dict[str, A
 def dataset_truth(
     settings: SimulationSettings, name: str, folder: str, round: int, tile: int
 ) -> dict[str, Any]:
-    """The truth of one dataset: where the stage stood, the camera and the bits it imaged."""
+    """The truth of one dataset: where the stage stood, how far the sample drifted, the
+    camera and the bits it imaged."""
     x, y, z = stage_position(settings, tile, round)
+    drift_y, drift_x, drift_z = sample_drift(settings, round)
     orca = settings.camera == "orcav3"
     return {
         "name": name,
@@ -43,6 +46,13 @@ def dataset_truth(
         "round": round,
         "tile": tile,
         "stage_position_um": {"x": x, "y": y, "z": z},
+        # how far the whole sample moved since round 1, in the stage-aligned view (the image
+        # shifts by this minus the stage's own miss, for the registration QC's tests)
+        "sample_drift_um": {
+            "x": float(drift_x * settings.pixel_um),
+            "y": float(drift_y * settings.pixel_um),
+            "z": float(drift_z),
+        },
         "camera": settings.camera,
         "camera_name": CAMERA_NAMES[settings.camera],
         "e_per_ADU": ORCA_E_PER_ADU if orca else FLIR_E_PER_ADU,

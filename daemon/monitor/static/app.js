@@ -165,11 +165,47 @@ function robustScale(values) {
   return { mid, sd, z };
 }
 
+const FIDUCIAL_MEASURES = new Set(["fiducial_relative", "fiducial_shift_um", "match_quality"]);
+
+// One fiducial's registration in words: the reference, not yet comparable, or its shift.
+function shiftText(r) {
+  if (!r) return ["-", "not converted yet"];
+  if (r.reference_round === null || r.reference_round === undefined) {
+    return r.is_reference ? ["reference", "the tile's reference round"] : ["-", "no reference yet"];
+  }
+  const match = `match ${r.match_quality.toFixed(2)}`;
+  if (r.fiducial_shift_um === null) return [`no shift, ${match}`, "a blank fiducial"];
+  const axes = ["z", "y", "x"].map((a) => `${a} ${r[`shift_${a}_um`].toFixed(3)}`).join(", ");
+  return [`${r.fiducial_shift_um.toFixed(2)} µm, ${match}`,
+    `vs round ${r.reference_round}: ${axes} µm`];
+}
+
+// The registration QC per tile (rows) and round (columns), in words a person reads.
+function drawShifts(state) {
+  const fiducials = state.quality.filter((r) => r.kind === "round");
+  const table = document.getElementById("shifts");
+  if (!fiducials.length) { table.replaceChildren(); return; }
+  const rounds = [...new Set(fiducials.map((r) => r.round))].sort((a, b) => a - b);
+  const tiles = [...new Set(fiducials.map((r) => r.tile))].sort((a, b) => a - b);
+  const byKey = Object.fromEntries(fiducials.map((r) => [`${r.tile}/${r.round}`, r]));
+  const cell = (tag, text, title = "") =>
+    Object.assign(document.createElement(tag), { textContent: text, title });
+  const head = document.createElement("tr");
+  head.replaceChildren(cell("th", "tile"), ...rounds.map((n) => cell("th", `round ${n}`)));
+  const lines = tiles.map((t) => {
+    const row = document.createElement("tr");
+    row.replaceChildren(cell("th", `tile ${t}`),
+      ...rounds.map((n) => cell("td", ...shiftText(byKey[`${t}/${n}`]))));
+    return row;
+  });
+  table.replaceChildren(head, ...lines);
+}
+
 function drawHeatmap(state, layout) {
   const measure = document.getElementById("measure").value;
   const select = document.getElementById("quality-channel");
   let rows = state.quality;
-  if (measure === "fiducial_relative") rows = rows.filter((r) => r.kind === "round");
+  if (FIDUCIAL_MEASURES.has(measure)) rows = rows.filter((r) => r.kind === "round");
   const channels = [...new Set(rows.map(channelKey))].sort();
   fillSelect(select, channels);
   const chosen = rows.filter((r) => channelKey(r) === select.value);
@@ -381,6 +417,7 @@ function draw(state) {
   const layout = tileLayout(state);
   drawRounds(state, layout);
   drawHeatmap(state, layout);
+  drawShifts(state);
   drawHistory(state);
   drawEvents(state);
   document.getElementById("updated").textContent = `updated ${new Date().toISOString()}`;

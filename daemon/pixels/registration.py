@@ -1,0 +1,201 @@
+"""Registration QC: how far a round's fiducial (polyDT) moved against the reference round's.
+
+Pure functions of arrays, no I/O. A fiducial stack is reduced, while the worker holds it, to
+two small projections that are kept between units (about 300 kB at 60 x 2048 x 2048):
+
+- top: the maximum along z, binned (block mean) by `bin_factor` in y and x so that its shorter
+  side is about TOP_SIDE pixels; it gives the y/x shift.
+- side: the maximum along y (every `bin_factor`-th row), binned the same way in x, every
+  plane kept; it gives the z shift.
+
+The shift of one round's projections against the reference's comes from phase correlation with
+scikit-image's `phase_cross_correlation` (Guizar-Sicairos, Thurman & Fienup 2008, Opt. Lett.:
+the cross-correlation peak refined by an upsampled DFT around it, to 1/UPSAMPLE of a binned
+pixel; maintained, and the standard in the field's registration tools), on mean-subtracted,
+Hann-windowed projections, without the phase normalisation (which whitens the spectrum: on a
+smooth, noisy fiducial the noise and the fixed image borders then win over the structure), and
+refined on the moving image moved back by the estimate (see `_shift`). Binning by 8
+(2048 -> 256) costs no accuracy that matters here: the peak is found to a few hundredths of
+a full-resolution pixel on smooth cell-like fiducials (tests/pixels/test_registration.py
+asserts 0.25), and it keeps the cost within the quality numbers' budget (bench/registration.py).
+
+Sign: `shift_zyx_px` is where this round's fiducial IS relative to the reference, in pixels
+(planes for z) of the full-resolution stack: a structure at p in the reference is at
+p + shift in this round (a sample that drifted +2 px in y has dy = +2). Moving this round by
+-shift registers it onto the reference.
+
+`match_quality` is the Pearson correlation of the two top projections over their overlap once
+this round is moved back by the (rounded) shift, clipped to [0, 1]: 1 for the same image,
+near 0 for an unrelated, empty or lost fiducial. Unlike the phase-correlation peak, it does
+not fall with camera noise that the max projection mostly averages away.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+TOP_SIDE = 256  # binned pixels along the top projection's shorter side (2048 -> bin 8)
+UPSAMPLE = 100  # the last peak to 1/100 of a binned pixel
+COARSE = 10  # the others to 1/10 (see _shift)
+REFINE = 6  # at most this many secant steps
+MAX_BIAS = 0.05  # of an axis' length (at least 1 px): how far from the first peak (see _shift)
+
+
+@dataclass(frozen=True)
+class FiducialProjections:
+    """A fiducial stack's projections (float32) and the y/x binning they were made with."""
+
+    top: np.ndarray  # (y // bin, x // bin): max along z, block mean in y and x
+    side: np.ndarray  # (z, x // bin): max along y, block mean in x
+    bin_yx: int
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One round's fiducial against the reference's (see the module docstring for sign)."""
+
+    shift_zyx_px: tuple[float, float, float] | None  # None: a fiducial without contrast
+    match_quality: float
+
+
+def bin_factor(shape_yx: tuple[int, ...]) -> int:
+    """The y/x binning that brings the shorter side to about TOP_SIDE pixels."""
+    return max(1, min(shape_yx) // TOP_SIDE)
+
+
+def _bin_last(image: np.ndarray, factor: int) -> np.ndarray:
+    """Block mean over `factor` along the last axis (a ragged end is dropped)."""
+    n = image.shape[-1] // factor
+    blocks = image[..., : n * factor].reshape(*image.shape[:-1], n, factor)
+    return np.asarray(blocks.mean(axis=-1))
+
+
+def projections(stack: np.ndarray, max_z: np.ndarray | None = None) -> FiducialProjections:
+    """The top and side projections of a (z, y, x) fiducial stack; `max_z`, its maximum along
+    z if the caller already has it (the mosaic preview's), saves a pass over the stack.
+
+    The side projection takes every `bin_factor`-th row (its x is binned by as much anyway):
+    an eighth of the stack's memory to read, and the fiducial's structures span many rows.
+    A hot pixel (the ORCA's are not replaced) is bright in every plane and stays where the
+    camera is, pulling the shift to zero: the top projection keeps it as a dot, removed by a
+    3 x 3 median filter (the fiducial's structures are far wider than 3 binned pixels); the
+    side projection as a line along z, often several columns wide where hot pixels of
+    different rows fall side by side, removed by subtracting each column's median over z
+    (what does not change with z says nothing about a z shift).
+    """
+    from scipy import ndimage  # imported when first used: 0.4 s less at every daemon start
+
+    factor = bin_factor(stack.shape[-2:])
+    top = stack.max(axis=0) if max_z is None else max_z
+    top = _bin_last(_bin_last(top, factor).T, factor).T
+    side = _bin_last(stack[:, ::factor, :].max(axis=1), factor)
+    side = side - np.median(side, axis=0)
+    return FiducialProjections(
+        top=ndimage.median_filter(top.astype(np.float32), size=3, mode="nearest"),
+        side=ndimage.median_filter(side.astype(np.float32), size=3, mode="nearest"),
+        bin_yx=factor,
+    )
+
+
+def _hann(shape: tuple[int, ...]) -> np.ndarray:
+    """A separable Hann window: the image's borders, which do not move with the sample, fade
+    out instead of pulling the correlation peak towards no shift."""
+    return np.outer(np.hanning(shape[0]), np.hanning(shape[1])).astype(np.float32)
+
+
+def _shift(reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
+    """Where `moving`'s content is relative to `reference`'s, in (sub)pixels of the images.
+
+    The window stays where the camera was while the content moved, which biases a smooth
+    fiducial's peak towards no shift by up to a pixel. So `moving` is moved back by a guess s
+    (cubic spline) and the peak's residual r(s) against the reference found again: only at
+    r(s) = 0 is the bias gone, so that root is the shift. r is close to linear in s, so its
+    slope (per axis) from the first two peaks leads there in one or two secant steps, each
+    peak at COARSE (the upsampled DFT's cost grows with its factor); the last peak, at
+    UPSAMPLE, corrects the guess along that slope. No guess goes further from the first peak
+    than MAX_BIAS of the axis (at least a pixel): on a few planes (z) r is far from linear
+    and unchecked steps run off.
+    """
+    from scipy import ndimage  # imported when first used, as scikit-image
+    from skimage.registration import phase_cross_correlation
+
+    window = _hann(reference.shape)
+    ref_f = np.fft.fft2((reference - reference.mean()) * window)
+
+    def residual(guess: np.ndarray, factor: int) -> np.ndarray:
+        if not np.isfinite(guess).all():
+            return np.full(2, np.nan)
+        back = ndimage.shift(moving, -guess, order=3, mode="nearest") if guess.any() else moving
+        found, _, _ = phase_cross_correlation(  # type: ignore[no-untyped-call]
+            ref_f,
+            np.fft.fft2((back - back.mean()) * window),
+            upsample_factor=factor,
+            normalization=None,
+            space="fourier",
+        )
+        return -np.asarray(found, dtype=np.float64)
+
+    with np.errstate(divide="ignore", invalid="ignore"):  # a degenerate image: NaN, below
+        guess, miss = np.zeros(2), residual(np.zeros(2), COARSE)
+        bound = np.maximum(1.0, MAX_BIAS * np.asarray(reference.shape))  # the root is near
+        low, high = miss - bound, miss + bound
+        slope = -np.ones(2)  # r(s) = slope * (s - shift); -1 without window bias
+        for _ in range(REFINE):
+            if not np.isfinite(miss).all() or np.abs(miss).max() <= 1.0 / COARSE:
+                break
+            moved = np.clip(guess - miss / slope, low, high)
+            step = moved - guess
+            moved_miss = residual(moved, COARSE)
+            measurable = np.abs(step) > 4.0 / COARSE  # a slope from steps above the DFT's grain
+            measured = (moved_miss - miss)[measurable] / step[measurable]
+            slope[measurable] = np.clip(measured, -1.0, -0.2)
+            guess, miss = moved, moved_miss
+        if not (np.isfinite(miss).all() and np.isfinite(slope).all()):
+            return np.full(2, np.nan)  # phase correlation found no peak
+        found = np.clip(guess - residual(guess, UPSAMPLE) / slope, low, high)
+        return np.asarray(found, dtype=np.float64)
+
+
+def match_quality(reference: np.ndarray, moving: np.ndarray, shift_yx: np.ndarray) -> float:
+    """Pearson correlation, clipped to [0, 1], of `moving` moved back by the rounded
+    `shift_yx` and `reference`, over their overlap; 0 when either has no contrast there."""
+    dy, dx = (round(float(v)) for v in shift_yx)
+    h, w = reference.shape
+    if abs(dy) >= h or abs(dx) >= w:
+        return 0.0
+    ref = reference[max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)]
+    mov = moving[max(0, dy) : h + min(0, dy), max(0, dx) : w + min(0, dx)]
+    a = ref - ref.mean(dtype=np.float64)
+    b = mov - mov.mean(dtype=np.float64)
+    norm = float(np.sqrt(np.sum(a * a, dtype=np.float64) * np.sum(b * b, dtype=np.float64)))
+    if norm == 0.0:
+        return 0.0
+    return float(np.clip(np.sum(a * b, dtype=np.float64) / norm, 0.0, 1.0))
+
+
+def register(moving: FiducialProjections, reference: FiducialProjections) -> Registration | None:
+    """The shift of `moving` against `reference` in full-resolution pixels (z in planes) and
+    their match quality; None when their shapes differ (another camera or z range: no shift
+    can be measured between them), no shift when either is blank or phase correlation finds
+    no peak, a NaN z shift when either has no structure along z (a single plane)."""
+    if (
+        moving.bin_yx != reference.bin_yx
+        or moving.top.shape != reference.top.shape
+        or moving.side.shape != reference.side.shape
+    ):
+        return None
+    if np.ptp(moving.top) == 0 or np.ptp(reference.top) == 0:
+        return Registration(shift_zyx_px=None, match_quality=0.0)
+    dy, dx = _shift(reference.top, moving.top)
+    if not (np.isfinite(dy) and np.isfinite(dx)):  # no correlation peak: nothing to report
+        return Registration(shift_zyx_px=None, match_quality=0.0)
+    flat = np.ptp(moving.side) == 0 or np.ptp(reference.side) == 0  # one plane: no z
+    dz = math.nan if flat else _shift(reference.side, moving.side)[0]
+    factor = reference.bin_yx
+    return Registration(
+        shift_zyx_px=(float(dz), float(dy * factor), float(dx * factor)),
+        match_quality=match_quality(reference.top, moving.top, np.array([dy, dx])),
+    )

@@ -1,0 +1,88 @@
+"""Registration QC on synthetic fiducial stacks with known sub-pixel shifts (support.scenes:
+rendered analytically, not shifted by the code under test), at a camera's 2048 x 2048 (binned
+by 8)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from support.scenes import cell_stack, random_cells
+
+from daemon.pixels.registration import bin_factor, projections, register
+
+SIZE = 2048
+PLANES = 16
+Z_TOLERANCE_PLANES = 0.1  # the side projection has every plane; 0.1 of a z step is 0.1-0.15 µm
+
+
+def _cells(seed: int = 7) -> np.ndarray:
+    return random_cells(SIZE, PLANES, seed)
+
+
+def _stack(cells: np.ndarray, shift_zyx: tuple[float, float, float], seed: int) -> np.ndarray:
+    return cell_stack(cells, shift_zyx, SIZE, PLANES, seed)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return projections(_stack(_cells(), (0.0, 0.0, 0.0), seed=1))
+
+
+def test_a_camera_frame_is_binned_by_eight():
+    assert bin_factor((SIZE, SIZE)) == 8
+    assert bin_factor((256, 256)) == 1
+
+
+@pytest.mark.parametrize(
+    "shift_zyx", [(0.0, 0.0, 0.0), (0.1, 0.7, -0.75), (0.3, 1.37, -2.61), (-1.2, -20.5, 13.9)]
+)
+def test_the_shift_of_a_moved_fiducial_is_found_to_a_quarter_pixel(reference, shift_zyx):
+    moved = projections(_stack(_cells(), shift_zyx, seed=2))
+    found = register(moved, reference)
+    assert found is not None
+    assert found.shift_zyx_px is not None
+    dz, dy, dx = found.shift_zyx_px
+    # sign: where this round's structures are relative to the reference's
+    assert abs(dy - shift_zyx[1]) <= 0.25, found
+    assert abs(dx - shift_zyx[2]) <= 0.25, found
+    assert abs(dz - shift_zyx[0]) <= Z_TOLERANCE_PLANES, found
+    assert found.match_quality > 0.9, found
+
+
+def test_an_unrelated_fiducial_matches_poorly(reference):
+    other = projections(_stack(_cells(seed=99), (0.0, 0.0, 0.0), seed=3))
+    found = register(other, reference)
+    assert found is not None
+    assert found.match_quality < 0.3, found
+
+
+def test_an_empty_fiducial_matches_poorly(reference):
+    rng = np.random.default_rng(4)
+    empty = projections(rng.poisson(100.0, (PLANES, SIZE, SIZE)).astype(np.uint16))
+    found = register(empty, reference)
+    assert found is not None
+    assert found.match_quality < 0.3, found
+
+
+def test_a_blank_fiducial_has_no_match_and_does_not_fail(reference):
+    found = register(projections(np.zeros((PLANES, SIZE, SIZE), np.uint16)), reference)
+    assert found is not None
+    assert found.shift_zyx_px is None
+    assert found.match_quality == 0.0
+
+
+def test_fiducials_of_different_shapes_are_not_registered(reference):
+    assert register(projections(np.zeros((PLANES, 256, 256), np.uint16)), reference) is None
+
+
+def test_a_single_plane_fiducial_has_a_yx_shift_and_no_z_shift():
+    cells = random_cells(256, 6, count=30)
+    cells[:, 2] = 0.0  # every cell in the one plane
+    reference = projections(cell_stack(cells, (0.0, 0.0, 0.0), 256, 1, seed=5))
+    found = register(projections(cell_stack(cells, (0.0, 2.3, -1.4), 256, 1, seed=6)), reference)
+    assert found is not None and found.shift_zyx_px is not None
+    dz, dy, dx = found.shift_zyx_px
+    assert math.isnan(dz)
+    assert abs(dy - 2.3) <= 0.25 and abs(dx + 1.4) <= 0.25, found
