@@ -27,10 +27,13 @@ MIN_TILES = 5  # a quality number is compared across the run only with this many
 ROBUST_SD = 1.4826  # MAD x this = the standard deviation of normally distributed values
 DISK_MIN_SPAN_S = 120.0  # free-space samples must span this long before a rate is trusted
 # (number in the key, quality row's column, what a person calls it, which rows carry it)
+# (number, column, label, channel kind or None for all, the side that is a problem: -1 below
+# the run, +1 above): a tile sharper, less saturated or brighter than the others is no reason
+# to re-image it
 OUTLIER_NUMBERS = (
-    ("focus", "best_focus", "focus", None),
-    ("saturation", "saturated_fraction", "saturated fraction", None),
-    ("fiducial", "signal", "fiducial signal", "round"),
+    ("focus", "best_focus", "focus", None, -1),
+    ("saturation", "saturated_fraction", "saturated fraction", None, +1),
+    ("fiducial", "signal", "fiducial signal", "round", -1),
 )
 SHIFT_COLUMNS = ("shift_z_um", "shift_y_um", "shift_x_um")
 
@@ -196,8 +199,8 @@ def quality(
     against its reference round, or matched worse than min_match_quality (rows without the
     registration columns are not measured)."""
     found: dict[str, Condition] = {}
-    for number, column, label, kind in OUTLIER_NUMBERS:
-        for condition in outliers(rows, number, column, label, kind, unit_name, settings):
+    for number, column, label, kind, bad_side in OUTLIER_NUMBERS:
+        for condition in outliers(rows, number, column, label, kind, bad_side, unit_name, settings):
             found.setdefault(condition.key, condition)
     for row in rows:
         name = unit_name(row["tile"], row["round"])
@@ -236,11 +239,13 @@ def outliers(
     column: str,
     label: str,
     kind: str | None,
+    bad_side: int,
     unit_name: UnitName,
     settings: AlertSettings,
 ) -> list[Condition]:
     """Entries whose `column` is more than outlier_sd robust SDs (ROBUST_SD x the MAD) from
-    the median of the same channel (kind and index) across the run's tiles; a channel is judged
+    the median of the same channel (kind and index) across the run's tiles, on the `bad_side`
+    (-1: below, +1: above); a channel is judged
     only with MIN_TILES tiles measured and a MAD above 0 (identical values: no scale)."""
     channels: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
     for row in rows:
@@ -257,7 +262,7 @@ def outliers(
             continue
         for row, value in zip(members, values, strict=True):
             distance = (value - middle) / sd
-            if abs(distance) > settings.outlier_sd:
+            if distance * bad_side > settings.outlier_sd:
                 name = unit_name(row["tile"], row["round"])
                 side = "below" if distance < 0 else "above"
                 found.append(

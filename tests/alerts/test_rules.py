@@ -171,6 +171,26 @@ def test_one_focus_outlier_among_ten_tiles():
     assert "focus 0.4 is 20.2 robust SD below the run's median 1 (10 tiles)" in found[0].message
 
 
+def test_only_the_side_that_needs_a_re_image_is_an_outlier():
+    """A tile sharper, less saturated or with a brighter fiducial than the rest is fine."""
+    usual = [1.00, 1.02, 0.98, 1.01, 0.99, 1.03, 0.97, 1.00, 1.02]
+    sharp = quality(
+        [row(t, best_focus=f) for t, f in enumerate([*usual, 1.60])], unit_name, SETTINGS
+    )
+    assert sharp == []
+    signals = [fiducial(t, 1, signal=s) for t, s in enumerate([1000.0 + t for t in range(9)])]
+    bright, faded = fiducial(9, 1, signal=1600.0), fiducial(9, 1, signal=400.0)
+    assert quality([*signals, bright], unit_name, SETTINGS) == []
+    assert [c.key for c in quality([*signals, faded], unit_name, SETTINGS)] == [
+        "quality:fiducial:tile0009/round001"
+    ]
+    clean = [row(t, saturated_fraction=0.01 + 0.001 * t) for t in range(9)]
+    assert quality([*clean, row(9, saturated_fraction=0.0)], unit_name, SETTINGS) == []
+    assert [
+        c.key for c in quality([*clean, row(9, saturated_fraction=0.3)], unit_name, SETTINGS)
+    ] == ["quality:saturation:tile0009/round000"]
+
+
 def test_no_outlier_with_too_few_tiles_or_identical_values():
     four = quality(
         [row(t, best_focus=f) for t, f in enumerate([1.0, 1.1, 0.9, 0.1])], unit_name, SETTINGS
