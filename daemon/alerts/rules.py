@@ -27,13 +27,39 @@ MIN_TILES = 5  # a quality number is compared across the run only with this many
 ROBUST_SD = 1.4826  # MAD x this = the standard deviation of normally distributed values
 DISK_MIN_SPAN_S = 120.0  # free-space samples must span this long before a rate is trusted
 # (number in the key, quality row's column, what a person calls it, which rows carry it)
-# (number, column, label, channel kind or None for all, the side that is a problem: -1 below
-# the run, +1 above): a tile sharper, less saturated or brighter than the others is no reason
-# to re-image it
-OUTLIER_NUMBERS = (
-    ("focus", "best_focus", "focus", None, -1),
-    ("saturation", "saturated_fraction", "saturated fraction", None, +1),
-    ("fiducial", "signal", "fiducial signal", "round", -1),
+SATURATION_FLOOR = 1e-3  # a saturated fraction below this (0.1 % of the pixels) is no problem
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A quality number judged against the run: its `column` in the quality rows, the channel
+    `kind` it applies to (None: all), the side that needs a re-image (-1: below the run, +1:
+    above: a tile sharper, brighter or less saturated than the others is fine), whether it
+    is compared as ratios (focus and signal vary by a factor between tiles, not by an amount:
+    judged on their logarithms, a tile at 1 % of the median is as far out as it looks), and
+    the value a problem must pass at least."""
+
+    number: str
+    column: str
+    label: str
+    kind: str | None
+    bad_side: int
+    ratio: bool
+    floor: float = 0.0
+
+
+JUDGED = (
+    Judged("focus", "best_focus", "focus", None, -1, ratio=True),
+    Judged(
+        "saturation",
+        "saturated_fraction",
+        "saturated fraction",
+        None,
+        +1,
+        ratio=False,
+        floor=SATURATION_FLOOR,
+    ),
+    Judged("fiducial", "signal", "fiducial signal", "round", -1, ratio=True),
 )
 SHIFT_COLUMNS = ("shift_z_um", "shift_y_um", "shift_x_um")
 
@@ -199,8 +225,8 @@ def quality(
     against its reference round, or matched worse than min_match_quality (rows without the
     registration columns are not measured)."""
     found: dict[str, Condition] = {}
-    for number, column, label, kind, bad_side in OUTLIER_NUMBERS:
-        for condition in outliers(rows, number, column, label, kind, bad_side, unit_name, settings):
+    for judged in JUDGED:
+        for condition in outliers(rows, judged, unit_name, settings):
             found.setdefault(condition.key, condition)
     for row in rows:
         name = unit_name(row["tile"], row["round"])
@@ -235,46 +261,57 @@ def quality(
 
 def outliers(
     rows: Sequence[Mapping[str, Any]],
-    number: str,
-    column: str,
-    label: str,
-    kind: str | None,
-    bad_side: int,
+    judged: Judged,
     unit_name: UnitName,
     settings: AlertSettings,
 ) -> list[Condition]:
-    """Entries whose `column` is more than outlier_sd robust SDs (ROBUST_SD x the MAD) from
-    the median of the same channel (kind and index) across the run's tiles, on the `bad_side`
-    (-1: below, +1: above); a channel is judged
-    only with MIN_TILES tiles measured and a MAD above 0 (identical values: no scale)."""
+    """Entries whose number is more than outlier_sd robust SDs (ROBUST_SD x the MAD) from the
+    median of the same channel (kind and index) across the run's tiles, on the side that needs
+    a re-image (see `Judged`); a channel is judged only with MIN_TILES tiles measured and a MAD
+    above 0 (identical values: no scale)."""
     channels: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
     for row in rows:
-        if (kind is None or row["kind"] == kind) and row.get(column) is not None:
+        if (judged.kind is None or row["kind"] == judged.kind) and row.get(
+            judged.column
+        ) is not None:
             channels.setdefault((row["kind"], row["entry_index"]), []).append(row)
     found = []
     for members in channels.values():
         if len({r["tile"] for r in members}) < MIN_TILES:
             continue
-        values = [float(r[column]) for r in members]
-        middle = statistics.median(values)
-        sd = ROBUST_SD * statistics.median(abs(v - middle) for v in values)
+        values = [float(r[judged.column]) for r in members]
+        scaled = [_scale(v, judged.ratio) for v in values]
+        middle = statistics.median(scaled)
+        sd = ROBUST_SD * statistics.median(abs(v - middle) for v in scaled)
         if sd <= 0:
             continue
-        for row, value in zip(members, values, strict=True):
-            distance = (value - middle) / sd
-            if distance * bad_side > settings.outlier_sd:
-                name = unit_name(row["tile"], row["round"])
-                side = "below" if distance < 0 else "above"
-                found.append(
-                    Condition(
-                        f"quality:{number}:{name}",
-                        "quality",
-                        name,
-                        f"{row['entry']}: {label} {value:.4g} is {abs(distance):.1f} robust SD "
-                        f"{side} the run's median {middle:.4g} ({len(members)} tiles)",
-                    )
+        for row, value, at in zip(members, values, scaled, strict=True):
+            distance = (at - middle) / sd
+            if distance * judged.bad_side <= settings.outlier_sd:
+                continue
+            if judged.bad_side > 0 and value <= judged.floor:
+                continue
+            name = unit_name(row["tile"], row["round"])
+            side = "below" if distance < 0 else "above"
+            median = statistics.median(values)
+            found.append(
+                Condition(
+                    f"quality:{judged.number}:{name}",
+                    "quality",
+                    name,
+                    f"{row['entry']}: {judged.label} {value:.4g} is {abs(distance):.1f} robust SD"
+                    f" {side} the run's median {median:.4g} ({len(members)} tiles"
+                    f"{', compared as ratios' if judged.ratio else ''})",
                 )
+            )
     return found
+
+
+def _scale(value: float, ratio: bool) -> float:
+    """The value as it is compared: its logarithm for a ratio (0 or less: far below any)."""
+    if not ratio:
+        return value
+    return math.log10(value) if value > 0 else -12.0
 
 
 def run_complete(units: Sequence[UnitRecord], expected: int | None) -> list[Condition]:

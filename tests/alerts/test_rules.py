@@ -165,10 +165,34 @@ def row(tile: int, **numbers: Any) -> dict[str, Any]:
 def test_one_focus_outlier_among_ten_tiles():
     focus = [1.00, 1.02, 0.98, 1.01, 0.99, 1.03, 0.97, 1.00, 1.02, 0.40]
     found = quality([row(t, best_focus=f) for t, f in enumerate(focus)], unit_name, SETTINGS)
-    # sorted: 0.40 0.97 0.98 0.99 1.00 1.00 1.01 1.02 1.02 1.03 -> median 1.00; deviations
-    # 0 0 .01 .01 .02 .02 .02 .03 .03 .6 -> MAD 0.02, robust SD 0.02965; (1 - 0.4) / 0.02965 = 20.2
+    # compared as ratios (log10): median log10(1.00) = 0; |deviations| sorted 0 0 .00432 .00436
+    # .0086 .0086 .00877 .01284 .01323 .398 -> MAD .0086, robust SD .01275; .398 / .01275 = 31.2
     assert [c.key for c in found] == ["quality:focus:tile0009/round000"]
-    assert "focus 0.4 is 20.2 robust SD below the run's median 1 (10 tiles)" in found[0].message
+    assert (
+        "focus 0.4 is 31.2 robust SD below the run's median 1 (10 tiles, compared as ratios)"
+        in found[0].message
+    )
+
+
+def test_a_blurred_tile_stands_out_among_few_tiles_whose_content_differs():
+    """Numbers from a simulated run: five tiles whose focus differs by content by tens of %,
+    one blurred (7.0). On a linear scale it is only 2.7 robust SD from the median (MAD 401),
+    as ratios 16 SD; a fiducial at 60 % of the others is the tile's content, not a problem,
+    nor is a saturated fraction of 1.5e-5 (the 0.1 % floor)."""
+    focus = [2104.8, 1632.7, 7.0, 1493.2, 2034.2]
+    found = quality([row(t, best_focus=f) for t, f in enumerate(focus)], unit_name, SETTINGS)
+    assert [c.key for c in found] == ["quality:focus:tile0002/round000"]
+    signals = [
+        fiducial(t, 0, signal=s) for t, s in enumerate([98.0, 165.0, 175.0, 263.0, 167.0, 119.0])
+    ]
+    assert quality(signals, unit_name, SETTINGS) == []
+    saturation = [1.9e-6, 3.8e-6, 0.0, 1.9e-6, 1.53e-5, 3.8e-6]
+    assert (
+        quality(
+            [row(t, saturated_fraction=f) for t, f in enumerate(saturation)], unit_name, SETTINGS
+        )
+        == []
+    )
 
 
 def test_only_the_side_that_needs_a_re_image_is_an_outlier():
