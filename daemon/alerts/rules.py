@@ -28,6 +28,9 @@ ROBUST_SD = 1.4826  # MAD x this = the standard deviation of normally distribute
 DISK_MIN_SPAN_S = 120.0  # free-space samples must span this long before a rate is trusted
 # (number in the key, quality row's column, what a person calls it, which rows carry it)
 SATURATION_FLOOR = 1e-3  # a saturated fraction below this (0.1 % of the pixels) is no problem
+# Tiles differ by their content: +-25 % between them is never a problem, however alike the few
+# tiles measured happen to be (with 5 tiles the MAD can be tiny): the least robust SD of a ratio
+MIN_RATIO_SD = math.log10(1.25)
 
 
 @dataclass(frozen=True)
@@ -283,6 +286,8 @@ def outliers(
         scaled = [_scale(v, judged.ratio) for v in values]
         middle = statistics.median(scaled)
         sd = ROBUST_SD * statistics.median(abs(v - middle) for v in scaled)
+        if judged.ratio:
+            sd = max(sd, MIN_RATIO_SD)
         if sd <= 0:
             continue
         for row, value, at in zip(members, values, scaled, strict=True):
