@@ -176,13 +176,13 @@ class Snapshots:
             now = time.time()
             unit_name = self._naming().unit_name
             rows = self.quality()
-            references = _references(rows)
+            reference = references(rows)
             positions = as_stored(self._positions.of(facts.plan), rows)
             last_done = tally.last_done()
             return report | {
                 "now": now,
                 "tiles": {str(t): {"x": x, "y": y} for t, (x, y) in sorted(positions.items())},
-                "quality": [_compact(r, references) for r in rows],
+                "quality": [_compact(r, reference) for r in rows],
                 "history": tally.history(),
                 "events": tally.events(unit_name),
                 "failures": tally.failures(unit_name),
@@ -262,7 +262,7 @@ PAGE_QUALITY_FIELDS = (
 )
 
 
-def _references(rows: list[dict[str, Any]]) -> set[tuple[int, int]]:
+def references(rows: list[dict[str, Any]]) -> set[tuple[int, int]]:
     """(tile, round) of each tile's registration reference: its lowest converted fiducial."""
     lowest: dict[int, int] = {}
     for r in rows:

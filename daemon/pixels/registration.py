@@ -122,6 +122,10 @@ def _shift(reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
     from scipy import ndimage  # imported when first used, as scikit-image
     from skimage.registration import phase_cross_correlation
 
+    if min(reference.shape) < 3 or not (np.ptp(reference) > 0 and np.ptp(moving) > 0):
+        # no contrast (a blank projection), or an axis of 1 or 2 samples (a stack of 2 planes'
+        # side), which the Hann window zeroes: nothing to find a peak in
+        return np.full(2, np.nan)
     window = _hann(reference.shape)
     ref_f = np.fft.fft2((reference - reference.mean()) * window)
 

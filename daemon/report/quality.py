@@ -15,6 +15,7 @@ import numpy as np
 
 from daemon.config import AlertSettings
 from daemon.datastore.layout import tile_name
+from daemon.monitor.snapshot import references
 from daemon.report.markup import table, text
 
 MAP_PX = 320  # the longer side of a heatmap
@@ -192,8 +193,17 @@ def shift_table(
         return "<p>Fiducial shifts: not measured (no shift is recorded in the quality log).</p>"
     tiles = sorted({t for t, _ in fiducials})
     rounds = sorted({r for _, r in fiducials})
+    reference = references(rows)
     body = [
-        [text(tile_name(t)), *(shift_cell(fiducials.get((t, r)), alerts) for r in rounds)]
+        [
+            text(tile_name(t)),
+            *(
+                '<td class="none">reference</td>'
+                if (t, r) in reference
+                else shift_cell(fiducials.get((t, r)), alerts)
+                for r in rounds
+            ),
+        ]
         for t in tiles
     ]
     headers = ["tile", *(round_name(r) for r in rounds)]

@@ -81,6 +81,7 @@ def test_the_report_is_one_self_contained_file_that_names_what_happened(
         failures = driver.find_element("xpath", "//section[h2='Failures']").text
         alerts = driver.find_element("xpath", "//section[h2='Alerts']").text
         focus = driver.find_element("xpath", "//figure[figcaption='focus']").text
+        shifts = driver.find_element("css selector", "table.shifts").text.splitlines()[1:]
         mosaics = driver.execute_script(
             "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])"
         )
@@ -98,11 +99,13 @@ def test_the_report_is_one_self_contained_file_that_names_what_happened(
     assert len(re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", cleared)) == 2, cleared
     assert [m[0] for m in mosaics] == ["mosaic of round0000", "mosaic of round0001"]
     assert all(m[1] and m[2] > 0 for m in mosaics), mosaics  # decoded by the browser
-    # the quality heatmaps, the out-of-focus tile singled out; shifts not measured yet
+    # the quality heatmaps, the out-of-focus tile singled out; the shift table
     for measure in ("focus", "saturation", "fiducial signal"):
         assert measure in page
     assert re.search(r"outliers .*: tile0002 \([\d.e+-]+, low\)$", focus, re.M), focus
-    assert "Fiducial shifts: not measured" in page
+    assert len(shifts) == RUN.tiles, shifts  # round 0 is each tile's reference; the failed unit
+    for line in shifts:  # has no fiducial to measure
+        assert re.fullmatch(r"tile\d{4} reference (\d+\.\d\d µm · \d\.\d\d|not measured)", line)
 
 
 def test_report_without_a_datastore_says_so_as_status_does(tmp_path: Path) -> None:
