@@ -10,7 +10,9 @@ workers), 8. where `ingest`'s time goes (py-spy). About 28 minutes on 2 cores. A
 (issue 24, bench/root.py, about 3 minutes): `watch --root` following two paced experiments at
 once against one, and its idle cost per poll for 50 finished experiments; it goes into its own
 block of RESULTS.md (`<!-- root:begin -->`), so `--only root` leaves the other sections as
-they are.
+they are. And `flat` (issue 25, bench/flat.py, about 5 minutes at its default 320 units; its own
+block too): the daemon's CPU per unit early and late in a paced run, and the wall time per unit
+of a backlog against an 80-unit one, both layouts (`--flat-tiles 1250`: 10,000 units).
 
 Every dataset of an experiment replays the planes of one dataset rendered by the simulator
 (bench/paced.py): rendering 2048 px planes is slower than converting them, and the content,
@@ -34,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from codec_table import codec_table
 from converters import jobs
+from flat import flat_section
 from harness import machine, remove
 from keepup import Acquisition, keep_up
 from live import LiveRun, live_latency
@@ -48,7 +51,17 @@ from daemon.datastore.arrays import make_context
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
-SECTIONS = ("throughput", "live", "memory", "scaling", "codecs", "keepup", "profile", "root")
+SECTIONS = (
+    "throughput",
+    "live",
+    "memory",
+    "scaling",
+    "codecs",
+    "keepup",
+    "profile",
+    "root",
+    "flat",
+)
 HERE = Path(__file__).resolve().parent
 
 
@@ -64,6 +77,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="multiplies dataset counts: 4 realistic and small, 12 live, 2000 tiny units at 1",
     )
     p.add_argument("--reps", type=int, default=3, help="repetitions of sections 1-2")
+    p.add_argument(
+        "--flat-tiles",
+        type=int,
+        default=40,
+        help="tiles x 8 rounds of `flat` (40: 320 units, ~5 min; 1250: issue 25's 10,000)",
+    )
     p.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     p.add_argument("--workdir", type=Path, help="scratch folder (default: a new one in /tmp)")
     p.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
@@ -162,6 +181,9 @@ def run(
         root_acq = RootAcquisition(z=args.z, size=args.small_size)
         say("root: watch --root, two paced experiments against one; idle cost per poll")
         blocks["root"] = root_section(work, made.planes(root_acq.size), root_acq)
+    if "flat" in wanted:
+        say(f"flat: cost per unit over {args.flat_tiles * 8} tiny units, live and backlog")
+        blocks["flat"] = flat_section(work, args.flat_tiles)
 
     if wanted & {"scaling", "memory"}:
         tiles = max(2, round(250 * args.scale))
