@@ -85,7 +85,9 @@ class LiveOutcome:
     run: DaemonRun
 
 
-def _live(work: Path, layout: str, tiles: int, planes: Path) -> LiveOutcome:
+def _live(
+    work: Path, layout: str, tiles: int, planes: Path, units_per_s: float = UNITS_PER_S
+) -> LiveOutcome:
     experiment = work / f"flat-live-{layout}"
     (experiment / "raw_data").mkdir(parents=True)
     config = write_config(work / f"flat-live-{layout}.toml", None, layout=layout)
@@ -95,7 +97,7 @@ def _live(work: Path, layout: str, tiles: int, planes: Path) -> LiveOutcome:
     sampler.start()
     daemon.wait_logged(Event.WATCH_STARTED)
     settings = SimulationSettings(tiles=tiles, rounds=ROUNDS, **TINY)
-    mbps = UNITS_PER_S * settings.channels * settings.z * settings.size**2 * 2 / 1e6
+    mbps = units_per_s * settings.channels * settings.z * settings.size**2 * 2 / 1e6
     shape = ["--tiles", tiles, "--rounds", ROUNDS, "--z", TINY["z"], "--size", TINY["size"]]
     args = [experiment, planes, *shape, "--mbps", mbps]
     with (work / "flat-paced.log").open("wb") as log:
