@@ -253,6 +253,9 @@ class Merfish3dV06Layout(Layout):
         self._known: dict[tuple[int, int], tuple[str, tuple[float, float, float]]] = {}
         self._mirrored: dict[str, bool] = {}
         self._provisional: list[str] = []
+        # round -> the done datasets (tile -> dataset) its entries were last finalised from: a
+        # complete round is settled once, not again at every rewrite of the state file
+        self._finalised: dict[int, dict[int, str]] = {}
         if create:
             self._create_missing()
             self.staging.remove_debris()
@@ -322,12 +325,13 @@ class Merfish3dV06Layout(Layout):
     def _round_positions(self, plan: Plan, round_: int, tile: int) -> dict[int, Sequence[float]]:
         """The round's other tiles' positions: done datasets' metadata, else their CSVs."""
         known: dict[int, Sequence[float]] = {}
-        with self._lock:
-            for (r, t), (_, zyx) in self._known.items():
-                if r == round_ and t != tile:
-                    known[t] = zyx
-        for t in range(plan.num_tiles):
-            if t == tile or t in known:
+        for t in range(plan.num_tiles):  # the round's tiles only: a unit's cost is the round's
+            if t == tile:
+                continue
+            with self._lock:
+                done = self._known.get((round_, t))
+            if done is not None:
+                known[t] = done[1]
                 continue
             try:
                 x, y, z = read_stage_position(plan.stage_positions_path(round_ + 1, t))
@@ -353,12 +357,16 @@ class Merfish3dV06Layout(Layout):
             complete = len(tiles) == plan.num_tiles and all(
                 (round_, t) in self._known for t in tiles
             )
-            for tile in sorted(tiles):
-                entity = Entity.round(tile, round_)
-                if not complete:
-                    provisional.append(str(self.entry_relpath(entity)))
-                elif write:
-                    self._finalise(plan, tile, round_)
+            if not complete:
+                provisional += [
+                    str(self.entry_relpath(Entity.round(t, round_))) for t in sorted(tiles)
+                ]
+            elif write and self._finalised.get(round_) != tiles:
+                with self._lock:
+                    positions = {t: self._known[(round_, t)][1] for t in tiles}
+                for tile in sorted(tiles):
+                    self._finalise(plan, tile, round_, positions)
+                self._finalised[round_] = tiles
         self._provisional = provisional
         return provisional
 
@@ -378,12 +386,13 @@ class Merfish3dV06Layout(Layout):
             self._known[(round_, tile)] = (dataset, geometry.intended_zyx_um)
             self._mirrored[dataset] = acq.stage_flip_x or acq.stage_flip_y
 
-    def _finalise(self, plan: Plan, tile: int, round_: int) -> None:
-        """Rewrite a complete round's entry (and its bits' translation) if its stage changed."""
-        with self._lock:
-            own = self._known[(round_, tile)][1]
-            others = {t: p for (r, t), (_, p) in self._known.items() if r == round_ and t != tile}
-        final = stage_zyx_um(own, others, True)
+    def _finalise(
+        self, plan: Plan, tile: int, round_: int, positions: Mapping[int, Sequence[float]]
+    ) -> None:
+        """Rewrite a complete round's entry (and its bits' translation) if its stage changed;
+        `positions` are the round's tiles' known [z, y, x]."""
+        others = {t: p for t, p in positions.items() if t != tile}
+        final = stage_zyx_um(positions[tile], others, True)
         folder = self.entry_path(Entity.round(tile, round_))
         attrs = read_json(folder / ATTRIBUTES)
         if attrs.get("stage_zyx_um") == final:
