@@ -61,6 +61,9 @@ NOT_IN_IMAGE = ("excitation_um", "emission_um", "source", "conversion_version", 
 _SHUFFLES = {"bit": "bitshuffle", "byte": "shuffle", "none": "noshuffle"}
 
 
+ZYX = tuple[float, float, float]  # a stage position, µm
+
+
 def _f32(values: Any) -> list[Any]:
     """Values as the reference stores them, through float32, each written as the shortest
     decimal that reads back as that float32: 1005.53 as entered, not 1005.530029296875 (the
@@ -256,6 +259,8 @@ class Merfish3dV06Layout(Layout):
         # round -> the done datasets (tile -> dataset) its entries were last finalised from: a
         # complete round is settled once, not again at every rewrite of the state file
         self._finalised: dict[int, dict[int, str]] = {}
+        # stage-position CSV -> ((inode, mtime, size), [z, y, x]) as last read
+        self._csv_positions: dict[Path, tuple[tuple[int, int, int], ZYX]] = {}
         if create:
             self._create_missing()
             self.staging.remove_debris()
@@ -333,12 +338,29 @@ class Merfish3dV06Layout(Layout):
             if done is not None:
                 known[t] = done[1]
                 continue
-            try:
-                x, y, z = read_stage_position(plan.stage_positions_path(round_ + 1, t))
-            except (NotReadyError, RawDataError, OSError):
-                continue
-            known[t] = (z, y, x)
+            position = self._csv_position(plan.stage_positions_path(round_ + 1, t))
+            if position is not None:
+                known[t] = position
         return known
+
+    def _csv_position(self, path: Path) -> ZYX | None:
+        """[z, y, x] from a tile's stage-position CSV, None if missing or unreadable; read again
+        only when the file changed (its inode, mtime or size), so a unit does not re-read every
+        tile's CSV of its round."""
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return None
+        stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
+        cached = self._csv_positions.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        try:
+            x, y, z = read_stage_position(path)
+        except (NotReadyError, RawDataError, OSError):
+            return None
+        self._csv_positions[path] = (stamp, (z, y, x))
+        return (z, y, x)
 
     # --- provisional stage positions
 
