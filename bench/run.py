@@ -13,6 +13,9 @@ block of RESULTS.md (`<!-- root:begin -->`), so `--only root` leaves the other s
 they are. And `microscope` (issue 25, bench/microscope.py, about 6 minutes, a block too): the
 microscope's own frame-write latency at 150 MB/s of 2048 px frames, alone and with `watch`
 running at the shipped unit's priorities, and a plot of both (bench/microscope_latency.png).
+And `flat` (issue 25, bench/flat.py, about 5 minutes at its default 320 units; its own
+block too): the daemon's CPU per unit early and late in a paced run, and the wall time per unit
+of a backlog against an 80-unit one, both layouts (`--flat-tiles 1250`: 10,000 units).
 
 Every dataset of an experiment replays the planes of one dataset rendered by the simulator
 (bench/paced.py): rendering 2048 px planes is slower than converting them, and the content,
@@ -36,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from codec_table import codec_table
 from converters import jobs
+from flat import flat_section
 from harness import machine, remove
 from keepup import Acquisition, keep_up
 from live import LiveRun, live_latency
@@ -61,6 +65,7 @@ SECTIONS = (
     "profile",
     "root",
     "microscope",
+    "flat",
 )
 HERE = Path(__file__).resolve().parent
 
@@ -82,6 +87,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=MicroscopeSpec.datasets,
         help="datasets of each run of the microscope section",
+    )
+    p.add_argument(
+        "--flat-tiles",
+        type=int,
+        default=40,
+        help="tiles x 8 rounds of `flat` (40: 320 units, ~5 min; 1250: issue 25's 10,000)",
     )
     p.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     p.add_argument("--workdir", type=Path, help="scratch folder (default: a new one in /tmp)")
@@ -185,6 +196,9 @@ def run(
         scope = MicroscopeSpec(datasets=args.microscope_datasets, z=args.z, size=args.size)
         say(f"microscope: frame writes at {scope.mbps:.0f} MB/s without/with watch, {args.reps}x")
         blocks["microscope"] = microscope_section(work, made.planes(scope.size), scope, args.reps)
+    if "flat" in wanted:
+        say(f"flat: cost per unit over {args.flat_tiles * 8} tiny units, live and backlog")
+        blocks["flat"] = flat_section(work, args.flat_tiles)
 
     if wanted & {"scaling", "memory"}:
         tiles = max(2, round(250 * args.scale))

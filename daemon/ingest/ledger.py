@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -51,7 +52,10 @@ CREATE TABLE IF NOT EXISTS units (
     environmental INTEGER NOT NULL DEFAULT 0,
     conversion    INTEGER NOT NULL DEFAULT 1
 );
+CREATE INDEX IF NOT EXISTS units_by_state ON units (state, tile, round);
 """
+# (`units_by_state`: the loop asks for the pending units and the failed ones after every
+# settled unit, so that read costs what those few units cost, not a scan of the whole run.)
 # Every insert or update of a unit gives it the next revision (one more than the highest), so
 # a reader can fetch only the units changed since the last revision it saw (`changed_since`):
 # the page at 10,000 units reads a handful of rows a second, not the whole table. Kept by
@@ -93,6 +97,9 @@ _SQLITE_ERRNOS = {
     sqlite3.SQLITE_PERM: errno.EACCES,
     sqlite3.SQLITE_BUSY: errno.EBUSY,
 }
+
+
+_IDS_PER_QUERY = 500  # ids bound in one `IN (...)` read (SQLite limits a statement's variables)
 
 
 class LedgerError(Qi2labError, OSError):
@@ -170,6 +177,8 @@ class Ledger:
         adding the columns later versions added; or `readonly` (`status`, `verify`), while
         the daemon runs or after, creating nothing."""
         self.path = path
+        self._touched: set[str] = set()  # units this writer changed since `take_touched`
+        self._touched_lock = threading.Lock()
         if readonly:
             self._db = Database.open_readonly(path)
             return
@@ -191,10 +200,35 @@ class Ledger:
         """Close the database."""
         self._db.close()
 
+    def take_touched(self) -> set[str]:
+        """The ids of the units this writer changed since the last call (the publisher reads
+        only those again, so a publication costs what changed, not the whole run). A change is
+        listed once its transaction committed or failed: listing one too many is harmless."""
+        with self._touched_lock:
+            touched, self._touched = self._touched, set()
+        return touched
+
+    def _touch(self, uids: Iterable[str]) -> None:
+        with self._touched_lock:
+            self._touched.update(uids)
+
+    def records(self, uids: Iterable[str]) -> list[UnitRecord]:
+        """The units of `uids` that exist, in tile then round order."""
+        wanted = sorted(uids)
+        found: list[UnitRecord] = []
+        for start in range(0, len(wanted), _IDS_PER_QUERY):
+            chunk = wanted[start : start + _IDS_PER_QUERY]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._db.query(f"SELECT * FROM units WHERE unit_id IN ({marks})", chunk)
+            found.extend(_record(r) for r in rows)
+        return sorted(found, key=lambda r: (r.tile, r.round))
+
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One transaction (see `Database.transaction`). An SQLite error meaning the file
-        cannot be written is re-raised as a LedgerError naming the ledger."""
+    def _transaction(self, touched: Iterable[str] = ()) -> Iterator[sqlite3.Connection]:
+        """One transaction (see `Database.transaction`) that may change the units `touched`
+        (listed for `take_touched` once it has ended, so a publisher never reads the row
+        before the change). An SQLite error meaning the file cannot be written is re-raised
+        as a LedgerError naming the ledger."""
         try:
             with self._db.transaction() as db:
                 yield db
@@ -203,11 +237,15 @@ class Ledger:
             if code is not None:
                 raise LedgerError(code, str(exc), str(self.path)) from exc
             raise
+        finally:
+            self._touch(touched)
 
     def recover(self) -> list[str]:
         """Return interrupted units (found `running`) to pending; returns their ids."""
-        with self._transaction() as db:
-            ids = [r[0] for r in db.execute("SELECT unit_id FROM units WHERE state = 'running'")]
+        ids: list[str] = []
+        with self._transaction(ids) as db:
+            running = db.execute("SELECT unit_id FROM units WHERE state = 'running'")
+            ids.extend(r[0] for r in running)
             db.execute("UPDATE units SET state = 'pending' WHERE state = 'running'")
         return ids
 
@@ -223,7 +261,7 @@ class Ledger:
         """
         uid = unit_id(tile, round_)
         state = UnitState.FAILED if broken else UnitState.PENDING
-        with self._transaction() as db:
+        with self._transaction((uid,)) as db:
             row = db.execute(
                 "SELECT state, dataset, fingerprint FROM units WHERE unit_id = ?", (uid,)
             ).fetchone()
@@ -255,7 +293,7 @@ class Ledger:
         so entries converted before the files became unreadable are not disowned.
         """
         uid = unit_id(tile, round_)
-        with self._transaction() as db:
+        with self._transaction((uid,)) as db:
             row = db.execute(
                 "SELECT state, dataset FROM units WHERE unit_id = ?", (uid,)
             ).fetchone()
@@ -279,7 +317,7 @@ class Ledger:
 
     def claim(self, uid: str) -> UnitRecord | None:
         """Move a pending unit to running for a worker; None if it is no longer pending."""
-        with self._transaction() as db:
+        with self._transaction((uid,)) as db:
             changed = db.execute(
                 "UPDATE units SET state = 'running', attempts = attempts + 1, started_at = ?"
                 " WHERE unit_id = ? AND state = 'pending'",
@@ -292,7 +330,7 @@ class Ledger:
         """Mark a running unit done with what it produced from the source it was `claimed`
         with; False if that source was replaced meanwhile (see `_superseded`)."""
         uid = claimed.unit_id
-        with self._transaction() as db:
+        with self._transaction((uid,)) as db:
             if _superseded(db, claimed):
                 return False
             db.execute(
@@ -317,7 +355,7 @@ class Ledger:
         source was replaced meanwhile (see `_superseded`). An environmental failure is queued
         again by the service after a back-off; any other is tried again only when its source
         changes."""
-        with self._transaction() as db:
+        with self._transaction((claimed.unit_id,)) as db:
             if _superseded(db, claimed):
                 return False
             db.execute(
@@ -330,7 +368,7 @@ class Ledger:
     def requeue(self, uid: str) -> bool:
         """Return a failed unit to pending (its back-off ran out, or an input of it changed);
         True if it was failed."""
-        with self._transaction() as db:
+        with self._transaction((uid,)) as db:
             return (
                 db.execute(
                     "UPDATE units SET state = 'pending' WHERE unit_id = ? AND state = 'failed'",
@@ -342,15 +380,16 @@ class Ledger:
     def requeue_outdated(self, version: int) -> list[str]:
         """Return done units converted by a version older than `version` to pending, so they
         are converted again (their old entries stay published until replaced); their ids."""
-        with self._transaction() as db:
-            ids = [
+        ids: list[str] = []
+        with self._transaction(ids) as db:
+            ids.extend(
                 r[0]
                 for r in db.execute(
                     "SELECT unit_id FROM units WHERE state = 'done' AND conversion < ?"
                     " ORDER BY tile, round",
                     (version,),
                 )
-            ]
+            )
             db.execute(
                 "UPDATE units SET state = 'pending', attempts = 0"
                 " WHERE state = 'done' AND conversion < ?",
@@ -367,7 +406,7 @@ class Ledger:
 
     def release(self, uid: str) -> None:
         """Return a running unit to pending (abandoned on shutdown)."""
-        with self._transaction() as db:
+        with self._transaction((uid,)) as db:
             db.execute(
                 "UPDATE units SET state = 'pending' WHERE unit_id = ? AND state = 'running'",
                 (uid,),
@@ -443,12 +482,14 @@ class Ledger:
         return found
 
     def states(self) -> list[sqlite3.Row]:
-        """(tile, round, state, error) of every unit: what datastore.json summarises.
+        """(tile, round, state, error, dataset) of every unit: what datastore.json summarises.
 
-        Far cheaper than `units()` (no UnitRecords, no JSON), since the summary is rebuilt
-        from it after every change of a run that may hold thousands of units.
+        Far cheaper than `units()` (no UnitRecords, no JSON): the publisher's first read of a
+        run that may hold thousands of units (then it reads only the units that changed).
         """
-        return self._db.query("SELECT tile, round, state, error FROM units ORDER BY tile, round")
+        return self._db.query(
+            "SELECT tile, round, state, error, dataset FROM units ORDER BY tile, round"
+        )
 
     def counts(self) -> dict[str, int]:
         """How many units are in each state."""

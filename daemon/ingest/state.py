@@ -50,31 +50,66 @@ INGEST_LOG_SCHEMA = pa.schema(
 )
 
 
-def ingestion_summary(
-    states: Iterable[Sequence[Any]], plan: Plan | None, store: Layout
-) -> dict[str, Any]:
-    """Per tile: rounds and bits done, what failed and why; and the totals.
+class RunSummary:
+    """datastore.json's ingestion summary, kept up to date one unit at a time.
 
-    `states` are the ledger's (tile, round, state, error) rows. Rounds are numbered as the
-    layout numbers them (`first_round`) and failed units keyed by their round entry's name.
+    Per tile: rounds and bits done, what failed and why; and the totals. A changed unit
+    rebuilds only its tile's entry (a few rounds), so keeping the summary costs the same per
+    unit however long the run is; only writing it out is proportional to the run (and
+    throttled by its cost, see `StatePublisher`). Rounds are numbered as the layout numbers
+    them (`first_round`), failed units keyed by their round entry's name.
     """
-    tiles: dict[str, dict[str, Any]] = {}
-    totals = dict.fromkeys(LEDGER_STATES, 0)
-    for tile, round_, state, error in states:
-        totals[state] += 1
-        entry = tiles.setdefault(
-            layout.tile_name(tile), {"rounds_done": [], "bits_done": [], "failed": {}}
-        )
-        if state == UnitState.DONE:
-            entry["rounds_done"].append(round_ + store.first_round)
-            if plan is not None:
-                entry["bits_done"].extend(plan.readout_bits(round_ + 1))
-        elif state == UnitState.FAILED:
-            entry["failed"][store.entry_relpath(Entity.round(tile, round_)).name] = error
-    for entry in tiles.values():
+
+    def __init__(self, store: Layout) -> None:
+        self._store = store
+        self._plan: Plan | None = None  # what the tile entries were built with (bits need it)
+        self._units: dict[int, dict[int, tuple[str, str | None, str]]] = {}  # tile, round
+        self._entries: dict[int, dict[str, Any]] = {}  # tile -> its published entry
+        self.totals = dict.fromkeys(LEDGER_STATES, 0)
+
+    def update(self, records: Iterable[Sequence[Any]]) -> None:
+        """Take the current (tile, round, state, error, dataset) of changed units."""
+        tiles = set()
+        for tile, round_, state, error, dataset in records:
+            rounds = self._units.setdefault(tile, {})
+            if round_ in rounds:
+                self.totals[rounds[round_][0]] -= 1
+            rounds[round_] = (state, error, dataset)
+            self.totals[state] += 1
+            tiles.add(tile)
+        for tile in tiles:
+            self._entries[tile] = self._entry(tile)
+
+    def summary(self, plan: Plan | None) -> dict[str, Any]:
+        """The `Ingestion` block for `plan` (entries are rebuilt once if the plan changed)."""
+        if plan is not self._plan:
+            self._plan = plan
+            self._entries = {tile: self._entry(tile) for tile in self._units}
+        expected = plan.num_tiles * plan.num_rounds if plan is not None else None
+        tiles = {layout.tile_name(t): self._entries[t] for t in sorted(self._entries)}
+        return {"units_expected": expected, "units": dict(self.totals), "tiles": tiles}
+
+    def done(self) -> list[tuple[int, int, str]]:
+        """(tile, round, dataset) of every done unit, in tile then round order."""
+        return [
+            (tile, round_, dataset)
+            for tile in sorted(self._units)
+            for round_, (state, _, dataset) in sorted(self._units[tile].items())
+            if state == UnitState.DONE
+        ]
+
+    def _entry(self, tile: int) -> dict[str, Any]:
+        entry: dict[str, Any] = {"rounds_done": [], "bits_done": [], "failed": {}}
+        for round_, (state, error, _) in sorted(self._units[tile].items()):
+            if state == UnitState.DONE:
+                entry["rounds_done"].append(round_ + self._store.first_round)
+                if self._plan is not None:
+                    entry["bits_done"].extend(self._plan.readout_bits(round_ + 1))
+            elif state == UnitState.FAILED:
+                name = self._store.entry_relpath(Entity.round(tile, round_)).name
+                entry["failed"][name] = error
         entry["bits_done"].sort()
-    expected = plan.num_tiles * plan.num_rounds if plan is not None else None
-    return {"units_expected": expected, "units": totals, "tiles": tiles}
+        return entry
 
 
 def ingest_log_table(units: Iterable[UnitRecord], plan: Plan | None) -> pa.Table:
@@ -125,11 +160,15 @@ class StatePublisher:
     with one throttle.
 
     datastore.json is what downstream analysis polls to start on a tile, so it follows each
-    change of the ledger within `state_interval_s`; the Parquet log is for people and
-    notebooks and follows every `log_interval_s` at most, as does the quality table. All are
-    rebuilt whole, so each rewrite costs more as a run grows: a file is never rewritten sooner than
+    change of the ledger within `state_interval_s`; its summary is kept in memory (`RunSummary`)
+    from the units the ledger says changed (`Ledger.take_touched`), so no publication reads the
+    whole run. The Parquet log is for people and notebooks and follows every `log_interval_s`
+    at most, as does the quality table; they are rebuilt whole from their source, so they are
+    rewritten only once `VIEW_SHARE` of their rows changed (or `VIEW_MAX_AGE_S` passed): the
+    rewrites of a growing run become rarer as they grow dearer, and cost the same per unit
+    however many units the run has. Any file is also never rewritten sooner than
     `COST_FACTOR` times its last rewrite took, which caps this bookkeeping at a fixed share of
-    the main thread however many units the run has. `publish()` writes both at once.
+    the main thread. `publish()` writes them all at once.
 
     datastore.json also says who writes it (`Daemon`: pid, host, version, started_at, and
     stopped_at once the daemon has stopped) and when it last did (`updated_at`); while the
@@ -140,6 +179,8 @@ class StatePublisher:
     """
 
     COST_FACTOR = 20
+    VIEW_SHARE = 0.05
+    VIEW_MAX_AGE_S = 60.0
 
     def __init__(
         self,
@@ -162,39 +203,71 @@ class StatePublisher:
         self._last = dict.fromkeys(self._intervals, 0.0)
         self._cost = dict.fromkeys(self._intervals, 0.0)
         self._published: dict[str, tuple[int, bool] | None] = dict.fromkeys(self._intervals)
+        self._summary = RunSummary(store)
+        self._loaded = False  # the summary holds every unit of the ledger
+        self._version = 0  # changes of the ledger taken into the summary
+        self._changed = {"log": 0}  # units changed since ingest_log.parquet was written
         owned = {"updated_at", *(DAEMON_KEYS if identity is not None else ())}
         self._kept = {k: v for k, v in _daemon_block(store).items() if k not in owned}
 
     def maybe_publish(self, plan: Plan | None, calibrations: bool) -> None:
         """Rewrite whichever file is behind its source and has not been written for a while."""
+        self._take_changes()
         now = time.monotonic()
+        rows = max(1, sum(self._summary.totals.values()))
         for key, published in self._published.items():
-            version = self._version(key, calibrations)
+            version = self._source_version(key, calibrations)
             wait_s = max(self._intervals[key], self.COST_FACTOR * self._cost[key])
-            beat = key == "state" and now - self._last[key] >= max(wait_s, self._heartbeat_s)
-            if (published != version and now - self._last[key] >= wait_s) or beat:
+            since_s = now - self._last[key]
+            beat = key == "state" and since_s >= max(wait_s, self._heartbeat_s)
+            due = key == "state" or since_s >= self.VIEW_MAX_AGE_S
+            due = due or self._rows_changed(key) >= self.VIEW_SHARE * rows
+            if (published != version and since_s >= wait_s and due) or beat:
                 self._write(key, plan, calibrations)
 
     def publish(self, plan: Plan | None, calibrations: bool) -> None:
         """Rewrite every file now."""
+        self._take_changes()
         for key in self._published:
             self._write(key, plan, calibrations)
 
-    def _version(self, key: str, calibrations: bool) -> tuple[int, bool]:
+    def _take_changes(self) -> None:
+        """Bring the summary up to date: the units changed since last time (all of them the
+        first time)."""
+        touched = self._ledger.take_touched()
+        if not self._loaded:
+            records: Iterable[Sequence[Any]] = self._ledger.states()
+            self._loaded = True
+        elif touched:
+            found = self._ledger.records(touched)
+            records = [(u.tile, u.round, u.state, u.error, u.dataset) for u in found]
+        else:
+            return
+        self._summary.update(records)
+        self._version += 1
+        self._changed["log"] += len(touched)
+
+    def _rows_changed(self, key: str) -> int:
+        """How many rows of a Parquet view changed since it was written (about: the quality
+        log's transactions, one per unit)."""
+        if key == "quality" and self._quality is not None:
+            published = self._published["quality"]
+            return self._quality.changes - (published[0] if published is not None else 0)
+        return self._changed[key]
+
+    def _source_version(self, key: str, calibrations: bool) -> tuple[int, bool]:
         """What a file was written from: its source's committed changes (and the flag)."""
         if key == "quality" and self._quality is not None:
             return (self._quality.changes, False)
-        return (self._ledger.changes, calibrations)
+        return (self._version, calibrations)
 
     def _write(self, key: str, plan: Plan | None, calibrations: bool) -> None:
         started = time.monotonic()
-        version = self._version(key, calibrations)
+        version = self._source_version(key, calibrations)
         if key == "state":
             if plan is not None and self._store.refreshes_entries:
-                units = self._ledger.units()
-                done = [(u.tile, u.round, u.dataset) for u in units if u.state == UnitState.DONE]
-                self._store.refresh_entries(plan, done)
-            summary = ingestion_summary(self._ledger.states(), plan, self._store)
+                self._store.refresh_entries(plan, self._summary.done())
+            summary = self._summary.summary(plan)
             complete = (
                 summary["units_expected"] is not None
                 and summary["units"]["done"] == summary["units_expected"]
@@ -210,5 +283,7 @@ class StatePublisher:
             rows = quality_table(self._quality.rows())
             atomic_write(self._store.path / QUALITY_TABLE, lambda f: pq.write_table(rows, f))
         self._published[key] = version
+        if key == "log":
+            self._changed[key] = 0
         self._last[key] = time.monotonic()
         self._cost[key] = self._last[key] - started

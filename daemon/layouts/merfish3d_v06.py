@@ -61,6 +61,9 @@ NOT_IN_IMAGE = ("excitation_um", "emission_um", "source", "conversion_version", 
 _SHUFFLES = {"bit": "bitshuffle", "byte": "shuffle", "none": "noshuffle"}
 
 
+ZYX = tuple[float, float, float]  # a stage position, µm
+
+
 def _f32(values: Any) -> list[Any]:
     """Values as the reference stores them, through float32, each written as the shortest
     decimal that reads back as that float32: 1005.53 as entered, not 1005.530029296875 (the
@@ -253,6 +256,11 @@ class Merfish3dV06Layout(Layout):
         self._known: dict[tuple[int, int], tuple[str, tuple[float, float, float]]] = {}
         self._mirrored: dict[str, bool] = {}
         self._provisional: list[str] = []
+        # round -> the done datasets (tile -> dataset) its entries were last finalised from: a
+        # complete round is settled once, not again at every rewrite of the state file
+        self._finalised: dict[int, dict[int, str]] = {}
+        # stage-position CSV -> ((inode, mtime, size), [z, y, x]) as last read
+        self._csv_positions: dict[Path, tuple[tuple[int, int, int], ZYX]] = {}
         if create:
             self._create_missing()
             self.staging.remove_debris()
@@ -322,19 +330,37 @@ class Merfish3dV06Layout(Layout):
     def _round_positions(self, plan: Plan, round_: int, tile: int) -> dict[int, Sequence[float]]:
         """The round's other tiles' positions: done datasets' metadata, else their CSVs."""
         known: dict[int, Sequence[float]] = {}
-        with self._lock:
-            for (r, t), (_, zyx) in self._known.items():
-                if r == round_ and t != tile:
-                    known[t] = zyx
-        for t in range(plan.num_tiles):
-            if t == tile or t in known:
+        for t in range(plan.num_tiles):  # the round's tiles only: a unit's cost is the round's
+            if t == tile:
                 continue
-            try:
-                x, y, z = read_stage_position(plan.stage_positions_path(round_ + 1, t))
-            except (NotReadyError, RawDataError, OSError):
+            with self._lock:
+                done = self._known.get((round_, t))
+            if done is not None:
+                known[t] = done[1]
                 continue
-            known[t] = (z, y, x)
+            position = self._csv_position(plan.stage_positions_path(round_ + 1, t))
+            if position is not None:
+                known[t] = position
         return known
+
+    def _csv_position(self, path: Path) -> ZYX | None:
+        """[z, y, x] from a tile's stage-position CSV, None if missing or unreadable; read again
+        only when the file changed (its inode, mtime or size), so a unit does not re-read every
+        tile's CSV of its round."""
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return None
+        stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
+        cached = self._csv_positions.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        try:
+            x, y, z = read_stage_position(path)
+        except (NotReadyError, RawDataError, OSError):
+            return None
+        self._csv_positions[path] = (stamp, (z, y, x))
+        return (z, y, x)
 
     # --- provisional stage positions
 
@@ -353,12 +379,16 @@ class Merfish3dV06Layout(Layout):
             complete = len(tiles) == plan.num_tiles and all(
                 (round_, t) in self._known for t in tiles
             )
-            for tile in sorted(tiles):
-                entity = Entity.round(tile, round_)
-                if not complete:
-                    provisional.append(str(self.entry_relpath(entity)))
-                elif write:
-                    self._finalise(plan, tile, round_)
+            if not complete:
+                provisional += [
+                    str(self.entry_relpath(Entity.round(t, round_))) for t in sorted(tiles)
+                ]
+            elif write and self._finalised.get(round_) != tiles:
+                with self._lock:
+                    positions = {t: self._known[(round_, t)][1] for t in tiles}
+                for tile in sorted(tiles):
+                    self._finalise(plan, tile, round_, positions)
+                self._finalised[round_] = tiles
         self._provisional = provisional
         return provisional
 
@@ -378,12 +408,13 @@ class Merfish3dV06Layout(Layout):
             self._known[(round_, tile)] = (dataset, geometry.intended_zyx_um)
             self._mirrored[dataset] = acq.stage_flip_x or acq.stage_flip_y
 
-    def _finalise(self, plan: Plan, tile: int, round_: int) -> None:
-        """Rewrite a complete round's entry (and its bits' translation) if its stage changed."""
-        with self._lock:
-            own = self._known[(round_, tile)][1]
-            others = {t: p for (r, t), (_, p) in self._known.items() if r == round_ and t != tile}
-        final = stage_zyx_um(own, others, True)
+    def _finalise(
+        self, plan: Plan, tile: int, round_: int, positions: Mapping[int, Sequence[float]]
+    ) -> None:
+        """Rewrite a complete round's entry (and its bits' translation) if its stage changed;
+        `positions` are the round's tiles' known [z, y, x]."""
+        others = {t: p for t, p in positions.items() if t != tile}
+        final = stage_zyx_um(positions[tile], others, True)
         folder = self.entry_path(Entity.round(tile, round_))
         attrs = read_json(folder / ATTRIBUTES)
         if attrs.get("stage_zyx_um") == final:
