@@ -5,8 +5,10 @@ reading .zattrs) may open a file at any moment and the writer may be killed at a
 a file is never rewritten in place: the new content goes to a temporary file in the same folder,
 is flushed and fsynced, then `os.replace`d over the old name (atomic on POSIX), and the folder
 is fsynced so the rename itself survives a power cut. A reader sees the old or the new file,
-never a mix. A writer killed mid-way can leave a `.<name>.*.tmp` file behind; it is harmless
-and never read.
+never a mix. The temporary file gets the mode a plain `open()` would give (0666 less the
+umask, `daemon.datastore.filemode`), not mkstemp's 0600, so the lab's users can read what a
+daemon running as its own service account publishes. A writer killed mid-way can leave a
+`.<name>.*.tmp` file behind; it is harmless and never read.
 
 Inside a staging folder (`.staging/`, see daemon.datastore.staging) the fsyncs are left out:
 nothing there is visible to a reader, a crash turns it into debris, and publication makes the
@@ -24,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from daemon.datastore.filemode import plain_file_mode
+
 STAGING = ".staging"  # work in progress; a hidden name outside every published folder
 
 
@@ -38,6 +42,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
     durable = not is_staged(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, plain_file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

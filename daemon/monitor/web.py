@@ -9,13 +9,15 @@ construction rather than by filtering:
   computed from the run's files by `Snapshots`; any other path is 404;
 - GET (and HEAD, which uvicorn answers as GET without a body) only: any other method is 405
   before routing;
-- with a token configured, every request must carry it (`Authorization: Bearer TOKEN`, or
-  `?token=TOKEN` so a browser can open the page); `config.WebSettings` refuses a non-loopback
-  address without one.
+- with a token configured, every request must carry it (`Authorization: Bearer TOKEN`,
+  `?token=TOKEN`, or the cookie that a valid `?token=` sets, so that a browser which opened the
+  page's address with the token once also loads the page's files, its JSON and the report);
+  `config.WebSettings` refuses a non-loopback address without one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import socket
 import threading
@@ -63,36 +65,55 @@ def build_app(experiment: Path, settings: Settings) -> ASGIApp:
 
 class _Guard:
     """ASGI middleware: GET/HEAD only (405), the token when one is configured (401), and the
-    security headers on every answer."""
+    security headers on every answer.
+
+    A valid `?token=` also sets an HttpOnly, SameSite=Strict cookie holding a digest of the
+    token (never the token: it may hold characters a cookie cannot), named after the port (a
+    browser shares cookies between the ports of a host): the page's own files, fetches and
+    links then need no token in their addresses."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self._app = app
         self._token = token.encode()
+        self._cookie_value = hmac.new(
+            self._token, b"qi2lab-ingest page", hashlib.sha256
+        ).hexdigest()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self._app(scope, receive, send)
+        extra: list[tuple[bytes, bytes]] = []
         if scope["method"] not in ("GET", "HEAD"):
             response: Response = PlainTextResponse(
                 "method not allowed", status_code=405, headers={"allow": "GET, HEAD"}
             )
-        elif self._token and not self._authorised(Request(scope)):
+        elif self._token and not self._authorised(Request(scope), extra):
             response = PlainTextResponse("token required", status_code=401)
         else:
-            return await self._app(scope, receive, self._with_headers(send))
-        await response(scope, receive, self._with_headers(send))
+            return await self._app(scope, receive, self._with_headers(send, extra))
+        await response(scope, receive, self._with_headers(send, extra))
 
-    def _authorised(self, request: Request) -> bool:
+    def _authorised(self, request: Request, extra: list[tuple[bytes, bytes]]) -> bool:
+        """Whether the request carries the token (header, query or cookie); a valid query token
+        adds the cookie's Set-Cookie to `extra`."""
         header = request.headers.get("authorization", "")
-        given = header.removeprefix("Bearer ") if header.startswith("Bearer ") else ""
-        given = given or request.query_params.get("token", "")
-        return hmac.compare_digest(given.encode(), self._token)
+        bearer = header.removeprefix("Bearer ") if header.startswith("Bearer ") else ""
+        if hmac.compare_digest(bearer.encode(), self._token):
+            return True
+        cookie = f"qi2lab-ingest-{request.url.port or 80}"
+        if hmac.compare_digest(request.query_params.get("token", "").encode(), self._token):
+            value = f"{cookie}={self._cookie_value}; Path=/; HttpOnly; SameSite=Strict"
+            extra.append((b"set-cookie", value.encode()))
+            return True
+        return hmac.compare_digest(
+            request.cookies.get(cookie, "").encode(), self._cookie_value.encode()
+        )
 
     @staticmethod
-    def _with_headers(send: Send) -> Send:
+    def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
         async def wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
+                headers = list(message.get("headers", [])) + extra
                 headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
                 message = {**message, "headers": headers}
             await send(message)

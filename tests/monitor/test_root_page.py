@@ -294,4 +294,29 @@ def test_a_root_served_with_a_token(root: Root, tmp_path: Path) -> None:
         assert page.request(f"/{DONE_PAGE}api/state", headers=bearer)[0] == 200
         status, headers, _ = page.request(f"/{DONE_PAGE.rstrip('/')}?token=s3cret")
         assert (status, headers["location"]) == (308, f"{page.url}{DONE_PAGE}?token=s3cret")
+        with chromium() as driver:
+            driver.get(page.url)
+            assert driver.find_element("tag name", "body").text == "token required"
+            assert "401" in driver.get_log("browser")[0]["message"]  # read: the log starts anew
+            driver.get(f"{page.url}?token=s3cret")  # opened with the token once
+
+            def summary() -> str:
+                return driver.find_element("id", "summary-line").text
+
+            wait_until(
+                lambda: summary() == "6 experiments: 2 acquiring, 1 complete, 3 failed",
+                lambda: f"the root page listing the experiments: {summary()}",
+                [serve, root.holder],
+            )
+            driver.find_element("link text", DONE).click()
+            wait_until(
+                lambda: driver.find_element("id", "counts").text == "2 of 2 done",
+                "the run page of the ingested experiment",
+                [serve, root.holder],
+            )
+            assert driver.find_element("id", "health").text == "complete"
+            driver.find_element("link text", "all experiments").click()
+            wait_until(lambda: summary().startswith("6 experiments"), "back", [serve])
+            logs = driver.get_log("browser")
+            assert not [e for e in logs if e["level"] == "SEVERE"], logs  # no 401: all loaded
         assert serve.stop() == 0, serve.report()

@@ -10,6 +10,7 @@ import subprocess
 import time
 
 import pytest
+from browser import chromium
 from monitor_support import Page, ledger_units, live_run
 from prometheus_client.parser import text_string_to_metric_families
 from support.experiment import daemon_command, write_config
@@ -19,6 +20,9 @@ from daemon.events import Event
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
+TILE_TITLES = (
+    "return Array.from(document.querySelectorAll('rect.tile > title')).map(t => t.textContent)"
+)
 TRAVERSALS = [
     "/../../etc/passwd",
     "/%2e%2e/%2e%2e/etc/passwd",
@@ -155,6 +159,24 @@ def test_serve_a_finished_run_with_a_token(tmp_path):
         assert state["units"]["done"] == 2 and state["health"] == "complete"
         status, _, _ = page.request("/metrics", headers={"Authorization": "Bearer s3cret"})
         assert status == 200
+        with chromium() as driver:
+            driver.get(page.url)
+            assert driver.find_element("tag name", "body").text == "token required"
+            assert "401" in driver.get_log("browser")[0]["message"]  # read: the log starts anew
+            driver.get(f"{page.url}?token=s3cret")  # opened with the token once
+            wait_until(
+                lambda: driver.find_element("id", "counts").text == "2 of 2 done",
+                lambda: f"the run drawn: {driver.find_element('tag name', 'body').text[:300]}",
+                [serve],
+            )
+            assert driver.find_element("id", "health").text == "complete"
+            titles = driver.execute_script(TILE_TITLES)
+            assert [t.split(":")[1].strip() for t in titles] == ["done", "done"], titles
+            logs = driver.get_log("browser")
+            assert not [e for e in logs if e["level"] == "SEVERE"], logs  # no 401: all loaded
+            driver.get(f"{page.url}report")  # the report's address, typed without the token
+            said = driver.find_element("tag name", "body").text  # `ingest` writes none
+            assert said.startswith("no run report yet"), said
         assert serve.stop() == 0, serve.report()
 
 

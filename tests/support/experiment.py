@@ -91,10 +91,14 @@ def simulator_process(
 
 
 def simulate_and_ingest(
-    tmp_path: Path, settings: SimulationSettings, layout: str = "seed", **sections: dict[str, Any]
+    tmp_path: Path,
+    settings: SimulationSettings,
+    layout: str = "seed",
+    umask: int = -1,
+    **sections: dict[str, Any],
 ) -> Path:
-    """Simulate into tmp_path/exp, run `ingest --layout layout` on it (config: `sections`);
-    the experiment."""
+    """Simulate into tmp_path/exp, run `ingest --layout layout` on it (config: `sections`;
+    the daemon's umask `umask`, -1 to inherit this process's); the experiment."""
     experiment = tmp_path / "exp"
     simulate(experiment, settings)
     config = write_config(tmp_path / "config.toml", **sections)
@@ -103,6 +107,7 @@ def simulate_and_ingest(
         capture_output=True,
         text=True,
         timeout=300,
+        umask=umask,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     return experiment

@@ -11,13 +11,10 @@ const STATE_COLORS = {
 const OUTLIER_SD = 3.5;  // robust standard deviations from the median that make a tile an outlier
 const RAMP_SD = 4;  // robust standard deviations from the median to either end of the colour ramp
 const SVG = "http://www.w3.org/2000/svg";
-const token = new URLSearchParams(location.search).get("token");
 let last = null;
 
 function url(path, params = {}) {
-  const query = new URLSearchParams(params);
-  if (token) query.set("token", token);
-  const q = query.toString();
+  const q = new URLSearchParams(params).toString();
   return q ? `${path}?${q}` : path;
 }
 
@@ -389,7 +386,7 @@ async function drawPreview(state) {
   if (!names.length) return;
   const select = document.getElementById("preview-channel");
   fillSelect(select, names);
-  const response = await fetch(url(`api/preview/${select.value}`));
+  const response = await fetch(`api/preview/${select.value}`);
   if (!response.ok) return;
   const w = parseInt(response.headers.get("x-width"), 10), h = parseInt(response.headers.get("x-height"), 10);
   const pixels = new Uint8Array(await response.arrayBuffer());
@@ -455,7 +452,7 @@ async function poll() {
 const rootAt = location.pathname.indexOf("/exp/");
 if (rootAt >= 0) {
   const link = document.getElementById("root-link");
-  link.href = url(location.pathname.slice(0, rootAt + 1));
+  link.href = location.pathname.slice(0, rootAt + 1);
   link.hidden = false;
 }
 for (const id of ["measure", "quality-channel"])
