@@ -65,7 +65,7 @@ class RunSummary:
         self._plan: Plan | None = None  # what the tile entries were built with (bits need it)
         self._units: dict[int, dict[int, tuple[str, str | None, str]]] = {}  # tile, round
         self._entries: dict[int, dict[str, Any]] = {}  # tile -> its published entry
-        self.totals = dict.fromkeys(LEDGER_STATES, 0)
+        self.totals: dict[str, int] = dict.fromkeys(LEDGER_STATES, 0)  # by state's value
 
     def update(self, records: Iterable[Sequence[Any]]) -> None:
         """Take the current (tile, round, state, error, dataset) of changed units."""
