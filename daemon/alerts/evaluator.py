@@ -36,15 +36,16 @@ from daemon.alerts.rules import (
     stall_after_s,
 )
 from daemon.config import AlertSettings, ConfigError, Settings, experiment_settings
-from daemon.datastore.statedir import ledger_path, lock_path
+from daemon.datastore.statedir import ledger_path, lock_path, state_dir
 from daemon.events import Event
 from daemon.ingest.ledger import unit_of
 from daemon.layouts import reader
 from daemon.logs import get_logger
 from daemon.monitor.overview import experiments as root_experiments
-from daemon.monitor.snapshot import Snapshots
+from daemon.monitor.snapshot import Snapshots, ledger_signature
 from daemon.monitor.status import being_written, daemon_pid, readable_plan
 from daemon.products.alertlog import AlertLog, alert_log_path
+from daemon.products.qualitylog import QUALITY_DB
 from daemon.raw.root import RAW_DATA
 from daemon.report import write_report
 
@@ -86,6 +87,8 @@ class Watched:
     unit_name: UnitName
     disk: dict[str, collections.deque[tuple[float, int]]] = field(default_factory=dict)
     incomplete_since: dict[str, float] = field(default_factory=dict)
+    # A complete run's files as of its last evaluation: while they stay so, what held holds
+    settled: tuple[object, ...] | None = None
 
 
 class AlertThread:
@@ -170,14 +173,23 @@ class AlertThread:
             if self._outbox is not None:
                 self._outbox.watch(name, watched.log)
         alerts = settings.alerts
+        say = self.log.bind(experiment=str(experiment))
+        files = _files(store)
+        if watched.settled is not None and watched.settled == files:
+            # A finished run that did not change (a replaced dataset would): nothing to read
+            # again, it costs a stat per poll; its standing alerts are still repeated.
+            standing = watched.log.open_alerts()
+            held = [Condition(a.key, a.rule, a.subject, a.message) for a in standing]
+            reconcile(watched.log, held, now, alerts, say)
+            return
         view = _view(watched, now)
         open_alerts = {a.key: a for a in watched.log.open_alerts()}
         held = conditions(view, alerts, open_alerts.keys())
-        say = self.log.bind(experiment=str(experiment))
         reconcile(watched.log, held, now, alerts, say)
         for done in run_complete(view.units, view.expected):
             if not any(a.key == done.key for a in watched.log.history()):
                 announce(watched.log, self._with_report(done, name, watched, say), now, say)
+        watched.settled = files if run_complete(view.units, view.expected) else None
 
     def _with_report(
         self, done: Condition, name: str, watched: Watched, say: FilteringBoundLogger
@@ -252,6 +264,14 @@ def announce(log: AlertLog, condition: Condition, now: float, say: FilteringBoun
     alert_id = start(log, condition, now, say)
     log.clear(condition.key, at=now)
     say.info(Event.ALERT_CLEARED, key=condition.key, rule=condition.rule, id=alert_id)
+
+
+def _files(store: Path) -> tuple[object, ...]:
+    """What changes when the ledger or the quality log does (their files' signatures)."""
+    return (
+        ledger_signature(ledger_path(store)),
+        ledger_signature(state_dir(store) / QUALITY_DB),
+    )
 
 
 def _watch(experiment: Path, settings: Settings) -> Watched:

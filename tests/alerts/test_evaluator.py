@@ -16,15 +16,18 @@ import subprocess
 from pathlib import Path
 
 from support.daemon import DaemonProcess
-from support.experiment import daemon_command, simulate_and_ingest, write_config
+from support.experiment import daemon_command, quiet, simulate_and_ingest, write_config
 from support.faults import truncate_mid_plane
 
 from daemon.alerts.evaluator import AlertThread, one_experiment
 from daemon.config import Settings
-from daemon.datastore.statedir import ledger_path
+from daemon.datastore.sqlite import Database
+from daemon.datastore.statedir import ledger_path, state_dir
 from daemon.events import Event
+from daemon.ingest.ledger import Ledger
 from daemon.logs import configure_logging
 from daemon.products.alertlog import read_alerts
+from daemon.products.qualitylog import QUALITY_DB
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
@@ -186,3 +189,35 @@ def test_a_run_with_a_failed_unit_completes_and_its_report_names_the_failure(
     ]
     report = (experiment / "qi2labdatastore" / "reports" / "run-report.html").read_text()
     assert broken in report
+
+
+def test_a_finished_run_that_does_not_change_costs_no_read(tmp_path: Path, monkeypatch) -> None:
+    """Under a root, a run that finished last month is looked at every evaluate_every_s: once
+    complete and unchanged, nothing is read again (a stat of its ledger and quality log); a
+    change to them (a dataset replaced, converted again) is evaluated as before."""
+    experiment = simulate_and_ingest(tmp_path, SETTINGS)
+    configure_logging("json", "info", stream=io.StringIO())
+    thread = AlertThread(one_experiment(experiment, Settings()), 1.0)
+    opened: list[str] = []
+    real_open = Database.open_readonly
+
+    def traced(path: Path) -> Database:
+        opened.append(path.name)
+        return real_open(path)
+
+    monkeypatch.setattr(Database, "open_readonly", traced)
+    store = experiment / "qi2labdatastore"
+    quiet(ledger_path(store))
+    quiet(state_dir(store) / QUALITY_DB)
+    thread.evaluate(now=100.0)  # announces the completion
+    thread.evaluate(now=110.0)  # and settles
+    opened.clear()
+    thread.evaluate(now=120.0)
+    thread.evaluate(now=130.0)
+    assert opened == []
+    writer = Ledger(ledger_path(store))  # the run changes: a dataset is seen again
+    writer.observe(0, 0, "sim_r0001_tile0000_2", "another")
+    writer.close()
+    thread.evaluate(now=140.0)
+    assert "ledger.sqlite" in opened
+    thread.stop()

@@ -3,11 +3,10 @@ when the page reads a real ledger."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
-from pathlib import Path
+
+from support.experiment import quiet
 
 from daemon.config import Settings
 from daemon.datastore.sqlite import Database
@@ -18,16 +17,6 @@ from daemon.monitor.snapshot import Snapshots, as_stored
 from daemon.monitor.status import collect, render
 from daemon.monitor.tally import RECENT_EVENTS, Tally
 from daemon.products.alertlog import AlertLog, AlertRecord, alert_log_path
-
-
-def quiet(database: Path) -> None:
-    """As if the SQLite file at `database` (and its WAL) had last been written a minute ago:
-    a file written within the last second is read again at every ask (its time may not tick
-    between two commits), one quiet since is trusted."""
-    for file in (database, database.with_name(f"{database.name}-wal")):
-        if file.exists():
-            past = time.time() - 60
-            os.utime(file, (past, past))
 
 
 def unit(tile: int, state: str, seen: float, started=None, finished=None, size=0, error=None):

@@ -13,6 +13,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -260,3 +261,13 @@ def read_state(store: Path) -> dict[str, Any]:
 def log_events(stdout: str) -> list[dict[str, Any]]:
     """The JSON log lines of a run (its stdout), parsed (every line must be JSON)."""
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def quiet(database: Path) -> None:
+    """As if the SQLite file at `database` (and its WAL) had last been written a minute ago:
+    a file written within the last second is read again at every ask (its time may not tick
+    between two commits), one quiet since is trusted."""
+    for file in (database, database.with_name(f"{database.name}-wal")):
+        if file.exists():
+            past = time.time() - 60
+            os.utime(file, (past, past))
