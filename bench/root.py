@@ -214,6 +214,10 @@ def idle_cost(work: Path, experiments: int) -> IdleCost:
     try:
         daemon.wait_logged(Event.ROOT_WATCH_STARTED)
         daemon.wait_logged(Event.EXPERIMENT_COMPLETE, experiments)
+        # and each run's report, written once by the alert thread as the run completes: a
+        # one-off cost, not the idle one measured here
+        if experiments:
+            daemon.wait_logged(Event.REPORT_WRITTEN, experiments)
         time.sleep(2 * POLL_INTERVAL_S)  # the last experiment's close and its statuses settle
         begin, cpu_begin = time.monotonic(), _cpu_s(daemon.proc.pid)
         time.sleep(IDLE_S)
