@@ -116,7 +116,7 @@ class AlertThread:
 
     def start(self) -> None:
         if self._outbox is not None:
-            self._outbox.__enter__()
+            self._outbox.start()
         self._thread.start()
 
     def stop(self) -> None:

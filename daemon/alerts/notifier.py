@@ -225,9 +225,13 @@ class Outbox:
             self._logs.pop(experiment, None)
             self._given.pop(experiment, None)
 
-    def __enter__(self) -> Outbox:
+    def start(self) -> None:
+        """Start delivering (nothing runs without a receiver)."""
         if self._notifier.receivers:
             self._thread.start()
+
+    def __enter__(self) -> Outbox:
+        self.start()
         return self
 
     def __exit__(
