@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import tomllib
 import types
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from daemon.address import check_listen
-from daemon.datastore.arrays import ArrayCodec
+from daemon.datastore.arrays import ArrayCodec, usable_cores
 from daemon.errors import Qi2labError
 from daemon.layouts import found_layout
 from daemon.raw.defaults import RawDefaults
@@ -35,6 +36,18 @@ def positive(name: str, value: float) -> None:
     """Reject a value that is not strictly positive (and finite), naming the field."""
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+# Memory one worker holds: about 4/3 of a realistic dataset (3 channels x 30 z x 2048^2 px of
+# 16 bit, 755 MB), rounded up.
+WORKER_MEMORY_BYTES = 1 << 30
+
+
+def workers_for_machine() -> int:
+    """The worker count `[workers] count = 0` means: one per usable core (more only contend
+    for the same cores), fewer if the machine's memory holds fewer workers' datasets."""
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return max(1, min(usable_cores(), memory // WORKER_MEMORY_BYTES))
 
 
 LayoutName = Literal["seed", "merfish3d-v0.6"]  # daemon.layouts.LAYOUT_NAMES
@@ -66,7 +79,7 @@ class WatchSettings:
 class WorkerSettings:
     """The conversion pool: its size, its queue (back-pressure), its retries and re-queuing."""
 
-    count: int = 2
+    count: int = 0  # 0: `workers_for_machine()`; see `threads`
     queue_size: int = 4
     retry_attempts: int = 5
     retry_initial_s: float = 0.5
@@ -76,7 +89,8 @@ class WorkerSettings:
     requeue_max_s: float = 900.0
 
     def __post_init__(self) -> None:
-        positive("count", self.count)
+        if self.count < 0:
+            raise ValueError(f"count must be 0 (from the cores) or more, got {self.count!r}")
         positive("queue_size", self.queue_size)
         positive("retry_attempts", self.retry_attempts)
         positive("retry_initial_s", self.retry_initial_s)
@@ -89,6 +103,11 @@ class WorkerSettings:
                 f"requeue_max_s ({self.requeue_max_s}) must not be below requeue_initial_s"
                 f" ({self.requeue_initial_s})"
             )
+
+    @property
+    def threads(self) -> int:
+        """The pool's size: `count`, or when it is 0 the machine's (`workers_for_machine`)."""
+        return self.count or workers_for_machine()
 
     def requeue_after_s(self, failures: int) -> float:
         """Back-off before an environmentally failed unit is queued again, after `failures`
@@ -257,7 +276,7 @@ class Settings:
         settings are logged at debug level and in every JSON start-up line)."""
         codec = self.arrays
         return (
-            f"{self.workers.count} workers, queue {self.workers.queue_size}; "
+            f"{self.workers.threads} workers, queue {self.workers.queue_size}; "
             f"{self.watch.observer} observer, rescan every {self.watch.rescan_interval_s:g} s; "
             f"arrays {codec.compressor} {codec.clevel} {codec.shuffle}-shuffle, "
             f"{codec.z_chunk} z per chunk"

@@ -1,5 +1,6 @@
 """config.toml -> Settings: the shipped file equals the defaults; bad files name the key."""
 
+import os
 import re
 import subprocess
 import sys
@@ -43,8 +44,7 @@ def test_values_are_read_into_frozen_settings(tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[workers]\ncount = -1\n", r": workers.count must be a positive number"),
-        ("[workers]\ncount = 0\n", r": workers.count must be a positive number"),
+        ("[workers]\ncount = -1\n", r": workers.count must be 0 \(from the cores\) or more"),
         ("[workers]\ncount = 'two'\n", r"workers.count must be an integer, got string 'two'"),
         ("[workers]\ncount = true\n", r"workers.count must be an integer, got a boolean"),
         ("[workers]\nthreads = 2\n", r"unknown key workers.threads"),
@@ -202,3 +202,30 @@ def test_an_experiment_file_overrides_its_settings_but_not_the_services(tmp_path
     (tmp_path / EXPERIMENT_CONFIG).write_text('[alerts]\nurls = ["json://localhost/x"]\n')
     with pytest.raises(ConfigError, match=r"qi2lab-ingest.toml: alerts.urls belongs to the"):
         experiment_settings(service, tmp_path)
+
+
+
+_POOL_SIZE = """
+import os, sys
+from pathlib import Path
+os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: int(sys.argv[2])]))
+from daemon.config import load_settings
+print(load_settings(Path(sys.argv[1])).workers.threads)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_count_0_is_one_worker_per_core_the_daemon_may_use(tmp_path: Path):
+    """More workers than cores only contend for them (bench/RESULTS.md section 7): the
+    default pool follows the cores the process may run on, a set count is kept."""
+    cores = len(os.sched_getaffinity(0))
+    config = tmp_path / "config.toml"
+
+    def pool(text: str, allowed: int) -> int:
+        config.write_text(text)
+        run = [sys.executable, "-c", _POOL_SIZE, str(config), str(allowed)]
+        return int(subprocess.run(run, capture_output=True, text=True, check=True).stdout)
+
+    assert pool("[workers]\ncount = 0\n", 1) == 1
+    assert pool("", cores) == cores  # the default is 0 (machines here have >= 1 GiB a core)
+    assert pool("[workers]\ncount = 3\n", 1) == 3

@@ -12,6 +12,7 @@ see the project's measurements).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -79,16 +80,34 @@ def _is_int(value: object) -> bool:
 REFERENCE_CODEC = ArrayCodec()  # the spec's reference: blosc zstd 5, bit-shuffle, [1, y, x]
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container or systemd's
+    CPUAffinity= narrows), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 def make_context(concurrency: int | None = None) -> ts.Context:
-    """A tensorstore context whose copy/compression threads match the cores we may use.
+    """A tensorstore context whose copy/compression and file threads match the cores we may use.
 
     `data_copy_concurrency` is the setting that matters for compressed writes (a limit of 1
-    halves throughput); one context is shared by every array of a DataStore so the limit holds
-    across arrays written at the same time.
+    halves throughput); `file_io_concurrency` bounds the threads writing chunks to disk. Both
+    hold only across the arrays that share the context, so a process writes every array
+    through one (`shared_context`): with a context per array or per worker, N workers ran N
+    times the limit on the same cores.
     """
-    if concurrency is None:
-        concurrency = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    return ts.Context({"data_copy_concurrency": {"limit": max(1, concurrency)}})
+    limit = max(1, concurrency if concurrency is not None else usable_cores())
+    return ts.Context(
+        {"data_copy_concurrency": {"limit": limit}, "file_io_concurrency": {"limit": limit}}
+    )
+
+
+@functools.cache
+def shared_context() -> ts.Context:
+    """The process's one tensorstore context (`make_context` for the usable cores), shared by
+    every datastore and layout that is not given its own."""
+    return make_context()
 
 
 def chunk_shape(shape: tuple[int, ...], codec: ArrayCodec) -> list[int]:

@@ -35,9 +35,9 @@ from daemon.datastore.arrays import (
     ZATTRS,
     ArrayCodec,
     create_group,
-    make_context,
     read_array,
     read_attrs,
+    shared_context,
     write_array,
     write_attrs,
 )
@@ -160,7 +160,7 @@ class DataStore:
     ) -> None:
         self.path = Path(path)
         self.codec = codec
-        self.context = context if context is not None else make_context()
+        self.context = context if context is not None else shared_context()
         self._lock = threading.RLock()
         self.staging = StagingArea(self.path)
         self._create_missing()

@@ -56,7 +56,7 @@ class RootService:
         self.log = get_logger(root=str(root))
         workers = settings.workers
         self.pool = WorkerPool(
-            count=workers.count,
+            count=workers.threads,
             queue_size=workers.queue_size,
             retry_attempts=workers.retry_attempts,
             retry_initial_s=workers.retry_initial_s,

@@ -148,7 +148,7 @@ class IngestService:
                 FiducialStore(fiducials_dir(store_path)),
             )
             self.pool = self._shared_pool or WorkerPool(
-                count=settings.workers.count,
+                count=settings.workers.threads,
                 queue_size=settings.workers.queue_size,
                 retry_attempts=settings.workers.retry_attempts,
                 retry_initial_s=settings.workers.retry_initial_s,

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from daemon.datastore.arrays import REFERENCE_CODEC, ArrayCodec
+from daemon.datastore.arrays import REFERENCE_CODEC, ArrayCodec, shared_context
 from daemon.datastore.layout import Entity, tile_name
 from daemon.errors import Qi2labError
 from daemon.pixels.camera import correct
@@ -126,7 +126,7 @@ class Layout(abc.ABC):
         writer), without, touch nothing (a reader such as `verify`)."""
         self.path = Path(path)
         self.codec = codec
-        self.context = context
+        self.context = context if context is not None else shared_context()
 
     @abc.abstractmethod
     def entry_relpath(self, entity: Entity) -> PurePosixPath:

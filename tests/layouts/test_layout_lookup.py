@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from daemon.datastore.arrays import usable_cores
 from daemon.layouts import LAYOUT_NAMES, check_layout, open_layout
 
 BACKENDS = ("daemon.layouts.seed", "daemon.layouts.merfish3d_v06", "yaozarrs")
@@ -37,3 +38,18 @@ def test_each_layout_is_found_by_its_marker_without_importing_a_backend(tmp_path
     looked_up = json.loads(out.stdout)
     assert looked_up["found"] == [*LAYOUT_NAMES, None]
     assert [m for m in BACKENDS if m in looked_up["modules"]] == []
+
+
+def test_every_layout_writes_through_one_context_bounded_to_the_cores(tmp_path: Path):
+    """Tensorstore's thread limits hold only across arrays of one context: a context per
+    array or per datastore let N workers run N times the limit on the same cores."""
+    stores = [open_layout(tmp_path / name, name) for name in LAYOUT_NAMES]
+    try:
+        contexts = {id(store.context) for store in stores}
+        assert len(contexts) == 1 and stores[0].context is not None
+        spec = stores[0].context.spec.to_json()
+        for resource in ("data_copy_concurrency", "file_io_concurrency"):
+            assert spec[resource] == {"limit": usable_cores()}
+    finally:
+        for store in stores:
+            store.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 from ops_support import TIMESTAMP, in_terminal, screen_lines
 from support.experiment import daemon_command, log_events, write_config
 
+from daemon.config import workers_for_machine
 from daemon.events import Event
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
@@ -38,7 +39,8 @@ def test_ingest_on_a_terminal_logs_above_a_stable_bar_with_short_lines(tmp_path:
     # The experiment is named once; the settings are a one-line summary, not the whole dict.
     assert sum(f"experiment={experiment}" in line for line in logged) == 1
     started = next(line for line in logged if Event.INGEST_STARTED in line)
-    assert "config='2 workers, queue 4;" in started and "settings=" not in output
+    summary = f"config='{workers_for_machine()} workers, queue 4;"  # count 0: from the cores
+    assert summary in started and "settings=" not in output
     assert "raw_dir=" not in output or sum("raw_dir=" in line for line in logged) == 1
 
 
