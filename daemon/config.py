@@ -38,16 +38,35 @@ def positive(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
 
 
-# Memory one worker holds: about 4/3 of a realistic dataset (3 channels x 30 z x 2048^2 px of
-# 16 bit, 755 MB), rounded up.
-WORKER_MEMORY_BYTES = 1 << 30
+# Memory one worker holds: about 4/3 of a large dataset (3 channels x 100 z x 2048^2 px of
+# 16 bit, 2.5 GB), rounded up.
+WORKER_MEMORY_BYTES = 4 << 30
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def workers_for_machine() -> int:
+def workers_for_machine(cgroup_root: Path = CGROUP_ROOT) -> int:
     """The worker count `[workers] count = 0` means: one per usable core (more only contend
-    for the same cores), fewer if the machine's memory holds fewer workers' datasets."""
-    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return max(1, min(usable_cores(), memory // WORKER_MEMORY_BYTES))
+    for the same cores), fewer if the memory we may use holds fewer workers' datasets."""
+    return max(1, min(usable_cores(), usable_memory(cgroup_root) // WORKER_MEMORY_BYTES))
+
+
+def usable_memory(cgroup_root: Path = CGROUP_ROOT) -> int:
+    """The machine's memory, or less if our cgroup (v2) caps it: systemd's MemoryHigh= and
+    MemoryMax= (the units in systemd/ set MemoryHigh=12G)."""
+    limits = [os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")]
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return limits[0]
+    group = next((line[3:].lstrip("/") for line in lines if line.startswith("0::")), "")
+    for name in ("memory.high", "memory.max"):
+        try:
+            value = (cgroup_root / group / name).read_text().strip()
+        except OSError:
+            continue
+        if value.isdigit():
+            limits.append(int(value))
+    return min(limits)
 
 
 LayoutName = Literal["seed", "merfish3d-v0.6"]  # daemon.layouts.LAYOUT_NAMES

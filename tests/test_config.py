@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import ConfigError, Settings, load_settings
+from daemon.config import (
+    WORKER_MEMORY_BYTES,
+    ConfigError,
+    Settings,
+    load_settings,
+    usable_memory,
+    workers_for_machine,
+)
 from daemon.datastore.arrays import ArrayCodec
 
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "config.toml"
@@ -229,3 +236,17 @@ def test_count_0_is_one_worker_per_core_the_daemon_may_use(tmp_path: Path):
     assert pool("[workers]\ncount = 0\n", 1) == 1
     assert pool("", cores) == cores  # the default is 0 (machines here have >= 1 GiB a core)
     assert pool("[workers]\ncount = 3\n", 1) == 3
+
+
+def test_count_0_fits_the_memory_the_cgroup_allows(tmp_path: Path):
+    """Under systemd (MemoryHigh=12G in systemd/) the pool is sized by the cgroup's limit,
+    not the machine's memory: read from our own cgroup's folder under the (given) root."""
+    line = next(x for x in Path("/proc/self/cgroup").read_text().splitlines() if x[:3] == "0::")
+    group = tmp_path / line[3:].lstrip("/")
+    group.mkdir(parents=True, exist_ok=True)
+    (group / "memory.max").write_text("max\n")
+    assert usable_memory(tmp_path) == usable_memory(tmp_path / "elsewhere") > WORKER_MEMORY_BYTES
+
+    (group / "memory.high").write_text(f"{WORKER_MEMORY_BYTES + 1}\n")
+    assert usable_memory(tmp_path) == WORKER_MEMORY_BYTES + 1
+    assert workers_for_machine(tmp_path) == 1
