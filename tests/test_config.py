@@ -211,7 +211,6 @@ def test_an_experiment_file_overrides_its_settings_but_not_the_services(tmp_path
         experiment_settings(service, tmp_path)
 
 
-
 _POOL_SIZE = """
 import os, sys
 from pathlib import Path
