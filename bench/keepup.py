@@ -11,11 +11,16 @@ acquisition (the first two datasets left out as warm-up), times the acquisition'
 under one dataset, and the last dataset is done within two units' time (+ 1 s) of its
 completion (a backlog left at the end would show there). For 1, 2 and 4 workers the pace is
 raised from `START_MBPS` in steps of `STEP_MBPS` while it is sustained, or lowered until it is.
+The goal (issue 25): more workers never make it slower, 4 workers sustain at least what 2 do.
+
+`[workers] count = 0`, the shipped default, is run too, at the highest pace of the count it
+resolves to here; the count the daemon actually started (its start-up line) is reported.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -26,6 +31,7 @@ from harness import MB, DaemonProcess, median, remove, write_config
 from paced import completed_at
 from report import Row, Section, table
 
+from daemon.config import workers_for_machine
 from daemon.events import Event
 from daemon.simulate.settings import SimulationSettings
 
@@ -60,7 +66,8 @@ class PacedRun:
     """How one paced run went."""
 
     mbps: float
-    workers: int
+    workers: int  # the config's count (0: the default, resolved by the daemon)
+    resolved: int  # the pool the daemon started, from its start-up line
     complete: list[float]  # epoch s, sorted
     done: list[float]  # epoch s, sorted
     unit_s: float  # median unit conversion, from the daemon's log
@@ -113,11 +120,32 @@ def paced_run(work: Path, planes: Path, acq: Acquisition, mbps: float, workers: 
     return PacedRun(
         mbps=mbps,
         workers=workers,
+        resolved=pool_size(run.named(Event.WATCH_STARTED)[0]),
         complete=complete,
         done=sorted(e["t"] for e in run.named(Event.UNIT_DONE)),
         unit_s=median(run.unit_seconds()),
         writer=json.loads(writer.stdout.strip().splitlines()[-1]),
     )
+
+
+def pool_size(started: dict[str, object]) -> int:
+    """The worker count the daemon started with, from its start-up line's config summary
+    ("N workers, queue ...": `[workers] count = 0` is resolved there)."""
+    found = re.match(r"(\d+) workers,", str(started.get("config", "")))
+    if found is None:
+        raise RuntimeError(f"no worker count in the start-up line: {started}")
+    return int(found[1])
+
+
+def highest_sustained(tried: list[PacedRun]) -> float | None:
+    """The highest pace among `tried` that was sustained (None: none was)."""
+    kept = [r.mbps for r in tried if r.sustained]
+    return max(kept) if kept else None
+
+
+def pace_text(tried: list[PacedRun]) -> str:
+    best = highest_sustained(tried)
+    return f"{best:.0f} MB/s" if best is not None else f"< {min(r.mbps for r in tried):.0f} MB/s"
 
 
 def highest_pace(work: Path, planes: Path, acq: Acquisition, workers: int) -> list[PacedRun]:
@@ -134,9 +162,11 @@ def highest_pace(work: Path, planes: Path, acq: Acquisition, workers: int) -> li
 def keep_up(
     work: Path, acq: Acquisition, planes: Path, workers: tuple[int, ...] = (1, 2, 4)
 ) -> Section:
-    """Section 7: the 150 MB/s run (2 workers, the default) and the highest pace per count.
+    """Section 7: the 150 MB/s run (2 workers), the highest pace per count, 4 against 2, and
+    the default count (0) at the highest pace of the count it resolved to.
     `planes`: `paced.prerender(acq.settings, planes)`."""
     runs = {n: highest_pace(work, planes, acq, n) for n in workers}
+    runs[0] = default_runs(work, planes, acq, runs)
     goal = next(r for r in runs[2] if r.mbps == GOAL_MBPS)
     rows = [
         Row(
@@ -146,18 +176,19 @@ def keep_up(
             goal.sustained,
         )
     ]
-    for n, tried in runs.items():
-        kept = [r.mbps for r in tried if r.sustained]
+    for n in workers:
         rows.append(
             Row(
                 f"highest pace sustained, {n} worker{'s' if n > 1 else ''}",
-                f"{max(kept):.0f} MB/s" if kept else f"< {min(r.mbps for r in tried):.0f} MB/s",
+                pace_text(runs[n]),
                 "(info)",
             )
         )
+    rows.append(more_workers_row(runs[4], runs[2]))
+    rows.append(default_row(runs[0], runs))
     lines = [
         [
-            str(r.workers),
+            str(r.workers) if r.workers else f"0 -> {r.resolved}",
             f"{r.mbps:.0f}",
             f"{r.writer['actual_s']:.1f} / {r.writer['scheduled_s']:.1f}",
             f"{r.unit_s:.2f}",
@@ -177,7 +208,10 @@ def keep_up(
         " (the whole section to a few minutes); per byte a unit costs the same at 2048 px"
         " (section 1). Writer s: how long the writer took / its schedule (equal: it was not"
         " the limit). Growth: least-squares growth of the backlog over the acquisition (first"
-        f" {WARM_UP} datasets left out); drain: last unit done minus last dataset complete.",
+        f" {WARM_UP} datasets left out); drain: last unit done minus last dataset complete."
+        " Workers 0: `[workers] count = 0`, the default, resolved by the daemon to the count"
+        " after the arrow (one per usable core, fewer if memory holds fewer at 4 GiB each),"
+        " run at the highest pace that count sustained.",
         "",
         *table(
             [
@@ -194,3 +228,37 @@ def keep_up(
         ),
     ]
     return Section("Keeping up with the microscope", rows, body)
+
+
+def default_runs(
+    work: Path, planes: Path, acq: Acquisition, runs: dict[int, list[PacedRun]]
+) -> list[PacedRun]:
+    """`count = 0` once, at the highest pace of the count it resolves to here
+    (`workers_for_machine`), or its own climb when that count sustained nothing."""
+    best = highest_sustained(runs.get(workers_for_machine(), []))
+    if best is None:
+        return highest_pace(work, planes, acq, 0)
+    return [paced_run(work, planes, acq, best, 0)]
+
+
+def more_workers_row(four: list[PacedRun], two: list[PacedRun]) -> Row:
+    """The issue's goal: 4 workers on these cores sustain at least the pace 2 do."""
+    best4, best2 = highest_sustained(four), highest_sustained(two)
+    paces = f"{pace_text(four)} / {pace_text(two)}"
+    met: bool | None = best4 is not None and best4 >= (best2 or 0)
+    if best2 is None:  # 2 workers sustained nothing: no ratio (no verdict if 4 did neither)
+        return Row("highest pace sustained, 4 workers / 2 workers", paces, ">= 1.0", met or None)
+    value = f"{(best4 or 0) / best2:.2f} ({paces})"
+    return Row("highest pace sustained, 4 workers / 2 workers", value, ">= 1.0", met)
+
+
+def default_row(default: list[PacedRun], runs: dict[int, list[PacedRun]]) -> Row:
+    """count = 0 (the default): what it resolved to, and whether it sustains that count's pace."""
+    resolved = default[0].resolved
+    best = highest_sustained(runs.get(resolved, []))
+    value = f"{resolved} worker{'s' if resolved > 1 else ''}, {pace_text(default)}"
+    if best is None:
+        return Row("count = 0 (the default): resolved to; highest pace sustained", value, "(info)")
+    met = highest_sustained(default) == best
+    target = f"{best:.0f} MB/s ({resolved} workers' own)"
+    return Row("count = 0 (the default): resolved to; pace sustained", value, target, met)
