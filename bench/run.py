@@ -184,7 +184,7 @@ def run(
 
     if "keepup" in wanted:
         acq = Acquisition(z=args.z, size=args.small_size)
-        say("section 7: keeping up, paced runs with 1, 2, 4 workers")
+        say("section 7: keeping up, paced runs with 1, 2, 4 workers and the default count (0)")
         sections["7"] = keep_up(work, acq, made.planes(acq.size))
 
     blocks = {}

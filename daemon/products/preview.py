@@ -175,6 +175,8 @@ class MosaicPreview:
         self._lock = threading.Lock()
         self._canvases: dict[str, Canvas] = {}
         self._histograms: dict[str, np.ndarray] = {}  # counts of each value of the tiles' pixels
+        # Its own context, not the units' shared one: a preview tile is small and written
+        # under the lock, so one copy thread does, and it never waits behind a unit's chunks.
         self._context = ts.Context({"data_copy_concurrency": {"limit": 1}})
 
     def add(
