@@ -360,7 +360,7 @@ def _section(
             "(info)",
         ),
         Row(
-            "unit median, one experiment on 1 core / on 2 (the in-step bound on 2 cores)",
+            f"unit median, one experiment on 1 core / on {usable_cores()} (the in-step bound)",
             f"{pinned_unit:.2f} / {single_unit:.2f} s = {pinned_unit / single_unit:.2f}",
             "(info)",
         ),
@@ -370,7 +370,7 @@ def _section(
             "(info)",
         ),
         Row(
-            "latency p95, one experiment on 1 core / on 2",
+            f"latency p95, one experiment on 1 core / on {usable_cores()}",
             f"{pinned_p95 / single_p95:.2f}",
             "(info)",
         ),

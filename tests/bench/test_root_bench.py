@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 from paced import prerender
-from root import RootAcquisition, confined, paced_root
+from root import IdleCost, RootAcquisition, _section, confined, paced_root
 
+from daemon.datastore.arrays import usable_cores
 from daemon.simulate.settings import SimulationSettings
 
 
@@ -35,3 +36,11 @@ def test_a_run_on_one_core_records_each_units_cpu(tmp_path):
     assert all(wall > 0 and cpu >= 0 for wall, cpu in spans)
     assert run.cpu[-1][1] > run.cpu[0][1]  # the daemon's CPU time grew over the run
     assert not (tmp_path / "root-pinned").exists()  # the root is removed
+
+    idle = [IdleCost(50, 0.2, 20, 100), IdleCost(0, 0.1, 20, 100)]
+    section = _section(acq, [run], [run], [run], [run], [run], idle)
+    figures = [r.figure for r in section.rows]
+    assert "latency p95, one experiment at 75 MB/s, its daemon on 1 core" in figures
+    bound = f"unit median, one experiment on 1 core / on {usable_cores()} (the in-step bound)"
+    assert bound in figures
+    assert any(line.startswith("Why two in step miss the goal") for line in section.body)
