@@ -43,4 +43,4 @@ def test_a_run_on_one_core_records_each_units_cpu(tmp_path):
     assert "latency p95, one experiment at 75 MB/s, its daemon on 1 core" in figures
     bound = f"unit median, one experiment on 1 core / on {usable_cores()} (the in-step bound)"
     assert bound in figures
-    assert any(line.startswith("Why two in step miss the goal") for line in section.body)
+    assert any(line.startswith("The limit of two in step.") for line in section.body)
