@@ -4,8 +4,11 @@
 experiment folders under one root while `watch --root` (2 workers, one pool for both) follows
 them; against one experiment alone at the same pace under `watch --root`, and one alone at
 twice the pace (the same bytes per second as the two together: what two experiments cost
-beyond their data). The runs are interleaved (single, two, single at twice the pace, then
-again), each with a fresh root and a fresh daemon started once the experiments' raw_data
+beyond their data), and one alone with its daemon confined to one core (what a unit takes when
+it cannot use a second core: the bound on two units at once on 2 cores). The daemon's CPU time
+is sampled with the latencies, so each unit's CPU and the cores it keeps busy are known. The
+runs are interleaved (single, single on one core, two in step, two apart, single at twice the
+pace, then again), each with a fresh root and a fresh daemon started once the experiments' raw_data
 folders exist and it has found them all, so the ratio compares runs that saw the same machine.
 Latency as section 3 (bench/live.py) measures it: a dataset's completion is its newest file's
 mtime, its unit is done when the experiment's datastore.json first lists it (polled every
@@ -30,12 +33,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from harness import DaemonProcess, DaemonRun, median, percentile, remove, write_config
 from live import POLL_S, ROOT_NAME, published_units, read_state
 from paced import completed_at
 from report import Row, Section, table
 from scaling import TINY
 
+from daemon.datastore.arrays import usable_cores
 from daemon.events import Event
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
@@ -72,8 +77,10 @@ class RootRun:
     experiments: int
     mbps: float
     offset_s: float = 0.0  # the second writer starts this long after the first
+    cores: int | None = None  # the daemon confined to this many cores (None: all)
     complete: dict[tuple[str, str], float] = field(default_factory=dict)
     done: dict[tuple[str, str], float] = field(default_factory=dict)
+    cpu: list[tuple[float, float]] = field(default_factory=list)  # (epoch s, daemon CPU s)
     run: DaemonRun | None = None
 
     def latencies(self) -> list[float]:
@@ -95,6 +102,26 @@ class RootRun:
         at = self.logged_at(event)
         return [at[k] - self.complete[k] for k in self.complete if k in at]
 
+    def unit_cpu(self) -> list[tuple[float, float]]:
+        """(wall s, daemon CPU s) over each unit's conversion, from its `unit done` line
+        and the daemon's CPU time sampled with the latencies. With one unit at a time (one
+        experiment), CPU / wall is the cores that unit kept busy."""
+        assert self.run is not None
+        at, cpu = [t for t, _ in self.cpu], [c for _, c in self.cpu]
+        spans = [(e["t"] - float(e["seconds"]), e["t"]) for e in self.run.named(Event.UNIT_DONE)]
+        return [
+            (end - begin, float(np.interp(end, at, cpu) - np.interp(begin, at, cpu)))
+            for begin, end in spans
+            if at and at[0] <= begin and end <= at[-1]
+        ]
+
+
+def confined(cores: int | None) -> list[str]:
+    """The wrapper that runs a command on the first `cores` of our cores (None: no wrapper)."""
+    if cores is None:
+        return []
+    return ["taskset", "-c", ",".join(map(str, sorted(os.sched_getaffinity(0))[:cores]))]
+
 
 def paced_root(
     work: Path,
@@ -104,16 +131,18 @@ def paced_root(
     mbps: float,
     tag: str,
     offset_s: float = 0.0,
+    cores: int | None = None,
 ) -> RootRun:
     """`experiments` paced writers at `mbps` each, into one root watched by `watch --root`;
     writer k starts k x `offset_s` after the first (0: in step, their datasets complete at
-    the same instants)."""
+    the same instants). `cores`: the daemon runs under `taskset` on that many cores (its
+    tensorstore threads follow, daemon.datastore.arrays.usable_cores); the writers do not."""
     root = work / f"root-{tag}"
     names = [f"exp{k}" for k in range(experiments)]
     for name in names:
         (root / name / "raw_data").mkdir(parents=True)
     config = write_config(work / f"root-{tag}.toml", None, workers=2)
-    daemon = DaemonProcess("watch", None, config, "--root", str(root))
+    daemon = DaemonProcess("watch", None, config, "--root", str(root), wrapper=confined(cores))
     daemon.wait_logged(Event.EXPERIMENT_FOUND, experiments)
     writers = []
     started = time.monotonic()
@@ -127,7 +156,7 @@ def paced_root(
                 stderr=subprocess.STDOUT,
             )
         )
-    outcome = RootRun(experiments, mbps, offset_s)
+    outcome = RootRun(experiments, mbps, offset_s, cores)
     datasets = [
         f"{ROOT_NAME}_r{r:04d}_tile{t:04d}_1"
         for r in range(1, acq.rounds + 1)
@@ -137,6 +166,7 @@ def paced_root(
     try:
         while time.time() < deadline:
             now = time.time()
+            outcome.cpu.append((now, _cpu_s(daemon.proc.pid)))
             for name in names:
                 state = read_state(root / name / "qi2labdatastore" / "datastore.json")
                 for r, t in published_units(state):
@@ -238,26 +268,42 @@ def idle_cost(work: Path, experiments: int) -> IdleCost:
 def root_section(work: Path, planes: Path, acq: RootAcquisition, pairs: int = 2) -> Section:
     """Section `root`. `planes`: `paced.prerender` of one dataset of `acq`'s shape."""
     singles: list[RootRun] = []
+    pinned: list[RootRun] = []
     twos: list[RootRun] = []
     apart: list[RootRun] = []
     doubled: list[RootRun] = []
     half_period_s = acq.dataset_mb() / RATE_MBPS / 2
     for i in range(pairs):
         singles.append(paced_root(work, planes, acq, 1, RATE_MBPS, f"single-{i}"))
+        pinned.append(paced_root(work, planes, acq, 1, RATE_MBPS, f"pinned-{i}", cores=1))
         twos.append(paced_root(work, planes, acq, 2, RATE_MBPS, f"two-{i}"))
         apart.append(paced_root(work, planes, acq, 2, RATE_MBPS, f"apart-{i}", half_period_s))
         doubled.append(paced_root(work, planes, acq, 1, 2 * RATE_MBPS, f"doubled-{i}"))
     idle = [idle_cost(work, IDLE_EXPERIMENTS), idle_cost(work, 0)]
-    return _section(acq, singles, twos, apart, doubled, idle)
+    return _section(acq, singles, pinned, twos, apart, doubled, idle)
 
 
 def _pooled(runs: list[RootRun]) -> list[float]:
     return [x for r in runs for x in r.latencies()]
 
 
+def _unit_median(runs: list[RootRun]) -> float:
+    return median([s for r in runs if r.run for s in r.run.unit_seconds()])
+
+
+def _cpu_per_unit(runs: list[RootRun]) -> float:
+    return median([cpu for r in runs for _, cpu in r.unit_cpu()])
+
+
+def _cores_busy(runs: list[RootRun]) -> float:
+    """The daemon's CPU over a unit's wall time, median over the units."""
+    return median([cpu / wall for r in runs for wall, cpu in r.unit_cpu() if wall > 0])
+
+
 def _section(
     acq: RootAcquisition,
     singles: list[RootRun],
+    pinned: list[RootRun],
     twos: list[RootRun],
     apart: list[RootRun],
     doubled: list[RootRun],
@@ -266,7 +312,11 @@ def _section(
     single_p95, two_p95 = percentile(_pooled(singles), 95), percentile(_pooled(twos), 95)
     apart_p95 = percentile(_pooled(apart), 95)
     doubled_p95 = percentile(_pooled(doubled), 95)
+    pinned_p95 = percentile(_pooled(pinned), 95)
     ratio, apart_ratio = two_p95 / single_p95, apart_p95 / single_p95
+    single_unit, pinned_unit, two_unit = map(_unit_median, (singles, pinned, twos))
+    cores, cpu_unit = usable_cores(), _cpu_per_unit(singles)
+    floor_s = 2 * cpu_unit / cores  # two units' CPU on these cores: when the later can end
     full, empty = idle
     per_poll_ms = 1000 * full.cpu_s / max(full.polls, 1)
     extra_ms = 1000 * (full.cpu_s - empty.cpu_s) / max(full.polls, 1)
@@ -301,6 +351,36 @@ def _section(
         ),
         Row("two / one at the same bytes, latency p95", f"{two_p95 / doubled_p95:.2f}", "(info)"),
         Row(
+            "one unit alone (one experiment): daemon CPU per unit, cores it keeps busy",
+            f"{cpu_unit:.2f} s CPU in {single_unit:.2f} s: {_cores_busy(singles):.2f} cores",
+            "(info)",
+        ),
+        Row(
+            f"latency p95, one experiment at {RATE_MBPS:.0f} MB/s, its daemon on 1 core",
+            f"{pinned_p95:.2f} s",
+            "(info)",
+        ),
+        Row(
+            f"unit median, one experiment on 1 core / on {cores} (the in-step bound)",
+            f"{pinned_unit:.2f} / {single_unit:.2f} s = {pinned_unit / single_unit:.2f}",
+            "(info)",
+        ),
+        Row(
+            f"floor of two (in step) / one, unit: 2 x CPU per unit / {cores} cores / unit alone",
+            f"{floor_s:.2f} / {single_unit:.2f} s = {floor_s / single_unit:.2f}",
+            "(info)",
+        ),
+        Row(
+            "unit median, two (in step) / one",
+            f"{two_unit:.2f} / {single_unit:.2f} s = {two_unit / single_unit:.2f}",
+            "(info)",
+        ),
+        Row(
+            f"latency p95, one experiment on 1 core / on {cores}",
+            f"{pinned_p95 / single_p95:.2f}",
+            "(info)",
+        ),
+        Row(
             f"CPU per poll, {full.experiments} finished experiments, idle",
             f"{per_poll_ms:.1f} ms ({extra_ms:+.1f} ms over an empty root)",
             "(info)",
@@ -311,16 +391,19 @@ def _section(
             f"{r.experiments}",
             f"{r.mbps:.0f}",
             f"{r.offset_s:.2f}",
-            f"{i // 4 + 1}",
+            f"{r.cores or usable_cores()}",
+            f"{i // 5 + 1}",
             f"{len(r.latencies())}",
             f"{percentile(r.latencies(), 50):.2f}",
             f"{r.p95():.2f}",
             f"{median(r.since_complete(Event.DATASET_SEEN)):.2f}",
             f"{median(r.since_complete(Event.UNIT_STARTED)):.2f}",
-            f"{median(r.run.unit_seconds()) if r.run else float('nan'):.2f}",
+            f"{_unit_median([r]):.2f}",
+            f"{_cpu_per_unit([r]):.2f}",
+            f"{_cores_busy([r]):.2f}",
         ]
         for i, r in enumerate(
-            x for four in zip(singles, twos, apart, doubled, strict=True) for x in four
+            x for five in zip(singles, pinned, twos, apart, doubled, strict=True) for x in five
         )
     ]
     idle_rows = [
@@ -343,18 +426,22 @@ def _section(
         " instants: the worst case, two units to convert at once) or the second half a"
         f" dataset's time ({dataset_mb / RATE_MBPS / 2:.2f} s) after the first (two"
         " microscopes that are not synchronised). `watch --root` with 2 workers, the default"
-        " config otherwise; a fresh root and daemon per run, the runs interleaved (single, two"
-        f" in step, two apart, single at {2 * RATE_MBPS:.0f} MB/s, twice). Latency: dataset"
+        " config otherwise; a fresh root and daemon per run, the runs interleaved (single,"
+        " single on 1 core, two in step, two apart, single at"
+        f" {2 * RATE_MBPS:.0f} MB/s, twice). Latency: dataset"
         " complete (its newest file's mtime) -> its unit listed"
         f" in datastore.json (polled every {POLL_S} s); the p95s of the summary pool the runs."
         " Seen, started: dataset complete -> the daemon logged it seen, its unit started; unit:"
-        " a unit's conversion (medians, from the daemon's log).",
+        " a unit's conversion (medians, from the daemon's log); daemon CPU and cores busy"
+        " during a unit: its CPU over the unit's span (medians; with two units at once, both"
+        " units' CPU).",
         "",
         *table(
             [
                 "experiments",
                 "MB/s each",
                 "second writer after s",
+                "daemon's cores",
                 "run",
                 "units",
                 "latency p50 s",
@@ -362,9 +449,31 @@ def _section(
                 "seen median s",
                 "started median s",
                 "unit median s",
+                "daemon CPU during a unit s",
+                "daemon cores busy during a unit",
             ],
             runs,
         ),
+        "",
+        "The limit of two in step. A unit alone keeps"
+        f" {_cores_busy(singles):.2f} of the {cores} cores busy ({cpu_unit:.2f} s of the"
+        " daemon's CPU per unit, utime + stime of every thread sampled with the latencies,"
+        " over each unit's span in the log; tensorstore compresses the chunks in parallel)."
+        " Two units that complete at the same instant need twice that CPU from the same"
+        f" {cores} cores, so the later one ends no earlier than 2 x CPU per unit / {cores}"
+        f" ({floor_s:.2f} s) after they start, whatever the order or the split: against"
+        f" {single_unit:.2f} s for a unit alone, two in step / one in unit time cannot be below"
+        f" {floor_s / single_unit:.2f}, and the in-step units measured {two_unit:.2f} s"
+        f" ({two_unit / single_unit:.2f}). On 2 cores that floor is the cores a unit alone"
+        " keeps busy, i.e. t(1 core) / t(2 cores); the run with the one experiment's daemon"
+        " confined to 1 core (`taskset`; its tensorstore threads follow) measures t(1 core)"
+        f" directly: {pinned_unit:.2f} s, {pinned_unit / single_unit:.2f} x the unit on"
+        f" {cores}. A faster unit (less CPU) lowers both sides alike; only a unit that gains"
+        " nothing from the second core, i.e. a slower single case, would bring the ratio to"
+        " 1.2 on 2 cores. With the second experiment half a dataset later the two units"
+        " overlap by half at most, and with at least 2 x (cores a unit keeps busy) cores the"
+        " two in-step units would not have to share. The figures are only as good as the"
+        " machine was quiet: see the load average above.",
         "",
         f"Idle: {full.experiments} tiny experiments (1 unit each: {TINY['channels']} channels x"
         f" {TINY['z']} z x {TINY['size']}^2 px) completed by the service, then its CPU time"

@@ -7,7 +7,7 @@ latency and time-to-ready (paced writer + `watch`, cold start), 4. memory (peak 
 count, growth over a long run), 5. scaling (10 vs thousands of units), 6. codec table (the
 default codec's rule, zarr-python read-back), 7. keeping up with a paced microscope (1, 2, 4
 workers), 8. where `ingest`'s time goes (py-spy). About 28 minutes on 2 cores. And `root`
-(issue 24, bench/root.py, about 3 minutes): `watch --root` following two paced experiments at
+(issue 24, bench/root.py, about 4 minutes): `watch --root` following two paced experiments at
 once against one, and its idle cost per poll for 50 finished experiments; it goes into its own
 block of RESULTS.md (`<!-- root:begin -->`), so `--only root` leaves the other sections as
 they are. And `microscope` (issue 25, bench/microscope.py, about 6 minutes, a block too): the
