@@ -3,8 +3,12 @@
 The fiducial channel becomes the round's entry, each readout channel the entry of the codebook
 bit it carries; the layout backend decides their names, pixels and attributes. Entries are
 written in the staging area and published by rename, so a published name always holds a
-complete entry. One channel is in memory at a time plus the one being compressed, so a worker
-needs about 4/3 of a dataset, whatever its size. With hot pixels replaced (the FLIR) every
+complete entry. A channel's write is started before the previous channel's entry is published
+(waited for and made durable), so fsync's wait overlaps a compression instead of stalling the
+worker; the raw stack is let go once the arrays to store are made. About two channels are in
+memory (the one being made and the one being compressed), so a worker needs about 4/3 of a
+dataset of three channels, whatever its size (one channel more for the seed layout with a
+turned camera, whose camera_data is a copy). With hot pixels replaced (the FLIR) every
 channel's corrected_data is needed before the first is written (the second pass looks at the
 maximum over the channels): they are computed first, then each channel's raw planes are read
 again for the entries (from the page cache), so such a unit needs about 5/3 of a dataset.
@@ -223,8 +227,6 @@ class UnitConverter:
                     raw = dataset.read_channel(channel.axis_name)
                     checksum = channel_checksum(raw)
                 with _timed(timings, "write"):
-                    if previous is not None:
-                        previous.publish()  # its compression overlapped this channel's read
                     corrected = replaced.pop(channel.axis_name) if replaced else None
                     pixels = self._store.entry_pixels(raw, source.acq, corrected)
                     on_stage = self._store.stage_frame(pixels["corrected_data"], source.acq)
@@ -247,6 +249,12 @@ class UnitConverter:
                     facts = source.facts(channel, entity, checksum, quality.attributes())
                     staged = stages.enter_context(self._store.stage(facts))
                     staged.write(pixels)
+                    # the write holds what it needs until done; the raw stack is not needed
+                    del raw, pixels, corrected, on_stage, projected
+                    if previous is not None:
+                        # its compression overlapped this channel's read and correction, and
+                        # making it durable (fsync) now overlaps this channel's compression
+                        previous.publish()
                 previous = staged
                 checksums.append(checksum)
             with _timed(timings, "write"):

@@ -65,6 +65,16 @@ def sample(stack: np.ndarray) -> np.ndarray:
     return stack[:, ::stride, ::stride]
 
 
+def memory_ordered(view: np.ndarray) -> np.ndarray:
+    """A contiguous copy of a strided view, its axes in the order of the memory they lie in
+    (largest stride first): the order numpy's own `astype` copy of the view has (so every
+    sum over it adds the same values in the same order). Gathering the sample grid of a
+    turned stack (the v0.6 layout's stage frame is a transposed view) in the view's own order
+    reads one cache line per value, ~10x slower."""
+    order = sorted(range(view.ndim), key=lambda axis: -abs(view.strides[axis]))
+    return np.ascontiguousarray(view.transpose(order))
+
+
 def histogram_stats(values: np.ndarray) -> tuple[float, float, float]:
     """Mean, median and 99.9th percentile of uint16 values, from one histogram.
 
@@ -105,9 +115,9 @@ def measure(
 ) -> EntryQuality:
     """The quality numbers of one channel: `raw` as the camera wrote it (for saturation),
     `corrected` as stored (for everything else); both (z, y, x), same shape."""
-    raw_s = sample(raw)
-    corrected_s = sample(corrected)
-    mean, median, p999 = histogram_stats(np.ascontiguousarray(corrected_s))
+    raw_s = memory_ordered(sample(raw))
+    corrected_s = memory_ordered(sample(corrected))
+    mean, median, p999 = histogram_stats(corrected_s)
     saturated = int(np.count_nonzero(raw_s >= camera_max))
     focus = focus_scores(corrected_s)
     return EntryQuality(

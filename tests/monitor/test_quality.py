@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
+from daemon.pixels.camera import correct, orient
+from daemon.pixels.orientation import Orientation
 from daemon.pixels.quality import (
     fiducial_relative,
     focus_scores,
@@ -100,3 +104,26 @@ def test_fiducial_relative_to_round_zero() -> None:
     assert fiducial_relative(signals, 0, 1) == 0.25
     assert fiducial_relative(signals, 0, 0) == 1.0
     assert fiducial_relative(signals, 1, 1) is None  # round 0 of tile 1 not measured yet
+
+
+@pytest.mark.parametrize("turn", list(itertools.product([False, True], repeat=3)))
+def test_a_turned_stack_measures_exactly_as_its_numpy_reductions(turn: tuple) -> None:
+    """The sample grid is gathered in memory order (fast on the v0.6 layout's transposed
+    view); every number is the same, to the last bit, as numpy's reductions of the grid as the
+    stage frame sees it, whatever the orientation."""
+    rng = np.random.default_rng(5)
+    camera = rng.poisson(150, size=(4, 1024, 1024)).astype(np.uint16)
+    camera[:, :40, :9] = 65535
+    raw = orient(camera, Orientation(*turn))
+    corrected = orient(correct(camera, 0.47, 100.0), Orientation(*turn))
+    q = measure(raw, corrected)
+    grid, raw_grid = corrected[:, ::4, ::4], raw[:, ::4, ::4]
+    assert q.median == float(np.percentile(grid, 50, method="lower"))
+    assert q.p999 == float(np.percentile(grid, 99.9, method="lower"))
+    assert q.saturated_fraction == np.count_nonzero(raw_grid == 65535) / raw_grid.size
+    expected = []
+    for plane in grid:
+        values = plane.astype(np.float32)  # numpy's own copy: the view's memory order
+        mean = float(values.mean(dtype=np.float64))
+        expected.append(float(values.var(dtype=np.float64)) / mean)
+    assert q.focus == tuple(expected)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from support.scenes import cell_stack, random_cells
 
-from daemon.pixels.registration import bin_factor, projections, register
+from daemon.pixels.registration import bin_factor, median3x3, projections, register
 
 SIZE = 2048
 PLANES = 16
@@ -90,3 +90,18 @@ def test_a_fiducial_of_one_or_two_planes_has_a_yx_shift_and_no_z_shift(planes):
     dz, dy, dx = found.shift_zyx_px
     assert math.isnan(dz)
     assert abs(dy - 2.3) <= 0.25 and abs(dx + 1.4) <= 0.25, found
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (30, 256), (17, 33), (2, 9), (1, 7), (9, 1), (1, 1)])
+def test_median3x3_is_scipys_median_filter_value_for_value(shape: tuple[int, int]) -> None:
+    """The projections' 3 x 3 median (a sorting network) selects the same value as scipy's
+    median_filter(size=3, mode="nearest") at every pixel, ties and borders included."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(sum(shape))
+    for image in (
+        (rng.random(shape) * 100).astype(np.float32),
+        rng.integers(0, 3, shape).astype(np.float32),  # many ties
+    ):
+        expected = ndimage.median_filter(image, size=3, mode="nearest")
+        assert np.array_equal(median3x3(image), expected)
