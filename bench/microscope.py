@@ -24,20 +24,22 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from harness import DaemonProcess, percentile, remove, write_config
 from matplotlib.figure import Figure
+from pressure import STALLS, stall_shares, stall_totals
 from report import Row, Section, table
 from timed_writer import read_record
+from unit_cgroup import UNIT_FILE, WeightedGroup, weighted_group
 
 from daemon.events import Event
 
 HERE = Path(__file__).resolve().parent
 WRITER = HERE / "timed_writer.py"
-UNIT = HERE.parent / "systemd" / "qi2lab-ingest.service"
 PNG = HERE / "microscope_latency.png"
 P99_RATIO_GOAL = 1.2
 P999_MARGIN_S = 0.1
@@ -66,6 +68,7 @@ class WriterRun:
     with_daemon: bool
     write_s: list[float]
     units_done: int = 0
+    stalls: dict[str, float] = field(default_factory=dict)  # PSI share of the run's wall time
 
     @property
     def case(self) -> str:
@@ -81,8 +84,13 @@ class Outcome:
     def pooled(self, with_daemon: bool) -> list[float]:
         return [s for r in self.runs if r.with_daemon == with_daemon for s in r.write_s]
 
+    def mean_stalls(self, with_daemon: bool) -> dict[str, float]:
+        """Each PSI share averaged over the case's runs (they last the same, the writer paced)."""
+        runs = [r.stalls for r in self.runs if r.with_daemon == with_daemon]
+        return {k: float(np.mean([s[k] for s in runs])) for k in runs[0]} if runs else {}
 
-def unit_priorities(unit: Path = UNIT) -> list[str]:
+
+def unit_priorities(unit: Path = UNIT_FILE) -> list[str]:
     """`nice -n N ionice -cC -nL`, from the unit's Nice=, IOSchedulingClass= and
     IOSchedulingPriority= (each must be there: a unit without them is what to fix)."""
     settings = dict(
@@ -109,22 +117,26 @@ def io_scheduler(path: Path) -> str:
 
 
 def writer_run(
-    work: Path, planes: Path, spec: MicroscopeSpec, with_daemon: bool, tag: str
+    work: Path, planes: Path, spec: MicroscopeSpec, group: WeightedGroup | None, tag: str
 ) -> WriterRun:
-    """One paced acquisition, with `watch` following it at the unit's priorities or not."""
+    """One paced acquisition, with `watch` following it in `group` at the unit's priorities,
+    or alone (`group` None)."""
     experiment = work / f"microscope-{tag}"
     (experiment / "raw_data").mkdir(parents=True)
     os.sync()  # the previous run's writeback is not this run's
     daemon = None
-    if with_daemon:
+    if group is not None:
         config = write_config(work / f"microscope-{tag}.toml", experiment / "qi2labdatastore")
-        daemon = DaemonProcess("watch", experiment, config, wrapper=unit_priorities())
+        wrapper = [*group.wrapper(), *unit_priorities()]
+        daemon = DaemonProcess("watch", experiment, config, wrapper=wrapper)
         daemon.wait_logged(Event.WATCH_STARTED)
     record = work / f"microscope-{tag}.csv"
     args = [experiment, planes, record, *spec.args()]
     units = 0
+    stalled, started = stall_totals(), time.perf_counter()
     try:
         subprocess.run([sys.executable, str(WRITER), *map(str, args)], check=True)
+        stalls = stall_shares(stalled, stall_totals(), time.perf_counter() - started)
     finally:
         if daemon is not None:
             daemon.proc.terminate()
@@ -133,16 +145,18 @@ def writer_run(
                 raise RuntimeError(f"the daemon exited {run.returncode}; see {daemon.log}")
             units = len(run.named(Event.UNIT_DONE))
     remove(experiment)
-    return WriterRun(with_daemon, read_record(record), units)
+    return WriterRun(group is not None, read_record(record), units, stalls)
 
 
-def measure(work: Path, planes: Path, spec: MicroscopeSpec, reps: int) -> Outcome:
-    """`reps` interleaved pairs of runs: without, with, without, with, ..."""
+def measure(
+    work: Path, planes: Path, spec: MicroscopeSpec, reps: int, group: WeightedGroup
+) -> Outcome:
+    """`reps` interleaved pairs of runs: without, with (the daemon in `group`), without, ..."""
     outcome = Outcome()
     for rep in range(reps):
-        for with_daemon in (False, True):
-            tag = f"{'with' if with_daemon else 'without'}-{rep}"
-            outcome.runs.append(writer_run(work, planes, spec, with_daemon, tag))
+        for beside in (None, group):
+            tag = f"{'without' if beside is None else 'with'}-{rep}"
+            outcome.runs.append(writer_run(work, planes, spec, beside, tag))
     return outcome
 
 
@@ -175,18 +189,24 @@ def microscope_section(
     """Section `microscope`. `planes`: `paced.prerender` of one dataset of `spec`'s shape."""
     scheduler = io_scheduler(work)
     priorities = " ".join(unit_priorities())
-    outcome = measure(work, planes, spec, reps)
+    with weighted_group(UNIT_FILE, scheduler) as group:
+        outcome = measure(work, planes, spec, reps, group)
+    weights = ", ".join(group.applied) or "no cgroup weight"
     plot(
         outcome,
         png,
         f"{spec.size}^2 uint16 frames at {spec.mbps:.0f} MB/s, {reps} interleaved runs per"
-        f" case\ndaemon under `{priorities}`, I/O scheduler {scheduler}",
+        f" case\ndaemon under `{priorities}`, {weights}; I/O scheduler {scheduler}",
     )
-    return _section(outcome, spec, reps, scheduler, priorities, png)
+    return _section(outcome, spec, reps, scheduler, priorities, group, png)
 
 
 def _ms(seconds: float) -> str:
     return f"{1000 * seconds:.1f}"
+
+
+def _stalls(shares: dict[str, float]) -> list[str]:
+    return [f"{100 * shares[k]:.1f}" if k in shares else "n/a" for k in STALLS]
 
 
 def _section(
@@ -195,6 +215,7 @@ def _section(
     reps: int,
     scheduler: str,
     priorities: str,
+    group: WeightedGroup,
     png: Path,
 ) -> Section:
     alone, beside = outcome.pooled(False), outcome.pooled(True)
@@ -217,18 +238,23 @@ def _section(
         ),
         Row("I/O scheduler of the bench disk", scheduler, "(info)"),
     ]
-    headers = ["case", "run", "frames", *(f"{q} ms" for q in QUANTILES), "units converted"]
+    headers = [
+        *("case", "run", "frames", *(f"{q} ms" for q in QUANTILES), "units converted"),
+        *(f"{stall} %" for stall in STALLS),
+    ]
     pooled = [
-        [case, "all", f"{len(s)}", *(_ms(percentile(s, q)) for q in QUANTILES.values()), ""]
+        [
+            *(case, "all", f"{len(s)}", *(_ms(percentile(s, q)) for q in QUANTILES.values())),
+            *("", *_stalls(outcome.mean_stalls(case == "with"))),
+        ]
         for case, s in (("without", alone), ("with", beside))
     ]
     per_run = [
         [
-            r.case,
-            f"{i // 2 + 1}",
-            f"{len(r.write_s)}",
+            *(r.case, f"{i // 2 + 1}", f"{len(r.write_s)}"),
             *(_ms(percentile(r.write_s, q)) for q in QUANTILES.values()),
             f"{r.units_done}" if r.with_daemon else "",
+            *_stalls(r.stalls),
         ]
         for i, r in enumerate(outcome.runs)
     ]
@@ -240,9 +266,9 @@ def _section(
         f" {1000 * frame_mb / spec.mbps:.0f} ms; a frame's write time is the `put_image` call"
         " (the dataset's last frame includes `finish()`). With: `qi2lab-ingest watch` on the"
         f" same experiment (2 workers, the default config), started under `{priorities}` (from"
-        " systemd/qi2lab-ingest.service) before the writer and stopped after it; the unit's"
-        " cgroup weights (CPUWeight=, IOWeight=) are not applied here (no systemd), so the"
-        " daemon competes harder than under the unit. Runs interleaved (without, with, x"
+        " systemd/qi2lab-ingest.service) before the writer and stopped after it, in a cgroup"
+        f" of its own where the machine lets us (no systemd here): {group.describe()}."
+        " Runs interleaved (without, with, x"
         f" {reps}), each on a fresh experiment after a `sync`; the first rows pool each case."
         f" I/O scheduler of the disk holding the bench folder: {scheduler} (ionice's"
         " best-effort level counts under bfq only; mq-deadline knows the classes only, none"

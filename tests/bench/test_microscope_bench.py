@@ -39,5 +39,9 @@ def test_the_section_records_every_frame_of_both_cases_and_draws_them(tmp_path):
         "frame write p99, with / without the daemon",
         "frame write p99.9, with - without the daemon",
     ]
+    assert "weights applied: " in section.body[0]  # the unit's cgroup weights, or why not
+    assert (
+        "weights not applied: IOWeight=20" in section.body[0] or "CPUWeight=20: " in section.body[0]
+    )
     for row in section.rows[:2]:  # a ratio and a difference of two measured percentiles
         assert np.isfinite(float(row.value.rsplit("=", 1)[1].split()[0]))
