@@ -68,6 +68,8 @@ class WriterRun:
     with_daemon: bool
     write_s: list[float]
     units_done: int = 0
+    cpu_s: list[float] = field(default_factory=list)  # of each write: the writer on a core
+    runq_s: list[float] = field(default_factory=list)  # and waiting for one
     stalls: dict[str, float] = field(default_factory=dict)  # PSI share of the run's wall time
 
     @property
@@ -83,6 +85,11 @@ class Outcome:
 
     def pooled(self, with_daemon: bool) -> list[float]:
         return [s for r in self.runs if r.with_daemon == with_daemon for s in r.write_s]
+
+    def split(self, with_daemon: bool) -> np.ndarray:
+        """(write, on a core, waiting for one) s of every frame of the case, one row each."""
+        runs = [r for r in self.runs if r.with_daemon == with_daemon]
+        return np.array([x for r in runs for x in zip(r.write_s, r.cpu_s, r.runq_s, strict=True)])
 
     def mean_stalls(self, with_daemon: bool) -> dict[str, float]:
         """Each PSI share averaged over the case's runs (they last the same, the writer paced)."""
@@ -145,7 +152,8 @@ def writer_run(
                 raise RuntimeError(f"the daemon exited {run.returncode}; see {daemon.log}")
             units = len(run.named(Event.UNIT_DONE))
     remove(experiment)
-    return WriterRun(group is not None, read_record(record), units, stalls)
+    cpu_s, runq_s = read_record(record, "cpu_s"), read_record(record, "runq_s")
+    return WriterRun(group is not None, read_record(record), units, cpu_s, runq_s, stalls)
 
 
 def measure(
@@ -203,6 +211,14 @@ def microscope_section(
 
 def _ms(seconds: float) -> str:
     return f"{1000 * seconds:.1f}"
+
+
+def _split_row(split: np.ndarray, tail: bool) -> list[str]:
+    """n, mean write, on a core, waiting for one, blocked (ms) of all frames or the tail."""
+    if tail and len(split):
+        split = split[split[:, 0] >= np.percentile(split[:, 0], 99)]
+    write, on_core, waiting = split.mean(axis=0) if len(split) else [float("nan")] * 3
+    return [f"{len(split)}", *map(_ms, (write, on_core, waiting, write - on_core - waiting))]
 
 
 def _stalls(shares: dict[str, float]) -> list[str]:
@@ -267,7 +283,11 @@ def _section(
         " (the dataset's last frame includes `finish()`). With: `qi2lab-ingest watch` on the"
         f" same experiment (2 workers, the default config), started under `{priorities}` (from"
         " systemd/qi2lab-ingest.service) before the writer and stopped after it, in a cgroup"
-        f" of its own where the machine lets us (no systemd here): {group.describe()}."
+        f" of its own where the machine lets us (no systemd here): {group.describe()}. The"
+        " group is a child of the bench's own, so its weight counts against the writer"
+        " directly, as the unit means it (under systemd, the unit's group is weighed against"
+        " the other units of system.slice, and system.slice as a whole against the"
+        " acquisition's user.slice, where Nice= no longer counts)."
         " Runs interleaved (without, with, x"
         f" {reps}), each on a fresh experiment after a `sync`; the first rows pool each case."
         f" I/O scheduler of the disk holding the bench folder: {scheduler} (ionice's"
@@ -276,6 +296,33 @@ def _section(
         " no process's priority).",
         "",
         *table(headers, pooled + per_run),
+        "",
+        "Where a write's time goes: the writer thread's time on a core and waiting for one"
+        " during the call (its schedstat); the rest it was blocked (I/O, dirty-page"
+        " throttling, a journal or a lock). Means over all frames and over the frames at or"
+        " above the case's p99:",
+        "",
+        *table(
+            [
+                "case",
+                "frames",
+                "n",
+                "write ms",
+                "on a core ms",
+                "waiting for a core ms",
+                "blocked ms",
+            ],
+            [
+                [case, which, *_split_row(outcome.split(case == "with"), tail)]
+                for case in ("without", "with")
+                for which, tail in (("all", False), (">= p99", True))
+            ],
+        ),
+        "",
+        "The % columns: the share of each run's wall time in which some task waited for a core"
+        " (cpu some), for I/O (io some; io full: every non-idle task did) or for memory, from"
+        " the PSI counters of /proc/pressure before and after the writer (bench/pressure.py;"
+        " machine-wide, so other load on the machine counts too; n/a: no PSI).",
         "",
         f"![frame write times, with and without the daemon]({png.name})",
     ]
