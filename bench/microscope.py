@@ -213,12 +213,28 @@ def _ms(seconds: float) -> str:
     return f"{1000 * seconds:.1f}"
 
 
-def _split_row(split: np.ndarray, tail: bool) -> list[str]:
-    """n, mean write, on a core, waiting for one, blocked (ms) of all frames or the tail."""
-    if tail and len(split):
-        split = split[split[:, 0] >= np.percentile(split[:, 0], 99)]
-    write, on_core, waiting = split.mean(axis=0) if len(split) else [float("nan")] * 3
-    return [f"{len(split)}", *map(_ms, (write, on_core, waiting, write - on_core - waiting))]
+def _tail(split: np.ndarray) -> np.ndarray:
+    """The frames (rows of `Outcome.split`) at or above the p99 of their write time."""
+    return split[split[:, 0] >= np.percentile(split[:, 0], 99)] if len(split) else split
+
+
+def _means(split: np.ndarray) -> np.ndarray:
+    """Mean (write, on a core, waiting for one, blocked) s of the frames of `split`."""
+    if not len(split):
+        return np.full(4, np.nan)
+    write, on_core, waiting = split.mean(axis=0)
+    return np.array([write, on_core, waiting, write - on_core - waiting])
+
+
+def _extra_time(outcome: Outcome) -> str:
+    """Where the slowest 1 % of writes spend the time the daemon adds: the measured line."""
+    extra = _means(_tail(outcome.split(True))) - _means(_tail(outcome.split(False)))
+    parts = ("on a core", "waiting for a core", "blocked")
+    shares = ", ".join(f"{p} {1000 * x:+.1f}" for p, x in zip(parts, extra[1:], strict=True))
+    return (
+        "The slowest 1 % of writes, mean with the daemon - mean without it:"
+        f" {1000 * extra[0]:+.1f} ms, of which {shares} ms."
+    )
 
 
 def _stalls(shares: dict[str, float]) -> list[str]:
@@ -313,11 +329,16 @@ def _section(
                 "blocked ms",
             ],
             [
-                [case, which, *_split_row(outcome.split(case == "with"), tail)]
+                [case, which, f"{len(frames)}", *map(_ms, _means(frames))]
                 for case in ("without", "with")
-                for which, tail in (("all", False), (">= p99", True))
+                for which, frames in (
+                    ("all", outcome.split(case == "with")),
+                    (">= p99", _tail(outcome.split(case == "with"))),
+                )
             ],
         ),
+        "",
+        _extra_time(outcome),
         "",
         "The % columns: the share of each run's wall time in which some task waited for a core"
         " (cpu some), for I/O (io some; io full: every non-idle task did) or for memory, from"
