@@ -332,7 +332,7 @@ def _section(
                 [case, which, f"{len(frames)}", *map(_ms, _means(frames))]
                 for case in ("without", "with")
                 for which, frames in (
-                    ("all", outcome.split(case == "with")),
+                    ("every frame", outcome.split(case == "with")),
                     (">= p99", _tail(outcome.split(case == "with"))),
                 )
             ],

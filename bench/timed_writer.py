@@ -48,14 +48,13 @@ RECORD_HEADER = ["dataset", "frame", "started_s", "write_s", "cpu_s", "runq_s"]
 SCHEDSTAT = Path("/proc/thread-self/schedstat")
 
 
-def thread_schedstat() -> tuple[float, float]:
-    """This thread's time on a core and waiting on a run queue so far (s). The CPU clock, not
-    schedstat's first field, which lags by the current time slice."""
+def run_queue_s() -> float:
+    """This thread's time waiting on a run queue so far (s; its time on a core comes from its
+    CPU clock, not schedstat's first field, which lags by the current time slice)."""
     try:
-        runq_s = int(SCHEDSTAT.read_text().split()[1]) / 1e9
+        return int(SCHEDSTAT.read_text().split()[1]) / 1e9
     except OSError:
-        runq_s = float("nan")
-    return time.thread_time(), runq_s
+        return float("nan")
 
 
 def timed_dataset(
@@ -80,14 +79,15 @@ def timed_dataset(
             pixels = render(settings, 1, tile, color, z)
             metadata = image_metadata(settings, tile, color, z, 1)
             pacer.wait()
-            cpu_before, runq_before = thread_schedstat()
+            runq_before = run_queue_s()
             started = time.perf_counter()
+            cpu_before = time.thread_time()  # inside the timed window: on a core <= the write
             dataset.put_image({"channel": AXIS_NAMES[color], "z": z}, pixels, metadata)
             if frame == len(order) - 1:
                 dataset.finish()
+            on_core = time.thread_time() - cpu_before
             write_s = time.perf_counter() - started
-            cpu_after, runq_after = thread_schedstat()
-            split = [cpu_after - cpu_before, runq_after - runq_before]
+            split = [on_core, run_queue_s() - runq_before]
             rows.append([name, frame, started - clock_zero, write_s, *split])
     finally:
         dataset.close()
