@@ -24,20 +24,22 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from harness import DaemonProcess, percentile, remove, write_config
 from matplotlib.figure import Figure
+from pressure import STALLS, stall_shares, stall_totals
 from report import Row, Section, table
 from timed_writer import read_record
+from unit_cgroup import UNIT_FILE, WeightedGroup, weighted_group
 
 from daemon.events import Event
 
 HERE = Path(__file__).resolve().parent
 WRITER = HERE / "timed_writer.py"
-UNIT = HERE.parent / "systemd" / "qi2lab-ingest.service"
 PNG = HERE / "microscope_latency.png"
 P99_RATIO_GOAL = 1.2
 P999_MARGIN_S = 0.1
@@ -66,6 +68,9 @@ class WriterRun:
     with_daemon: bool
     write_s: list[float]
     units_done: int = 0
+    cpu_s: list[float] = field(default_factory=list)  # of each write: the writer on a core
+    runq_s: list[float] = field(default_factory=list)  # and waiting for one
+    stalls: dict[str, float] = field(default_factory=dict)  # PSI share of the run's wall time
 
     @property
     def case(self) -> str:
@@ -81,8 +86,18 @@ class Outcome:
     def pooled(self, with_daemon: bool) -> list[float]:
         return [s for r in self.runs if r.with_daemon == with_daemon for s in r.write_s]
 
+    def split(self, with_daemon: bool) -> np.ndarray:
+        """(write, on a core, waiting for one) s of every frame of the case, one row each."""
+        runs = [r for r in self.runs if r.with_daemon == with_daemon]
+        return np.array([x for r in runs for x in zip(r.write_s, r.cpu_s, r.runq_s, strict=True)])
 
-def unit_priorities(unit: Path = UNIT) -> list[str]:
+    def mean_stalls(self, with_daemon: bool) -> dict[str, float]:
+        """Each PSI share averaged over the case's runs (they last the same, the writer paced)."""
+        runs = [r.stalls for r in self.runs if r.with_daemon == with_daemon]
+        return {k: float(np.mean([s[k] for s in runs])) for k in runs[0]} if runs else {}
+
+
+def unit_priorities(unit: Path = UNIT_FILE) -> list[str]:
     """`nice -n N ionice -cC -nL`, from the unit's Nice=, IOSchedulingClass= and
     IOSchedulingPriority= (each must be there: a unit without them is what to fix)."""
     settings = dict(
@@ -109,22 +124,26 @@ def io_scheduler(path: Path) -> str:
 
 
 def writer_run(
-    work: Path, planes: Path, spec: MicroscopeSpec, with_daemon: bool, tag: str
+    work: Path, planes: Path, spec: MicroscopeSpec, group: WeightedGroup | None, tag: str
 ) -> WriterRun:
-    """One paced acquisition, with `watch` following it at the unit's priorities or not."""
+    """One paced acquisition, with `watch` following it in `group` at the unit's priorities,
+    or alone (`group` None)."""
     experiment = work / f"microscope-{tag}"
     (experiment / "raw_data").mkdir(parents=True)
     os.sync()  # the previous run's writeback is not this run's
     daemon = None
-    if with_daemon:
+    if group is not None:
         config = write_config(work / f"microscope-{tag}.toml", experiment / "qi2labdatastore")
-        daemon = DaemonProcess("watch", experiment, config, wrapper=unit_priorities())
+        wrapper = [*group.wrapper(), *unit_priorities()]
+        daemon = DaemonProcess("watch", experiment, config, wrapper=wrapper)
         daemon.wait_logged(Event.WATCH_STARTED)
     record = work / f"microscope-{tag}.csv"
     args = [experiment, planes, record, *spec.args()]
     units = 0
+    stalled, started = stall_totals(), time.perf_counter()
     try:
         subprocess.run([sys.executable, str(WRITER), *map(str, args)], check=True)
+        stalls = stall_shares(stalled, stall_totals(), time.perf_counter() - started)
     finally:
         if daemon is not None:
             daemon.proc.terminate()
@@ -133,16 +152,19 @@ def writer_run(
                 raise RuntimeError(f"the daemon exited {run.returncode}; see {daemon.log}")
             units = len(run.named(Event.UNIT_DONE))
     remove(experiment)
-    return WriterRun(with_daemon, read_record(record), units)
+    cpu_s, runq_s = read_record(record, "cpu_s"), read_record(record, "runq_s")
+    return WriterRun(group is not None, read_record(record), units, cpu_s, runq_s, stalls)
 
 
-def measure(work: Path, planes: Path, spec: MicroscopeSpec, reps: int) -> Outcome:
-    """`reps` interleaved pairs of runs: without, with, without, with, ..."""
+def measure(
+    work: Path, planes: Path, spec: MicroscopeSpec, reps: int, group: WeightedGroup
+) -> Outcome:
+    """`reps` interleaved pairs of runs: without, with (the daemon in `group`), without, ..."""
     outcome = Outcome()
     for rep in range(reps):
-        for with_daemon in (False, True):
-            tag = f"{'with' if with_daemon else 'without'}-{rep}"
-            outcome.runs.append(writer_run(work, planes, spec, with_daemon, tag))
+        for beside in (None, group):
+            tag = f"{'without' if beside is None else 'with'}-{rep}"
+            outcome.runs.append(writer_run(work, planes, spec, beside, tag))
     return outcome
 
 
@@ -175,18 +197,48 @@ def microscope_section(
     """Section `microscope`. `planes`: `paced.prerender` of one dataset of `spec`'s shape."""
     scheduler = io_scheduler(work)
     priorities = " ".join(unit_priorities())
-    outcome = measure(work, planes, spec, reps)
+    with weighted_group(UNIT_FILE, scheduler) as group:
+        outcome = measure(work, planes, spec, reps, group)
+    weights = ", ".join(group.applied) or "no cgroup weight"
     plot(
         outcome,
         png,
         f"{spec.size}^2 uint16 frames at {spec.mbps:.0f} MB/s, {reps} interleaved runs per"
-        f" case\ndaemon under `{priorities}`, I/O scheduler {scheduler}",
+        f" case\ndaemon under `{priorities}`, {weights}; I/O scheduler {scheduler}",
     )
-    return _section(outcome, spec, reps, scheduler, priorities, png)
+    return _section(outcome, spec, reps, scheduler, priorities, group, png)
 
 
 def _ms(seconds: float) -> str:
     return f"{1000 * seconds:.1f}"
+
+
+def _tail(split: np.ndarray) -> np.ndarray:
+    """The frames (rows of `Outcome.split`) at or above the p99 of their write time."""
+    return split[split[:, 0] >= np.percentile(split[:, 0], 99)] if len(split) else split
+
+
+def _means(split: np.ndarray) -> np.ndarray:
+    """Mean (write, on a core, waiting for one, blocked) s of the frames of `split`."""
+    if not len(split):
+        return np.full(4, np.nan)
+    write, on_core, waiting = split.mean(axis=0)
+    return np.array([write, on_core, waiting, write - on_core - waiting])
+
+
+def _extra_time(outcome: Outcome) -> str:
+    """Where the slowest 1 % of writes spend the time the daemon adds: the measured line."""
+    extra = _means(_tail(outcome.split(True))) - _means(_tail(outcome.split(False)))
+    parts = ("on a core", "waiting for a core", "blocked")
+    shares = ", ".join(f"{p} {1000 * x:+.1f}" for p, x in zip(parts, extra[1:], strict=True))
+    return (
+        "The slowest 1 % of writes, mean with the daemon - mean without it:"
+        f" {1000 * extra[0]:+.1f} ms, of which {shares} ms."
+    )
+
+
+def _stalls(shares: dict[str, float]) -> list[str]:
+    return [f"{100 * shares[k]:.1f}" if k in shares else "n/a" for k in STALLS]
 
 
 def _section(
@@ -195,6 +247,7 @@ def _section(
     reps: int,
     scheduler: str,
     priorities: str,
+    group: WeightedGroup,
     png: Path,
 ) -> Section:
     alone, beside = outcome.pooled(False), outcome.pooled(True)
@@ -217,18 +270,23 @@ def _section(
         ),
         Row("I/O scheduler of the bench disk", scheduler, "(info)"),
     ]
-    headers = ["case", "run", "frames", *(f"{q} ms" for q in QUANTILES), "units converted"]
+    headers = [
+        *("case", "run", "frames", *(f"{q} ms" for q in QUANTILES), "units converted"),
+        *(f"{stall} %" for stall in STALLS),
+    ]
     pooled = [
-        [case, "all", f"{len(s)}", *(_ms(percentile(s, q)) for q in QUANTILES.values()), ""]
+        [
+            *(case, "all", f"{len(s)}", *(_ms(percentile(s, q)) for q in QUANTILES.values())),
+            *("", *_stalls(outcome.mean_stalls(case == "with"))),
+        ]
         for case, s in (("without", alone), ("with", beside))
     ]
     per_run = [
         [
-            r.case,
-            f"{i // 2 + 1}",
-            f"{len(r.write_s)}",
+            *(r.case, f"{i // 2 + 1}", f"{len(r.write_s)}"),
             *(_ms(percentile(r.write_s, q)) for q in QUANTILES.values()),
             f"{r.units_done}" if r.with_daemon else "",
+            *_stalls(r.stalls),
         ]
         for i, r in enumerate(outcome.runs)
     ]
@@ -240,9 +298,13 @@ def _section(
         f" {1000 * frame_mb / spec.mbps:.0f} ms; a frame's write time is the `put_image` call"
         " (the dataset's last frame includes `finish()`). With: `qi2lab-ingest watch` on the"
         f" same experiment (2 workers, the default config), started under `{priorities}` (from"
-        " systemd/qi2lab-ingest.service) before the writer and stopped after it; the unit's"
-        " cgroup weights (CPUWeight=, IOWeight=) are not applied here (no systemd), so the"
-        " daemon competes harder than under the unit. Runs interleaved (without, with, x"
+        " systemd/qi2lab-ingest.service) before the writer and stopped after it, in a cgroup"
+        f" of its own where the machine lets us (no systemd here): {group.describe()}. The"
+        " group is a child of the bench's own, so its weight counts against the writer"
+        " directly, as the unit means it (under systemd, the unit's group is weighed against"
+        " the other units of system.slice, and system.slice as a whole against the"
+        " acquisition's user.slice, where Nice= no longer counts)."
+        " Runs interleaved (without, with, x"
         f" {reps}), each on a fresh experiment after a `sync`; the first rows pool each case."
         f" I/O scheduler of the disk holding the bench folder: {scheduler} (ionice's"
         " best-effort level counts under bfq only; mq-deadline knows the classes only, none"
@@ -250,6 +312,38 @@ def _section(
         " no process's priority).",
         "",
         *table(headers, pooled + per_run),
+        "",
+        "Where a write's time goes: the writer thread's time on a core and waiting for one"
+        " during the call (its schedstat); the rest it was blocked (I/O, dirty-page"
+        " throttling, a journal or a lock). Means over all frames and over the frames at or"
+        " above the case's p99:",
+        "",
+        *table(
+            [
+                "case",
+                "frames",
+                "n",
+                "write ms",
+                "on a core ms",
+                "waiting for a core ms",
+                "blocked ms",
+            ],
+            [
+                [case, which, f"{len(frames)}", *map(_ms, _means(frames))]
+                for case in ("without", "with")
+                for which, frames in (
+                    ("every frame", outcome.split(case == "with")),
+                    (">= p99", _tail(outcome.split(case == "with"))),
+                )
+            ],
+        ),
+        "",
+        _extra_time(outcome),
+        "",
+        "The % columns: the share of each run's wall time in which some task waited for a core"
+        " (cpu some), for I/O (io some; io full: every non-idle task did) or for memory, from"
+        " the PSI counters of /proc/pressure before and after the writer (bench/pressure.py;"
+        " machine-wide, so other load on the machine counts too; n/a: no PSI).",
         "",
         f"![frame write times, with and without the daemon]({png.name})",
     ]

@@ -15,9 +15,11 @@ this is its loop with one. The first frame's call opens the dataset's stack file
 scope's does; the last one's includes `finish()` (the writer's last flush); creating the
 dataset (its folder and summary) comes before the first frame and is not timed.
 
-RECORD.csv gets one row per frame: dataset, frame index, start (s since the first frame) and
-the write call's duration (s). It is written once the acquisition is over, so the record does
-not add writes of its own to the ones it times.
+RECORD.csv gets one row per frame: dataset, frame index, start (s since the first frame), the
+write call's duration (s), and of that the writing thread's time on a core (its CPU clock) and
+waiting for one (s, the run-queue delay of /proc/thread-self/schedstat; nan without schedstats):
+the rest it was blocked (I/O, dirty-page throttling, a lock). It is written once the acquisition
+is over, so the record does not add writes of its own to the ones it times.
 """
 
 from __future__ import annotations
@@ -42,7 +44,17 @@ from daemon.simulate.writer import (
     write_csv,
 )
 
-RECORD_HEADER = ["dataset", "frame", "started_s", "write_s"]
+RECORD_HEADER = ["dataset", "frame", "started_s", "write_s", "cpu_s", "runq_s"]
+SCHEDSTAT = Path("/proc/thread-self/schedstat")
+
+
+def run_queue_s() -> float:
+    """This thread's time waiting on a run queue so far (s; its time on a core comes from its
+    CPU clock, not schedstat's first field, which lags by the current time slice)."""
+    try:
+        return int(SCHEDSTAT.read_text().split()[1]) / 1e9
+    except OSError:
+        return float("nan")
 
 
 def timed_dataset(
@@ -67,11 +79,16 @@ def timed_dataset(
             pixels = render(settings, 1, tile, color, z)
             metadata = image_metadata(settings, tile, color, z, 1)
             pacer.wait()
+            runq_before = run_queue_s()
             started = time.perf_counter()
+            cpu_before = time.thread_time()  # inside the timed window: on a core <= the write
             dataset.put_image({"channel": AXIS_NAMES[color], "z": z}, pixels, metadata)
             if frame == len(order) - 1:
                 dataset.finish()
-            rows.append([name, frame, started - clock_zero, time.perf_counter() - started])
+            on_core = time.thread_time() - cpu_before
+            write_s = time.perf_counter() - started
+            split = [on_core, run_queue_s() - runq_before]
+            rows.append([name, frame, started - clock_zero, write_s, *split])
     finally:
         dataset.close()
     return rows
@@ -94,10 +111,10 @@ def acquire(
     ]
 
 
-def read_record(path: Path) -> list[float]:
-    """Each frame's write time (s) from a RECORD.csv, in writing order."""
+def read_record(path: Path, column: str = "write_s") -> list[float]:
+    """Each frame's write time (s), or another column of a RECORD.csv, in writing order."""
     with path.open(newline="") as f:
-        return [float(row["write_s"]) for row in csv.DictReader(f)]
+        return [float(row[column]) for row in csv.DictReader(f)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,8 @@ def test_the_section_records_every_frame_of_both_cases_and_draws_them(tmp_path):
     for case in ("without", "with"):
         write_s = read_record(tmp_path / f"microscope-{case}-0.csv")
         assert len(write_s) == frames and all(s > 0 for s in write_s)
+        on_core = read_record(tmp_path / f"microscope-{case}-0.csv", "cpu_s")
+        assert all(0 <= c <= s for c, s in zip(on_core, write_s, strict=True))
         assert not (tmp_path / f"microscope-{case}-0").exists()  # the experiment is removed
     assert png.read_bytes().startswith(b"\x89PNG")
     pooled = [line for line in section.body if "| all " in line]
@@ -39,5 +41,9 @@ def test_the_section_records_every_frame_of_both_cases_and_draws_them(tmp_path):
         "frame write p99, with / without the daemon",
         "frame write p99.9, with - without the daemon",
     ]
+    assert "weights applied: " in section.body[0]  # the unit's cgroup weights, or why not
+    assert "weights not applied: " in section.body[0]  # IOWeight= at least, and why
+    tails = [line.split("|")[1:3] for line in section.body if "| >= p99 " in line]
+    assert [[c.strip() for c in t] for t in tails] == [["without", ">= p99"], ["with", ">= p99"]]
     for row in section.rows[:2]:  # a ratio and a difference of two measured percentiles
         assert np.isfinite(float(row.value.rsplit("=", 1)[1].split()[0]))
