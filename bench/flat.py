@@ -21,11 +21,13 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import DaemonProcess, DaemonRun, median, remove, run_daemon, write_config
+from harness import DaemonProcess, median, remove, run_daemon, write_config
 from paced import prerender
+from pagetimes import WHOLE_EVERY_S, PageWatcher, ask, free_address
 from report import Row, Section, table
 
 from daemon.events import Event
@@ -37,7 +39,8 @@ ROUNDS = 8
 SMALL_TILES = 10  # the 80-unit run
 SKIP = 50  # the first units: start-up, calibrations, PSFs in the background
 WINDOW = 1000
-UNITS_PER_S = 4.0  # the pace of the live run, below what 2 workers convert on a busy machine
+UNITS_PER_S = 14.0  # each layout's pace, side by side: ~1 core of 2 for both daemons at 36 ms/unit
+AFTER_ASKS = 5
 SAMPLE_S = 0.2
 LAYOUTS = ("seed", "merfish3d-v0.6")
 PACED = Path(__file__).resolve().with_name("paced.py")
@@ -82,55 +85,117 @@ class LiveOutcome:
     first_ms: float  # CPU ms per unit, units SKIP+1 .. SKIP+window
     last_ms: float  # CPU ms per unit, the last `window` units
     rss: list[tuple[int, float]]  # (units done, RSS MB)
-    run: DaemonRun
+    lag_s: float  # the writer's last dataset written to the daemon's last unit done
+    during: PageWatcher  # the page and `status` timed during the run
+    first_after_ms: float  # the first ask once it is over, of a `serve` just started
+    after: PageWatcher  # the next asks
 
 
-def _live(
-    work: Path, layout: str, tiles: int, planes: Path, units_per_s: float = UNITS_PER_S
-) -> LiveOutcome:
-    experiment = work / f"flat-live-{layout}"
-    (experiment / "raw_data").mkdir(parents=True)
-    config = write_config(work / f"flat-live-{layout}.toml", None, layout=layout)
-    daemon = DaemonProcess("watch", experiment, config, "--exit-when-complete")
-    samples = Samples([])
-    sampler = threading.Thread(target=_sample, args=(daemon.proc.pid, samples.rows), daemon=True)
-    sampler.start()
-    daemon.wait_logged(Event.WATCH_STARTED)
-    settings = SimulationSettings(tiles=tiles, rounds=ROUNDS, **TINY)
-    mbps = units_per_s * settings.channels * settings.z * settings.size**2 * 2 / 1e6
-    shape = ["--tiles", tiles, "--rounds", ROUNDS, "--z", TINY["z"], "--size", TINY["size"]]
-    args = [experiment, planes, *shape, "--mbps", mbps]
-    with (work / "flat-paced.log").open("wb") as log:
-        writer = subprocess.run(
-            [sys.executable, str(PACED), *map(str, args)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
+class LiveRun:
+    """One layout's paced run: its experiment, its daemon (`watch --exit-when-complete`, its
+    page on an address of its own), its CPU sampler, its paced writer and its open page."""
+
+    def __init__(self, work: Path, layout: str, tiles: int, planes: Path) -> None:
+        self.layout, self.tiles = layout, tiles
+        self.experiment = work / f"flat-live-{layout}"
+        (self.experiment / "raw_data").mkdir(parents=True)
+        self.config = write_config(work / f"flat-live-{layout}.toml", None, layout=layout)
+        self.address = free_address()
+        self.daemon = DaemonProcess(
+            "watch", self.experiment, self.config, "--exit-when-complete", "--listen", self.address
         )
-    run = daemon.finish()
-    sampler.join()
-    remove(experiment)
-    units = tiles * ROUNDS
-    done = sorted(e["t"] for e in run.named(Event.UNIT_DONE))
-    if writer.returncode != 0 or run.returncode != 0 or len(done) != units:
-        raise RuntimeError(f"flat live {layout}: {len(done)} of {units} units; see {config}.log")
-    window = min(WINDOW, (units - SKIP) // 2)
+        self.samples = Samples([])
+        self._sampler = threading.Thread(
+            target=_sample, args=(self.daemon.proc.pid, self.samples.rows), daemon=True
+        )
+        self._sampler.start()
+        self.page = PageWatcher(self.address, self.experiment, self.config)
+        self.planes = planes
+        self.writer: subprocess.Popen[bytes] | None = None
 
-    def per_unit_ms(first: int, last: int) -> float:  # units first+1 .. last (1-based)
-        return (
-            (samples.cpu_at(done[last - 1]) - samples.cpu_at(done[first - 1]))
-            / (last - first)
-            * 1000
+    def start_writer(self, units_per_s: float) -> None:
+        settings = SimulationSettings(tiles=self.tiles, rounds=ROUNDS, **TINY)
+        mbps = units_per_s * settings.channels * settings.z * settings.size**2 * 2 / 1e6
+        shape = [
+            "--tiles",
+            self.tiles,
+            "--rounds",
+            ROUNDS,
+            "--z",
+            TINY["z"],
+            "--size",
+            TINY["size"],
+        ]
+        args = [self.experiment, self.planes, *shape, "--mbps", mbps]
+        with self.config.with_suffix(".paced.log").open("wb") as log:
+            self.writer = subprocess.Popen(
+                [sys.executable, str(PACED), *map(str, args)], stdout=log, stderr=subprocess.STDOUT
+            )
+        self.page.start()
+
+    def finish(self) -> LiveOutcome:
+        assert self.writer is not None
+        written_rc = self.writer.wait()
+        written_at = time.time()
+        run = self.daemon.finish()
+        self.page.stop()
+        self._sampler.join()
+        units = self.tiles * ROUNDS
+        done = sorted(e["t"] for e in run.named(Event.UNIT_DONE))
+        if written_rc != 0 or run.returncode != 0 or len(done) != units:
+            raise RuntimeError(
+                f"flat live {self.layout}: {len(done)} of {units} units; see {self.config}.log"
+            )
+        window = min(WINDOW, (units - SKIP) // 2)
+
+        def per_unit_ms(first: int, last: int) -> float:  # units first+1 .. last (1-based)
+            cpu = self.samples.cpu_at(done[last - 1]) - self.samples.cpu_at(done[first - 1])
+            return cpu / (last - first) * 1000
+
+        rss = [(n, self.samples.rss_at(done[n - 1])) for n in sorted({SKIP, units // 2, units})]
+        return LiveOutcome(
+            units,
+            window,
+            per_unit_ms(SKIP, SKIP + window),
+            per_unit_ms(units - window, units),
+            rss,
+            done[-1] - written_at,
+            self.page,
+            *self._after(),
         )
 
-    rss = [(n, samples.rss_at(done[n - 1])) for n in sorted({SKIP, units // 2, units})]
-    return LiveOutcome(
-        units,
-        window,
-        per_unit_ms(SKIP, SKIP + window),
-        per_unit_ms(units - window, units),
-        rss,
-        run,
-    )
+    def _after(self) -> tuple[float, PageWatcher]:
+        """The page and `status` of the finished run, served by `serve` (as `watch` goes on
+        serving it once the run is over): the first ask (the server reads the ledger afresh),
+        then `AFTER_ASKS` more."""
+        server = DaemonProcess("serve", self.experiment, self.config, "--listen", self.address)
+        url = f"http://{self.address}/api/state"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                first_ms = ask(url)[1]
+                break
+            except urllib.error.URLError:
+                if time.monotonic() > deadline or server.proc.poll() is not None:
+                    raise RuntimeError(f"`serve` did not answer; see {server.log}") from None
+                time.sleep(0.1)
+        page = PageWatcher(self.address, self.experiment, self.config)
+        for _ in range(AFTER_ASKS):
+            page.once()
+        server.proc.terminate()
+        server.finish()
+        return first_ms, page
+
+
+def _live(work: Path, tiles: int, planes: Path, layouts: tuple[str, ...]) -> dict[str, LiveOutcome]:
+    """Every layout's paced run at once, side by side: two daemons on two experiments (CPU
+    time per unit is the process's own, so the pair takes the wall time of one)."""
+    runs = [LiveRun(work, layout, tiles, planes) for layout in layouts]
+    for run in runs:
+        run.daemon.wait_logged(Event.WATCH_STARTED)
+    for run in runs:
+        run.start_writer(UNITS_PER_S)
+    return {run.layout: run.finish() for run in runs}
 
 
 def _backlog_ms(work: Path, experiment: Path, layout: str, tag: str, units: int) -> float:
@@ -145,21 +210,33 @@ def _backlog_ms(work: Path, experiment: Path, layout: str, tag: str, units: int)
 
 
 def flat_section(work: Path, tiles: int, layouts: tuple[str, ...] = LAYOUTS) -> Section:
-    """Both measurements, each layout."""
+    """Both measurements, each layout: the live runs side by side, then each backlog alone."""
     planes = work / "flat-planes.npy"
     prerender(SimulationSettings(tiles=1, rounds=1, **TINY), planes)
-    small, big = work / "flat-small", work / "flat-big"
+    small = work / "flat-small"
     simulate(small, SimulationSettings(tiles=SMALL_TILES, rounds=ROUNDS, **TINY))
-    simulate(big, SimulationSettings(tiles=tiles, rounds=ROUNDS, **TINY))
     n_small, n_big = SMALL_TILES * ROUNDS, tiles * ROUNDS
-    rows, lines, memory = [], [], []
+    lives = _live(work, tiles, planes, layouts)
+    near_end = n_big - max(1, n_big // 10)  # the asks at >= 90 % of the units done
+    rows, lines, memory, pages = [], [], [], []
     for layout in layouts:
-        live = _live(work, layout, tiles, planes)
+        live = lives[layout]
+        big = work / f"flat-live-{layout}"  # the finished live run: a backlog for `ingest`
         before = _backlog_ms(work, small, layout, f"{layout}-small-0", n_small)
         long = _backlog_ms(work, big, layout, f"{layout}-big", n_big)
         after = _backlog_ms(work, small, layout, f"{layout}-small-1", n_small)
+        remove(big)
         live_ratio = live.last_ms / live.first_ms
         backlog_ratio = long / median([before, after])
+        worst = {
+            "during": max(live.during.since.from_units(near_end), default=float("nan")),
+            "after": max(live.after.since.from_units(0) + live.after.whole.from_units(0)),
+            "status": max(
+                live.during.status.from_units(near_end) + live.after.status.from_units(0),
+                default=float("nan"),
+            ),
+        }
+        rss = [mb for _, mb in live.rss]
         rows += [
             Row(
                 f"{layout}: live CPU/unit, last {live.window} / units {SKIP + 1}-"
@@ -174,20 +251,61 @@ def flat_section(work: Path, tiles: int, layouts: tuple[str, ...] = LAYOUTS) -> 
                 "<= 1.2",
                 backlog_ratio <= 1.2,
             ),
+            Row(
+                f"{layout}: `/api/state?since=` at >= {near_end} units, during the run (max)",
+                f"{worst['during']:.0f} ms",
+                "<= 100 ms",
+                worst["during"] <= 100,
+            ),
+            Row(
+                f"{layout}: `/api/state` at {n_big} units after the run, whole and since (max)",
+                f"{worst['after']:.0f} ms",
+                "<= 100 ms",
+                worst["after"] <= 100,
+            ),
+            Row(
+                f"{layout}: `status` at >= {near_end} units, during and after (max)",
+                f"{worst['status'] / 1000:.2f} s",
+                "<= 1 s",
+                worst["status"] <= 1000,
+            ),
+            Row(
+                f"{layout}: RSS at {live.units} / at {live.rss[0][0]} units (live)",
+                f"{rss[-1] / rss[0]:.2f} ({rss[-1]:.0f} / {rss[0]:.0f} MB)",
+                "<= 1.2",
+                rss[-1] / rss[0] <= 1.2,
+            ),
         ]
         lines.append([layout, f"{live.first_ms:.1f}", f"{live.last_ms:.1f}", f"{before:.1f}"])
-        lines[-1] += [f"{long:.1f}", f"{after:.1f}"]
+        lines[-1] += [f"{long:.1f}", f"{after:.1f}", f"{live.lag_s:.1f}"]
         memory.append(
             f"{layout}: RSS " + ", ".join(f"{mb:.0f} MB at {n} units" for n, mb in live.rss)
         )
+        pages += [
+            [layout, "during, `?since=` (every 1 s)", live.during.since.summary(near_end)],
+            [
+                layout,
+                f"during, whole (every {WHOLE_EVERY_S:g} s)",
+                live.during.whole.summary(near_end),
+            ],
+            [layout, "during, `status`", live.during.status.summary(near_end)],
+            [layout, "during, `?since=`, the whole run", live.during.since.summary(0)],
+            [layout, "after, first ask of a `serve` just started", f"{live.first_after_ms:.0f} ms"],
+            [layout, "after (`serve`), whole", live.after.whole.summary(0)],
+            [layout, "after (`serve`), `?since=`", live.after.since.summary(0)],
+            [layout, "after, `status`", live.after.status.summary(0)],
+        ]
     remove(small)
-    remove(big)
     body = [
         f"Tiny datasets ({TINY['z']} z x {TINY['size']}x{TINY['size']} px), {tiles} tiles x"
-        f" {ROUNDS} rounds. Live: bench/paced.py at {UNITS_PER_S:g} units/s, `watch"
-        " --exit-when-complete`, the daemon's CPU time (utime + stime, /proc/PID/stat) sampled"
-        f" every {SAMPLE_S} s and read at each unit's `unit done`. Backlog: `ingest` of the run"
-        " already on disk, steady wall time per unit (first unit started to last done).",
+        f" {ROUNDS} rounds. Live: each layout's run written by bench/paced.py at"
+        f" {UNITS_PER_S:g} units/s and followed by `watch --exit-when-complete`, the layouts"
+        " side by side (two daemons, two experiments, at once: CPU time per unit is each"
+        " process's own); the daemon's CPU time (utime + stime, /proc/PID/stat) sampled every"
+        f" {SAMPLE_S} s and read at each unit's `unit done`. Backlog: `ingest` of the finished"
+        " live run into a new datastore (as after a restart or a late start), one layout at a"
+        " time, steady wall time per unit (first unit started to last done), against an"
+        f" {n_small}-unit run before and after (their median).",
         "",
         *table(
             [
@@ -197,10 +315,19 @@ def flat_section(work: Path, tiles: int, layouts: tuple[str, ...] = LAYOUTS) -> 
                 f"backlog {n_small}, before",
                 f"backlog {n_big}",
                 f"backlog {n_small}, after",
+                "live lag at the end, s",
             ],
             lines,
         ),
         "",
         *memory,
+        "",
+        "The page and `status` timed against the live daemons (bench/pagetimes.py: an open"
+        " page asking `/api/state?since=` every second, opened afresh and `status` run as a"
+        f" new process every {WHOLE_EVERY_S:g} s; HTTP on loopback, JSON included), at >="
+        f" {near_end} units done, and after the run against `serve` (its first ask, when it reads"
+        f" the ledger afresh, apart; then {AFTER_ASKS} asks of each kind): p50 / p95 / max.",
+        "",
+        *table(["layout", "ask", "ms"], pages),
     ]
     return Section("Cost per unit flat with the run's length", rows, body)
