@@ -24,11 +24,13 @@ import time
 import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
+from profile import py_spy
 
 from harness import DaemonProcess, median, remove, run_daemon, write_config
 from paced import prerender
 from pagetimes import WHOLE_EVERY_S, PageWatcher, ask, free_address
 from report import Row, Section, table
+from unitcost import START_UP, breakdown
 
 from daemon.events import Event
 from daemon.simulate.microscope import simulate
@@ -295,6 +297,7 @@ def flat_section(work: Path, tiles: int, layouts: tuple[str, ...] = LAYOUTS) -> 
             [layout, "after (`serve`), `?since=`", live.after.since.summary(0)],
             [layout, "after, `status`", live.after.status.summary(0)],
         ]
+    spent = _unit_costs(small, layouts, {layout: lives[layout].first_ms for layout in layouts})
     remove(small)
     body = [
         f"Tiny datasets ({TINY['z']} z x {TINY['size']}x{TINY['size']} px), {tiles} tiles x"
@@ -329,5 +332,38 @@ def flat_section(work: Path, tiles: int, layouts: tuple[str, ...] = LAYOUTS) -> 
         f" the ledger afresh, apart; then {AFTER_ASKS} asks of each kind): p50 / p95 / max.",
         "",
         *table(["layout", "ask", "ms"], pages),
+        "",
+        *spent,
     ]
     return Section("Cost per unit flat with the run's length", rows, body)
+
+
+def _unit_costs(small: Path, layouts: tuple[str, ...], cpu_ms: dict[str, float]) -> list[str]:
+    """Where a tiny unit's time goes (bench/unitcost.py: py-spy on `ingest` of the 80-unit
+    run), each part's share and that share of the live run's CPU per unit."""
+    if py_spy() is None:
+        return ["py-spy is not installed (`pip install -e '.[bench]'`): no breakdown per unit."]
+    shares = {layout: dict(breakdown(small, layout)) for layout in layouts}
+    names = list(shares[layouts[0]])
+    rows = [
+        [name]
+        + [
+            f"{100 * shares[layout].get(name, 0):.0f} %"
+            + (
+                ""
+                if name.startswith(START_UP)
+                else f", {shares[layout].get(name, 0) * cpu_ms[layout]:.1f} ms"
+            )
+            for layout in layouts
+        ]
+        for name in names
+    ]
+    return [
+        "Where a tiny unit's time goes: py-spy's busy samples of `ingest` of the"
+        f" {SMALL_TILES * ROUNDS}-unit run, 2 workers (`.venv/bin/python bench/unitcost.py"
+        " EXPERIMENT --layout LAYOUT`), as a share of the units' samples and that share of the"
+        f" live CPU per unit (units {SKIP + 1}-...); busy includes waiting in fsync (and for a"
+        " core on a loaded machine), so the milliseconds are an estimate.",
+        "",
+        *table(["part", *layouts], rows),
+    ]
