@@ -1,16 +1,24 @@
 """`flat` (issue 25): the daemon's cost per unit stays flat with the run's length, both layouts.
 
-Live: bench/paced.py writes `tiles` x 8 rounds of tiny datasets at a pace the daemon keeps up
-with, while `watch --exit-when-complete` follows; this process samples the daemon's CPU time
-(utime + stime of /proc/PID/stat) and RSS every `SAMPLE_S`, and after the run reads the CPU
-time at each unit's `unit done` (interpolated between samples). CPU per unit over units
-51..50+W is compared with that over the last W units (W = 1,000, or less for a shorter run).
+Live: for each layout, bench/paced.py writes `tiles` x 8 rounds of tiny datasets at
+`UNITS_PER_S` while `watch --exit-when-complete` follows, the layouts side by side (two
+daemons on two experiments at once, each serving its page on its own port: CPU time per unit
+is each process's own, so the pair takes the wall time of one run). This process samples each
+daemon's CPU time (utime + stime of /proc/PID/stat) and RSS every `SAMPLE_S`, and after the run
+reads the CPU time at each unit's `unit done` (interpolated between samples). CPU per unit over
+units 51..50+W is compared with that over the last W units (W = 1,000, or less for a shorter
+run). Meanwhile bench/pagetimes.py keeps a page open on each daemon (`/api/state?since=` every
+second, the whole state and `status` every 30 s), and once the run is over times them again
+against `serve` of the finished run.
 
-Backlog: the same run already on disk when the daemon starts (`ingest`), its steady wall time
-per unit (first unit started to last done) against an 80-unit run's (10 tiles x 8 rounds,
-before and after the long one: the median of the two).
+Backlog: the finished live run, on disk when the daemon starts (`ingest` into a new datastore,
+as after a restart or a late start), the layouts side by side again: each one's wall time per
+unit while both convert (the later first unit started to the earlier last done) against an
+80-unit run's (10 tiles x 8 rounds, side by side too, before and after the long one: the
+median of the two). Then bench/unitcost.py: py-spy on `ingest` of the
+80-unit run, where a tiny unit's time goes.
 
-`.venv/bin/python bench/run.py --only flat --flat-tiles 1250` runs the full 10,000 units.
+`.venv/bin/python bench/run.py --only flat` runs the full 10,000 units (`--flat-tiles 40`: 320).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from profile import py_spy
 
-from harness import DaemonProcess, median, remove, run_daemon, write_config
+from harness import DaemonProcess, median, remove, write_config
 from paced import prerender
 from pagetimes import WHOLE_EVERY_S, PageWatcher, ask, free_address
 from report import Row, Section, table
@@ -200,15 +208,31 @@ def _live(work: Path, tiles: int, planes: Path, layouts: tuple[str, ...]) -> dic
     return {run.layout: run.finish() for run in runs}
 
 
-def _backlog_ms(work: Path, experiment: Path, layout: str, tag: str, units: int) -> float:
-    """Steady wall ms per unit of `ingest` of a run already on disk."""
-    dest = work / f"flat-store-{tag}"
-    config = write_config(work / f"flat-{tag}.toml", dest, layout=layout)
-    run = run_daemon("ingest", experiment, config)
-    remove(dest)
-    if run.returncode != 0 or len(run.named(Event.UNIT_DONE)) != units:
-        raise RuntimeError(f"flat backlog {tag}: not {units} units done; see {config}.log")
-    return run.units_span_s() / units * 1000
+def _backlogs_ms(
+    work: Path, experiments: dict[str, Path], tag: str, units: int
+) -> dict[str, float]:
+    """Wall ms per unit of `ingest` of each layout's run already on disk, the layouts side by
+    side (like the live runs): each layout's units done while every layout was converting
+    (the latest first unit started to the earliest last unit done), so no layout's figure
+    has a stretch alone on the cores."""
+    daemons = {}
+    for layout, experiment in experiments.items():
+        config = write_config(
+            work / f"flat-{layout}-{tag}.toml", work / f"flat-store-{layout}", layout=layout
+        )
+        daemons[layout] = DaemonProcess("ingest", experiment, config)
+    runs = {layout: daemon.finish() for layout, daemon in daemons.items()}
+    for layout, run in runs.items():
+        remove(work / f"flat-store-{layout}")
+        if run.returncode != 0 or len(run.named(Event.UNIT_DONE)) != units:
+            raise RuntimeError(f"flat backlog {tag}: not {units} units; see {daemons[layout].log}")
+    done = {layout: [e["t"] for e in run.named(Event.UNIT_DONE)] for layout, run in runs.items()}
+    start = max(min(e["t"] for e in run.named(Event.UNIT_STARTED)) for run in runs.values())
+    end = min(max(times) for times in done.values())
+    return {
+        layout: (end - start) / sum(start < t <= end for t in times) * 1000
+        for layout, times in done.items()
+    }
 
 
 def flat_section(work: Path, tiles: int, layouts: tuple[str, ...] = LAYOUTS) -> Section:
@@ -219,17 +243,18 @@ def flat_section(work: Path, tiles: int, layouts: tuple[str, ...] = LAYOUTS) -> 
     simulate(small, SimulationSettings(tiles=SMALL_TILES, rounds=ROUNDS, **TINY))
     n_small, n_big = SMALL_TILES * ROUNDS, tiles * ROUNDS
     lives = _live(work, tiles, planes, layouts)
+    big = {layout: work / f"flat-live-{layout}" for layout in layouts}  # finished: a backlog
+    smalls = dict.fromkeys(layouts, small)
+    before = _backlogs_ms(work, smalls, "small-0", n_small)
+    long = _backlogs_ms(work, big, "big", n_big)
+    after = _backlogs_ms(work, smalls, "small-1", n_small)
     near_end = n_big - max(1, n_big // 10)  # the asks at >= 90 % of the units done
     rows, lines, memory, pages = [], [], [], []
     for layout in layouts:
         live = lives[layout]
-        big = work / f"flat-live-{layout}"  # the finished live run: a backlog for `ingest`
-        before = _backlog_ms(work, small, layout, f"{layout}-small-0", n_small)
-        long = _backlog_ms(work, big, layout, f"{layout}-big", n_big)
-        after = _backlog_ms(work, small, layout, f"{layout}-small-1", n_small)
-        remove(big)
+        small_ms = median([before[layout], after[layout]])
         live_ratio = live.last_ms / live.first_ms
-        backlog_ratio = long / median([before, after])
+        backlog_ratio = long[layout] / small_ms
         worst = {
             "during": max(live.during.since.from_units(near_end), default=float("nan")),
             "after": max(live.after.since.from_units(0) + live.after.whole.from_units(0)),
@@ -249,7 +274,7 @@ def flat_section(work: Path, tiles: int, layouts: tuple[str, ...] = LAYOUTS) -> 
             ),
             Row(
                 f"{layout}: backlog wall/unit, {n_big} / {n_small} units",
-                f"{backlog_ratio:.2f} ({long:.0f} / {median([before, after]):.0f} ms)",
+                f"{backlog_ratio:.2f} ({long[layout]:.0f} / {small_ms:.0f} ms)",
                 "<= 1.2",
                 backlog_ratio <= 1.2,
             ),
@@ -278,8 +303,9 @@ def flat_section(work: Path, tiles: int, layouts: tuple[str, ...] = LAYOUTS) -> 
                 rss[-1] / rss[0] <= 1.2,
             ),
         ]
-        lines.append([layout, f"{live.first_ms:.1f}", f"{live.last_ms:.1f}", f"{before:.1f}"])
-        lines[-1] += [f"{long:.1f}", f"{after:.1f}", f"{live.lag_s:.1f}"]
+        lines.append([layout, f"{live.first_ms:.1f}", f"{live.last_ms:.1f}"])
+        lines[-1] += [f"{before[layout]:.1f}", f"{long[layout]:.1f}", f"{after[layout]:.1f}"]
+        lines[-1] += [f"{live.lag_s:.1f}"]
         memory.append(
             f"{layout}: RSS " + ", ".join(f"{mb:.0f} MB at {n} units" for n, mb in live.rss)
         )
@@ -299,6 +325,8 @@ def flat_section(work: Path, tiles: int, layouts: tuple[str, ...] = LAYOUTS) -> 
         ]
     spent = _unit_costs(small, layouts, {layout: lives[layout].first_ms for layout in layouts})
     remove(small)
+    for experiment in big.values():
+        remove(experiment)
     body = [
         f"Tiny datasets ({TINY['z']} z x {TINY['size']}x{TINY['size']} px), {tiles} tiles x"
         f" {ROUNDS} rounds. Live: each layout's run written by bench/paced.py at"
@@ -306,9 +334,11 @@ def flat_section(work: Path, tiles: int, layouts: tuple[str, ...] = LAYOUTS) -> 
         " side by side (two daemons, two experiments, at once: CPU time per unit is each"
         " process's own); the daemon's CPU time (utime + stime, /proc/PID/stat) sampled every"
         f" {SAMPLE_S} s and read at each unit's `unit done`. Backlog: `ingest` of the finished"
-        " live run into a new datastore (as after a restart or a late start), one layout at a"
-        " time, steady wall time per unit (first unit started to last done), against an"
-        f" {n_small}-unit run before and after (their median).",
+        " live run into a new datastore (as after a restart or a late start), the layouts side"
+        " by side again, the wall time per unit of each while both convert (the later first"
+        " unit started to the earlier last done), against an"
+        f" {n_small}-unit run's, both layouts side by side too, before and after (their"
+        " median).",
         "",
         *table(
             [
