@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -178,7 +179,9 @@ class LiveRun:
         """The page and `status` of the finished run, served by `serve` (as `watch` goes on
         serving it once the run is over): the first ask (the server reads the ledger afresh),
         then `AFTER_ASKS` more."""
-        server = DaemonProcess("serve", self.experiment, self.config, "--listen", self.address)
+        config = self.config.with_name(f"{self.config.stem}-serve.toml")  # a log of its own
+        shutil.copyfile(self.config, config)
+        server = DaemonProcess("serve", self.experiment, config, "--listen", self.address)
         url = f"http://{self.address}/api/state"
         deadline = time.monotonic() + 60
         while True:
