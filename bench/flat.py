@@ -368,9 +368,10 @@ def flat_section(work: Path, tiles: int, layouts: tuple[str, ...] = LAYOUTS) -> 
         "",
         *memory,
         "",
-        "RSS is compared from half the units on: until every round has begun, each new round"
-        " adds its preview images (one per round and bit), a growth bounded by the plan, not"
-        " by the run's length.",
+        "Each round that begins adds its preview images (one per round and bit: bounded by"
+        " the plan, not by the run's length; here the rounds begin one after another across"
+        " the whole run), so RSS at 50 units, with one round begun, is shown but the row"
+        " compares all units with half.",
         "",
         "The page and `status` timed against the live daemons (bench/pagetimes.py: an open"
         " page asking `/api/state?since=` every second, opened afresh and `status` run as a"
