@@ -31,13 +31,13 @@ def py_spy() -> str | None:
     return shutil.which("py-spy", path=str(DAEMON.parent)) or shutil.which("py-spy")
 
 
-def record(experiment: Path, workers: int, out: Path, rate: int) -> None:
-    """Run `ingest` of `experiment` into a scratch datastore under py-spy."""
+def record(experiment: Path, workers: int, out: Path, rate: int, layout: str = "seed") -> None:
+    """Run `ingest` of `experiment` into a scratch datastore of `layout` under py-spy."""
     spy = py_spy()
     if spy is None:
         sys.exit("py-spy is not installed: .venv/bin/pip install -e '.[bench]'")
     with tempfile.TemporaryDirectory(prefix="qi2lab-profile-") as scratch:
-        config = write_config(Path(scratch) / "p.toml", Path(scratch) / "store", workers)
+        config = write_config(Path(scratch) / "p.toml", Path(scratch) / "store", workers, layout)
         command = [str(DAEMON), "ingest", str(experiment), "--config", str(config)]
         subprocess.run(
             [

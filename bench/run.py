@@ -13,9 +13,11 @@ block of RESULTS.md (`<!-- root:begin -->`), so `--only root` leaves the other s
 they are. And `microscope` (issue 25, bench/microscope.py, about 6 minutes, a block too): the
 microscope's own frame-write latency at 150 MB/s of 2048 px frames, alone and with `watch`
 running at the shipped unit's priorities, and a plot of both (bench/microscope_latency.png).
-And `flat` (issue 25, bench/flat.py, about 5 minutes at its default 320 units; its own
-block too): the daemon's CPU per unit early and late in a paced run, and the wall time per unit
-of a backlog against an 80-unit one, both layouts (`--flat-tiles 1250`: 10,000 units).
+And `flat` (issue 25, bench/flat.py, its own block too, about 18 minutes at its default
+10,000 units): the daemon's CPU per unit early and late in a paced run of 1,250 tiles x 8
+rounds (both layouts side by side), the page's `/api/state` and `status` timed against those
+daemons at ~10,000 units and after, and the wall time per unit of that run as a backlog against
+an 80-unit one (`--flat-tiles 40`: 320 units, a few minutes).
 
 Every dataset of an experiment replays the planes of one dataset rendered by the simulator
 (bench/paced.py): rendering 2048 px planes is slower than converting them, and the content,
@@ -91,8 +93,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--flat-tiles",
         type=int,
-        default=40,
-        help="tiles x 8 rounds of `flat` (40: 320 units, ~5 min; 1250: issue 25's 10,000)",
+        default=1250,
+        help="tiles x 8 rounds of `flat` (1250: issue 25's 10,000 units, ~18 min; 40: 320)",
     )
     p.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     p.add_argument("--workdir", type=Path, help="scratch folder (default: a new one in /tmp)")
