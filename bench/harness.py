@@ -73,14 +73,17 @@ def write_config(
     workers: int = 2,
     layout: str = "seed",
     poll_interval_s: float | None = None,
+    psf_cache: Path | None = None,
 ) -> Path:
     """A config.toml with what a benchmark changes; everything else stays the default
-    (`datastore` None: each experiment's own, as under `watch --root`)."""
+    (`datastore` None: each experiment's own, as under `watch --root`; `psf_cache` None: the
+    default PSF cache folder)."""
     where = f'path = "{datastore}"\n' if datastore is not None else ""
     watch = f"[watch]\npoll_interval_s = {poll_interval_s}\n\n" if poll_interval_s else ""
+    cache = f'[calibrations]\npsf_cache = "{psf_cache}"\n\n' if psf_cache is not None else ""
     path.write_text(
         f'[datastore]\n{where}layout = "{layout}"\n\n'
-        f"[workers]\ncount = {workers}\n\n{watch}"
+        f"[workers]\ncount = {workers}\n\n{watch}{cache}"
         '[logging]\nformat = "json"\nlevel = "info"\n',
         encoding="utf-8",
     )

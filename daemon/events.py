@@ -20,6 +20,7 @@ class Event:
     RECOVERED_INTERRUPTED: Final = "recovered interrupted units"
     CONVERTING_AGAIN: Final = "converting again"
     BACKLOG: Final = "backlog"
+    WARMED_UP: Final = "warmed up"
     FINAL_PUBLICATION_FAILED: Final = "final publication failed"
     LOOP_STEP_FAILED: Final = "loop step failed"
 

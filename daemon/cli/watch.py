@@ -126,8 +126,6 @@ def _run_service(
     service: IngestService, args: argparse.Namespace, settings: Settings, bar: ProgressBar | None
 ) -> int:
     """Run a started service until it stops, with the signals and the page; its exit status."""
-    from daemon.alerts.evaluator import one_experiment
-    from daemon.monitor.web import open_server
 
     def request_stop(signum: int, _frame: object) -> None:
         if signum == signal.SIGINT and service.stop_requested.is_set():
@@ -140,13 +138,15 @@ def _run_service(
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     watching = args.command == "watch"
-    web = start_web(partial(open_server, args.experiment, settings), settings) if watching else None
-    report_url = (lambda _name: f"{web.url}report") if web is not None else None
-    alerts = (
-        start_alerts(one_experiment(args.experiment, settings), settings, report_url)
-        if watching
-        else None
-    )
+    web: WebServer | None = None
+    alerts: AlertThread | None = None
+    if watching:  # imported here: `ingest` serves no page and sends no alerts
+        from daemon.alerts.evaluator import one_experiment
+        from daemon.monitor.web import open_server
+
+        web = start_web(partial(open_server, args.experiment, settings), settings)
+        report_url = (lambda _name: f"{web.url}report") if web is not None else None
+        alerts = start_alerts(one_experiment(args.experiment, settings), settings, report_url)
     try:
         outcome = service.run(
             watch=watching,

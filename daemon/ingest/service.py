@@ -40,6 +40,7 @@ from daemon.ingest.planner import Planner
 from daemon.ingest.sdnotify import Notifier
 from daemon.ingest.state import StatePublisher, iso_time
 from daemon.ingest.unit import UnitConverter
+from daemon.ingest.warmup import warm_up
 from daemon.ingest.watcher import RawWatcher
 from daemon.ingest.workers import WorkerPool
 from daemon.layouts import open_layout
@@ -101,6 +102,7 @@ class IngestService:
         self._recovered = False  # units left `running` by a crash are back to pending
         self._last_rescan: float | None = None  # None until the first full scan succeeded
         self._last_status = 0.0
+        self._warm = False  # what a unit imports on first use was imported while idle
 
     def __enter__(self) -> IngestService:
         """Take the datastore (`Claim`) and open what the loop needs. A failure part-way
@@ -278,6 +280,8 @@ class IngestService:
         requeue_environmental(self.ledger, self.store, self.settings, self.log)
         if self._own_pool:  # a shared pool is offered units by its owner, fairly
             self._dispatch()
+        if watch and not self._warm and not self.lane.in_flight and not self.dispatchable():
+            self._warm_up()
         self._publish(self.publisher.maybe_publish)
         if progress is not None:
             progress(self.ledger.counts())
@@ -288,6 +292,16 @@ class IngestService:
             self._last_status = now
         self._step_error = None
         return (not watch or exit_when_complete) and self._settled(watch)
+
+    def _warm_up(self) -> None:
+        """Import what the first unit would (`daemon.ingest.warmup`) while nothing is to be
+        converted, once."""
+        started = time.monotonic()
+        modules = warm_up()
+        self._warm = True
+        self.log.info(
+            Event.WARMED_UP, modules=modules, seconds=round(time.monotonic() - started, 3)
+        )
 
     def _unit_log_fields(self, tile: int, round_: int) -> dict[str, object]:
         """A unit's log fields: its experiment (a shared pool's workers serve several) and its

@@ -1,0 +1,29 @@
+"""What a unit imports on first use, imported while a watching daemon waits for data.
+
+The unit's heavier libraries are imported when first used (scipy.ndimage for the fiducial's
+projections and spline shift, scikit-image's phase correlation, yaozarrs' models for the
+preview: ~0.4 s of a core together), so `status`, `ingest`'s start and the page do without
+them. A watching daemon is idle until the microscope finishes a dataset; importing them then
+takes that cost out of the first unit after a cold start, whose latency the lab sees. Only
+when idle: never beside a unit, so it takes no core from one.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# (module, name) of each `from module import name` a unit makes when first used
+# (daemon/pixels/registration.py, daemon/products/preview.py)
+UNIT_IMPORTS: tuple[tuple[str, str], ...] = (
+    ("scipy", "ndimage"),
+    ("skimage.registration", "phase_cross_correlation"),
+    ("yaozarrs", "v05"),
+)
+
+
+def warm_up() -> list[str]:
+    """Import `UNIT_IMPORTS` (scikit-image loads a name on first access, hence the getattr);
+    the packages imported, for the log."""
+    for module, name in UNIT_IMPORTS:
+        getattr(importlib.import_module(module), name)
+    return [module for module, _name in UNIT_IMPORTS]

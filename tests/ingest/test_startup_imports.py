@@ -1,0 +1,88 @@
+"""What a cold start imports. `ingest` leaves out what only `watch` uses (the page's web server,
+the alerts), so a one-pass run does not pay for their imports before its first unit. A watching
+daemon imports what a unit imports on first use while it waits for the microscope's first
+dataset, so the first unit does not pay for it either."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from support.daemon import DaemonProcess
+from support.experiment import daemon_command, simulate, write_config
+
+from daemon.events import Event
+from daemon.ingest.warmup import UNIT_IMPORTS
+from daemon.simulate.settings import SimulationSettings
+
+ONLY_FOR_WATCH = ("daemon.monitor.web", "daemon.alerts.evaluator", "uvicorn", "apprise")
+UNIT_LIBRARIES = ("scipy", "skimage", "yaozarrs", "pydantic")  # what a unit imports when first used
+TINY = SimulationSettings(tiles=1, rounds=2, z=2, size=32, channels=2)
+
+
+def _ingest_then_print(experiment, config, before: str, after: str) -> str:
+    """Run `ingest` in a fresh interpreter with `before` run first, `after` printed last."""
+    code = (
+        f"import sys; {before}; from daemon.cli.main import main;"
+        f"status = main(['ingest', {str(experiment)!r}, '--config', {str(config)!r}]);"
+        f"print({after}); sys.exit(status)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout.splitlines()[-1]
+
+
+def test_ingest_does_not_import_the_web_server_or_the_alerts(tmp_path):
+    simulate(tmp_path / "exp", TINY)
+    config = write_config(tmp_path / "config.toml")
+    imported = f"sorted(m for m in {ONLY_FOR_WATCH!r} if m in sys.modules)"
+    assert _ingest_then_print(tmp_path / "exp", config, "pass", imported) == "[]"
+
+
+def test_after_the_warm_up_a_unit_imports_no_library_of_its_own(tmp_path):
+    """The warm-up's list is complete: converting units (a fiducial's registration QC needs a
+    second round) imports none of the libraries a unit imports when first used."""
+    simulate(tmp_path / "exp", TINY)
+    config = write_config(tmp_path / "config.toml")
+    before = (
+        "import daemon.ingest.service; from daemon.ingest.warmup import warm_up; warm_up();"
+        "had = set(sys.modules)"
+    )
+    new = f"sorted(m for m in set(sys.modules) - had if m.split('.')[0] in {UNIT_LIBRARIES!r})"
+    assert _ingest_then_print(tmp_path / "exp", config, before, new) == "[]"
+
+
+def test_a_watching_daemon_warms_up_before_the_first_dataset(tmp_path):
+    experiment = tmp_path / "exp"
+    (experiment / "raw_data").mkdir(parents=True)  # empty: the microscope has not begun
+    config = write_config(tmp_path / "config.toml", web={"listen": ""})
+    with DaemonProcess("watch", experiment, config) as daemon:
+        warmed = daemon.wait_event(Event.WARMED_UP)
+        assert warmed["modules"] == [module for module, _name in UNIT_IMPORTS]
+        assert not daemon.named(Event.DATASET_SEEN)
+
+
+def test_the_ingest_command_ends_without_the_interpreters_teardown(tmp_path):
+    """Once `ingest` has closed all it opened, the process ends at once: tearing down scipy,
+    pydantic and tensorstore module by module cost 0.2-0.3 s of every run. Its log is whole.
+    (An atexit hook, put in by sitecustomize, says whether the teardown ran.)"""
+    simulate(tmp_path / "exp", TINY)
+    config = write_config(tmp_path / "config.toml")
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(
+        "import atexit, sys\natexit.register(lambda: print('torn down', file=sys.stderr))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hooks), *sys.path])}
+    run = subprocess.run(
+        daemon_command("ingest", tmp_path / "exp", config),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout.splitlines()[-1])["event"] == Event.STOPPED
+    assert "torn down" not in run.stderr
