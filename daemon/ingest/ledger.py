@@ -417,12 +417,19 @@ class Ledger:
         rows = self._db.query("SELECT * FROM units WHERE unit_id = ?", (uid,))
         return _record(rows[0]) if rows else None
 
-    def pending(self) -> list[str]:
-        """Ids of pending units, in tile then round order (the order analysis wants them)."""
+    def pending(self, limit: int | None = None) -> list[str]:
+        """Ids of pending units, in tile then round order (the order analysis wants them): the
+        first `limit` of them if given. The daemon asks for only what its queue can take, so
+        a dispatch reads a few rows of `units_by_state`, however long the backlog."""
         rows = self._db.query(
-            "SELECT unit_id FROM units WHERE state = 'pending' ORDER BY tile, round"
+            "SELECT unit_id FROM units WHERE state = 'pending' ORDER BY tile, round LIMIT ?",
+            (-1 if limit is None else limit,),
         )
         return [r[0] for r in rows]
+
+    def has_pending(self) -> bool:
+        """Whether any unit is pending (one row of the index read, not the backlog)."""
+        return bool(self.pending(limit=1))
 
     def units(self) -> list[UnitRecord]:
         """Every unit, in tile then round order."""

@@ -165,7 +165,7 @@ class RootService:
         if self._turn % CATCH_UP_FIRST_EVERY == CATCH_UP_FIRST_EVERY - 1:
             groups.reverse()
         for group in groups:
-            queues = deque((m, deque(_offerable(m))) for m in group)
+            queues = deque((m, deque(m.service.offerable())) for m in group if m.service)
             while queues and self.pool.has_room:
                 member, units = queues.popleft()
                 if not units:
@@ -192,10 +192,3 @@ class RootService:
             member.close()
         self._publish(stopped=True)
         self.log.info(Event.STOPPED, **{"experiments": self.statuses()})
-
-
-def _offerable(member: RootExperiment) -> list[str]:
-    """The experiment's pending units not already queued or being converted."""
-    assert member.service is not None
-    lane = member.service.lane
-    return [uid for uid in member.service.dispatchable() if uid not in lane.units]

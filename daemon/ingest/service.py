@@ -249,9 +249,23 @@ class IngestService:
             return False
         return sum(self.ledger.counts().values()) < plan.num_tiles * plan.num_rounds
 
-    def dispatchable(self) -> list[str]:
-        """The units that may be offered to the pool now (none before the calibrations)."""
-        return self.ledger.pending() if self.planner.calibrated else []
+    def dispatchable(self, limit: int | None = None) -> list[str]:
+        """The units that may be offered to the pool now (none before the calibrations), the
+        first `limit` of them if given."""
+        return self.ledger.pending(limit) if self.planner.calibrated else []
+
+    def offerable(self) -> list[str]:
+        """The next units to offer the pool: as many as its queue has room for, in the
+        ledger's order, leaving out those already queued or being converted. The ledger is
+        asked for that many plus this lane's units in flight (the queued ones are still
+        pending there), so the read is bounded by the queue, not by the backlog."""
+        room = self.lane.room
+        if room == 0:
+            return []
+        lane = self.lane.units
+        return [uid for uid in self.dispatchable(room + self.lane.in_flight) if uid not in lane][
+            :room
+        ]
 
     def _step(
         self,
@@ -280,7 +294,7 @@ class IngestService:
         requeue_environmental(self.ledger, self.store, self.settings, self.log)
         if self._own_pool:  # a shared pool is offered units by its owner, fairly
             self._dispatch()
-        if watch and not self._warm and not self.lane.in_flight and not self.dispatchable():
+        if watch and not self._warm and not self.lane.in_flight and not self.dispatchable(1):
             self._warm_up()
         self._publish(self.publisher.maybe_publish)
         if progress is not None:
@@ -361,7 +375,7 @@ class IngestService:
             self._last_rescan = -math.inf
 
     def _dispatch(self) -> None:
-        for uid in self.dispatchable():
+        for uid in self.offerable():
             if not self.lane.has_room:
                 break
             self.lane.offer(uid)
@@ -372,7 +386,7 @@ class IngestService:
         While watching, a unit that failed for environmental reasons is not settled: it will
         be tried again. A single pass (`ingest`) does not wait for those back-offs.
         """
-        if self.lane.in_flight or (self.planner.calibrated and self.ledger.pending()):
+        if self.lane.in_flight or (self.planner.calibrated and self.ledger.has_pending()):
             return False
         if self.planner.calibrating:
             return False

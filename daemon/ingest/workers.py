@@ -75,6 +75,11 @@ class Lane:
         """Whether the shared queue could accept another unit now."""
         return self.pool.has_room
 
+    @property
+    def room(self) -> int:
+        """How many more units the shared queue could accept now."""
+        return self.pool.room
+
     def logger(self, uid: str, **fields: object) -> FilteringBoundLogger:
         """A logger bound to a unit, named as its datastore names it."""
         return get_logger(**self.unit_fields(*unit_of(uid)), **fields)
@@ -144,6 +149,11 @@ class WorkerPool:
     def has_room(self) -> bool:
         """Whether offer() could accept another unit now."""
         return not self._queue.full()
+
+    @property
+    def room(self) -> int:
+        """How many more units offer() could accept now."""
+        return max(0, self._queue.maxsize - self._queue.qsize())
 
     def stop(self, timeout: float | None = None) -> None:
         """Let running units finish, hand queued ones back to pending, join the threads."""

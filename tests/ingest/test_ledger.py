@@ -200,3 +200,46 @@ def test_a_ledger_from_before_revisions_gains_them_when_the_writer_opens_it(tmp_
     assert [u.state for u in reader.changed_since(seen)[0]] == ["running"]
     reader.close()
     writer.close()
+
+
+def _ledger_with_pending(path, tiles: int) -> Ledger:
+    """A ledger holding `tiles` x 2 pending units (written in one transaction: fast)."""
+    Ledger(path).close()
+    with sqlite3.connect(path) as db:
+        db.executemany(
+            "INSERT INTO units (unit_id, tile, round, state, dataset, fingerprint, seen_at)"
+            " VALUES (?, ?, ?, 'pending', 'd', 'f', 0)",
+            [(unit_id(t, r), t, r) for t in reversed(range(tiles)) for r in (1, 0)],
+        )
+    return Ledger(path)
+
+
+def _steps(ledger: Ledger, read) -> int:
+    """SQLite virtual-machine steps the ledger's own connection runs for `read()`."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    ledger._db._db.set_progress_handler(count, 1)
+    try:
+        read()
+    finally:
+        ledger._db._db.set_progress_handler(None, 1)
+    return steps
+
+
+def test_the_next_pending_units_cost_the_same_whatever_the_backlog(tmp_path):
+    short = _ledger_with_pending(tmp_path / "short.sqlite", 10)
+    long = _ledger_with_pending(tmp_path / "long.sqlite", 2000)
+    first = [unit_id(0, 0), unit_id(0, 1), unit_id(1, 0), unit_id(1, 1)]
+    assert short.pending(limit=4) == long.pending(limit=4) == first  # tile then round order
+    assert short.has_pending() and long.has_pending()
+    assert len(long.pending()) == 4000
+    # What a dispatch reads is bounded by what the queue takes, not by the backlog.
+    assert _steps(short, lambda: short.pending(limit=4)) == _steps(
+        long, lambda: long.pending(limit=4)
+    )
+    assert _steps(short, short.has_pending) == _steps(long, long.has_pending)
