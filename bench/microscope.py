@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 from pressure import STALLS, stall_shares, stall_totals
 from report import Row, Section, table
 from timed_writer import read_record
-from unit_cgroup import UNIT_FILE, WeightedGroup, weighted_group
+from unit_cgroup import SLICE_FILE, UNIT_FILE, WeightedGroup, weighted_group
 
 from daemon.events import Event
 
@@ -197,7 +197,7 @@ def microscope_section(
     """Section `microscope`. `planes`: `paced.prerender` of one dataset of `spec`'s shape."""
     scheduler = io_scheduler(work)
     priorities = " ".join(unit_priorities())
-    with weighted_group(UNIT_FILE, scheduler) as group:
+    with weighted_group(SLICE_FILE, scheduler) as group:
         outcome = measure(work, planes, spec, reps, group)
     weights = ", ".join(group.applied) or "no cgroup weight"
     plot(
@@ -299,11 +299,10 @@ def _section(
         " (the dataset's last frame includes `finish()`). With: `qi2lab-ingest watch` on the"
         f" same experiment (2 workers, the default config), started under `{priorities}` (from"
         " systemd/qi2lab-ingest.service) before the writer and stopped after it, in a cgroup"
-        f" of its own where the machine lets us (no systemd here): {group.describe()}. The"
-        " group is a child of the bench's own, so its weight counts against the writer"
-        " directly, as the unit means it (under systemd, the unit's group is weighed against"
-        " the other units of system.slice, and system.slice as a whole against the"
-        " acquisition's user.slice, where Nice= no longer counts)."
+        f" of its own where the machine lets us (no systemd here): {group.describe()}, the"
+        " weights of systemd/qi2lab.slice. The group is a child of the bench's own, so its"
+        " weight counts against the writer directly, as the slice's does against the"
+        " acquisition's user.slice under systemd."
         " Runs interleaved (without, with, x"
         f" {reps}), each on a fresh experiment after a `sync`; the first rows pool each case."
         f" I/O scheduler of the disk holding the bench folder: {scheduler} (ionice's"

@@ -1,9 +1,10 @@
 """The shipped unit's cgroup weights for a daemon the bench starts without systemd.
 
-systemd/qi2lab-ingest.service gives the daemon CPUWeight= and IOWeight= on top of Nice= and
-the I/O class; outside systemd, `nice` and `ionice` apply the latter only. Where the machine lets
-us (root, a cpu controller mounted), the daemon runs in a child of the bench's own cpu cgroup
-with the unit's CPUWeight= as systemd sets it: `cpu.weight` on cgroup v2, `cpu.shares` =
+systemd/qi2lab.slice, the slice the shipped units run in, gives the daemon CPUWeight= and
+IOWeight= against acquisition (user.slice) on top of the unit's Nice= and I/O class; outside
+systemd, `nice` and `ionice` apply the latter only. Where the machine lets us (root, a cpu
+controller mounted), the daemon runs in a child of the bench's own cpu cgroup with the slice's
+CPUWeight= as systemd sets it: `cpu.weight` on cgroup v2, `cpu.shares` =
 weight x 1024 / 100 on v1. The group competes with the bench's other processes (the microscope's
 writer) as the unit's group would with its siblings. IOWeight= is never applied here: it needs
 bfq (or v2's io.cost), and the v1 blkio hierarchy without bfq has throttles only; `applied` and
@@ -20,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-UNIT_FILE = Path(__file__).resolve().parent.parent / "systemd" / "qi2lab-ingest.service"
+SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
+UNIT_FILE = SYSTEMD / "qi2lab-ingest.service"
+SLICE_FILE = SYSTEMD / "qi2lab.slice"  # where the weights against acquisition are set
 V1_SHARES_DEFAULT = 1024  # cpu.shares of a v1 group that sets none (systemd's mapping)
 V2_WEIGHT_DEFAULT = 100
 # Placing the daemon: a shell moves itself into the group, then execs the rest (the pid stays

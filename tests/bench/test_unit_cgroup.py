@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import subprocess
 
-from unit_cgroup import UNIT_FILE, unit_weights, weighted_group
+from unit_cgroup import SLICE_FILE, unit_weights, weighted_group
 
 
 def test_the_weights_are_read_from_the_unit_file(tmp_path):
     unit = tmp_path / "x.service"
     unit.write_text("[Service]\nNice=5\nCPUWeight=30\nIOWeight=40\n")
     assert unit_weights(unit) == {"CPUWeight": 30, "IOWeight": 40}
-    assert unit_weights(UNIT_FILE) == {"CPUWeight": 20, "IOWeight": 20}  # the shipped unit's
+    assert unit_weights(SLICE_FILE) == {"CPUWeight": 20, "IOWeight": 20}  # the shipped slice's
 
 
 def test_a_process_started_through_the_wrapper_runs_in_the_weighted_group():
-    with weighted_group(UNIT_FILE, "mq-deadline") as group:
+    with weighted_group(SLICE_FILE, "mq-deadline") as group:
         inside = subprocess.run(
             [*group.wrapper(), "cat", "/proc/self/cgroup"], capture_output=True, text=True
         )
@@ -38,7 +38,7 @@ def test_a_process_started_through_the_wrapper_runs_in_the_weighted_group():
 
 
 def test_without_a_cpu_controller_it_says_why_and_changes_nothing(tmp_path):
-    with weighted_group(UNIT_FILE, "bfq", root=tmp_path) as group:
+    with weighted_group(SLICE_FILE, "bfq", root=tmp_path) as group:
         assert group.path is None and group.wrapper() == []
     assert group.applied == []
     assert group.describe() == (

@@ -103,3 +103,26 @@ def test_the_root_unit_is_as_hardened_as_the_template_but_for_the_network(tmp_pa
     root = exposed(ROOT_UNIT, ROOT_UNIT.name)
     template = exposed(UNIT, "qi2lab-ingest@exp.service")
     assert root - template == {"PrivateNetwork=", "RestrictAddressFamilies=~AF_(INET|INET6)"}
+
+
+SLICE = UNIT.with_name("qi2lab.slice")
+
+
+def test_both_units_run_in_a_slice_weighed_against_acquisition(tmp_path: Path) -> None:
+    """A unit's CPUWeight= counts only against its siblings (system.slice's services), and
+    system.slice meets the operator's user.slice at 100 against 100: the weights that put
+    acquisition first are the slice's, at the top beside user.slice."""
+    if ANALYZE is None:
+        unavailable("systemd-analyze is not installed", "apt-get install systemd")
+    for unit in (UNIT, ROOT_UNIT):
+        assert "Slice=qi2lab.slice" in unit_lines(unit), unit.name
+    weights = dict(x.split("=") for x in unit_lines(SLICE) if x.startswith(("CPU", "IO")))
+    assert {k: int(v) for k, v in weights.items()} == {"CPUWeight": 20, "IOWeight": 20}
+    assert "-" not in SLICE.stem  # a dash would nest it under another slice, not at the top
+    copy = tmp_path / SLICE.name
+    copy.write_text(SLICE.read_text())
+
+    result = subprocess.run([ANALYZE, "verify", str(copy)], capture_output=True, text=True)
+
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if copy.name in line] == []
