@@ -62,9 +62,9 @@ class QualityView:
             same_file = previous is not None and signature[0] == previous[0]
             if same_file and revision is not None and self._revision is not None:
                 tiles: set[int] | None = log.changed_tiles(self._revision)
-                rows = log.rows(tiles)
+                rows = log.rows(tiles, focus=False)
             else:
-                tiles, rows = None, log.rows()
+                tiles, rows = None, log.rows(focus=False)
         finally:
             log.close()
         self.seq += 1

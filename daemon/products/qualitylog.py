@@ -266,8 +266,11 @@ class QualityLog:
         found = self._db.query("SELECT DISTINCT tile FROM quality WHERE revision > ?", (since,))
         return {int(r[0]) for r in found}
 
-    def rows(self, tiles: Collection[int] | None = None) -> list[dict[str, Any]]:
-        """Every row (of `tiles` only, if given) as plain data (focus as a list), in tile,
+    def rows(
+        self, tiles: Collection[int] | None = None, focus: bool = True
+    ) -> list[dict[str, Any]]:
+        """Every row (of `tiles` only, if given) as plain data (focus as a list; left out
+        without `focus`: decoding it is most of the read, and the page draws none), in tile,
         round, kind, index order, with `fiducial_relative` filled in for fiducial rows whose
         tile has round 0 (from the tile's own rows: a tile's rows are all or none)."""
         if tiles is not None and not tiles:
@@ -278,9 +281,13 @@ class QualityLog:
         except sqlite3.OperationalError:  # read-only and not created yet
             return []
         missing: dict[str, Any] = dict.fromkeys(SHIFT_COLUMNS)  # an older file, read-only
-        rows = [missing | dict(r) | {"focus": json.loads(r["focus"])} for r in found]
+        rows = [missing | dict(r) for r in found]
         for row in rows:
             row.pop("revision", None)
+            if focus:
+                row["focus"] = json.loads(row["focus"])
+            else:
+                del row["focus"]
         signals = fiducial_signals(rows)
         for row in rows:
             row["fiducial_relative"] = (
