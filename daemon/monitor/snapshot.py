@@ -23,7 +23,7 @@ from daemon.ingest.ledger import UnitRecord, unit_of
 from daemon.layouts import Layout, reader
 from daemon.monitor.alertview import AlertHistory, read_history
 from daemon.monitor.grid import Cell, Grid
-from daemon.monitor.qualityview import QualityView
+from daemon.monitor.qualityview import PAGE_FIELDS, QualityView
 from daemon.monitor.status import (
     NoDatastoreError,
     RunFacts,
@@ -191,7 +191,10 @@ class Snapshots:
             return report | {
                 "now": now,
                 "tiles": {str(t): {"x": x, "y": y} for t, (x, y) in sorted(positions.items())},
-                "quality": self._quality.rows() if quality is None else quality,
+                "quality": {
+                    "fields": PAGE_FIELDS,
+                    "rows": self._quality.rows() if quality is None else quality,
+                },
                 "history": tally.history(),
                 "events": tally.events(unit_name),
                 "failures": tally.failures(unit_name),

@@ -211,18 +211,27 @@ def merged(previous: dict | None, answer: dict) -> dict:
     """What the page's `fetchState` keeps: an answer `changed_only` merged into its grid, and
     one `quality_changed_only` into its quality rows (the tiles sent replace theirs)."""
     if previous is None:
-        return answer
+        return answer | {"quality": named_rows(answer)}
     grid = answer["grid"]
     if answer["changed_only"]:
         grid = {tile: dict(rounds) for tile, rounds in previous["grid"].items()}
         for tile, rounds in answer["grid"].items():
             grid.setdefault(tile, {}).update(rounds)
-    quality = answer["quality"]
+    quality = named_rows(answer)
     if answer["quality_changed_only"]:
         tiles = {r["tile"] for r in quality}
         kept = [r for r in previous["quality"] if r["tile"] not in tiles]
         quality = sorted(kept + quality, key=lambda r: r["tile"])
     return answer | {"grid": grid, "quality": quality}
+
+
+def named_rows(answer: dict) -> list[dict]:
+    """An answer's quality rows as the page's `namedRows` makes them: each row's values
+    named by the answer's `fields`."""
+    quality = answer["quality"]
+    if isinstance(quality, list):  # already named (kept)
+        return quality
+    return [dict(zip(quality["fields"], row, strict=True)) for row in quality["rows"]]
 
 
 # differ between reads
@@ -272,6 +281,7 @@ def test_answers_since_the_last_one_add_up_to_the_whole_state(tmp_path):
             assert sum(map(len, answer["grid"].values())) <= 2  # only what the step changed
         kept = merged(kept, answer)
         afresh = Snapshots(tmp_path, settings).page()
+        afresh |= {"quality": named_rows(afresh)}
         assert afresh["grid"] == kept["grid"]
         assert {k: v for k, v in kept.items() if k not in MOMENT} == {
             k: v for k, v in afresh.items() if k not in MOMENT
@@ -358,13 +368,13 @@ def test_answers_since_the_last_one_carry_only_the_tiles_whose_quality_changed(t
         step()
         answer = following.page(kept["since"] if kept else None)
         sent.append(
-            sorted({r["tile"] for r in answer["quality"]})
+            sorted({r["tile"] for r in named_rows(answer)})
             if answer["quality_changed_only"]
             else "all"
         )
         kept = merged(kept, answer)
         afresh = Snapshots(tmp_path, settings).page()
-        assert kept["quality"] == afresh["quality"]
+        assert kept["quality"] == named_rows(afresh)
     assert sent == ["all", [1], [2], [], [0]]
     relative = {r["tile"]: r["fiducial_relative"] for r in kept["quality"] if r["kind"] == "round"}
     assert relative[0] is None and relative[2] is None and relative[1] is not None

@@ -428,6 +428,7 @@ async function fetchState() {
   const response = await fetch(url("api/state", last && last.since ? { since: last.since } : {}));
   if (!response.ok) return null;
   const answer = await response.json();
+  if (answer.quality) answer.quality = namedRows(answer.quality);
   if (!last) return answer;
   let grid = answer.grid;
   if (answer.changed_only && last.grid) {
@@ -437,6 +438,11 @@ async function fetchState() {
   let quality = answer.quality;
   if (answer.quality_changed_only && last.quality) quality = mergeTiles(last.quality, answer.quality);
   return { ...answer, grid, quality };
+}
+
+// The quality rows as objects: the server sends each row's values in `fields` order.
+function namedRows({ fields, rows }) {
+  return rows.map((values) => Object.fromEntries(fields.map((f, i) => [f, values[i]])));
 }
 
 // Rows kept, with the tiles that came in `changed` replaced by their new rows, in tile order
