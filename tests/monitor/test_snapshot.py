@@ -3,8 +3,11 @@ when the page reads a real ledger."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import subprocess
 import sys
+from dataclasses import astuple, fields
 
 from support.experiment import quiet
 
@@ -19,6 +22,8 @@ from daemon.monitor.tally import RECENT_EVENTS, Tally
 from daemon.pixels.quality import EntryQuality
 from daemon.products.alertlog import AlertLog, AlertRecord, alert_log_path
 from daemon.products.qualitylog import QUALITY_DB, FiducialShift, QualityLog, QualityRow
+
+QUALITY_COLUMNS = [f.name for f in fields(QualityRow)]
 
 
 def unit(tile: int, state: str, seen: float, started=None, finished=None, size=0, error=None):
@@ -378,5 +383,34 @@ def test_answers_since_the_last_one_carry_only_the_tiles_whose_quality_changed(t
     assert sent == ["all", [1], [2], [], [0]]
     relative = {r["tile"]: r["fiducial_relative"] for r in kept["quality"] if r["kind"] == "round"}
     assert relative[0] is None and relative[2] is None and relative[1] is not None
+    log.close()
+    ledger.close()
+
+
+def test_rows_an_older_version_writes_still_reach_a_page_asking_since(tmp_path):
+    """The quality rows' revisions are set by triggers in the file: a row written by a
+    version that knows nothing of them (its INSERT names only its own columns) is still sent
+    to a page asking `since` its last answer."""
+    settings = Settings()
+    store = settings.datastore_path(tmp_path)
+    ledger = Ledger(ledger_path(store))
+    ledger.observe(0, 0, "r0001_tile0000_1", "f")
+    path = state_dir(store) / QUALITY_DB
+    log = QualityLog(path)
+    log.record(quality_rows(0, 0, 400.0))
+    following = Snapshots(tmp_path, settings)
+    first = following.page()
+    older = sqlite3.connect(path)
+    row = dict(zip(QUALITY_COLUMNS, astuple(quality_rows(5, 0, 500.0)[0]), strict=True))
+    row["focus"] = json.dumps(list(row["focus"]))
+    with older:
+        older.execute(
+            f"INSERT INTO quality ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+            list(row.values()),
+        )
+    older.close()
+    answer = following.page(first["since"])
+    assert answer["quality_changed_only"]
+    assert [r["entry"] for r in named_rows(answer)] == ["t5r0"]
     log.close()
     ledger.close()
