@@ -11,6 +11,7 @@ afterwards.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -44,17 +45,30 @@ STALLED_AFTER_S = 600.0  # backlog waiting and no unit finished for this long: s
 
 @dataclass
 class Positions:
-    """Stage (x, y) µm of each tile as the microscope's CSVs give them, read once per tile."""
+    """Stage (x, y) µm of each tile as the microscope's CSVs give them, read once per tile.
+
+    A tile not acquired yet is looked for in one listing of raw_data at each ask, not by
+    trying to open each of its rounds' CSVs: at the start of a run of 10,000 units those
+    failed opens cost the page's answer about 0.2 s."""
 
     known: dict[int, tuple[float, float]] = field(default_factory=dict)
 
     def of(self, plan: Plan | None) -> dict[int, tuple[float, float]]:
-        if plan is None:
+        if plan is None or len(self.known) == plan.num_tiles:
+            return self.known
+        suffix = plan.stage_positions_path(1, 0).name.removeprefix(plan.dataset_name(1, 0))
+        try:
+            written = {
+                n.removesuffix(suffix) for n in os.listdir(plan.raw_dir) if n.endswith(suffix)
+            }
+        except OSError:
             return self.known
         for tile in range(plan.num_tiles):
             if tile in self.known:
                 continue
             for round_ in range(1, plan.num_rounds + 1):
+                if plan.dataset_name(round_, tile) not in written:
+                    continue
                 try:
                     x, y, _ = read_stage_position(plan.stage_positions_path(round_, tile))
                 except (NotReadyError, RawDataError, OSError):
