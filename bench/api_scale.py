@@ -2,11 +2,13 @@
 
 Builds a real ledger with the daemon's own calls (observe, claim, finish, fail) for
 `--units` units (1,250 tiles x 8 rounds by default): most done, some failed, a backlog of
-pending and running ones, with the writer kept open as during a run (its WAL present). Then
+pending and running ones, with the writer kept open as during a run (its WAL present), and
+the quality log's rows of each unit done (its fiducial and `BITS` readouts). Then
 times GET /api/state from the real web server (uvicorn serving the starlette app: routing,
 JSON encoding, the security middleware, over HTTP on loopback) and `status` (collect +
 render), the median of `--repeat`: the whole state (a page opened), and `?since=` the previous
-answer as the page asks each second, with a commit before each (during a run) and without
+answer as the page asks each second, with a commit (a unit done and its quality rows
+recorded) before each (during a run) and without
 (after it). Code without `since` answers it whole, so the same command times both.
 The ledger is built once into `--keep` if given, so older code can be timed on the same units.
 Code from before revisions cannot write a ledger that has them (its `claim` reads every column
@@ -30,13 +32,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from daemon.config import Settings
-from daemon.datastore.statedir import ledger_path
-from daemon.ingest.ledger import Ledger, UnitResult, unit_id
+from daemon.datastore.statedir import ledger_path, state_dir
+from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult, unit_id
 from daemon.monitor.status import collect, render
 from daemon.monitor.web import open_server
+from daemon.pixels.quality import EntryQuality
+from daemon.products.qualitylog import QUALITY_DB, QualityLog, QualityRow
 
 TILES, ROUNDS = 1250, 8
 BACKLOG = 200  # units not finished: the last 4 of them running
+BITS = 2  # readout entries of a unit, each with a quality row (and one for its fiducial)
+NUMBERS = EntryQuality(110.0, 100.0, 400.0, 0.0001, tuple(0.1 + 0.01 * z for z in range(30)), 12)
 
 
 RESULT = UnitResult(
@@ -45,21 +51,44 @@ RESULT = UnitResult(
 )  # fmt: skip
 
 
-def commit(writer: Ledger, running: str) -> None:
+def unit_quality(unit: UnitRecord) -> list[QualityRow]:
+    """A unit's quality rows as a worker records them: its fiducial and its readouts."""
+    tile, round_ = unit.tile, unit.round
+    zyx = (0.0, 100.0 * tile, 50.0 * tile)
+    fiducial = QualityRow.of(
+        f"fiducials/tile{tile:04d}/round{round_:04d}", "round", tile, round_, round_, zyx, NUMBERS
+    )
+    bits = [BITS * round_ + b + 1 for b in range(BITS)]
+    readouts = [
+        QualityRow.of(f"readouts/tile{tile:04d}/bit{b:03d}", "bit", tile, round_, b, zyx, NUMBERS)
+        for b in bits
+    ]
+    return [fiducial, *readouts]
+
+
+def finish(writer: Ledger, quality: QualityLog, unit: UnitRecord) -> None:
+    """A claimed unit done and its quality rows recorded."""
+    writer.finish(unit, RESULT)
+    quality.record(unit_quality(unit))
+
+
+def commit(writer: Ledger, quality: QualityLog, running: str) -> None:
     """A unit converted, as a run records it: the next pending one claimed and done (its cell,
-    the counts, the history and the events change); once none is left, a `running` one
-    released and claimed again."""
+    the counts, the history, the events and its tile's quality rows change); once none is
+    left, a `running` one released and claimed again."""
     pending = writer.pending()
     if pending:
         claimed = writer.claim(pending[0])
         assert claimed is not None
-        writer.finish(claimed, RESULT)
+        finish(writer, quality, claimed)
         return
     writer.release(running)
     writer.claim(running)
 
 
-def build_ledger(path: Path, units: int, backlog: int, failed_every: int) -> Ledger:
+def build_ledger(
+    path: Path, quality: QualityLog, units: int, backlog: int, failed_every: int
+) -> Ledger:
     """A ledger of `units` units written as a run writes it; the writer is returned open."""
     ledger = Ledger(path)
     for n in range(units):
@@ -72,7 +101,7 @@ def build_ledger(path: Path, units: int, backlog: int, failed_every: int) -> Led
         if n % failed_every == 0:
             ledger.fail(claimed, "unreadable plane 3 of 30")
         else:
-            ledger.finish(claimed, RESULT)
+            finish(ledger, quality, claimed)
     for n in range(units - backlog, units - backlog + 4):
         ledger.claim(unit_id(*divmod(n, ROUNDS)))  # running
     return ledger
@@ -105,9 +134,10 @@ def main() -> None:
     experiment = args.keep or Path(tempfile.mkdtemp(prefix="api_scale-"))
     settings = Settings()
     path = ledger_path(settings.datastore_path(experiment))
+    quality = QualityLog(state_dir(settings.datastore_path(experiment)) / QUALITY_DB)
     if not path.exists():
         start = time.perf_counter()
-        build_ledger(path, args.units, backlog=BACKLOG, failed_every=500).close()
+        build_ledger(path, quality, args.units, backlog=BACKLOG, failed_every=500).close()
         print(f"built {args.units} units in {time.perf_counter() - start:.0f} s: {path}")
     writer = Ledger(path)  # open as during a run: the WAL is there
     server = open_server(experiment, settings, "127.0.0.1:0")
@@ -124,7 +154,7 @@ def main() -> None:
     timed = {
         "whole, ledger unchanged": median_ms(lambda: fetch(url), args.repeat),
         "whole, after a commit": median_ms(
-            lambda: fetch(url), args.repeat, lambda: commit(writer, running)
+            lambda: fetch(url), args.repeat, lambda: commit(writer, quality, running)
         ),
     }
     for name, change in (("after a commit (during a run)", True), ("ledger unchanged", False)):
@@ -132,7 +162,7 @@ def main() -> None:
 
         def before(change: bool = change, ask: list[str] = ask) -> None:
             if change:
-                commit(writer, running)
+                commit(writer, quality, running)
             ask[:] = [since_url()]
 
         def call(ask: list[str] = ask) -> None:
@@ -145,6 +175,7 @@ def main() -> None:
         lambda: render(collect(experiment, settings)), args.repeat
     )
     writer.close()
+    quality.close()
     print(f"{args.units} units, median of {args.repeat} (ms):")
     for name, ms in timed.items():
         print(f"  {name:<40} {ms:6.0f}")

@@ -17,7 +17,7 @@ import json
 import math
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -151,12 +151,30 @@ _ADDED_COLUMNS = {
     "shift_y_um": "REAL",
     "shift_x_um": "REAL",
     "match_quality": "REAL",
+    "revision": "INTEGER",
 }
+# `revision`: when the row was last written (1, 2, ...; null in rows from before it), so a
+# reader (the page) can take in only the rows changed since it last read; set by triggers, so
+# that an older version writing the file still stamps what it writes
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS quality (
-    {", ".join(name + (" TEXT PRIMARY KEY" if name == "entry" else "") for name in _COLUMNS)}
+    {", ".join(name + (" TEXT PRIMARY KEY" if name == "entry" else "") for name in _COLUMNS)},
+    revision INTEGER
 );
 """
+_NEXT_REVISION = "SELECT coalesce(max(revision), 0) + 1 FROM quality"
+_REVISIONS = f"""
+CREATE INDEX IF NOT EXISTS quality_by_revision ON quality (revision);
+CREATE INDEX IF NOT EXISTS quality_by_tile ON quality (tile);
+CREATE TRIGGER IF NOT EXISTS quality_inserted AFTER INSERT ON quality BEGIN
+    UPDATE quality SET revision = ({_NEXT_REVISION}) WHERE rowid = NEW.rowid;
+END;
+CREATE TRIGGER IF NOT EXISTS quality_updated
+AFTER UPDATE OF {", ".join(_COLUMNS)} ON quality BEGIN
+    UPDATE quality SET revision = ({_NEXT_REVISION}) WHERE rowid = NEW.rowid;
+END;
+"""
+_ORDER = "ORDER BY tile, round, kind DESC, entry_index"
 
 QUALITY_SCHEMA = pa.schema(
     [
@@ -197,6 +215,7 @@ class QualityLog:
         else:  # losing the last rows to a power cut costs a re-measure, not data: NORMAL
             self._db = Database.open_writer(path, _SCHEMA, synchronous="NORMAL")
             self._db.add_columns("quality", _ADDED_COLUMNS)
+            self._db.script(_REVISIONS)
 
     @property
     def changes(self) -> int:
@@ -233,17 +252,42 @@ class QualityLog:
                 [(*shift_columns(s).values(), tile, r) for r, s in shifts.items()],
             )
 
-    def rows(self) -> list[dict[str, Any]]:
-        """Every row as plain data (focus as a list), in tile, round, kind, index order, with
-        `fiducial_relative` filled in for fiducial rows whose tile has round 0."""
+    def revision(self) -> int | None:
+        """The last write's revision (0: none yet); None for a file from before revisions
+        (read-only: nothing can tell what changed in it)."""
         try:
-            found = self._db.query(
-                "SELECT * FROM quality ORDER BY tile, round, kind DESC, entry_index"
-            )
+            found = self._db.query("SELECT coalesce(max(revision), 0) FROM quality")
+        except sqlite3.OperationalError:  # no such column (or table): an older file
+            return None
+        return int(found[0][0])
+
+    def changed_tiles(self, since: int) -> set[int]:
+        """Tiles with a row written after revision `since` (`revision`)."""
+        found = self._db.query("SELECT DISTINCT tile FROM quality WHERE revision > ?", (since,))
+        return {int(r[0]) for r in found}
+
+    def rows(
+        self, tiles: Collection[int] | None = None, focus: bool = True
+    ) -> list[dict[str, Any]]:
+        """Every row (of `tiles` only, if given) as plain data (focus as a list; left out
+        without `focus`: decoding it is most of the read, and the page draws none), in tile,
+        round, kind, index order, with `fiducial_relative` filled in for fiducial rows whose
+        tile has round 0 (from the tile's own rows: a tile's rows are all or none)."""
+        if tiles is not None and not tiles:
+            return []
+        where = "" if tiles is None else f"WHERE tile IN ({', '.join(map(str, map(int, tiles)))})"
+        try:
+            found = self._db.query(f"SELECT * FROM quality {where} {_ORDER}")
         except sqlite3.OperationalError:  # read-only and not created yet
             return []
         missing: dict[str, Any] = dict.fromkeys(SHIFT_COLUMNS)  # an older file, read-only
-        rows = [missing | dict(r) | {"focus": json.loads(r["focus"])} for r in found]
+        rows = [missing | dict(r) for r in found]
+        for row in rows:
+            row.pop("revision", None)
+            if focus:
+                row["focus"] = json.loads(row["focus"])
+            else:
+                del row["focus"]
         signals = fiducial_signals(rows)
         for row in rows:
             row["fiducial_relative"] = (

@@ -15,7 +15,7 @@ import numpy as np
 
 from daemon.config import AlertSettings
 from daemon.datastore.layout import tile_name
-from daemon.monitor.snapshot import references
+from daemon.monitor.qualityview import references
 from daemon.report.markup import table, text
 
 MAP_PX = 320  # the longer side of a heatmap

@@ -19,9 +19,11 @@ from support.experiment import daemon_command, write_config
 from support.processes import Watched, wait_until
 
 from daemon.config import Settings
-from daemon.datastore.statedir import ledger_path
+from daemon.datastore.statedir import ledger_path, state_dir
 from daemon.events import Event
 from daemon.ingest.ledger import Ledger, UnitResult, unit_id
+from daemon.pixels.quality import EntryQuality
+from daemon.products.qualitylog import QUALITY_DB, FiducialShift, QualityLog, QualityRow
 from daemon.simulate.settings import SimulationSettings
 
 TILE_STATES = (
@@ -167,6 +169,60 @@ def test_a_page_opened_before_the_first_dataset_draws_without_script_errors(tmp_
         severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert severe == []
         assert daemon.stop() == 0
+
+
+def test_the_page_merges_quality_rows_that_arrive_after_its_first_answer(tmp_path: Path) -> None:
+    """Asked `since` its last answer, the server sends only the quality rows of the tiles
+    measured since: the page merges them into those it kept, so a tile registered after the
+    page opened shows its shift in words, and the tiles before it keep theirs."""
+    experiment = tmp_path / "exp"
+    (experiment / "raw_data").mkdir(parents=True)
+    store = Settings().datastore_path(experiment)
+    writer = Ledger(ledger_path(store))
+    for tile in range(2):
+        writer.observe(tile, 0, f"r0001_tile{tile:04d}_1", "f")
+    log = QualityLog(state_dir(store) / QUALITY_DB)
+    numbers = EntryQuality(100.0, 90.0, 400.0, 0.0, (0.1, 0.5, 0.2), 1)
+
+    def register(tile: int, shift_x_um: float) -> None:
+        """A tile's rounds 0 and 1 measured, round 1 registered against round 0."""
+        log.record(
+            QualityRow.of(f"t{tile}r{n}", "round", tile, n, n, (0, 10 * tile, 0), numbers)
+            for n in range(2)
+        )
+        log.record_shifts(tile, {1: FiducialShift(0, (0.0, 0.0, shift_x_um), 0.9)})
+
+    register(0, 1.5)
+    config = write_config(tmp_path / "config.toml", web={"listen": "127.0.0.1:0"})
+    with (
+        chromium() as driver,
+        Watched(
+            "serve", daemon_command("serve", experiment, config), stdout=subprocess.PIPE
+        ) as serve,
+    ):
+        assert serve.process.stdout is not None
+        line = serve.process.stdout.readline()
+        assert line.startswith("serving"), serve.report()
+        driver.get(line.split()[-1])
+
+        def shifts() -> list[str]:
+            return driver.find_element("id", "shifts").text.splitlines()
+
+        wait_until(lambda: len(shifts()) == 2, lambda: f"tile 0 drawn: {shifts()}", [serve])
+        register(1, 2.5)  # after the page's first answer
+        wait_until(lambda: len(shifts()) == 3, lambda: f"tile 1 merged: {shifts()}", [serve])
+        assert shifts() == [
+            "tile round 0 round 1",
+            "tile 0 reference 1.50 µm, match 0.90",
+            "tile 1 reference 2.50 µm, match 0.90",
+        ]
+        asks = driver.execute_script(STATE_ASKS)
+        assert all("since=" in a for a in asks[1:])
+        severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert severe == []
+        assert serve.stop() == 0, serve.report()
+    log.close()
+    writer.close()
 
 
 def test_the_page_follows_a_run_by_asking_what_changed_since_its_last_answer(

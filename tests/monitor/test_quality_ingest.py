@@ -105,7 +105,7 @@ def test_the_v06_layout_gets_the_same_quality_numbers_and_preview(tmp_path):
         assert attrs["quality"]["focus"] == row["focus"]
 
     page = Snapshots(experiment, load_settings(config)).page()
-    assert len(page["quality"]) == len(entries)
+    assert len(page["quality"]["rows"]) == len(entries)
     assert "bit001" in page["previews"]
 
 

@@ -3,20 +3,27 @@ when the page reads a real ledger."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import subprocess
 import sys
+from dataclasses import astuple, fields
 
 from support.experiment import quiet
 
 from daemon.config import Settings
 from daemon.datastore.sqlite import Database
-from daemon.datastore.statedir import ledger_path
+from daemon.datastore.statedir import ledger_path, state_dir
 from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult, unit_id
 from daemon.monitor.alertview import RECENT_CLEARED, AlertHistory
 from daemon.monitor.snapshot import Snapshots, as_stored
 from daemon.monitor.status import collect, render
 from daemon.monitor.tally import RECENT_EVENTS, Tally
+from daemon.pixels.quality import EntryQuality
 from daemon.products.alertlog import AlertLog, AlertRecord, alert_log_path
+from daemon.products.qualitylog import QUALITY_DB, FiducialShift, QualityLog, QualityRow
+
+QUALITY_COLUMNS = [f.name for f in fields(QualityRow)]
 
 
 def unit(tile: int, state: str, seen: float, started=None, finished=None, size=0, error=None):
@@ -206,16 +213,34 @@ def test_open_alerts_unacknowledged_then_most_urgent_first_and_the_latest_cleare
 
 
 def merged(previous: dict | None, answer: dict) -> dict:
-    """What the page's `fetchState` keeps: an answer `changed_only` merged into its grid."""
-    if not answer["changed_only"] or previous is None:
-        return answer
-    grid = {tile: dict(rounds) for tile, rounds in previous["grid"].items()}
-    for tile, rounds in answer["grid"].items():
-        grid.setdefault(tile, {}).update(rounds)
-    return answer | {"grid": grid}
+    """What the page's `fetchState` keeps: an answer `changed_only` merged into its grid, and
+    one `quality_changed_only` into its quality rows (the tiles sent replace theirs)."""
+    if previous is None:
+        return answer | {"quality": named_rows(answer)}
+    grid = answer["grid"]
+    if answer["changed_only"]:
+        grid = {tile: dict(rounds) for tile, rounds in previous["grid"].items()}
+        for tile, rounds in answer["grid"].items():
+            grid.setdefault(tile, {}).update(rounds)
+    quality = named_rows(answer)
+    if answer["quality_changed_only"]:
+        tiles = {r["tile"] for r in quality}
+        kept = [r for r in previous["quality"] if r["tile"] not in tiles]
+        quality = sorted(kept + quality, key=lambda r: r["tile"])
+    return answer | {"grid": grid, "quality": quality}
 
 
-MOMENT = ("now", "seconds_since_last_unit", "since", "changed_only")  # differ between reads
+def named_rows(answer: dict) -> list[dict]:
+    """An answer's quality rows as the page's `namedRows` makes them: each row's values
+    named by the answer's `fields`."""
+    quality = answer["quality"]
+    if isinstance(quality, list):  # already named (kept)
+        return quality
+    return [dict(zip(quality["fields"], row, strict=True)) for row in quality["rows"]]
+
+
+# differ between reads
+MOMENT = ("now", "seconds_since_last_unit", "since", "changed_only", "quality_changed_only")
 
 
 def test_answers_since_the_last_one_add_up_to_the_whole_state(tmp_path):
@@ -261,6 +286,7 @@ def test_answers_since_the_last_one_add_up_to_the_whole_state(tmp_path):
             assert sum(map(len, answer["grid"].values())) <= 2  # only what the step changed
         kept = merged(kept, answer)
         afresh = Snapshots(tmp_path, settings).page()
+        afresh |= {"quality": named_rows(afresh)}
         assert afresh["grid"] == kept["grid"]
         assert {k: v for k, v in kept.items() if k not in MOMENT} == {
             k: v for k, v in afresh.items() if k not in MOMENT
@@ -312,3 +338,79 @@ def test_asking_what_changed_never_costs_the_writer_its_locks(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+
+
+def quality_rows(tile: int, round_: int, p999: float) -> list[QualityRow]:
+    """A unit's rows as a worker records them: its fiducial and one readout bit."""
+    numbers = EntryQuality(100.0, 90.0, p999, 0.0, (0.1, 0.5, 0.2), 1)
+    return [
+        QualityRow.of(f"t{tile}r{round_}", "round", tile, round_, round_, (0, 10, 20), numbers),
+        QualityRow.of(f"t{tile}b{round_}", "bit", tile, round_, round_ + 1, (0, 10, 20), numbers),
+    ]
+
+
+def test_answers_since_the_last_one_carry_only_the_tiles_whose_quality_changed(tmp_path):
+    """The quality rows travel like the grid: asked `since` its last answer, the page gets
+    the rows of the tiles measured (or re-registered) since, whole tiles (a fiducial's signal
+    relative to round 0 and the tile's reference round depend on its other rows), and its
+    merged rows equal what a page opened afresh is sent."""
+    settings = Settings()
+    store = settings.datastore_path(tmp_path)
+    ledger = Ledger(ledger_path(store))
+    ledger.observe(0, 0, "r0001_tile0000_1", "f")
+    log = QualityLog(state_dir(store) / QUALITY_DB)
+    steps = [
+        lambda: [log.record(quality_rows(t, 1, 400.0)) for t in range(3)],
+        lambda: log.record(quality_rows(1, 0, 800.0)),  # round 0: tile 1's relative signals
+        lambda: log.record_shifts(2, {1: FiducialShift(0, (0.5, 1.0, 2.0), 0.9)}),
+        lambda: None,  # nothing measured
+        lambda: log.record(quality_rows(0, 1, 300.0)),  # converted again
+    ]
+    following = Snapshots(tmp_path, settings)
+    kept = None
+    sent = []
+    for step in steps:
+        step()
+        answer = following.page(kept["since"] if kept else None)
+        sent.append(
+            sorted({r["tile"] for r in named_rows(answer)})
+            if answer["quality_changed_only"]
+            else "all"
+        )
+        kept = merged(kept, answer)
+        afresh = Snapshots(tmp_path, settings).page()
+        assert kept["quality"] == named_rows(afresh)
+    assert sent == ["all", [1], [2], [], [0]]
+    relative = {r["tile"]: r["fiducial_relative"] for r in kept["quality"] if r["kind"] == "round"}
+    assert relative[0] is None and relative[2] is None and relative[1] is not None
+    log.close()
+    ledger.close()
+
+
+def test_rows_an_older_version_writes_still_reach_a_page_asking_since(tmp_path):
+    """The quality rows' revisions are set by triggers in the file: a row written by a
+    version that knows nothing of them (its INSERT names only its own columns) is still sent
+    to a page asking `since` its last answer."""
+    settings = Settings()
+    store = settings.datastore_path(tmp_path)
+    ledger = Ledger(ledger_path(store))
+    ledger.observe(0, 0, "r0001_tile0000_1", "f")
+    path = state_dir(store) / QUALITY_DB
+    log = QualityLog(path)
+    log.record(quality_rows(0, 0, 400.0))
+    following = Snapshots(tmp_path, settings)
+    first = following.page()
+    older = sqlite3.connect(path)
+    row = dict(zip(QUALITY_COLUMNS, astuple(quality_rows(5, 0, 500.0)[0]), strict=True))
+    row["focus"] = json.dumps(list(row["focus"]))
+    with older:
+        older.execute(
+            f"INSERT INTO quality ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+            list(row.values()),
+        )
+    older.close()
+    answer = following.page(first["since"])
+    assert answer["quality_changed_only"]
+    assert [r["entry"] for r in named_rows(answer)] == ["t5r0"]
+    log.close()
+    ledger.close()

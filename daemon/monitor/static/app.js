@@ -421,16 +421,37 @@ function draw(state) {
 }
 
 // The run's state as of a new answer, else null. Asked `since` the last answer, the server
-// sends the grid's cells changed since then (`changed_only`), merged into the grid kept here;
-// the first answer, or one the server could not answer so, holds the whole grid.
+// sends the grid's cells changed since then (`changed_only`) and the quality rows of the
+// tiles changed since then (`quality_changed_only`), merged into those kept here; the first
+// answer, or one the server could not answer so, holds the whole grid and every row.
 async function fetchState() {
   const response = await fetch(url("api/state", last && last.since ? { since: last.since } : {}));
   if (!response.ok) return null;
   const answer = await response.json();
-  if (!answer.changed_only || !last || !last.grid) return answer;
-  const grid = last.grid;
-  for (const [tile, rounds] of Object.entries(answer.grid)) grid[tile] = Object.assign(grid[tile] || {}, rounds);
-  return { ...answer, grid };
+  if (answer.quality) answer.quality = namedRows(answer.quality);
+  if (!last) return answer;
+  let grid = answer.grid;
+  if (answer.changed_only && last.grid) {
+    grid = last.grid;
+    for (const [tile, rounds] of Object.entries(answer.grid)) grid[tile] = Object.assign(grid[tile] || {}, rounds);
+  }
+  let quality = answer.quality;
+  if (answer.quality_changed_only && last.quality) quality = mergeTiles(last.quality, answer.quality);
+  return { ...answer, grid, quality };
+}
+
+// The quality rows as objects: the server sends each row's values in `fields` order.
+function namedRows({ fields, rows }) {
+  return rows.map((values) => Object.fromEntries(fields.map((f, i) => [f, values[i]])));
+}
+
+// Rows kept, with the tiles that came in `changed` replaced by their new rows, in tile order
+// (a tile travels whole: its rows depend on each other).
+function mergeTiles(kept, changed) {
+  if (changed.length === 0) return kept;
+  const tiles = new Set(changed.map((r) => r.tile));
+  const merged = kept.filter((r) => !tiles.has(r.tile)).concat(changed);
+  return merged.sort((a, b) => a.tile - b.tile);  // stable: each tile's rows keep their order
 }
 
 async function poll() {

@@ -1,0 +1,119 @@
+"""The page's quality rows, kept between answers and taken in by what changed.
+
+A run of 10,000 units holds tens of thousands of quality rows: reading, compacting and sending
+them all every second cost the page's answers most of their time. The quality log stamps each
+row with the revision that wrote it (`QualityLog.revision`), so this keeps the page's rows by
+tile and reads again only the tiles with a row written since its last read; each tile
+remembers the answer (`seq`) at which it last changed, so a page asking since an answer gets
+the rows of the tiles changed after it. A tile travels whole: its fiducials' signal relative
+to round 0 and which round is its registration reference depend on its other rows. Rows
+travel as lists of values in `PAGE_FIELDS` order (the page names them): a third of the bytes
+of named rows, and a third of the time to encode a whole answer.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from daemon.products.qualitylog import QualityLog
+
+# What the page draws from a quality row: sent every second, so nothing more.
+PAGE_QUALITY_FIELDS = (
+    "entry",
+    "kind",
+    "tile",
+    "round",
+    "entry_index",
+    "p999",
+    "saturated_fraction",
+    "best_focus",
+    "best_focus_plane",
+    "fiducial_relative",
+    "reference_round",
+    "shift_z_um",
+    "shift_y_um",
+    "shift_x_um",
+    "match_quality",
+)
+# What each row the page is sent holds, in order: the above and two derived from its tile.
+PAGE_FIELDS = (*PAGE_QUALITY_FIELDS, "fiducial_shift_um", "is_reference")
+
+
+class QualityView:
+    """The page's rows of each tile and the answer at which each tile last changed."""
+
+    def __init__(self) -> None:
+        self.seq = 0  # the answer the rows are as of
+        self.whole_seq = 0  # the answer at which every row was read afresh
+        self.by_tile: dict[int, list[list[Any]]] = {}  # each row's values, PAGE_FIELDS order
+        self.measured: list[dict[str, Any]] = []  # a row as stored (its stage position), if any
+        self._changed_at: dict[int, int] = {}  # tile -> seq
+        self._revision: int | None = None  # the quality log's revision the rows are as of
+        self._read_at: tuple[object, ...] | None = None  # the log's file signature then
+
+    def read(self, path: Path, signature: tuple[object, ...] | None) -> None:
+        """Take in the tiles changed in the log at `path` since the last read: nothing when
+        its files did not change, every row at the first read, from another file (replaced)
+        or from a log from before revisions."""
+        if signature is None or signature == self._read_at:
+            return
+        previous = self._read_at
+        log = QualityLog(path, readonly=True)
+        try:
+            revision = log.revision()
+            same_file = previous is not None and signature[0] == previous[0]
+            if same_file and revision is not None and self._revision is not None:
+                tiles: set[int] | None = log.changed_tiles(self._revision)
+                rows = log.rows(tiles, focus=False)
+            else:
+                tiles, rows = None, log.rows(focus=False)
+        finally:
+            log.close()
+        self.seq += 1
+        if tiles is None:
+            self.by_tile, self._changed_at, self.whole_seq = {}, {}, self.seq
+        fresh: dict[int, list[dict[str, Any]]] = {}
+        for row in rows:
+            fresh.setdefault(row["tile"], []).append(row)
+        self.measured = rows[:1] or self.measured
+        for tile, tile_rows in fresh.items():
+            reference = references(tile_rows)
+            self.by_tile[tile] = [_compact(r, reference) for r in tile_rows]
+            self._changed_at[tile] = self.seq
+        self._revision, self._read_at = revision, signature
+
+    def rows_since(self, seq: int) -> list[list[Any]] | None:
+        """The rows of the tiles changed after answer `seq`, in tile order; None when that
+        page needs every row (`seq` is not one of these, or every row was read afresh)."""
+        if seq < self.whole_seq or seq > self.seq:
+            return None
+        return [
+            r for t in sorted(self.by_tile) if self._changed_at[t] > seq for r in self.by_tile[t]
+        ]
+
+    def rows(self) -> list[list[Any]]:
+        """Every row, in tile, round, kind, index order."""
+        return [r for t in sorted(self.by_tile) for r in self.by_tile[t]]
+
+
+def references(rows: list[dict[str, Any]]) -> set[tuple[int, int]]:
+    """(tile, round) of each tile's registration reference: its lowest converted fiducial."""
+    lowest: dict[int, int] = {}
+    for r in rows:
+        if r["kind"] == "round":
+            lowest[r["tile"]] = min(r["round"], lowest.get(r["tile"], r["round"]))
+    return set(lowest.items())
+
+
+def _compact(row: dict[str, Any], references: set[tuple[int, int]]) -> list[Any]:
+    """A quality row's values in PAGE_FIELDS order: only what the page uses (not the
+    per-plane focus list), with its fiducial's shift magnitude (µm) and whether it is its
+    tile's registration reference."""
+    shift = [row[k] for k in ("shift_z_um", "shift_y_um", "shift_x_um")]
+    return [
+        *(row[k] for k in PAGE_QUALITY_FIELDS),
+        None if None in shift else math.hypot(*shift),
+        row["kind"] == "round" and (row["tile"], row["round"]) in references,
+    ]
