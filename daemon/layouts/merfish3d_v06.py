@@ -89,12 +89,18 @@ def affine_zyx_px(facts: EntryFacts) -> list[list[float]]:
 def stage_zyx_um(
     own_zyx: Sequence[float], known: Mapping[int, Sequence[float]], mirrored: bool
 ) -> list[float]:
-    """The reference's stage position of a tile, given the round's known [z, y, x] positions."""
+    """The reference's stage position of a tile, given the round's known [z, y, x] positions.
+
+    Mirrored, it needs the round's largest y and x (rounded as the reference rounds each
+    position): taken in one vectorised pass, since a round has up to thousands of tiles and
+    every unit, and every tile of a finished round, asks."""
     z, y, x = (float(np.round(v, 2)) for v in own_zyx)
     if mirrored:
-        ys = [float(np.round(p[1], 2)) for p in known.values()] + [y]
-        xs = [float(np.round(p[2], 2)) for p in known.values()] + [x]
-        y, x = max(xs) - x, max(ys) - y
+        top_y, top_x = y, x
+        if known:
+            yx = np.round(np.array([(p[1], p[2]) for p in known.values()], dtype=np.float64), 2)
+            top_y, top_x = max(float(yx[:, 0].max()), y), max(float(yx[:, 1].max()), x)
+        y, x = top_x - x, top_y - y
     return _f32([np.round(z, 2), np.round(y, 2), np.round(x, 2)])
 
 
