@@ -141,9 +141,8 @@ class DaemonProcess:
 
     def finish(self) -> DaemonRun:
         """Wait for the process to exit and collect its run."""
-        _, status = os.waitpid(self.proc.pid, 0)
+        self.proc.wait()  # (a caller's poll() may have reaped it already)
         wall = time.perf_counter() - self.started
-        self.proc.returncode = os.waitstatus_to_exitcode(status)
         self._sampler.join()
         return DaemonRun(
             wall_s=wall,
