@@ -46,6 +46,9 @@ ENVIRONMENTAL_ERRNOS = TRANSIENT_ERRNOS | {
 # tensorstore: 'Error writing local file "<path>": ... [os_error_code=\'28\']'
 _TS_ERRNO = re.compile(r"\[os_error_code='(\d+)'\]")
 _TS_FILE = re.compile(r'local file "([^"]+)"')
+# tensorstore, a file that is not there (no errno in the text): 'NOT_FOUND: Error opening
+# "zarr3" driver: Metadata at local file "<path>" does not exist'
+_TS_MISSING = re.compile(r'^NOT_FOUND: .*local file "[^"]+" does not exist')
 
 
 def os_error(exc: BaseException) -> OSError | None:
@@ -57,8 +60,8 @@ def os_error(exc: BaseException) -> OSError | None:
         if isinstance(current, OSError):
             return current
         match = _TS_ERRNO.search(str(current))
-        if match:
-            code = int(match[1])
+        if match or _TS_MISSING.search(str(current)):
+            code = int(match[1]) if match else errno.ENOENT
             where = _TS_FILE.search(str(current))
             return OSError(code, os.strerror(code), where[1] if where else None)
         current = current.__cause__ or (
