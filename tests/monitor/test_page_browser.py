@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
@@ -89,6 +90,14 @@ def shown_text(driver) -> tuple[str, list[str]]:
     """The units line and the tiles' hover texts, as a person reads them."""
     counts = driver.find_element("id", "counts").text
     return counts, sorted(driver.execute_script(TILE_TITLES))
+
+
+def open_served_page(driver: Any, serve: Watched) -> None:
+    """Open the page at the address `serve` printed when it started listening."""
+    assert serve.process.stdout is not None
+    line = serve.process.stdout.readline()
+    assert line.startswith("serving"), serve.report()
+    driver.get(line.split()[-1])
 
 
 def test_page_follows_the_run_and_singles_out_bad_tiles(tmp_path: Path) -> None:
@@ -200,10 +209,7 @@ def test_the_page_merges_quality_rows_that_arrive_after_its_first_answer(tmp_pat
             "serve", daemon_command("serve", experiment, config), stdout=subprocess.PIPE
         ) as serve,
     ):
-        assert serve.process.stdout is not None
-        line = serve.process.stdout.readline()
-        assert line.startswith("serving"), serve.report()
-        driver.get(line.split()[-1])
+        open_served_page(driver, serve)
 
         def shifts() -> list[str]:
             return driver.find_element("id", "shifts").text.splitlines()
@@ -247,10 +253,7 @@ def test_the_page_follows_a_run_by_asking_what_changed_since_its_last_answer(
             "serve", daemon_command("serve", experiment, config), stdout=subprocess.PIPE
         ) as serve,
     ):
-        assert serve.process.stdout is not None
-        line = serve.process.stdout.readline()
-        assert line.startswith("serving"), serve.report()
-        driver.get(line.split()[-1])
+        open_served_page(driver, serve)
         names = ["tile0000", "tile0001", "tile0002"]
         wait_until(
             lambda: shown_text(driver)[0] == "1 done, 2 pending",
