@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import tensorstore as ts
 
-from daemon.datastore.jsonio import read_json, write_json_atomic
+from daemon.datastore.jsonio import is_staged, read_json, write_json_atomic
 
 BLOSC_COMPRESSORS = frozenset({"lz4", "lz4hc", "zstd", "zlib", "blosclz"})
 BLOSC_SHUFFLES = {"none": 0, "byte": 1, "bit": 2}
@@ -110,6 +110,21 @@ def shared_context() -> ts.Context:
     return make_context()
 
 
+@functools.lru_cache(maxsize=8)
+def _unsynced(context: ts.Context) -> ts.Context:
+    return ts.Context({"file_io_sync": False}, parent=context)
+
+
+def writing_context(context: ts.Context, path: str | os.PathLike[str]) -> ts.Context:
+    """The context an array at `path` is written through: `context` itself, except in a
+    staging folder, where tensorstore's own fsync of every file it writes (`file_io_sync`)
+    is left out and the threads of `context` are shared. Publication makes a staged entry
+    durable as a whole (`fsync_tree`) before renaming it into view, so syncing each chunk as
+    it was written was a second fsync of every file (per array of a tiny unit, 1.0-1.4 ms of
+    CPU and 2.6-3.5 ms of wall against 0.5-0.6 ms unsynced)."""
+    return _unsynced(context) if is_staged(Path(path)) else context
+
+
 def chunk_shape(shape: tuple[int, ...], codec: ArrayCodec) -> list[int]:
     """Chunks: `z_chunk` planes for 3D [z, y, x], the whole array for 2D [y, x], one
     leading index (one channel of a PSF, one component of a flow field) for 4D."""
@@ -171,7 +186,9 @@ def write_array(
     data = np.asarray(data)
     data = data.astype(little_endian(data.dtype), copy=False)
     spec = array_spec(path, data.dtype, data.shape, codec)
-    store = ts.open(spec, create=True, delete_existing=True, context=context).result()
+    store = ts.open(
+        spec, create=True, delete_existing=True, context=writing_context(context, path)
+    ).result()
     names = list(dims) if dims is not None else list(DEFAULT_DIMS.get(data.ndim, ()))
     if len(names) != data.ndim:
         raise ValueError(f"{path}: dimension names {names} for an array of shape {data.shape}")

@@ -22,8 +22,9 @@ import contextlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -76,7 +77,28 @@ def _fsync(path: str | os.PathLike[str], flags: int = 0) -> None:
         os.close(fd)
 
 
-FSYNC_THREADS = 8  # an entry's fsyncs in flight at once
+FSYNC_THREADS = 8  # fsyncs in flight at once, across the process's publications
+_fsync_pool: ThreadPoolExecutor | None = None
+_fsync_pool_lock = threading.Lock()
+
+
+def _fsyncs() -> ThreadPoolExecutor:
+    """The process's fsync threads, started on first use and kept: starting a pool per
+    publication started its threads again for every entry (~0.4 ms of CPU each time)."""
+    global _fsync_pool
+    with _fsync_pool_lock:
+        if _fsync_pool is None:
+            _fsync_pool = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="fsync")
+        return _fsync_pool
+
+
+def _forget_fsync_pool() -> None:
+    """In a forked child the parent's threads do not exist: it starts its own pool."""
+    global _fsync_pool, _fsync_pool_lock
+    _fsync_pool, _fsync_pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_fsync_pool)
 
 
 def fsync_tree(folder: str | os.PathLike[str]) -> None:
@@ -88,14 +110,18 @@ def fsync_tree(folder: str | os.PathLike[str]) -> None:
     microscope's writeback with it. The fsyncs run `FSYNC_THREADS` at a time: each waits on
     the disk (a journal commit, a cache flush), not on a core, and one after the other each
     waited its own turn (a unit's ~200 files: 0.85 s against 0.34 s side by side, with a
-    writer at 50 MB/s on the same ext4). The first failure is raised, once all have ended.
+    writer at 50 MB/s on the same ext4), in threads kept for the process (`_fsyncs`). The
+    first failure is raised, once all have ended.
     """
     paths = []
     for dirpath, _dirnames, filenames in os.walk(folder):
         paths += [os.path.join(dirpath, name) for name in filenames]
         paths.append(dirpath)
-    with ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="fsync") as pool:
-        list(pool.map(_fsync, paths))
+    pool = _fsyncs()
+    futures = [pool.submit(_fsync, path) for path in paths]
+    wait(futures)
+    for future in futures:
+        future.result()
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 import tensorstore as ts
 from yaozarrs import v05, validate_ome_object
 
-from daemon.datastore.arrays import REFERENCE_CODEC, ArrayCodec
+from daemon.datastore.arrays import REFERENCE_CODEC, ArrayCodec, writing_context
 from daemon.datastore.jsonio import fsync_dir, read_json, write_json_atomic
 from daemon.datastore.layout import Entity, tile_name
 from daemon.datastore.staging import PendingWrites, StagingArea
@@ -172,7 +172,8 @@ def _write_image(
     folder.mkdir(parents=True, exist_ok=True)
     _write_group(folder, ome, attrs)
     spec = _array_spec(folder / "0", data, codec)
-    store = ts.open(spec, create=True, delete_existing=True, context=context).result()
+    into = writing_context(context, folder)
+    store = ts.open(spec, create=True, delete_existing=True, context=into).result()
     return store.write(data, can_reference_source_data_indefinitely=True)
 
 
