@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 LAYOUT_NAMES = ("seed", "merfish3d-v0.6")
 # Each layout's marker file (`Layout.marker`), so that finding a folder's layout imports no
-# backend: the v0.6 one pulls in pydantic through yaozarrs (0.15-0.4 s of a seed run's start).
+# backend (a backend's imports are a cost of every start that does not use it).
 MARKERS = {"seed": "datastore.json", "merfish3d-v0.6": "datastore_state.json"}
 
 
