@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import zarr
 
+import daemon.datastore.jsonio as jsonio
 from daemon.datastore.arrays import writing_context
 from daemon.datastore.layout import Entity, LayoutError
 from daemon.datastore.store import DataStore
@@ -239,3 +240,41 @@ def test_publications_reuse_the_same_fsync_threads(ds):
             first = fsync_threads()
     assert first
     assert first <= fsync_threads()  # still there, and the same threads serve the next
+
+
+def test_publications_side_by_side_each_keep_their_fsyncs_in_flight(ds, monkeypatch):
+    """The fsync threads are shared by the process, not the number in flight: two workers
+    publishing at once each have up to FSYNC_THREADS fsyncs waiting on the disk, as when each
+    publication started a pool of its own."""
+    fsync = os.fsync
+    lock = threading.Lock()
+    in_flight: dict[str, int] = {}
+    most = {"all": 0, "one": 0}
+    both_full = threading.Event()
+
+    def recorded(fd: int) -> None:
+        entry = os.readlink(f"/proc/self/fd/{fd}").split("/.staging/")[-1].split("/")[1]
+        with lock:
+            in_flight[entry] = in_flight.get(entry, 0) + 1
+            most["all"] = max(most["all"], sum(in_flight.values()))
+            most["one"] = max(most["one"], in_flight[entry])
+            if sum(in_flight.values()) > jsonio.FSYNC_THREADS:
+                both_full.set()
+        both_full.wait(timeout=5)  # a ninth fsync arrives while these wait, or never
+        fsync(fd)
+        with lock:
+            in_flight[entry] -= 1
+
+    stages = [ds.stage(Entity.round(tile, 0)) for tile in (1, 2)]
+    for staged in stages:
+        staged.write_array("camera_data", STACK, wait=True)
+        staged.write_array("corrected_data", STACK // 2, wait=True)
+    assert all(len(list(s.path.rglob("*"))) >= jsonio.FSYNC_THREADS for s in stages)
+    monkeypatch.setattr(os, "fsync", recorded)
+    publishing = [threading.Thread(target=s.publish) for s in stages]
+    for thread in publishing:
+        thread.start()
+    for thread in publishing:
+        thread.join()
+    assert most["one"] <= jsonio.FSYNC_THREADS
+    assert most["all"] > jsonio.FSYNC_THREADS
