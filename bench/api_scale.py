@@ -2,11 +2,13 @@
 
 Builds a real ledger with the daemon's own calls (observe, claim, finish, fail) for
 `--units` units (1,250 tiles x 8 rounds by default): most done, some failed, a backlog of
-pending and running ones, with the writer kept open as during a run (its WAL present), and
-the quality log's rows of each unit done (its fiducial and `BITS` readouts). Then
+pending and running ones, with the writer kept open as during a run (its WAL present), the
+quality log's rows of each unit done (its fiducial and `BITS` readouts), and raw_data's plan,
+dataset folders (empty) and stage positions, which the page lists and reads. Then
 times GET /api/state from the real web server (uvicorn serving the starlette app: routing,
 JSON encoding, the security middleware, over HTTP on loopback) and `status` (collect +
-render), the median of `--repeat`: the whole state (a page opened), and `?since=` the previous
+render), the median of `--repeat`: the first answer of a page opened, all the answers a page
+opened asks one after another until it has every quality row, and `?since=` the previous
 answer as the page asks each second, with a commit (a unit done and its quality rows
 recorded) before each (during a run) and without
 (after it). Code without `since` answers it whole, so the same command times both.
@@ -38,6 +40,9 @@ from daemon.monitor.status import collect, render
 from daemon.monitor.web import open_server
 from daemon.pixels.quality import EntryQuality
 from daemon.products.qualitylog import QUALITY_DB, QualityLog, QualityRow
+from daemon.simulate.settings import SimulationSettings
+from daemon.simulate.stage import stage_position
+from daemon.simulate.writer import metadata_files, write_csv
 
 TILES, ROUNDS = 1250, 8
 BACKLOG = 200  # units not finished: the last 4 of them running
@@ -107,6 +112,23 @@ def build_ledger(
     return ledger
 
 
+def write_raw_data(experiment: Path, units: int) -> None:
+    """raw_data as the microscope leaves it: the plan's CSVs, and each unit's dataset folder
+    (empty: the page only lists them) and stage-position CSV, which the page reads."""
+    raw = experiment / "raw_data"
+    raw.mkdir(parents=True)
+    settings = SimulationSettings(tiles=-(-units // ROUNDS), rounds=ROUNDS)
+    for name, rows in metadata_files(settings).items():
+        write_csv(raw / name, rows)
+    for n in range(units):
+        tile, round_ = divmod(n, ROUNDS)
+        name = f"{settings.root_name}_r{round_ + 1:04d}_tile{tile:04d}"
+        (raw / f"{name}_1").mkdir()
+        x, y, z = stage_position(settings, tile, round_ + 1)
+        stage = [["stage_x", "stage_y", "stage_z"], [x, y, z]]
+        write_csv(raw / f"{name}_stage_positions.csv", stage)
+
+
 def fetch(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=60) as answer:
         return bytes(answer.read())
@@ -138,21 +160,33 @@ def main() -> None:
     if not path.exists():
         start = time.perf_counter()
         build_ledger(path, quality, args.units, backlog=BACKLOG, failed_every=500).close()
+        write_raw_data(experiment, args.units)
         print(f"built {args.units} units in {time.perf_counter() - start:.0f} s: {path}")
     writer = Ledger(path)  # open as during a run: the WAL is there
     server = open_server(experiment, settings, "127.0.0.1:0")
     server.start()
     url = server.url + "api/state"
-    answers = [fetch(url)]  # also waits for the server to answer
+    start = time.perf_counter()
+    answers = [fetch(url)]  # the first ask of a server just started: it reads the run
+    first_ms = (time.perf_counter() - start) * 1000
 
     def since_url() -> str:
         """The page's next ask: since its last answer (whole, when the code has no since)."""
         since = json.loads(answers[-1]).get("since")
         return f"{url}?since={since}" if since else url
 
+    def opened() -> None:
+        """A page opened: its first answer, then at once the next while it says there are
+        more quality rows (code without pages answers whole at once)."""
+        answer = json.loads(fetch(url))
+        while answer.get("quality_more"):
+            answer = json.loads(fetch(f"{url}?since={answer['since']}"))
+
     running = unit_id(*divmod(args.units - BACKLOG, ROUNDS))
     timed = {
+        "first ask of a server just started": first_ms,
         "whole, ledger unchanged": median_ms(lambda: fetch(url), args.repeat),
+        "a page opened, all its answers": median_ms(opened, args.repeat),
         "whole, after a commit": median_ms(
             lambda: fetch(url), args.repeat, lambda: commit(writer, quality, running)
         ),

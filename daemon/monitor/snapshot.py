@@ -185,18 +185,19 @@ class Snapshots:
             recheck = self._changed | {unit_of(uid) for uid in acquiring | tally.running}
             update_grid(grid, tally, facts, recheck)
             self._changed, self._acquiring = set(), facts.acquiring
-            grid_seq, quality_seq = _seqs_of(since, grid.epoch)
+            grid_seq, quality_seq, cursor = _seqs_of(since, grid.epoch)
             cells = grid.changed_since(grid_seq)
             report = report_from(
                 tally, facts, self.experiment, self.settings, grid.as_json(facts.round_name, cells)
             )
             quality_path = state_dir(self.store) / QUALITY_DB
             self._quality.read(quality_path, ledger_signature(quality_path))
-            quality = self._quality.rows_since(quality_seq)
+            rows, quality_changed_only, cursor = self._quality.rows_since(quality_seq, cursor)
             report |= {
-                "since": f"{grid.epoch}.{grid.seq}.{self._quality.seq}",
+                "since": f"{grid.epoch}.{grid.seq}.{self._quality.seq}.{_cursor_text(cursor)}",
                 "changed_only": cells is not None,
-                "quality_changed_only": quality is not None,
+                "quality_changed_only": quality_changed_only,
+                "quality_more": cursor is not None,
             }
             now = time.time()
             unit_name = self._naming().unit_name
@@ -205,10 +206,7 @@ class Snapshots:
             return report | {
                 "now": now,
                 "tiles": {str(t): {"x": x, "y": y} for t, (x, y) in sorted(positions.items())},
-                "quality": {
-                    "fields": PAGE_FIELDS,
-                    "rows": self._quality.rows() if quality is None else quality,
-                },
+                "quality": {"fields": PAGE_FIELDS, "rows": rows},
                 "history": tally.history(),
                 "events": tally.events(unit_name),
                 "failures": tally.failures(unit_name),
@@ -219,14 +217,25 @@ class Snapshots:
             }
 
 
-def _seqs_of(since: str | None, epoch: str) -> tuple[int, int]:
+def _seqs_of(since: str | None, epoch: str) -> tuple[int, int, int | None]:
     """The grid's and the quality rows' answer numbers in a page's `since`
-    (`epoch.grid_seq.quality_seq`), -1 each when it is not one of this server's (none,
-    another server's, not numbers): that page gets the whole grid and every quality row."""
+    (`epoch.grid_seq.quality_seq.cursor`), -1 each when it is not one of this server's (none,
+    another server's, not numbers): that page gets the whole grid and starts its quality rows
+    again; and the tile from which that page still lacks quality rows (None: none)."""
     given_epoch, *seqs = (since or "").split(".")
-    if given_epoch != epoch or len(seqs) != 2 or not all(s.isdigit() for s in seqs):
-        return -1, -1
-    return int(seqs[0]), int(seqs[1])
+    if (
+        given_epoch != epoch
+        or len(seqs) != 3
+        or not all(s.isdigit() for s in seqs[:2])
+        or not (seqs[2].isdigit() or seqs[2] == "")
+    ):
+        return -1, -1, None
+    return int(seqs[0]), int(seqs[1]), int(seqs[2]) if seqs[2] else None
+
+
+def _cursor_text(cursor: int | None) -> str:
+    """The tile from which a page lacks quality rows, as its `since` ends: "" for none."""
+    return "" if cursor is None else str(cursor)
 
 
 def ledger_signature(path: Path) -> tuple[object, ...] | None:

@@ -387,6 +387,44 @@ def test_answers_since_the_last_one_carry_only_the_tiles_whose_quality_changed(t
     ledger.close()
 
 
+def test_a_page_opened_on_many_quality_rows_gets_them_a_page_of_tiles_at_a_time(tmp_path):
+    """A page opened on a large run is not sent its tens of thousands of quality rows at once:
+    each answer carries about PAGE_ROWS of them, whole tiles in tile order, and says there
+    are more (`quality_more`); asked `since` it, the next answer adds the next tiles and the
+    tiles already sent that changed meanwhile. Once it has them all, its rows equal those a
+    page reading every page afresh gets, whatever was measured in between."""
+    settings = Settings()
+    store = settings.datastore_path(tmp_path)
+    ledger = Ledger(ledger_path(store))
+    ledger.observe(0, 0, "r0001_tile0000_1", "f")
+    log = QualityLog(state_dir(store) / QUALITY_DB)
+    log.record([row for t in range(2500) for row in quality_rows(t, 1, 400.0)])  # 5,000 rows
+
+    def every_row(snapshots: Snapshots) -> tuple[list[dict], int]:
+        """The rows of a page opened afresh once it asked for them all, and its answers."""
+        kept, answers = None, 0
+        while kept is None or kept["quality_more"]:
+            kept = merged(kept, snapshots.page(kept["since"] if kept else None))
+            answers += 1
+        return kept["quality"], answers
+
+    following = Snapshots(tmp_path, settings)
+    kept = None
+    sent = []
+    while kept is None or kept["quality_more"]:
+        answer = following.page(kept["since"] if kept else None)
+        tiles = [r["tile"] for r in named_rows(answer)]
+        sent.append((answer["quality_changed_only"], tiles[0], tiles[-1], len(tiles)))
+        kept = merged(kept, answer)
+        if len(sent) == 1:  # measured meanwhile: a tile already sent, one not yet
+            log.record(quality_rows(3, 0, 800.0) + quality_rows(2400, 0, 800.0))
+    assert sent == [(False, 0, 999, 2000), (True, 3, 1999, 2004), (True, 2000, 2499, 1002)]
+    assert kept["quality"] == every_row(Snapshots(tmp_path, settings))[0]
+    assert every_row(following) == (kept["quality"], 3)  # another page opened on this server
+    log.close()
+    ledger.close()
+
+
 def test_rows_an_older_version_writes_still_reach_a_page_asking_since(tmp_path):
     """The quality rows' revisions are set by triggers in the file: a row written by a
     version that knows nothing of them (its INSERT names only its own columns) is still sent

@@ -423,7 +423,9 @@ function draw(state) {
 // The run's state as of a new answer, else null. Asked `since` the last answer, the server
 // sends the grid's cells changed since then (`changed_only`) and the quality rows of the
 // tiles changed since then (`quality_changed_only`), merged into those kept here; the first
-// answer, or one the server could not answer so, holds the whole grid and every row.
+// answer, or one the server could not answer so, holds the whole grid. Quality rows come a
+// page of tiles at a time: while the server has more (`quality_more`) the page asks again
+// at once, and each answer adds the next tiles' rows.
 async function fetchState() {
   const response = await fetch(url("api/state", last && last.since ? { since: last.since } : {}));
   if (!response.ok) return null;
@@ -466,7 +468,7 @@ async function poll() {
   } catch (err) {
     document.getElementById("health").textContent = "no connection";
   }
-  setTimeout(poll, POLL_MS);
+  setTimeout(poll, last && last.quality_more ? 0 : POLL_MS);
 }
 
 // A run page of a data root (/exp/<name>/): a link back to the list of every experiment.
