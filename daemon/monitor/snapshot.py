@@ -11,9 +11,9 @@ afterwards.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
+from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from daemon.layouts import Layout, reader
 from daemon.monitor.alertview import AlertHistory, read_history
 from daemon.monitor.grid import Cell, Grid
 from daemon.monitor.qualityview import PAGE_FIELDS, QualityView
+from daemon.monitor.rawlisting import RawListing
 from daemon.monitor.status import (
     NoDatastoreError,
     RunFacts,
@@ -47,27 +48,21 @@ STALLED_AFTER_S = 600.0  # backlog waiting and no unit finished for this long: s
 class Positions:
     """Stage (x, y) µm of each tile as the microscope's CSVs give them, read once per tile.
 
-    A tile not acquired yet is looked for in one listing of raw_data at each ask, not by
-    trying to open each of its rounds' CSVs: at the start of a run of 10,000 units those
-    failed opens cost the page's answer about 0.2 s."""
+    A tile not acquired yet is looked for in raw_data's names (`RawListing`), not by trying
+    to open each of its rounds' CSVs: at the start of a run of 10,000 units those failed
+    opens cost the page's answer about 0.2 s."""
 
     known: dict[int, tuple[float, float]] = field(default_factory=dict)
 
-    def of(self, plan: Plan | None) -> dict[int, tuple[float, float]]:
+    def of(self, plan: Plan | None, names: Container[str]) -> dict[int, tuple[float, float]]:
         if plan is None or len(self.known) == plan.num_tiles:
             return self.known
         suffix = plan.stage_positions_path(1, 0).name.removeprefix(plan.dataset_name(1, 0))
-        try:
-            written = {
-                n.removesuffix(suffix) for n in os.listdir(plan.raw_dir) if n.endswith(suffix)
-            }
-        except OSError:
-            return self.known
         for tile in range(plan.num_tiles):
             if tile in self.known:
                 continue
             for round_ in range(1, plan.num_rounds + 1):
-                if plan.dataset_name(round_, tile) not in written:
+                if f"{plan.dataset_name(round_, tile)}{suffix}" not in names:
                     continue
                 try:
                     x, y, _ = read_stage_position(plan.stage_positions_path(round_, tile))
@@ -92,6 +87,7 @@ class Snapshots:
         self.settings = settings
         self.store = settings.datastore_path(experiment)
         self._positions = Positions()
+        self._listing = RawListing()
         self._lock = threading.Lock()
         self._tally = Tally()
         self._grid = Grid()
@@ -180,7 +176,7 @@ class Snapshots:
         with self._lock:  # one read: the report and the page's parts are the same moment
             self._read_ledger()
             tally, grid = self._tally, self._grid
-            facts = RunFacts.read(self.experiment, self.settings, tally.units)
+            facts = RunFacts.read(self.experiment, self.settings, tally.units, self._listing)
             acquiring = facts.acquiring | self._acquiring
             recheck = self._changed | {unit_of(uid) for uid in acquiring | tally.running}
             update_grid(grid, tally, facts, recheck)
@@ -201,7 +197,8 @@ class Snapshots:
             }
             now = time.time()
             unit_name = self._naming().unit_name
-            positions = as_stored(self._positions.of(facts.plan), self._quality.measured)
+            positions = self._positions.of(facts.plan, self._listing.names)
+            positions = as_stored(positions, self._quality.measured)
             last_done = tally.last_done()
             return report | {
                 "now": now,

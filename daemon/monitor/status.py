@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -31,6 +31,7 @@ from daemon.ingest.ledger import Ledger, UnitRecord, unit_id
 from daemon.layouts import reader
 from daemon.monitor.alertview import alert_line, read_history
 from daemon.monitor.grid import Cell, Grid
+from daemon.monitor.rawlisting import RawListing, dataset_folders
 from daemon.monitor.tally import Tally
 from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import Plan, load_plan
@@ -93,15 +94,26 @@ class RunFacts:
     round_name: Callable[[int], str]
 
     @classmethod
-    def read(cls, experiment: Path, settings: Settings, recorded: Container[str]) -> RunFacts:
-        """Read them now; `recorded`: the unit ids the ledger holds."""
+    def read(
+        cls,
+        experiment: Path,
+        settings: Settings,
+        recorded: Container[str],
+        listing: RawListing | None = None,
+    ) -> RunFacts:
+        """Read them now; `recorded`: the unit ids the ledger holds; `listing`: raw_data's
+        names kept between reads (the page's), brought up to date here."""
         store = settings.datastore_path(experiment)
         raw_dir = experiment / "raw_data"
         plan = readable_plan(raw_dir, settings)
+        folders = None
+        if plan is not None and listing is not None:
+            listing.read(plan)
+            folders = listing.folders
         return cls(
             daemon_pid(lock_path(store)),
             plan,
-            being_written(raw_dir, plan, recorded),
+            being_written(raw_dir, plan, recorded, folders),
             round_namer(store, settings),
         )
 
@@ -177,25 +189,29 @@ def complete(report: dict[str, Any]) -> bool:
     return units["expected"] is not None and units["done"] == units["expected"]
 
 
-def being_written(raw_dir: Path, plan: Plan | None, recorded: Container[str]) -> set[str]:
+def being_written(
+    raw_dir: Path,
+    plan: Plan | None,
+    recorded: Container[str],
+    folders: Mapping[str, str] | None = None,
+) -> set[str]:
     """Unit ids of the plan that the ledger has no record of and whose dataset folder is in
     raw_data, still being written: the same completeness test the daemon applies, so a
-    dataset shows as acquiring exactly while the daemon waits for it."""
+    dataset shows as acquiring exactly while the daemon waits for it. `folders`: raw_data's
+    `dataset_folders` when already known (the page keeps them), else raw_data is listed."""
     if plan is None:
         return set()
-    try:
-        names = os.listdir(raw_dir)
-    except OSError:
-        return set()
+    if folders is None:
+        try:
+            folders = dataset_folders(plan, os.listdir(raw_dir))
+        except OSError:
+            return set()
     found = set()
-    for name in names:
-        parsed = plan.parse_dataset_dir(name)
-        if parsed is None:
+    for name, uid in folders.items():
+        if uid in recorded:
             continue
-        raw_round, tile, _copy = parsed
-        uid = unit_id(tile, raw_round - 1)
         path = raw_dir / name
-        if uid in recorded or path.is_symlink() or not path.is_dir():
+        if path.is_symlink() or not path.is_dir():
             continue
         if check_dataset(path, plan.channel_axis_names).state == "incomplete":
             found.add(uid)
