@@ -177,10 +177,11 @@ def main() -> None:
 
     def opened() -> None:
         """A page opened: its first answer, then at once the next while it says there are
-        more quality rows (code without pages answers whole at once)."""
-        answer = json.loads(fetch(url))
-        while answer.get("quality_more"):
-            answer = json.loads(fetch(f"{url}?since={answer['since']}"))
+        more quality rows (code without pages answers whole at once); its last is kept, so
+        the page asking each second starts from there."""
+        answers.append(fetch(url))
+        while json.loads(answers[-1]).get("quality_more"):
+            answers.append(fetch(since_url()))
 
     running = unit_id(*divmod(args.units - BACKLOG, ROUNDS))
     timed = {
@@ -213,7 +214,7 @@ def main() -> None:
     print(f"{args.units} units, median of {args.repeat} (ms):")
     for name, ms in timed.items():
         print(f"  {name:<40} {ms:6.0f}")
-    print(f"  answer sizes: whole {sizes[0] / 1e3:.0f} kB, since {sizes[1] / 1e3:.1f} kB")
+    print(f"  answer sizes: a first {sizes[0] / 1e3:.0f} kB, since {sizes[1] / 1e3:.1f} kB")
 
 
 if __name__ == "__main__":

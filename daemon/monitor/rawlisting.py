@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 
 from daemon.ingest.ledger import unit_id
 from daemon.raw.experiment import Plan
@@ -32,11 +32,14 @@ def dataset_folders(plan: Plan, names: Iterable[str]) -> dict[str, str]:
 
 class RawListing:
     """The names in raw_data and its dataset folders (`dataset_folders`), as of the last
-    `read`."""
+    `read`, and those of them whose unit the ledger had not recorded when last asked
+    (`unrecorded`): a ledger's units are never removed, so a folder found recorded is not
+    looked at again (a new ledger file: a new listing)."""
 
     def __init__(self) -> None:
         self.names: set[str] = set()
         self.folders: dict[str, str] = {}
+        self._unrecorded: dict[str, str] = {}
         self._read_at: tuple[object, ...] | None = None  # the folder's identity and time
         self._root_name: str | None = None  # the plan's, which the folders' names hold
 
@@ -55,8 +58,18 @@ class RawListing:
         except OSError:
             return
         if plan.root_name != self._root_name:
-            self.names, self.folders, self._root_name = set(), {}, plan.root_name
+            self.names, self.folders, self._unrecorded = set(), {}, {}
+            self._root_name = plan.root_name
         for gone in self.names - names:
             self.folders.pop(gone, None)
-        self.folders.update(dataset_folders(plan, names - self.names))
+            self._unrecorded.pop(gone, None)
+        new = dataset_folders(plan, names - self.names)
+        self.folders.update(new)
+        self._unrecorded.update(new)
         self.names, self._read_at = names, signature
+
+    def unrecorded(self, recorded: Container[str]) -> dict[str, str]:
+        """The dataset folders whose unit is not in `recorded` (the ledger's unit ids)."""
+        for name in [n for n, uid in self._unrecorded.items() if uid in recorded]:
+            del self._unrecorded[name]
+        return dict(self._unrecorded)

@@ -88,6 +88,9 @@ class Snapshots:
         self.store = settings.datastore_path(experiment)
         self._positions = Positions()
         self._listing = RawListing()
+        # the grid's answer at which the tiles' positions (as sent) last changed, and they:
+        # a page is sent them again only then (1,250 tiles: 46 kB of each answer otherwise)
+        self._tiles: tuple[int, dict[int, tuple[float, float]]] = (0, {})
         self._lock = threading.Lock()
         self._tally = Tally()
         self._grid = Grid()
@@ -137,8 +140,9 @@ class Snapshots:
             changed, revision = found if found is not None else (ledger.units(), None)
         finally:
             ledger.close()
-        if since == -1 or revision is None:  # every unit: sums and grid afresh
+        if since == -1 or revision is None:  # every unit: sums, grid and listing afresh
             self._tally, self._grid, self._changed = Tally(), Grid(), set()
+            self._listing, self._tiles = RawListing(), (0, {})
         self._tally.apply(changed)
         self._changed.update((u.tile, u.round) for u in changed)
         self._revision, self._read_at = revision, signature
@@ -199,10 +203,15 @@ class Snapshots:
             unit_name = self._naming().unit_name
             positions = self._positions.of(facts.plan, self._listing.names)
             positions = as_stored(positions, self._quality.measured)
+            if positions != self._tiles[1]:
+                self._tiles = (grid.seq, dict(positions))
+            if cells is None or self._tiles[0] >= grid_seq:  # not sent to that page yet
+                report["tiles"] = {
+                    str(t): {"x": x, "y": y} for t, (x, y) in sorted(positions.items())
+                }
             last_done = tally.last_done()
             return report | {
                 "now": now,
-                "tiles": {str(t): {"x": x, "y": y} for t, (x, y) in sorted(positions.items())},
                 "quality": {"fields": PAGE_FIELDS, "rows": rows},
                 "history": tally.history(),
                 "events": tally.events(unit_name),

@@ -109,7 +109,7 @@ class RunFacts:
         folders = None
         if plan is not None and listing is not None:
             listing.read(plan)
-            folders = listing.folders
+            folders = listing.unrecorded(recorded)
         return cls(
             daemon_pid(lock_path(store)),
             plan,
@@ -198,7 +198,8 @@ def being_written(
     """Unit ids of the plan that the ledger has no record of and whose dataset folder is in
     raw_data, still being written: the same completeness test the daemon applies, so a
     dataset shows as acquiring exactly while the daemon waits for it. `folders`: raw_data's
-    `dataset_folders` when already known (the page keeps them), else raw_data is listed."""
+    `dataset_folders` (at least those not recorded) when already known (the page keeps them),
+    else raw_data is listed."""
     if plan is None:
         return set()
     if folders is None:

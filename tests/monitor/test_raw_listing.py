@@ -23,8 +23,7 @@ RUN = SimulationSettings(tiles=2, rounds=2, z=2, size=32, interval=0.0)
 def test_a_page_follows_datasets_that_appear_and_go_after_it_opened(tmp_path: Path) -> None:
     """Tile 1's first dataset and stage position arrive after the page's first answer, still
     being written (no index yet): the next answer shows it acquiring, at its position; once
-    the folder is gone again it is not seen. The listing then holds exactly raw_data's
-    dataset folders."""
+    the folder is gone again it is not seen. Positions travel only when they changed."""
     experiment = tmp_path / "exp"
     simulator_process(experiment, RUN).expect_exit(0)
     raw = experiment / "raw_data"
@@ -53,6 +52,8 @@ def test_a_page_follows_datasets_that_appear_and_go_after_it_opened(tmp_path: Pa
     shutil.rmtree(raw / "sim_r0001_tile0001_1")
     answer = page.page(answer["since"])
     assert answer["grid"] == {"tile0001": {"round0000": "not seen"}}
+    answer = page.page(answer["since"])
+    assert answer["grid"] == {} and "tiles" not in answer  # the page keeps the positions
     writer.close()
 
 
@@ -84,3 +85,28 @@ def test_the_listing_parses_only_the_names_new_since_its_last_read(tmp_path: Pat
         "sim_r0001_tile0000_2": "tile0000/round0000",
     }
     assert "sim_r0001_tile0000_2" in listing.names and "sim_r0002_tile0001_1" not in listing.names
+
+
+def test_folders_of_recorded_units_are_not_looked_at_again(tmp_path: Path) -> None:
+    """What the page checks for datasets still being written: the folders whose unit the
+    ledger has not recorded, a folder found recorded dropped for good (units are never
+    removed from a ledger), a folder new since taken in."""
+    experiment = tmp_path / "exp"
+    simulator_process(experiment, RUN).expect_exit(0)
+    raw = experiment / "raw_data"
+    plan = readable_plan(raw, Settings())
+    assert plan is not None
+    listing = RawListing()
+    listing.read(plan)
+    recorded = {"tile0000/round0000", "tile0001/round0000"}
+    assert listing.unrecorded(recorded) == {
+        "sim_r0002_tile0000_1": "tile0000/round0001",
+        "sim_r0002_tile0001_1": "tile0001/round0001",
+    }
+    (raw / "sim_r0001_tile0001_2").mkdir()  # a repeat of a recorded unit
+    listing.read(plan)
+    assert listing.unrecorded(set()) == {
+        "sim_r0002_tile0000_1": "tile0000/round0001",
+        "sim_r0002_tile0001_1": "tile0001/round0001",
+        "sim_r0001_tile0001_2": "tile0001/round0000",
+    }

@@ -214,7 +214,8 @@ def test_open_alerts_unacknowledged_then_most_urgent_first_and_the_latest_cleare
 
 def merged(previous: dict | None, answer: dict) -> dict:
     """What the page's `fetchState` keeps: an answer `changed_only` merged into its grid, and
-    one `quality_changed_only` into its quality rows (the tiles sent replace theirs)."""
+    one `quality_changed_only` into its quality rows (the tiles sent replace theirs), and the
+    tiles' positions kept when the answer has none (unchanged)."""
     if previous is None:
         return answer | {"quality": named_rows(answer)}
     grid = answer["grid"]
@@ -227,7 +228,11 @@ def merged(previous: dict | None, answer: dict) -> dict:
         tiles = {r["tile"] for r in quality}
         kept = [r for r in previous["quality"] if r["tile"] not in tiles]
         quality = sorted(kept + quality, key=lambda r: r["tile"])
-    return answer | {"grid": grid, "quality": quality}
+    return answer | {
+        "grid": grid,
+        "quality": quality,
+        "tiles": answer.get("tiles", previous["tiles"]),
+    }
 
 
 def named_rows(answer: dict) -> list[dict]:
