@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from daemon.config import Settings
-from daemon.datastore.statedir import ledger_path, state_dir
+from daemon.datastore.statedir import ledger_path, lock_path, state_dir
 from daemon.ingest.ledger import UnitRecord, unit_of
-from daemon.layouts import Layout, reader
+from daemon.layouts import Layout, found_layout, reader
 from daemon.monitor.alertview import AlertHistory, read_history
 from daemon.monitor.grid import Cell, Grid
 from daemon.monitor.qualityview import PAGE_FIELDS, QualityView
@@ -29,8 +29,12 @@ from daemon.monitor.rawlisting import RawListing
 from daemon.monitor.status import (
     NoDatastoreError,
     RunFacts,
+    being_written,
+    daemon_pid,
     open_ledger,
+    readable_plan,
     report_from,
+    rounds_named_by,
     update_grid,
 )
 from daemon.monitor.tally import Tally
@@ -38,7 +42,7 @@ from daemon.products.alertlog import alert_log_path
 from daemon.products.preview import PREVIEW_DIR, preview_names
 from daemon.products.qualitylog import QUALITY_DB, QualityLog
 from daemon.raw.errors import NotReadyError, RawDataError
-from daemon.raw.experiment import Plan, read_stage_position
+from daemon.raw.experiment import METADATA_FILES, Plan, read_stage_position
 
 RECENT_WRITE_S = 1.0  # a file written this recently may change again within its time's tick
 STALLED_AFTER_S = 600.0  # backlog waiting and no unit finished for this long: stalled
@@ -101,12 +105,46 @@ class Snapshots:
         self._alerts = AlertHistory()
         self._alerts_read_at: tuple[object, ...] | None = None  # the same, of the alert history
         self._quality = QualityView()  # the page's quality rows, as of its last answer
+        self._names: tuple[Layout, Callable[[int], str]] | None = None  # once the store has one
+        self._plan_read: tuple[tuple[object, ...] | None, Plan | None] = (None, None)
 
-    def _naming(self) -> Layout:
-        """The datastore's layout (the one it holds, else the configured one), for its names."""
+    def _naming(self) -> tuple[Layout, Callable[[int], str]]:
+        """The datastore's layout (the one it holds, else the configured one), for its names,
+        and how it names a round (`rounds_named_by`); kept once the datastore holds a layout,
+        which never changes then: opening it reads files, at every answer otherwise."""
+        if self._names is not None:
+            return self._names
+        held = found_layout(self.store) is not None
         names = reader(self.store, self.settings.raw, default=self.settings.datastore.layout)
         names.close()  # opened read-only: it holds nothing; only its naming is used
-        return names
+        naming = names, rounds_named_by(names)
+        if held:
+            self._names = naming
+        return naming
+
+    def _plan(self) -> Plan | None:
+        """raw_data's plan if readable (`readable_plan`), read again only when one of its
+        CSVs changed: three files read and parsed at every answer otherwise."""
+        raw_dir = self.experiment / "raw_data"
+        signature = plan_signature(raw_dir)
+        if signature is None or signature != self._plan_read[0]:
+            self._plan_read = signature, readable_plan(raw_dir, self.settings)
+        return self._plan_read[1]
+
+    def _facts(self, recorded: Container[str]) -> RunFacts:
+        """`RunFacts.read`, from the parts kept between answers: the plan, raw_data's listing
+        (only the dataset folders of units not recorded yet looked at) and the naming."""
+        plan = self._plan()
+        folders = None
+        if plan is not None:
+            self._listing.read(plan)
+            folders = self._listing.unrecorded(recorded)
+        return RunFacts(
+            daemon_pid(lock_path(self.store)),
+            plan,
+            being_written(self.experiment / "raw_data", plan, recorded, folders),
+            self._naming()[1],
+        )
 
     def units(self) -> list[UnitRecord]:
         """The ledger's units (read-only); [] before the datastore exists."""
@@ -180,7 +218,7 @@ class Snapshots:
         with self._lock:  # one read: the report and the page's parts are the same moment
             self._read_ledger()
             tally, grid = self._tally, self._grid
-            facts = RunFacts.read(self.experiment, self.settings, tally.units, self._listing)
+            facts = self._facts(tally.units)
             acquiring = facts.acquiring | self._acquiring
             recheck = self._changed | {unit_of(uid) for uid in acquiring | tally.running}
             update_grid(grid, tally, facts, recheck)
@@ -200,7 +238,7 @@ class Snapshots:
                 "quality_more": cursor is not None,
             }
             now = time.time()
-            unit_name = self._naming().unit_name
+            unit_name = self._naming()[0].unit_name
             positions = self._positions.of(facts.plan, self._listing.names)
             positions = as_stored(positions, self._quality.measured)
             if positions != self._tiles[1]:
@@ -242,6 +280,22 @@ def _seqs_of(since: str | None, epoch: str) -> tuple[int, int, int | None]:
 def _cursor_text(cursor: int | None) -> str:
     """The tile from which a page lacks quality rows, as its `since` ends: "" for none."""
     return "" if cursor is None else str(cursor)
+
+
+def plan_signature(raw_dir: Path) -> tuple[object, ...] | None:
+    """The plan's CSVs' inodes, sizes and modification times; None when one is missing or
+    was written in the last second (its time may not tick again if it changes)."""
+    now = time.time()
+    parts = []
+    for name in METADATA_FILES:
+        try:
+            found = (raw_dir / name).stat()
+        except OSError:
+            return None
+        if now - found.st_mtime < RECENT_WRITE_S:
+            return None
+        parts.append((found.st_ino, found.st_size, found.st_mtime_ns))
+    return tuple(parts)
 
 
 def ledger_signature(path: Path) -> tuple[object, ...] | None:

@@ -28,10 +28,10 @@ from daemon.datastore.layout import Entity
 from daemon.datastore.statedir import ledger_path, lock_path
 from daemon.errors import Qi2labError
 from daemon.ingest.ledger import Ledger, UnitRecord, unit_id
-from daemon.layouts import reader
+from daemon.layouts import Layout, reader
 from daemon.monitor.alertview import alert_line, read_history
 from daemon.monitor.grid import Cell, Grid
-from daemon.monitor.rawlisting import RawListing, dataset_folders
+from daemon.monitor.rawlisting import dataset_folders
 from daemon.monitor.tally import Tally
 from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import Plan, load_plan
@@ -94,26 +94,15 @@ class RunFacts:
     round_name: Callable[[int], str]
 
     @classmethod
-    def read(
-        cls,
-        experiment: Path,
-        settings: Settings,
-        recorded: Container[str],
-        listing: RawListing | None = None,
-    ) -> RunFacts:
-        """Read them now; `recorded`: the unit ids the ledger holds; `listing`: raw_data's
-        names kept between reads (the page's), brought up to date here."""
+    def read(cls, experiment: Path, settings: Settings, recorded: Container[str]) -> RunFacts:
+        """Read them now; `recorded`: the unit ids the ledger holds."""
         store = settings.datastore_path(experiment)
         raw_dir = experiment / "raw_data"
         plan = readable_plan(raw_dir, settings)
-        folders = None
-        if plan is not None and listing is not None:
-            listing.read(plan)
-            folders = listing.unrecorded(recorded)
         return cls(
             daemon_pid(lock_path(store)),
             plan,
-            being_written(raw_dir, plan, recorded, folders),
+            being_written(raw_dir, plan, recorded),
             round_namer(store, settings),
         )
 
@@ -302,7 +291,12 @@ def round_namer(store: Path, settings: Settings) -> Callable[[int], str]:
     round (from 0), as the grid labels its columns: `round0000` (seed), `round001` (0.6)."""
     names = reader(store, settings.raw, default=settings.datastore.layout)
     names.close()  # opened read-only: it holds nothing; only its naming is used
-    # cached: the grid asks once per cell, and building a path costs more than the rest
+    return rounds_named_by(names)
+
+
+def rounds_named_by(names: Layout) -> Callable[[int], str]:
+    """How layout `names` names a datastore round (from 0); cached: the grid asks once per
+    cell, and building a path costs more than the rest."""
     return functools.cache(lambda r: names.entry_name(Entity.round(0, r)))
 
 
