@@ -44,6 +44,10 @@ PAGE_FIELDS = (*PAGE_QUALITY_FIELDS, "fiducial_shift_um", "is_reference")
 # opened on 10,000 units gets its ~30,000 rows in ~15 answers asked one after another, each
 # encoded and parsed in a few ms, instead of one answer of 3 MB (~0.15 s to parse alone).
 PAGE_ROWS = 2000
+# A row as kept and sent: a tuple, which Python's garbage collector stops tracking (its values
+# are numbers and strings), so the 30,000 rows of a large run do not lengthen every full
+# collection of the daemon's heap (a pause of every thread, the workers' included).
+Row = tuple[Any, ...]
 
 
 class QualityView:
@@ -52,7 +56,7 @@ class QualityView:
     def __init__(self) -> None:
         self.seq = 0  # the answer the rows are as of
         self.whole_seq = 0  # the answer at which every row was read afresh
-        self.by_tile: dict[int, list[list[Any]]] = {}  # each row's values, PAGE_FIELDS order
+        self.by_tile: dict[int, list[Row]] = {}  # each row's values, PAGE_FIELDS order
         self.measured: list[dict[str, Any]] = []  # a row as stored (its stage position), if any
         self._changed_at: dict[int, int] = {}  # tile -> seq
         self._revision: int | None = None  # the quality log's revision the rows are as of
@@ -89,7 +93,7 @@ class QualityView:
             self._changed_at[tile] = self.seq
         self._revision, self._read_at = revision, signature
 
-    def rows_since(self, seq: int, cursor: int | None) -> tuple[list[list[Any]], bool, int | None]:
+    def rows_since(self, seq: int, cursor: int | None) -> tuple[list[Row], bool, int | None]:
         """What a page holding the rows of the tiles below `cursor` (None: of every tile) as
         of answer `seq` lacks: the rows of those tiles changed after `seq`, then those of the
         next tiles from `cursor` on, whole tiles, about PAGE_ROWS rows; whether they are
@@ -120,13 +124,13 @@ def references(rows: list[dict[str, Any]]) -> set[tuple[int, int]]:
     return set(lowest.items())
 
 
-def _compact(row: dict[str, Any], references: set[tuple[int, int]]) -> list[Any]:
+def _compact(row: dict[str, Any], references: set[tuple[int, int]]) -> Row:
     """A quality row's values in PAGE_FIELDS order: only what the page uses (not the
     per-plane focus list), with its fiducial's shift magnitude (µm) and whether it is its
     tile's registration reference."""
     shift = [row[k] for k in ("shift_z_um", "shift_y_um", "shift_x_um")]
-    return [
+    return (
         *(row[k] for k in PAGE_QUALITY_FIELDS),
         None if None in shift else math.hypot(*shift),
         row["kind"] == "round" and (row["tile"], row["round"]) in references,
-    ]
+    )

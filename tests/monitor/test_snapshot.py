@@ -3,6 +3,7 @@ when the page reads a real ledger."""
 
 from __future__ import annotations
 
+import gc
 import json
 import sqlite3
 import subprocess
@@ -457,6 +458,26 @@ def test_the_tiles_changed_since_cost_what_changed_not_the_size_of_the_log(tmp_p
     (small, small_steps), (large, large_steps) = steps(20), steps(2000)
     assert small == large == {7}
     assert large_steps <= small_steps + 10, (small_steps, large_steps)
+
+
+def test_the_quality_rows_kept_between_answers_are_not_tracked_by_the_garbage_collector(
+    tmp_path,
+):
+    """The page keeps every quality row of the run (30,000 at 10,000 units) in the daemon's
+    process: as values the garbage collector does not track, so they do not lengthen its full
+    collections, which pause every thread (the workers' too)."""
+    settings = Settings()
+    store = settings.datastore_path(tmp_path)
+    ledger = Ledger(ledger_path(store))
+    ledger.observe(0, 0, "r0001_tile0000_1", "f")
+    log = QualityLog(state_dir(store) / QUALITY_DB)
+    log.record([row for t in range(50) for row in quality_rows(t, 1, 400.0)])
+    rows = Snapshots(tmp_path, settings).page()["quality"]["rows"]
+    gc.collect()
+    assert len(rows) == 100
+    assert not any(gc.is_tracked(row) for row in rows)
+    log.close()
+    ledger.close()
 
 
 def test_rows_an_older_version_writes_still_reach_a_page_asking_since(tmp_path):
