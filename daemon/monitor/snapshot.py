@@ -92,8 +92,8 @@ class Snapshots:
         self.store = settings.datastore_path(experiment)
         self._positions = Positions()
         self._listing = RawListing()
-        # the grid's answer at which the tiles' positions (as sent) last changed, and they:
-        # a page is sent them again only then (1,250 tiles: 46 kB of each answer otherwise)
+        # the tiles' positions as sent and how many times they changed: a page is sent them
+        # again only when they changed since its answer (1,250 tiles: 46 kB of each answer)
         self._tiles: tuple[int, dict[int, tuple[float, float]]] = (0, {})
         self._lock = threading.Lock()
         self._tally = Tally()
@@ -223,7 +223,7 @@ class Snapshots:
             recheck = self._changed | {unit_of(uid) for uid in acquiring | tally.running}
             update_grid(grid, tally, facts, recheck)
             self._changed, self._acquiring = set(), facts.acquiring
-            grid_seq, quality_seq, cursor = _seqs_of(since, grid.epoch)
+            grid_seq, quality_seq, tiles_seq, cursor = _seqs_of(since, grid.epoch)
             cells = grid.changed_since(grid_seq)
             report = report_from(
                 tally, facts, self.experiment, self.settings, grid.as_json(facts.round_name, cells)
@@ -231,22 +231,23 @@ class Snapshots:
             quality_path = state_dir(self.store) / QUALITY_DB
             self._quality.read(quality_path, ledger_signature(quality_path))
             rows, quality_changed_only, cursor = self._quality.rows_since(quality_seq, cursor)
+            positions = self._positions.of(facts.plan, self._listing.names)
+            positions = as_stored(positions, self._quality.measured)
+            if positions != self._tiles[1]:
+                self._tiles = (self._tiles[0] + 1, dict(positions))
+            if cells is None or tiles_seq != self._tiles[0]:  # not sent to that page yet
+                report["tiles"] = {
+                    str(t): {"x": x, "y": y} for t, (x, y) in sorted(positions.items())
+                }
+            seqs = (grid.seq, self._quality.seq, self._tiles[0], "" if cursor is None else cursor)
             report |= {
-                "since": f"{grid.epoch}.{grid.seq}.{self._quality.seq}.{_cursor_text(cursor)}",
+                "since": ".".join(map(str, (grid.epoch, *seqs))),
                 "changed_only": cells is not None,
                 "quality_changed_only": quality_changed_only,
                 "quality_more": cursor is not None,
             }
             now = time.time()
             unit_name = self._naming()[0].unit_name
-            positions = self._positions.of(facts.plan, self._listing.names)
-            positions = as_stored(positions, self._quality.measured)
-            if positions != self._tiles[1]:
-                self._tiles = (grid.seq, dict(positions))
-            if cells is None or self._tiles[0] >= grid_seq:  # not sent to that page yet
-                report["tiles"] = {
-                    str(t): {"x": x, "y": y} for t, (x, y) in sorted(positions.items())
-                }
             last_done = tally.last_done()
             return report | {
                 "now": now,
@@ -261,25 +262,21 @@ class Snapshots:
             }
 
 
-def _seqs_of(since: str | None, epoch: str) -> tuple[int, int, int | None]:
-    """The grid's and the quality rows' answer numbers in a page's `since`
-    (`epoch.grid_seq.quality_seq.cursor`), -1 each when it is not one of this server's (none,
-    another server's, not numbers): that page gets the whole grid and starts its quality rows
-    again; and the tile from which that page still lacks quality rows (None: none)."""
+def _seqs_of(since: str | None, epoch: str) -> tuple[int, int, int, int | None]:
+    """The grid's, the quality rows' and the tiles' positions' answer numbers in a page's
+    `since` (`epoch.grid_seq.quality_seq.tiles_seq.cursor`), -1 each when it is not one of
+    this server's (none, another server's, not numbers): that page gets the whole grid and
+    the positions and starts its quality rows again; and the tile from which that page still
+    lacks quality rows (None: none)."""
     given_epoch, *seqs = (since or "").split(".")
     if (
         given_epoch != epoch
-        or len(seqs) != 3
-        or not all(s.isdigit() for s in seqs[:2])
-        or not (seqs[2].isdigit() or seqs[2] == "")
+        or len(seqs) != 4
+        or not all(s.isdigit() for s in seqs[:3])
+        or not (seqs[3].isdigit() or seqs[3] == "")
     ):
-        return -1, -1, None
-    return int(seqs[0]), int(seqs[1]), int(seqs[2]) if seqs[2] else None
-
-
-def _cursor_text(cursor: int | None) -> str:
-    """The tile from which a page lacks quality rows, as its `since` ends: "" for none."""
-    return "" if cursor is None else str(cursor)
+        return -1, -1, -1, None
+    return int(seqs[0]), int(seqs[1]), int(seqs[2]), int(seqs[3]) if seqs[3] else None
 
 
 def plan_signature(raw_dir: Path) -> tuple[object, ...] | None:

@@ -57,6 +57,35 @@ def test_a_page_follows_datasets_that_appear_and_go_after_it_opened(tmp_path: Pa
     writer.close()
 
 
+def test_positions_travel_once_when_they_change_whether_or_not_the_grid_does(
+    tmp_path: Path,
+) -> None:
+    """A tile's stage position written before its dataset (the grid unchanged) is sent in the
+    next answer, and not again in the answers after it."""
+    experiment = tmp_path / "exp"
+    simulator_process(experiment, RUN).expect_exit(0)
+    raw = experiment / "raw_data"
+    for round_ in (1, 2):
+        shutil.rmtree(raw / f"sim_r{round_:04d}_tile0001_1")
+    csv = raw / "sim_r0001_tile0001_stage_positions.csv"
+    kept = csv.read_bytes()
+    for round_ in (1, 2):
+        (raw / f"sim_r{round_:04d}_tile0001_stage_positions.csv").unlink()
+    settings = Settings()
+    writer = Ledger(ledger_path(settings.datastore_path(experiment)))
+    writer.observe(0, 0, "sim_r0001_tile0000_1", "f")
+    page = Snapshots(experiment, settings)
+    answer = page.page()
+    assert list(answer["tiles"]) == ["0"]
+    csv.write_bytes(kept)
+    answer = page.page(answer["since"])
+    assert answer["grid"] == {} and list(answer["tiles"]) == ["0", "1"]
+    for _ in range(2):
+        answer = page.page(answer["since"])
+        assert answer["grid"] == {} and "tiles" not in answer
+    writer.close()
+
+
 def test_the_listing_parses_only_the_names_new_since_its_last_read(tmp_path: Path) -> None:
     """Read again, the listing takes in the names added and drops those removed; the names
     it had are not parsed again (a name it parsed stays as it was, even one a later plan
