@@ -12,6 +12,9 @@ opened asks one after another until it has every quality row, and `?since=` the 
 answer as the page asks each second, with a commit (a unit done and its quality rows
 recorded) before each (during a run) and without
 (after it). Code without `since` answers it whole, so the same command times both.
+`--busy N` also times since-asks beside N threads of allocating Python (the workers' Python
+parts: the GIL and the garbage collector's pauses they cost the answers), with the full
+collections' longest pause.
 The ledger is built once into `--keep` if given, so older code can be timed on the same units.
 Code from before revisions cannot write a ledger that has them (its `claim` reads every column
 into a record): build with the older code and time each on its own copy:
@@ -25,9 +28,11 @@ into a record): build with the older code and time each on its own copy:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -129,6 +134,44 @@ def write_raw_data(experiment: Path, units: int) -> None:
         write_csv(raw / f"{name}_stage_positions.csv", stage)
 
 
+class BusyThreads:
+    """`count` threads running Python that allocates, as the workers' Python parts do in the
+    daemon's process (the page's answers wait for the GIL behind them, and their allocations
+    set off the garbage collector's full collections, which pause every thread), with the
+    collections' pauses (generation, ms) seen meanwhile."""
+
+    def __init__(self, count: int) -> None:
+        self.pauses: list[tuple[int, float]] = []
+        self._started = 0.0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._work, daemon=True) for _ in range(count)]
+
+    def _work(self) -> None:
+        kept: list[list[dict[str, int]]] = []
+        while not self._stop.is_set():
+            kept.append([{"n": n} for n in range(200)])
+            if len(kept) > 50:
+                kept.clear()
+
+    def _collected(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], (time.perf_counter() - self._started) * 1e3))
+
+    def __enter__(self) -> BusyThreads:
+        gc.callbacks.append(self._collected)
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+        gc.callbacks.remove(self._collected)
+
+
 def fetch(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=60) as answer:
         return bytes(answer.read())
@@ -152,6 +195,9 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=TILES * ROUNDS)
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--keep", type=Path, help="folder of the experiment, built once")
+    parser.add_argument(
+        "--busy", type=int, default=0, help="also time since-asks beside N GIL-holding threads"
+    )
     args = parser.parse_args()
     experiment = args.keep or Path(tempfile.mkdtemp(prefix="api_scale-"))
     settings = Settings()
@@ -205,6 +251,14 @@ def main() -> None:
 
         timed[f"since, {name}"] = median_ms(call, args.repeat, before)
     sizes = len(answers[0]), len(answers[-1])
+    if args.busy:
+        with BusyThreads(args.busy) as busy:
+            timed[f"since, after a commit, {args.busy} busy threads"] = median_ms(
+                lambda: answers.append(fetch(since_url())),
+                args.repeat,
+                lambda: commit(writer, quality, running),
+            )
+        gc_pauses = busy.pauses
     server.stop()
     timed["status (collect + render)"] = median_ms(
         lambda: render(collect(experiment, settings)), args.repeat
@@ -215,6 +269,12 @@ def main() -> None:
     for name, ms in timed.items():
         print(f"  {name:<40} {ms:6.0f}")
     print(f"  answer sizes: a first {sizes[0] / 1e3:.0f} kB, since {sizes[1] / 1e3:.1f} kB")
+    if args.busy:
+        full = [ms for generation, ms in gc_pauses if generation == 2]
+        print(
+            f"  garbage collections meanwhile: {len(gc_pauses)}, {len(full)} full,"
+            f" longest {max(full, default=0.0):.0f} ms"
+        )
 
 
 if __name__ == "__main__":
