@@ -2,14 +2,19 @@
 
 Builds a real ledger with the daemon's own calls (observe, claim, finish, fail) for
 `--units` units (1,250 tiles x 8 rounds by default): most done, some failed, a backlog of
-pending and running ones, with the writer kept open as during a run (its WAL present), and
-the quality log's rows of each unit done (its fiducial and `BITS` readouts). Then
+pending and running ones, with the writer kept open as during a run (its WAL present), the
+quality log's rows of each unit done (its fiducial and `BITS` readouts), and raw_data's plan,
+dataset folders (empty) and stage positions, which the page lists and reads. Then
 times GET /api/state from the real web server (uvicorn serving the starlette app: routing,
 JSON encoding, the security middleware, over HTTP on loopback) and `status` (collect +
-render), the median of `--repeat`: the whole state (a page opened), and `?since=` the previous
+render), the median of `--repeat`: the first answer of a page opened, all the answers a page
+opened asks one after another until it has every quality row, and `?since=` the previous
 answer as the page asks each second, with a commit (a unit done and its quality rows
 recorded) before each (during a run) and without
 (after it). Code without `since` answers it whole, so the same command times both.
+`--busy N` also times since-asks beside N threads of allocating Python (the workers' Python
+parts: the GIL and the garbage collector's pauses they cost the answers), with the full
+collections' longest pause.
 The ledger is built once into `--keep` if given, so older code can be timed on the same units.
 Code from before revisions cannot write a ledger that has them (its `claim` reads every column
 into a record): build with the older code and time each on its own copy:
@@ -23,9 +28,11 @@ into a record): build with the older code and time each on its own copy:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -38,6 +45,9 @@ from daemon.monitor.status import collect, render
 from daemon.monitor.web import open_server
 from daemon.pixels.quality import EntryQuality
 from daemon.products.qualitylog import QUALITY_DB, QualityLog, QualityRow
+from daemon.simulate.settings import SimulationSettings
+from daemon.simulate.stage import stage_position
+from daemon.simulate.writer import metadata_files, write_csv
 
 TILES, ROUNDS = 1250, 8
 BACKLOG = 200  # units not finished: the last 4 of them running
@@ -107,6 +117,61 @@ def build_ledger(
     return ledger
 
 
+def write_raw_data(experiment: Path, units: int) -> None:
+    """raw_data as the microscope leaves it: the plan's CSVs, and each unit's dataset folder
+    (empty: the page only lists them) and stage-position CSV, which the page reads."""
+    raw = experiment / "raw_data"
+    raw.mkdir(parents=True)
+    settings = SimulationSettings(tiles=-(-units // ROUNDS), rounds=ROUNDS)
+    for name, rows in metadata_files(settings).items():
+        write_csv(raw / name, rows)
+    for n in range(units):
+        tile, round_ = divmod(n, ROUNDS)
+        name = f"{settings.root_name}_r{round_ + 1:04d}_tile{tile:04d}"
+        (raw / f"{name}_1").mkdir()
+        x, y, z = stage_position(settings, tile, round_ + 1)
+        stage = [["stage_x", "stage_y", "stage_z"], [x, y, z]]
+        write_csv(raw / f"{name}_stage_positions.csv", stage)
+
+
+class BusyThreads:
+    """`count` threads running Python that allocates, as the workers' Python parts do in the
+    daemon's process (the page's answers wait for the GIL behind them, and their allocations
+    set off the garbage collector's full collections, which pause every thread), with the
+    collections' pauses (generation, ms) seen meanwhile."""
+
+    def __init__(self, count: int) -> None:
+        self.pauses: list[tuple[int, float]] = []
+        self._started = 0.0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._work, daemon=True) for _ in range(count)]
+
+    def _work(self) -> None:
+        kept: list[list[dict[str, int]]] = []
+        while not self._stop.is_set():
+            kept.append([{"n": n} for n in range(200)])
+            if len(kept) > 50:
+                kept.clear()
+
+    def _collected(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], (time.perf_counter() - self._started) * 1e3))
+
+    def __enter__(self) -> BusyThreads:
+        gc.callbacks.append(self._collected)
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+        gc.callbacks.remove(self._collected)
+
+
 def fetch(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=60) as answer:
         return bytes(answer.read())
@@ -130,6 +195,9 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=TILES * ROUNDS)
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--keep", type=Path, help="folder of the experiment, built once")
+    parser.add_argument(
+        "--busy", type=int, default=0, help="also time since-asks beside N GIL-holding threads"
+    )
     args = parser.parse_args()
     experiment = args.keep or Path(tempfile.mkdtemp(prefix="api_scale-"))
     settings = Settings()
@@ -138,21 +206,34 @@ def main() -> None:
     if not path.exists():
         start = time.perf_counter()
         build_ledger(path, quality, args.units, backlog=BACKLOG, failed_every=500).close()
+        write_raw_data(experiment, args.units)
         print(f"built {args.units} units in {time.perf_counter() - start:.0f} s: {path}")
     writer = Ledger(path)  # open as during a run: the WAL is there
     server = open_server(experiment, settings, "127.0.0.1:0")
     server.start()
     url = server.url + "api/state"
-    answers = [fetch(url)]  # also waits for the server to answer
+    start = time.perf_counter()
+    answers = [fetch(url)]  # the first ask of a server just started: it reads the run
+    first_ms = (time.perf_counter() - start) * 1000
 
     def since_url() -> str:
         """The page's next ask: since its last answer (whole, when the code has no since)."""
         since = json.loads(answers[-1]).get("since")
         return f"{url}?since={since}" if since else url
 
+    def opened() -> None:
+        """A page opened: its first answer, then at once the next while it says there are
+        more quality rows (code without pages answers whole at once); its last is kept, so
+        the page asking each second starts from there."""
+        answers.append(fetch(url))
+        while json.loads(answers[-1]).get("quality_more"):
+            answers.append(fetch(since_url()))
+
     running = unit_id(*divmod(args.units - BACKLOG, ROUNDS))
     timed = {
+        "first ask of a server just started": first_ms,
         "whole, ledger unchanged": median_ms(lambda: fetch(url), args.repeat),
+        "a page opened, all its answers": median_ms(opened, args.repeat),
         "whole, after a commit": median_ms(
             lambda: fetch(url), args.repeat, lambda: commit(writer, quality, running)
         ),
@@ -170,6 +251,14 @@ def main() -> None:
 
         timed[f"since, {name}"] = median_ms(call, args.repeat, before)
     sizes = len(answers[0]), len(answers[-1])
+    if args.busy:
+        with BusyThreads(args.busy) as busy:
+            timed[f"since, after a commit, {args.busy} busy threads"] = median_ms(
+                lambda: answers.append(fetch(since_url())),
+                args.repeat,
+                lambda: commit(writer, quality, running),
+            )
+        gc_pauses = busy.pauses
     server.stop()
     timed["status (collect + render)"] = median_ms(
         lambda: render(collect(experiment, settings)), args.repeat
@@ -179,7 +268,13 @@ def main() -> None:
     print(f"{args.units} units, median of {args.repeat} (ms):")
     for name, ms in timed.items():
         print(f"  {name:<40} {ms:6.0f}")
-    print(f"  answer sizes: whole {sizes[0] / 1e3:.0f} kB, since {sizes[1] / 1e3:.1f} kB")
+    print(f"  answer sizes: a first {sizes[0] / 1e3:.0f} kB, since {sizes[1] / 1e3:.1f} kB")
+    if args.busy:
+        full = [ms for generation, ms in gc_pauses if generation == 2]
+        print(
+            f"  garbage collections meanwhile: {len(gc_pauses)}, {len(full)} full,"
+            f" longest {max(full, default=0.0):.0f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The page and `status` timed against a running daemon (issue 25): what a person waits for.
 
 `PageWatcher` does what an open page does while a run goes on: it asks the daemon's
-`/api/state?since=` (the previous answer's `since`) every second, and every `WHOLE_EVERY_S`
+`/api/state?since=` (the previous answer's `since`) every second (at once while an answer
+says there are more quality rows, `quality_more`: a page opened gets them a page of tiles
+at a time; those asks count as `?since=` ones), and every `WHOLE_EVERY_S`
 it opens the page afresh (the whole state) and runs `qi2lab-ingest status` as a person would
 (a new process: imports included). Each answer is timed on the client (HTTP on loopback,
 JSON included) with the number of units done it reports, so the figures at ~10,000 units come
@@ -105,9 +107,9 @@ class PageWatcher:
         return done
 
     def _run(self) -> None:
-        since = ""
+        since, more = "", False
         next_whole = time.monotonic()
-        while not self._stop.wait(ASK_EVERY_S):
+        while not self._stop.wait(0 if more else ASK_EVERY_S):  # more rows: asked at once
             try:
                 if time.monotonic() >= next_whole:
                     state, ms = ask(self.url)
@@ -119,6 +121,6 @@ class PageWatcher:
                 else:
                     state, ms = ask(f"{self.url}?since={since}" if since else self.url)
                     (self.since if since else self.whole).asks.append((units_done(state), ms))
-                since = str(state.get("since", ""))
+                since, more = str(state.get("since", "")), bool(state.get("quality_more"))
             except (urllib.error.URLError, ConnectionError, subprocess.CalledProcessError):
                 continue  # not serving yet, or the daemon is exiting: the page retries too

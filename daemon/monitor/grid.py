@@ -72,9 +72,14 @@ class Grid:
     def as_json(
         self, round_name: Callable[[int], str], cells: Iterable[Cell] | None = None
     ) -> dict[str, dict[str, str]]:
-        """{tileNNNN: {round name: state}} of `cells`, or of every cell, tile then round."""
+        """{tileNNNN: {round name: state}} of `cells`, or of every cell, tile then round (each
+        name made once: a whole grid of 10,000 cells is sent to every page opened)."""
         if cells is None:
-            cells = ((t, r) for t in self.tiles for r in self.rounds)
+            names = [(r, round_name(r)) for r in self.rounds]
+            return {
+                layout.tile_name(t): {name: self.cells[(t, r)] for r, name in names}
+                for t in self.tiles
+            }
         found: dict[int, dict[str, str]] = {}
         for t, r in cells:
             found.setdefault(t, {})[round_name(r)] = self.cells[(t, r)]

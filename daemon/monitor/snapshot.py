@@ -11,25 +11,30 @@ afterwards.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from daemon.config import Settings
-from daemon.datastore.statedir import ledger_path, state_dir
+from daemon.datastore.statedir import ledger_path, lock_path, state_dir
 from daemon.ingest.ledger import UnitRecord, unit_of
-from daemon.layouts import Layout, reader
+from daemon.layouts import Layout, found_layout, reader
 from daemon.monitor.alertview import AlertHistory, read_history
 from daemon.monitor.grid import Cell, Grid
 from daemon.monitor.qualityview import PAGE_FIELDS, QualityView
+from daemon.monitor.rawlisting import RawListing
 from daemon.monitor.status import (
     NoDatastoreError,
     RunFacts,
+    being_written,
+    daemon_pid,
     open_ledger,
+    readable_plan,
     report_from,
+    rounds_named_by,
     update_grid,
 )
 from daemon.monitor.tally import Tally
@@ -37,7 +42,7 @@ from daemon.products.alertlog import alert_log_path
 from daemon.products.preview import PREVIEW_DIR, preview_names
 from daemon.products.qualitylog import QUALITY_DB, QualityLog
 from daemon.raw.errors import NotReadyError, RawDataError
-from daemon.raw.experiment import Plan, read_stage_position
+from daemon.raw.experiment import METADATA_FILES, Plan, read_stage_position
 
 RECENT_WRITE_S = 1.0  # a file written this recently may change again within its time's tick
 STALLED_AFTER_S = 600.0  # backlog waiting and no unit finished for this long: stalled
@@ -47,27 +52,21 @@ STALLED_AFTER_S = 600.0  # backlog waiting and no unit finished for this long: s
 class Positions:
     """Stage (x, y) µm of each tile as the microscope's CSVs give them, read once per tile.
 
-    A tile not acquired yet is looked for in one listing of raw_data at each ask, not by
-    trying to open each of its rounds' CSVs: at the start of a run of 10,000 units those
-    failed opens cost the page's answer about 0.2 s."""
+    A tile not acquired yet is looked for in raw_data's names (`RawListing`), not by trying
+    to open each of its rounds' CSVs: at the start of a run of 10,000 units those failed
+    opens cost the page's answer about 0.2 s."""
 
     known: dict[int, tuple[float, float]] = field(default_factory=dict)
 
-    def of(self, plan: Plan | None) -> dict[int, tuple[float, float]]:
+    def of(self, plan: Plan | None, names: Container[str]) -> dict[int, tuple[float, float]]:
         if plan is None or len(self.known) == plan.num_tiles:
             return self.known
         suffix = plan.stage_positions_path(1, 0).name.removeprefix(plan.dataset_name(1, 0))
-        try:
-            written = {
-                n.removesuffix(suffix) for n in os.listdir(plan.raw_dir) if n.endswith(suffix)
-            }
-        except OSError:
-            return self.known
         for tile in range(plan.num_tiles):
             if tile in self.known:
                 continue
             for round_ in range(1, plan.num_rounds + 1):
-                if plan.dataset_name(round_, tile) not in written:
+                if f"{plan.dataset_name(round_, tile)}{suffix}" not in names:
                     continue
                 try:
                     x, y, _ = read_stage_position(plan.stage_positions_path(round_, tile))
@@ -92,6 +91,10 @@ class Snapshots:
         self.settings = settings
         self.store = settings.datastore_path(experiment)
         self._positions = Positions()
+        self._listing = RawListing()
+        # the tiles' positions as sent and how many times they changed: a page is sent them
+        # again only when they changed since its answer (1,250 tiles: 46 kB of each answer)
+        self._tiles: tuple[int, dict[int, tuple[float, float]]] = (0, {})
         self._lock = threading.Lock()
         self._tally = Tally()
         self._grid = Grid()
@@ -102,12 +105,46 @@ class Snapshots:
         self._alerts = AlertHistory()
         self._alerts_read_at: tuple[object, ...] | None = None  # the same, of the alert history
         self._quality = QualityView()  # the page's quality rows, as of its last answer
+        self._names: tuple[Layout, Callable[[int], str]] | None = None  # once the store has one
+        self._plan_read: tuple[tuple[object, ...] | None, Plan | None] = (None, None)
 
-    def _naming(self) -> Layout:
-        """The datastore's layout (the one it holds, else the configured one), for its names."""
+    def _naming(self) -> tuple[Layout, Callable[[int], str]]:
+        """The datastore's layout (the one it holds, else the configured one), for its names,
+        and how it names a round (`rounds_named_by`); kept once the datastore holds a layout,
+        which never changes then: opening it reads files, at every answer otherwise."""
+        if self._names is not None:
+            return self._names
+        held = found_layout(self.store) is not None
         names = reader(self.store, self.settings.raw, default=self.settings.datastore.layout)
         names.close()  # opened read-only: it holds nothing; only its naming is used
-        return names
+        naming = names, rounds_named_by(names)
+        if held:
+            self._names = naming
+        return naming
+
+    def _plan(self) -> Plan | None:
+        """raw_data's plan if readable (`readable_plan`), read again only when one of its
+        CSVs changed: three files read and parsed at every answer otherwise."""
+        raw_dir = self.experiment / "raw_data"
+        signature = plan_signature(raw_dir)
+        if signature is None or signature != self._plan_read[0]:
+            self._plan_read = signature, readable_plan(raw_dir, self.settings)
+        return self._plan_read[1]
+
+    def _facts(self, recorded: Container[str]) -> RunFacts:
+        """`RunFacts.read`, from the parts kept between answers: the plan, raw_data's listing
+        (only the dataset folders of units not recorded yet looked at) and the naming."""
+        plan = self._plan()
+        folders = None
+        if plan is not None:
+            self._listing.read(plan)
+            folders = self._listing.unrecorded(recorded)
+        return RunFacts(
+            daemon_pid(lock_path(self.store)),
+            plan,
+            being_written(self.experiment / "raw_data", plan, recorded, folders),
+            self._naming()[1],
+        )
 
     def units(self) -> list[UnitRecord]:
         """The ledger's units (read-only); [] before the datastore exists."""
@@ -141,8 +178,9 @@ class Snapshots:
             changed, revision = found if found is not None else (ledger.units(), None)
         finally:
             ledger.close()
-        if since == -1 or revision is None:  # every unit: sums and grid afresh
+        if since == -1 or revision is None:  # every unit: sums, grid and listing afresh
             self._tally, self._grid, self._changed = Tally(), Grid(), set()
+            self._listing, self._tiles = RawListing(), (0, {})
         self._tally.apply(changed)
         self._changed.update((u.tile, u.round) for u in changed)
         self._revision, self._read_at = revision, signature
@@ -180,35 +218,40 @@ class Snapshots:
         with self._lock:  # one read: the report and the page's parts are the same moment
             self._read_ledger()
             tally, grid = self._tally, self._grid
-            facts = RunFacts.read(self.experiment, self.settings, tally.units)
+            facts = self._facts(tally.units)
             acquiring = facts.acquiring | self._acquiring
             recheck = self._changed | {unit_of(uid) for uid in acquiring | tally.running}
             update_grid(grid, tally, facts, recheck)
             self._changed, self._acquiring = set(), facts.acquiring
-            grid_seq, quality_seq = _seqs_of(since, grid.epoch)
+            grid_seq, quality_seq, tiles_seq, cursor = _seqs_of(since, grid.epoch)
             cells = grid.changed_since(grid_seq)
             report = report_from(
                 tally, facts, self.experiment, self.settings, grid.as_json(facts.round_name, cells)
             )
             quality_path = state_dir(self.store) / QUALITY_DB
             self._quality.read(quality_path, ledger_signature(quality_path))
-            quality = self._quality.rows_since(quality_seq)
+            rows, quality_changed_only, cursor = self._quality.rows_since(quality_seq, cursor)
+            positions = self._positions.of(facts.plan, self._listing.names)
+            positions = as_stored(positions, self._quality.measured)
+            if positions != self._tiles[1]:
+                self._tiles = (self._tiles[0] + 1, dict(positions))
+            if cells is None or tiles_seq != self._tiles[0]:  # not sent to that page yet
+                report["tiles"] = {
+                    str(t): {"x": x, "y": y} for t, (x, y) in sorted(positions.items())
+                }
+            seqs = (grid.seq, self._quality.seq, self._tiles[0], "" if cursor is None else cursor)
             report |= {
-                "since": f"{grid.epoch}.{grid.seq}.{self._quality.seq}",
+                "since": ".".join(map(str, (grid.epoch, *seqs))),
                 "changed_only": cells is not None,
-                "quality_changed_only": quality is not None,
+                "quality_changed_only": quality_changed_only,
+                "quality_more": cursor is not None,
             }
             now = time.time()
-            unit_name = self._naming().unit_name
-            positions = as_stored(self._positions.of(facts.plan), self._quality.measured)
+            unit_name = self._naming()[0].unit_name
             last_done = tally.last_done()
             return report | {
                 "now": now,
-                "tiles": {str(t): {"x": x, "y": y} for t, (x, y) in sorted(positions.items())},
-                "quality": {
-                    "fields": PAGE_FIELDS,
-                    "rows": self._quality.rows() if quality is None else quality,
-                },
+                "quality": {"fields": PAGE_FIELDS, "rows": rows},
                 "history": tally.history(),
                 "events": tally.events(unit_name),
                 "failures": tally.failures(unit_name),
@@ -219,14 +262,37 @@ class Snapshots:
             }
 
 
-def _seqs_of(since: str | None, epoch: str) -> tuple[int, int]:
-    """The grid's and the quality rows' answer numbers in a page's `since`
-    (`epoch.grid_seq.quality_seq`), -1 each when it is not one of this server's (none,
-    another server's, not numbers): that page gets the whole grid and every quality row."""
+def _seqs_of(since: str | None, epoch: str) -> tuple[int, int, int, int | None]:
+    """The grid's, the quality rows' and the tiles' positions' answer numbers in a page's
+    `since` (`epoch.grid_seq.quality_seq.tiles_seq.cursor`), -1 each when it is not one of
+    this server's (none, another server's, not numbers): that page gets the whole grid and
+    the positions and starts its quality rows again; and the tile from which that page still
+    lacks quality rows (None: none)."""
     given_epoch, *seqs = (since or "").split(".")
-    if given_epoch != epoch or len(seqs) != 2 or not all(s.isdigit() for s in seqs):
-        return -1, -1
-    return int(seqs[0]), int(seqs[1])
+    if (
+        given_epoch != epoch
+        or len(seqs) != 4
+        or not all(s.isdigit() for s in seqs[:3])
+        or not (seqs[3].isdigit() or seqs[3] == "")
+    ):
+        return -1, -1, -1, None
+    return int(seqs[0]), int(seqs[1]), int(seqs[2]), int(seqs[3]) if seqs[3] else None
+
+
+def plan_signature(raw_dir: Path) -> tuple[object, ...] | None:
+    """The plan's CSVs' inodes, sizes and modification times; None when one is missing or
+    was written in the last second (its time may not tick again if it changes)."""
+    now = time.time()
+    parts = []
+    for name in METADATA_FILES:
+        try:
+            found = (raw_dir / name).stat()
+        except OSError:
+            return None
+        if now - found.st_mtime < RECENT_WRITE_S:
+            return None
+        parts.append((found.st_ino, found.st_size, found.st_mtime_ns))
+    return tuple(parts)
 
 
 def ledger_signature(path: Path) -> tuple[object, ...] | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -28,9 +28,10 @@ from daemon.datastore.layout import Entity
 from daemon.datastore.statedir import ledger_path, lock_path
 from daemon.errors import Qi2labError
 from daemon.ingest.ledger import Ledger, UnitRecord, unit_id
-from daemon.layouts import reader
+from daemon.layouts import Layout, reader
 from daemon.monitor.alertview import alert_line, read_history
 from daemon.monitor.grid import Cell, Grid
+from daemon.monitor.rawlisting import dataset_folders
 from daemon.monitor.tally import Tally
 from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import Plan, load_plan
@@ -177,25 +178,30 @@ def complete(report: dict[str, Any]) -> bool:
     return units["expected"] is not None and units["done"] == units["expected"]
 
 
-def being_written(raw_dir: Path, plan: Plan | None, recorded: Container[str]) -> set[str]:
+def being_written(
+    raw_dir: Path,
+    plan: Plan | None,
+    recorded: Container[str],
+    folders: Mapping[str, str] | None = None,
+) -> set[str]:
     """Unit ids of the plan that the ledger has no record of and whose dataset folder is in
     raw_data, still being written: the same completeness test the daemon applies, so a
-    dataset shows as acquiring exactly while the daemon waits for it."""
+    dataset shows as acquiring exactly while the daemon waits for it. `folders`: raw_data's
+    `dataset_folders` (at least those not recorded) when already known (the page keeps them),
+    else raw_data is listed."""
     if plan is None:
         return set()
-    try:
-        names = os.listdir(raw_dir)
-    except OSError:
-        return set()
+    if folders is None:
+        try:
+            folders = dataset_folders(plan, os.listdir(raw_dir))
+        except OSError:
+            return set()
     found = set()
-    for name in names:
-        parsed = plan.parse_dataset_dir(name)
-        if parsed is None:
+    for name, uid in folders.items():
+        if uid in recorded:
             continue
-        raw_round, tile, _copy = parsed
-        uid = unit_id(tile, raw_round - 1)
         path = raw_dir / name
-        if uid in recorded or path.is_symlink() or not path.is_dir():
+        if path.is_symlink() or not path.is_dir():
             continue
         if check_dataset(path, plan.channel_axis_names).state == "incomplete":
             found.add(uid)
@@ -285,7 +291,12 @@ def round_namer(store: Path, settings: Settings) -> Callable[[int], str]:
     round (from 0), as the grid labels its columns: `round0000` (seed), `round001` (0.6)."""
     names = reader(store, settings.raw, default=settings.datastore.layout)
     names.close()  # opened read-only: it holds nothing; only its naming is used
-    # cached: the grid asks once per cell, and building a path costs more than the rest
+    return rounds_named_by(names)
+
+
+def rounds_named_by(names: Layout) -> Callable[[int], str]:
+    """How layout `names` names a datastore round (from 0); cached: the grid asks once per
+    cell, and building a path costs more than the rest."""
     return functools.cache(lambda r: names.entry_name(Entity.round(0, r)))
 
 

@@ -23,6 +23,7 @@ from daemon.config import Settings
 from daemon.datastore.statedir import ledger_path, state_dir
 from daemon.events import Event
 from daemon.ingest.ledger import Ledger, UnitResult, unit_id
+from daemon.monitor.qualityview import PAGE_ROWS
 from daemon.pixels.quality import EntryQuality
 from daemon.products.qualitylog import QUALITY_DB, FiducialShift, QualityLog, QualityRow
 from daemon.simulate.settings import SimulationSettings
@@ -224,6 +225,49 @@ def test_the_page_merges_quality_rows_that_arrive_after_its_first_answer(tmp_pat
         ]
         asks = driver.execute_script(STATE_ASKS)
         assert all("since=" in a for a in asks[1:])
+        severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert severe == []
+        assert serve.stop() == 0, serve.report()
+    log.close()
+    writer.close()
+
+
+def test_a_page_opened_on_more_quality_rows_than_one_answer_carries_shows_them_all(
+    tmp_path: Path,
+) -> None:
+    """The server sends a page opened on a large run its quality rows a page of tiles at a
+    time (`quality_more`): the page asks again at once until it has them all, so its
+    registration table lists every tile, in order, as one answer would have."""
+    experiment = tmp_path / "exp"
+    (experiment / "raw_data").mkdir(parents=True)
+    store = Settings().datastore_path(experiment)
+    writer = Ledger(ledger_path(store))
+    writer.observe(0, 0, "r0001_tile0000_1", "f")
+    log = QualityLog(state_dir(store) / QUALITY_DB)
+    numbers = EntryQuality(100.0, 90.0, 400.0, 0.0, (0.1, 0.5, 0.2), 1)
+    tiles = PAGE_ROWS  # two fiducials each: two answers' worth of rows
+    log.record(
+        QualityRow.of(f"t{tile}r{n}", "round", tile, n, n, (0, 10 * tile, 0), numbers)
+        for tile in range(tiles)
+        for n in range(2)
+    )
+    config = write_config(tmp_path / "config.toml", web={"listen": "127.0.0.1:0"})
+    with (
+        chromium() as driver,
+        Watched(
+            "serve", daemon_command("serve", experiment, config), stdout=subprocess.PIPE
+        ) as serve,
+    ):
+        open_served_page(driver, serve)
+
+        def shifts() -> list[str]:
+            return driver.find_element("id", "shifts").text.splitlines()
+
+        wait_until(lambda: len(shifts()) == tiles + 1, lambda: f"{len(shifts())}", [serve])
+        assert shifts()[:2] == ["tile round 0 round 1", "tile 0 reference -"]
+        assert shifts()[-1] == f"tile {tiles - 1} reference -"
+        asks = driver.execute_script(STATE_ASKS)
+        assert len(asks) >= 2 and all("since=" in a for a in asks[1:])
         severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert severe == []
         assert serve.stop() == 0, serve.report()

@@ -3,6 +3,7 @@ when the page reads a real ledger."""
 
 from __future__ import annotations
 
+import gc
 import json
 import sqlite3
 import subprocess
@@ -214,7 +215,8 @@ def test_open_alerts_unacknowledged_then_most_urgent_first_and_the_latest_cleare
 
 def merged(previous: dict | None, answer: dict) -> dict:
     """What the page's `fetchState` keeps: an answer `changed_only` merged into its grid, and
-    one `quality_changed_only` into its quality rows (the tiles sent replace theirs)."""
+    one `quality_changed_only` into its quality rows (the tiles sent replace theirs), and the
+    tiles' positions kept when the answer has none (unchanged)."""
     if previous is None:
         return answer | {"quality": named_rows(answer)}
     grid = answer["grid"]
@@ -227,7 +229,11 @@ def merged(previous: dict | None, answer: dict) -> dict:
         tiles = {r["tile"] for r in quality}
         kept = [r for r in previous["quality"] if r["tile"] not in tiles]
         quality = sorted(kept + quality, key=lambda r: r["tile"])
-    return answer | {"grid": grid, "quality": quality}
+    return answer | {
+        "grid": grid,
+        "quality": quality,
+        "tiles": answer.get("tiles", previous["tiles"]),
+    }
 
 
 def named_rows(answer: dict) -> list[dict]:
@@ -383,6 +389,93 @@ def test_answers_since_the_last_one_carry_only_the_tiles_whose_quality_changed(t
     assert sent == ["all", [1], [2], [], [0]]
     relative = {r["tile"]: r["fiducial_relative"] for r in kept["quality"] if r["kind"] == "round"}
     assert relative[0] is None and relative[2] is None and relative[1] is not None
+    log.close()
+    ledger.close()
+
+
+def test_a_page_opened_on_many_quality_rows_gets_them_a_page_of_tiles_at_a_time(tmp_path):
+    """A page opened on a large run is not sent its tens of thousands of quality rows at once:
+    each answer carries about PAGE_ROWS of them, whole tiles in tile order, and says there
+    are more (`quality_more`); asked `since` it, the next answer adds the next tiles and the
+    tiles already sent that changed meanwhile. Once it has them all, its rows equal those a
+    page reading every page afresh gets, whatever was measured in between."""
+    settings = Settings()
+    store = settings.datastore_path(tmp_path)
+    ledger = Ledger(ledger_path(store))
+    ledger.observe(0, 0, "r0001_tile0000_1", "f")
+    log = QualityLog(state_dir(store) / QUALITY_DB)
+    log.record([row for t in range(2500) for row in quality_rows(t, 1, 400.0)])  # 5,000 rows
+
+    def every_row(snapshots: Snapshots) -> tuple[list[dict], int]:
+        """The rows of a page opened afresh once it asked for them all, and its answers."""
+        kept, answers = None, 0
+        while kept is None or kept["quality_more"]:
+            kept = merged(kept, snapshots.page(kept["since"] if kept else None))
+            answers += 1
+        return kept["quality"], answers
+
+    following = Snapshots(tmp_path, settings)
+    kept = None
+    sent = []
+    while kept is None or kept["quality_more"]:
+        answer = following.page(kept["since"] if kept else None)
+        tiles = [r["tile"] for r in named_rows(answer)]
+        sent.append((answer["quality_changed_only"], tiles[0], tiles[-1], len(tiles)))
+        kept = merged(kept, answer)
+        if len(sent) == 1:  # measured meanwhile: a tile already sent, one not yet
+            log.record(quality_rows(3, 0, 800.0) + quality_rows(2400, 0, 800.0))
+    assert sent == [(False, 0, 999, 2000), (True, 3, 1999, 2004), (True, 2000, 2499, 1002)]
+    assert kept["quality"] == every_row(Snapshots(tmp_path, settings))[0]
+    assert every_row(following) == (kept["quality"], 3)  # another page opened on this server
+    log.close()
+    ledger.close()
+
+
+def test_the_tiles_changed_since_cost_what_changed_not_the_size_of_the_log(tmp_path):
+    """The page asks the quality log which tiles changed since its last read at every answer
+    during a run: SQLite's steps for it are those of the rows changed, the same in a log of
+    40 rows and one of 4,000 (it scanned every row through the tile index: the whole file
+    read at each answer, 14 MB at 10,000 units)."""
+
+    def steps(tiles: int) -> tuple[set[int], int]:
+        log = QualityLog(tmp_path / f"quality{tiles}.sqlite")
+        log.record([row for t in range(tiles) for row in quality_rows(t, 1, 400.0)])
+        before = log.revision()
+        assert before is not None
+        log.record(quality_rows(7, 2, 500.0))
+        count = 0
+
+        def step() -> int:
+            nonlocal count
+            count += 1
+            return 0
+
+        log._db._db.set_progress_handler(step, 1)
+        changed = log.changed_tiles(before)
+        log.close()
+        return changed, count
+
+    (small, small_steps), (large, large_steps) = steps(20), steps(2000)
+    assert small == large == {7}
+    assert large_steps <= small_steps + 10, (small_steps, large_steps)
+
+
+def test_the_quality_rows_kept_between_answers_are_not_tracked_by_the_garbage_collector(
+    tmp_path,
+):
+    """The page keeps every quality row of the run (30,000 at 10,000 units) in the daemon's
+    process: as values the garbage collector does not track, so they do not lengthen its full
+    collections, which pause every thread (the workers' too)."""
+    settings = Settings()
+    store = settings.datastore_path(tmp_path)
+    ledger = Ledger(ledger_path(store))
+    ledger.observe(0, 0, "r0001_tile0000_1", "f")
+    log = QualityLog(state_dir(store) / QUALITY_DB)
+    log.record([row for t in range(50) for row in quality_rows(t, 1, 400.0)])
+    rows = Snapshots(tmp_path, settings).page()["quality"]["rows"]
+    gc.collect()
+    assert len(rows) == 100
+    assert not any(gc.is_tracked(row) for row in rows)
     log.close()
     ledger.close()
 

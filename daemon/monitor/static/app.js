@@ -423,7 +423,10 @@ function draw(state) {
 // The run's state as of a new answer, else null. Asked `since` the last answer, the server
 // sends the grid's cells changed since then (`changed_only`) and the quality rows of the
 // tiles changed since then (`quality_changed_only`), merged into those kept here; the first
-// answer, or one the server could not answer so, holds the whole grid and every row.
+// answer, or one the server could not answer so, holds the whole grid. The tiles' stage
+// positions come when they changed since the last answer, else the page keeps its own.
+// Quality rows come a page of tiles at a time: while the server has more (`quality_more`)
+// the page asks again at once, and each answer adds the next tiles' rows.
 async function fetchState() {
   const response = await fetch(url("api/state", last && last.since ? { since: last.since } : {}));
   if (!response.ok) return null;
@@ -437,7 +440,7 @@ async function fetchState() {
   }
   let quality = answer.quality;
   if (answer.quality_changed_only && last.quality) quality = mergeTiles(last.quality, answer.quality);
-  return { ...answer, grid, quality };
+  return { ...answer, grid, quality, tiles: answer.tiles || last.tiles };
 }
 
 // The quality rows as objects: the server sends each row's values in `fields` order.
@@ -466,7 +469,7 @@ async function poll() {
   } catch (err) {
     document.getElementById("health").textContent = "no connection";
   }
-  setTimeout(poll, POLL_MS);
+  setTimeout(poll, last && last.quality_more ? 0 : POLL_MS);
 }
 
 // A run page of a data root (/exp/<name>/): a link back to the list of every experiment.
