@@ -312,7 +312,9 @@ def _view(watched: Watched, now: float) -> RunView:
         expected=plan.num_tiles * plan.num_rounds if plan is not None else None,
         incomplete=dict(since),
         backlog=[(p["t"], int(p["backlog"])) for p in watched.snapshots.history()],
-        quality=watched.snapshots.quality(),
+        # The rules judge numbers (best_focus among them), never the focus curves: decoding
+        # those is most of a read that grows with the run, every evaluate_every_s.
+        quality=watched.snapshots.quality(focus=False),
         disks=_disks(watched, now),
         unit_name=watched.unit_name,
     )

@@ -19,7 +19,8 @@ from support.daemon import DaemonProcess
 from support.experiment import daemon_command, quiet, simulate_and_ingest, write_config
 from support.faults import truncate_mid_plane
 
-from daemon.alerts.evaluator import AlertThread, one_experiment
+from daemon.alerts.evaluator import AlertThread, _view, _watch, one_experiment
+from daemon.alerts.rules import JUDGED
 from daemon.config import Settings
 from daemon.datastore.sqlite import Database
 from daemon.datastore.statedir import ledger_path, state_dir
@@ -221,3 +222,18 @@ def test_a_finished_run_that_does_not_change_costs_no_read(tmp_path: Path, monke
     thread.evaluate(now=140.0)
     assert "ledger.sqlite" in opened
     thread.stop()
+
+
+def test_the_rules_see_the_quality_numbers_without_the_focus_curves(tmp_path: Path) -> None:
+    """The thread reads the whole quality log at every evaluation: the focus curves (most of
+    that read, a JSON list per row) are not decoded, since no rule looks at them; the numbers
+    the rules judge are all there."""
+    experiment = simulate_and_ingest(tmp_path, SETTINGS)
+    watched = _watch(experiment, Settings())
+    view = _view(watched, now=100.0)
+    watched.log.close()
+    assert len(view.quality) >= 4  # a row per entry of the 4 units
+    assert all("focus" not in row for row in view.quality)
+    judged = {judged.column for judged in JUDGED}
+    assert all(judged <= row.keys() for row in view.quality)
+    assert any(row["best_focus"] is not None for row in view.quality)
