@@ -437,6 +437,10 @@ class Ledger:
         )
         return [_record(r) for r in rows]
 
+    def failed_ids(self) -> set[str]:
+        """Ids of the failed units (a read of `units_by_state` as long as the failures)."""
+        return {r[0] for r in self._db.query("SELECT unit_id FROM units WHERE state = 'failed'")}
+
     def release(self, uid: str) -> None:
         """Return a running unit to pending (abandoned on shutdown)."""
         with self._transaction((uid,)) as db:
