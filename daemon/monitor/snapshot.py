@@ -159,15 +159,14 @@ class Snapshots:
             self._alerts_read_at = signature
         return self._alerts
 
-    def quality(self, focus: bool = True) -> list[dict[str, Any]]:
-        """The quality rows (read-only; without their focus curves unless `focus`, see
-        `QualityLog.rows`); [] before any entry was measured."""
+    def quality(self) -> list[dict[str, Any]]:
+        """The quality rows (read-only); [] before any entry was measured."""
         path = state_dir(self.store) / QUALITY_DB
         if not path.is_file():
             return []
         log = QualityLog(path, readonly=True)
         try:
-            return log.rows(focus=focus)
+            return log.rows()
         finally:
             log.close()
 
