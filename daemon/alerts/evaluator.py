@@ -26,6 +26,7 @@ from pathlib import Path
 from structlog.typing import FilteringBoundLogger
 
 from daemon.alerts.notifier import Outbox
+from daemon.alerts.qualityrows import QualityRows
 from daemon.alerts.rules import (
     Condition,
     DiskSamples,
@@ -85,6 +86,7 @@ class Watched:
     snapshots: Snapshots
     log: AlertLog
     unit_name: UnitName
+    quality: QualityRows
     disk: dict[str, collections.deque[tuple[float, int]]] = field(default_factory=dict)
     incomplete_since: dict[str, float] = field(default_factory=dict)
     # A complete run's files as of its last evaluation: while they stay so, what held holds
@@ -280,7 +282,9 @@ def _watch(experiment: Path, settings: Settings) -> Watched:
     names = reader(store, settings.raw, default=settings.datastore.layout)
     names.close()  # opened read-only: only its naming is used
     log = AlertLog(alert_log_path(store))
-    watched = Watched(experiment, settings, Snapshots(experiment, settings), log, names.unit_name)
+    quality = QualityRows(state_dir(store) / QUALITY_DB)
+    snapshots = Snapshots(experiment, settings)
+    watched = Watched(experiment, settings, snapshots, log, names.unit_name, quality)
     units = watched.snapshots.units()
     after = stall_after_s(units, settings.alerts)
     for alert in log.open_alerts():  # a restart: a dataset stuck before it is stuck still
@@ -312,7 +316,7 @@ def _view(watched: Watched, now: float) -> RunView:
         expected=plan.num_tiles * plan.num_rounds if plan is not None else None,
         incomplete=dict(since),
         backlog=[(p["t"], int(p["backlog"])) for p in watched.snapshots.history()],
-        quality=watched.snapshots.quality(),
+        quality=watched.quality.rows(),
         disks=_disks(watched, now),
         unit_name=watched.unit_name,
     )

@@ -87,3 +87,14 @@ class Database:
         """Every row of one read."""
         with self._lock:
             return self._db.execute(sql, parameters).fetchall()
+
+
+def same_file(signature: tuple[object, ...], previous: tuple[object, ...] | None) -> bool:
+    """Whether two signatures of an SQLite file's metadata (the monitor's `ledger_signature`:
+    first its main file's (inode, size, mtime)) are of the same file: its inode. A checkpoint,
+    every few hundred commits, changes the file's size and time, not the file, and must not
+    make a reader that follows the revisions read every row again."""
+    if previous is None:
+        return False
+    main, before = signature[0], previous[0]
+    return isinstance(main, tuple) and isinstance(before, tuple) and main[0] == before[0]

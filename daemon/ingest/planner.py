@@ -26,6 +26,7 @@ Nothing in raw_data is trusted:
 from __future__ import annotations
 
 import os
+from collections.abc import Container
 from pathlib import Path
 
 from daemon.config import Settings
@@ -72,12 +73,14 @@ class Planner:
             self._once("raw_data missing", Event.WAITING_FOR_RAW_DATA, folder=str(self.raw_dir))
             return
         self._load_plan()
+        failed = self._ledger.failed_ids()  # a stage-position file can only bring these back
         for name in names:
-            self.consider(name)
+            self.consider(name, failed)
         self._calibrate()
 
-    def consider(self, name: str) -> None:
-        """Look at one top-level entry of raw_data that may have changed."""
+    def consider(self, name: str, failed: Container[str] | None = None) -> None:
+        """Look at one top-level entry of raw_data that may have changed (`failed`: the failed
+        units' ids, if known, see `_stage_positions_changed`)."""
         if name in METADATA_FILES:
             self._metadata_changed()
             return
@@ -87,7 +90,7 @@ class Planner:
             return
         self.waiting.discard(name)  # judged afresh below; a name that waited may be no dataset
         if name.endswith(STAGE_SUFFIX):
-            self._stage_positions_changed(name)
+            self._stage_positions_changed(name, failed)
             return
         parsed = self._dataset_of(name)
         if isinstance(parsed, str):
@@ -213,14 +216,21 @@ class Planner:
             errno=errno_name(exc),
         )
 
-    def _stage_positions_changed(self, name: str) -> None:
+    def _stage_positions_changed(self, name: str, failed: Container[str] | None = None) -> None:
         """Try a unit again whose failure named this stage-position file, if the file changed
-        after the attempt began (it was not written yet, half written, or wrong)."""
+        after the attempt began (it was not written yet, half written, or wrong).
+
+        A rescan gives the ids of the `failed` units (one read of the ledger's index), so its
+        thousands of stage-position files of units that did not fail read nothing more.
+        """
         parsed = self._dataset_of(name.removesuffix(STAGE_SUFFIX) + "_1")
         if isinstance(parsed, str):
             return
         raw_round, tile, _ = parsed
-        record = self._ledger.get(unit_id(tile, raw_round - 1))
+        uid = unit_id(tile, raw_round - 1)
+        if failed is not None and uid not in failed:
+            return
+        record = self._ledger.get(uid)
         path = self.raw_dir / name
         if (
             record is None

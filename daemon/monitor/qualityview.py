@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from daemon.datastore.sqlite import same_file
 from daemon.products.qualitylog import QualityLog
 
 # What the page draws from a quality row: sent every second, so nothing more.
@@ -72,8 +73,8 @@ class QualityView:
         log = QualityLog(path, readonly=True)
         try:
             revision = log.revision()
-            same_file = previous is not None and signature[0] == previous[0]
-            if same_file and revision is not None and self._revision is not None:
+            followed = same_file(signature, previous) and revision is not None
+            if followed and self._revision is not None:
                 tiles: set[int] | None = log.changed_tiles(self._revision)
                 rows = log.rows(tiles, focus=False)
             else:

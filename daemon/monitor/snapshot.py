@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Settings
+from daemon.datastore.sqlite import same_file
 from daemon.datastore.statedir import ledger_path, lock_path, state_dir
 from daemon.ingest.ledger import UnitRecord, unit_of
 from daemon.layouts import Layout, found_layout, reader
@@ -171,8 +172,8 @@ class Snapshots:
         except NoDatastoreError:
             return
         previous = self._read_at
-        same_file = previous is not None and signature is not None and signature[0] == previous[0]
-        since = self._revision if same_file and self._revision is not None else -1
+        followed = signature is not None and same_file(signature, previous)
+        since = self._revision if followed and self._revision is not None else -1
         try:
             found = ledger.changed_since(since)
             changed, revision = found if found is not None else (ledger.units(), None)

@@ -12,6 +12,7 @@ One file per fiducial (`tile0003_round0002.npz`, a few hundred kB), written atom
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from pathlib import Path
@@ -32,14 +33,24 @@ class FiducialStore:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._lock = threading.Lock()
+        self._stored: dict[int, set[int]] | None = None  # tile -> its stored rounds (`rounds`)
 
     def _path(self, tile: int, round_: int) -> Path:
         return self.folder / f"tile{tile:04d}_round{round_:04d}.npz"
 
     def rounds(self, tile: int) -> list[int]:
-        """The rounds of `tile` whose projections are stored, ascending."""
-        found = (_NAME.fullmatch(p.name) for p in self.folder.glob(f"tile{tile:04d}_round*.npz"))
-        return sorted(int(m[2]) for m in found if m and int(m[1]) == tile)
+        """The rounds of `tile` whose projections are stored, ascending.
+
+        The folder is listed once, at the first call, then kept up to date by `save` (its only
+        writer while the daemon holds the datastore): a listing per unit would cost a unit
+        more the more fiducials the run has stored (issue 25: 10,000 at the end of a run).
+        """
+        if self._stored is None:
+            self._stored = {}
+            names = os.listdir(self.folder) if self.folder.is_dir() else []
+            for found in filter(None, map(_NAME.fullmatch, names)):
+                self._stored.setdefault(int(found[1]), set()).add(int(found[2]))
+        return sorted(self._stored.get(tile, ()))
 
     def save(
         self,
@@ -61,6 +72,8 @@ class FiducialStore:
 
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write(self._path(tile, round_), write)
+        if self._stored is not None:
+            self._stored.setdefault(tile, set()).add(round_)
 
     def load(self, tile: int, round_: int) -> tuple[FiducialProjections, np.ndarray] | None:
         """A stored fiducial's projections and voxel size; None if absent or unreadable (it

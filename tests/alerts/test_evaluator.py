@@ -12,6 +12,7 @@ import io
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from support.daemon import DaemonProcess
 from support.experiment import daemon_command, quiet, simulate_and_ingest, write_config
 from support.faults import truncate_mid_plane
 
-from daemon.alerts.evaluator import AlertThread, one_experiment
+from daemon.alerts.evaluator import AlertThread, _view, _watch, one_experiment
+from daemon.alerts.qualityrows import RULE_COLUMNS
 from daemon.config import Settings
 from daemon.datastore.sqlite import Database
 from daemon.datastore.statedir import ledger_path, state_dir
@@ -27,7 +29,7 @@ from daemon.events import Event
 from daemon.ingest.ledger import Ledger
 from daemon.logs import configure_logging
 from daemon.products.alertlog import read_alerts
-from daemon.products.qualitylog import QUALITY_DB
+from daemon.products.qualitylog import QUALITY_DB, QualityLog
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
@@ -221,3 +223,43 @@ def test_a_finished_run_that_does_not_change_costs_no_read(tmp_path: Path, monke
     thread.evaluate(now=140.0)
     assert "ledger.sqlite" in opened
     thread.stop()
+
+
+def test_an_evaluation_reads_again_only_the_tiles_whose_quality_changed(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Every evaluate_every_s the rules judge every quality row of the run: the thread keeps
+    them, and reads again only the tiles changed since (a read of every row each time grew
+    with the run), giving the rules the same rows as a whole read."""
+    experiment = simulate_and_ingest(tmp_path, SETTINGS)
+    path = state_dir(experiment / "qi2labdatastore") / QUALITY_DB
+    reads: list[str] = []
+    real_open = Database.open_readonly
+
+    def traced(opened: Path) -> Database:
+        database = real_open(opened)
+        if opened == path:
+            database._db.set_trace_callback(
+                lambda sql: reads.append(sql) if "SELECT *" in sql else None
+            )
+        return database
+
+    def whole() -> list[dict]:
+        log = QualityLog(path, readonly=True)
+        rows = [{c: r[c] for c in RULE_COLUMNS if c in r} for r in log.rows(focus=False)]
+        log.close()
+        return rows
+
+    monkeypatch.setattr(Database, "open_readonly", traced)
+    watched = _watch(experiment, Settings())
+    first = _view(watched, now=100.0).quality
+    assert len(reads) == 1 and "WHERE tile IN" not in reads[0]  # the first read: every row
+    assert first == whole()
+    with sqlite3.connect(path) as db:  # tile 1's rows written again (a unit converted again)
+        db.execute("UPDATE quality SET best_focus = best_focus * 2 WHERE tile = 1")
+    reads.clear()
+    second = _view(watched, now=110.0).quality
+    assert len(reads) == 1 and "WHERE tile IN (1)" in reads[0]
+    assert second == whole() != first
+    assert {row["tile"] for row in second} == {0, 1}
+    watched.log.close()

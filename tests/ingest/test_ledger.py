@@ -243,3 +243,38 @@ def test_the_next_pending_units_cost_the_same_whatever_the_backlog(tmp_path):
         long, lambda: long.pending(limit=4)
     )
     assert _steps(short, short.has_pending) == _steps(long, long.has_pending)
+
+
+def test_counts_cost_the_same_whatever_the_run_length(tmp_path):
+    short = _ledger_with_pending(tmp_path / "short.sqlite", 10)
+    long = _ledger_with_pending(tmp_path / "long.sqlite", 2000)
+    for ledger in (short, long):  # the same states in each, so the same rows of counts
+        ledger.claim(unit_id(0, 0))
+        ledger.finish(ledger.claim(unit_id(0, 1)) or pytest.fail("not claimed"), result())
+    assert short.counts() == {"pending": 18, "running": 1, "done": 1, "failed": 0}
+    assert long.counts() == {"pending": 3998, "running": 1, "done": 1, "failed": 0}
+    # The loop asks after every settled unit: what it reads does not grow with the run.
+    assert _steps(short, short.counts) == _steps(long, long.counts)
+
+
+def test_counts_of_a_ledger_from_before_they_were_kept(tmp_path):
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:  # what an older version wrote: no unit_counts table
+        db.executescript(SCHEMA)
+        db.executemany(
+            "INSERT INTO units (unit_id, tile, round, state, dataset, fingerprint, seen_at)"
+            " VALUES (?, ?, 0, ?, 'd', 'f', 0)",
+            [(unit_id(t, 0), t, "done" if t < 3 else "failed") for t in range(5)],
+        )
+    reader = Ledger.open_readonly(path)
+    assert reader.counts() == {"pending": 0, "running": 0, "done": 3, "failed": 2}
+    reader.close()
+    writer = Ledger(path)  # counts them once, then keeps them
+    writer.observe(7, 0, "d7", "f7")
+    writer.fail(writer.claim(unit_id(7, 0)) or pytest.fail("not claimed"), "bad")
+    writer.observe(8, 0, "d8", "f8")
+    assert writer.counts() == {"pending": 1, "running": 0, "done": 3, "failed": 3}
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT state, COUNT(*) FROM units GROUP BY state").fetchall()
+    assert {**dict.fromkeys(writer.counts(), 0), **dict(rows)} == writer.counts()
+    writer.close()

@@ -4,6 +4,8 @@ quality.sqlite of an older version gaining the new columns."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 
 import numpy as np
@@ -105,3 +107,37 @@ def test_a_quality_log_of_an_older_version_gains_the_registration_columns(tmp_pa
     table = quality_table(log.rows())
     assert {"reference_round", "shift_z_um", "match_quality"} <= set(table.column_names)
     log.close()
+
+
+def test_recording_a_unit_lists_no_more_files_however_many_are_stored(tmp_path, monkeypatch):
+    """Each unit reads its tile's stored rounds: at 10,000 stored fiducials a listing of the
+    folder per unit made every unit dearer than the one before (issue 25)."""
+    listed: list[int] = []  # names listed in the folder, per listing
+    real_listdir, real_scandir = os.listdir, os.scandir
+
+    def listdir(path):
+        names = real_listdir(path)
+        listed.append(len(names))
+        return names
+
+    def scandir(path):
+        entries = list(real_scandir(path))
+        listed.append(len(entries))
+        return contextlib.nullcontext(iter(entries))
+
+    def names_listed(others: int) -> int:
+        """Names listed while a tile's second round is recorded, `others` tiles stored."""
+        folder = tmp_path / f"fiducials-{others}"
+        store, log = FiducialStore(folder), QualityLog(folder.with_suffix(".sqlite"))
+        _, stack = _unit(0)
+        for tile in range(1, others + 1):
+            store.save(tile, 0, projections(stack), VOXEL_ZYX_UM)
+        _record(store, log, 1)
+        listed.clear()
+        _record(store, log, 2)
+        log.close()
+        return sum(listed)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert names_listed(2) == names_listed(60)

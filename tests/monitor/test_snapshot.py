@@ -507,3 +507,39 @@ def test_rows_an_older_version_writes_still_reach_a_page_asking_since(tmp_path):
     assert [r["entry"] for r in named_rows(answer)] == ["t5r0"]
     log.close()
     ledger.close()
+
+
+def test_a_checkpoint_of_the_ledger_does_not_make_the_page_read_every_unit_again(
+    tmp_path, monkeypatch
+):
+    """SQLite copies the WAL into the ledger file (a checkpoint) every few hundred commits:
+    the file's size and time change, the file does not. The next ask reads only the units
+    changed since, not every unit again (seconds at 10,000 units, during the run)."""
+    settings = Settings()
+    path = ledger_path(settings.datastore_path(tmp_path))
+    writer = Ledger(path)
+    for n in range(3):
+        writer.observe(n, 0, f"r0001_tile{n:04d}_1", "f0")
+    unit_reads: list[str] = []
+    opened = Database.open_readonly
+
+    def traced(path):  # the real read-only database, its statements recorded
+        database = opened(path)
+        database._db.set_trace_callback(
+            lambda sql: unit_reads.append(sql) if "FROM units" in sql else None
+        )
+        return database
+
+    monkeypatch.setattr(Database, "open_readonly", traced)
+    snapshots = Snapshots(tmp_path, settings)
+    assert len(snapshots.units()) == 3
+    before = path.stat()
+    writer.observe(3, 0, "r0001_tile0003_1", "f0")
+    writer._db._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # as SQLite does by itself
+    after = path.stat()
+    assert after.st_ino == before.st_ino and after.st_size > before.st_size  # the same file
+    unit_reads.clear()
+    assert [u.unit_id for u in snapshots.units()][-1] == "tile0003/round0000"
+    assert len(snapshots.units()) == 4
+    assert unit_reads and not any("LEFT JOIN" in sql for sql in unit_reads)  # not every unit
+    writer.close()
