@@ -12,7 +12,8 @@ import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,7 +23,7 @@ from daemon.datastore.jsonio import atomic_write
 from daemon.datastore.layout import INGEST_LOG, Entity
 from daemon.ingest.ledger import Ledger, UnitRecord
 from daemon.layouts.base import Layout, unit_entities
-from daemon.products.qualitylog import QUALITY_TABLE, QualityLog, quality_table
+from daemon.products.qualitylog import QUALITY_SCHEMA, QUALITY_TABLE, QualityLog, quality_table
 from daemon.raw.experiment import Plan
 from daemon.states import LEDGER_STATES, UnitState
 
@@ -129,6 +130,28 @@ def ingest_log_table(units: Iterable[UnitRecord], plan: Plan | None) -> pa.Table
             if row[key] is not None:
                 row[key] = int(row[key] * 1000)
     return pa.Table.from_pylist(rows, schema=INGEST_LOG_SCHEMA)
+
+
+VIEW_BATCH_ROWS = 1000  # ledger rows made into Arrow at once
+VIEW_BATCH_TILES = 100  # tiles of quality rows made into Arrow at once (a tile's rows together)
+
+
+def write_view(path: Path, schema: pa.Schema, batches: Iterable[pa.Table]) -> None:
+    """Write a Parquet view atomically from `batches` of its rows, one row group each.
+
+    Built whole, a view's Python rows and Arrow columns of a 10,000-unit run took tens of MB at
+    once, and the heap kept that high-water mark: the daemon's resident memory grew with the
+    run, by each rewrite's peak (RSS 96 -> 143 MB from 1,000 to 10,000 units of quality rows,
+    flat without the rewrites). In batches the peak is one batch's, whatever the run's length.
+    """
+
+    def write(f: BinaryIO) -> None:
+        with pq.ParquetWriter(f, schema) as writer:
+            for batch in batches:
+                if batch.num_rows:
+                    writer.write_table(batch)
+
+    atomic_write(path, write)
 
 
 def _channels(plan: Plan | None, unit: UnitRecord) -> list[str] | None:
@@ -277,11 +300,18 @@ class StatePublisher:
             daemon = {**self._kept, **self._identity, "updated_at": updated_at}
             self._store.publish_state(calibrations, complete, summary, daemon)
         elif key == "log":
-            table = ingest_log_table(self._ledger.units(), plan)
-            atomic_write(self._store.path / INGEST_LOG, lambda f: pq.write_table(table, f))
+            units = self._ledger.units()
+            batches = (
+                ingest_log_table(units[start : start + VIEW_BATCH_ROWS], plan)
+                for start in range(0, len(units), VIEW_BATCH_ROWS)
+            )
+            write_view(self._store.path / INGEST_LOG, INGEST_LOG_SCHEMA, batches)
         elif self._quality is not None:
-            rows = quality_table(self._quality.rows())
-            atomic_write(self._store.path / QUALITY_TABLE, lambda f: pq.write_table(rows, f))
+            quality = self._quality
+            last = quality.last_tile()
+            tiles = range(0, -1 if last is None else last + 1, VIEW_BATCH_TILES)
+            batches = (quality_table(quality.rows(range(t, t + VIEW_BATCH_TILES))) for t in tiles)
+            write_view(self._store.path / QUALITY_TABLE, QUALITY_SCHEMA, batches)
         self._published[key] = version
         if key == "log":
             self._changed[key] = 0

@@ -267,6 +267,14 @@ class QualityLog:
         found = self._db.query("SELECT tile FROM quality WHERE revision > ?", (since,))
         return {int(r[0]) for r in found}
 
+    def last_tile(self) -> int | None:
+        """The highest tile with a row (None: none yet), from the tile index."""
+        try:
+            found = self._db.query("SELECT max(tile) FROM quality")
+        except sqlite3.OperationalError:  # read-only and not created yet
+            return None
+        return None if found[0][0] is None else int(found[0][0])
+
     def rows(
         self, tiles: Collection[int] | None = None, focus: bool = True
     ) -> list[dict[str, Any]]:

@@ -5,11 +5,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from daemon.datastore.layout import INGEST_LOG, Entity, tile_name
+from daemon.ingest import state
 from daemon.ingest.ledger import Ledger, UnitResult, unit_id
-from daemon.ingest.state import StatePublisher
+from daemon.ingest.state import StatePublisher, ingest_log_table
 from daemon.layouts import open_layout
+from daemon.pixels.quality import EntryQuality
+from daemon.products.qualitylog import QUALITY_TABLE, QualityLog, QualityRow, quality_table
 
 TILES, ROUNDS = 50, 8
+PLANES = [EntryQuality(100.0 + r, 99.0, 500.0, 0.0, (1.0, 2.5), 1) for r in range(3)]
 
 
 class CountingLedger(Ledger):
@@ -114,5 +118,34 @@ def test_published_views_equal_the_ledger_and_cost_the_same_per_unit_however_lon
         assert row["checksum"] == (unit.checksum.split(",") if unit.checksum else None)
         assert row["outputs"] == list(unit.outputs)
         assert row["finished_at"].timestamp() == pytest.approx(unit.finished_at, abs=1e-3)
+    ledger.close()
+    store.close()
+
+
+def test_views_are_written_a_batch_at_a_time_and_equal_a_whole_rebuild(tmp_path, monkeypatch):
+    """The Parquet views are built and written a batch of rows at a time (one row group each),
+    so a rewrite's memory is one batch's, not the run's (the daemon's heap kept each whole
+    rebuild's peak: its resident memory grew with the run); read back, each is the table a
+    whole rebuild gives."""
+    monkeypatch.setattr(state, "VIEW_BATCH_ROWS", 7)
+    monkeypatch.setattr(state, "VIEW_BATCH_TILES", 3)
+    store = open_layout(tmp_path / "store", "seed")
+    ledger = CountingLedger(tmp_path / "ledger.sqlite")
+    quality = QualityLog(tmp_path / "quality.sqlite")
+    for tile in range(TILES):
+        quality.record(
+            QualityRow.of(f"tile{tile}/round{r}", "round", tile, r, r, (0.0, tile, 1.0), plane)
+            for r, plane in enumerate(PLANES)
+        )
+    publisher = StatePublisher(store, ledger, 0, 0, quality=quality)
+    run_units(ledger, publisher)
+
+    log = pq.ParquetFile(store.path / INGEST_LOG)
+    assert log.metadata.num_row_groups == -(-TILES * ROUNDS // 7)
+    assert log.read().to_pylist() == ingest_log_table(ledger.units(), None).to_pylist()
+    table = pq.ParquetFile(store.path / QUALITY_TABLE)
+    assert table.metadata.num_row_groups == -(-TILES // 3)
+    assert table.read().to_pylist() == quality_table(quality.rows()).to_pylist()
+    quality.close()
     ledger.close()
     store.close()
