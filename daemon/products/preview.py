@@ -59,17 +59,25 @@ def image_dir(root: Path, name: str) -> Path:
 def display_window(histogram: np.ndarray) -> tuple[int, int]:
     """(start, end) of the display window: the CONTRAST_PERCENTILES of the counted pixels,
     zeros (the canvas no tile covers) left out; end is at least start + 1."""
-    counts = histogram.copy()
-    counts[0] = 0
-    total = int(counts.sum())
+    cumulative = np.cumsum(histogram[1:])  # value v + 1 at index v: zeros left out
+    total = int(cumulative[-1])
     if total == 0:
         return 0, 1
-    cumulative = np.cumsum(counts)
     low, high = (
-        int(np.searchsorted(cumulative, total * p / 100.0, side="left"))
+        1 + int(np.searchsorted(cumulative, total * p / 100.0, side="left"))
         for p in CONTRAST_PERCENTILES
     )
     return low, max(high, low + 1)
+
+
+def count_values(histogram: np.ndarray, values: np.ndarray) -> None:
+    """Add the count of each uint16 value of `values` to `histogram` (one bin per value): a
+    small tile in place (`np.add.at`), a large one through `np.bincount` of all the bins."""
+    flat = values.ravel()
+    if flat.size < _BINS // 16:
+        np.add.at(histogram, flat, 1)
+    else:
+        histogram += np.bincount(flat, minlength=_BINS)
 
 
 def block_max(image: np.ndarray, factor: int) -> np.ndarray:
@@ -167,14 +175,55 @@ def image_metadata(name: str, canvas: Canvas, window: tuple[int, int]) -> dict[s
     return document
 
 
+class ImageDocument:
+    """An image's zarr.json for one canvas, rendered for any display window without building
+    and validating the whole NGFF document again (yaozarrs' models and an indented
+    json.dumps cost ~3 ms, more than placing a small tile): the document is built once per
+    canvas, its text kept around the window's two numbers, and only the window is validated
+    (its own model) for each rendering. The bytes are those of `json.dumps(image_metadata(
+    ...), indent=1)`, character for character."""
+
+    _MARK = "\0window {}\0"  # stands for a number while the text is made; no name holds it
+
+    def __init__(self, name: str, canvas: Canvas) -> None:
+        self.canvas = canvas
+        document = image_metadata(name, canvas, (0, 1))
+        window = document["attributes"]["ome"]["omero"]["channels"][0]["window"]
+        window["start"], window["end"] = self._MARK.format("start"), self._MARK.format("end")
+        text = json.dumps(document, indent=1)
+        head, rest = text.split(json.dumps(window["start"]))
+        middle, tail = rest.split(json.dumps(window["end"]))
+        self._parts = (head, middle, tail)
+
+    def render(self, window: tuple[int, int]) -> bytes:
+        """The zarr.json with display `window` (start, end)."""
+        from yaozarrs import v05
+
+        start, end = window
+        valid = v05.OmeroWindow(start=start, end=end, min=0, max=_BINS - 1).model_dump(mode="json")
+        head, middle, tail = self._parts
+        return (
+            f"{head}{json.dumps(valid['start'])}{middle}{json.dumps(valid['end'])}{tail}".encode()
+        )
+
+
 class MosaicPreview:
-    """The preview of one datastore; `add` is called by workers (thread-safe)."""
+    """The preview of one datastore; `add` is called by workers (thread-safe).
+
+    What a tile's placing needs is kept between tiles, one set per image (bounded by the
+    plan's rounds and bits, not by the run's length): the current version's opened arrays,
+    its zarr.json as last written, and the document to render the next one from. Opening
+    three arrays and rebuilding the NGFF document for every tile cost more than the tile.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._lock = threading.Lock()
         self._canvases: dict[str, Canvas] = {}
         self._histograms: dict[str, np.ndarray] = {}  # counts of each value of the tiles' pixels
+        self._arrays: dict[str, tuple[int, list[ts.TensorStore]]] = {}  # version, its levels
+        self._documents: dict[str, ImageDocument] = {}
+        self._published: dict[str, tuple[int, bytes]] = {}  # zarr.json written: version, bytes
         # Its own context, not the units' shared one: a preview tile is small and written
         # under the lock, so one copy thread does, and it never waits behind a unit's chunks.
         self._context = ts.Context({"data_copy_concurrency": {"limit": 1}})
@@ -191,24 +240,39 @@ class MosaicPreview:
             if canvas is None or not canvas.holds(top, tile.shape):
                 canvas = self._grow(name, canvas, stage_yx_um, tile.shape, level_pixel_um)
                 top = canvas.place(stage_yx_um)
-            for level in range(LEVELS):
+            for level, array in enumerate(self._levels(name, canvas)):
                 factor = 2**level
                 part = block_max(tile, factor) if factor > 1 else tile
-                self._merge(name, canvas, level, (top[0] // factor, top[1] // factor), part)
-            counts = self._histograms.setdefault(name, np.zeros(_BINS, np.int64))
-            counts += np.bincount(tile.ravel(), minlength=_BINS)
+                _merge(array, (top[0] // factor, top[1] // factor), part)
+            count_values(self._histograms.setdefault(name, np.zeros(_BINS, np.int64)), tile)
             self._publish(name, canvas)
 
     def _publish(self, name: str, canvas: Canvas) -> None:
         """Replace the image's zarr.json (its version's arrays, the display window) in one
-        step, then drop the version three back (readers may still be on the two before)."""
-        document = image_metadata(name, canvas, display_window(self._histograms[name]))
-        atomic_write(
-            image_dir(self.root, name) / "zarr.json",
-            lambda f: f.write(json.dumps(document, indent=1).encode()),
-        )
-        if canvas.version >= 3:
+        step, unless it would not change (what was written is durable already); then, once
+        per version, drop the version three back (readers may still be on the two before)."""
+        document = self._documents.get(name)
+        if document is None or document.canvas != canvas:
+            document = self._documents[name] = ImageDocument(name, canvas)
+        data = document.render(display_window(self._histograms[name]))
+        published = self._published.get(name)
+        if published == (canvas.version, data):
+            return
+        atomic_write(image_dir(self.root, name) / "zarr.json", lambda f: f.write(data))
+        self._published[name] = (canvas.version, data)
+        if canvas.version >= 3 and (published is None or published[0] != canvas.version):
             shutil.rmtree(image_dir(self.root, name) / f"v{canvas.version - 3}", ignore_errors=True)
+
+    def _levels(self, name: str, canvas: Canvas) -> list[ts.TensorStore]:
+        """The opened arrays of the canvas's version, one per level: kept from the last tile
+        while the version's folder is there (an experiment folder renamed away is found
+        missing here, as opening the arrays would, not written back into being)."""
+        kept = self._arrays.get(name)
+        folder = image_dir(self.root, name) / f"v{canvas.version}"
+        if kept is None or kept[0] != canvas.version or not folder.is_dir():
+            kept = canvas.version, [self._array(name, canvas, level) for level in range(LEVELS)]
+            self._arrays[name] = kept
+        return kept[1]
 
     def _array(self, name: str, canvas: Canvas, level: int, create: bool = False) -> ts.TensorStore:
         factor = 2**level
@@ -234,15 +298,6 @@ class MosaicPreview:
             }
         # delete_existing: a version half-made by a daemon killed while growing is made again
         return ts.open(spec, create=create, delete_existing=create, context=self._context).result()
-
-    def _merge(
-        self, name: str, canvas: Canvas, level: int, top: tuple[int, int], part: np.ndarray
-    ) -> None:
-        array = self._array(name, canvas, level)
-        h = min(part.shape[0], array.shape[0] - top[0])
-        w = min(part.shape[1], array.shape[1] - top[1])
-        region = array[top[0] : top[0] + h, top[1] : top[1] + w]
-        region.write(np.maximum(region.read().result(), part[:h, :w])).result()
 
     def _canvas(self, name: str, pixel_um: float) -> Canvas | None:
         """The image's current canvas, from memory or from its zarr.json (a restart, which
@@ -276,15 +331,27 @@ class MosaicPreview:
         caller once the tile is in."""
         canvas = grown(old, yx_um, size, pixel_um)
         image_dir(self.root, name).mkdir(parents=True, exist_ok=True)
+        olds = self._levels(name, old) if old is not None else []
+        arrays = []
         for level in range(LEVELS):
             array = self._array(name, canvas, level, create=True)
             if old is not None:
                 factor = 2**level
-                data = self._array(name, old, level).read().result()
+                data = olds[level].read().result()
                 dy, dx = (p // factor for p in canvas.place(old.origin_um))
                 array[dy : dy + data.shape[0], dx : dx + data.shape[1]].write(data).result()
+            arrays.append(array)
         self._canvases[name] = canvas
+        self._arrays[name] = canvas.version, arrays
         return canvas
+
+
+def _merge(array: ts.TensorStore, top: tuple[int, int], part: np.ndarray) -> None:
+    """Combine `part` by maximum into `array` at `top` (cut at the array's edge)."""
+    h = min(part.shape[0], array.shape[0] - top[0])
+    w = min(part.shape[1], array.shape[1] - top[1])
+    region = array[top[0] : top[0] + h, top[1] : top[1] + w]
+    region.write(np.maximum(region.read().result(), part[:h, :w])).result()
 
 
 def read_level(root: Path, name: str, max_side: int = 1024) -> np.ndarray | None:
