@@ -13,7 +13,7 @@ import yaozarrs
 import zarr
 from monitor_support import open_level
 
-from daemon.products.preview import DOWNSAMPLE, MosaicPreview
+from daemon.products.preview import DOWNSAMPLE, MosaicPreview, ValueCounts
 
 PIXEL_UM = 0.1
 
@@ -212,3 +212,26 @@ def test_a_preview_moved_away_is_not_written_back_where_it_was(tmp_path):
     with pytest.raises(ValueError, match="NOT_FOUND"):
         preview.add("bit001", stack_for(2), (0.0, 0.0), PIXEL_UM)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.random.default_rng(4).integers(0, 65536, 5000),  # every block, zeros among them
+        np.random.default_rng(5).poisson(3, 300),  # mostly in the first block, many zeros
+        np.array([255, 256] * 7 + [0] * 40),  # both sides of a block's edge
+        np.array([65535] * 3 + [1]),  # the last value
+        np.array([7]),  # a single value: end is start + 1
+    ],
+)
+def test_the_window_is_numpys_percentiles_of_the_pixels_that_are_not_zero(values):
+    """Counted tile by tile (small tiles one way, large ones another), the window is numpy's
+    `inverted_cdf` percentiles of every pixel but the empty canvas's zeros."""
+    counts = ValueCounts()
+    values = values.astype(np.uint16)
+    for part in np.array_split(values, 4):
+        counts.add(part)
+    counts.add(np.zeros(8192, np.uint16))  # a large tile of the empty canvas: not counted
+    low, high = np.percentile(values[values > 0], [0.5, 99.8], method="inverted_cdf")
+    assert counts.window() == (low, max(high, low + 1))
+    assert ValueCounts(counts.counts).window() == counts.window()  # as after a restart
