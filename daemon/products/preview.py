@@ -267,10 +267,12 @@ class MosaicPreview:
             if canvas is None or not canvas.holds(top, tile.shape):
                 canvas = self._grow(name, canvas, stage_yx_um, tile.shape, level_pixel_um)
                 top = canvas.place(stage_yx_um)
-            for level, array in enumerate(self._levels(name, canvas)):
-                factor = 2**level
-                part = block_max(tile, factor) if factor > 1 else tile
-                _merge(array, (top[0] // factor, top[1] // factor), part)
+            merges = [
+                _Merge(array, (top[0] // 2**level, top[1] // 2**level), tile, 2**level)
+                for level, array in enumerate(self._levels(name, canvas))
+            ]
+            for written in [m.write() for m in merges]:  # the levels' chunks in flight at once
+                written.result()
             self._histograms.setdefault(name, ValueCounts()).add(tile)
             self._publish(name, canvas)
 
@@ -373,12 +375,23 @@ class MosaicPreview:
         return canvas
 
 
-def _merge(array: ts.TensorStore, top: tuple[int, int], part: np.ndarray) -> None:
-    """Combine `part` by maximum into `array` at `top` (cut at the array's edge)."""
-    h = min(part.shape[0], array.shape[0] - top[0])
-    w = min(part.shape[1], array.shape[1] - top[1])
-    region = array[top[0] : top[0] + h, top[1] : top[1] + w]
-    region.write(np.maximum(region.read().result(), part[:h, :w])).result()
+class _Merge:
+    """`part` (the tile reduced by `factor`) combined by maximum into `array` at `top` (cut
+    at the array's edge): its region's read started at once, so that the levels' reads, then
+    their writes, are in flight together rather than one after the other."""
+
+    def __init__(
+        self, array: ts.TensorStore, top: tuple[int, int], tile: np.ndarray, factor: int
+    ) -> None:
+        part = block_max(tile, factor) if factor > 1 else tile
+        h = min(part.shape[0], array.shape[0] - top[0])
+        w = min(part.shape[1], array.shape[1] - top[1])
+        self._part = part[:h, :w]
+        self._region = array[top[0] : top[0] + h, top[1] : top[1] + w]
+        self._old = self._region.read()
+
+    def write(self) -> ts.WriteFutures:
+        return self._region.write(np.maximum(self._old.result(), self._part))
 
 
 def read_level(root: Path, name: str, max_side: int = 1024) -> np.ndarray | None:
