@@ -7,12 +7,15 @@ becomes a tile's new reference (round 0 converted after round 2) registers the t
 rounds again against itself, updating their rows. One lock makes "store, register, record"
 one step, so two workers converting rounds of the same tile cannot miss each other.
 
-One file per fiducial (`tile0003_round0002.npz`, a few hundred kB), written atomically.
+One file per fiducial (`tile0003_round0002.npz`, a few hundred kB), written atomically. Which
+rounds of a tile are stored is read from the folder once and then kept up to date in memory
+(a few integers per tile: bounded by the plan): listing a folder that grows by one file per
+unit, for every unit, made a unit's cost grow with the run's length. A unit's own projections
+are registered as they are in memory, not read back from the file just written.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from pathlib import Path
@@ -25,6 +28,7 @@ from daemon.pixels.registration import FiducialProjections, register
 from daemon.products.qualitylog import FiducialShift, QualityLog, QualityRow
 
 _NAME = re.compile(r"tile(\d+)_round(\d+)\.npz")
+Stored = tuple[FiducialProjections, np.ndarray]  # projections, voxel size (µm, z y x)
 
 
 class FiducialStore:
@@ -33,24 +37,24 @@ class FiducialStore:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._lock = threading.Lock()
-        self._stored: dict[int, set[int]] | None = None  # tile -> its stored rounds (`rounds`)
+        self._stored: dict[int, set[int]] | None = None  # tile -> rounds, read once
+
+    def _index(self) -> dict[int, set[int]]:
+        """Tile -> rounds stored, from one listing of the folder, then kept by `save`."""
+        if self._stored is None:
+            stored: dict[int, set[int]] = {}
+            names = (p.name for p in self.folder.iterdir()) if self.folder.is_dir() else ()
+            for match in filter(None, map(_NAME.fullmatch, names)):
+                stored.setdefault(int(match[1]), set()).add(int(match[2]))
+            self._stored = stored
+        return self._stored
 
     def _path(self, tile: int, round_: int) -> Path:
         return self.folder / f"tile{tile:04d}_round{round_:04d}.npz"
 
     def rounds(self, tile: int) -> list[int]:
-        """The rounds of `tile` whose projections are stored, ascending.
-
-        The folder is listed once, at the first call, then kept up to date by `save` (its only
-        writer while the daemon holds the datastore): a listing per unit would cost a unit
-        more the more fiducials the run has stored (issue 25: 10,000 at the end of a run).
-        """
-        if self._stored is None:
-            self._stored = {}
-            names = os.listdir(self.folder) if self.folder.is_dir() else []
-            for found in filter(None, map(_NAME.fullmatch, names)):
-                self._stored.setdefault(int(found[1]), set()).add(int(found[2]))
-        return sorted(self._stored.get(tile, ()))
+        """The rounds of `tile` whose projections are stored, ascending."""
+        return sorted(self._index().get(tile, ()))
 
     def save(
         self,
@@ -72,10 +76,9 @@ class FiducialStore:
 
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write(self._path(tile, round_), write)
-        if self._stored is not None:
-            self._stored.setdefault(tile, set()).add(round_)
+        self._index().setdefault(tile, set()).add(round_)
 
-    def load(self, tile: int, round_: int) -> tuple[FiducialProjections, np.ndarray] | None:
+    def load(self, tile: int, round_: int) -> Stored | None:
         """A stored fiducial's projections and voxel size; None if absent or unreadable (it
         is written again when its unit is converted again)."""
         try:
@@ -86,24 +89,6 @@ class FiducialStore:
                 return projections, saved["voxel_zyx_um"]
         except (OSError, ValueError, KeyError):
             return None
-
-    def shift(self, tile: int, round_: int, reference: int) -> FiducialShift | None:
-        """`round_`'s fiducial against `reference`'s, in µm with `round_`'s voxel size; None
-        when either is missing or they cannot be compared (different shapes)."""
-        moving, ref = self.load(tile, round_), self.load(tile, reference)
-        if moving is None or ref is None:
-            return None
-        try:
-            found = register(moving[0], ref[0])
-        except ValueError:  # phase correlation on a degenerate projection: no shift to report
-            return FiducialShift(reference, None, 0.0)
-        if found is None:
-            return None
-        um = None
-        if found.shift_zyx_px is not None:
-            (dz, dy, dx), (vz, vy, vx) = found.shift_zyx_px, moving[1]
-            um = (float(dz * vz), float(dy * vy), float(dx * vx))
-        return FiducialShift(reference, um, found.match_quality)
 
     def record(
         self,
@@ -116,13 +101,35 @@ class FiducialStore:
         is its tile's new reference, the other rounds' shifts against it."""
         own = next(r for r in rows if r.kind == "round")
         tile, round_ = own.tile, own.round
+        kept = (fiducial, np.asarray(voxel_zyx_um, dtype=np.float64))  # as `load` gives it back
         with self._lock:
             self.save(tile, round_, fiducial, voxel_zyx_um)
             rounds = self.rounds(tile)
             reference = rounds[0]
-            shift = None if reference == round_ else self.shift(tile, round_, reference)
+            shift = None
+            if reference != round_:
+                shift = _shift(kept, self.load(tile, reference), reference)
             quality.record([r.with_shift(shift) if r is own else r for r in rows])
             if reference == round_:
                 quality.record_shifts(
-                    tile, {r: self.shift(tile, r, round_) for r in rounds if r != round_}
+                    tile,
+                    {r: _shift(self.load(tile, r), kept, round_) for r in rounds if r != round_},
                 )
+
+
+def _shift(moving: Stored | None, ref: Stored | None, reference: int) -> FiducialShift | None:
+    """`moving`'s fiducial against `ref`'s (round `reference`), in µm with `moving`'s voxel
+    size; None when either is missing or they cannot be compared (different shapes)."""
+    if moving is None or ref is None:
+        return None
+    try:
+        found = register(moving[0], ref[0])
+    except ValueError:  # phase correlation on a degenerate projection: no shift to report
+        return FiducialShift(reference, None, 0.0)
+    if found is None:
+        return None
+    um = None
+    if found.shift_zyx_px is not None:
+        (dz, dy, dx), (vz, vy, vx) = found.shift_zyx_px, moving[1]
+        um = (float(dz * vz), float(dy * vy), float(dx * vx))
+    return FiducialShift(reference, um, found.match_quality)

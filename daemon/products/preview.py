@@ -31,6 +31,7 @@ Layout-independent: it takes a name, a stack, a stage position and a pixel size.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import threading
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ LEVELS = 3
 CHUNK = 256
 CONTRAST_PERCENTILES = (0.5, 99.8)
 _BINS = 1 << 16  # one per uint16 value
+_BLOCK = 1 << 8  # values per running sum (ValueCounts)
+PREVIEW_CACHE = 16 << 20  # bytes of decoded chunks kept, all images together
 
 
 def image_dir(root: Path, name: str) -> Path:
@@ -56,20 +59,53 @@ def image_dir(root: Path, name: str) -> Path:
     return root / f"{name}{IMAGE_SUFFIX}"
 
 
-def display_window(histogram: np.ndarray) -> tuple[int, int]:
-    """(start, end) of the display window: the CONTRAST_PERCENTILES of the counted pixels,
-    zeros (the canvas no tile covers) left out; end is at least start + 1."""
-    counts = histogram.copy()
-    counts[0] = 0
-    total = int(counts.sum())
-    if total == 0:
-        return 0, 1
-    cumulative = np.cumsum(counts)
-    low, high = (
-        int(np.searchsorted(cumulative, total * p / 100.0, side="left"))
-        for p in CONTRAST_PERCENTILES
-    )
-    return low, max(high, low + 1)
+class ValueCounts:
+    """How many of an image's tile pixels hold each uint16 value, for its display window,
+    with a running sum per block of `_BLOCK` values: a percentile is found in two cumulative
+    sums of 256 bins, not one of 65,536 (a fifth of a small tile's placing)."""
+
+    def __init__(self, counts: np.ndarray | None = None) -> None:
+        self.counts = np.zeros(_BINS, np.int64) if counts is None else counts.astype(np.int64)
+        self.blocks = self.counts.reshape(-1, _BLOCK).sum(axis=1)
+
+    def add(self, values: np.ndarray) -> None:
+        """Count `values` (uint16): a small tile in place (`np.add.at`), a large one through
+        `np.bincount` of all the bins."""
+        flat = values.ravel()
+        if flat.size < _BINS // 16:
+            np.add.at(self.counts, flat, 1)
+            np.add.at(self.blocks, flat // _BLOCK, 1)
+        else:
+            added = np.bincount(flat, minlength=_BINS)
+            self.counts += added
+            self.blocks += added.reshape(-1, _BLOCK).sum(axis=1)
+
+    def window(self) -> tuple[int, int]:
+        """(start, end) of the display window: the CONTRAST_PERCENTILES of the counted pixels,
+        zeros (the canvas no tile covers) left out (numpy's `inverted_cdf`: the first value
+        whose cumulative count reaches the rank); end is at least start + 1."""
+        blocks = self.blocks.copy()
+        blocks[0] -= self.counts[0]
+        cumulative = np.cumsum(blocks)
+        total = int(cumulative[-1])
+        if total == 0:
+            return 0, 1
+        # counts are integers: reaching total * p / 100 is reaching its ceiling
+        low, high = (
+            self._first_reaching(cumulative, math.ceil(total * p / 100.0))
+            for p in CONTRAST_PERCENTILES
+        )
+        return low, max(high, low + 1)
+
+    def _first_reaching(self, cumulative: np.ndarray, rank: int) -> int:
+        """The first value (not 0) whose cumulative count is at least `rank` (>= 1)."""
+        block = int(np.searchsorted(cumulative, rank, side="left"))
+        counts = self.counts[block * _BLOCK : (block + 1) * _BLOCK].copy()
+        if block == 0:
+            counts[0] = 0
+        before = int(cumulative[block - 1]) if block else 0
+        inside = int(np.searchsorted(np.cumsum(counts), rank - before, side="left"))
+        return block * _BLOCK + inside
 
 
 def block_max(image: np.ndarray, factor: int) -> np.ndarray:
@@ -167,17 +203,66 @@ def image_metadata(name: str, canvas: Canvas, window: tuple[int, int]) -> dict[s
     return document
 
 
+class ImageDocument:
+    """An image's zarr.json for one canvas, rendered for any display window without building
+    and validating the whole NGFF document again (yaozarrs' models and an indented
+    json.dumps cost ~3 ms, more than placing a small tile): the document is built once per
+    canvas, its text kept around the window's two numbers, and only the window is validated
+    (its own model) for each rendering. The bytes are those of `json.dumps(image_metadata(
+    ...), indent=1)`, character for character."""
+
+    _MARK = "\0window {}\0"  # stands for a number while the text is made; no name holds it
+
+    def __init__(self, name: str, canvas: Canvas) -> None:
+        self.canvas = canvas
+        document = image_metadata(name, canvas, (0, 1))
+        window = document["attributes"]["ome"]["omero"]["channels"][0]["window"]
+        window["start"], window["end"] = self._MARK.format("start"), self._MARK.format("end")
+        text = json.dumps(document, indent=1)
+        head, rest = text.split(json.dumps(window["start"]))
+        middle, tail = rest.split(json.dumps(window["end"]))
+        self._parts = (head, middle, tail)
+
+    def render(self, window: tuple[int, int]) -> bytes:
+        """The zarr.json with display `window` (start, end)."""
+        from yaozarrs import v05
+
+        start, end = window
+        valid = v05.OmeroWindow(start=start, end=end, min=0, max=_BINS - 1).model_dump(mode="json")
+        head, middle, tail = self._parts
+        return (
+            f"{head}{json.dumps(valid['start'])}{middle}{json.dumps(valid['end'])}{tail}".encode()
+        )
+
+
 class MosaicPreview:
-    """The preview of one datastore; `add` is called by workers (thread-safe)."""
+    """The preview of one datastore; `add` is called by workers (thread-safe).
+
+    What a tile's placing needs is kept between tiles, one set per image (bounded by the
+    plan's rounds and bits, not by the run's length): the current version's opened arrays,
+    its zarr.json as last written, and the document to render the next one from. Opening
+    three arrays and rebuilding the NGFF document for every tile cost more than the tile.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._lock = threading.Lock()
         self._canvases: dict[str, Canvas] = {}
-        self._histograms: dict[str, np.ndarray] = {}  # counts of each value of the tiles' pixels
+        self._histograms: dict[str, ValueCounts] = {}
+        self._arrays: dict[str, tuple[int, list[ts.TensorStore]]] = {}  # version, its levels
+        self._documents: dict[str, ImageDocument] = {}
+        self._published: dict[str, tuple[int, bytes]] = {}  # zarr.json written: version, bytes
         # Its own context, not the units' shared one: a preview tile is small and written
         # under the lock, so one copy thread does, and it never waits behind a unit's chunks.
-        self._context = ts.Context({"data_copy_concurrency": {"limit": 1}})
+        # A small chunk cache: a tile's read of its region, then the write's read-modify-write
+        # of the same chunk, and the next tiles of the round (the same chunks while the
+        # canvas is small) decode it once (checked against the file's generation each time).
+        self._context = ts.Context(
+            {
+                "data_copy_concurrency": {"limit": 1},
+                "cache_pool": {"total_bytes_limit": PREVIEW_CACHE},
+            }
+        )
 
     def add(
         self, name: str, stack: np.ndarray, stage_yx_um: tuple[float, float], pixel_um: float
@@ -191,24 +276,41 @@ class MosaicPreview:
             if canvas is None or not canvas.holds(top, tile.shape):
                 canvas = self._grow(name, canvas, stage_yx_um, tile.shape, level_pixel_um)
                 top = canvas.place(stage_yx_um)
-            for level in range(LEVELS):
-                factor = 2**level
-                part = block_max(tile, factor) if factor > 1 else tile
-                self._merge(name, canvas, level, (top[0] // factor, top[1] // factor), part)
-            counts = self._histograms.setdefault(name, np.zeros(_BINS, np.int64))
-            counts += np.bincount(tile.ravel(), minlength=_BINS)
+            merges = [
+                _Merge(array, (top[0] // 2**level, top[1] // 2**level), tile, 2**level)
+                for level, array in enumerate(self._levels(name, canvas))
+            ]
+            for written in [m.write() for m in merges]:  # the levels' chunks in flight at once
+                written.result()
+            self._histograms.setdefault(name, ValueCounts()).add(tile)
             self._publish(name, canvas)
 
     def _publish(self, name: str, canvas: Canvas) -> None:
         """Replace the image's zarr.json (its version's arrays, the display window) in one
-        step, then drop the version three back (readers may still be on the two before)."""
-        document = image_metadata(name, canvas, display_window(self._histograms[name]))
-        atomic_write(
-            image_dir(self.root, name) / "zarr.json",
-            lambda f: f.write(json.dumps(document, indent=1).encode()),
-        )
-        if canvas.version >= 3:
+        step, unless it would not change (what was written is durable already); then, once
+        per version, drop the version three back (readers may still be on the two before)."""
+        document = self._documents.get(name)
+        if document is None or document.canvas != canvas:
+            document = self._documents[name] = ImageDocument(name, canvas)
+        data = document.render(self._histograms[name].window())
+        published = self._published.get(name)
+        if published == (canvas.version, data):
+            return
+        atomic_write(image_dir(self.root, name) / "zarr.json", lambda f: f.write(data))
+        self._published[name] = (canvas.version, data)
+        if canvas.version >= 3 and (published is None or published[0] != canvas.version):
             shutil.rmtree(image_dir(self.root, name) / f"v{canvas.version - 3}", ignore_errors=True)
+
+    def _levels(self, name: str, canvas: Canvas) -> list[ts.TensorStore]:
+        """The opened arrays of the canvas's version, one per level: kept from the last tile
+        while the version's folder is there (an experiment folder renamed away is found
+        missing here, as opening the arrays would, not written back into being)."""
+        kept = self._arrays.get(name)
+        folder = image_dir(self.root, name) / f"v{canvas.version}"
+        if kept is None or kept[0] != canvas.version or not folder.is_dir():
+            kept = canvas.version, [self._array(name, canvas, level) for level in range(LEVELS)]
+            self._arrays[name] = kept
+        return kept[1]
 
     def _array(self, name: str, canvas: Canvas, level: int, create: bool = False) -> ts.TensorStore:
         factor = 2**level
@@ -235,15 +337,6 @@ class MosaicPreview:
         # delete_existing: a version half-made by a daemon killed while growing is made again
         return ts.open(spec, create=create, delete_existing=create, context=self._context).result()
 
-    def _merge(
-        self, name: str, canvas: Canvas, level: int, top: tuple[int, int], part: np.ndarray
-    ) -> None:
-        array = self._array(name, canvas, level)
-        h = min(part.shape[0], array.shape[0] - top[0])
-        w = min(part.shape[1], array.shape[1] - top[1])
-        region = array[top[0] : top[0] + h, top[1] : top[1] + w]
-        region.write(np.maximum(region.read().result(), part[:h, :w])).result()
-
     def _canvas(self, name: str, pixel_um: float) -> Canvas | None:
         """The image's current canvas, from memory or from its zarr.json (a restart, which
         counts the pixels on the canvas for the display window)."""
@@ -261,7 +354,7 @@ class MosaicPreview:
         pixels = self._array(name, canvas, 0).read().result()
         canvas = Canvas(version, canvas.origin_um, pixels.shape, pixel_um)
         self._canvases[name] = canvas
-        self._histograms[name] = np.bincount(pixels.ravel(), minlength=_BINS)
+        self._histograms[name] = ValueCounts(np.bincount(pixels.ravel(), minlength=_BINS))
         return canvas
 
     def _grow(
@@ -276,15 +369,38 @@ class MosaicPreview:
         caller once the tile is in."""
         canvas = grown(old, yx_um, size, pixel_um)
         image_dir(self.root, name).mkdir(parents=True, exist_ok=True)
+        olds = self._levels(name, old) if old is not None else []
+        arrays = []
         for level in range(LEVELS):
             array = self._array(name, canvas, level, create=True)
             if old is not None:
                 factor = 2**level
-                data = self._array(name, old, level).read().result()
+                data = olds[level].read().result()
                 dy, dx = (p // factor for p in canvas.place(old.origin_um))
                 array[dy : dy + data.shape[0], dx : dx + data.shape[1]].write(data).result()
+            arrays.append(array)
         self._canvases[name] = canvas
+        self._arrays[name] = canvas.version, arrays
         return canvas
+
+
+class _Merge:
+    """`part` (the tile reduced by `factor`) combined by maximum into `array` at `top` (cut
+    at the array's edge): its region's read started at once, so that the levels' reads, then
+    their writes, are in flight together rather than one after the other."""
+
+    def __init__(
+        self, array: ts.TensorStore, top: tuple[int, int], tile: np.ndarray, factor: int
+    ) -> None:
+        part = block_max(tile, factor) if factor > 1 else tile
+        h = min(part.shape[0], array.shape[0] - top[0])
+        w = min(part.shape[1], array.shape[1] - top[1])
+        self._part = part[:h, :w]
+        self._region = array[top[0] : top[0] + h, top[1] : top[1] + w]
+        self._old = self._region.read()
+
+    def write(self) -> ts.WriteFutures:
+        return self._region.write(np.maximum(self._old.result(), self._part))
 
 
 def read_level(root: Path, name: str, max_side: int = 1024) -> np.ndarray | None:

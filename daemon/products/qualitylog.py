@@ -18,7 +18,7 @@ import math
 import sqlite3
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import astuple, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -228,11 +228,8 @@ class QualityLog:
 
     def record(self, rows: Iterable[QualityRow]) -> None:
         """Add or replace rows (one transaction)."""
-        values = [
-            tuple(
-                json.dumps(list(v)) if k == "focus" else v
-                for k, v in zip(_COLUMNS, astuple(r), strict=True)
-            )
+        values = [  # field by field: `astuple` deep-copies every value, for nothing here
+            tuple(json.dumps(list(r.focus)) if k == "focus" else getattr(r, k) for k in _COLUMNS)
             for r in rows
         ]
         placeholders = ", ".join("?" for _ in _COLUMNS)

@@ -8,11 +8,12 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 import yaozarrs
 import zarr
 from monitor_support import open_level
 
-from daemon.products.preview import DOWNSAMPLE, MosaicPreview
+from daemon.products.preview import DOWNSAMPLE, MosaicPreview, ValueCounts
 
 PIXEL_UM = 0.1
 
@@ -180,3 +181,57 @@ def test_what_a_person_opens_in_napari_opens_with_ome_zarr_py(tmp_path):
         window = zarr.open_group(root / f"{name}.ome.zarr").attrs["ome"]["omero"]["channels"][0]
         limits = [window["window"]["start"], window["window"]["end"]]
         assert nodes[0].metadata["contrast_limits"] == [limits]
+
+
+def test_a_tile_that_changes_no_metadata_leaves_the_zarr_json_as_it_was(tmp_path):
+    """The same tile again at its place changes no pixel, no canvas and no display window:
+    the image's zarr.json (durable since it was written) is not written again, while a tile
+    that moves the window is."""
+    root = tmp_path / "preview"
+    preview = MosaicPreview(root)
+    metadata = root / "bit001.ome.zarr" / "zarr.json"
+    preview.add("bit001", stack_for(1), (0.0, 0.0), PIXEL_UM)
+    written = metadata.stat().st_ino
+    preview.add("bit001", stack_for(1), (0.0, 0.0), PIXEL_UM)
+    assert metadata.stat().st_ino == written
+
+    preview.add("bit001", np.full((1, 128, 96), 9000, np.uint16), (0.0, 0.0), PIXEL_UM)
+    assert metadata.stat().st_ino != written
+    window = zarr.open_group(root / "bit001.ome.zarr", mode="r").attrs["ome"]["omero"]
+    assert window["channels"][0]["window"]["end"] == 9000
+
+
+def test_a_preview_moved_away_is_not_written_back_where_it_was(tmp_path):
+    """The experiment folder renamed between two tiles (the arrays of the first kept open):
+    the next tile fails as a file that is gone (retried later under the new name), and
+    nothing is written under the old name."""
+    preview = MosaicPreview(tmp_path / "run" / "preview")
+    preview.add("bit001", stack_for(1), (0.0, 0.0), PIXEL_UM)
+    (tmp_path / "run").rename(tmp_path / "run-renamed")
+
+    with pytest.raises(ValueError, match="NOT_FOUND"):
+        preview.add("bit001", stack_for(2), (0.0, 0.0), PIXEL_UM)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.random.default_rng(4).integers(0, 65536, 5000),  # every block, zeros among them
+        np.random.default_rng(5).poisson(3, 300),  # mostly in the first block, many zeros
+        np.array([255, 256] * 7 + [0] * 40),  # both sides of a block's edge
+        np.array([65535] * 3 + [1]),  # the last value
+        np.array([7]),  # a single value: end is start + 1
+    ],
+)
+def test_the_window_is_numpys_percentiles_of_the_pixels_that_are_not_zero(values):
+    """Counted tile by tile (small tiles one way, large ones another), the window is numpy's
+    `inverted_cdf` percentiles of every pixel but the empty canvas's zeros."""
+    counts = ValueCounts()
+    values = values.astype(np.uint16)
+    for part in np.array_split(values, 4):
+        counts.add(part)
+    counts.add(np.zeros(8192, np.uint16))  # a large tile of the empty canvas: not counted
+    low, high = np.percentile(values[values > 0], [0.5, 99.8], method="inverted_cdf")
+    assert counts.window() == (low, max(high, low + 1))
+    assert ValueCounts(counts.counts).window() == counts.window()  # as after a restart
