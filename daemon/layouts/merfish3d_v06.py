@@ -13,10 +13,10 @@ summary and the stage positions that are still provisional (see `refresh_entries
 Stage positions: the first image's `*Position_um_Intended`, rounded to 2 decimals; with a
 mirrored stage (`stage_flip_x` or `stage_flip_y`) y becomes `max over the round's tiles of x
 - x` and x becomes `max of y - y`. While not every tile of a round is done, the maximum is
-taken over what is known (the done tiles' image metadata, the stage-position CSVs already
-written, the tile itself), and the entry is listed as provisional; once the round is complete
-`refresh_entries` rewrites the small JSON files of the entries whose value changed (never a
-pixel) and drops them from the list.
+taken over what is known (the done tiles' image metadata, the stage-position CSVs written so
+far in tile order, the tile itself: `RoundPositions`), and the entry is listed as provisional;
+once the round is complete `refresh_entries` rewrites the small JSON files of the entries whose
+value changed (never a pixel) and drops them from the list.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from daemon.datastore.layout import Entity, tile_name
 from daemon.datastore.staging import PendingWrites, StagingArea
 from daemon.datastore.store import STATE_FLAGS  # the same flags, in the same order
 from daemon.layouts.base import CalibrationData, EntryFacts, Layout
-from daemon.layouts.roundpositions import RoundPositions, csv_position, folder_stamp
+from daemon.layouts.roundpositions import RoundPositions
 from daemon.pixels.camera import orient
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
 from daemon.raw.defaults import RawDefaults
@@ -346,20 +346,10 @@ class Merfish3dV06Layout(Layout):
 
     def _others_largest(self, plan: Plan, round_: int, tile: int) -> tuple[float, float] | None:
         """The largest rounded y and x of the round's other tiles known: done datasets'
-        metadata, else their CSVs. A CSV read is kept (the tile's metadata replaces it once
-        done); the missing ones are looked for again only when raw_data changed, and one
-        present but not readable yet at every unit."""
+        metadata, else their stage-position CSVs (`RoundPositions.read_csvs`)."""
         with self._lock:
             positions = self._rounds.setdefault(round_, RoundPositions())
-            stamp = folder_stamp(plan.raw_dir)
-            if stamp is None or positions.probed != stamp:
-                unreadable = False
-                for t in positions.missing(plan.num_tiles):
-                    present, found = csv_position(plan.stage_positions_path(round_ + 1, t))
-                    if found is not None:
-                        positions.put(t, found, from_metadata=False)
-                    unreadable = unreadable or (present and found is None)
-                positions.probed = None if unreadable else stamp
+            positions.read_csvs(lambda t: plan.stage_positions_path(round_ + 1, t), plan.num_tiles)
             return positions.largest_without(tile)
 
     # --- provisional stage positions

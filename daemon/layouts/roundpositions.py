@@ -11,8 +11,7 @@ looked at whole again only when one of its two largest went down.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,6 @@ import numpy as np
 from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import read_stage_position
 
-RECENT_CHANGE_S = 1.0  # a folder changed this recently may change again within its time's tick
 ZYX = tuple[float, float, float]  # a stage position, µm
 Top = list[tuple[float, int]]  # (rounded value, tile), the two largest, largest first
 
@@ -33,16 +31,21 @@ class RoundPositions:
         self._yx: dict[int, tuple[float, float]] = {}
         self._from_metadata: set[int] = set()
         self._tops: tuple[Top, Top] = ([], [])
-        self.probed: object = None  # what the round's missing CSVs were last looked for at
+        self._csvs_read_below = 0  # every tile below it is known
 
-    def __contains__(self, tile: int) -> bool:
-        return tile in self._yx
-
-    def missing(self, num_tiles: int) -> list[int]:
-        """The tiles of which nothing is known yet."""
-        return (
-            [t for t in range(num_tiles) if t not in self._yx] if len(self._yx) < num_tiles else []
-        )
+    def read_csvs(self, csv_path: Callable[[int], Path], num_tiles: int) -> None:
+        """Know the stage-position CSVs written since the last call, in tile order (the order
+        the tiles start in) up to the first tile not known and not readable yet: a unit
+        looks at one missing file, not at every tile of the round. A CSV read is kept until
+        the tile's metadata replaces it."""
+        while self._csvs_read_below < num_tiles:
+            tile = self._csvs_read_below
+            if tile not in self._yx:
+                found = csv_position(csv_path(tile))
+                if found is None:
+                    return
+                self.put(tile, found, from_metadata=False)
+            self._csvs_read_below += 1
 
     def put(self, tile: int, zyx: Sequence[float], from_metadata: bool) -> None:
         """Know a tile's [z, y, x]; a CSV's value never replaces the metadata's."""
@@ -73,26 +76,11 @@ class RoundPositions:
         return sorted(((yx[axis], t) for t, yx in self._yx.items()), reverse=True)[:2]
 
 
-def csv_position(path: Path) -> tuple[bool, ZYX | None]:
-    """(whether the tile's stage-position CSV is there, its [z, y, x] if it could be read)."""
+def csv_position(path: Path) -> ZYX | None:
+    """[z, y, x] from a tile's stage-position CSV, None if not there or not readable (yet)."""
     try:
-        os.lstat(path)
-    except OSError:
-        return False, None
-    try:
+        os.lstat(path)  # one system call for the usual answer, not there yet
         x, y, z = read_stage_position(path)
     except (NotReadyError, RawDataError, OSError):
-        return True, None
-    return True, (z, y, x)
-
-
-def folder_stamp(folder: Path) -> tuple[int, int] | None:
-    """The folder's identity and modification time, None if it cannot be trusted to show the
-    next change (changed in the last second: a time may not tick between two changes)."""
-    try:
-        found = os.stat(folder)
-    except OSError:
         return None
-    if time.time() - found.st_mtime < RECENT_CHANGE_S:
-        return None
-    return found.st_ino, found.st_mtime_ns
+    return z, y, x
