@@ -134,16 +134,21 @@ def test_a_unit_looks_at_one_missing_csv_and_sees_it_once_written(
 
 
 def test_the_round_largest_follow_every_change_of_a_tiles_position() -> None:
-    """Positions known, replaced (a CSV's by the metadata's, a tile imaged again, up and down):
-    the largest y and x without each tile equal those of a plain maximum."""
+    """Positions known, replaced (a CSV's by the metadata's, a tile imaged again, up and down),
+    a CSV's never replacing the metadata's: the largest y and x without each tile equal those
+    of a plain maximum over the positions that count."""
     rng = random.Random(7)
     positions = RoundPositions()
     plain: dict[int, tuple[float, float]] = {}
+    from_metadata: set[int] = set()
     for _ in range(3000):
-        tile = rng.randrange(30)
+        tile, metadata = rng.randrange(30), rng.random() < 0.5
         zyx = [0.0, round(rng.uniform(-100, 100), 3), round(rng.uniform(-100, 100), 3)]
-        positions.put(tile, zyx, from_metadata=True)
-        plain[tile] = (float(np.round(zyx[1], 2)), float(np.round(zyx[2], 2)))
+        positions.put(tile, zyx, from_metadata=metadata)
+        if metadata or tile not in from_metadata:
+            plain[tile] = (float(np.round(zyx[1], 2)), float(np.round(zyx[2], 2)))
+        if metadata:
+            from_metadata.add(tile)
         for asked in (None, *range(30)):
             others = [yx for t, yx in plain.items() if t != asked]
             want = (max(y for y, _ in others), max(x for _, x in others)) if others else None
