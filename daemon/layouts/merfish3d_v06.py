@@ -13,10 +13,10 @@ summary and the stage positions that are still provisional (see `refresh_entries
 Stage positions: the first image's `*Position_um_Intended`, rounded to 2 decimals; with a
 mirrored stage (`stage_flip_x` or `stage_flip_y`) y becomes `max over the round's tiles of x
 - x` and x becomes `max of y - y`. While not every tile of a round is done, the maximum is
-taken over what is known (the done tiles' image metadata, the stage-position CSVs already
-written, the tile itself), and the entry is listed as provisional; once the round is complete
-`refresh_entries` rewrites the small JSON files of the entries whose value changed (never a
-pixel) and drops them from the list.
+taken over what is known (the done tiles' image metadata, the stage-position CSVs written so
+far in tile order, the tile itself: `RoundPositions`), and the entry is listed as provisional;
+once the round is complete `refresh_entries` rewrites the small JSON files of the entries whose
+value changed (never a pixel) and drops them from the list.
 """
 
 from __future__ import annotations
@@ -36,11 +36,12 @@ from daemon.datastore.layout import Entity, tile_name
 from daemon.datastore.staging import PendingWrites, StagingArea
 from daemon.datastore.store import STATE_FLAGS  # the same flags, in the same order
 from daemon.layouts.base import CalibrationData, EntryFacts, Layout
+from daemon.layouts.roundpositions import RoundPositions
 from daemon.pixels.camera import orient
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
 from daemon.raw.defaults import RawDefaults
 from daemon.raw.errors import DatasetError, NotReadyError, RawDataError
-from daemon.raw.experiment import Plan, read_stage_position
+from daemon.raw.experiment import Plan
 from daemon.raw.ndtiff import RawDataset
 from daemon.raw.positions import first_image_geometry
 
@@ -58,9 +59,6 @@ REFERENCE_CHUNKS_ZYX = (16, 512, 512)
 # attributes.json keys not repeated in the image: the wavelengths (as the reference) and ours
 NOT_IN_IMAGE = ("excitation_um", "emission_um", "source", "conversion_version", "quality")
 _SHUFFLES = {"bit": "bitshuffle", "byte": "shuffle", "none": "noshuffle"}
-
-
-ZYX = tuple[float, float, float]  # a stage position, µm
 
 
 def _f32(values: Any) -> list[Any]:
@@ -88,17 +86,23 @@ def affine_zyx_px(facts: EntryFacts) -> list[list[float]]:
 def stage_zyx_um(
     own_zyx: Sequence[float], known: Mapping[int, Sequence[float]], mirrored: bool
 ) -> list[float]:
-    """The reference's stage position of a tile, given the round's known [z, y, x] positions.
+    """The reference's stage position of a tile, given the round's other known [z, y, x]."""
+    others = RoundPositions()
+    for tile, zyx in known.items():
+        others.put(tile, zyx, from_metadata=True)
+    return placed_zyx_um(own_zyx, others.largest_without(None), mirrored)
 
-    Mirrored, it needs the round's largest y and x (rounded as the reference rounds each
-    position): taken in one vectorised pass, since a round has up to thousands of tiles and
-    every unit, and every tile of a finished round, asks."""
+
+def placed_zyx_um(
+    own_zyx: Sequence[float], others_largest: tuple[float, float] | None, mirrored: bool
+) -> list[float]:
+    """The reference's stage position of a tile, given the largest rounded y and x of the
+    round's other known tiles (`RoundPositions.largest_without`; None: none known)."""
     z, y, x = (float(np.round(v, 2)) for v in own_zyx)
     if mirrored:
         top_y, top_x = y, x
-        if known:
-            yx = np.round(np.array([(p[1], p[2]) for p in known.values()], dtype=np.float64), 2)
-            top_y, top_x = max(float(yx[:, 0].max()), y), max(float(yx[:, 1].max()), x)
+        if others_largest is not None:
+            top_y, top_x = max(others_largest[0], y), max(others_largest[1], x)
         y, x = top_x - x, top_y - y
     return _f32([np.round(z, 2), np.round(y, 2), np.round(x, 2)])
 
@@ -270,8 +274,8 @@ class Merfish3dV06Layout(Layout):
         # round -> the done datasets (tile -> dataset) its entries were last finalised from: a
         # complete round is settled once, not again at every rewrite of the state file
         self._finalised: dict[int, dict[int, str]] = {}
-        # stage-position CSV -> ((inode, mtime, size), [z, y, x]) as last read
-        self._csv_positions: dict[Path, tuple[tuple[int, int, int], ZYX]] = {}
+        # round -> its tiles' positions known so far (image metadata, else stage-position CSV)
+        self._rounds: dict[int, RoundPositions] = {}
         if create:
             self._create_missing()
             self.staging.remove_debris()
@@ -335,43 +339,18 @@ class Merfish3dV06Layout(Layout):
                 "image metadata X/Y/ZPosition_um_Intended are needed for stage_zyx_um",
             )
         mirrored = facts.acq.stage_flip_x or facts.acq.stage_flip_y
-        known = self._round_positions(facts.plan, facts.round, facts.entity.tile)
-        return stage_zyx_um(facts.intended_zyx_um, known, mirrored)
+        largest = (
+            self._others_largest(facts.plan, facts.round, facts.entity.tile) if mirrored else None
+        )
+        return placed_zyx_um(facts.intended_zyx_um, largest, mirrored)
 
-    def _round_positions(self, plan: Plan, round_: int, tile: int) -> dict[int, Sequence[float]]:
-        """The round's other tiles' positions: done datasets' metadata, else their CSVs."""
-        known: dict[int, Sequence[float]] = {}
-        for t in range(plan.num_tiles):  # the round's tiles only: a unit's cost is the round's
-            if t == tile:
-                continue
-            with self._lock:
-                done = self._known.get((round_, t))
-            if done is not None:
-                known[t] = done[1]
-                continue
-            position = self._csv_position(plan.stage_positions_path(round_ + 1, t))
-            if position is not None:
-                known[t] = position
-        return known
-
-    def _csv_position(self, path: Path) -> ZYX | None:
-        """[z, y, x] from a tile's stage-position CSV, None if missing or unreadable; read again
-        only when the file changed (its inode, mtime or size), so a unit does not re-read every
-        tile's CSV of its round."""
-        try:
-            info = os.lstat(path)
-        except OSError:
-            return None
-        stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
-        cached = self._csv_positions.get(path)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        try:
-            x, y, z = read_stage_position(path)
-        except (NotReadyError, RawDataError, OSError):
-            return None
-        self._csv_positions[path] = (stamp, (z, y, x))
-        return (z, y, x)
+    def _others_largest(self, plan: Plan, round_: int, tile: int) -> tuple[float, float] | None:
+        """The largest rounded y and x of the round's other tiles known: done datasets'
+        metadata, else their stage-position CSVs (`RoundPositions.read_csvs`)."""
+        with self._lock:
+            positions = self._rounds.setdefault(round_, RoundPositions())
+            positions.read_csvs(lambda t: plan.stage_positions_path(round_ + 1, t), plan.num_tiles)
+            return positions.largest_without(tile)
 
     # --- provisional stage positions
 
@@ -395,10 +374,18 @@ class Merfish3dV06Layout(Layout):
                     str(self.entry_relpath(Entity.round(t, round_))) for t in sorted(tiles)
                 ]
             elif write and self._finalised.get(round_) != tiles:
+                positions = RoundPositions()
                 with self._lock:
-                    positions = {t: self._known[(round_, t)][1] for t in tiles}
+                    for t in tiles:
+                        positions.put(t, self._known[(round_, t)][1], from_metadata=True)
                 for tile in sorted(tiles):
-                    self._finalise(plan, tile, round_, positions)
+                    own = self._known[(round_, tile)][1]
+                    self._finalise(
+                        plan,
+                        tile,
+                        round_,
+                        placed_zyx_um(own, positions.largest_without(tile), True),
+                    )
                 self._finalised[round_] = tiles
         self._provisional = provisional
         return provisional
@@ -417,15 +404,13 @@ class Merfish3dV06Layout(Layout):
             return
         with self._lock:
             self._known[(round_, tile)] = (dataset, geometry.intended_zyx_um)
+            positions = self._rounds.setdefault(round_, RoundPositions())
+            positions.put(tile, geometry.intended_zyx_um, from_metadata=True)
             self._mirrored[dataset] = acq.stage_flip_x or acq.stage_flip_y
 
-    def _finalise(
-        self, plan: Plan, tile: int, round_: int, positions: Mapping[int, Sequence[float]]
-    ) -> None:
-        """Rewrite a complete round's entry (and its bits' translation) if its stage changed;
-        `positions` are the round's tiles' known [z, y, x]."""
-        others = {t: p for t, p in positions.items() if t != tile}
-        final = stage_zyx_um(positions[tile], others, True)
+    def _finalise(self, plan: Plan, tile: int, round_: int, final: list[float]) -> None:
+        """Rewrite a complete round's entry (and its bits' translation) if its stage changed
+        to `final`."""
         folder = self.entry_path(Entity.round(tile, round_))
         attrs = read_json(folder / ATTRIBUTES)
         if attrs.get("stage_zyx_um") == final:
