@@ -15,6 +15,7 @@ units that failed for environmental reasons are queued again once their back-off
 from __future__ import annotations
 
 import errno
+import gc
 import math
 import os
 import socket
@@ -314,7 +315,10 @@ class IngestService:
         modules = warm_up()
         self._warm = True
         self.log.info(
-            Event.WARMED_UP, modules=modules, seconds=round(time.monotonic() - started, 3)
+            Event.WARMED_UP,
+            modules=modules,
+            frozen=gc.get_freeze_count(),
+            seconds=round(time.monotonic() - started, 3),
         )
 
     def _unit_log_fields(self, tile: int, round_: int) -> dict[str, object]:
