@@ -267,6 +267,18 @@ class QualityLog:
         found = self._db.query("SELECT tile FROM quality WHERE revision > ?", (since,))
         return {int(r[0]) for r in found}
 
+    def tiles_from(self, first: int, rows: int) -> list[int]:
+        """The tiles, in order from tile `first`, of the next `rows` rows (tile order; the last
+        tile's rows may go on beyond): through the tile index, so a reader paging a large log
+        reads one page of it, not the whole log; fewer than `rows` rows: the log's last."""
+        try:
+            found = self._db.query(
+                "SELECT tile FROM quality WHERE tile >= ? ORDER BY tile LIMIT ?", (first, rows)
+            )
+        except sqlite3.OperationalError:  # read-only and not created yet
+            return []
+        return [int(r[0]) for r in found]
+
     def rows(
         self, tiles: Collection[int] | None = None, focus: bool = True
     ) -> list[dict[str, Any]]:
