@@ -6,10 +6,10 @@ row with the revision that wrote it (`QualityLog.revision`), so this keeps the p
 tile, reads them a page of tiles at a time as pages ask for them (a server just started on a
 finished run reads one page for its first answer), and reads again only the tiles with a row
 written since its last read; each tile remembers the answer (`seq`) at which it last changed,
-so a page asking since an answer gets the rows of the tiles changed after it. A tile travels whole: its fiducials' signal relative
-to round 0 and which round is its registration reference depend on its other rows. Rows
-travel as lists of values in `PAGE_FIELDS` order (the page names them): a third of the bytes
-of named rows, and a third of the time to encode a whole answer.
+so a page asking since an answer gets the rows of the tiles changed after it. A tile travels
+whole: its fiducials' signal relative to round 0 and which round is its registration reference
+depend on its other rows. Rows travel as lists of values in `PAGE_FIELDS` order (the page names
+them): a third of the bytes of named rows, and a third of the time to encode a whole answer.
 """
 
 from __future__ import annotations
