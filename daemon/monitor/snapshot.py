@@ -195,8 +195,9 @@ class Snapshots:
         if since == -1 or revision is None:  # every unit: sums, grid and listing afresh
             self._tally, self._grid, self._changed = Tally(), Grid(), set()
             self._listing, self._tiles = RawListing(), (0, {})
+        else:  # a fresh grid computes every cell: only a kept one needs the changed cells
+            self._changed.update((u.tile, u.round) for u in changed)
         self._tally.apply(changed)
-        self._changed.update((u.tile, u.round) for u in changed)
         self._revision, self._read_at = revision, signature
 
     def alerts(self) -> AlertHistory:
