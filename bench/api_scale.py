@@ -8,10 +8,10 @@ dataset folders (empty) and stage positions, which the page lists and reads. The
 times GET /api/state from the real web server (uvicorn serving the starlette app: routing,
 JSON encoding, the security middleware, over HTTP on loopback) and `status` (collect +
 render), the median of `--repeat`: the first answer of a page opened, all the answers a page
-opened asks one after another until it has every quality row, and `?since=` the previous
-answer as the page asks each second, with a commit (a unit done and its quality rows
-recorded) before each (during a run) and without
-(after it). Code without `since` answers it whole, so the same command times both.
+opened asks one after another until it has every quality row and tile position, and
+`?since=` the previous answer as the page asks each second, with a commit (a unit done and
+its quality rows recorded) before each (during a run) and without (after it). Code without
+`since` answers it whole, so the same command times both.
 `--busy N` also times since-asks beside N threads of allocating Python (the workers' Python
 parts: the GIL and the garbage collector's pauses they cost the answers), with the full
 collections' longest pause.
@@ -190,6 +190,11 @@ def median_ms(
     return statistics.median(times) * 1000
 
 
+def more(answer: dict[str, object]) -> bool:
+    """Whether a page asks again at once: the server has more quality rows or positions."""
+    return bool(answer.get("quality_more") or answer.get("tiles_more"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--units", type=int, default=TILES * ROUNDS)
@@ -226,7 +231,7 @@ def main() -> None:
         more quality rows (code without pages answers whole at once); its last is kept, so
         the page asking each second starts from there."""
         answers.append(fetch(url))
-        while json.loads(answers[-1]).get("quality_more"):
+        while more(json.loads(answers[-1])):
             answers.append(fetch(since_url()))
 
     running = unit_id(*divmod(args.units - BACKLOG, ROUNDS))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -132,8 +132,7 @@ def ingest_log_table(units: Iterable[UnitRecord], plan: Plan | None) -> pa.Table
     return pa.Table.from_pylist(rows, schema=INGEST_LOG_SCHEMA)
 
 
-VIEW_BATCH_ROWS = 1000  # ledger rows made into Arrow at once
-VIEW_BATCH_TILES = 100  # tiles of quality rows made into Arrow at once (a tile's rows together)
+VIEW_BATCH_ROWS = 1000  # rows made into Arrow at once (quality rows: whole tiles, about)
 
 
 def write_view(path: Path, schema: pa.Schema, batches: Iterable[pa.Table]) -> None:
@@ -152,6 +151,15 @@ def write_view(path: Path, schema: pa.Schema, batches: Iterable[pa.Table]) -> No
                     writer.write_table(batch)
 
     atomic_write(path, write)
+
+
+def _quality_batches(quality: QualityLog) -> Iterator[pa.Table]:
+    """The quality table, whole tiles at a time (a fiducial's relative signal needs its tile's
+    rows), about `VIEW_BATCH_ROWS` rows each, in tile order."""
+    first = 0
+    while tiles := quality.tiles_from(first, VIEW_BATCH_ROWS):
+        yield quality_table(quality.rows(set(tiles)))
+        first = tiles[-1] + 1
 
 
 def _channels(plan: Plan | None, unit: UnitRecord) -> list[str] | None:
@@ -307,11 +315,9 @@ class StatePublisher:
             )
             write_view(self._store.path / INGEST_LOG, INGEST_LOG_SCHEMA, batches)
         elif self._quality is not None:
-            quality = self._quality
-            last = quality.last_tile()
-            tiles = range(0, -1 if last is None else last + 1, VIEW_BATCH_TILES)
-            batches = (quality_table(quality.rows(range(t, t + VIEW_BATCH_TILES))) for t in tiles)
-            write_view(self._store.path / QUALITY_TABLE, QUALITY_SCHEMA, batches)
+            write_view(
+                self._store.path / QUALITY_TABLE, QUALITY_SCHEMA, _quality_batches(self._quality)
+            )
         self._published[key] = version
         if key == "log":
             self._changed[key] = 0

@@ -49,26 +49,39 @@ RECENT_WRITE_S = 1.0  # a file written this recently may change again within its
 STALLED_AFTER_S = 600.0  # backlog waiting and no unit finished for this long: stalled
 
 
+STAGE_FILES_PER_ANSWER = 250  # stage-position CSVs read for one answer
+
+
 @dataclass
 class Positions:
-    """Stage (x, y) µm of each tile as the microscope's CSVs give them, read once per tile.
+    """Stage (x, y) µm of each tile as the microscope's CSVs give them, read once per tile,
+    at most STAGE_FILES_PER_ANSWER tiles per answer (`more`: some found are not read yet):
+    a server started on a finished run of 1,250 tiles answers its first page without reading
+    1,250 files first, and a page opened asks again at once while `more`.
 
     A tile not acquired yet is looked for in raw_data's names (`RawListing`), not by trying
     to open each of its rounds' CSVs: at the start of a run of 10,000 units those failed
     opens cost the page's answer about 0.2 s."""
 
     known: dict[int, tuple[float, float]] = field(default_factory=dict)
+    more: bool = False
 
     def of(self, plan: Plan | None, names: Container[str]) -> dict[int, tuple[float, float]]:
+        self.more = False
         if plan is None or len(self.known) == plan.num_tiles:
             return self.known
         suffix = plan.stage_positions_path(1, 0).name.removeprefix(plan.dataset_name(1, 0))
+        budget = STAGE_FILES_PER_ANSWER
         for tile in range(plan.num_tiles):
             if tile in self.known:
                 continue
             for round_ in range(1, plan.num_rounds + 1):
                 if f"{plan.dataset_name(round_, tile)}{suffix}" not in names:
                     continue
+                if budget == 0:
+                    self.more = True
+                    return self.known
+                budget -= 1
                 try:
                     x, y, _ = read_stage_position(plan.stage_positions_path(round_, tile))
                 except (NotReadyError, RawDataError, OSError):
@@ -182,8 +195,9 @@ class Snapshots:
         if since == -1 or revision is None:  # every unit: sums, grid and listing afresh
             self._tally, self._grid, self._changed = Tally(), Grid(), set()
             self._listing, self._tiles = RawListing(), (0, {})
+        else:  # a fresh grid computes every cell: only a kept one needs the changed cells
+            self._changed.update((u.tile, u.round) for u in changed)
         self._tally.apply(changed)
-        self._changed.update((u.tile, u.round) for u in changed)
         self._revision, self._read_at = revision, signature
 
     def alerts(self) -> AlertHistory:
@@ -246,6 +260,7 @@ class Snapshots:
                 "changed_only": cells is not None,
                 "quality_changed_only": quality_changed_only,
                 "quality_more": cursor is not None,
+                "tiles_more": self._positions.more,
             }
             now = time.time()
             unit_name = self._naming()[0].unit_name

@@ -18,7 +18,7 @@ import math
 import sqlite3
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import astuple, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -228,8 +228,11 @@ class QualityLog:
 
     def record(self, rows: Iterable[QualityRow]) -> None:
         """Add or replace rows (one transaction)."""
-        values = [  # field by field: `astuple` deep-copies every value, for nothing here
-            tuple(json.dumps(list(r.focus)) if k == "focus" else getattr(r, k) for k in _COLUMNS)
+        values = [
+            tuple(
+                json.dumps(list(v)) if k == "focus" else v
+                for k, v in zip(_COLUMNS, astuple(r), strict=True)
+            )
             for r in rows
         ]
         placeholders = ", ".join("?" for _ in _COLUMNS)
@@ -264,13 +267,17 @@ class QualityLog:
         found = self._db.query("SELECT tile FROM quality WHERE revision > ?", (since,))
         return {int(r[0]) for r in found}
 
-    def last_tile(self) -> int | None:
-        """The highest tile with a row (None: none yet), from the tile index."""
+    def tiles_from(self, first: int, rows: int) -> list[int]:
+        """The tiles, in order from tile `first`, of the next `rows` rows (tile order; the last
+        tile's rows may go on beyond): through the tile index, so a reader paging a large log
+        reads one page of it, not the whole log; fewer than `rows` rows: the log's last."""
         try:
-            found = self._db.query("SELECT max(tile) FROM quality")
+            found = self._db.query(
+                "SELECT tile FROM quality WHERE tile >= ? ORDER BY tile LIMIT ?", (first, rows)
+            )
         except sqlite3.OperationalError:  # read-only and not created yet
-            return None
-        return None if found[0][0] is None else int(found[0][0])
+            return []
+        return [int(r[0]) for r in found]
 
     def rows(
         self, tiles: Collection[int] | None = None, focus: bool = True

@@ -128,7 +128,6 @@ def test_views_are_written_a_batch_at_a_time_and_equal_a_whole_rebuild(tmp_path,
     rebuild's peak: its resident memory grew with the run); read back, each is the table a
     whole rebuild gives."""
     monkeypatch.setattr(state, "VIEW_BATCH_ROWS", 7)
-    monkeypatch.setattr(state, "VIEW_BATCH_TILES", 3)
     store = open_layout(tmp_path / "store", "seed")
     ledger = CountingLedger(tmp_path / "ledger.sqlite")
     quality = QualityLog(tmp_path / "quality.sqlite")
@@ -144,7 +143,7 @@ def test_views_are_written_a_batch_at_a_time_and_equal_a_whole_rebuild(tmp_path,
     assert log.metadata.num_row_groups == -(-TILES * ROUNDS // 7)
     assert log.read().to_pylist() == ingest_log_table(ledger.units(), None).to_pylist()
     table = pq.ParquetFile(store.path / QUALITY_TABLE)
-    assert table.metadata.num_row_groups == -(-TILES // 3)
+    assert table.metadata.num_row_groups == -(-TILES // 3)  # 7 rows: 3 tiles of 3 rows
     assert table.read().to_pylist() == quality_table(quality.rows()).to_pylist()
     quality.close()
     ledger.close()

@@ -27,6 +27,8 @@ from daemon.monitor.qualityview import PAGE_ROWS
 from daemon.pixels.quality import EntryQuality
 from daemon.products.qualitylog import QUALITY_DB, FiducialShift, QualityLog, QualityRow
 from daemon.simulate.settings import SimulationSettings
+from daemon.simulate.stage import stage_position
+from daemon.simulate.writer import metadata_files, write_csv
 
 TILE_STATES = (
     "return Array.from(document.querySelectorAll('rect.tile'))"
@@ -272,6 +274,49 @@ def test_a_page_opened_on_more_quality_rows_than_one_answer_carries_shows_them_a
         assert severe == []
         assert serve.stop() == 0, serve.report()
     log.close()
+    writer.close()
+
+
+def test_a_page_opened_on_more_tiles_than_one_answer_reads_places_every_tile_on_the_map(
+    tmp_path: Path,
+) -> None:
+    """A server just started reads the tiles' stage positions a few hundred per answer
+    (`tiles_more`): the page keeps asking until it has them all, and its map places every
+    tile at its stage position (25 columns x 24 rows for 600 tiles), none left on the row
+    below where tiles without a position go."""
+    experiment = tmp_path / "exp"
+    raw = experiment / "raw_data"
+    raw.mkdir(parents=True)
+    run = SimulationSettings(tiles=600, rounds=1)
+    for name, rows in metadata_files(run).items():
+        write_csv(raw / name, rows)
+    for tile in range(run.tiles):
+        x, y, z = stage_position(run, tile)
+        stage = [["stage_x", "stage_y", "stage_z"], [x, y, z]]
+        write_csv(raw / f"sim_r0001_tile{tile:04d}_stage_positions.csv", stage)
+    writer = Ledger(ledger_path(Settings().datastore_path(experiment)))
+    writer.observe(0, 0, "sim_r0001_tile0000_1", "f")
+    config = write_config(tmp_path / "config.toml", web={"listen": "127.0.0.1:0"})
+    with (
+        chromium() as driver,
+        Watched(
+            "serve", daemon_command("serve", experiment, config), stdout=subprocess.PIPE
+        ) as serve,
+    ):
+        open_served_page(driver, serve)
+
+        def places() -> tuple[int, int, int]:
+            found = driver.execute_script(TILE_PLACES)
+            return (
+                len({(x, y) for _, x, y in found}),
+                len({x for _, x, _ in found}),
+                len({y for _, _, y in found}),
+            )
+
+        wait_until(lambda: places() == (600, 25, 24), lambda: f"{places()}", [serve])
+        severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert severe == []
+        assert serve.stop() == 0, serve.report()
     writer.close()
 
 

@@ -17,6 +17,7 @@ from daemon.datastore.sqlite import Database
 from daemon.datastore.statedir import ledger_path, state_dir
 from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult, unit_id
 from daemon.monitor.alertview import RECENT_CLEARED, AlertHistory
+from daemon.monitor.qualityview import PAGE_ROWS
 from daemon.monitor.snapshot import Snapshots, as_stored
 from daemon.monitor.status import collect, render
 from daemon.monitor.tally import RECENT_EVENTS, Tally
@@ -429,6 +430,51 @@ def test_a_page_opened_on_many_quality_rows_gets_them_a_page_of_tiles_at_a_time(
     assert every_row(following) == (kept["quality"], 3)  # another page opened on this server
     log.close()
     ledger.close()
+
+
+class CountedQualityLog(QualityLog):
+    """The quality log, counting the SQLite steps of every read of it (all its instances)."""
+
+    steps = 0
+
+    def __init__(self, path, readonly=False):
+        super().__init__(path, readonly)
+
+        def step() -> int:
+            CountedQualityLog.steps += 1
+            return 0
+
+        self._db._db.set_progress_handler(step, 1)
+
+
+def test_a_server_started_on_a_large_run_reads_one_page_of_quality_rows_for_its_first_answer(
+    tmp_path, monkeypatch
+):
+    """A server started on a finished run (`serve`, `watch` restarted) answers its first page
+    after reading one page of quality rows (PAGE_ROWS, whole tiles), not every row of the run:
+    SQLite's steps for it are the same in a log of 1,000 tiles (2,000 rows) as in one of
+    10,000 (20,000 rows: it read them all, ~0.4 s at 10,000 units). The rest is read as the
+    page asks for it (see the test above: it gets every row)."""
+    monkeypatch.setattr("daemon.monitor.qualityview.QualityLog", CountedQualityLog)
+
+    def first_answer(tiles: int) -> tuple[int, int]:
+        settings = Settings()
+        experiment = tmp_path / f"run{tiles}"
+        store = settings.datastore_path(experiment)
+        ledger = Ledger(ledger_path(store))
+        ledger.observe(0, 0, "r0001_tile0000_1", "f")
+        log = QualityLog(state_dir(store) / QUALITY_DB)
+        log.record([row for t in range(tiles) for row in quality_rows(t, 1, 400.0)])
+        CountedQualityLog.steps = 0
+        answer = Snapshots(experiment, settings).page()
+        log.close()
+        ledger.close()
+        assert answer["quality_more"]
+        return len(answer["quality"]["rows"]), CountedQualityLog.steps
+
+    (small_rows, small_steps), (large_rows, large_steps) = first_answer(1001), first_answer(10000)
+    assert small_rows == large_rows == PAGE_ROWS
+    assert large_steps <= 1.2 * small_steps, (small_steps, large_steps)
 
 
 def test_the_tiles_changed_since_cost_what_changed_not_the_size_of_the_log(tmp_path):

@@ -425,8 +425,9 @@ function draw(state) {
 // tiles changed since then (`quality_changed_only`), merged into those kept here; the first
 // answer, or one the server could not answer so, holds the whole grid. The tiles' stage
 // positions come when they changed since the last answer, else the page keeps its own.
-// Quality rows come a page of tiles at a time: while the server has more (`quality_more`)
-// the page asks again at once, and each answer adds the next tiles' rows.
+// Quality rows come a page of tiles at a time, and the tiles' positions a few hundred more
+// at a time: while the server has more (`quality_more`, `tiles_more`) the page asks again
+// at once, and each answer adds the next tiles' rows (and all the positions read so far).
 async function fetchState() {
   const response = await fetch(url("api/state", last && last.since ? { since: last.since } : {}));
   if (!response.ok) return null;
@@ -469,7 +470,7 @@ async function poll() {
   } catch (err) {
     document.getElementById("health").textContent = "no connection";
   }
-  setTimeout(poll, last && last.quality_more ? 0 : POLL_MS);
+  setTimeout(poll, last && (last.quality_more || last.tiles_more) ? 0 : POLL_MS);
 }
 
 // A run page of a data root (/exp/<name>/): a link back to the list of every experiment.
