@@ -38,6 +38,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from pagetimes import more
+
 from daemon.config import Settings
 from daemon.datastore.statedir import ledger_path, state_dir
 from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult, unit_id
@@ -188,11 +190,6 @@ def median_ms(
         call()
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000
-
-
-def more(answer: dict[str, object]) -> bool:
-    """Whether a page asks again at once: the server has more quality rows or positions."""
-    return bool(answer.get("quality_more") or answer.get("tiles_more"))
 
 
 def main() -> None:

@@ -2,8 +2,8 @@
 
 `PageWatcher` does what an open page does while a run goes on: it asks the daemon's
 `/api/state?since=` (the previous answer's `since`) every second (at once while an answer
-says there are more quality rows, `quality_more`: a page opened gets them a page of tiles
-at a time; those asks count as `?since=` ones), and every `WHOLE_EVERY_S`
+says there are more quality rows or stage positions, `quality_more`, `tiles_more`: a page
+opened gets them a page at a time; those asks count as `?since=` ones), and every `WHOLE_EVERY_S`
 it opens the page afresh (the whole state) and runs `qi2lab-ingest status` as a person would
 (a new process: imports included). Each answer is timed on the client (HTTP on loopback,
 JSON included) with the number of units done it reports, so the figures at ~10,000 units come
@@ -35,6 +35,11 @@ def free_address() -> str:
         sock.bind(("127.0.0.1", 0))
         return f"127.0.0.1:{sock.getsockname()[1]}"
 
+
+
+def more(answer: dict[str, object]) -> bool:
+    """Whether a page asks again at once: the server has more quality rows or positions."""
+    return bool(answer.get("quality_more") or answer.get("tiles_more"))
 
 @dataclass
 class Timed:
@@ -107,9 +112,9 @@ class PageWatcher:
         return done
 
     def _run(self) -> None:
-        since, more = "", False
+        since, again = "", False
         next_whole = time.monotonic()
-        while not self._stop.wait(0 if more else ASK_EVERY_S):  # more rows: asked at once
+        while not self._stop.wait(0 if again else ASK_EVERY_S):  # more rows: asked at once
             try:
                 if time.monotonic() >= next_whole:
                     state, ms = ask(self.url)
@@ -121,6 +126,6 @@ class PageWatcher:
                 else:
                     state, ms = ask(f"{self.url}?since={since}" if since else self.url)
                     (self.since if since else self.whole).asks.append((units_done(state), ms))
-                since, more = str(state.get("since", "")), bool(state.get("quality_more"))
+                since, again = str(state.get("since", "")), more(state)
             except (urllib.error.URLError, ConnectionError, subprocess.CalledProcessError):
                 continue  # not serving yet, or the daemon is exiting: the page retries too

@@ -23,6 +23,8 @@ from support.processes import Watched, wait_until
 from daemon.events import Event
 from daemon.ingest.ledger import Ledger, UnitRecord
 from daemon.simulate.settings import SimulationSettings
+from daemon.simulate.stage import stage_position
+from daemon.simulate.writer import metadata_files, write_csv
 
 
 @dataclass
@@ -155,3 +157,18 @@ def heatmap(
         return values if f"{measure} - {channel}" in caption else None
 
     return wait_until(drawn, f"heatmap of {measure} for {channel}", [process])
+
+
+def stage_csvs_only(raw: Path, run: SimulationSettings) -> dict[str, dict[str, float]]:
+    """raw_data with the run's metadata CSVs and each tile's stage-position CSV of round 1,
+    no dataset (a page's map of many tiles, cheaply); tile -> its x and y, as written."""
+    raw.mkdir(parents=True)
+    for name, rows in metadata_files(run).items():
+        write_csv(raw / name, rows)
+    written = {}
+    for tile in range(run.tiles):
+        x, y, z = stage_position(run, tile)
+        stage = [["stage_x", "stage_y", "stage_z"], [x, y, z]]
+        write_csv(raw / f"sim_r0001_tile{tile:04d}_stage_positions.csv", stage)
+        written[str(tile)] = {"x": x, "y": y}
+    return written

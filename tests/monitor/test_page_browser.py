@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 from browser import chromium
-from monitor_support import heatmap, ledger_units, live_run, open_level
+from monitor_support import heatmap, ledger_units, live_run, open_level, stage_csvs_only
 from selenium.webdriver.support.ui import Select
 from support.daemon import DaemonProcess
 from support.experiment import daemon_command, write_config
@@ -27,8 +29,6 @@ from daemon.monitor.qualityview import PAGE_ROWS
 from daemon.pixels.quality import EntryQuality
 from daemon.products.qualitylog import QUALITY_DB, FiducialShift, QualityLog, QualityRow
 from daemon.simulate.settings import SimulationSettings
-from daemon.simulate.stage import stage_position
-from daemon.simulate.writer import metadata_files, write_csv
 
 TILE_STATES = (
     "return Array.from(document.querySelectorAll('rect.tile'))"
@@ -95,12 +95,26 @@ def shown_text(driver) -> tuple[str, list[str]]:
     return counts, sorted(driver.execute_script(TILE_TITLES))
 
 
-def open_served_page(driver: Any, serve: Watched) -> None:
-    """Open the page at the address `serve` printed when it started listening."""
-    assert serve.process.stdout is not None
-    line = serve.process.stdout.readline()
-    assert line.startswith("serving"), serve.report()
-    driver.get(line.split()[-1])
+@contextmanager
+def served_page(tmp_path: Path, experiment: Path) -> Iterator[tuple[Any, Watched]]:
+    """Chromium showing the page of `serve EXPERIMENT`, at the address it printed when it
+    started listening; on the way out, no severe browser message and `serve` stopped cleanly."""
+    config = write_config(tmp_path / "config.toml", web={"listen": "127.0.0.1:0"})
+    command = daemon_command("serve", experiment, config)
+    with chromium() as driver, Watched("serve", command, stdout=subprocess.PIPE) as serve:
+        assert serve.process.stdout is not None
+        line = serve.process.stdout.readline()
+        assert line.startswith("serving"), serve.report()
+        driver.get(line.split()[-1])
+        yield driver, serve
+        severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert severe == []
+        assert serve.stop() == 0, serve.report()
+
+
+def shifts(driver: Any) -> list[str]:
+    """The registration table's lines, as shown."""
+    return driver.find_element("id", "shifts").text.splitlines()
 
 
 def test_page_follows_the_run_and_singles_out_bad_tiles(tmp_path: Path) -> None:
@@ -205,31 +219,21 @@ def test_the_page_merges_quality_rows_that_arrive_after_its_first_answer(tmp_pat
         log.record_shifts(tile, {1: FiducialShift(0, (0.0, 0.0, shift_x_um), 0.9)})
 
     register(0, 1.5)
-    config = write_config(tmp_path / "config.toml", web={"listen": "127.0.0.1:0"})
-    with (
-        chromium() as driver,
-        Watched(
-            "serve", daemon_command("serve", experiment, config), stdout=subprocess.PIPE
-        ) as serve,
-    ):
-        open_served_page(driver, serve)
-
-        def shifts() -> list[str]:
-            return driver.find_element("id", "shifts").text.splitlines()
-
-        wait_until(lambda: len(shifts()) == 2, lambda: f"tile 0 drawn: {shifts()}", [serve])
+    with served_page(tmp_path, experiment) as (driver, serve):
+        wait_until(
+            lambda: len(shifts(driver)) == 2, lambda: f"tile 0 drawn: {shifts(driver)}", [serve]
+        )
         register(1, 2.5)  # after the page's first answer
-        wait_until(lambda: len(shifts()) == 3, lambda: f"tile 1 merged: {shifts()}", [serve])
-        assert shifts() == [
+        wait_until(
+            lambda: len(shifts(driver)) == 3, lambda: f"tile 1 merged: {shifts(driver)}", [serve]
+        )
+        assert shifts(driver) == [
             "tile round 0 round 1",
             "tile 0 reference 1.50 µm, match 0.90",
             "tile 1 reference 2.50 µm, match 0.90",
         ]
         asks = driver.execute_script(STATE_ASKS)
         assert all("since=" in a for a in asks[1:])
-        severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-        assert severe == []
-        assert serve.stop() == 0, serve.report()
     log.close()
     writer.close()
 
@@ -253,26 +257,14 @@ def test_a_page_opened_on_more_quality_rows_than_one_answer_carries_shows_them_a
         for tile in range(tiles)
         for n in range(2)
     )
-    config = write_config(tmp_path / "config.toml", web={"listen": "127.0.0.1:0"})
-    with (
-        chromium() as driver,
-        Watched(
-            "serve", daemon_command("serve", experiment, config), stdout=subprocess.PIPE
-        ) as serve,
-    ):
-        open_served_page(driver, serve)
-
-        def shifts() -> list[str]:
-            return driver.find_element("id", "shifts").text.splitlines()
-
-        wait_until(lambda: len(shifts()) == tiles + 1, lambda: f"{len(shifts())}", [serve])
-        assert shifts()[:2] == ["tile round 0 round 1", "tile 0 reference -"]
-        assert shifts()[-1] == f"tile {tiles - 1} reference -"
+    with served_page(tmp_path, experiment) as (driver, serve):
+        wait_until(
+            lambda: len(shifts(driver)) == tiles + 1, lambda: f"{shifts(driver)[-1:]}", [serve]
+        )
+        assert shifts(driver)[:2] == ["tile round 0 round 1", "tile 0 reference -"]
+        assert shifts(driver)[-1] == f"tile {tiles - 1} reference -"
         asks = driver.execute_script(STATE_ASKS)
         assert len(asks) >= 2 and all("since=" in a for a in asks[1:])
-        severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-        assert severe == []
-        assert serve.stop() == 0, serve.report()
     log.close()
     writer.close()
 
@@ -285,25 +277,10 @@ def test_a_page_opened_on_more_tiles_than_one_answer_reads_places_every_tile_on_
     tile at its stage position (25 columns x 24 rows for 600 tiles), none left on the row
     below where tiles without a position go."""
     experiment = tmp_path / "exp"
-    raw = experiment / "raw_data"
-    raw.mkdir(parents=True)
-    run = SimulationSettings(tiles=600, rounds=1)
-    for name, rows in metadata_files(run).items():
-        write_csv(raw / name, rows)
-    for tile in range(run.tiles):
-        x, y, z = stage_position(run, tile)
-        stage = [["stage_x", "stage_y", "stage_z"], [x, y, z]]
-        write_csv(raw / f"sim_r0001_tile{tile:04d}_stage_positions.csv", stage)
+    stage_csvs_only(experiment / "raw_data", SimulationSettings(tiles=600, rounds=1))
     writer = Ledger(ledger_path(Settings().datastore_path(experiment)))
     writer.observe(0, 0, "sim_r0001_tile0000_1", "f")
-    config = write_config(tmp_path / "config.toml", web={"listen": "127.0.0.1:0"})
-    with (
-        chromium() as driver,
-        Watched(
-            "serve", daemon_command("serve", experiment, config), stdout=subprocess.PIPE
-        ) as serve,
-    ):
-        open_served_page(driver, serve)
+    with served_page(tmp_path, experiment) as (driver, serve):
 
         def places() -> tuple[int, int, int]:
             found = driver.execute_script(TILE_PLACES)
@@ -314,9 +291,6 @@ def test_a_page_opened_on_more_tiles_than_one_answer_reads_places_every_tile_on_
             )
 
         wait_until(lambda: places() == (600, 25, 24), lambda: f"{places()}", [serve])
-        severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-        assert severe == []
-        assert serve.stop() == 0, serve.report()
     writer.close()
 
 
@@ -335,14 +309,7 @@ def test_the_page_follows_a_run_by_asking_what_changed_since_its_last_answer(
         source_bytes=10, checksum="c", outputs=("a",), read_s=0.1, write_s=0.1, conversion=1
     )
     writer.finish(writer.claim(unit_id(0, 0)), result)
-    config = write_config(tmp_path / "config.toml", web={"listen": "127.0.0.1:0"})
-    with (
-        chromium() as driver,
-        Watched(
-            "serve", daemon_command("serve", experiment, config), stdout=subprocess.PIPE
-        ) as serve,
-    ):
-        open_served_page(driver, serve)
+    with served_page(tmp_path, experiment) as (driver, serve):
         names = ["tile0000", "tile0001", "tile0002"]
         wait_until(
             lambda: shown_text(driver)[0] == "1 done, 2 pending",
@@ -362,7 +329,4 @@ def test_the_page_follows_a_run_by_asking_what_changed_since_its_last_answer(
         assert [t.split(":")[1].strip() for t in titles] == ["done", "pending", "done"]
         asks = driver.execute_script(STATE_ASKS)
         assert "since=" not in asks[0] and all("since=" in a for a in asks[1:])
-        severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-        assert severe == []
-        assert serve.stop() == 0, serve.report()
     writer.close()

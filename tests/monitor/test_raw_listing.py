@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from monitor_support import stage_csvs_only
 from support.experiment import simulator_process
 
 from daemon.config import Settings
@@ -15,11 +16,21 @@ from daemon.ingest.ledger import Ledger
 from daemon.monitor.rawlisting import RawListing
 from daemon.monitor.snapshot import STAGE_FILES_PER_ANSWER, Snapshots
 from daemon.monitor.status import readable_plan
+from daemon.raw.experiment import Plan
 from daemon.simulate.settings import SimulationSettings
-from daemon.simulate.stage import stage_position
-from daemon.simulate.writer import metadata_files, write_csv
 
 RUN = SimulationSettings(tiles=2, rounds=2, z=2, size=32, interval=0.0)
+
+
+def simulated_listing(tmp_path: Path) -> tuple[Path, Plan, RawListing]:
+    """A simulated run's raw_data, its plan and a listing that has read it once."""
+    raw = tmp_path / "exp" / "raw_data"
+    simulator_process(raw.parent, RUN).expect_exit(0)
+    plan = readable_plan(raw, Settings())
+    assert plan is not None
+    listing = RawListing()
+    listing.read(plan)
+    return raw, plan, listing
 
 
 def test_a_page_follows_datasets_that_appear_and_go_after_it_opened(tmp_path: Path) -> None:
@@ -92,13 +103,7 @@ def test_the_listing_parses_only_the_names_new_since_its_last_read(tmp_path: Pat
     """Read again, the listing takes in the names added and drops those removed; the names
     it had are not parsed again (a name it parsed stays as it was, even one a later plan
     would read otherwise: the plan's root name is the same)."""
-    experiment = tmp_path / "exp"
-    simulator_process(experiment, RUN).expect_exit(0)
-    raw = experiment / "raw_data"
-    plan = readable_plan(raw, Settings())
-    assert plan is not None
-    listing = RawListing()
-    listing.read(plan)
+    raw, plan, listing = simulated_listing(tmp_path)
     assert listing.folders == {
         "sim_r0001_tile0000_1": "tile0000/round0000",
         "sim_r0001_tile0001_1": "tile0001/round0000",
@@ -122,13 +127,7 @@ def test_folders_of_recorded_units_are_not_looked_at_again(tmp_path: Path) -> No
     """What the page checks for datasets still being written: the folders whose unit the
     ledger has not recorded, a folder found recorded dropped for good (units are never
     removed from a ledger), a folder new since taken in."""
-    experiment = tmp_path / "exp"
-    simulator_process(experiment, RUN).expect_exit(0)
-    raw = experiment / "raw_data"
-    plan = readable_plan(raw, Settings())
-    assert plan is not None
-    listing = RawListing()
-    listing.read(plan)
+    raw, plan, listing = simulated_listing(tmp_path)
     recorded = {"tile0000/round0000", "tile0001/round0000"}
     assert listing.unrecorded(recorded) == {
         "sim_r0002_tile0000_1": "tile0000/round0001",
@@ -152,17 +151,7 @@ def test_a_server_started_on_many_tiles_reads_their_positions_a_few_hundred_per_
     at once); asked since each answer, the page has every tile's position in the end, the
     same as read one by one."""
     experiment = tmp_path / "exp"
-    raw = experiment / "raw_data"
-    raw.mkdir(parents=True)
-    run = SimulationSettings(tiles=600, rounds=1)
-    for name, rows in metadata_files(run).items():
-        write_csv(raw / name, rows)
-    expected = {}
-    for tile in range(run.tiles):
-        x, y, z = stage_position(run, tile)
-        stage = [["stage_x", "stage_y", "stage_z"], [x, y, z]]
-        write_csv(raw / f"sim_r0001_tile{tile:04d}_stage_positions.csv", stage)
-        expected[str(tile)] = {"x": x, "y": y}
+    expected = stage_csvs_only(experiment / "raw_data", SimulationSettings(tiles=600, rounds=1))
     settings = Settings()
     writer = Ledger(ledger_path(settings.datastore_path(experiment)))
     writer.observe(0, 0, "sim_r0001_tile0000_1", "f")

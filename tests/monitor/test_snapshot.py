@@ -57,6 +57,23 @@ UNITS = [
 ]
 
 
+def traced_reads(monkeypatch, table: str) -> list[str]:
+    """The statements reading `table` of every read-only database opened from now on (the
+    real one, its statements recorded as they run)."""
+    reads: list[str] = []
+    opened = Database.open_readonly
+
+    def traced(path):
+        database = opened(path)
+        database._db.set_trace_callback(
+            lambda sql: reads.append(sql) if f"FROM {table}" in sql else None
+        )
+        return database
+
+    monkeypatch.setattr(Database, "open_readonly", traced)
+    return reads
+
+
 def test_history_counts_backlog_and_done_at_each_event():
     points = [(p["t"], p["backlog"], p["done"], p["mb"]) for p in Tally.of(UNITS).history()]
     assert points == [
@@ -114,17 +131,7 @@ def test_the_page_reads_the_units_again_only_after_the_ledger_changed(tmp_path, 
     settings = Settings()
     writer = Ledger(ledger_path(settings.datastore_path(tmp_path)))
     writer.observe(0, 0, "r0001_tile0000_1", "f0")
-    unit_reads: list[str] = []
-    opened = Database.open_readonly
-
-    def traced(path):  # the real read-only database, its statements recorded
-        database = opened(path)
-        database._db.set_trace_callback(
-            lambda sql: unit_reads.append(sql) if "FROM units" in sql else None
-        )
-        return database
-
-    monkeypatch.setattr(Database, "open_readonly", traced)
+    unit_reads = traced_reads(monkeypatch, "units")
     snapshots = Snapshots(tmp_path, settings)
     quiet(ledger_path(settings.datastore_path(tmp_path)))
     assert snapshots.page()["units"]["pending"] == 1
@@ -145,17 +152,7 @@ def test_the_page_reads_the_alerts_again_only_after_their_file_changed(tmp_path,
     store = settings.datastore_path(tmp_path)
     ledger = Ledger(ledger_path(store))
     ledger.observe(0, 0, "r0001_tile0000_1", "f0")
-    alert_reads: list[str] = []
-    opened = Database.open_readonly
-
-    def traced(path):  # the real read-only database, its statements recorded
-        database = opened(path)
-        database._db.set_trace_callback(
-            lambda sql: alert_reads.append(sql) if "FROM alerts" in sql else None
-        )
-        return database
-
-    monkeypatch.setattr(Database, "open_readonly", traced)
+    alert_reads = traced_reads(monkeypatch, "alerts")
     snapshots = Snapshots(tmp_path, settings)
     assert snapshots.page()["alerts"] == {"open": [], "cleared": 0, "recent": [], "error": None}
     assert not alert_log_path(store).exists()
@@ -566,17 +563,7 @@ def test_a_checkpoint_of_the_ledger_does_not_make_the_page_read_every_unit_again
     writer = Ledger(path)
     for n in range(3):
         writer.observe(n, 0, f"r0001_tile{n:04d}_1", "f0")
-    unit_reads: list[str] = []
-    opened = Database.open_readonly
-
-    def traced(path):  # the real read-only database, its statements recorded
-        database = opened(path)
-        database._db.set_trace_callback(
-            lambda sql: unit_reads.append(sql) if "FROM units" in sql else None
-        )
-        return database
-
-    monkeypatch.setattr(Database, "open_readonly", traced)
+    unit_reads = traced_reads(monkeypatch, "units")
     snapshots = Snapshots(tmp_path, settings)
     assert len(snapshots.units()) == 3
     before = path.stat()
