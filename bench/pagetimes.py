@@ -36,10 +36,10 @@ def free_address() -> str:
         return f"127.0.0.1:{sock.getsockname()[1]}"
 
 
-
 def more(answer: dict[str, object]) -> bool:
     """Whether a page asks again at once: the server has more quality rows or positions."""
     return bool(answer.get("quality_more") or answer.get("tiles_more"))
+
 
 @dataclass
 class Timed:
