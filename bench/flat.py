@@ -50,7 +50,10 @@ ROUNDS = 8
 SMALL_TILES = 10  # the 80-unit run
 SKIP = 50  # the first units: start-up, calibrations, PSFs in the background
 WINDOW = 1000
-UNITS_PER_S = 14.0  # each layout's pace, side by side: ~1 core of 2 for both daemons at 36 ms/unit
+# each layout's pace, side by side: a tiny unit costs 35-50 ms of CPU (seed, v0.6; a smoke run
+# of this section, 2026-12-07), so both daemons keep ~1.2-1.5 cores of 2 busy, and the live
+# runs take 10,000 / 16 s = 10.4 min of the whole bench's 45
+UNITS_PER_S = 16.0
 AFTER_ASKS = 5
 SAMPLE_S = 0.2
 LAYOUTS = ("seed", "merfish3d-v0.6")
