@@ -51,7 +51,6 @@ CHUNK = 256
 CONTRAST_PERCENTILES = (0.5, 99.8)
 _BINS = 1 << 16  # one per uint16 value
 _BLOCK = 1 << 8  # values per running sum (ValueCounts)
-PREVIEW_CACHE = 16 << 20  # bytes of decoded chunks kept, all images together
 
 
 def image_dir(root: Path, name: str) -> Path:
@@ -254,15 +253,7 @@ class MosaicPreview:
         self._published: dict[str, tuple[int, bytes]] = {}  # zarr.json written: version, bytes
         # Its own context, not the units' shared one: a preview tile is small and written
         # under the lock, so one copy thread does, and it never waits behind a unit's chunks.
-        # A small chunk cache: a tile's read of its region, then the write's read-modify-write
-        # of the same chunk, and the next tiles of the round (the same chunks while the
-        # canvas is small) decode it once (checked against the file's generation each time).
-        self._context = ts.Context(
-            {
-                "data_copy_concurrency": {"limit": 1},
-                "cache_pool": {"total_bytes_limit": PREVIEW_CACHE},
-            }
-        )
+        self._context = ts.Context({"data_copy_concurrency": {"limit": 1}})
 
     def add(
         self, name: str, stack: np.ndarray, stage_yx_um: tuple[float, float], pixel_um: float
