@@ -312,7 +312,7 @@ class IngestService:
         """Import what the first unit would (`daemon.ingest.warmup`) while nothing is to be
         converted, once."""
         started = time.monotonic()
-        modules = warm_up()
+        modules = warm_up(freeze=self._own_pool)  # a shared pool's services come and go
         self._warm = True
         self.log.info(
             Event.WARMED_UP,

@@ -7,10 +7,12 @@ them. A watching daemon is idle until the microscope finishes a dataset; importi
 takes that cost out of the first unit after a cold start, whose latency the lab sees. Only
 when idle: never beside a unit, so it takes no core from one.
 
-Then what start-up made (modules, classes, functions: ~80,000 objects, none of them ever
-garbage) is frozen out of the cyclic collector's sight (`gc.freeze`): every full collection
-walked them all, a pause of ~18 ms of every thread (the page's answers, the workers) that
-started-up objects alone cost, however long the run.
+Then a daemon of one experiment freezes what start-up made (modules, classes, functions:
+~80,000 objects, none of them ever garbage) out of the cyclic collector's sight (`gc.freeze`,
+once a process): every full collection walked them all, a pause of ~18 ms of every thread
+(the page's answers, the workers) that started-up objects alone cost, however long the run.
+Not under `watch --root`: there experiments' services are opened and closed as runs come and
+go, and a service frozen while open (it holds reference cycles) would never be freed.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ UNIT_IMPORTS: tuple[tuple[str, str], ...] = (
 )
 
 
-def warm_up() -> list[str]:
+def warm_up(freeze: bool) -> list[str]:
     """Import `UNIT_IMPORTS` (scikit-image loads a name on first access, hence the getattr),
-    then freeze what start-up made; the packages imported, for the log."""
+    then with `freeze` freeze what start-up made, if nothing is frozen yet; the packages
+    imported, for the log."""
     for module, name in UNIT_IMPORTS:
         getattr(importlib.import_module(module), name)
-    gc.collect()  # what start-up left as garbage is freed, not frozen
-    gc.freeze()
+    if freeze and not gc.get_freeze_count():
+        gc.collect()  # what start-up left as garbage is freed, not frozen
+        gc.freeze()
     return [module for module, _name in UNIT_IMPORTS]

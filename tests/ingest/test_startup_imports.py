@@ -47,7 +47,7 @@ def test_after_the_warm_up_a_unit_imports_no_library_of_its_own(tmp_path):
     simulate(tmp_path / "exp", TINY)
     config = write_config(tmp_path / "config.toml")
     before = (
-        "import daemon.ingest.service; from daemon.ingest.warmup import warm_up; warm_up();"
+        "import daemon.ingest.service; from daemon.ingest.warmup import warm_up; warm_up(False);"
         "had = set(sys.modules)"
     )
     new = f"sorted(m for m in set(sys.modules) - had if m.split('.')[0] in {UNIT_LIBRARIES!r})"
@@ -64,6 +64,18 @@ def test_a_watching_daemon_warms_up_before_the_first_dataset(tmp_path):
         # start-up's objects (modules, classes, functions) frozen out of full collections
         assert warmed["frozen"] > 10_000
         assert not daemon.named(Event.DATASET_SEEN)
+
+
+def test_a_root_daemon_freezes_no_experiments_service(tmp_path):
+    """Under `watch --root` an experiment's service is opened and closed as its run comes and
+    goes: frozen while open, it would never be freed once closed, so its warm-up freezes
+    nothing (a daemon of one experiment freezes start-up's objects, above)."""
+    root = tmp_path / "root"
+    (root / "exp" / "raw_data").mkdir(parents=True)
+    config = write_config(tmp_path / "config.toml", web={"listen": ""})
+    with DaemonProcess("watch", None, config, "--root", str(root)) as daemon:
+        warmed = daemon.wait_event(Event.WARMED_UP)
+        assert warmed["frozen"] == 0
 
 
 def test_the_ingest_command_ends_without_the_interpreters_teardown(tmp_path):
