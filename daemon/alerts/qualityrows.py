@@ -55,8 +55,10 @@ class QualityRows:
         log = QualityLog(self._path, readonly=True)
         try:
             revision = log.revision()  # before the rows: a row written meanwhile is read again
-            if same_file(signature, self._read_at) and self._revision is not None:
-                tiles: set[int] | None = log.changed_tiles(self._revision)
+            last = self._revision  # revisions only grow in one file
+            on = same_file(signature, self._read_at) and revision is not None
+            if on and last is not None and revision is not None and revision >= last:
+                tiles: set[int] | None = log.changed_tiles(last)
                 fresh = log.rows(tiles, focus=False) if tiles else []
             else:
                 tiles, fresh = None, log.rows(focus=False)

@@ -93,7 +93,9 @@ def same_file(signature: tuple[object, ...], previous: tuple[object, ...] | None
     """Whether two signatures of an SQLite file's metadata (the monitor's `ledger_signature`:
     first its main file's (inode, size, mtime)) are of the same file: its inode. A checkpoint,
     every few hundred commits, changes the file's size and time, not the file, and must not
-    make a reader that follows the revisions read every row again."""
+    make a reader that follows the revisions read every row again. Another file on the same
+    inode (a backup copied over it, a new run's on a reused inode) is told by its revisions,
+    which a reader finds below the last it read (revisions only grow in one file)."""
     if previous is None:
         return False
     main, before = signature[0], previous[0]

@@ -472,6 +472,17 @@ class Ledger:
         """Every unit, in tile then round order."""
         return [record for _, record in self._read("ORDER BY tile, round")]
 
+    def revision(self) -> int | None:
+        """The last change's revision (0: none yet; None: a ledger from before revisions), from
+        the revision index. Revisions only grow in one file: a reader that finds it below what
+        it read last is reading another file (a backup copied over it, a new run's ledger on a
+        reused inode)."""
+        try:
+            found = self._db.query("SELECT COALESCE(MAX(revision), 0) FROM unit_revisions")
+        except sqlite3.OperationalError:  # no such table
+            return None
+        return int(found[0][0])
+
     def changed_since(self, revision: int) -> tuple[list[UnitRecord], int] | None:
         """The units inserted or updated after `revision` (-1: every unit) and the revision
         they bring the reader to (`revision` itself when none changed), from one read; None

@@ -79,9 +79,10 @@ class QualityView:
         log = QualityLog(path, readonly=True)
         try:
             revision = log.revision()
-            followed = same_file(signature, previous) and revision is not None
-            if followed and self._revision is not None:
-                tiles = log.changed_tiles(self._revision)
+            last = self._revision  # revisions only grow in one file
+            grown = revision is not None and last is not None and revision >= last
+            if same_file(signature, previous) and grown and last is not None:
+                tiles = log.changed_tiles(last)
                 if self.unread_from is not None:  # those not read yet are read when paged
                     tiles = {t for t in tiles if t < self.unread_from}
                 rows = log.rows(tiles, focus=False)

@@ -188,6 +188,8 @@ class Snapshots:
         followed = signature is not None and same_file(signature, previous)
         since = self._revision if followed and self._revision is not None else -1
         try:
+            if since > (ledger.revision() or 0):  # revisions went back: another file
+                since = -1
             found = ledger.changed_since(since)
             changed, revision = found if found is not None else (ledger.units(), None)
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -576,3 +577,26 @@ def test_a_checkpoint_of_the_ledger_does_not_make_the_page_read_every_unit_again
     assert len(snapshots.units()) == 4
     assert unit_reads and not any("LEFT JOIN" in sql for sql in unit_reads)  # not every unit
     writer.close()
+
+
+def test_another_ledger_copied_over_the_file_is_read_afresh(tmp_path):
+    """A backup copied over the ledger (or a datastore ingested again on a reused inode) is
+    another file on the same inode, with revisions of its own: the page reads it afresh
+    instead of asking it for what changed since the old file's revision (nothing, so the
+    page went on showing the old file's units)."""
+    settings = Settings()
+    path = ledger_path(settings.datastore_path(tmp_path))
+    writer = Ledger(path)
+    for n in range(3):
+        writer.observe(n, 0, f"r0001_tile{n:04d}_1", "f0")
+    writer.close()
+    backup = Ledger(tmp_path / "backup.sqlite")
+    backup.observe(7, 0, "r0001_tile0007_1", "f0")
+    backup.close()
+    snapshots = Snapshots(tmp_path, settings)
+    assert len(snapshots.units()) == 3
+    inode = path.stat().st_ino
+    shutil.copyfile(tmp_path / "backup.sqlite", path)  # rewritten in place: the same inode
+    assert path.stat().st_ino == inode
+    quiet(path)
+    assert [(u.tile, u.round) for u in snapshots.units()] == [(7, 0)]
