@@ -84,12 +84,19 @@ _fsync_pool_lock = threading.Lock()
 
 
 def _fsyncs() -> ThreadPoolExecutor:
-    """The process's fsync threads, started on first use and kept: starting a pool per
-    publication started its threads again for every entry (~0.4 ms of CPU each time)."""
+    """The process's fsync threads, all started at the first use and kept: starting a pool
+    per publication started its threads again for every entry (~0.4 ms of CPU each time), and
+    a pool that starts a thread whenever none is idle grew by one now and then over a long run
+    (as publications overlapped more), the daemon's threads with it (tests/faults/test_soak)."""
     global _fsync_pool
     with _fsync_pool_lock:
         if _fsync_pool is None:
-            _fsync_pool = ThreadPoolExecutor(FSYNC_POOL_THREADS, thread_name_prefix="fsync")
+            pool = ThreadPoolExecutor(FSYNC_POOL_THREADS, thread_name_prefix="fsync")
+            started = threading.Barrier(FSYNC_POOL_THREADS + 1)
+            for _ in range(FSYNC_POOL_THREADS):  # none idle at each submit: a new thread
+                pool.submit(started.wait)
+            started.wait()
+            _fsync_pool = pool
         return _fsync_pool
 
 

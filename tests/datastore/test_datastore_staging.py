@@ -238,8 +238,8 @@ def test_publications_reuse_the_same_fsync_threads(ds):
             staged.publish()
         if tile == 1:
             first = fsync_threads()
-    assert first
-    assert first <= fsync_threads()  # still there, and the same threads serve the next
+    assert len(first) == jsonio.FSYNC_POOL_THREADS  # all started at once: none added later
+    assert first == fsync_threads()  # still there, and the same threads serve the next
 
 
 def test_publications_side_by_side_each_keep_their_fsyncs_in_flight(ds, monkeypatch):
