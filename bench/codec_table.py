@@ -27,7 +27,8 @@ from report import Row, Section, table
 from throughput import Bench
 
 from daemon.config import load_settings
-from daemon.datastore.arrays import ArrayCodec, array_spec
+from daemon.datastore.arrays import array_spec
+from daemon.datastore.codec import ArrayCodec
 
 CODECS = (
     ArrayCodec("zstd", 1, "bit"),

@@ -27,7 +27,8 @@ import numpy as np
 import tensorstore as ts
 
 from daemon.config import load_settings
-from daemon.datastore.arrays import ArrayCodec, write_array
+from daemon.datastore.arrays import write_array
+from daemon.datastore.codec import ArrayCodec
 from daemon.datastore.layout import Entity
 from daemon.pixels.camera import correct, orient
 from daemon.raw.acquisition import Acquisition, resolve_acquisition

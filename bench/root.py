@@ -40,7 +40,7 @@ from paced import completed_at
 from report import Row, Section, table
 from scaling import TINY
 
-from daemon.datastore.arrays import usable_cores
+from daemon.datastore.codec import usable_cores
 from daemon.events import Event
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings

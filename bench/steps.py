@@ -21,7 +21,8 @@ from converters import Job
 from harness import MB, remove
 from report import table
 
-from daemon.datastore.arrays import ArrayCodec, write_array
+from daemon.datastore.arrays import write_array
+from daemon.datastore.codec import ArrayCodec
 from daemon.datastore.jsonio import fsync_tree
 from daemon.ingest.unit import channel_checksum
 from daemon.layouts.merfish3d_v06 import _array_spec as v06_array_spec

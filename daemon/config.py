@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from daemon.address import check_listen
-from daemon.datastore.arrays import ArrayCodec, usable_cores
+from daemon.datastore.codec import ArrayCodec, usable_cores
 from daemon.errors import Qi2labError
 from daemon.layouts import found_layout
 from daemon.raw.defaults import RawDefaults

@@ -17,7 +17,7 @@ from daemon.config import (
     usable_memory,
     workers_for_machine,
 )
-from daemon.datastore.arrays import ArrayCodec
+from daemon.datastore.codec import ArrayCodec
 
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "config.toml"
 

@@ -30,10 +30,8 @@ import pyarrow as pa
 import tensorstore as ts
 
 from daemon.datastore.arrays import (
-    REFERENCE_CODEC,
     ZARRAY,
     ZATTRS,
-    ArrayCodec,
     create_group,
     read_array,
     read_attrs,
@@ -41,6 +39,7 @@ from daemon.datastore.arrays import (
     write_array,
     write_attrs,
 )
+from daemon.datastore.codec import REFERENCE_CODEC, ArrayCodec
 from daemon.datastore.jsonio import fsync_dir, read_json, write_json_atomic
 from daemon.datastore.layout import (
     CALIBRATIONS,

@@ -9,17 +9,32 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from daemon.datastore.arrays import REFERENCE_CODEC, ArrayCodec
-from daemon.layouts.base import Layout, LayoutMismatchError
+from daemon.datastore.codec import REFERENCE_CODEC, ArrayCodec
+from daemon.errors import Qi2labError
 from daemon.raw.defaults import RawDefaults
 
 if TYPE_CHECKING:
+    from daemon.layouts.base import Layout
     from daemon.layouts.merfish3d_v06 import Merfish3dV06Layout
 
 LAYOUT_NAMES = ("seed", "merfish3d-v0.6")
 # Each layout's marker file (`Layout.marker`), so that finding a folder's layout imports no
 # backend (a backend's imports are a cost of every start that does not use it).
 MARKERS = {"seed": "datastore.json", "merfish3d-v0.6": "datastore_state.json"}
+
+
+class LayoutMismatchError(Qi2labError, ValueError):
+    """A datastore folder holds another layout than the one asked for."""
+
+
+def __getattr__(name: str) -> Any:
+    """`Layout` imported when first asked for: its module imports numpy and tensorstore,
+    which the settings and `status` do without."""
+    if name == "Layout":
+        from daemon.layouts.base import Layout
+
+        return Layout
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _backend(name: str) -> type[Layout]:

@@ -25,16 +25,13 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from daemon.datastore.arrays import REFERENCE_CODEC, ArrayCodec, shared_context
+from daemon.datastore.arrays import shared_context
+from daemon.datastore.codec import REFERENCE_CODEC, ArrayCodec
 from daemon.datastore.layout import Entity, tile_name
-from daemon.errors import Qi2labError
+from daemon.layouts.names import folder_name
 from daemon.pixels.camera import correct
 from daemon.raw.acquisition import Acquisition
 from daemon.raw.experiment import Channel, Plan
-
-
-class LayoutMismatchError(Qi2labError, ValueError):
-    """A datastore folder holds another layout than the one asked for."""
 
 
 @dataclass(frozen=True)
@@ -239,7 +236,7 @@ class Layout(abc.ABC):
         """The entry's folder name without `.zarr` (`round0000` in the seed layout, `round001`
         in 0.6, `bit001`): how every place a person reads names it, so a name in the log, the
         preview or the status is the folder to open."""
-        return self.entry_relpath(entity).name.removesuffix(".zarr")
+        return folder_name(self.entry_relpath(entity))
 
     def unit_name(self, tile: int, round_: int) -> str:
         """A unit (tile, datastore round from 0) in the layout's naming: `tile0000/round001`."""

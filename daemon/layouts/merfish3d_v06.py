@@ -30,12 +30,14 @@ from typing import Any
 import numpy as np
 import tensorstore as ts
 
-from daemon.datastore.arrays import REFERENCE_CODEC, ArrayCodec, writing_context
+from daemon.datastore.arrays import writing_context
+from daemon.datastore.codec import REFERENCE_CODEC, ArrayCodec
 from daemon.datastore.jsonio import fsync_dir, read_json, write_json_atomic
-from daemon.datastore.layout import Entity, tile_name
+from daemon.datastore.layout import Entity
 from daemon.datastore.staging import PendingWrites, StagingArea
 from daemon.datastore.store import STATE_FLAGS  # the same flags, in the same order
 from daemon.layouts.base import CalibrationData, EntryFacts, Layout
+from daemon.layouts.names import V06_ENTRY_ROOTS, v06_relpath
 from daemon.layouts.roundpositions import RoundPositions
 from daemon.pixels.camera import orient
 from daemon.raw.acquisition import Acquisition, resolve_acquisition
@@ -52,7 +54,6 @@ CALIBRATIONS = "calibrations"
 ATTRIBUTES = "attributes.json"
 IMAGE = "corrected_data.ome.zarr"
 NOISE_MAP = "noise_map.ome.zarr"
-ENTRY_ROOTS = {"round": "fiducial", "bit": "readouts"}
 EMPTY_FOLDERS = ("decoded", "fused", "segmentation", "feature_predictor_localizations")
 OURS = ("Initialized", "Calibrations", "Corrected")  # the only flags ingestion ever sets
 REFERENCE_CHUNKS_ZYX = (16, 512, 512)
@@ -282,7 +283,7 @@ class Merfish3dV06Layout(Layout):
 
     def _create_missing(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        for folder in (CALIBRATIONS, *ENTRY_ROOTS.values(), *EMPTY_FOLDERS):
+        for folder in (CALIBRATIONS, *V06_ENTRY_ROOTS.values(), *EMPTY_FOLDERS):
             (self.path / folder).mkdir(exist_ok=True)
         if not (self.path / CALIBRATIONS / ATTRIBUTES).is_file():
             write_json_atomic(self.path / CALIBRATIONS / ATTRIBUTES, {})
@@ -294,10 +295,7 @@ class Merfish3dV06Layout(Layout):
     # --- entries
 
     def entry_relpath(self, entity: Entity) -> PurePosixPath:
-        number = entity.index + 1 if entity.kind == "round" else entity.index
-        return PurePosixPath(
-            ENTRY_ROOTS[entity.kind], tile_name(entity.tile), f"{entity.kind}{number:03d}"
-        )
+        return v06_relpath(entity)
 
     def frame(self, raw: np.ndarray, acq: Acquisition) -> np.ndarray:
         return raw  # the camera frame; affine_zyx_px maps it onto the stage

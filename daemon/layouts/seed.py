@@ -15,18 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from daemon.datastore.arrays import (
-    DIMENSIONS,
-    REFERENCE_CODEC,
-    ArrayCodec,
-    read_array,
-    read_attrs,
-)
+from daemon.datastore.arrays import DIMENSIONS, read_array, read_attrs
+from daemon.datastore.codec import REFERENCE_CODEC, ArrayCodec
 from daemon.datastore.jsonio import read_json
 from daemon.datastore.layout import STATE_FILE, Entity
 from daemon.datastore.store import DataStore, StagedEntity
 from daemon.datastore.validators import ENTITY_ARRAYS as ENTITY_ARRAY_RULES
 from daemon.layouts.base import CalibrationData, EntryFacts, Layout
+from daemon.layouts.names import seed_relpath
 from daemon.pixels.camera import orient
 from daemon.pixels.stage import stage_zyx_flipped_negated
 from daemon.raw.acquisition import Acquisition
@@ -85,7 +81,7 @@ class SeedLayout(Layout):
         return self._store
 
     def entry_relpath(self, entity: Entity) -> PurePosixPath:
-        return entity.relpath
+        return seed_relpath(entity)
 
     def frame(self, raw: np.ndarray, acq: Acquisition) -> np.ndarray:
         return orient(raw, acq.orientation)

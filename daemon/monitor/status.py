@@ -21,14 +21,15 @@ from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daemon.config import Settings
 from daemon.datastore.layout import Entity
 from daemon.datastore.statedir import ledger_path, lock_path
 from daemon.errors import Qi2labError
 from daemon.ingest.ledger import Ledger, UnitRecord, unit_id
-from daemon.layouts import Layout, reader
+from daemon.layouts import found_layout
+from daemon.layouts.names import ENTRY_RELPATHS, folder_name
 from daemon.monitor.alertview import alert_line, read_history
 from daemon.monitor.grid import Cell, Grid
 from daemon.monitor.rawlisting import dataset_folders
@@ -37,6 +38,9 @@ from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import Plan, load_plan
 from daemon.raw.ndtiff import check_dataset
 from daemon.states import LEDGER_STATES, UnitState
+
+if TYPE_CHECKING:
+    from daemon.layouts import Layout
 
 LABEL = 12  # width of the label column of the text report
 
@@ -288,10 +292,10 @@ def _plan_summary(plan: Plan | None, round_name: Callable[[int], str]) -> dict[s
 
 def round_namer(store: Path, settings: Settings) -> Callable[[int], str]:
     """How the datastore's layout (the one it holds, else the configured one) names a datastore
-    round (from 0), as the grid labels its columns: `round0000` (seed), `round001` (0.6)."""
-    names = reader(store, settings.raw, default=settings.datastore.layout)
-    names.close()  # opened read-only: it holds nothing; only its naming is used
-    return rounds_named_by(names)
+    round (from 0), as the grid labels its columns: `round0000` (seed), `round001` (0.6).
+    From the layout's naming alone: opening the layout would import its backend's arrays."""
+    relpath = ENTRY_RELPATHS[found_layout(store) or settings.datastore.layout]
+    return functools.cache(lambda r: folder_name(relpath(Entity.round(0, r))))
 
 
 def rounds_named_by(names: Layout) -> Callable[[int], str]:

@@ -35,12 +35,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Literal
 
 from daemon.raw.errors import DatasetError, NotReadyError
 from daemon.raw.ndindex import IndexGarbageError, PlaneEntry, parse_index
+
+if TYPE_CHECKING:
+    import numpy as np
 
 INDEX_NAME = "NDTiff.index"
 PREALLOCATED_BYTES = 4 * 1024**3  # ndstorage's MAX_FILE_SIZE
@@ -280,6 +281,8 @@ class RawDataset:
 
     def read_channel(self, channel: str, out: np.ndarray | None = None) -> np.ndarray:
         """One channel as uint16 (z, y, x), read into `out` if given (C-contiguous, that shape)."""
+        import numpy as np  # here: `status` checks datasets without reading pixels
+
         shape = (self.num_z, *self.shape_yx)
         if out is None:
             out = np.empty(shape, dtype=np.uint16)
@@ -292,6 +295,8 @@ class RawDataset:
 
     def read(self, out: np.ndarray | None = None) -> np.ndarray:
         """All channels as uint16 (c, z, y, x), channels in `self.channels` order."""
+        import numpy as np
+
         shape = (len(self.channels), self.num_z, *self.shape_yx)
         if out is None:
             out = np.empty(shape, dtype=np.uint16)

@@ -9,7 +9,7 @@ import sys
 from paced import prerender
 from root import IdleCost, RootAcquisition, _section, confined, paced_root
 
-from daemon.datastore.arrays import usable_cores
+from daemon.datastore.codec import usable_cores
 from daemon.simulate.settings import SimulationSettings
 
 

@@ -7,7 +7,6 @@ import pytest
 import zarr
 
 from daemon.datastore.arrays import (
-    ArrayCodec,
     array_spec,
     chunk_shape,
     create_group,
@@ -16,6 +15,7 @@ from daemon.datastore.arrays import (
     write_array,
     write_attrs,
 )
+from daemon.datastore.codec import ArrayCodec
 
 
 @pytest.mark.parametrize(

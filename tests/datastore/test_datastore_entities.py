@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import zarr
 
-from daemon.datastore.arrays import ArrayCodec
+from daemon.datastore.codec import ArrayCodec
 from daemon.datastore.layout import Entity
 from daemon.datastore.store import DataStore, MissingValueError, UnknownEntityError
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from daemon.datastore.arrays import usable_cores
+from daemon.datastore.codec import usable_cores
 from daemon.layouts import LAYOUT_NAMES, check_layout, open_layout
 
 BACKENDS = ("daemon.layouts.seed", "daemon.layouts.merfish3d_v06", "yaozarrs")

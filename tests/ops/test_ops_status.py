@@ -6,15 +6,18 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 from collections import Counter
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from ops_support import cli, start_daemon
+import pytest
+from ops_support import cli, ingest_simulated, start_daemon
 from support.daemon import DaemonProcess
 from support.experiment import simulator_process, write_config
-from support.processes import wait_until
+from support.processes import WAIT_S, wait_until
 
 from daemon.events import Event
 from daemon.simulate.microscope import simulate
@@ -160,3 +163,27 @@ def test_units_of_a_killed_daemon_are_interrupted_not_running(tmp_path: Path) ->
     units_line = next(line for line in text if line.startswith("units "))
     assert f"{running} interrupted" in units_line and "running" not in units_line
     assert not any("running" in line for line in text if line.startswith("tile"))
+
+
+# What a fresh `status` process runs: the command, then the modules it left imported.
+STATUS_THEN_MODULES = """
+import sys
+from daemon.cli.main import main
+code = main(["status", sys.argv[1]])
+heavy = ("numpy", "tensorstore", "pyarrow")
+print("imported:", *[name for name in heavy if name in sys.modules], file=sys.stderr)
+raise SystemExit(code)
+"""
+
+
+@pytest.mark.parametrize("layout", ["seed", "merfish3d-v0.6"])
+def test_status_imports_no_array_library(layout: str, tmp_path: Path) -> None:
+    """`status` reads the ledger and raw_data's plan: starting numpy, tensorstore and pyarrow
+    was a quarter of a second of every `status` on a busy acquisition PC (issue 25)."""
+    experiment = ingest_simulated(tmp_path, layout)
+    probe = [sys.executable, "-c", STATUS_THEN_MODULES, str(experiment)]
+    result = subprocess.run(probe, capture_output=True, text=True, timeout=WAIT_S)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[-1] == "imported:"
+    assert result.stdout == cli("status", experiment).stdout
+    assert "units       4 of 4 done" in result.stdout.splitlines()
