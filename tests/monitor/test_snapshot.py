@@ -575,7 +575,7 @@ def test_a_checkpoint_of_the_ledger_does_not_make_the_page_read_every_unit_again
     unit_reads.clear()
     assert [u.unit_id for u in snapshots.units()][-1] == "tile0003/round0000"
     assert len(snapshots.units()) == 4
-    assert unit_reads and not any("LEFT JOIN" in sql for sql in unit_reads)  # not every unit
+    assert unit_reads and all("WHERE revision >" in sql for sql in unit_reads)  # the changed
     writer.close()
 
 
@@ -600,3 +600,99 @@ def test_another_ledger_copied_over_the_file_is_read_afresh(tmp_path):
     assert path.stat().st_ino == inode
     quiet(path)
     assert [(u.tile, u.round) for u in snapshots.units()] == [(7, 0)]
+
+
+def ledger_of(experiment, units: int) -> None:
+    """A ledger of `units` units (8 rounds a tile) written by the daemon's own ledger in one
+    transaction (its triggers keep the revisions and counts): every 97th failed, the last 30
+    pending, the others done, each done unit finished a second after the one before."""
+    writer = Ledger(ledger_path(Settings().datastore_path(experiment)))
+    rows = []
+    for n in range(units):
+        tile, round_ = divmod(n, 8)
+        state = "failed" if n % 97 == 5 else "pending" if n >= units - 30 else "done"
+        ended = None if state == "pending" else 100.0 + n
+        error = "broken" if state == "failed" else None
+        rows.append(
+            (unit_id(tile, round_), tile, round_, state, f"r{round_ + 1:04d}_tile{tile:04d}_1")
+            + ("f", 1, 1_000_000, error, '["a"]', float(n), ended and ended - 0.5, ended)
+        )
+    with writer._transaction() as db:
+        db.executemany(
+            "INSERT INTO units (unit_id, tile, round, state, dataset, fingerprint, attempts,"
+            " source_bytes, error, outputs, seen_at, started_at, finished_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    writer.close()
+    quiet(ledger_path(Settings().datastore_path(experiment)))
+
+
+class CountedLedger(Ledger):
+    """The ledger, counting the SQLite steps of every read of it (all its instances)."""
+
+    steps = 0
+
+    def __init__(self, path, readonly=False):
+        super().__init__(path, readonly)
+
+        def step() -> int:
+            CountedLedger.steps += 1
+            return 0
+
+        self._db._db.set_progress_handler(step, 1)
+
+
+def test_a_server_started_on_a_large_run_reads_one_page_of_units_for_its_first_answer(
+    tmp_path, monkeypatch
+):
+    """A server started on a finished run (`serve`, `watch` restarted) answers its first page
+    after reading one page of units (UNITS_PER_ANSWER), not every unit of the run: SQLite's
+    steps for it are the same in a ledger of 2,000 units as in one of 8,000 (it read them
+    all, outputs decoded and every unit tallied: ~0.25 s of the first answer at 10,000
+    units). Its counts are the ledger's, whole from the first answer."""
+    monkeypatch.setattr("daemon.monitor.status.Ledger", CountedLedger)
+
+    def first_answer(units: int) -> tuple[dict, int]:
+        experiment = tmp_path / f"run{units}"
+        ledger_of(experiment, units)
+        CountedLedger.steps = 0
+        answer = Snapshots(experiment, Settings()).page()
+        return answer, CountedLedger.steps
+
+    (small, small_steps), (large, large_steps) = first_answer(2000), first_answer(8000)
+    assert large_steps <= 1.2 * small_steps, (small_steps, large_steps)
+    for answer, units in ((small, 2000), (large, 8000)):
+        failed = len(range(5, units, 97))
+        assert answer["units_more"]
+        assert answer["units"]["done"] == units - 30 - failed
+        assert (answer["units"]["failed"], answer["units"]["pending"]) == (failed, 30)
+        assert answer["backlog"]["units"] == 30
+
+
+def test_a_page_opened_on_a_large_run_gets_every_unit_as_it_asks(tmp_path, monkeypatch):
+    """The units a server just started has not read yet come at the next answers, which the
+    page asks at once while `units_more`: once it has them all, it shows what a server that
+    read every unit at once shows (the grid, counts, failures, events, history), also when
+    a unit changed between two of its answers."""
+    ledger_of(tmp_path, 2500)
+    settings = Settings()
+    paged = Snapshots(tmp_path, settings)
+    kept, answers = None, 0
+    while kept is None or kept.get("units_more"):
+        kept = merged(kept, paged.page(kept["since"] if kept else None))
+        answers += 1
+        if answers == 1:  # a unit already read and one not read yet fail meanwhile
+            writer = Ledger(ledger_path(settings.datastore_path(tmp_path)))
+            for uid in ("tile0000/round0001", "tile0300/round0002"):
+                claimed = writer.get(uid)
+                assert claimed is not None
+                writer.fail(claimed, "late")
+            writer.close()
+    assert answers == 3
+    monkeypatch.setattr("daemon.monitor.snapshot.UNITS_PER_ANSWER", 10**6)
+    whole = Snapshots(tmp_path, settings).page()
+    assert not whole["units_more"]
+    shown = ("grid", "units", "failed", "backlog", "events", "failures", "history", "health")
+    assert {k: kept[k] for k in shown} == {k: whole[k] for k in shown}
+    assert kept["failed"]["tile0300/round0002"] == "late"
