@@ -128,6 +128,7 @@ class Snapshots:
         self._quality = QualityView()  # the page's quality rows, as of its last answer
         self._names: tuple[Layout, Callable[[int], str]] | None = None  # once the store has one
         self._plan_read: tuple[tuple[object, ...] | None, Plan | None] = (None, None)
+        self._naming()  # its layout's module imported as the server starts, not at a first ask
 
     def _naming(self) -> tuple[Layout, Callable[[int], str]]:
         """The datastore's layout (the one it holds, else the configured one), for its names,
@@ -278,10 +279,13 @@ class Snapshots:
             )
             if self._counts is not None:
                 counted(report, self._counts)
-            quality_path = state_dir(self.store) / QUALITY_DB
-            self._quality.read(quality_path, ledger_signature(quality_path))
-            rows, quality_changed_only, cursor = self._quality.rows_since(quality_seq, cursor)
-            listed = self._unread is None  # raw_data is listed once every unit is read
+            listed = self._unread is None  # quality and raw_data: once every unit is read
+            if listed:
+                quality_path = state_dir(self.store) / QUALITY_DB
+                self._quality.read(quality_path, ledger_signature(quality_path))
+                rows, quality_changed_only, cursor = self._quality.rows_since(quality_seq, cursor)
+            else:  # the page keeps what it holds; a page holding none asks from the start
+                rows, quality_changed_only = [], quality_seq >= 0
             positions = self._positions.of(facts.plan if listed else None, self._listing.names)
             positions = as_stored(positions, self._quality.measured)
             if positions != self._tiles[1]:
@@ -290,7 +294,8 @@ class Snapshots:
                 report["tiles"] = {
                     str(t): {"x": x, "y": y} for t, (x, y) in sorted(positions.items())
                 }
-            seqs = (grid.seq, self._quality.seq, self._tiles[0], "" if cursor is None else cursor)
+            quality_seq = self._quality.seq if listed else max(quality_seq, 0)
+            seqs = (grid.seq, quality_seq, self._tiles[0], "" if cursor is None else cursor)
             report |= {
                 "since": ".".join(map(str, (grid.epoch, *seqs))),
                 "changed_only": cells is not None,

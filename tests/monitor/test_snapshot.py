@@ -11,6 +11,7 @@ import subprocess
 import sys
 from dataclasses import astuple, fields
 
+from monitor_support import ledger_of
 from support.experiment import quiet
 
 from daemon.config import Settings
@@ -392,6 +393,16 @@ def test_answers_since_the_last_one_carry_only_the_tiles_whose_quality_changed(t
     ledger.close()
 
 
+def every_row(snapshots: Snapshots) -> tuple[list[dict], int]:
+    """The rows of a page opened afresh once it asked for them all (its units too), and its
+    answers."""
+    kept, answers = None, 0
+    while kept is None or kept["quality_more"] or kept["units_more"]:
+        kept = merged(kept, snapshots.page(kept["since"] if kept else None))
+        answers += 1
+    return kept["quality"], answers
+
+
 def test_a_page_opened_on_many_quality_rows_gets_them_a_page_of_tiles_at_a_time(tmp_path):
     """A page opened on a large run is not sent its tens of thousands of quality rows at once:
     each answer carries about PAGE_ROWS of them, whole tiles in tile order, and says there
@@ -404,14 +415,6 @@ def test_a_page_opened_on_many_quality_rows_gets_them_a_page_of_tiles_at_a_time(
     ledger.observe(0, 0, "r0001_tile0000_1", "f")
     log = QualityLog(state_dir(store) / QUALITY_DB)
     log.record([row for t in range(2500) for row in quality_rows(t, 1, 400.0)])  # 5,000 rows
-
-    def every_row(snapshots: Snapshots) -> tuple[list[dict], int]:
-        """The rows of a page opened afresh once it asked for them all, and its answers."""
-        kept, answers = None, 0
-        while kept is None or kept["quality_more"]:
-            kept = merged(kept, snapshots.page(kept["since"] if kept else None))
-            answers += 1
-        return kept["quality"], answers
 
     following = Snapshots(tmp_path, settings)
     kept = None
@@ -602,32 +605,6 @@ def test_another_ledger_copied_over_the_file_is_read_afresh(tmp_path):
     assert [(u.tile, u.round) for u in snapshots.units()] == [(7, 0)]
 
 
-def ledger_of(experiment, units: int) -> None:
-    """A ledger of `units` units (8 rounds a tile) written by the daemon's own ledger in one
-    transaction (its triggers keep the revisions and counts): every 97th failed, the last 30
-    pending, the others done, each done unit finished a second after the one before."""
-    writer = Ledger(ledger_path(Settings().datastore_path(experiment)))
-    rows = []
-    for n in range(units):
-        tile, round_ = divmod(n, 8)
-        state = "failed" if n % 97 == 5 else "pending" if n >= units - 30 else "done"
-        ended = None if state == "pending" else 100.0 + n
-        error = "broken" if state == "failed" else None
-        rows.append(
-            (unit_id(tile, round_), tile, round_, state, f"r{round_ + 1:04d}_tile{tile:04d}_1")
-            + ("f", 1, 1_000_000, error, '["a"]', float(n), ended and ended - 0.5, ended)
-        )
-    with writer._transaction() as db:
-        db.executemany(
-            "INSERT INTO units (unit_id, tile, round, state, dataset, fingerprint, attempts,"
-            " source_bytes, error, outputs, seen_at, started_at, finished_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-    writer.close()
-    quiet(ledger_path(Settings().datastore_path(experiment)))
-
-
 class CountedLedger(Ledger):
     """The ledger, counting the SQLite steps of every read of it (all its instances)."""
 
@@ -672,27 +649,34 @@ def test_a_server_started_on_a_large_run_reads_one_page_of_units_for_its_first_a
 
 def test_a_page_opened_on_a_large_run_gets_every_unit_as_it_asks(tmp_path, monkeypatch):
     """The units a server just started has not read yet come at the next answers, which the
-    page asks at once while `units_more`: once it has them all, it shows what a server that
-    read every unit at once shows (the grid, counts, failures, events, history), also when
-    a unit changed between two of its answers."""
+    page asks at once while `units_more` (then its quality rows, `quality_more`): once it has
+    them all, it shows what a server that read every unit at once shows (the grid, counts,
+    failures, events, history, quality rows), also when a unit changed between two of its
+    answers."""
     ledger_of(tmp_path, 2500)
     settings = Settings()
+    log = QualityLog(state_dir(settings.datastore_path(tmp_path)) / QUALITY_DB)
+    log.record([row for t in range(1200) for row in quality_rows(t, 0, 400.0 + t)])
+    log.close()
     paged = Snapshots(tmp_path, settings)
-    kept, answers = None, 0
-    while kept is None or kept.get("units_more"):
+    kept, units_answers = None, 0
+    while kept is None or kept.get("units_more") or kept["quality_more"]:
         kept = merged(kept, paged.page(kept["since"] if kept else None))
-        answers += 1
-        if answers == 1:  # a unit already read and one not read yet fail meanwhile
+        units_answers += 1 if kept.get("units_more") else 0
+        if units_answers == 1:  # a unit already read and one not read yet fail meanwhile
             writer = Ledger(ledger_path(settings.datastore_path(tmp_path)))
             for uid in ("tile0000/round0001", "tile0300/round0002"):
                 claimed = writer.get(uid)
                 assert claimed is not None
                 writer.fail(claimed, "late")
             writer.close()
-    assert answers == 3
+    assert units_answers == 2
     monkeypatch.setattr("daemon.monitor.snapshot.UNITS_PER_ANSWER", 10**6)
-    whole = Snapshots(tmp_path, settings).page()
-    assert not whole["units_more"]
+    whole = Snapshots(tmp_path, settings)
+    answer = whole.page()
+    assert not answer["units_more"]
     shown = ("grid", "units", "failed", "backlog", "events", "failures", "history", "health")
-    assert {k: kept[k] for k in shown} == {k: whole[k] for k in shown}
+    assert {k: kept[k] for k in shown} == {k: answer[k] for k in shown}
     assert kept["failed"]["tile0300/round0002"] == "late"
+    assert kept["quality"] == every_row(whole)[0]
+    assert len(kept["quality"]) == 2400
