@@ -50,9 +50,11 @@ RECENT_WRITE_S = 1.0  # a file written this recently may change again within its
 STALLED_AFTER_S = 600.0  # backlog waiting and no unit finished for this long: stalled
 
 
-# Units read for one answer while some are not read yet: a server started on a finished run
-# of 10,000 units answers its first page after reading 1,000 of them (the counts come from
-# the ledger's own, `Ledger.counts`), and the page asks again at once while `units_more`.
+# Units read for the first answer of a fresh read: a server started on a finished run of
+# 10,000 units answers its first page after reading 1,000 of them (the counts come from the
+# ledger's own, `Ledger.counts`); the page asks again at once while `units_more`, and each
+# next answer reads twice as many as the one before (1,000, 2,000, 4,000, ...: a page has
+# every unit after 4 answers, not 10, each with its own grid update, history and JSON).
 UNITS_PER_ANSWER = 1000
 STAGE_FILES_PER_ANSWER = 250  # stage-position CSVs read for one answer
 
@@ -120,6 +122,7 @@ class Snapshots:
         self._revision: int | None = None  # the ledger revision _tally is as of
         self._read_at: tuple[object, ...] | None = None  # `ledger_signature` when last read
         self._unread: str | None = None  # the id after which units are not read yet
+        self._page_units = UNITS_PER_ANSWER  # units the next page of them reads
         self._counts: dict[str, int] | None = None  # the ledger's counts, while some unread
         self._changed: set[Cell] = set()  # cells of units changed since the grid's update
         self._acquiring: set[str] = set()  # units acquiring at the grid's update
@@ -185,12 +188,13 @@ class Snapshots:
             return self._tally.history()
 
     def _read_ledger(self) -> None:
-        """Take in the units changed since the last read, and the next UNITS_PER_ANSWER
-        units not read yet: none when the ledger's files did not change and every unit is
-        read (the page asks every second, a finished run's ledger never changes); at the
-        first read, from another file (the ledger replaced) or from a ledger from before
-        revisions, every unit is to be read afresh: a page of them now, the next at each
-        answer (a ledger from before revisions: all at once)."""
+        """Take in the units changed since the last read, and the next page of the units not
+        read yet (UNITS_PER_ANSWER, then twice as many at each answer): none when the
+        ledger's files did not change and every unit is read (the page asks every second, a
+        finished run's ledger never changes); at the first read, from another file (the
+        ledger replaced) or from a ledger from before revisions, every unit is to be read
+        afresh: a page of them now, the next at each answer (a ledger from before
+        revisions: all at once)."""
         signature = ledger_signature(ledger_path(self.store))
         if signature is not None and signature == self._read_at and self._unread is None:
             return
@@ -210,12 +214,14 @@ class Snapshots:
             if revision is None:
                 changed, unread = ledger.units(), None
             elif fresh:
-                changed, unread = ledger.units_after(None, UNITS_PER_ANSWER)
+                self._page_units = UNITS_PER_ANSWER
+                changed, unread = ledger.units_after(None, self._page_units)
             else:
                 changed, revision = ledger.changed_since(self._revision) or ([], revision)
                 unread = self._unread
             if not fresh and unread is not None:
-                page, unread = ledger.units_after(unread, UNITS_PER_ANSWER)
+                self._page_units *= 2
+                page, unread = ledger.units_after(unread, self._page_units)
                 changed = changed + page
             self._counts = None if unread is None else ledger.counts()
         finally:

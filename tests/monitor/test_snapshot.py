@@ -653,7 +653,7 @@ def test_a_page_opened_on_a_large_run_gets_every_unit_as_it_asks(tmp_path, monke
     them all, it shows what a server that read every unit at once shows (the grid, counts,
     failures, events, history, quality rows), also when a unit changed between two of its
     answers."""
-    ledger_of(tmp_path, 2500)
+    ledger_of(tmp_path, 3500)  # read 1,000 then 2,000 then the last 500
     settings = Settings()
     log = QualityLog(state_dir(settings.datastore_path(tmp_path)) / QUALITY_DB)
     log.record([row for t in range(1200) for row in quality_rows(t, 0, 400.0 + t)])
@@ -665,18 +665,19 @@ def test_a_page_opened_on_a_large_run_gets_every_unit_as_it_asks(tmp_path, monke
         units_answers += 1 if kept.get("units_more") else 0
         if units_answers == 1:  # a unit already read and one not read yet fail meanwhile
             writer = Ledger(ledger_path(settings.datastore_path(tmp_path)))
-            for uid in ("tile0000/round0001", "tile0300/round0002"):
+            for uid in ("tile0000/round0001", "tile0400/round0002"):
                 claimed = writer.get(uid)
                 assert claimed is not None
                 writer.fail(claimed, "late")
             writer.close()
     assert units_answers == 2
+    assert len(kept["grid"]) == 3500 // 8 + 1
     monkeypatch.setattr("daemon.monitor.snapshot.UNITS_PER_ANSWER", 10**6)
     whole = Snapshots(tmp_path, settings)
     answer = whole.page()
     assert not answer["units_more"]
     shown = ("grid", "units", "failed", "backlog", "events", "failures", "history", "health")
     assert {k: kept[k] for k in shown} == {k: answer[k] for k in shown}
-    assert kept["failed"]["tile0300/round0002"] == "late"
+    assert kept["failed"]["tile0400/round0002"] == "late"
     assert kept["quality"] == every_row(whole)[0]
     assert len(kept["quality"]) == 2400
