@@ -200,7 +200,8 @@ class Snapshots:
             return
         try:
             ledger = open_ledger(self.experiment, self.settings)
-        except NoDatastoreError:
+        except NoDatastoreError:  # gone (moved away while read): nothing more to read
+            self._unread, self._counts = None, None
             return
         followed = signature is not None and same_file(signature, self._read_at)
         try:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from dataclasses import astuple, fields
 
+import pytest
 from monitor_support import ledger_of
 from support.experiment import quiet
 
@@ -681,3 +682,15 @@ def test_a_page_opened_on_a_large_run_gets_every_unit_as_it_asks(tmp_path, monke
     assert kept["failed"]["tile0400/round0002"] == "late"
     assert kept["quality"] == every_row(whole)[0]
     assert len(kept["quality"]) == 2400
+
+
+@pytest.mark.timeout(60)
+def test_a_ledger_moved_away_while_its_units_are_read_a_page_at_a_time_is_done_with(tmp_path):
+    """A datastore moved away after a server just started read its first page of units:
+    asking for every unit (/metrics, the alerts) returns what was read, it does not wait for
+    pages that are gone."""
+    ledger_of(tmp_path, 2500)
+    snapshots = Snapshots(tmp_path, Settings())
+    assert snapshots.page()["units_more"]
+    shutil.move(Settings().datastore_path(tmp_path), tmp_path / "elsewhere")
+    assert len(snapshots.units()) == 1000
