@@ -7,8 +7,10 @@ quality log's rows of each unit done (its fiducial and `BITS` readouts), and raw
 dataset folders (empty) and stage positions, which the page lists and reads. Then
 times GET /api/state from the real web server (uvicorn serving the starlette app: routing,
 JSON encoding, the security middleware, over HTTP on loopback) and `status` (collect +
-render), the median of `--repeat`: the first answer of a page opened, all the answers a page
-opened asks one after another until it has every quality row and tile position, and
+render), the median of `--repeat`: the first answer of a server just started and all the
+answers its page asks one after another until it has every unit (a server just started
+reads them a page at a time, `units_more`), quality row and tile position (once), the first
+answer of a page opened, all the answers a page opened asks in the same way, and
 `?since=` the previous answer as the page asks each second, with a commit (a unit done and
 its quality rows recorded) before each (during a run) and without (after it). Code without
 `since` answers it whole, so the same command times both.
@@ -214,18 +216,23 @@ def main() -> None:
     server = open_server(experiment, settings, "127.0.0.1:0")
     server.start()
     url = server.url + "api/state"
-    start = time.perf_counter()
-    answers = [fetch(url)]  # the first ask of a server just started: it reads the run
-    first_ms = (time.perf_counter() - start) * 1000
+    answers: list[bytes] = []
 
     def since_url() -> str:
         """The page's next ask: since its last answer (whole, when the code has no since)."""
         since = json.loads(answers[-1]).get("since")
         return f"{url}?since={since}" if since else url
 
+    start = time.perf_counter()
+    answers.append(fetch(url))  # the first ask of a server just started: it reads the run
+    first_ms = (time.perf_counter() - start) * 1000
+    while more(json.loads(answers[-1])):  # that page asks on until it has every unit and row
+        answers.append(fetch(since_url()))
+    first_page_ms = (time.perf_counter() - start) * 1000
+
     def opened() -> None:
         """A page opened: its first answer, then at once the next while it says there are
-        more quality rows (code without pages answers whole at once); its last is kept, so
+        more units or rows (code without pages answers whole at once); its last is kept, so
         the page asking each second starts from there."""
         answers.append(fetch(url))
         while more(json.loads(answers[-1])):
@@ -234,6 +241,7 @@ def main() -> None:
     running = unit_id(*divmod(args.units - BACKLOG, ROUNDS))
     timed = {
         "first ask of a server just started": first_ms,
+        "its page, all its answers": first_page_ms,
         "whole, ledger unchanged": median_ms(lambda: fetch(url), args.repeat),
         "a page opened, all its answers": median_ms(opened, args.repeat),
         "whole, after a commit": median_ms(

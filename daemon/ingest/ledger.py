@@ -472,6 +472,15 @@ class Ledger:
         """Every unit, in tile then round order."""
         return [record for _, record in self._read("ORDER BY tile, round")]
 
+    def units_after(self, after: str | None, limit: int) -> tuple[list[UnitRecord], str | None]:
+        """Up to `limit` units in unit id order, from the first after the id `after` (None:
+        from the first), and the id to read on after (None: none left): a reader takes in a
+        large ledger a page at a time, each page a read of the primary key's index as long
+        as the page, not of the whole table."""
+        rows = self._read("WHERE unit_id > ? ORDER BY unit_id LIMIT ?", (after or "", limit + 1))
+        page = [record for _, record in rows[:limit]]
+        return page, page[-1].unit_id if len(rows) > limit else None
+
     def revision(self) -> int | None:
         """The last change's revision (0: none yet; None: a ledger from before revisions), from
         the revision index. Revisions only grow in one file: a reader that finds it below what

@@ -44,11 +44,18 @@ from daemon.products.preview import PREVIEW_DIR, preview_names
 from daemon.products.qualitylog import QUALITY_DB, QualityLog
 from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import METADATA_FILES, Plan, read_stage_position
+from daemon.states import UnitState
 
 RECENT_WRITE_S = 1.0  # a file written this recently may change again within its time's tick
 STALLED_AFTER_S = 600.0  # backlog waiting and no unit finished for this long: stalled
 
 
+# Units read for the first answer of a fresh read: a server started on a finished run of
+# 10,000 units answers its first page after reading 1,000 of them (the counts come from the
+# ledger's own, `Ledger.counts`); the page asks again at once while `units_more`, and each
+# next answer reads twice as many as the one before (1,000, 2,000, 4,000, ...: a page has
+# every unit after 4 answers, not 10, each with its own grid update, history and JSON).
+UNITS_PER_ANSWER = 1000
 STAGE_FILES_PER_ANSWER = 250  # stage-position CSVs read for one answer
 
 
@@ -114,6 +121,9 @@ class Snapshots:
         self._grid = Grid()
         self._revision: int | None = None  # the ledger revision _tally is as of
         self._read_at: tuple[object, ...] | None = None  # `ledger_signature` when last read
+        self._unread: str | None = None  # the id after which units are not read yet
+        self._page_units = UNITS_PER_ANSWER  # units the next page of them reads
+        self._counts: dict[str, int] | None = None  # the ledger's counts, while some unread
         self._changed: set[Cell] = set()  # cells of units changed since the grid's update
         self._acquiring: set[str] = set()  # units acquiring at the grid's update
         self._alerts = AlertHistory()
@@ -121,6 +131,7 @@ class Snapshots:
         self._quality = QualityView()  # the page's quality rows, as of its last answer
         self._names: tuple[Layout, Callable[[int], str]] | None = None  # once the store has one
         self._plan_read: tuple[tuple[object, ...] | None, Plan | None] = (None, None)
+        self._naming()  # its layout's module imported as the server starts, not at a first ask
 
     def _naming(self) -> tuple[Layout, Callable[[int], str]]:
         """The datastore's layout (the one it holds, else the configured one), for its names,
@@ -147,10 +158,14 @@ class Snapshots:
 
     def _facts(self, recorded: Container[str]) -> RunFacts:
         """`RunFacts.read`, from the parts kept between answers: the plan, raw_data's listing
-        (only the dataset folders of units not recorded yet looked at) and the naming."""
+        (only the dataset folders of units not recorded yet looked at) and the naming. While
+        some units are not read yet, raw_data is not listed (20,000 names at 10,000 units):
+        which units are not recorded is not known yet, none is taken for acquiring."""
         plan = self._plan()
-        folders = None
-        if plan is not None:
+        folders: dict[str, str] | None = None
+        if plan is not None and self._unread is not None:
+            folders = {}
+        elif plan is not None:
             self._listing.read(plan)
             folders = self._listing.unrecorded(recorded)
         return RunFacts(
@@ -163,44 +178,68 @@ class Snapshots:
     def units(self) -> list[UnitRecord]:
         """The ledger's units (read-only); [] before the datastore exists."""
         with self._lock:
-            self._read_ledger()
+            self._read_every_unit()
             return list(self._tally.units.values())
 
     def history(self) -> list[dict[str, float]]:
         """Throughput and backlog over time (`Tally.history`), as the page's chart has them."""
         with self._lock:
-            self._read_ledger()
+            self._read_every_unit()
             return self._tally.history()
 
     def _read_ledger(self) -> None:
-        """Take in the units changed since the last read: none when the ledger's files did
-        not change (the page asks every second, a finished run's ledger never changes), every
-        one at the first read, from another file (the ledger replaced) or from a ledger from
-        before revisions."""
+        """Take in the units changed since the last read, and the next page of the units not
+        read yet (UNITS_PER_ANSWER, then twice as many at each answer): none when the
+        ledger's files did not change and every unit is read (the page asks every second, a
+        finished run's ledger never changes); at the first read, from another file (the
+        ledger replaced) or from a ledger from before revisions, every unit is to be read
+        afresh: a page of them now, the next at each answer (a ledger from before
+        revisions: all at once)."""
         signature = ledger_signature(ledger_path(self.store))
-        if signature is not None and signature == self._read_at:
+        if signature is not None and signature == self._read_at and self._unread is None:
             return
         try:
             ledger = open_ledger(self.experiment, self.settings)
-        except NoDatastoreError:
+        except NoDatastoreError:  # gone (moved away while read): nothing more to read
+            self._unread, self._counts = None, None
             return
-        previous = self._read_at
-        followed = signature is not None and same_file(signature, previous)
-        since = self._revision if followed and self._revision is not None else -1
+        followed = signature is not None and same_file(signature, self._read_at)
         try:
-            if since > (ledger.revision() or 0):  # revisions went back: another file
-                since = -1
-            found = ledger.changed_since(since)
-            changed, revision = found if found is not None else (ledger.units(), None)
+            revision = ledger.revision()
+            fresh = (
+                revision is None
+                or not followed
+                or self._revision is None
+                or self._revision > revision  # revisions went back: another file
+            )
+            if revision is None:
+                changed, unread = ledger.units(), None
+            elif fresh:
+                self._page_units = UNITS_PER_ANSWER
+                changed, unread = ledger.units_after(None, self._page_units)
+            else:
+                changed, revision = ledger.changed_since(self._revision) or ([], revision)
+                unread = self._unread
+            if not fresh and unread is not None:
+                self._page_units *= 2
+                page, unread = ledger.units_after(unread, self._page_units)
+                changed = changed + page
+            self._counts = None if unread is None else ledger.counts()
         finally:
             ledger.close()
-        if since == -1 or revision is None:  # every unit: sums, grid and listing afresh
+        if fresh:  # every unit: sums, grid and listing afresh
             self._tally, self._grid, self._changed = Tally(), Grid(), set()
             self._listing, self._tiles = RawListing(), (0, {})
         else:  # a fresh grid computes every cell: only a kept one needs the changed cells
             self._changed.update((u.tile, u.round) for u in changed)
         self._tally.apply(changed)
-        self._revision, self._read_at = revision, signature
+        self._revision, self._read_at, self._unread = revision, signature, unread
+
+    def _read_every_unit(self) -> None:
+        """`_read_ledger` until every unit is read (what /metrics sums)."""
+        self._read_ledger()
+        while self._unread is not None:
+            self._read_ledger()
 
     def alerts(self) -> AlertHistory:
         """The run's alert history (read-only, never created), read again only when its file
@@ -245,10 +284,16 @@ class Snapshots:
             report = report_from(
                 tally, facts, self.experiment, self.settings, grid.as_json(facts.round_name, cells)
             )
-            quality_path = state_dir(self.store) / QUALITY_DB
-            self._quality.read(quality_path, ledger_signature(quality_path))
-            rows, quality_changed_only, cursor = self._quality.rows_since(quality_seq, cursor)
-            positions = self._positions.of(facts.plan, self._listing.names)
+            if self._counts is not None:
+                counted(report, self._counts)
+            listed = self._unread is None  # quality and raw_data: once every unit is read
+            if listed:
+                quality_path = state_dir(self.store) / QUALITY_DB
+                self._quality.read(quality_path, ledger_signature(quality_path))
+                rows, quality_changed_only, cursor = self._quality.rows_since(quality_seq, cursor)
+            else:  # the page keeps what it holds; a page holding none asks from the start
+                rows, quality_changed_only = [], quality_seq >= 0
+            positions = self._positions.of(facts.plan if listed else None, self._listing.names)
             positions = as_stored(positions, self._quality.measured)
             if positions != self._tiles[1]:
                 self._tiles = (self._tiles[0] + 1, dict(positions))
@@ -256,13 +301,15 @@ class Snapshots:
                 report["tiles"] = {
                     str(t): {"x": x, "y": y} for t, (x, y) in sorted(positions.items())
                 }
-            seqs = (grid.seq, self._quality.seq, self._tiles[0], "" if cursor is None else cursor)
+            quality_seq = self._quality.seq if listed else max(quality_seq, 0)
+            seqs = (grid.seq, quality_seq, self._tiles[0], "" if cursor is None else cursor)
             report |= {
                 "since": ".".join(map(str, (grid.epoch, *seqs))),
                 "changed_only": cells is not None,
                 "quality_changed_only": quality_changed_only,
                 "quality_more": cursor is not None,
                 "tiles_more": self._positions.more,
+                "units_more": self._unread is not None,
             }
             now = time.time()
             unit_name = self._naming()[0].unit_name
@@ -278,6 +325,20 @@ class Snapshots:
                 "previews": preview_names(self.store / PREVIEW_DIR),
                 "alerts": self.alerts().summary(),
             }
+
+
+def counted(report: dict[str, Any], counts: dict[str, int]) -> None:
+    """The report's counts made the ledger's (`Ledger.counts`) while some units are not read
+    yet (the report's other numbers come from the units read so far): the page's first
+    answer on a large run shows how many units are done, failed or waiting, and whether
+    the run is complete, before it has every unit."""
+    units, running = report["units"], counts[UnitState.RUNNING]
+    shown_running = UnitState.RUNNING if report["daemon_pid"] is not None else UnitState.INTERRUPTED
+    units |= counts | {UnitState.RUNNING: 0, UnitState.INTERRUPTED: 0} | {shown_running: running}
+    if units["expected"] is not None:
+        recorded = sum(counts.values())
+        units["not_seen"] = max(0, units["expected"] - recorded - units["acquiring"])
+    report["backlog"]["units"] = counts[UnitState.PENDING] + running
 
 
 def _seqs_of(since: str | None, epoch: str) -> tuple[int, int, int, int | None]:

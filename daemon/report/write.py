@@ -27,6 +27,7 @@ def write_report(experiment: Path, settings: Settings) -> Path:
     """
     open_ledger(experiment, settings).close()  # no datastore: said before anything is written
     snapshots = Snapshots(experiment, settings)
+    units = snapshots.units()  # every unit read first: a page's first answer holds a page
     status = snapshots.page()
     quality = snapshots.quality()
     facts = RunFacts(
@@ -34,7 +35,7 @@ def write_report(experiment: Path, settings: Settings) -> Path:
         store=snapshots.store,
         written_at=time.time(),
         status=status,
-        numbers=run_numbers(snapshots.units()),
+        numbers=run_numbers(units),
         quality=quality,
         positions=tile_positions(status, quality),
         mosaics=round_mosaics(snapshots.store),

@@ -16,12 +16,14 @@ import zarr
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 from support.daemon import DaemonProcess
-from support.experiment import simulator_process, write_config
+from support.experiment import quiet, simulator_process, write_config
 from support.faults import corrupt_index
 from support.processes import Watched, wait_until
 
+from daemon.config import Settings
+from daemon.datastore.statedir import ledger_path
 from daemon.events import Event
-from daemon.ingest.ledger import Ledger, UnitRecord
+from daemon.ingest.ledger import Ledger, UnitRecord, unit_id
 from daemon.simulate.settings import SimulationSettings
 from daemon.simulate.stage import stage_position
 from daemon.simulate.writer import metadata_files, write_csv
@@ -172,3 +174,29 @@ def stage_csvs_only(raw: Path, run: SimulationSettings) -> dict[str, dict[str, f
         write_csv(raw / f"sim_r0001_tile{tile:04d}_stage_positions.csv", stage)
         written[str(tile)] = {"x": x, "y": y}
     return written
+
+
+def ledger_of(experiment: Path, units: int) -> None:
+    """A ledger of `units` units (8 rounds a tile) written by the daemon's own ledger in one
+    transaction (its triggers keep the revisions and counts): every 97th failed, the last 30
+    pending, the others done, each done unit finished a second after the one before."""
+    writer = Ledger(ledger_path(Settings().datastore_path(experiment)))
+    rows = []
+    for n in range(units):
+        tile, round_ = divmod(n, 8)
+        state = "failed" if n % 97 == 5 else "pending" if n >= units - 30 else "done"
+        ended = None if state == "pending" else 100.0 + n
+        started = None if ended is None else ended - 0.5
+        error = "broken" if state == "failed" else None
+        uid, dataset = unit_id(tile, round_), f"r{round_ + 1:04d}_tile{tile:04d}_1"
+        kept = ("f", 1, 1_000_000, error, '["a"]')  # fingerprint .. outputs
+        rows.append((uid, tile, round_, state, dataset, *kept, float(n), started, ended))
+    with writer._transaction() as db:
+        db.executemany(
+            "INSERT INTO units (unit_id, tile, round, state, dataset, fingerprint, attempts,"
+            " source_bytes, error, outputs, seen_at, started_at, finished_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    writer.close()
+    quiet(ledger_path(Settings().datastore_path(experiment)))

@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 import zarr
 from browser import chromium
-from monitor_support import heatmap, ledger_units, live_run, open_level, stage_csvs_only
+from monitor_support import (
+    heatmap,
+    ledger_of,
+    ledger_units,
+    live_run,
+    open_level,
+    stage_csvs_only,
+)
 from selenium.webdriver.support.ui import Select
 from support.daemon import DaemonProcess
 from support.experiment import daemon_command, write_config
@@ -330,3 +337,36 @@ def test_the_page_follows_a_run_by_asking_what_changed_since_its_last_answer(
         asks = driver.execute_script(STATE_ASKS)
         assert "since=" not in asks[0] and all("since=" in a for a in asks[1:])
     writer.close()
+
+
+def test_a_page_opened_on_more_units_than_one_answer_reads_shows_them_all(
+    tmp_path: Path,
+) -> None:
+    """A server just started on a large run reads its units a page at a time (`units_more`),
+    its counts whole from the first answer: the page asks again at once until it has every
+    unit, so its tile maps show each unit's state and every failure is listed, as the
+    ledger holds them."""
+    experiment = tmp_path / "exp"
+    ledger_of(experiment, 312 * 8)  # two answers' worth of units (1,000, then 2,000)
+    expected = {
+        (u.tile, u.round): u.state for u in ledger_units(Settings().datastore_path(experiment))
+    }
+    failed = sum(state == "failed" for state in expected.values())
+    with served_page(tmp_path, experiment) as (driver, serve):
+
+        def differ() -> str:
+            shown = page_states(driver)
+            wrong = sorted(
+                c for c in expected.keys() | shown.keys() if shown.get(c) != expected.get(c)
+            )
+            first = [(c, shown.get(c), expected.get(c)) for c in wrong[:3]]
+            return f"{len(wrong)} cells differ (cell, shown, in the ledger), first {first}"
+
+        wait_until(lambda: page_states(driver) == expected, differ, [serve])
+        counts = driver.find_element("id", "counts").text
+        assert counts == f"{312 * 8 - 30 - failed} done, 30 pending, {failed} failed"
+        failures = driver.find_element("id", "failures").text.splitlines()
+        assert len(failures) == failed
+        assert "(dataset r0007_tile0303_1): broken" in failures[0]  # the last page's, newest
+        asks = driver.execute_script(STATE_ASKS)
+        assert len(asks) >= 2 and all("since=" in a for a in asks[1:])

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from dataclasses import astuple, fields
 
+import pytest
+from monitor_support import ledger_of
 from support.experiment import quiet
 
 from daemon.config import Settings
@@ -392,6 +394,16 @@ def test_answers_since_the_last_one_carry_only_the_tiles_whose_quality_changed(t
     ledger.close()
 
 
+def every_row(snapshots: Snapshots) -> tuple[list[dict], int]:
+    """The rows of a page opened afresh once it asked for them all (its units too), and its
+    answers."""
+    kept, answers = None, 0
+    while kept is None or kept["quality_more"] or kept["units_more"]:
+        kept = merged(kept, snapshots.page(kept["since"] if kept else None))
+        answers += 1
+    return kept["quality"], answers
+
+
 def test_a_page_opened_on_many_quality_rows_gets_them_a_page_of_tiles_at_a_time(tmp_path):
     """A page opened on a large run is not sent its tens of thousands of quality rows at once:
     each answer carries about PAGE_ROWS of them, whole tiles in tile order, and says there
@@ -404,14 +416,6 @@ def test_a_page_opened_on_many_quality_rows_gets_them_a_page_of_tiles_at_a_time(
     ledger.observe(0, 0, "r0001_tile0000_1", "f")
     log = QualityLog(state_dir(store) / QUALITY_DB)
     log.record([row for t in range(2500) for row in quality_rows(t, 1, 400.0)])  # 5,000 rows
-
-    def every_row(snapshots: Snapshots) -> tuple[list[dict], int]:
-        """The rows of a page opened afresh once it asked for them all, and its answers."""
-        kept, answers = None, 0
-        while kept is None or kept["quality_more"]:
-            kept = merged(kept, snapshots.page(kept["since"] if kept else None))
-            answers += 1
-        return kept["quality"], answers
 
     following = Snapshots(tmp_path, settings)
     kept = None
@@ -575,7 +579,7 @@ def test_a_checkpoint_of_the_ledger_does_not_make_the_page_read_every_unit_again
     unit_reads.clear()
     assert [u.unit_id for u in snapshots.units()][-1] == "tile0003/round0000"
     assert len(snapshots.units()) == 4
-    assert unit_reads and not any("LEFT JOIN" in sql for sql in unit_reads)  # not every unit
+    assert unit_reads and all("WHERE revision >" in sql for sql in unit_reads)  # the changed
     writer.close()
 
 
@@ -600,3 +604,93 @@ def test_another_ledger_copied_over_the_file_is_read_afresh(tmp_path):
     assert path.stat().st_ino == inode
     quiet(path)
     assert [(u.tile, u.round) for u in snapshots.units()] == [(7, 0)]
+
+
+class CountedLedger(Ledger):
+    """The ledger, counting the SQLite steps of every read of it (all its instances)."""
+
+    steps = 0
+
+    def __init__(self, path, readonly=False):
+        super().__init__(path, readonly)
+
+        def step() -> int:
+            CountedLedger.steps += 1
+            return 0
+
+        self._db._db.set_progress_handler(step, 1)
+
+
+def test_a_server_started_on_a_large_run_reads_one_page_of_units_for_its_first_answer(
+    tmp_path, monkeypatch
+):
+    """A server started on a finished run (`serve`, `watch` restarted) answers its first page
+    after reading one page of units (UNITS_PER_ANSWER), not every unit of the run: SQLite's
+    steps for it are the same in a ledger of 2,000 units as in one of 8,000 (it read them
+    all, outputs decoded and every unit tallied: ~0.25 s of the first answer at 10,000
+    units). Its counts are the ledger's, whole from the first answer."""
+    monkeypatch.setattr("daemon.monitor.status.Ledger", CountedLedger)
+
+    def first_answer(units: int) -> tuple[dict, int]:
+        experiment = tmp_path / f"run{units}"
+        ledger_of(experiment, units)
+        CountedLedger.steps = 0
+        answer = Snapshots(experiment, Settings()).page()
+        return answer, CountedLedger.steps
+
+    (small, small_steps), (large, large_steps) = first_answer(2000), first_answer(8000)
+    assert large_steps <= 1.2 * small_steps, (small_steps, large_steps)
+    for answer, units in ((small, 2000), (large, 8000)):
+        failed = len(range(5, units, 97))
+        assert answer["units_more"]
+        assert answer["units"]["done"] == units - 30 - failed
+        assert (answer["units"]["failed"], answer["units"]["pending"]) == (failed, 30)
+        assert answer["backlog"]["units"] == 30
+
+
+def test_a_page_opened_on_a_large_run_gets_every_unit_as_it_asks(tmp_path, monkeypatch):
+    """The units a server just started has not read yet come at the next answers, which the
+    page asks at once while `units_more` (then its quality rows, `quality_more`): once it has
+    them all, it shows what a server that read every unit at once shows (the grid, counts,
+    failures, events, history, quality rows), also when a unit changed between two of its
+    answers."""
+    ledger_of(tmp_path, 3500)  # read 1,000 then 2,000 then the last 500
+    settings = Settings()
+    log = QualityLog(state_dir(settings.datastore_path(tmp_path)) / QUALITY_DB)
+    log.record([row for t in range(1200) for row in quality_rows(t, 0, 400.0 + t)])
+    log.close()
+    paged = Snapshots(tmp_path, settings)
+    kept, units_answers = None, 0
+    while kept is None or kept.get("units_more") or kept["quality_more"]:
+        kept = merged(kept, paged.page(kept["since"] if kept else None))
+        units_answers += 1 if kept.get("units_more") else 0
+        if units_answers == 1:  # a unit already read and one not read yet fail meanwhile
+            writer = Ledger(ledger_path(settings.datastore_path(tmp_path)))
+            for uid in ("tile0000/round0001", "tile0400/round0002"):
+                claimed = writer.get(uid)
+                assert claimed is not None
+                writer.fail(claimed, "late")
+            writer.close()
+    assert units_answers == 2
+    assert len(kept["grid"]) == 3500 // 8 + 1
+    monkeypatch.setattr("daemon.monitor.snapshot.UNITS_PER_ANSWER", 10**6)
+    whole = Snapshots(tmp_path, settings)
+    answer = whole.page()
+    assert not answer["units_more"]
+    shown = ("grid", "units", "failed", "backlog", "events", "failures", "history", "health")
+    assert {k: kept[k] for k in shown} == {k: answer[k] for k in shown}
+    assert kept["failed"]["tile0400/round0002"] == "late"
+    assert kept["quality"] == every_row(whole)[0]
+    assert len(kept["quality"]) == 2400
+
+
+@pytest.mark.timeout(60)
+def test_a_ledger_moved_away_while_its_units_are_read_a_page_at_a_time_is_done_with(tmp_path):
+    """A datastore moved away after a server just started read its first page of units:
+    asking for every unit (/metrics, the alerts) returns what was read, it does not wait for
+    pages that are gone."""
+    ledger_of(tmp_path, 2500)
+    snapshots = Snapshots(tmp_path, Settings())
+    assert snapshots.page()["units_more"]
+    shutil.move(Settings().datastore_path(tmp_path), tmp_path / "elsewhere")
+    assert len(snapshots.units()) == 1000
