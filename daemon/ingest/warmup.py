@@ -1,11 +1,11 @@
 """What a unit imports on first use, imported while a watching daemon waits for data.
 
 The unit's heavier libraries are imported when first used (scipy.ndimage for the fiducial's
-projections and spline shift, scikit-image's phase correlation, yaozarrs' models for the
-preview: ~0.4 s of a core together), so `status`, `ingest`'s start and the page do without
-them. A watching daemon is idle until the microscope finishes a dataset; importing them then
-takes that cost out of the first unit after a cold start, whose latency the lab sees. Only
-when idle: never beside a unit, so it takes no core from one.
+spline shift, scikit-image's phase correlation: ~0.3 s of a core together), so `status`,
+`ingest`'s start and the page do without them. A watching daemon is idle until the
+microscope finishes a dataset; importing them then takes that cost out of the first unit
+after a cold start, whose latency the lab sees. Only when idle: never beside a unit, so it
+takes no core from one.
 
 Then a daemon of one experiment freezes what start-up made (modules, classes, functions:
 ~80,000 objects, none of them ever garbage) out of the cyclic collector's sight (`gc.freeze`,
@@ -21,11 +21,10 @@ import gc
 import importlib
 
 # (module, name) of each `from module import name` a unit makes when first used
-# (daemon/pixels/registration.py, daemon/products/preview.py)
+# (daemon/pixels/registration.py)
 UNIT_IMPORTS: tuple[tuple[str, str], ...] = (
     ("scipy", "ndimage"),
     ("skimage.registration", "phase_cross_correlation"),
-    ("yaozarrs", "v05"),
 )
 
 

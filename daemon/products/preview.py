@@ -7,7 +7,8 @@ layout, `round0000.ome.zarr` in the seed layout, `bit001.ome.zarr`): each is wha
 over z, reduced by `DOWNSAMPLE` (the maximum of each 8 x 8 block, so single spots stay
 visible), placed at its stage position (taken as the tile's top-left corner, as the
 datastore's stage_zyx_um is), with `LEVELS` levels each half the previous one. Overlapping
-tiles are combined by maximum. The NGFF metadata are built and validated with yaozarrs' models.
+tiles are combined by maximum. The NGFF metadata are what yaozarrs' models dump
+(`image_metadata`).
 
 Contrast: each image carries an `omero` display window from the `CONTRAST_PERCENTILES` of all
 its tiles' pixels (the empty canvas left out), one window for the whole round or bit, updated
@@ -25,6 +26,12 @@ Readers (napari, zarr-python, the page) may read while the daemon writes:
   an old version or the new one, whole. The two versions before the new one are kept for
   readers still on them; older ones are deleted.
 
+Nothing of the preview is fsynced: it is a view of what was converted, not data, and its
+~8 fsyncs a tile (chunks, arrays, zarr.json) waited on the disk under the preview's lock, a
+third of a small run's fsyncs (issue 25). A daemon killed loses nothing (the files are the
+kernel's); a power cut may leave its newest files empty, and an image that cannot be read
+back is then started afresh, in a version above those on disk, at its next tile.
+
 Layout-independent: it takes a name, a stack, a stage position and a pixel size.
 """
 
@@ -34,7 +41,7 @@ import json
 import math
 import shutil
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -166,49 +173,47 @@ def grown(
 
 
 def image_metadata(name: str, canvas: Canvas, window: tuple[int, int]) -> dict[str, Any]:
-    """The image group's zarr.json (NGFF 0.5) with its display `window`, validated by
-    yaozarrs."""
-    from yaozarrs import DimSpec, v05  # pydantic models: imported when a preview is written
+    """The image group's zarr.json (NGFF 0.5) with its display `window`.
 
-    dims = [
-        DimSpec(
-            name=axis,
-            size=n,
-            scale=canvas.pixel_um,
-            unit="micrometer",
-            translation=origin,
-        )
-        for axis, n, origin in zip("yx", canvas.shape, canvas.origin_um, strict=True)
+    Exactly what yaozarrs' models (`v05.Multiscale.from_dims`, `v05.Omero`, `v05.Image`)
+    dump for these values, written out as plain data, as the 0.6 layout's `ome_image` is
+    (tests/products build it with the models and validate it): the structure is fixed and
+    only the numbers vary, and importing pydantic and yaozarrs for it cost ~0.07 s of CPU in
+    every `ingest`'s first unit. The numbers go through `float` as the models' fields do
+    (a translation of -0.0 becomes 0.0, as `from_dims` writes it)."""
+    translation = [float(origin) or 0.0 for origin in canvas.origin_um]
+    datasets = [
+        {
+            "path": f"v{canvas.version}/{level}",
+            "coordinateTransformations": [
+                {"type": "scale", "scale": [float(canvas.pixel_um) * 2.0**level] * 2},
+                {"type": "translation", "translation": list(translation)},
+            ],
+        }
+        for level in range(LEVELS)
     ]
-    multiscale = v05.Multiscale.from_dims(dims, name=name, n_levels=LEVELS)
+    axes = [{"name": axis, "type": "space", "unit": "micrometer"} for axis in "yx"]
     start, end = window
-    omero = v05.Omero(
-        channels=[
-            v05.OmeroChannel(
-                label=name,
-                color="FFFFFF",
-                active=True,
-                window=v05.OmeroWindow(start=start, end=end, min=0, max=_BINS - 1),
-            )
-        ],
-        rdefs=v05.OmeroRenderingDefs(model="greyscale"),
-    )
-    image = v05.Image(multiscales=[multiscale], omero=omero)
-    attributes = image.model_dump(mode="json", exclude_none=True)
-    for level, dataset in enumerate(attributes["multiscales"][0]["datasets"]):
-        dataset["path"] = f"v{canvas.version}/{level}"
-    document = {"zarr_format": 3, "node_type": "group", "attributes": {"ome": attributes}}
-    v05.OMEZarrGroupJSON.model_validate(document)
-    return document
+    channel = {
+        "window": {"start": float(start), "min": 0.0, "end": float(end), "max": float(_BINS - 1)},
+        "label": name,
+        "color": "FFFFFF",
+        "active": True,
+    }
+    ome = {
+        "version": "0.5",
+        "multiscales": [{"name": name, "axes": axes, "datasets": datasets}],
+        "omero": {"channels": [channel], "rdefs": {"model": "greyscale"}},
+    }
+    return {"zarr_format": 3, "node_type": "group", "attributes": {"ome": ome}}
 
 
 class ImageDocument:
     """An image's zarr.json for one canvas, rendered for any display window without building
-    and validating the whole NGFF document again (yaozarrs' models and an indented
-    json.dumps cost ~3 ms, more than placing a small tile): the document is built once per
-    canvas, its text kept around the window's two numbers, and only the window is validated
-    (its own model) for each rendering. The bytes are those of `json.dumps(image_metadata(
-    ...), indent=1)`, character for character."""
+    the whole document again (an indented json.dumps costs more than placing a small tile):
+    the document is built once per canvas and its text kept around the window's two numbers.
+    The bytes are those of `json.dumps(image_metadata(...), indent=1)`, character for
+    character."""
 
     _MARK = "\0window {}\0"  # stands for a number while the text is made; no name holds it
 
@@ -224,14 +229,9 @@ class ImageDocument:
 
     def render(self, window: tuple[int, int]) -> bytes:
         """The zarr.json with display `window` (start, end)."""
-        from yaozarrs import v05
-
         start, end = window
-        valid = v05.OmeroWindow(start=start, end=end, min=0, max=_BINS - 1).model_dump(mode="json")
         head, middle, tail = self._parts
-        return (
-            f"{head}{json.dumps(valid['start'])}{middle}{json.dumps(valid['end'])}{tail}".encode()
-        )
+        return f"{head}{json.dumps(float(start))}{middle}{json.dumps(float(end))}{tail}".encode()
 
 
 class MosaicPreview:
@@ -251,9 +251,11 @@ class MosaicPreview:
         self._arrays: dict[str, tuple[int, list[ts.TensorStore]]] = {}  # version, its levels
         self._documents: dict[str, ImageDocument] = {}
         self._published: dict[str, tuple[int, bytes]] = {}  # zarr.json written: version, bytes
+        self._fresh: dict[str, int] = {}  # image unreadable after a power cut -> next version
         # Its own context, not the units' shared one: a preview tile is small and written
         # under the lock, so one copy thread does, and it never waits behind a unit's chunks.
-        self._context = ts.Context({"data_copy_concurrency": {"limit": 1}})
+        # No fsync of its own (see the module docstring).
+        self._context = ts.Context({"data_copy_concurrency": {"limit": 1}, "file_io_sync": False})
 
     def add(
         self, name: str, stack: np.ndarray, stage_yx_um: tuple[float, float], pixel_um: float
@@ -287,7 +289,7 @@ class MosaicPreview:
         published = self._published.get(name)
         if published == (canvas.version, data):
             return
-        atomic_write(image_dir(self.root, name) / "zarr.json", lambda f: f.write(data))
+        atomic_write(image_dir(self.root, name) / "zarr.json", lambda f: f.write(data), False)
         self._published[name] = (canvas.version, data)
         if canvas.version >= 3 and (published is None or published[0] != canvas.version):
             shutil.rmtree(image_dir(self.root, name) / f"v{canvas.version - 3}", ignore_errors=True)
@@ -330,23 +332,35 @@ class MosaicPreview:
 
     def _canvas(self, name: str, pixel_um: float) -> Canvas | None:
         """The image's current canvas, from memory or from its zarr.json (a restart, which
-        counts the pixels on the canvas for the display window)."""
+        counts the pixels on the canvas for the display window); None for a new image, or
+        one a power cut left unreadable (started afresh, above every version on disk)."""
         if name in self._canvases:
             return self._canvases[name]
-        path = image_dir(self.root, name) / "zarr.json"
-        if not path.is_file():
+        folder = image_dir(self.root, name)
+        if not (folder / "zarr.json").is_file():
             return None
-        multiscale = json.loads(path.read_text())["attributes"]["ome"]["multiscales"][0]
-        dataset = multiscale["datasets"][0]
+        try:
+            canvas, pixels = self._read_back(name, pixel_um)
+        except (OSError, ValueError, LookupError, TypeError, AttributeError):
+            # an empty or half-written file (the preview is never fsynced): what could not
+            # be read is only a view of what was converted
+            versions = [p.name.removeprefix("v") for p in folder.glob("v*")]
+            self._fresh[name] = 1 + max((int(v) for v in versions if v.isdigit()), default=-1)
+            return None
+        self._canvases[name] = canvas
+        self._histograms[name] = ValueCounts(np.bincount(pixels.ravel(), minlength=_BINS))
+        return canvas
+
+    def _read_back(self, name: str, pixel_um: float) -> tuple[Canvas, np.ndarray]:
+        """The canvas an image's zarr.json names and its level-0 pixels."""
+        document = json.loads((image_dir(self.root, name) / "zarr.json").read_text())
+        dataset = document["attributes"]["ome"]["multiscales"][0]["datasets"][0]
         version = int(dataset["path"].split("/")[0].removeprefix("v"))
         transforms = {t["type"]: t for t in dataset["coordinateTransformations"]}
         origin = transforms["translation"]["translation"]
         canvas = Canvas(version, (origin[0], origin[1]), (0, 0), pixel_um)
         pixels = self._array(name, canvas, 0).read().result()
-        canvas = Canvas(version, canvas.origin_um, pixels.shape, pixel_um)
-        self._canvases[name] = canvas
-        self._histograms[name] = ValueCounts(np.bincount(pixels.ravel(), minlength=_BINS))
-        return canvas
+        return Canvas(version, canvas.origin_um, pixels.shape, pixel_um), pixels
 
     def _grow(
         self,
@@ -359,6 +373,8 @@ class MosaicPreview:
         """The next canvas's arrays, made and filled with the old content; published by the
         caller once the tile is in."""
         canvas = grown(old, yx_um, size, pixel_um)
+        if old is None and name in self._fresh:
+            canvas = replace(canvas, version=self._fresh.pop(name))
         image_dir(self.root, name).mkdir(parents=True, exist_ok=True)
         olds = self._levels(name, old) if old is not None else []
         arrays = []
