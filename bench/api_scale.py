@@ -15,8 +15,9 @@ answer of a page opened, all the answers a page opened asks in the same way, and
 its quality rows recorded) before each (during a run) and without (after it). Code without
 `since` answers it whole, so the same command times both.
 `--busy N` also times since-asks beside N threads of allocating Python (the workers' Python
-parts: the GIL and the garbage collector's pauses they cost the answers), with the full
-collections' longest pause.
+parts: the GIL and the garbage collector's pauses they cost the answers), median and max, at
+Python's switch interval and at the daemon's (`watch.SWITCH_INTERVAL_S`), alternated, with
+the full collections' longest pause.
 The ledger is built once into `--keep` if given, so older code can be timed on the same units.
 Code from before revisions cannot write a ledger that has them (its `claim` reads every column
 into a record): build with the older code and time each on its own copy:
@@ -33,6 +34,7 @@ import argparse
 import gc
 import json
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -42,6 +44,7 @@ from pathlib import Path
 
 from pagetimes import more
 
+from daemon.cli.watch import SWITCH_INTERVAL_S
 from daemon.config import Settings
 from daemon.datastore.statedir import ledger_path, state_dir
 from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult, unit_id
@@ -261,13 +264,16 @@ def main() -> None:
 
         timed[f"since, {name}"] = median_ms(call, args.repeat, before)
     sizes = len(answers[0]), len(answers[-1])
+    python_interval = sys.getswitchinterval()
+    busy_ms: dict[float, list[float]] = {python_interval: [], SWITCH_INTERVAL_S: []}
     if args.busy:
         with BusyThreads(args.busy) as busy:
-            timed[f"since, after a commit, {args.busy} busy threads"] = median_ms(
-                lambda: answers.append(fetch(since_url())),
-                args.repeat,
-                lambda: commit(writer, quality, running),
-            )
+            for _ in range(args.repeat):
+                for interval, times in busy_ms.items():
+                    sys.setswitchinterval(interval)
+                    commit(writer, quality, running)
+                    times.append(median_ms(lambda: answers.append(fetch(since_url())), 1))
+        sys.setswitchinterval(python_interval)
         gc_pauses = busy.pauses
     server.stop()
     timed["status (collect + render)"] = median_ms(
@@ -280,6 +286,12 @@ def main() -> None:
         print(f"  {name:<40} {ms:6.0f}")
     print(f"  answer sizes: a first {sizes[0] / 1e3:.0f} kB, since {sizes[1] / 1e3:.1f} kB")
     if args.busy:
+        for interval, times in busy_ms.items():
+            print(
+                f"  since, after a commit, {args.busy} busy threads, switch interval"
+                f" {interval * 1e3:.1f} ms: median {statistics.median(times):.0f},"
+                f" max {max(times):.0f}"
+            )
         full = [ms for generation, ms in gc_pauses if generation == 2]
         print(
             f"  garbage collections meanwhile: {len(gc_pauses)}, {len(full)} full,"

@@ -39,6 +39,12 @@ EXIT_CODES = """exit status:
      the datastore's lock
   130  a second SIGINT (Ctrl-C) stopped it at once; the next start converts what was left"""
 
+# How long a thread may keep the GIL while another waits for it (Python's default: 5 ms). The
+# page is served by a thread of the daemon, beside the workers' Python; each time its answer
+# lets go of the GIL (each row SQLite steps, each file and socket call) it waits up to this to
+# get it back: at 5 ms a 5-10 ms answer took 120-400 ms during a run of 10,000 units (issue 25).
+SWITCH_INTERVAL_S = 0.0005
+
 
 def add(sub: argparse._SubParsersAction) -> None:
     watch = experiment_command(
@@ -82,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from daemon.ingest.service import IngestService
     from daemon.logs import configure_logging
 
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     if args.command == "watch" and (args.root is not None or args.experiment is None):
         from daemon.cli.watch_root import run_root
 

@@ -1,7 +1,8 @@
-"""What a cold start imports. `ingest` leaves out what only `watch` uses (the page's web server,
-the alerts), so a one-pass run does not pay for their imports before its first unit. A watching
-daemon imports what a unit imports on first use while it waits for the microscope's first
-dataset, so the first unit does not pay for it either."""
+"""What a cold start imports and sets. `ingest` leaves out what only `watch` uses (the page's web
+server, the alerts), so a one-pass run does not pay for their imports before its first unit. A
+watching daemon imports what a unit imports on first use while it waits for the microscope's
+first dataset, so the first unit does not pay for it either. The daemon hands the GIL round
+every SWITCH_INTERVAL_S, so the page's thread gets it back soon after each of its I/O calls."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 from support.daemon import DaemonProcess
 from support.experiment import daemon_command, simulate, write_config
 
+from daemon.cli.watch import SWITCH_INTERVAL_S
 from daemon.events import Event
 from daemon.ingest.warmup import UNIT_IMPORTS
 from daemon.simulate.settings import SimulationSettings
@@ -22,11 +24,15 @@ UNIT_LIBRARIES = ("scipy", "skimage", "yaozarrs", "pydantic")  # what a unit imp
 TINY = SimulationSettings(tiles=1, rounds=2, z=2, size=32, channels=2)
 
 
-def _ingest_then_print(experiment, config, before: str, after: str) -> str:
-    """Run `ingest` in a fresh interpreter with `before` run first, `after` printed last."""
+def _ingest_then_print(
+    experiment, config, before: str, after: str, command: tuple[str, ...] = ("ingest",)
+) -> str:
+    """Run `ingest` (or `command`) in a fresh interpreter with `before` run first, `after`
+    printed last."""
+    arguments = [*command, str(experiment), "--config", str(config)]
     code = (
         f"import sys; {before}; from daemon.cli.main import main;"
-        f"status = main(['ingest', {str(experiment)!r}, '--config', {str(config)!r}]);"
+        f"status = main({arguments!r});"
         f"print({after}); sys.exit(status)"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -39,6 +45,18 @@ def test_ingest_does_not_import_the_web_server_or_the_alerts(tmp_path):
     config = write_config(tmp_path / "config.toml")
     imported = f"sorted(m for m in {ONLY_FOR_WATCH!r} if m in sys.modules)"
     assert _ingest_then_print(tmp_path / "exp", config, "pass", imported) == "[]"
+
+
+def test_a_daemon_serving_the_page_hands_the_gil_round_sooner_than_python_does(tmp_path):
+    """Measured in bench/api_scale.py --busy: the page's answer during a run waits for the GIL
+    behind the workers up to the switch interval at each of its I/O calls."""
+    simulate(tmp_path / "exp", TINY)
+    config = write_config(tmp_path / "config.toml")
+    watch = ("watch", "--exit-when-complete", "--listen", "127.0.0.1:0")
+    interval = _ingest_then_print(
+        tmp_path / "exp", config, "pass", "sys.getswitchinterval()", watch
+    )
+    assert float(interval) == SWITCH_INTERVAL_S < sys.getswitchinterval()
 
 
 def test_after_the_warm_up_a_unit_imports_no_library_of_its_own(tmp_path):
