@@ -53,9 +53,12 @@ CREATE TABLE IF NOT EXISTS units (
     conversion    INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS units_by_state ON units (state, tile, round);
+CREATE INDEX IF NOT EXISTS units_by_position ON units (tile, round);
 """
 # (`units_by_state`: the loop asks for the pending units and the failed ones after every
-# settled unit, so that read costs what those few units cost, not a scan of the whole run.)
+# settled unit, so that read costs what those few units cost, not a scan of the whole run.
+# `units_by_position`: `unit_batches` reads the run a batch at a time in tile then round
+# order, each batch from where the last one ended, not a scan and a sort of the whole run.)
 # Every insert or update of a unit gives it the next revision (one more than the highest), so
 # a reader can fetch only the units changed since the last revision it saw (`changed_since`):
 # the page at 10,000 units reads a handful of rows a second, not the whole table. Kept by
@@ -480,6 +483,20 @@ class Ledger:
         rows = self._read("WHERE unit_id > ? ORDER BY unit_id LIMIT ?", (after or "", limit + 1))
         page = [record for _, record in rows[:limit]]
         return page, page[-1].unit_id if len(rows) > limit else None
+
+    def unit_batches(self, size: int) -> Iterator[list[UnitRecord]]:
+        """Every unit, in tile then round order, `size` at a time: a view of the whole ledger
+        rewritten all through a run holds one batch's records at once, not the run's (read
+        whole, a 10,000-unit run's records took tens of MB at each rewrite, and the heap kept
+        that growing high-water mark). Each batch is its own read: units inserted meanwhile
+        after the last batch's position are in a later batch."""
+        after = (-1, -1)
+        while batch := self._read(
+            "WHERE (tile, round) > (?, ?) ORDER BY tile, round LIMIT ?", (*after, size)
+        ):
+            yield [record for _, record in batch]
+            last = batch[-1][1]
+            after = (last.tile, last.round)
 
     def revision(self) -> int | None:
         """The last change's revision (0: none yet; None: a ledger from before revisions), from

@@ -308,10 +308,9 @@ class StatePublisher:
             daemon = {**self._kept, **self._identity, "updated_at": updated_at}
             self._store.publish_state(calibrations, complete, summary, daemon)
         elif key == "log":
-            units = self._ledger.units()
             batches = (
-                ingest_log_table(units[start : start + VIEW_BATCH_ROWS], plan)
-                for start in range(0, len(units), VIEW_BATCH_ROWS)
+                ingest_log_table(units, plan)
+                for units in self._ledger.unit_batches(VIEW_BATCH_ROWS)
             )
             write_view(self._store.path / INGEST_LOG, INGEST_LOG_SCHEMA, batches)
         elif self._quality is not None:

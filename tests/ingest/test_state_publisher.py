@@ -17,24 +17,35 @@ PLANES = [EntryQuality(100.0 + r, 99.0, 500.0, 0.0, (1.0, 2.5), 1) for r in rang
 
 
 class CountingLedger(Ledger):
-    """The real ledger, counting the rows each read hands the publisher."""
+    """The real ledger, counting the rows each read hands the publisher (and the most that
+    one read held)."""
 
     rows_read = 0
+    largest_read = 0
+
+    def _count(self, found):
+        self.rows_read += len(found)
+        self.largest_read = max(self.largest_read, len(found))
 
     def records(self, uids):
         found = super().records(uids)
-        self.rows_read += len(found)
+        self._count(found)
         return found
 
     def states(self):
         found = super().states()
-        self.rows_read += len(found)
+        self.rows_read += len(found)  # tuples, not records: the summary's whole first read
         return found
 
     def units(self):
         found = super().units()
-        self.rows_read += len(found)
+        self._count(found)
         return found
+
+    def unit_batches(self, size):
+        for batch in super().unit_batches(size):
+            self._count(batch)
+            yield batch
 
 
 def result(tile: int, round_: int) -> UnitResult:
@@ -123,10 +134,10 @@ def test_published_views_equal_the_ledger_and_cost_the_same_per_unit_however_lon
 
 
 def test_views_are_written_a_batch_at_a_time_and_equal_a_whole_rebuild(tmp_path, monkeypatch):
-    """The Parquet views are built and written a batch of rows at a time (one row group each),
-    so a rewrite's memory is one batch's, not the run's (the daemon's heap kept each whole
-    rebuild's peak: its resident memory grew with the run); read back, each is the table a
-    whole rebuild gives."""
+    """The Parquet views are read from their SQLite files, built and written a batch of rows at
+    a time (one row group each), so a rewrite's memory is one batch's, not the run's (the
+    daemon's heap kept each whole rebuild's peak: its resident memory grew with the run); read
+    back, each is the table a whole rebuild gives."""
     monkeypatch.setattr(state, "VIEW_BATCH_ROWS", 7)
     store = open_layout(tmp_path / "store", "seed")
     ledger = CountingLedger(tmp_path / "ledger.sqlite")
@@ -138,6 +149,7 @@ def test_views_are_written_a_batch_at_a_time_and_equal_a_whole_rebuild(tmp_path,
         )
     publisher = StatePublisher(store, ledger, 0, 0, quality=quality)
     run_units(ledger, publisher)
+    assert ledger.largest_read <= 7  # the ledger's records, read for ingest_log.parquet
 
     log = pq.ParquetFile(store.path / INGEST_LOG)
     assert log.metadata.num_row_groups == -(-TILES * ROUNDS // 7)
