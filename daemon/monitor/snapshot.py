@@ -214,7 +214,7 @@ class Snapshots:
             )
             if revision is None:
                 changed, unread = ledger.units(), None
-            elif fresh:
+            elif fresh or self._revision is None:  # (`fresh` says the latter: for mypy)
                 self._page_units = UNITS_PER_ANSWER
                 changed, unread = ledger.units_after(None, self._page_units)
             else:
