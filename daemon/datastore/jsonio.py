@@ -33,18 +33,15 @@ from daemon.datastore.filemode import plain_file_mode
 STAGING = ".staging"  # work in progress; a hidden name outside every published folder
 
 
-def atomic_write(
-    path: str | os.PathLike[str], write: Callable[[BinaryIO], object], durable: bool = True
-) -> None:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> None:
     """Replace `path` with what `write` puts into the binary file it is given.
 
     On any error (in `write` or in the file system) the temporary file is removed, the old
     content of `path` is left untouched and the error propagates. The new content is durable
-    on return, unless `path` is staged (then publication makes it durable) or `durable` is
-    false (what a power cut may lose: the mosaic preview's, made again from later tiles).
+    on return, unless `path` is staged (then publication makes it durable).
     """
     path = Path(path)
-    durable = durable and not is_staged(path)
+    durable = not is_staged(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, plain_file_mode())

@@ -26,12 +26,6 @@ Readers (napari, zarr-python, the page) may read while the daemon writes:
   an old version or the new one, whole. The two versions before the new one are kept for
   readers still on them; older ones are deleted.
 
-Nothing of the preview is fsynced: it is a view of what was converted, not data, and its
-~8 fsyncs a tile (chunks, arrays, zarr.json) waited on the disk under the preview's lock, a
-third of a small run's fsyncs (issue 25). A daemon killed loses nothing (the files are the
-kernel's); a power cut may leave its newest files empty, and an image that cannot be read
-back is then started afresh, in a version above those on disk, at its next tile.
-
 Layout-independent: it takes a name, a stack, a stage position and a pixel size.
 """
 
@@ -41,7 +35,7 @@ import json
 import math
 import shutil
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -251,11 +245,9 @@ class MosaicPreview:
         self._arrays: dict[str, tuple[int, list[ts.TensorStore]]] = {}  # version, its levels
         self._documents: dict[str, ImageDocument] = {}
         self._published: dict[str, tuple[int, bytes]] = {}  # zarr.json written: version, bytes
-        self._fresh: dict[str, int] = {}  # image unreadable after a power cut -> next version
         # Its own context, not the units' shared one: a preview tile is small and written
         # under the lock, so one copy thread does, and it never waits behind a unit's chunks.
-        # No fsync of its own (see the module docstring).
-        self._context = ts.Context({"data_copy_concurrency": {"limit": 1}, "file_io_sync": False})
+        self._context = ts.Context({"data_copy_concurrency": {"limit": 1}})
 
     def add(
         self, name: str, stack: np.ndarray, stage_yx_um: tuple[float, float], pixel_um: float
@@ -289,7 +281,7 @@ class MosaicPreview:
         published = self._published.get(name)
         if published == (canvas.version, data):
             return
-        atomic_write(image_dir(self.root, name) / "zarr.json", lambda f: f.write(data), False)
+        atomic_write(image_dir(self.root, name) / "zarr.json", lambda f: f.write(data))
         self._published[name] = (canvas.version, data)
         if canvas.version >= 3 and (published is None or published[0] != canvas.version):
             shutil.rmtree(image_dir(self.root, name) / f"v{canvas.version - 3}", ignore_errors=True)
@@ -332,35 +324,23 @@ class MosaicPreview:
 
     def _canvas(self, name: str, pixel_um: float) -> Canvas | None:
         """The image's current canvas, from memory or from its zarr.json (a restart, which
-        counts the pixels on the canvas for the display window); None for a new image, or
-        one a power cut left unreadable (started afresh, above every version on disk)."""
+        counts the pixels on the canvas for the display window)."""
         if name in self._canvases:
             return self._canvases[name]
-        folder = image_dir(self.root, name)
-        if not (folder / "zarr.json").is_file():
+        path = image_dir(self.root, name) / "zarr.json"
+        if not path.is_file():
             return None
-        try:
-            canvas, pixels = self._read_back(name, pixel_um)
-        except (OSError, ValueError, LookupError, TypeError, AttributeError):
-            # an empty or half-written file (the preview is never fsynced): what could not
-            # be read is only a view of what was converted
-            versions = [p.name.removeprefix("v") for p in folder.glob("v*")]
-            self._fresh[name] = 1 + max((int(v) for v in versions if v.isdigit()), default=-1)
-            return None
-        self._canvases[name] = canvas
-        self._histograms[name] = ValueCounts(np.bincount(pixels.ravel(), minlength=_BINS))
-        return canvas
-
-    def _read_back(self, name: str, pixel_um: float) -> tuple[Canvas, np.ndarray]:
-        """The canvas an image's zarr.json names and its level-0 pixels."""
-        document = json.loads((image_dir(self.root, name) / "zarr.json").read_text())
-        dataset = document["attributes"]["ome"]["multiscales"][0]["datasets"][0]
+        multiscale = json.loads(path.read_text())["attributes"]["ome"]["multiscales"][0]
+        dataset = multiscale["datasets"][0]
         version = int(dataset["path"].split("/")[0].removeprefix("v"))
         transforms = {t["type"]: t for t in dataset["coordinateTransformations"]}
         origin = transforms["translation"]["translation"]
         canvas = Canvas(version, (origin[0], origin[1]), (0, 0), pixel_um)
         pixels = self._array(name, canvas, 0).read().result()
-        return Canvas(version, canvas.origin_um, pixels.shape, pixel_um), pixels
+        canvas = Canvas(version, canvas.origin_um, pixels.shape, pixel_um)
+        self._canvases[name] = canvas
+        self._histograms[name] = ValueCounts(np.bincount(pixels.ravel(), minlength=_BINS))
+        return canvas
 
     def _grow(
         self,
@@ -373,8 +353,6 @@ class MosaicPreview:
         """The next canvas's arrays, made and filled with the old content; published by the
         caller once the tile is in."""
         canvas = grown(old, yx_um, size, pixel_um)
-        if old is None and name in self._fresh:
-            canvas = replace(canvas, version=self._fresh.pop(name))
         image_dir(self.root, name).mkdir(parents=True, exist_ok=True)
         olds = self._levels(name, old) if old is not None else []
         arrays = []
