@@ -313,7 +313,9 @@ class Snapshots:
             }
             now = time.time()
             unit_name = self._naming()[0].unit_name
-            last_done = tally.last_done()
+            # the latest unit done is not known until every unit is read: none claimed (the
+            # first page of units read holds the lowest ids, not the latest units)
+            last_done = tally.last_done() if self._unread is None else None
             return report | {
                 "now": now,
                 "quality": {"fields": PAGE_FIELDS, "rows": rows},

@@ -628,7 +628,8 @@ def test_a_server_started_on_a_large_run_reads_one_page_of_units_for_its_first_a
     after reading one page of units (UNITS_PER_ANSWER), not every unit of the run: SQLite's
     steps for it are the same in a ledger of 2,000 units as in one of 8,000 (it read them
     all, outputs decoded and every unit tallied: ~0.25 s of the first answer at 10,000
-    units). Its counts are the ledger's, whole from the first answer."""
+    units). Its counts are the ledger's, whole from the first answer; the time since the last
+    unit done waits for every unit."""
     monkeypatch.setattr("daemon.monitor.status.Ledger", CountedLedger)
 
     def first_answer(units: int) -> tuple[dict, int]:
@@ -646,6 +647,9 @@ def test_a_server_started_on_a_large_run_reads_one_page_of_units_for_its_first_a
         assert answer["units"]["done"] == units - 30 - failed
         assert (answer["units"]["failed"], answer["units"]["pending"]) == (failed, 30)
         assert answer["backlog"]["units"] == 30
+        # the latest unit done is not among those read yet: not claimed ("stalled" from the
+        # lowest tiles' times)
+        assert answer["seconds_since_last_unit"] is None
 
 
 def test_a_page_opened_on_a_large_run_gets_every_unit_as_it_asks(tmp_path, monkeypatch):
