@@ -136,7 +136,7 @@ def paced_root(
     """`experiments` paced writers at `mbps` each, into one root watched by `watch --root`;
     writer k starts k x `offset_s` after the first (0: in step, their datasets complete at
     the same instants). `cores`: the daemon runs under `taskset` on that many cores (its
-    tensorstore threads follow, daemon.datastore.arrays.usable_cores); the writers do not."""
+    tensorstore threads follow, daemon.datastore.codec.usable_cores); the writers do not."""
     root = work / f"root-{tag}"
     names = [f"exp{k}" for k in range(experiments)]
     for name in names:
