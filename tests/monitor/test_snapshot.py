@@ -434,19 +434,26 @@ def test_a_page_opened_on_many_quality_rows_gets_them_a_page_of_tiles_at_a_time(
     ledger.close()
 
 
-class CountedQualityLog(QualityLog):
-    """The quality log, counting the SQLite steps of every read of it (all its instances)."""
+def steps_counted(base):
+    """`base` (the ledger or the quality log), counting the SQLite steps of every read of it
+    in `steps` (all its instances together)."""
 
-    steps = 0
+    class Counted(base):
+        steps = 0
 
-    def __init__(self, path, readonly=False):
-        super().__init__(path, readonly)
+        def __init__(self, path, readonly=False):
+            super().__init__(path, readonly)
 
-        def step() -> int:
-            CountedQualityLog.steps += 1
-            return 0
+            def step() -> int:
+                Counted.steps += 1
+                return 0
 
-        self._db._db.set_progress_handler(step, 1)
+            self._db._db.set_progress_handler(step, 1)
+
+    return Counted
+
+
+CountedQualityLog = steps_counted(QualityLog)
 
 
 def test_a_server_started_on_a_large_run_reads_one_page_of_quality_rows_for_its_first_answer(
@@ -606,19 +613,7 @@ def test_another_ledger_copied_over_the_file_is_read_afresh(tmp_path):
     assert [(u.tile, u.round) for u in snapshots.units()] == [(7, 0)]
 
 
-class CountedLedger(Ledger):
-    """The ledger, counting the SQLite steps of every read of it (all its instances)."""
-
-    steps = 0
-
-    def __init__(self, path, readonly=False):
-        super().__init__(path, readonly)
-
-        def step() -> int:
-            CountedLedger.steps += 1
-            return 0
-
-        self._db._db.set_progress_handler(step, 1)
+CountedLedger = steps_counted(Ledger)
 
 
 def test_a_server_started_on_a_large_run_reads_one_page_of_units_for_its_first_answer(

@@ -4,13 +4,12 @@ importing them (pydantic and yaozarrs cost ~0.07 s of CPU in every `ingest`'s fi
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from yaozarrs import DimSpec, v05
 
 from daemon.products.preview import LEVELS, Canvas, image_dir, image_metadata
+from tests.support.processes import imported_by
 
 
 def _by_the_models(name: str, canvas: Canvas, window: tuple[int, int]) -> dict:
@@ -64,7 +63,6 @@ def test_placing_tiles_imports_no_pydantic(tmp_path):
     """Placing tiles (a canvas made, grown, its window changed) needs neither yaozarrs nor
     pydantic; the zarr.json written is the models' document."""
     code = (
-        "import sys\n"
         "import numpy as np\n"
         "from pathlib import Path\n"
         "from daemon.products.preview import MosaicPreview\n"
@@ -72,10 +70,8 @@ def test_placing_tiles_imports_no_pydantic(tmp_path):
         "for i in range(3):\n"
         "    stack = np.full((2, 64, 64), 100 * (i + 1), np.uint16)\n"
         "    preview.add('bit001', stack, (0.0, 6.4 * i), 0.1)\n"
-        "print(sorted(m for m in ('pydantic', 'yaozarrs') if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert imported_by(code, ("pydantic", "yaozarrs")) == []
     written = json.loads((image_dir(tmp_path, "bit001") / "zarr.json").read_text())
     window = written["attributes"]["ome"]["omero"]["channels"][0]["window"]
     # three 8 x 8 px tiles side by side: the canvas grew twice, to 8 x 32 px of 0.8 µm

@@ -9,8 +9,10 @@ and the last lines of its output, instead of running into its deadline.
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -181,3 +183,14 @@ def wait_until(
             running = "".join(f"\n{p.report()}" for p in reported)
             raise AssertionError(f"not within {timeout} s: {description}{running}")
         time.sleep(POLL_S)
+
+
+def imported_by(code: str, modules: Iterable[str]) -> list[str]:
+    """Which of `modules` a fresh interpreter has imported once it has run `code` (what a
+    process of the daemon pays for at its start, seen from outside it)."""
+    names = sorted(modules)
+    check = f"import json, sys\nprint(json.dumps([m for m in {names!r} if m in sys.modules]))"
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\n{check}"], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
