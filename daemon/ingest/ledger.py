@@ -57,8 +57,8 @@ CREATE INDEX IF NOT EXISTS units_by_position ON units (tile, round);
 """
 # (`units_by_state`: the loop asks for the pending units and the failed ones after every
 # settled unit, so that read costs what those few units cost, not a scan of the whole run.
-# `units_by_position`: `unit_batches` reads the run a batch at a time in tile then round
-# order, each batch from where the last one ended, not a scan and a sort of the whole run.)
+# `units_by_position`: `units_after` reads the run a page at a time in tile then round
+# order, each page from where the last one ended, not a scan and a sort of the whole run.)
 # Every insert or update of a unit gives it the next revision (one more than the highest), so
 # a reader can fetch only the units changed since the last revision it saw (`changed_since`):
 # the page at 10,000 units reads a handful of rows a second, not the whole table. Kept by
@@ -475,28 +475,32 @@ class Ledger:
         """Every unit, in tile then round order."""
         return [record for _, record in self._read("ORDER BY tile, round")]
 
-    def units_after(self, after: str | None, limit: int) -> tuple[list[UnitRecord], str | None]:
-        """Up to `limit` units in unit id order, from the first after the id `after` (None:
-        from the first), and the id to read on after (None: none left): a reader takes in a
-        large ledger a page at a time, each page a read of the primary key's index as long
-        as the page, not of the whole table."""
-        rows = self._read("WHERE unit_id > ? ORDER BY unit_id LIMIT ?", (after or "", limit + 1))
+    def units_after(
+        self, after: tuple[int, int] | None, limit: int
+    ) -> tuple[list[UnitRecord], tuple[int, int] | None]:
+        """Up to `limit` units in tile then round order, from the first after the unit at
+        (tile, round) `after` (None: from the first), and where to read on from (None: none
+        left): a reader takes in a large ledger a page at a time, each page a read of the
+        position index as long as the page, not of the whole table."""
+        tile, round_ = after or (-1, -1)
+        rows = self._read(
+            "WHERE (tile, round) > (?, ?) ORDER BY tile, round LIMIT ?", (tile, round_, limit + 1)
+        )
         page = [record for _, record in rows[:limit]]
-        return page, page[-1].unit_id if len(rows) > limit else None
+        return page, (page[-1].tile, page[-1].round) if len(rows) > limit else None
 
     def unit_batches(self, size: int) -> Iterator[list[UnitRecord]]:
-        """Every unit, in tile then round order, `size` at a time: a view of the whole ledger
-        rewritten all through a run holds one batch's records at once, not the run's (read
-        whole, a 10,000-unit run's records took tens of MB at each rewrite, and the heap kept
-        that growing high-water mark). Each batch is its own read: units inserted meanwhile
-        after the last batch's position are in a later batch."""
-        after = (-1, -1)
-        while batch := self._read(
-            "WHERE (tile, round) > (?, ?) ORDER BY tile, round LIMIT ?", (*after, size)
-        ):
-            yield [record for _, record in batch]
-            last = batch[-1][1]
-            after = (last.tile, last.round)
+        """Every unit, in tile then round order, `size` at a time (`units_after`): a view of
+        the whole ledger rewritten all through a run holds one batch's records at once, not
+        the run's (read whole, a 10,000-unit run's records took tens of MB at each rewrite,
+        and the heap kept that growing high-water mark). Each batch is its own read: units
+        inserted meanwhile after the last batch's position are in a later batch."""
+        batch, after = self.units_after(None, size)
+        while batch:
+            yield batch
+            if after is None:
+                return
+            batch, after = self.units_after(after, size)
 
     def revision(self) -> int | None:
         """The last change's revision (0: none yet; None: a ledger from before revisions), from

@@ -121,7 +121,7 @@ class Snapshots:
         self._grid = Grid()
         self._revision: int | None = None  # the ledger revision _tally is as of
         self._read_at: tuple[object, ...] | None = None  # `ledger_signature` when last read
-        self._unread: str | None = None  # the id after which units are not read yet
+        self._unread: tuple[int, int] | None = None  # (tile, round) after which none read yet
         self._page_units = UNITS_PER_ANSWER  # units the next page of them reads
         self._counts: dict[str, int] | None = None  # the ledger's counts, while some unread
         self._changed: set[Cell] = set()  # cells of units changed since the grid's update
