@@ -3,20 +3,38 @@
 A run of 10,000 units leaves 20,000 names in raw_data (a folder and a stage-position CSV per
 dataset). The page asks every second which datasets are still being written and which tiles
 have a stage position: listing the folder and parsing every name again at each answer cost
-about 0.1 s. This lists it again only when it changed (its modification time) and parses
-only the names new since the last listing.
+about 0.1 s, and during a run raw_data changes between most answers (the microscope adds a
+dataset). So raw_data is listed once and then followed by an inotify watch (`NameWatch`):
+each read takes the names created and removed since the last one, which the kernel queued
+as they happened (a folder made before a read is in it). Where there is no watch (the
+config's polling observer: a network share delivers no inotify events for another host's
+writes; inotify's limits reached) it is listed again whenever it changed (its modification
+time). Either way only the names new since the last read are parsed.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import weakref
 from collections.abc import Container, Iterable
+from pathlib import Path
 
+from inotify_simple import INotify, flags
+
+from daemon.events import Event
 from daemon.ingest.ledger import unit_id
+from daemon.logs import get_logger
 from daemon.raw.experiment import Plan
 
 RECENT_CHANGE_S = 1.0  # a folder changed this recently may change again within its time's tick
+
+ADDED = flags.CREATE | flags.MOVED_TO
+REMOVED = flags.DELETE | flags.MOVED_FROM
+# the watch no longer follows the folder's names: the queue overflowed, the folder went away
+# (deleted, renamed, unmounted) and the watch with it
+LOST = flags.Q_OVERFLOW | flags.DELETE_SELF | flags.MOVE_SELF | flags.UNMOUNT | flags.IGNORED
+WATCHED = ADDED | REMOVED | flags.DELETE_SELF | flags.MOVE_SELF | flags.ONLYDIR
 
 
 def dataset_folders(plan: Plan, names: Iterable[str]) -> dict[str, str]:
@@ -30,29 +48,71 @@ def dataset_folders(plan: Plan, names: Iterable[str]) -> dict[str, str]:
     return found
 
 
+class NameWatch:
+    """An inotify watch on one folder's names (not its subfolders'), read without blocking;
+    its file descriptor closed by `close` or when it is dropped.
+
+    Raises OSError when it cannot be had (the per-user limit of instances or watches)."""
+
+    def __init__(self, folder: Path) -> None:
+        self._inotify = INotify(nonblocking=True)
+        self.close = weakref.finalize(self, self._inotify.close)
+        try:
+            self._inotify.add_watch(folder, WATCHED)
+        except OSError:
+            self.close()
+            raise
+
+    def changes(self) -> dict[str, bool] | None:
+        """{name: whether it is there now} of the names created or removed since the last
+        call; None when the watch lost track (list the folder again, and watch it anew)."""
+        changed: dict[str, bool] = {}
+        for event in self._inotify.read(timeout=0):
+            if event.mask & LOST:
+                return None
+            changed[event.name] = bool(event.mask & ADDED)
+        return changed
+
+
 class RawListing:
     """The names in raw_data and its dataset folders (`dataset_folders`), as of the last
     `read`, and those of them whose unit the ledger had not recorded when last asked
     (`unrecorded`): a ledger's units are never removed, so a folder found recorded is not
-    looked at again (a new ledger file: a new listing)."""
+    looked at again (a new ledger file: a new listing).
 
-    def __init__(self) -> None:
+    `watch`: whether to follow raw_data by inotify (False: the polling observer's config).
+    `close` closes the watch (dropping the listing does too)."""
+
+    _said_unwatched = False  # the fallback is logged once per process, not per experiment
+
+    def __init__(self, watch: bool = True) -> None:
         self.names: set[str] = set()
         self.folders: dict[str, str] = {}
         self._unrecorded: dict[str, str] = {}
         self._read_at: tuple[object, ...] | None = None  # the folder's identity and time
         self._root_name: str | None = None  # the plan's, which the folders' names hold
+        self._watching = watch
+        self._watch: NameWatch | None = None  # following the folder listed at `_read_at`
 
     def read(self, plan: Plan) -> None:
-        """List raw_data again if it changed since the last read (one changed in the last
+        """Take in raw_data's changes since the last read: from the watch while it follows
+        the same folder, else by listing it again if it changed (one changed in the last
         second: at every read, a time may not tick between two changes close together)."""
         try:
             found = os.stat(plan.raw_dir)
         except OSError:
             return
         signature = (found.st_ino, found.st_mtime_ns, plan.root_name)
-        if signature == self._read_at and time.time() - found.st_mtime >= RECENT_CHANGE_S:
+        if self._watch is not None:
+            followed = self._read_at is not None and self._read_at[::2] == signature[::2]
+            changes = self._watch.changes() if followed else None
+            if changes is not None:
+                there = {name for name, now in changes.items() if now}
+                self._take(plan, there - self.names, set(changes) - there)
+                return
+        elif signature == self._read_at and time.time() - found.st_mtime >= RECENT_CHANGE_S:
             return
+        self._watch_anew(plan.raw_dir)
         try:
             names = set(os.listdir(plan.raw_dir))
         except OSError:
@@ -60,16 +120,51 @@ class RawListing:
         if plan.root_name != self._root_name:
             self.names, self.folders, self._unrecorded = set(), {}, {}
             self._root_name = plan.root_name
-        for gone in self.names - names:
+        self._take(plan, names - self.names, self.names - names)
+        self._read_at = signature
+
+    def _watch_anew(self, folder: Path) -> None:
+        """A new watch on the folder, made before it is listed: a name made or removed in
+        between is in the listing or in the watch's changes, both agreeing (the last watch
+        followed a folder gone, or lost track)."""
+        self.close()
+        if not self._watching:
+            return
+        try:
+            self._watch = NameWatch(folder)
+        except OSError as exc:
+            self._watching = False
+            if not RawListing._said_unwatched:
+                RawListing._said_unwatched = True
+                log = get_logger(folder=str(folder), reader="page's raw_data listing")
+                log.warning(Event.POLLING_INSTEAD, error=str(exc))
+
+    def _take(self, plan: Plan, added: set[str], removed: set[str]) -> None:
+        """Names added and removed: the new ones parsed, the removed ones' folders dropped."""
+        for gone in removed:
+            self.names.discard(gone)
             self.folders.pop(gone, None)
             self._unrecorded.pop(gone, None)
-        new = dataset_folders(plan, names - self.names)
+        new = dataset_folders(plan, added)
+        self.names |= added
         self.folders.update(new)
         self._unrecorded.update(new)
-        self.names, self._read_at = names, signature
 
     def unrecorded(self, recorded: Container[str]) -> dict[str, str]:
         """The dataset folders whose unit is not in `recorded` (the ledger's unit ids)."""
         for name in [n for n, uid in self._unrecorded.items() if uid in recorded]:
             del self._unrecorded[name]
         return dict(self._unrecorded)
+
+    def forget(self) -> None:
+        """Forget what was read (a new ledger file: every folder unrecorded again): the next
+        read lists raw_data afresh."""
+        self.close()
+        self.names, self.folders, self._unrecorded = set(), {}, {}
+        self._read_at = self._root_name = None
+
+    def close(self) -> None:
+        """Close the watch, if any (its file descriptor)."""
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None

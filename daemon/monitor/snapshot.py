@@ -112,7 +112,7 @@ class Snapshots:
         self.settings = settings
         self.store = settings.datastore_path(experiment)
         self._positions = Positions()
-        self._listing = RawListing()
+        self._listing = RawListing(watch=settings.watch.observer == "inotify")
         # the tiles' positions as sent and how many times they changed: a page is sent them
         # again only when they changed since its answer (1,250 tiles: 46 kB of each answer)
         self._tiles: tuple[int, dict[int, tuple[float, float]]] = (0, {})
@@ -229,7 +229,8 @@ class Snapshots:
             ledger.close()
         if fresh:  # every unit: sums, grid and listing afresh
             self._tally, self._grid, self._changed = Tally(), Grid(), set()
-            self._listing, self._tiles = RawListing(), (0, {})
+            self._listing.forget()
+            self._tiles = (0, {})
         else:  # a fresh grid computes every cell: only a kept one needs the changed cells
             self._changed.update((u.tile, u.round) for u in changed)
         self._tally.apply(changed)

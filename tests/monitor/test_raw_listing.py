@@ -4,13 +4,17 @@ answer, while a folder that did not change is not listed nor its names parsed ag
 
 from __future__ import annotations
 
+import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import pytest
 from monitor_support import stage_csvs_only
 from support.experiment import simulator_process
 
-from daemon.config import Settings
+from daemon.config import Settings, WatchSettings
 from daemon.datastore.statedir import ledger_path
 from daemon.ingest.ledger import Ledger
 from daemon.monitor.rawlisting import RawListing
@@ -22,13 +26,14 @@ from daemon.simulate.settings import SimulationSettings
 RUN = SimulationSettings(tiles=2, rounds=2, z=2, size=32, interval=0.0)
 
 
-def simulated_listing(tmp_path: Path) -> tuple[Path, Plan, RawListing]:
-    """A simulated run's raw_data, its plan and a listing that has read it once."""
+def simulated_listing(tmp_path: Path, watch: bool = True) -> tuple[Path, Plan, RawListing]:
+    """A simulated run's raw_data, its plan and a listing that has read it once (`watch`:
+    following it by inotify, else listing it again when it changed)."""
     raw = tmp_path / "exp" / "raw_data"
     simulator_process(raw.parent, RUN).expect_exit(0)
     plan = readable_plan(raw, Settings())
     assert plan is not None
-    listing = RawListing()
+    listing = RawListing(watch)
     listing.read(plan)
     return raw, plan, listing
 
@@ -166,4 +171,139 @@ def test_a_server_started_on_many_tiles_reads_their_positions_a_few_hundred_per_
     assert read == [STAGE_FILES_PER_ANSWER, 2 * STAGE_FILES_PER_ANSWER, 600]
     assert tiles == expected
     assert "tiles" not in page.page(answer["since"])  # sent once they are all in
+    writer.close()
+
+
+def listings_of(folder: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Counts the listings of `folder` from now on (os.listdir and os.scandir pass through)."""
+    listed: list[str] = []
+    for name in ("listdir", "scandir"):
+        real = getattr(os, name)
+
+        def counted(path: object = ".", real: Any = real) -> Any:
+            if Path(os.fsdecode(path)) == folder:  # type: ignore[arg-type]
+                listed.append(str(path))
+            return real(path)
+
+        monkeypatch.setattr(os, name, counted)
+    return listed
+
+
+@pytest.mark.parametrize("watch", [True, False], ids=["watched", "unwatched"])
+def test_a_run_adding_folders_between_answers_is_followed_without_listing_raw_data_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, watch: bool
+) -> None:
+    """During a run the microscope adds a dataset folder (and its stage CSV) between two of
+    the page's answers: each answer sees the one made just before it, and raw_data (20,000
+    names at 10,000 units) is not listed again at each answer, only where it cannot be
+    watched (the polling observer's config, inotify's limits reached)."""
+    raw, plan, listing = simulated_listing(tmp_path, watch)
+    listed = listings_of(raw, monkeypatch)
+    for repeat in range(2, 7):
+        (raw / f"sim_r0002_tile0000_{repeat}").mkdir()
+        (raw / f"sim_r0002_tile0000_{repeat}_stage_positions.csv").write_text("x")
+        listing.read(plan)
+        assert listing.folders[f"sim_r0002_tile0000_{repeat}"] == "tile0000/round0001"
+        assert f"sim_r0002_tile0000_{repeat}_stage_positions.csv" in listing.names
+    assert len(listed) == (0 if watch else 5)
+
+
+def test_folders_removed_renamed_or_moved_away_are_gone_at_the_next_read(tmp_path: Path) -> None:
+    """Followed by its watch, raw_data's folders removed, renamed within it or moved out of
+    it are gone at the next read, a renamed one found under its new name, and one removed
+    and made again before the read is there."""
+    raw, plan, listing = simulated_listing(tmp_path)
+    shutil.rmtree(raw / "sim_r0001_tile0000_1")
+    (raw / "sim_r0001_tile0001_1").rename(raw / "sim_r0001_tile0001_2")
+    (raw / "sim_r0002_tile0000_1").rename(tmp_path / "sim_r0002_tile0000_1")
+    shutil.rmtree(raw / "sim_r0002_tile0001_1")
+    (raw / "sim_r0002_tile0001_1").mkdir()
+    listing.read(plan)
+    assert listing.folders == {
+        "sim_r0001_tile0001_2": "tile0001/round0000",
+        "sim_r0002_tile0001_1": "tile0001/round0001",
+    }
+    assert listing.names == set(os.listdir(raw))
+
+
+def test_raw_data_replaced_is_listed_afresh_and_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """raw_data renamed away and a new one made in its place (an experiment copied back):
+    the next read lists the new one, whose folders alone are seen, and follows it from then
+    on without listing it again."""
+    raw, plan, listing = simulated_listing(tmp_path)
+    raw.rename(tmp_path / "old_raw_data")
+    raw.mkdir()
+    for name in ("sim_r0001_tile0000_1", "sim_r0001_tile0000_stage_positions.csv"):
+        (tmp_path / "old_raw_data" / name).rename(raw / name)
+    listed = listings_of(raw, monkeypatch)
+    listing.read(plan)
+    assert listing.folders == {"sim_r0001_tile0000_1": "tile0000/round0000"}
+    (raw / "sim_r0001_tile0001_1").mkdir()
+    listing.read(plan)
+    assert listing.folders == {
+        "sim_r0001_tile0000_1": "tile0000/round0000",
+        "sim_r0001_tile0001_1": "tile0001/round0000",
+    }
+    assert len(listed) == 1
+
+
+def test_more_changes_than_the_kernel_queues_are_made_up_by_a_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More names made between two reads than inotify's queue holds (its events past
+    max_queued_events dropped): the read lists raw_data again and has them all."""
+    raw, plan, listing = simulated_listing(tmp_path)
+    queued = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    for n in range(queued + 1):
+        (raw / f"extra{n}.csv").touch()
+    (raw / "sim_r0001_tile0000_2").mkdir()
+    listed = listings_of(raw, monkeypatch)
+    listing.read(plan)
+    assert len(listed) == 1
+    assert listing.names == set(os.listdir(raw))
+    assert listing.folders["sim_r0001_tile0000_2"] == "tile0000/round0000"
+
+
+def inotify_fds() -> int:
+    """How many inotify file descriptors this process holds."""
+    fds = Path("/proc/self/fd")
+    held = 0
+    for fd in fds.iterdir():
+        try:
+            held += os.readlink(fd) == "anon_inode:inotify"
+        except OSError:  # the listing's own, closed
+            continue
+    return held
+
+
+def test_the_watch_is_closed_with_its_listing_or_snapshots_closed_or_dropped(
+    tmp_path: Path,
+) -> None:
+    """Each listing's watch is one file descriptor, closed by `close` or when the listing is
+    dropped, as a root server drops an experiment's `Snapshots` (its settings changed): no
+    descriptor left behind. With the polling observer configured there is none."""
+    held = inotify_fds()
+    raw, plan, listing = simulated_listing(tmp_path)
+    assert inotify_fds() == held + 1
+    listing.close()
+    assert inotify_fds() == held
+    listing.read(plan)
+    assert inotify_fds() == held + 1
+    del listing
+    assert inotify_fds() == held
+    experiment, settings = raw.parent, Settings()
+    writer = Ledger(ledger_path(settings.datastore_path(experiment)))
+    writer.observe(0, 0, "sim_r0001_tile0000_1", "f")
+    for _ in range(3):
+        page = Snapshots(experiment, settings)
+        page.page()
+        assert inotify_fds() == held + 1
+        del page
+        assert inotify_fds() == held
+    polling = replace(settings, watch=WatchSettings(observer="polling"))
+    page = Snapshots(experiment, polling)
+    page.page()
+    assert inotify_fds() == held
     writer.close()
