@@ -14,12 +14,17 @@ time). Either way only the names new since the last read are parsed.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
+import threading
 import time
 import weakref
 from collections.abc import Container, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from inotify_simple import Event as InotifyEvent
 from inotify_simple import INotify, flags
 
 from daemon.events import Event
@@ -48,30 +53,88 @@ def dataset_folders(plan: Plan, names: Iterable[str]) -> dict[str, str]:
     return found
 
 
-class NameWatch:
-    """An inotify watch on one folder's names (not its subfolders'), read without blocking;
-    its file descriptor closed by `close` or when it is dropped.
+@dataclass(eq=False)  # each listing's own, even when two hold the same
+class Pending:
+    """What one watch's inotify events said since it was last read: {name: whether it is
+    there now}, and whether the watch lost track (it missed events or its folder went)."""
 
-    Raises OSError when it cannot be had (the per-user limit of instances or watches)."""
+    names: dict[str, bool] = field(default_factory=dict)
+    lost: bool = False
+
+    def note(self, event: InotifyEvent) -> None:
+        if event.mask & LOST:
+            self.lost = True
+        else:
+            self.names[event.name] = bool(event.mask & ADDED)
+
+
+class Watches:
+    """One inotify instance for every listing of the process, its events sorted to each
+    watch: inotify's instances are few (128 a user by default, the ingest's observer needs
+    one) where its watches are many, and a root server keeps a listing per experiment.
+    Two listings of one folder share its watch descriptor, each with its own `Pending`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # listings are read from several threads
+        self._inotify: INotify | None = None  # opened at the first watch
+        self._pending: dict[int, list[Pending]] = {}  # by watch descriptor
+
+    def add(self, folder: Path) -> tuple[int, Pending]:
+        """A watch on the folder's names (not its subfolders'); OSError: none can be had
+        (inotify's per-user limits reached, the folder gone)."""
+        with self._lock:
+            if self._inotify is None:
+                self._inotify = INotify(nonblocking=True)
+            descriptor = self._inotify.add_watch(folder, WATCHED)
+            pending = Pending()
+            self._pending.setdefault(descriptor, []).append(pending)
+            return descriptor, pending
+
+    def take(self, pending: Pending) -> dict[str, bool] | None:
+        """A watch's changes since they were last taken (None: it lost track), after
+        sorting the events queued so far to their watches (an overflow to every one)."""
+        with self._lock:
+            assert self._inotify is not None  # a watch was added
+            for event in self._inotify.read(timeout=0):
+                if event.wd < 0:
+                    watches = list(itertools.chain.from_iterable(self._pending.values()))
+                else:
+                    watches = self._pending.get(event.wd, [])
+                for watch in watches:
+                    watch.note(event)
+            names, pending.names = pending.names, {}
+            return None if pending.lost else names
+
+    def remove(self, descriptor: int, pending: Pending) -> None:
+        """Stop the watch (the folder's, when no other listing follows it)."""
+        with self._lock:
+            held = self._pending.get(descriptor, [])
+            if pending in held:
+                held.remove(pending)
+            if held or self._inotify is None:
+                return
+            del self._pending[descriptor]
+            with contextlib.suppress(OSError):  # gone with its folder already
+                self._inotify.rm_watch(descriptor)
+
+
+WATCHES = Watches()
+
+
+class NameWatch:
+    """A watch on one folder's names (`WATCHES`), stopped by `close` or when it is dropped.
+
+    Raises OSError when it cannot be had (inotify's per-user limits reached)."""
 
     def __init__(self, folder: Path) -> None:
-        self._inotify = INotify(nonblocking=True)
-        self.close = weakref.finalize(self, self._inotify.close)
-        try:
-            self._inotify.add_watch(folder, WATCHED)
-        except OSError:
-            self.close()
-            raise
+        descriptor, pending = WATCHES.add(folder)
+        self.close = weakref.finalize(self, WATCHES.remove, descriptor, pending)
+        self._pending = pending
 
     def changes(self) -> dict[str, bool] | None:
         """{name: whether it is there now} of the names created or removed since the last
         call; None when the watch lost track (list the folder again, and watch it anew)."""
-        changed: dict[str, bool] = {}
-        for event in self._inotify.read(timeout=0):
-            if event.mask & LOST:
-                return None
-            changed[event.name] = bool(event.mask & ADDED)
-        return changed
+        return WATCHES.take(self._pending)
 
 
 class RawListing:

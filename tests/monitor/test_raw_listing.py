@@ -266,44 +266,69 @@ def test_more_changes_than_the_kernel_queues_are_made_up_by_a_listing(
     assert listing.folders["sim_r0001_tile0000_2"] == "tile0000/round0000"
 
 
-def inotify_fds() -> int:
-    """How many inotify file descriptors this process holds."""
-    fds = Path("/proc/self/fd")
-    held = 0
-    for fd in fds.iterdir():
+def test_two_listings_of_one_raw_data_each_see_every_change(tmp_path: Path) -> None:
+    """Two pages of one experiment (a `serve` and a root server in one process, the report):
+    their listings share raw_data's watch, each sees every change, and one closed does not
+    stop the other's."""
+    raw, plan, listing = simulated_listing(tmp_path)
+    other = RawListing()
+    other.read(plan)
+    (raw / "sim_r0001_tile0000_2").mkdir()
+    listing.read(plan)
+    (raw / "sim_r0001_tile0000_3").mkdir()
+    other.read(plan)
+    listing.close()
+    (raw / "sim_r0001_tile0000_4").mkdir()
+    other.read(plan)
+    assert other.names == set(os.listdir(raw))
+    listing.read(plan)
+    assert listing.names == set(os.listdir(raw))
+
+
+def inotify_held() -> tuple[int, int]:
+    """How many inotify instances (file descriptors) this process holds, and watches."""
+    instances = watches = 0
+    for fd in Path("/proc/self/fdinfo").iterdir():
         try:
-            held += os.readlink(fd) == "anon_inode:inotify"
+            if os.readlink(f"/proc/self/fd/{fd.name}") != "anon_inode:inotify":
+                continue
+            info = fd.read_text()
         except OSError:  # the listing's own, closed
             continue
-    return held
+        instances += 1
+        watches += sum(line.startswith("inotify wd:") for line in info.splitlines())
+    return instances, watches
 
 
-def test_the_watch_is_closed_with_its_listing_or_snapshots_closed_or_dropped(
+def test_the_listings_share_one_inotify_instance_and_stop_their_watch_when_dropped(
     tmp_path: Path,
 ) -> None:
-    """Each listing's watch is one file descriptor, closed by `close` or when the listing is
-    dropped, as a root server drops an experiment's `Snapshots` (its settings changed): no
-    descriptor left behind. With the polling observer configured there is none."""
-    held = inotify_fds()
-    raw, plan, listing = simulated_listing(tmp_path)
-    assert inotify_fds() == held + 1
+    """A root server keeps a listing per experiment: they share one inotify instance (a user
+    has 128), a watch each, stopped by `close` or when the listing is dropped, as when a
+    root server drops an experiment's `Snapshots` (its settings changed): no watch left
+    behind. With the polling observer configured there is none."""
+    instances, watches = inotify_held()
+    raw, plan, listing = simulated_listing(tmp_path / "a")
+    _, _, other = simulated_listing(tmp_path / "b")
+    assert inotify_held()[1] == watches + 2 and inotify_held()[0] <= instances + 1
+    instances = inotify_held()[0]
     listing.close()
-    assert inotify_fds() == held
+    assert inotify_held() == (instances, watches + 1)
     listing.read(plan)
-    assert inotify_fds() == held + 1
-    del listing
-    assert inotify_fds() == held
+    assert inotify_held() == (instances, watches + 2)
+    del listing, other
+    assert inotify_held() == (instances, watches)
     experiment, settings = raw.parent, Settings()
     writer = Ledger(ledger_path(settings.datastore_path(experiment)))
     writer.observe(0, 0, "sim_r0001_tile0000_1", "f")
     for _ in range(3):
         page = Snapshots(experiment, settings)
         page.page()
-        assert inotify_fds() == held + 1
+        assert inotify_held() == (instances, watches + 1)
         del page
-        assert inotify_fds() == held
+        assert inotify_held() == (instances, watches)
     polling = replace(settings, watch=WatchSettings(observer="polling"))
     page = Snapshots(experiment, polling)
     page.page()
-    assert inotify_fds() == held
+    assert inotify_held() == (instances, watches)
     writer.close()
