@@ -144,7 +144,7 @@ class RawListing:
     looked at again (a new ledger file: a new listing).
 
     `watch`: whether to follow raw_data by inotify (False: the polling observer's config).
-    `close` closes the watch (dropping the listing does too)."""
+    `close` stops the watch (dropping the listing does too)."""
 
     _said_unwatched = False  # the fallback is logged once per process, not per experiment
 
@@ -179,6 +179,7 @@ class RawListing:
         try:
             names = set(os.listdir(plan.raw_dir))
         except OSError:
+            self.close()  # its changes are not from what was listed: list again next time
             return
         if plan.root_name != self._root_name:
             self.names, self.folders, self._unrecorded = set(), {}, {}
@@ -227,7 +228,8 @@ class RawListing:
         self._read_at = self._root_name = None
 
     def close(self) -> None:
-        """Close the watch, if any (its file descriptor)."""
+        """Stop the watch, if any: a read after it lists raw_data again (and watches it)."""
         if self._watch is not None:
             self._watch.close()
             self._watch = None
+            self._read_at = None

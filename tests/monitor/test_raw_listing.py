@@ -4,6 +4,7 @@ answer, while a folder that did not change is not listed nor its names parsed ag
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 from dataclasses import replace
@@ -307,6 +308,7 @@ def test_the_listings_share_one_inotify_instance_and_stop_their_watch_when_dropp
     has 128), a watch each, stopped by `close` or when the listing is dropped, as when a
     root server drops an experiment's `Snapshots` (its settings changed): no watch left
     behind. With the polling observer configured there is none."""
+    gc.collect()  # listings of earlier tests dropped in reference cycles: their watches gone
     instances, watches = inotify_held()
     raw, plan, listing = simulated_listing(tmp_path / "a")
     _, _, other = simulated_listing(tmp_path / "b")
