@@ -73,6 +73,26 @@ def test_after_the_warm_up_a_unit_imports_no_library_of_its_own(tmp_path):
     assert _ingest_then_print(tmp_path / "exp", config, before, new) == "[]"
 
 
+# run first in the interpreter: remembers which thread first imported scikit-image
+SEES_SKIMAGE_IMPORTER = (
+    "import threading;"
+    "importer = [];"
+    "Finder = type('Finder', (), {'find_spec': lambda self, name, path=None, target=None:"
+    " importer.append(threading.current_thread().name) if name == 'skimage' else None});"
+    "sys.meta_path.insert(0, Finder())"
+)
+
+
+def test_ingest_imports_the_registration_libraries_beside_the_first_units(tmp_path):
+    """`ingest` has no idle time to warm up in: scikit-image and scipy.ndimage are imported in
+    a thread of their own from the first unit on, not by the worker whose round-1 unit first
+    registers its fiducial (which held up that worker, and the GIL, for ~0.3 s)."""
+    simulate(tmp_path / "exp", TINY)
+    config = write_config(tmp_path / "config.toml")
+    importer = _ingest_then_print(tmp_path / "exp", config, SEES_SKIMAGE_IMPORTER, "importer")
+    assert importer == "['unit-imports']"
+
+
 def test_a_watching_daemon_warms_up_before_the_first_dataset(tmp_path):
     experiment = tmp_path / "exp"
     (experiment / "raw_data").mkdir(parents=True)  # empty: the microscope has not begun
