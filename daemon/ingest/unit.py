@@ -32,7 +32,7 @@ from daemon.datastore.layout import Entity
 from daemon.ingest.ledger import UnitRecord, UnitResult
 from daemon.ingest.warmup import warm_up
 from daemon.layouts.base import EntryFacts, Layout, StagedEntry, unit_entities
-from daemon.pixels.camera import correct, orient
+from daemon.pixels.camera import correct, max_along, orient
 from daemon.pixels.hotpixels import replace_hot_pixels
 from daemon.pixels.quality import measure
 from daemon.pixels.registration import FiducialProjections, projections
@@ -258,19 +258,22 @@ class UnitConverter:
                     corrected = replaced.pop(channel.axis_name) if replaced else None
                     pixels = self._store.entry_pixels(raw, source.acq, corrected)
                     on_stage = self._store.stage_frame(pixels["corrected_data"], source.acq)
-                    projected = on_stage  # what the preview projects along z
+                    # the maximum along z, taken once for both the fiducial's QC and the
+                    # preview, in the stack's memory order (on_stage may be a turned view)
+                    projected: np.ndarray | None = None
                     with _timed(timings, "quality"):
                         quality = self._measure(source, entity, raw, on_stage)
                         if entity.kind == "round" and self._fiducials is not None:
-                            max_z = on_stage.max(axis=0)  # one pass, for both
-                            fiducial = projections(on_stage, max_z)
-                            projected = max_z[np.newaxis]
+                            projected = max_along(on_stage, 0)
+                            fiducial = projections(on_stage, projected)
                     quality_rows.append(quality)
                     if self._preview is not None:
                         with _timed(timings, "preview"):
+                            if projected is None:
+                                projected = max_along(on_stage, 0)
                             self._preview.add(
                                 self._store.entry_name(entity),
-                                projected,
+                                projected[np.newaxis],
                                 (quality.stage_y_um, quality.stage_x_um),
                                 source.acq.voxel_size_zyx_um[2],
                             )
