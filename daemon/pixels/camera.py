@@ -38,7 +38,8 @@ def max_along(stack: np.ndarray, axis: int) -> np.ndarray:
     the order the pixels are visited in.
     """
     forward = tuple(slice(None, None, -1) if step < 0 else slice(None) for step in stack.strides)
-    return stack[forward].max(axis=axis)[forward[:axis] + forward[axis + 1 :]]
+    maximum: np.ndarray = stack[forward].max(axis=axis)
+    return maximum[forward[:axis] + forward[axis + 1 :]]
 
 
 def correct(
