@@ -45,6 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
 # closes its cluster at exit.
 ENDS_AT_ONCE = ("watch", "ingest")
 
+# Commands that convert: their workers' numpy runs one BLAS thread each (threadpoolctl limits
+# it once the pool starts), so OpenBLAS is told before numpy loads it. Otherwise it starts a
+# thread per core at numpy's import, which spin-wait for work (35-60 ms of a core per
+# `ingest`, issue 25). A value the user set is kept.
+CONVERTS = ("watch", "ingest", "backfill")
+ONE_THREAD = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def one_blas_thread() -> None:
+    """Ask for one BLAS (and OpenMP) thread, unless the environment already says how many:
+    only before numpy is first imported does this count."""
+    for name in ONE_THREAD:
+        os.environ.setdefault(name, "1")
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command `argv` (None: this process's command line, which it then ends)."""
@@ -55,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         commands: dict[str, argparse.ArgumentParser]
         commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr,assignment]
         commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    if argv is None and args.command in CONVERTS:  # as the process, before any numpy import
+        one_blas_thread()
     try:
         status: int = args.run(args)
     except Qi2labError as exc:

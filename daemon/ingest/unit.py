@@ -16,6 +16,7 @@ again for the entries (from the page cache), so such a unit needs about 5/3 of a
 
 from __future__ import annotations
 
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -29,8 +30,9 @@ import numpy as np
 from daemon.config import Settings
 from daemon.datastore.layout import Entity
 from daemon.ingest.ledger import UnitRecord, UnitResult
+from daemon.ingest.warmup import warm_up
 from daemon.layouts.base import EntryFacts, Layout, StagedEntry, unit_entities
-from daemon.pixels.camera import correct, orient
+from daemon.pixels.camera import correct, max_along, orient
 from daemon.pixels.hotpixels import replace_hot_pixels
 from daemon.pixels.quality import measure
 from daemon.pixels.registration import FiducialProjections, projections
@@ -223,6 +225,8 @@ class UnitConverter:
         self._preview = preview
         self._fiducials = fiducials
         self._noise_map: np.ndarray | None = None  # read once, when first needed
+        self._imports = threading.Lock()  # held by the worker that starts the import below
+        self._importing: threading.Thread | None = None
 
     def noise_map(self) -> np.ndarray:
         """The datastore's camera noise map (written before any unit is dispatched)."""
@@ -234,6 +238,7 @@ class UnitConverter:
         """Read the unit's dataset, write its entries, and say what was produced."""
         plan = self._plan()
         assert plan is not None, "units are dispatched only once the plan is known"
+        self._import_registration(plan)
         timings = {"read": 0.0, "write": 0.0, "quality": 0.0, "preview": 0.0}
         checksums: list[str] = []
         quality_rows: list[QualityRow] = []
@@ -253,19 +258,22 @@ class UnitConverter:
                     corrected = replaced.pop(channel.axis_name) if replaced else None
                     pixels = self._store.entry_pixels(raw, source.acq, corrected)
                     on_stage = self._store.stage_frame(pixels["corrected_data"], source.acq)
-                    projected = on_stage  # what the preview projects along z
+                    # the maximum along z, taken once for both the fiducial's QC and the
+                    # preview, in the stack's memory order (on_stage may be a turned view)
+                    projected: np.ndarray | None = None
                     with _timed(timings, "quality"):
                         quality = self._measure(source, entity, raw, on_stage)
                         if entity.kind == "round" and self._fiducials is not None:
-                            max_z = on_stage.max(axis=0)  # one pass, for both
-                            fiducial = projections(on_stage, max_z)
-                            projected = max_z[np.newaxis]
+                            projected = max_along(on_stage, 0)
+                            fiducial = projections(on_stage, projected)
                     quality_rows.append(quality)
                     if self._preview is not None:
                         with _timed(timings, "preview"):
+                            if projected is None:
+                                projected = max_along(on_stage, 0)
                             self._preview.add(
                                 self._store.entry_name(entity),
-                                projected,
+                                projected[np.newaxis],
                                 (quality.stage_y_um, quality.stage_x_um),
                                 source.acq.voxel_size_zyx_um[2],
                             )
@@ -297,6 +305,21 @@ class UnitConverter:
             quality_s=timings["quality"],
             preview_s=timings["preview"],
         )
+
+    def _import_registration(self, plan: Plan) -> None:
+        """Import what the fiducial's registration QC uses (`daemon.ingest.warmup`: ~0.3 s of
+        a core) in a thread of its own from the first unit on, when a second round will need
+        it: it overlaps the first units' reads and writes instead of holding up the worker
+        whose round-1 unit first registers (and every other worker with the GIL). A daemon
+        that was idle first has imported them already (the warm-up), which makes this free."""
+        if self._fiducials is None or plan.num_rounds < 2:
+            return
+        with self._imports:
+            if self._importing is None:
+                self._importing = threading.Thread(
+                    target=warm_up, args=(False,), name="unit-imports", daemon=True
+                )
+                self._importing.start()
 
     def _record(
         self, source: UnitSource, rows: list[QualityRow], fiducial: FiducialProjections | None

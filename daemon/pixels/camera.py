@@ -29,6 +29,19 @@ def orient(stack: np.ndarray, orientation: Orientation) -> np.ndarray:
     return out
 
 
+def max_along(stack: np.ndarray, axis: int) -> np.ndarray:
+    """`stack.max(axis)` of a view that `orient` may have flipped, the same values ~10x faster.
+
+    numpy's reduction of an axis with a negative stride is not vectorised (22 ms instead of
+    2 for a 30 x 1024 x 1024 stack turned onto the stage): the same pixels are reduced with
+    every stride positive and the result flipped back (a view). A maximum is exact, whatever
+    the order the pixels are visited in.
+    """
+    forward = tuple(slice(None, None, -1) if step < 0 else slice(None) for step in stack.strides)
+    maximum: np.ndarray = stack[forward].max(axis=axis)
+    return maximum[forward[:axis] + forward[axis + 1 :]]
+
+
 def correct(
     stack: np.ndarray, e_per_adu: float, offset_adu: float, out: np.ndarray | None = None
 ) -> np.ndarray:

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from daemon.pixels.camera import max_along
+
 TOP_SIDE = 256  # binned pixels along the top projection's shorter side (2048 -> bin 8)
 UPSAMPLE = 100  # the last peak to 1/100 of a binned pixel
 COARSE = 10  # the others to 1/10 (see _shift)
@@ -87,9 +89,9 @@ def projections(stack: np.ndarray, max_z: np.ndarray | None = None) -> FiducialP
     (what does not change with z says nothing about a z shift).
     """
     factor = bin_factor(stack.shape[-2:])
-    top = stack.max(axis=0) if max_z is None else max_z
+    top = max_along(stack, 0) if max_z is None else max_z
     top = _bin_last(_bin_last(top, factor).T, factor).T
-    side = _bin_last(stack[:, ::factor, :].max(axis=1), factor)
+    side = _bin_last(max_along(stack[:, ::factor, :], 1), factor)
     side = side - np.median(side, axis=0)
     return FiducialProjections(
         top=median3x3(top.astype(np.float32)),

@@ -2,7 +2,8 @@
 server, the alerts), so a one-pass run does not pay for their imports before its first unit. A
 watching daemon imports what a unit imports on first use while it waits for the microscope's
 first dataset, so the first unit does not pay for it either. The daemon hands the GIL round
-every SWITCH_INTERVAL_S, so the page's thread gets it back soon after each of its I/O calls."""
+every SWITCH_INTERVAL_S, so the page's thread gets it back soon after each of its I/O calls.
+A converting command asks for one BLAS thread before numpy loads OpenBLAS."""
 
 from __future__ import annotations
 
@@ -72,6 +73,26 @@ def test_after_the_warm_up_a_unit_imports_no_library_of_its_own(tmp_path):
     assert _ingest_then_print(tmp_path / "exp", config, before, new) == "[]"
 
 
+# run first in the interpreter: remembers which thread first imported scikit-image
+SEES_SKIMAGE_IMPORTER = (
+    "import threading;"
+    "importer = [];"
+    "Finder = type('Finder', (), {'find_spec': lambda self, name, path=None, target=None:"
+    " importer.append(threading.current_thread().name) if name == 'skimage' else None});"
+    "sys.meta_path.insert(0, Finder())"
+)
+
+
+def test_ingest_imports_the_registration_libraries_beside_the_first_units(tmp_path):
+    """`ingest` has no idle time to warm up in: scikit-image and scipy.ndimage are imported in
+    a thread of their own from the first unit on, not by the worker whose round-1 unit first
+    registers its fiducial (which held up that worker, and the GIL, for ~0.3 s)."""
+    simulate(tmp_path / "exp", TINY)
+    config = write_config(tmp_path / "config.toml")
+    importer = _ingest_then_print(tmp_path / "exp", config, SEES_SKIMAGE_IMPORTER, "importer")
+    assert importer == "['unit-imports']"
+
+
 def test_a_watching_daemon_warms_up_before_the_first_dataset(tmp_path):
     experiment = tmp_path / "exp"
     (experiment / "raw_data").mkdir(parents=True)  # empty: the microscope has not begun
@@ -118,3 +139,53 @@ def test_the_ingest_command_ends_without_the_interpreters_teardown(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads(run.stdout.splitlines()[-1])["event"] == Event.STOPPED
     assert "torn down" not in run.stderr
+
+
+# sitecustomize of a daemon process: says on stderr what the BLAS thread variables were when
+# numpy was first imported (a finder asked first, which finds nothing itself)
+SAYS_THREADS_AT_NUMPY = """\
+import os, sys
+
+
+class SaysThreads:
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy":
+            sys.meta_path.remove(self)
+            said = [os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")]
+            print("threads at numpy:", *said, file=sys.stderr)
+        return None
+
+
+sys.meta_path.insert(0, SaysThreads())
+"""
+
+
+def _threads_at_numpy(tmp_path, **env: str) -> str:
+    """The BLAS thread variables a real `ingest` process had when it imported numpy."""
+    simulate(tmp_path / "exp", TINY)
+    config = write_config(tmp_path / "config.toml")
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(SAYS_THREADS_AT_NUMPY)
+    clean = {
+        k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+    }
+    run = subprocess.run(
+        daemon_command("ingest", tmp_path / "exp", config),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**clean, **env, "PYTHONPATH": os.pathsep.join([str(hooks), *sys.path])},
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return next(line for line in run.stderr.splitlines() if line.startswith("threads at numpy:"))
+
+
+def test_ingest_asks_for_one_blas_thread_before_numpy_loads_openblas(tmp_path):
+    """OpenBLAS starts its threads when numpy is imported; the workers use one each."""
+    assert _threads_at_numpy(tmp_path) == "threads at numpy: 1 1"
+
+
+def test_ingest_keeps_the_blas_threads_the_user_asked_for(tmp_path):
+    said = _threads_at_numpy(tmp_path, OPENBLAS_NUM_THREADS="2")
+    assert said == "threads at numpy: 2 1"
