@@ -50,11 +50,11 @@ RECENT_WRITE_S = 1.0  # a file written this recently may change again within its
 STALLED_AFTER_S = 600.0  # backlog waiting and no unit finished for this long: stalled
 
 
-# Units read for the first answer of a fresh read: a server started on a finished run of
-# 10,000 units answers its first page after reading 1,000 of them (the counts come from the
+# Units read for each answer of a fresh read: a server started on a finished run of 10,000
+# units answers its first page after reading 1,000 of them (the counts come from the
 # ledger's own, `Ledger.counts`); the page asks again at once while `units_more`, and each
-# next answer reads twice as many as the one before (1,000, 2,000, 4,000, ...: a page has
-# every unit after 4 answers, not 10, each with its own grid update, history and JSON).
+# next answer reads the next 1,000 (a page each: twice as many at each answer made the
+# fourth of 10,000 units read 4,000 and cost as much as the whole read).
 UNITS_PER_ANSWER = 1000
 STAGE_FILES_PER_ANSWER = 250  # stage-position CSVs read for one answer
 
@@ -122,7 +122,6 @@ class Snapshots:
         self._revision: int | None = None  # the ledger revision _tally is as of
         self._read_at: tuple[object, ...] | None = None  # `ledger_signature` when last read
         self._unread: tuple[int, int] | None = None  # (tile, round) after which none read yet
-        self._page_units = UNITS_PER_ANSWER  # units the next page of them reads
         self._counts: dict[str, int] | None = None  # the ledger's counts, while some unread
         self._changed: set[Cell] = set()  # cells of units changed since the grid's update
         self._acquiring: set[str] = set()  # units acquiring at the grid's update
@@ -189,7 +188,7 @@ class Snapshots:
 
     def _read_ledger(self) -> None:
         """Take in the units changed since the last read, and the next page of the units not
-        read yet (UNITS_PER_ANSWER, then twice as many at each answer): none when the
+        read yet (UNITS_PER_ANSWER): none when the
         ledger's files did not change and every unit is read (the page asks every second, a
         finished run's ledger never changes); at the first read, from another file (the
         ledger replaced) or from a ledger from before revisions, every unit is to be read
@@ -215,14 +214,12 @@ class Snapshots:
             if revision is None:
                 changed, unread = ledger.units(), None
             elif fresh or self._revision is None:  # (`fresh` says the latter: for mypy)
-                self._page_units = UNITS_PER_ANSWER
-                changed, unread = ledger.units_after(None, self._page_units)
+                changed, unread = ledger.units_after(None, UNITS_PER_ANSWER)
             else:
                 changed, revision = ledger.changed_since(self._revision) or ([], revision)
                 unread = self._unread
             if not fresh and unread is not None:
-                self._page_units *= 2
-                page, unread = ledger.units_after(unread, self._page_units)
+                page, unread = ledger.units_after(unread, UNITS_PER_ANSWER)
                 changed = changed + page
             self._counts = None if unread is None else ledger.counts()
         finally:
@@ -267,8 +264,9 @@ class Snapshots:
         """Everything the page draws, as plain JSON-able data. Its `since` names this answer:
         given back (`?since=`), the next answer's grid holds only the cells changed since
         (`changed_only`) and its quality rows only those of the tiles changed since
-        (`quality_changed_only`), or the whole grid or every row when the page must draw
-        them afresh."""
+        (`quality_changed_only`), or the grid's and the rows' first page when the page must
+        draw them afresh; each then a page of tiles more at each answer while `grid_more`,
+        `quality_more` (`Grid.page_since`, `QualityView.rows_since`)."""
         if not ledger_path(self.store).is_file():
             return {"experiment": str(self.experiment), "datastore": None, "health": "no datastore"}
         with self._lock:  # one read: the report and the page's parts are the same moment
@@ -279,8 +277,8 @@ class Snapshots:
             recheck = self._changed | {unit_of(uid) for uid in acquiring | tally.running}
             update_grid(grid, tally, facts, recheck)
             self._changed, self._acquiring = set(), facts.acquiring
-            grid_seq, quality_seq, tiles_seq, cursor = _seqs_of(since, grid.epoch)
-            cells = grid.changed_since(grid_seq)
+            grid_seq, quality_seq, tiles_seq, cursor, grid_cursor = _seqs_of(since, grid.epoch)
+            cells, changed_only, grid_cursor = grid.page_since(grid_seq, grid_cursor)
             report = report_from(
                 tally, facts, self.experiment, self.settings, grid.as_json(facts.round_name, cells)
             )
@@ -297,15 +295,17 @@ class Snapshots:
             positions = as_stored(positions, self._quality.measured)
             if positions != self._tiles[1]:
                 self._tiles = (self._tiles[0] + 1, dict(positions))
-            if cells is None or tiles_seq != self._tiles[0]:  # not sent to that page yet
+            if not changed_only or tiles_seq != self._tiles[0]:  # not sent to that page yet
                 report["tiles"] = {
                     str(t): {"x": x, "y": y} for t, (x, y) in sorted(positions.items())
                 }
             quality_seq = self._quality.seq if listed else max(quality_seq, 0)
-            seqs = (grid.seq, quality_seq, self._tiles[0], "" if cursor is None else cursor)
+            cursors = ("" if c is None else c for c in (cursor, grid_cursor))
+            seqs = (grid.seq, quality_seq, self._tiles[0], *cursors)
             report |= {
                 "since": ".".join(map(str, (grid.epoch, *seqs))),
-                "changed_only": cells is not None,
+                "changed_only": changed_only,
+                "grid_more": grid_cursor is not None,
                 "quality_changed_only": quality_changed_only,
                 "quality_more": cursor is not None,
                 "tiles_more": self._positions.more,
@@ -343,21 +343,22 @@ def counted(report: dict[str, Any], counts: dict[str, int]) -> None:
     report["backlog"]["units"] = counts[UnitState.PENDING] + running
 
 
-def _seqs_of(since: str | None, epoch: str) -> tuple[int, int, int, int | None]:
+def _seqs_of(since: str | None, epoch: str) -> tuple[int, int, int, int | None, int | None]:
     """The grid's, the quality rows' and the tiles' positions' answer numbers in a page's
-    `since` (`epoch.grid_seq.quality_seq.tiles_seq.cursor`), -1 each when it is not one of
-    this server's (none, another server's, not numbers): that page gets the whole grid and
-    the positions and starts its quality rows again; and the tile from which that page still
-    lacks quality rows (None: none)."""
+    `since` (`epoch.grid_seq.quality_seq.tiles_seq.cursor.grid_cursor`), -1 each when it is
+    not one of this server's (none, another server's, not numbers): that page gets the grid
+    and the positions afresh and starts its quality rows again; and the tiles from which that
+    page still lacks quality rows and grid cells (None: none)."""
     given_epoch, *seqs = (since or "").split(".")
     if (
         given_epoch != epoch
-        or len(seqs) != 4
+        or len(seqs) != 5
         or not all(s.isdigit() for s in seqs[:3])
-        or not (seqs[3].isdigit() or seqs[3] == "")
+        or not all(s.isdigit() or s == "" for s in seqs[3:])
     ):
-        return -1, -1, -1, None
-    return int(seqs[0]), int(seqs[1]), int(seqs[2]), int(seqs[3]) if seqs[3] else None
+        return -1, -1, -1, None, None
+    cursor, grid_cursor = (int(s) if s else None for s in seqs[3:])
+    return int(seqs[0]), int(seqs[1]), int(seqs[2]), cursor, grid_cursor
 
 
 def plan_signature(raw_dir: Path) -> tuple[object, ...] | None:
