@@ -123,6 +123,9 @@ class Snapshots:
         self._read_at: tuple[object, ...] | None = None  # `ledger_signature` when last read
         self._unread: tuple[int, int] | None = None  # (tile, round) after which none read yet
         self._counts: dict[str, int] | None = None  # the ledger's counts, while some unread
+        # answers left after a read of several pages of units ends before raw_data is listed
+        # (1) and its stage files and the quality rows are read (0): each its own answer
+        self._settling = 0
         self._changed: set[Cell] = set()  # cells of units changed since the grid's update
         self._acquiring: set[str] = set()  # units acquiring at the grid's update
         self._alerts = AlertHistory()
@@ -159,10 +162,11 @@ class Snapshots:
         """`RunFacts.read`, from the parts kept between answers: the plan, raw_data's listing
         (only the dataset folders of units not recorded yet looked at) and the naming. While
         some units are not read yet, raw_data is not listed (20,000 names at 10,000 units):
-        which units are not recorded is not known yet, none is taken for acquiring."""
+        which units are not recorded is not known yet, none is taken for acquiring; nor in
+        the answer that read their last page (`_settling`)."""
         plan = self._plan()
         folders: dict[str, str] | None = None
-        if plan is not None and self._unread is not None:
+        if plan is not None and (self._unread is not None or self._settling > 1):
             folders = {}
         elif plan is not None:
             self._listing.read(plan)
@@ -224,8 +228,10 @@ class Snapshots:
             self._counts = None if unread is None else ledger.counts()
         finally:
             ledger.close()
+        if not fresh and self._unread is not None and unread is None:
+            self._settling = 2  # the last of several pages: raw_data, quality at the next asks
         if fresh:  # every unit: sums, grid and listing afresh
-            self._tally, self._grid, self._changed = Tally(), Grid(), set()
+            self._tally, self._grid, self._changed, self._settling = Tally(), Grid(), set(), 0
             self._listing, self._tiles = RawListing(), (0, {})
         else:  # a fresh grid computes every cell: only a kept one needs the changed cells
             self._changed.update((u.tile, u.round) for u in changed)
@@ -284,7 +290,8 @@ class Snapshots:
             )
             if self._counts is not None:
                 counted(report, self._counts)
-            listed = self._unread is None  # quality and raw_data: once every unit is read
+            # quality and raw_data's stage files: once every unit is read and raw_data listed
+            listed = self._unread is None and self._settling == 0
             if listed:
                 quality_path = state_dir(self.store) / QUALITY_DB
                 self._quality.read(quality_path, ledger_signature(quality_path))
@@ -309,13 +316,14 @@ class Snapshots:
                 "quality_changed_only": quality_changed_only,
                 "quality_more": cursor is not None,
                 "tiles_more": self._positions.more,
-                "units_more": self._unread is not None,
+                "units_more": self._unread is not None or self._settling > 0,
             }
             now = time.time()
             unit_name = self._naming()[0].unit_name
             # the latest unit done is not known until every unit is read: none claimed (the
             # first page of units read holds the lowest ids, not the latest units)
             last_done = tally.last_done() if self._unread is None else None
+            self._settling = max(0, self._settling - 1)
             return report | {
                 "now": now,
                 "quality": {"fields": PAGE_FIELDS, "rows": rows},

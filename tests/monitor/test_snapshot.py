@@ -676,7 +676,7 @@ def test_a_page_opened_on_a_large_run_gets_every_unit_as_it_asks(tmp_path, monke
                 assert claimed is not None
                 writer.fail(claimed, "late")
             writer.close()
-    assert units_answers == 3
+    assert units_answers == 5  # 4 pages of units, then raw_data listed, then quality rows
     assert len(kept["grid"]) == 3500 // 8 + 1
     monkeypatch.setattr("daemon.monitor.snapshot.UNITS_PER_ANSWER", 10**6)
     monkeypatch.setattr("daemon.monitor.grid.PAGE_CELLS", 10**6)
@@ -688,6 +688,34 @@ def test_a_page_opened_on_a_large_run_gets_every_unit_as_it_asks(tmp_path, monke
     assert kept["failed"]["tile0400/round0002"] == "late"
     assert kept["quality"] == every_row(whole)[0]
     assert len(kept["quality"]) == 2400
+
+
+def test_a_server_just_started_reads_quality_rows_two_answers_after_its_last_units(
+    tmp_path, monkeypatch
+):
+    """A server just started on a large run does not read its last page of units, list
+    raw_data (20,000 names at 10,000 units) and read a page of quality rows and 250 stage
+    files in one answer (the largest answer of all): raw_data is listed the answer after, the
+    quality rows are read the answer after that (`units_more` until then: the page asks at
+    once). A run whose units fit one page is answered whole at once."""
+    monkeypatch.setattr("daemon.monitor.qualityview.QualityLog", CountedQualityLog)
+    ledger_of(tmp_path, 2500)  # 1,000, 1,000 and 500 units
+    settings = Settings()
+    log = QualityLog(state_dir(settings.datastore_path(tmp_path)) / QUALITY_DB)
+    log.record([row for t in range(300) for row in quality_rows(t, 0, 400.0 + t)])
+    log.close()
+    snapshots = Snapshots(tmp_path, settings)
+    kept, read = None, []
+    while kept is None or more(kept):
+        CountedQualityLog.steps = 0
+        answer = snapshots.page(kept["since"] if kept else None)
+        read.append((CountedQualityLog.steps > 0, len(answer["quality"]["rows"]) > 0))
+        kept = merged(kept, answer)
+    assert read == [(False, False)] * 4 + [(True, True)]
+    assert len(kept["quality"]) == 600
+    one_page = tmp_path / "small"
+    ledger_of(one_page, 800)
+    assert not Snapshots(one_page, settings).page()["units_more"]
 
 
 @pytest.mark.timeout(60)
