@@ -9,8 +9,9 @@ times GET /api/state from the real web server (uvicorn serving the starlette app
 JSON encoding, the security middleware, over HTTP on loopback) and `status` (collect +
 render), the median of `--repeat`: the first answer of a server just started and all the
 answers its page asks one after another until it has every unit (a server just started
-reads them a page at a time, `units_more`), quality row and tile position (once), the first
-answer of a page opened, all the answers a page opened asks in the same way, and
+reads them a page at a time, `units_more`), grid cell (`grid_more`), quality row and tile
+position (once), the first answer of a page opened (a page of the grid), all the answers a
+page opened asks in the same way, and
 `?since=` the previous answer as the page asks each second, with a commit (a unit done and
 its quality rows recorded) before each (during a run) and without (after it). Code without
 `since` answers it whole, so the same command times both.

@@ -2,14 +2,14 @@
 
 `PageWatcher` does what an open page does while a run goes on: it asks the daemon's
 `/api/state?since=` (the previous answer's `since`) every second (at once while an answer
-says there are more units, quality rows or stage positions, `units_more`, `quality_more`,
-`tiles_more`: a page opened gets them a page at a time; those asks count as `?since=` ones),
-and every `WHOLE_EVERY_S` it opens the page afresh (the whole state) and runs `qi2lab-ingest
-status` as a person would (a new process: imports included). Each answer is timed on the
-client (HTTP on loopback, JSON included) with the number of units done it reports, so the
-figures at ~10,000 units come from a real run. Its asks are served by the daemon's own web
-thread: their CPU counts in the daemon's CPU per unit, as with the page open on the
-microscope PC.
+says there are more units, grid cells, quality rows or stage positions, `units_more`,
+`grid_more`, `quality_more`, `tiles_more`: a page opened gets them a page at a time; those
+asks count as `?since=` ones), and every `WHOLE_EVERY_S` it opens the page afresh (its first
+answer) and runs `qi2lab-ingest status` as a person would (a new process: imports included).
+Each answer is timed on the client (HTTP on loopback, JSON included) with the number of units
+done it reports, so the figures at ~10,000 units come from a real run. Its asks are served by
+the daemon's own web thread: their CPU counts in the daemon's CPU per unit, as with the page
+open on the microscope PC.
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ def free_address() -> str:
 
 
 def more(answer: dict[str, object]) -> bool:
-    """Whether a page asks again at once: the server has more units, quality rows or
-    positions."""
-    return bool(answer.get("units_more") or answer.get("quality_more") or answer.get("tiles_more"))
+    """Whether a page asks again at once: the server has more units, grid cells, quality rows
+    or positions."""
+    flags = ("units_more", "grid_more", "quality_more", "tiles_more")
+    return any(answer.get(flag) for flag in flags)
 
 
 @dataclass

@@ -50,11 +50,11 @@ RECENT_WRITE_S = 1.0  # a file written this recently may change again within its
 STALLED_AFTER_S = 600.0  # backlog waiting and no unit finished for this long: stalled
 
 
-# Units read for the first answer of a fresh read: a server started on a finished run of
-# 10,000 units answers its first page after reading 1,000 of them (the counts come from the
+# Units read for each answer of a fresh read: a server started on a finished run of 10,000
+# units answers its first page after reading 1,000 of them (the counts come from the
 # ledger's own, `Ledger.counts`); the page asks again at once while `units_more`, and each
-# next answer reads twice as many as the one before (1,000, 2,000, 4,000, ...: a page has
-# every unit after 4 answers, not 10, each with its own grid update, history and JSON).
+# next answer reads the next 1,000 (a page each: twice as many at each answer made the
+# fourth of 10,000 units read 4,000 and cost as much as the whole read).
 UNITS_PER_ANSWER = 1000
 STAGE_FILES_PER_ANSWER = 250  # stage-position CSVs read for one answer
 
@@ -122,8 +122,10 @@ class Snapshots:
         self._revision: int | None = None  # the ledger revision _tally is as of
         self._read_at: tuple[object, ...] | None = None  # `ledger_signature` when last read
         self._unread: tuple[int, int] | None = None  # (tile, round) after which none read yet
-        self._page_units = UNITS_PER_ANSWER  # units the next page of them reads
         self._counts: dict[str, int] | None = None  # the ledger's counts, while some unread
+        # answers left after a read of several pages of units ends before raw_data is listed
+        # (1) and its stage files and the quality rows are read (0): each its own answer
+        self._settling = 0
         self._changed: set[Cell] = set()  # cells of units changed since the grid's update
         self._acquiring: set[str] = set()  # units acquiring at the grid's update
         self._alerts = AlertHistory()
@@ -160,10 +162,11 @@ class Snapshots:
         """`RunFacts.read`, from the parts kept between answers: the plan, raw_data's listing
         (only the dataset folders of units not recorded yet looked at) and the naming. While
         some units are not read yet, raw_data is not listed (20,000 names at 10,000 units):
-        which units are not recorded is not known yet, none is taken for acquiring."""
+        which units are not recorded is not known yet, none is taken for acquiring; nor in
+        the answer that read their last page (`_settling`)."""
         plan = self._plan()
         folders: dict[str, str] | None = None
-        if plan is not None and self._unread is not None:
+        if plan is not None and (self._unread is not None or self._settling > 1):
             folders = {}
         elif plan is not None:
             self._listing.read(plan)
@@ -189,7 +192,7 @@ class Snapshots:
 
     def _read_ledger(self) -> None:
         """Take in the units changed since the last read, and the next page of the units not
-        read yet (UNITS_PER_ANSWER, then twice as many at each answer): none when the
+        read yet (UNITS_PER_ANSWER): none when the
         ledger's files did not change and every unit is read (the page asks every second, a
         finished run's ledger never changes); at the first read, from another file (the
         ledger replaced) or from a ledger from before revisions, every unit is to be read
@@ -215,20 +218,20 @@ class Snapshots:
             if revision is None:
                 changed, unread = ledger.units(), None
             elif fresh or self._revision is None:  # (`fresh` says the latter: for mypy)
-                self._page_units = UNITS_PER_ANSWER
-                changed, unread = ledger.units_after(None, self._page_units)
+                changed, unread = ledger.units_after(None, UNITS_PER_ANSWER)
             else:
                 changed, revision = ledger.changed_since(self._revision) or ([], revision)
                 unread = self._unread
             if not fresh and unread is not None:
-                self._page_units *= 2
-                page, unread = ledger.units_after(unread, self._page_units)
+                page, unread = ledger.units_after(unread, UNITS_PER_ANSWER)
                 changed = changed + page
             self._counts = None if unread is None else ledger.counts()
         finally:
             ledger.close()
+        if not fresh and self._unread is not None and unread is None:
+            self._settling = 2  # the last of several pages: raw_data, quality at the next asks
         if fresh:  # every unit: sums, grid and listing afresh
-            self._tally, self._grid, self._changed = Tally(), Grid(), set()
+            self._tally, self._grid, self._changed, self._settling = Tally(), Grid(), set(), 0
             self._listing.forget()
             self._tiles = (0, {})
         else:  # a fresh grid computes every cell: only a kept one needs the changed cells
@@ -268,8 +271,9 @@ class Snapshots:
         """Everything the page draws, as plain JSON-able data. Its `since` names this answer:
         given back (`?since=`), the next answer's grid holds only the cells changed since
         (`changed_only`) and its quality rows only those of the tiles changed since
-        (`quality_changed_only`), or the whole grid or every row when the page must draw
-        them afresh."""
+        (`quality_changed_only`), or the grid's and the rows' first page when the page must
+        draw them afresh; each then a page of tiles more at each answer while `grid_more`,
+        `quality_more` (`Grid.page_since`, `QualityView.rows_since`)."""
         if not ledger_path(self.store).is_file():
             return {"experiment": str(self.experiment), "datastore": None, "health": "no datastore"}
         with self._lock:  # one read: the report and the page's parts are the same moment
@@ -280,14 +284,15 @@ class Snapshots:
             recheck = self._changed | {unit_of(uid) for uid in acquiring | tally.running}
             update_grid(grid, tally, facts, recheck)
             self._changed, self._acquiring = set(), facts.acquiring
-            grid_seq, quality_seq, tiles_seq, cursor = _seqs_of(since, grid.epoch)
-            cells = grid.changed_since(grid_seq)
+            grid_seq, quality_seq, tiles_seq, cursor, grid_cursor = _seqs_of(since, grid.epoch)
+            cells, changed_only, grid_cursor = grid.page_since(grid_seq, grid_cursor)
             report = report_from(
                 tally, facts, self.experiment, self.settings, grid.as_json(facts.round_name, cells)
             )
             if self._counts is not None:
                 counted(report, self._counts)
-            listed = self._unread is None  # quality and raw_data: once every unit is read
+            # quality and raw_data's stage files: once every unit is read and raw_data listed
+            listed = self._unread is None and self._settling == 0
             if listed:
                 quality_path = state_dir(self.store) / QUALITY_DB
                 self._quality.read(quality_path, ledger_signature(quality_path))
@@ -298,25 +303,28 @@ class Snapshots:
             positions = as_stored(positions, self._quality.measured)
             if positions != self._tiles[1]:
                 self._tiles = (self._tiles[0] + 1, dict(positions))
-            if cells is None or tiles_seq != self._tiles[0]:  # not sent to that page yet
+            if not changed_only or tiles_seq != self._tiles[0]:  # not sent to that page yet
                 report["tiles"] = {
                     str(t): {"x": x, "y": y} for t, (x, y) in sorted(positions.items())
                 }
             quality_seq = self._quality.seq if listed else max(quality_seq, 0)
-            seqs = (grid.seq, quality_seq, self._tiles[0], "" if cursor is None else cursor)
+            cursors = ("" if c is None else c for c in (cursor, grid_cursor))
+            seqs = (grid.seq, quality_seq, self._tiles[0], *cursors)
             report |= {
                 "since": ".".join(map(str, (grid.epoch, *seqs))),
-                "changed_only": cells is not None,
+                "changed_only": changed_only,
+                "grid_more": grid_cursor is not None,
                 "quality_changed_only": quality_changed_only,
                 "quality_more": cursor is not None,
                 "tiles_more": self._positions.more,
-                "units_more": self._unread is not None,
+                "units_more": self._unread is not None or self._settling > 0,
             }
             now = time.time()
             unit_name = self._naming()[0].unit_name
             # the latest unit done is not known until every unit is read: none claimed (the
             # first page of units read holds the lowest ids, not the latest units)
             last_done = tally.last_done() if self._unread is None else None
+            self._settling = max(0, self._settling - 1)
             return report | {
                 "now": now,
                 "quality": {"fields": PAGE_FIELDS, "rows": rows},
@@ -344,21 +352,22 @@ def counted(report: dict[str, Any], counts: dict[str, int]) -> None:
     report["backlog"]["units"] = counts[UnitState.PENDING] + running
 
 
-def _seqs_of(since: str | None, epoch: str) -> tuple[int, int, int, int | None]:
+def _seqs_of(since: str | None, epoch: str) -> tuple[int, int, int, int | None, int | None]:
     """The grid's, the quality rows' and the tiles' positions' answer numbers in a page's
-    `since` (`epoch.grid_seq.quality_seq.tiles_seq.cursor`), -1 each when it is not one of
-    this server's (none, another server's, not numbers): that page gets the whole grid and
-    the positions and starts its quality rows again; and the tile from which that page still
-    lacks quality rows (None: none)."""
+    `since` (`epoch.grid_seq.quality_seq.tiles_seq.cursor.grid_cursor`), -1 each when it is
+    not one of this server's (none, another server's, not numbers): that page gets the grid
+    and the positions afresh and starts its quality rows again; and the tiles from which that
+    page still lacks quality rows and grid cells (None: none)."""
     given_epoch, *seqs = (since or "").split(".")
     if (
         given_epoch != epoch
-        or len(seqs) != 4
+        or len(seqs) != 5
         or not all(s.isdigit() for s in seqs[:3])
-        or not (seqs[3].isdigit() or seqs[3] == "")
+        or not all(s.isdigit() or s == "" for s in seqs[3:])
     ):
-        return -1, -1, -1, None
-    return int(seqs[0]), int(seqs[1]), int(seqs[2]), int(seqs[3]) if seqs[3] else None
+        return -1, -1, -1, None, None
+    cursor, grid_cursor = (int(s) if s else None for s in seqs[3:])
+    return int(seqs[0]), int(seqs[1]), int(seqs[2]), cursor, grid_cursor
 
 
 def plan_signature(raw_dir: Path) -> tuple[object, ...] | None:

@@ -343,11 +343,11 @@ def test_a_page_opened_on_more_units_than_one_answer_reads_shows_them_all(
     tmp_path: Path,
 ) -> None:
     """A server just started on a large run reads its units a page at a time (`units_more`),
-    its counts whole from the first answer: the page asks again at once until it has every
-    unit, so its tile maps show each unit's state and every failure is listed, as the
-    ledger holds them."""
+    its counts whole from the first answer, and sends the grid a page of tiles at a time
+    (`grid_more`): the page asks again at once until it has every unit and cell, so its tile
+    maps show each unit's state and every failure is listed, as the ledger holds them."""
     experiment = tmp_path / "exp"
-    ledger_of(experiment, 312 * 8)  # two answers' worth of units (1,000, then 2,000)
+    ledger_of(experiment, 312 * 8)  # three answers' worth of units, three pages of the grid
     expected = {
         (u.tile, u.round): u.state for u in ledger_units(Settings().datastore_path(experiment))
     }

@@ -248,6 +248,12 @@ def named_rows(answer: dict) -> list[dict]:
 
 # differ between reads
 MOMENT = ("now", "seconds_since_last_unit", "since", "changed_only", "quality_changed_only")
+MORE = ("units_more", "grid_more", "quality_more", "tiles_more")  # the page asks again at once
+
+
+def more(answer: dict) -> bool:
+    """Whether the page asks again at once after `answer` (its `poll`)."""
+    return any(answer.get(flag) for flag in MORE)
 
 
 def test_answers_since_the_last_one_add_up_to_the_whole_state(tmp_path):
@@ -398,7 +404,7 @@ def every_row(snapshots: Snapshots) -> tuple[list[dict], int]:
     """The rows of a page opened afresh once it asked for them all (its units too), and its
     answers."""
     kept, answers = None, 0
-    while kept is None or kept["quality_more"] or kept["units_more"]:
+    while kept is None or more(kept):
         kept = merged(kept, snapshots.page(kept["since"] if kept else None))
         answers += 1
     return kept["quality"], answers
@@ -653,14 +659,14 @@ def test_a_page_opened_on_a_large_run_gets_every_unit_as_it_asks(tmp_path, monke
     them all, it shows what a server that read every unit at once shows (the grid, counts,
     failures, events, history, quality rows), also when a unit changed between two of its
     answers."""
-    ledger_of(tmp_path, 3500)  # read 1,000 then 2,000 then the last 500
+    ledger_of(tmp_path, 3500)  # read 1,000 at a time, then the last 500
     settings = Settings()
     log = QualityLog(state_dir(settings.datastore_path(tmp_path)) / QUALITY_DB)
     log.record([row for t in range(1200) for row in quality_rows(t, 0, 400.0 + t)])
     log.close()
     paged = Snapshots(tmp_path, settings)
     kept, units_answers = None, 0
-    while kept is None or kept.get("units_more") or kept["quality_more"]:
+    while kept is None or more(kept):
         kept = merged(kept, paged.page(kept["since"] if kept else None))
         units_answers += 1 if kept.get("units_more") else 0
         if units_answers == 1:  # a unit already read and one not read yet fail meanwhile
@@ -670,17 +676,46 @@ def test_a_page_opened_on_a_large_run_gets_every_unit_as_it_asks(tmp_path, monke
                 assert claimed is not None
                 writer.fail(claimed, "late")
             writer.close()
-    assert units_answers == 2
+    assert units_answers == 5  # 4 pages of units, then raw_data listed, then quality rows
     assert len(kept["grid"]) == 3500 // 8 + 1
     monkeypatch.setattr("daemon.monitor.snapshot.UNITS_PER_ANSWER", 10**6)
+    monkeypatch.setattr("daemon.monitor.grid.PAGE_CELLS", 10**6)
     whole = Snapshots(tmp_path, settings)
     answer = whole.page()
-    assert not answer["units_more"]
+    assert not answer["units_more"] and not answer["grid_more"]
     shown = ("grid", "units", "failed", "backlog", "events", "failures", "history", "health")
     assert {k: kept[k] for k in shown} == {k: answer[k] for k in shown}
     assert kept["failed"]["tile0400/round0002"] == "late"
     assert kept["quality"] == every_row(whole)[0]
     assert len(kept["quality"]) == 2400
+
+
+def test_a_server_just_started_reads_quality_rows_two_answers_after_its_last_units(
+    tmp_path, monkeypatch
+):
+    """A server just started on a large run does not read its last page of units, list
+    raw_data (20,000 names at 10,000 units) and read a page of quality rows and 250 stage
+    files in one answer (the largest answer of all): raw_data is listed the answer after, the
+    quality rows are read the answer after that (`units_more` until then: the page asks at
+    once). A run whose units fit one page is answered whole at once."""
+    monkeypatch.setattr("daemon.monitor.qualityview.QualityLog", CountedQualityLog)
+    ledger_of(tmp_path, 2500)  # 1,000, 1,000 and 500 units
+    settings = Settings()
+    log = QualityLog(state_dir(settings.datastore_path(tmp_path)) / QUALITY_DB)
+    log.record([row for t in range(300) for row in quality_rows(t, 0, 400.0 + t)])
+    log.close()
+    snapshots = Snapshots(tmp_path, settings)
+    kept, read = None, []
+    while kept is None or more(kept):
+        CountedQualityLog.steps = 0
+        answer = snapshots.page(kept["since"] if kept else None)
+        read.append((CountedQualityLog.steps > 0, len(answer["quality"]["rows"]) > 0))
+        kept = merged(kept, answer)
+    assert read == [(False, False)] * 4 + [(True, True)]
+    assert len(kept["quality"]) == 600
+    one_page = tmp_path / "small"
+    ledger_of(one_page, 800)
+    assert not Snapshots(one_page, settings).page()["units_more"]
 
 
 @pytest.mark.timeout(60)
@@ -693,3 +728,44 @@ def test_a_ledger_moved_away_while_its_units_are_read_a_page_at_a_time_is_done_w
     assert snapshots.page()["units_more"]
     shutil.move(Settings().datastore_path(tmp_path), tmp_path / "elsewhere")
     assert len(snapshots.units()) == 1000
+
+
+def test_no_answer_of_a_page_opened_on_a_large_run_carries_the_whole_grid(tmp_path):
+    """A page opened on a run of 10,000 units is not sent its 10,000 cells in one answer (half
+    the time and bytes of that answer): each answer, from a server just started as from one
+    that read every unit, carries about a page of tiles' cells (`grid_more`: the page asks
+    again at once), as many in a run of 2,000 units as in one of 8,000; once the page has
+    them all, its grid is the whole grid (`status`'s), also when units changed between its
+    answers."""
+    settings = Settings()
+
+    def cells_of_each_answer(units: int) -> tuple[int, int, list[bool]]:
+        """The most cells in one answer, the answers of the page opened last, and whether
+        each page ended with the whole grid after a cell changed while it was paged."""
+        experiment = tmp_path / f"run{units}"
+        ledger_of(experiment, units)
+        snapshots = Snapshots(experiment, settings)
+        most, whole = [], []
+        for _ in range(2):  # a server just started, then a page opened on it
+            kept, answers, changed = None, 0, False
+            while kept is None or more(kept):
+                answer = snapshots.page(kept["since"] if kept else None)
+                most.append(sum(map(len, answer["grid"].values())))
+                kept, answers = merged(kept, answer), answers + 1
+                if kept.get("grid_more") and not changed:  # a cell sent and one not yet change
+                    writer = Ledger(ledger_path(settings.datastore_path(experiment)))
+                    for uid in (unit_id(0, 1), unit_id(units // 8 - 1, 2)):
+                        writer.fail(writer.get(uid), "late")
+                    writer.close()
+                    changed = True
+            grid = collect(experiment, settings)["grid"]
+            whole.append(changed and kept["grid"] == grid and list(kept["grid"]) == list(grid))
+        return max(most), answers, whole
+
+    (small, _, small_whole), (large, answers, large_whole) = (
+        cells_of_each_answer(2000),
+        cells_of_each_answer(8000),
+    )
+    assert large <= 1.2 * small, (small, large)
+    assert small_whole == large_whole == [True, True]  # tile order too, as a whole grid
+    assert answers >= 8000 // 1000

@@ -428,9 +428,11 @@ function draw(state) {
 // Quality rows come a page of tiles at a time, and the tiles' positions a few hundred more
 // at a time: while the server has more (`quality_more`, `tiles_more`) the page asks again
 // at once, and each answer adds the next tiles' rows (and all the positions read so far).
-// A server just started on a large run reads its units a page at a time too (`units_more`):
-// the page asks again at once, and each answer brings the grid's cells of the units read
-// since (the counts are whole from the first answer).
+// The grid comes a page of tiles at a time too (`grid_more`): the first answer holds the first
+// tiles' cells, each next one the cells changed since and the next tiles'. A server just
+// started on a large run reads its units a page at a time too (`units_more`): the page asks
+// again at once, and each answer brings the grid's cells of the units read since (the counts
+// are whole from the first answer).
 async function fetchState() {
   const response = await fetch(url("api/state", last && last.since ? { since: last.since } : {}));
   if (!response.ok) return null;
@@ -473,7 +475,7 @@ async function poll() {
   } catch (err) {
     document.getElementById("health").textContent = "no connection";
   }
-  setTimeout(poll, last && (last.units_more || last.quality_more || last.tiles_more) ? 0 : POLL_MS);
+  setTimeout(poll, last && (last.units_more || last.grid_more || last.quality_more || last.tiles_more) ? 0 : POLL_MS);
 }
 
 // A run page of a data root (/exp/<name>/): a link back to the list of every experiment.
