@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from api_scale import commit
+from pagetimes import more
 
 from daemon.config import Settings, WatchSettings
 from daemon.datastore.statedir import ledger_path, state_dir
@@ -40,9 +41,10 @@ OBSERVERS = {"watched (inotify)": "inotify", "listed again (polling observer)": 
 
 
 def caught_up(snapshots: Snapshots) -> dict[str, Any]:
-    """The page's answers asked until it has every unit, quality row and position."""
+    """The page's answers asked until it has every unit, grid cell, quality row and position
+    (as the page asks again at once: `pagetimes.more`)."""
     answer = snapshots.page(None)
-    while answer.get("units_more") or answer["quality_more"] or answer["tiles_more"]:
+    while more(answer):
         answer = snapshots.page(answer["since"])
     return answer
 
