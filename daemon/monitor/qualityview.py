@@ -43,9 +43,11 @@ PAGE_QUALITY_FIELDS = (
 # What each row the page is sent holds, in order: the above and two derived from its tile.
 PAGE_FIELDS = (*PAGE_QUALITY_FIELDS, "fiducial_shift_um", "is_reference")
 # Rows sent in one answer to a page that lacks them (whole tiles, so a tile's more): a page
-# opened on 10,000 units gets its ~30,000 rows in ~15 answers asked one after another, each
-# encoded and parsed in a few ms, instead of one answer of 3 MB (~0.15 s to parse alone).
-PAGE_ROWS = 2000
+# opened on 10,000 units gets its ~30,000 rows in ~30 answers asked one after another, each
+# ~120 kB encoded and parsed in a few ms, instead of one answer of 3 MB (~0.15 s to parse
+# alone); as many as the grid's cells and the units read per answer (PAGE_CELLS,
+# UNITS_PER_ANSWER), so no part of an answer outweighs the others.
+PAGE_ROWS = 1000
 # A row as kept and sent: a tuple, which Python's garbage collector stops tracking (its values
 # are numbers and strings), so the 30,000 rows of a large run do not lengthen every full
 # collection of the daemon's heap (a pause of every thread, the workers' included).

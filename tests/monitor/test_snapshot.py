@@ -421,7 +421,9 @@ def test_a_page_opened_on_many_quality_rows_gets_them_a_page_of_tiles_at_a_time(
     ledger = Ledger(ledger_path(store))
     ledger.observe(0, 0, "r0001_tile0000_1", "f")
     log = QualityLog(state_dir(store) / QUALITY_DB)
-    log.record([row for t in range(2500) for row in quality_rows(t, 1, 400.0)])  # 5,000 rows
+    half = PAGE_ROWS // 2  # tiles of one page: two rows each
+    run_tiles = 5 * half - 2  # the last page short of PAGE_ROWS with its two new rows
+    log.record([row for t in range(run_tiles) for row in quality_rows(t, 1, 400.0)])
 
     following = Snapshots(tmp_path, settings)
     kept = None
@@ -432,10 +434,16 @@ def test_a_page_opened_on_many_quality_rows_gets_them_a_page_of_tiles_at_a_time(
         sent.append((answer["quality_changed_only"], tiles[0], tiles[-1], len(tiles)))
         kept = merged(kept, answer)
         if len(sent) == 1:  # measured meanwhile: a tile already sent, one not yet
-            log.record(quality_rows(3, 0, 800.0) + quality_rows(2400, 0, 800.0))
-    assert sent == [(False, 0, 999, 2000), (True, 3, 1999, 2004), (True, 2000, 2499, 1002)]
+            log.record(quality_rows(3, 0, 800.0) + quality_rows(run_tiles - 100, 0, 800.0))
+    assert sent == [
+        (False, 0, half - 1, PAGE_ROWS),
+        (True, 3, 2 * half - 1, PAGE_ROWS + 4),  # tile 3 again, with its two new rows
+        *[(True, k * half, (k + 1) * half - 1, PAGE_ROWS) for k in (2, 3)],
+        (True, 4 * half, run_tiles - 1, PAGE_ROWS - 2),
+    ]
     assert kept["quality"] == every_row(Snapshots(tmp_path, settings))[0]
-    assert every_row(following) == (kept["quality"], 3)  # another page opened on this server
+    # another page opened on this server: the same rows in as many answers
+    assert every_row(following) == (kept["quality"], len(sent))
     log.close()
     ledger.close()
 
