@@ -36,6 +36,7 @@ from daemon.alerts.rules import (
     run_complete,
     stall_after_s,
 )
+from daemon.alerts.rununits import RunUnits
 from daemon.config import AlertSettings, ConfigError, Settings, experiment_settings
 from daemon.datastore.statedir import ledger_path, lock_path, state_dir
 from daemon.events import Event
@@ -43,7 +44,7 @@ from daemon.ingest.ledger import unit_of
 from daemon.layouts import reader
 from daemon.logs import get_logger
 from daemon.monitor.overview import experiments as root_experiments
-from daemon.monitor.snapshot import Snapshots, ledger_signature
+from daemon.monitor.snapshot import ledger_signature
 from daemon.monitor.status import being_written, daemon_pid, readable_plan
 from daemon.products.alertlog import AlertLog, alert_log_path
 from daemon.products.qualitylog import QUALITY_DB
@@ -83,7 +84,7 @@ class Watched:
 
     experiment: Path
     settings: Settings
-    snapshots: Snapshots
+    units: RunUnits
     log: AlertLog
     unit_name: UnitName
     quality: QualityRows
@@ -283,10 +284,9 @@ def _watch(experiment: Path, settings: Settings) -> Watched:
     names.close()  # opened read-only: only its naming is used
     log = AlertLog(alert_log_path(store))
     quality = QualityRows(state_dir(store) / QUALITY_DB)
-    snapshots = Snapshots(experiment, settings)
-    watched = Watched(experiment, settings, snapshots, log, names.unit_name, quality)
-    units = watched.snapshots.units()
-    after = stall_after_s(units, settings.alerts)
+    units = RunUnits(ledger_path(store))
+    watched = Watched(experiment, settings, units, log, names.unit_name, quality)
+    after = stall_after_s(units.units(), settings.alerts)
     for alert in log.open_alerts():  # a restart: a dataset stuck before it is stuck still
         if alert.rule == "stall" and alert.key != "stall":
             watched.incomplete_since[alert.subject] = alert.started_at - after
@@ -296,10 +296,10 @@ def _watch(experiment: Path, settings: Settings) -> Watched:
 def _view(watched: Watched, now: float) -> RunView:
     """What the rules look at now, read from the experiment's files."""
     settings = watched.settings
-    units = watched.snapshots.units()
+    units = watched.units.units()
     raw_dir = watched.experiment / RAW_DATA
     plan = readable_plan(raw_dir, settings)
-    written = being_written(raw_dir, plan, {u.unit_id for u in units})
+    written = being_written(raw_dir, plan, watched.units.recorded())
     datasets = set()
     if plan is not None:
         for uid in written:
@@ -315,7 +315,7 @@ def _view(watched: Watched, now: float) -> RunView:
         units=units,
         expected=plan.num_tiles * plan.num_rounds if plan is not None else None,
         incomplete=dict(since),
-        backlog=[(p["t"], int(p["backlog"])) for p in watched.snapshots.history()],
+        backlog=watched.units.backlog(),
         quality=watched.quality.rows(),
         disks=_disks(watched, now),
         unit_name=watched.unit_name,

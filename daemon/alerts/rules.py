@@ -15,10 +15,9 @@ import math
 import statistics
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from daemon.config import AlertSettings
-from daemon.ingest.ledger import UnitRecord
 from daemon.states import UnitState
 
 UnitName = Callable[[int, int], str]  # (tile, datastore round) -> the datastore's unit name
@@ -67,6 +66,26 @@ JUDGED = (
 SHIFT_COLUMNS = ("shift_z_um", "shift_y_um", "shift_x_um")
 
 
+class RuledUnit(Protocol):
+    """What the rules read of a unit: a ledger record (`UnitRecord`) has it, and so has the
+    alert thread's compact copy of one (`rununits.UnitFacts`)."""
+
+    @property
+    def tile(self) -> int: ...
+    @property
+    def round(self) -> int: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def dataset(self) -> str: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def seen_at(self) -> float: ...
+    @property
+    def environmental(self) -> bool: ...
+
+
 @dataclass(frozen=True)
 class Condition:
     """Something wrong now: `key` (ALERTS-DESIGN.md's scheme) names the condition, `rule`
@@ -88,7 +107,7 @@ class DiskSamples:
     samples: Sequence[tuple[float, int]]
 
 
-def unit_failed(units: Sequence[UnitRecord], unit_name: UnitName) -> list[Condition]:
+def unit_failed(units: Sequence[RuledUnit], unit_name: UnitName) -> list[Condition]:
     """A condition per failed unit, naming its dataset and the reason."""
     return [
         Condition(
@@ -103,14 +122,14 @@ def unit_failed(units: Sequence[UnitRecord], unit_name: UnitName) -> list[Condit
     ]
 
 
-def median_interval_s(units: Sequence[UnitRecord]) -> float | None:
+def median_interval_s(units: Sequence[RuledUnit]) -> float | None:
     """The median time between two datasets' arrivals so far; None before two arrived."""
     seen = sorted(u.seen_at for u in units)
     intervals = [b - a for a, b in itertools.pairwise(seen)]
     return statistics.median(intervals) if intervals else None
 
 
-def stall_after_s(units: Sequence[UnitRecord], settings: AlertSettings) -> float:
+def stall_after_s(units: Sequence[RuledUnit], settings: AlertSettings) -> float:
     """How long without a new dataset is a stall: stall_factor x the median interval so far,
     and at least stall_min_s (only the latter before two datasets arrived)."""
     interval = median_interval_s(units)
@@ -119,7 +138,7 @@ def stall_after_s(units: Sequence[UnitRecord], settings: AlertSettings) -> float
 
 
 def stall(
-    units: Sequence[UnitRecord],
+    units: Sequence[RuledUnit],
     expected: int | None,
     incomplete: Mapping[str, float],
     now: float,
@@ -319,7 +338,7 @@ def _scale(value: float, ratio: bool) -> float:
     return math.log10(value) if value > 0 else -12.0
 
 
-def run_complete(units: Sequence[UnitRecord], expected: int | None) -> list[Condition]:
+def run_complete(units: Sequence[RuledUnit], expected: int | None) -> list[Condition]:
     """Every unit of the plan is settled (converted, or failed for good): said once, as an
     alert that starts and clears at once (the evaluator raises it once per run). A run with
     failed units completes too: its report is what names them."""
@@ -341,7 +360,7 @@ class RunView:
     """What the rules look at for one experiment at one moment (built by the alert thread)."""
 
     now: float
-    units: Sequence[UnitRecord]
+    units: Sequence[RuledUnit]
     expected: int | None  # the plan's units; None without a readable plan
     incomplete: Mapping[str, float]  # datasets being written -> since when
     backlog: Sequence[tuple[float, int]]  # (time, units waiting or converting), oldest first

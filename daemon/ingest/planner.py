@@ -38,7 +38,7 @@ from daemon.layouts.base import Layout
 from daemon.logs import get_logger
 from daemon.raw.errors import DatasetError, MetadataError, NotReadyError, RawDataError
 from daemon.raw.experiment import METADATA_FILES, Plan, load_plan
-from daemon.raw.ndtiff import RawDataset, check_dataset, dataset_fingerprint
+from daemon.raw.ndtiff import RawDataset, check_dataset, dataset_fingerprint, files_signature
 from daemon.states import UnitState
 
 STAGE_SUFFIX = "_stage_positions.csv"
@@ -58,7 +58,7 @@ class Planner:
         self._ledger = ledger
         self._settings = settings
         self._said: set[str] = set()  # one log line per ignored entry or repeated problem
-        self._recorded: dict[str, tuple] = {}  # dataset -> file signature the ledger holds
+        self._recorded: dict[str, bytes] = {}  # dataset -> `files_signature` the ledger holds
         self._plan_files: tuple = ()  # metadata file signature the plan was read from
         self._example: Path | None = None  # a complete dataset to write the calibrations from
         self._psf: PsfJob | None = None  # the theoretical PSFs, computed in the background
@@ -149,7 +149,7 @@ class Planner:
     def _judge(self, name: str, raw_round: int, tile: int) -> None:
         assert self.plan is not None
         path = self.raw_dir / name
-        signature = _signature(path)
+        signature = files_signature(path)
         if self._recorded.get(name) == signature:
             return  # unchanged since the ledger took it in: a rescan costs a few stats
         uid = unit_id(tile, raw_round - 1)
@@ -385,13 +385,3 @@ def _stamp(raw_dir: Path) -> tuple[tuple[str, int, int], ...]:
 def _plain_name(name: str) -> bool:
     """Whether `name` can only ever be one component of a file name (no separator, no `..`)."""
     return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
-
-
-def _signature(path: Path) -> tuple[tuple[str, int, int], ...]:
-    """Names, sizes and mtimes of a dataset's files: changes whenever the writer touches it."""
-    try:
-        with os.scandir(path) as entries:
-            stats = [(e.name, e.stat(follow_symlinks=False)) for e in entries]
-    except OSError:
-        return ()
-    return tuple(sorted((name, st.st_size, st.st_mtime_ns) for name, st in stats))

@@ -62,28 +62,54 @@ def image_dir(root: Path, name: str) -> Path:
 class ValueCounts:
     """How many of an image's tile pixels hold each uint16 value, for its display window,
     with a running sum per block of `_BLOCK` values: a percentile is found in two cumulative
-    sums of 256 bins, not one of 65,536 (a fifth of a small tile's placing)."""
+    sums of 256 bins, not one of 65,536 (a fifth of a small tile's placing). The counts reach
+    only as far as the block of the highest value counted (a 12-bit camera's: 32 kB, not the
+    512 kB of every uint16 value, kept per image for the whole run)."""
 
     def __init__(self, counts: np.ndarray | None = None) -> None:
-        self.counts = np.zeros(_BINS, np.int64) if counts is None else counts.astype(np.int64)
-        self.blocks = self.counts.reshape(-1, _BLOCK).sum(axis=1)
+        self.counts = np.zeros(0, np.int64)
+        self.blocks = np.zeros(0, np.int64)
+        if counts is not None:
+            self._add_counts(counts)
 
     def add(self, values: np.ndarray) -> None:
         """Count `values` (uint16): a small tile in place (`np.add.at`), a large one through
-        `np.bincount` of all the bins."""
+        `np.bincount` of the bins up to its highest value."""
         flat = values.ravel()
+        if not flat.size:
+            return
         if flat.size < _BINS // 16:
+            self._reach(int(flat.max()))
             np.add.at(self.counts, flat, 1)
             np.add.at(self.blocks, flat // _BLOCK, 1)
         else:
-            added = np.bincount(flat, minlength=_BINS)
-            self.counts += added
-            self.blocks += added.reshape(-1, _BLOCK).sum(axis=1)
+            self._add_counts(np.bincount(flat))
+
+    def _add_counts(self, added: np.ndarray) -> None:
+        """Add counts per value (value i at index i; trailing zeros need not be there)."""
+        top = int(np.flatnonzero(added)[-1]) if added.any() else 0
+        self._reach(top)
+        added = added[: top + 1]
+        self.counts[: added.size] += added
+        padded = np.zeros(-(-added.size // _BLOCK) * _BLOCK, np.int64)
+        padded[: added.size] = added
+        self.blocks[: padded.size // _BLOCK] += padded.reshape(-1, _BLOCK).sum(axis=1)
+
+    def _reach(self, value: int) -> None:
+        """Grow the counts to the end of `value`'s block (at least one block)."""
+        size = (value // _BLOCK + 1) * _BLOCK
+        if size > self.counts.size:
+            self.counts = np.concatenate([self.counts, np.zeros(size - self.counts.size, np.int64)])
+            self.blocks = np.concatenate(
+                [self.blocks, np.zeros(size // _BLOCK - self.blocks.size, np.int64)]
+            )
 
     def window(self) -> tuple[int, int]:
         """(start, end) of the display window: the CONTRAST_PERCENTILES of the counted pixels,
         zeros (the canvas no tile covers) left out (numpy's `inverted_cdf`: the first value
         whose cumulative count reaches the rank); end is at least start + 1."""
+        if not self.blocks.size:
+            return 0, 1
         blocks = self.blocks.copy()
         blocks[0] -= self.counts[0]
         cumulative = np.cumsum(blocks)

@@ -82,6 +82,21 @@ def check_dataset(
     return _inspect(path, channels, num_z, shape_yx).status
 
 
+def files_signature(path: Path) -> bytes:
+    """A 16-byte digest of the names, sizes and mtimes of a dataset folder's files: changes
+    whenever the writer touches it (b"" when the folder cannot be listed). The planner keeps
+    one per dataset for the whole run: 49 bytes, where the tuple it digests took ~500."""
+    try:
+        with os.scandir(path) as entries:
+            stats = sorted((e.name, e.stat(follow_symlinks=False)) for e in entries)
+    except OSError:
+        return b""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, st in stats:  # a name holds no NUL: the fields cannot run into each other
+        digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    return digest.digest()
+
+
 def dataset_fingerprint(path: Path) -> str:
     """A cheap identity of a dataset's current bytes: hash of the index, stack names and sizes."""
     digest = hashlib.sha256()
