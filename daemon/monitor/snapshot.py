@@ -267,17 +267,23 @@ class Snapshots:
         finally:
             log.close()
 
-    def page(self, since: str | None = None) -> dict[str, Any]:
+    def page(self, since: str | None = None, whole: bool = False) -> dict[str, Any]:
         """Everything the page draws, as plain JSON-able data. Its `since` names this answer:
         given back (`?since=`), the next answer's grid holds only the cells changed since
         (`changed_only`) and its quality rows only those of the tiles changed since
         (`quality_changed_only`), or the grid's and the rows' first page when the page must
         draw them afresh; each then a page of tiles more at each answer while `grid_more`,
-        `quality_more` (`Grid.page_since`, `QualityView.rows_since`)."""
+        `quality_more` (`Grid.page_since`, `QualityView.rows_since`). `whole`: every unit
+        read, raw_data listed and every cell in one answer, for a reader that draws the run
+        at once (the run report), not for the page, whose answers stay bounded."""
         if not ledger_path(self.store).is_file():
             return {"experiment": str(self.experiment), "datastore": None, "health": "no datastore"}
         with self._lock:  # one read: the report and the page's parts are the same moment
-            self._read_ledger()
+            if whole:
+                self._read_every_unit()
+                self._settling = 0
+            else:
+                self._read_ledger()
             tally, grid = self._tally, self._grid
             facts = self._facts(tally.units)
             acquiring = facts.acquiring | self._acquiring
@@ -285,7 +291,9 @@ class Snapshots:
             update_grid(grid, tally, facts, recheck)
             self._changed, self._acquiring = set(), facts.acquiring
             grid_seq, quality_seq, tiles_seq, cursor, grid_cursor = _seqs_of(since, grid.epoch)
-            cells, changed_only, grid_cursor = grid.page_since(grid_seq, grid_cursor)
+            cells, changed_only, grid_cursor = (
+                (None, False, None) if whole else grid.page_since(grid_seq, grid_cursor)
+            )
             report = report_from(
                 tally, facts, self.experiment, self.settings, grid.as_json(facts.round_name, cells)
             )

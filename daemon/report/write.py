@@ -27,8 +27,8 @@ def write_report(experiment: Path, settings: Settings) -> Path:
     """
     open_ledger(experiment, settings).close()  # no datastore: said before anything is written
     snapshots = Snapshots(experiment, settings)
-    units = snapshots.units()  # every unit read first: a page's first answer holds a page
-    status = snapshots.page()
+    units = snapshots.units()
+    status = snapshots.page(whole=True)  # a page's answers hold a page of units, of cells
     quality = snapshots.quality()
     facts = RunFacts(
         experiment=experiment,
