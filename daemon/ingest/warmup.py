@@ -5,7 +5,9 @@ spline shift, scikit-image's phase correlation: ~0.3 s of a core together), so `
 `ingest`'s start and the page do without them. A watching daemon is idle until the
 microscope finishes a dataset; importing them then takes that cost out of the first unit
 after a cold start, whose latency the lab sees. Only when idle: never beside a unit, so it
-takes no core from one.
+takes no core from one. A process that never idles (`ingest`, a daemon started on a
+backlog) imports them in a thread beside its first units instead (`UnitConverter`), so no
+worker holds up its unit for them.
 
 Then a daemon of one experiment freezes what start-up made (modules, classes, functions:
 ~80,000 objects, none of them ever garbage) out of the cyclic collector's sight (`gc.freeze`,
