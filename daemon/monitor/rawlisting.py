@@ -20,6 +20,7 @@ import os
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,11 +79,15 @@ class Watches:
         self._lock = threading.Lock()  # listings are read from several threads
         self._inotify: INotify | None = None  # opened at the first watch
         self._pending: dict[int, list[Pending]] = {}  # by watch descriptor
+        # watches to stop, left by a `remove` that found the lock held: the garbage collector
+        # finalizes a dropped watch in whichever thread it runs, maybe one holding the lock
+        self._stopping: deque[tuple[int, Pending]] = deque()
 
     def add(self, folder: Path) -> tuple[int, Pending]:
         """A watch on the folder's names (not its subfolders'); OSError: none can be had
         (inotify's per-user limits reached, the folder gone)."""
         with self._lock:
+            self._stop_left()
             if self._inotify is None:
                 self._inotify = INotify(nonblocking=True)
             descriptor = self._inotify.add_watch(folder, WATCHED)
@@ -94,6 +99,7 @@ class Watches:
         """A watch's changes since they were last taken (None: it lost track), after
         sorting the events queued so far to their watches (an overflow to every one)."""
         with self._lock:
+            self._stop_left()
             assert self._inotify is not None  # a watch was added
             for event in self._inotify.read(timeout=0):
                 if event.wd < 0:
@@ -106,13 +112,24 @@ class Watches:
             return None if pending.lost else names
 
     def remove(self, descriptor: int, pending: Pending) -> None:
-        """Stop the watch (the folder's, when no other listing follows it)."""
-        with self._lock:
+        """Stop the watch (the folder's, when no other listing follows it): now, or when the
+        lock is next taken if it is held (never waited for: the holder may be this thread)."""
+        self._stopping.append((descriptor, pending))
+        if self._lock.acquire(blocking=False):
+            try:
+                self._stop_left()
+            finally:
+                self._lock.release()
+
+    def _stop_left(self) -> None:
+        """Stop the watches `remove` left (the lock held)."""
+        while self._stopping:
+            descriptor, pending = self._stopping.popleft()
             held = self._pending.get(descriptor, [])
             if pending in held:
                 held.remove(pending)
             if held or self._inotify is None:
-                return
+                continue
             del self._pending[descriptor]
             with contextlib.suppress(OSError):  # gone with its folder already
                 self._inotify.rm_watch(descriptor)

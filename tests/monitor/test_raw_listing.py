@@ -7,6 +7,8 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -334,3 +336,44 @@ def test_the_listings_share_one_inotify_instance_and_stop_their_watch_when_dropp
     page.page()
     assert inotify_held() == (instances, watches)
     writer.close()
+
+
+# A listing's watch dropped in a reference cycle is stopped by the garbage collector, which
+# runs in whichever thread allocates when it is due: here inside another listing's read,
+# collections made due at each of its first allocations in turn.
+COLLECTED_DURING_A_READ = """
+import faulthandler, gc, sys
+from pathlib import Path
+from daemon.monitor.rawlisting import NameWatch
+
+folder = Path(sys.argv[1])
+read = NameWatch(folder)
+faulthandler.dump_traceback_later(20, exit=True)
+for due in range(1, 40):
+    (folder / f"sim_r0001_tile0000_{due}").mkdir()
+    gc.disable()
+    gc.collect()
+    dropped = NameWatch(folder)
+    cycle = [dropped]
+    cycle.append(cycle)
+    del dropped, cycle
+    gc.set_threshold(gc.get_count()[0] + due)
+    gc.enable()
+    assert read.changes() is not None
+print("read")
+"""
+
+
+def test_a_watch_dropped_in_a_reference_cycle_and_collected_during_a_read_stops(
+    tmp_path: Path,
+) -> None:
+    """A page's `Snapshots` dropped in a reference cycle (an exception's traceback holding
+    it) is collected whenever the collector next runs, maybe within another page's read of
+    the shared watches: its watch stops there, and that read (and every page) goes on."""
+    run = subprocess.run(
+        [sys.executable, "-c", COLLECTED_DURING_A_READ, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (run.returncode, run.stdout.strip()) == (0, "read"), run.stderr
