@@ -176,8 +176,9 @@ class RawListing:
 
     def read(self, plan: Plan) -> None:
         """Take in raw_data's changes since the last read: from the watch while it follows
-        the same folder, else by listing it again if it changed (one changed in the last
-        second: at every read, a time may not tick between two changes close together)."""
+        the same folder and its events account for its time moving, else by listing it
+        again if it changed (one changed in the last second: at every read, a time may not
+        tick between two changes close together)."""
         try:
             found = os.stat(plan.raw_dir)
         except OSError:
@@ -186,9 +187,13 @@ class RawListing:
         if self._watch is not None:
             followed = self._read_at is not None and self._read_at[::2] == signature[::2]
             changes = self._watch.changes() if followed else None
-            if changes is not None:
+            # its time moved and no event said why: a change inotify does not report (another
+            # host's, on a network share under the default observer), found by a listing
+            unreported = changes == {} and signature != self._read_at
+            if changes is not None and not unreported:
                 there = {name for name, now in changes.items() if now}
                 self._take(plan, there - self.names, set(changes) - there)
+                self._read_at = signature
                 return
         elif signature == self._read_at and time.time() - found.st_mtime >= RECENT_CHANGE_S:
             return

@@ -211,6 +211,26 @@ def test_a_run_adding_folders_between_answers_is_followed_without_listing_raw_da
     assert len(listed) == (0 if watch else 5)
 
 
+def test_raw_data_changed_with_no_event_is_listed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """raw_data's time moved and its watch reported no name made or removed (another host's
+    write on a network share: inotify reports only this host's): the next read lists it
+    again, and then follows it by its watch as before."""
+    raw, plan, listing = simulated_listing(tmp_path)
+    listed = listings_of(raw, monkeypatch)
+    listing.read(plan)
+    assert listed == []
+    later = raw.stat().st_mtime_ns + 5_000_000_000
+    os.utime(raw, ns=(later, later))  # the time moves, no name event
+    listing.read(plan)
+    assert len(listed) == 1
+    (raw / "sim_r0002_tile0000_2").mkdir()
+    listing.read(plan)
+    assert listing.folders["sim_r0002_tile0000_2"] == "tile0000/round0001"
+    assert len(listed) == 1
+
+
 def test_folders_removed_renamed_or_moved_away_are_gone_at_the_next_read(tmp_path: Path) -> None:
     """Followed by its watch, raw_data's folders removed, renamed within it or moved out of
     it are gone at the next read, a renamed one found under its new name, and one removed
