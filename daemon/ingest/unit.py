@@ -330,6 +330,8 @@ class UnitConverter:
         if self._fiducials is None or fiducial is None:
             self._quality.record(rows)
             return
+        if self._importing is not None:  # its libraries imported by one thread, not raced
+            self._importing.join()  # (scikit-image's lazy loading: one importer at a time)
         self._fiducials.record(self._quality, rows, fiducial, source.acq.voxel_size_zyx_um)
 
     def _measure(
