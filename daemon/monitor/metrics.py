@@ -23,9 +23,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from daemon.ingest.ledger import UnitRecord
 from daemon.monitor.alertview import RULE_TITLES
 from daemon.monitor.snapshot import Snapshots
+from daemon.monitor.tally import TalliedUnit
 from daemon.products.alertlog import AlertRecord
 from daemon.states import LEDGER_STATES, UnitState
 
@@ -49,7 +49,7 @@ class RunRead:
     alerts."""
 
     labels: list[str]
-    units: list[UnitRecord]
+    units: list[TalliedUnit]
     quality: list[dict[str, Any]]
     alerts: list[AlertRecord]
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ class QualityView:
         self.measured = self.measured or rows[:1]
         for tile, tile_rows in fresh.items():
             reference = references(tile_rows)
-            self.by_tile[tile] = [_compact(r, reference) for r in tile_rows]
+            self.by_tile[tile] = [_compact(r, reference, tile) for r in tile_rows]
             self._changed_at[tile] = self.seq
 
     def _read_page(self) -> None:
@@ -160,13 +161,16 @@ def references(rows: list[dict[str, Any]]) -> set[tuple[int, int]]:
     return set(lowest.items())
 
 
-def _compact(row: dict[str, Any], references: set[tuple[int, int]]) -> Row:
+def _compact(row: dict[str, Any], references: set[tuple[int, int]], tile: int) -> Row:
     """A quality row's values in PAGE_FIELDS order: only what the page uses (not the
     per-plane focus list), with its fiducial's shift magnitude (µm) and whether it is its
-    tile's registration reference."""
+    tile's registration reference. Kept for the whole run: its kind interned and its tile
+    the one `tile` int of its tile's rows (each row read holds strings, and ints from 256 up,
+    of its own: ~80 bytes a row)."""
     shift = [row[k] for k in ("shift_z_um", "shift_y_um", "shift_x_um")]
+    shared = row | {"kind": sys.intern(row["kind"]), "tile": tile}
     return (
-        *(row[k] for k in PAGE_QUALITY_FIELDS),
+        *(shared[k] for k in PAGE_QUALITY_FIELDS),
         None if None in shift else math.hypot(*shift),
         row["kind"] == "round" and (row["tile"], row["round"]) in references,
     )

@@ -21,7 +21,7 @@ from typing import Any
 from daemon.config import Settings
 from daemon.datastore.sqlite import same_file
 from daemon.datastore.statedir import ledger_path, lock_path, state_dir
-from daemon.ingest.ledger import UnitRecord, unit_of
+from daemon.ingest.ledger import unit_of
 from daemon.layouts import Layout, found_layout, reader
 from daemon.monitor.alertview import AlertHistory, read_history
 from daemon.monitor.grid import Cell, Grid
@@ -38,7 +38,7 @@ from daemon.monitor.status import (
     rounds_named_by,
     update_grid,
 )
-from daemon.monitor.tally import Tally
+from daemon.monitor.tally import TalliedUnit, Tally
 from daemon.products.alertlog import alert_log_path
 from daemon.products.preview import PREVIEW_DIR, preview_names
 from daemon.products.qualitylog import QUALITY_DB, QualityLog
@@ -178,8 +178,9 @@ class Snapshots:
             self._naming()[1],
         )
 
-    def units(self) -> list[UnitRecord]:
-        """The ledger's units (read-only); [] before the datastore exists."""
+    def units(self) -> list[TalliedUnit]:
+        """The ledger's units (read-only) as the answers read them (`TalliedUnit`); [] before
+        the datastore exists."""
         with self._lock:
             self._read_every_unit()
             return list(self._tally.units.values())

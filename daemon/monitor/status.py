@@ -33,7 +33,7 @@ from daemon.layouts.names import ENTRY_RELPATHS, folder_name
 from daemon.monitor.alertview import alert_line, read_history
 from daemon.monitor.grid import Cell, Grid
 from daemon.monitor.rawlisting import dataset_folders
-from daemon.monitor.tally import Tally
+from daemon.monitor.tally import TalliedUnit, Tally
 from daemon.raw.errors import NotReadyError, RawDataError
 from daemon.raw.experiment import Plan, load_plan
 from daemon.raw.ndtiff import check_dataset
@@ -165,7 +165,7 @@ def update_grid(grid: Grid, tally: Tally, facts: RunFacts, recheck: Iterable[Cel
     daemon_running = facts.pid is not None
 
     def state_of(tile: int, round_: int) -> str:
-        u = tally.at.get((tile, round_))
+        u = tally.get(tile, round_)
         if u is None:
             acquiring = facts.acquiring and unit_id(tile, round_) in facts.acquiring
             return UnitState.ACQUIRING if acquiring else UnitState.NOT_SEEN
@@ -212,7 +212,7 @@ def being_written(
     return found
 
 
-def throughput(finished: Sequence[UnitRecord]) -> dict[str, Any]:
+def throughput(finished: Sequence[TalliedUnit]) -> dict[str, Any]:
     """Speed over the most recently `finished` units (`Tally.recent_done`), oldest first.
 
     `mb_s`: their bytes over the wall-clock span from the first one's start to the last one's

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from daemon.ingest.ledger import UnitRecord
+from daemon.monitor.tally import TalliedUnit
 from daemon.states import UnitState
 
 
@@ -25,7 +25,7 @@ class RunNumbers:
     done: int
 
 
-def run_numbers(units: Sequence[UnitRecord]) -> RunNumbers:
+def run_numbers(units: Sequence[TalliedUnit]) -> RunNumbers:
     """The report's figures over the whole run (`status` measures its recent units only)."""
     done = [u for u in units if u.state == UnitState.DONE and u.finished_at is not None]
     megabytes = sum(u.source_bytes or 0 for u in done) / 1e6
