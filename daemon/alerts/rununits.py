@@ -1,8 +1,8 @@
 """The run's units as the alert rules read them, kept by the alert thread between evaluations.
 
-The page keeps the ledger's records and their sums (`Snapshots`, `Tally`) for what it draws;
-the alert thread kept a second such copy for the few fields its rules read: about 2.5 kB a
-unit for the whole run (the records, their outputs and the page's events), the largest part
+The page keeps the units and their sums (`Snapshots`, `Tally`) for what it draws; the alert
+thread kept a second copy of the ledger's records for the few fields its rules read: about
+2.5 kB a unit for the whole run (the records, their outputs and the page's events), the largest part
 of the live daemon's growth per unit. Here each unit is kept as `UnitFacts` (the fields the
 rules read, the state interned), and the backlog's history (the `behind` rule's) as two
 sorted arrays of times, from which the page's thinned history is computed again at each

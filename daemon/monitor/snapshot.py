@@ -275,8 +275,9 @@ class Snapshots:
         (`quality_changed_only`), or the grid's and the rows' first page when the page must
         draw them afresh; each then a page of tiles more at each answer while `grid_more`,
         `quality_more` (`Grid.page_since`, `QualityView.rows_since`). `whole`: every unit
-        read, raw_data listed and every cell in one answer, for a reader that draws the run
-        at once (the run report), not for the page, whose answers stay bounded."""
+        read, raw_data listed, every cell and stage file in one answer, for a reader that
+        draws the run at once (the run report), not for the page, whose answers stay
+        bounded."""
         if not ledger_path(self.store).is_file():
             return {"experiment": str(self.experiment), "datastore": None, "health": "no datastore"}
         with self._lock:  # one read: the report and the page's parts are the same moment
@@ -309,6 +310,8 @@ class Snapshots:
             else:  # the page keeps what it holds; a page holding none asks from the start
                 rows, quality_changed_only = [], quality_seq >= 0
             positions = self._positions.of(facts.plan if listed else None, self._listing.names)
+            while whole and self._positions.more:  # every stage file, not a page of them
+                positions = self._positions.of(facts.plan, self._listing.names)
             positions = as_stored(positions, self._quality.measured)
             if positions != self._tiles[1]:
                 self._tiles = (self._tiles[0] + 1, dict(positions))

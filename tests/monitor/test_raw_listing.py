@@ -177,6 +177,21 @@ def test_a_server_started_on_many_tiles_reads_their_positions_a_few_hundred_per_
     writer.close()
 
 
+def test_a_whole_answer_has_every_tiles_position(tmp_path: Path) -> None:
+    """The run report's answer (`whole`) places every tile from its stage CSV in one answer,
+    not the first STAGE_FILES_PER_ANSWER (a tile with no quality row, a failed unit's, has
+    no other position)."""
+    experiment = tmp_path / "exp"
+    expected = stage_csvs_only(experiment / "raw_data", SimulationSettings(tiles=600, rounds=1))
+    settings = Settings()
+    writer = Ledger(ledger_path(settings.datastore_path(experiment)))
+    writer.observe(0, 0, "sim_r0001_tile0000_1", "f")
+    answer = Snapshots(experiment, settings).page(whole=True)
+    assert answer["tiles"] == expected
+    assert not answer["tiles_more"]
+    writer.close()
+
+
 def listings_of(folder: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Counts the listings of `folder` from now on (os.listdir and os.scandir pass through)."""
     listed: list[str] = []
