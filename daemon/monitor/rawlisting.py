@@ -14,6 +14,7 @@ time). Either way only the names new since the last read are parsed.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import itertools
 import os
@@ -134,8 +135,17 @@ class Watches:
             with contextlib.suppress(OSError):  # gone with its folder already
                 self._inotify.rm_watch(descriptor)
 
+    def close(self) -> None:
+        """Close the inotify instance, its watches with it (at exit: not left to the
+        interpreter's teardown, which warns of an unclosed file)."""
+        with self._lock:
+            if self._inotify is not None:
+                self._inotify.close()
+                self._inotify = None
+
 
 WATCHES = Watches()
+atexit.register(WATCHES.close)
 
 
 class NameWatch:

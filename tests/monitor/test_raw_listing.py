@@ -412,3 +412,20 @@ def test_a_watch_dropped_in_a_reference_cycle_and_collected_during_a_read_stops(
         timeout=120,
     )
     assert (run.returncode, run.stdout.strip()) == (0, "read"), run.stderr
+
+
+def test_a_process_watching_raw_data_exits_without_an_unclosed_file(tmp_path: Path) -> None:
+    """The shared inotify instance is closed at exit, not left to the interpreter's teardown
+    (which warned of an unclosed file at the end of every process that had a page)."""
+    code = (
+        "import sys; from pathlib import Path; from daemon.monitor.rawlisting import RawListing;"
+        "from daemon.monitor.status import readable_plan; from daemon.config import Settings;"
+        "listing = RawListing(); listing.read(readable_plan(Path(sys.argv[1]), Settings()))"
+    )
+    raw = tmp_path / "exp" / "raw_data"
+    simulator_process(raw.parent, RUN).expect_exit(0)
+    done = subprocess.run(
+        [sys.executable, "-W", "always", "-c", code, str(raw)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "ResourceWarning" not in done.stderr
