@@ -1,21 +1,19 @@
 """What the page keeps of a run between its answers grows little with the run (issue 25): of
 each unit the few fields its answers read, its history and events as arrays of times, its
 quality rows as tuples. Measured with tracemalloc in-process, on a ledger and a quality log
-written by their real writers (`record_run`, the alert thread's memory test's), read by one
+written by their real writers (`support.recorded_run`), read by one
 `Snapshots` as a page opened on a live run asks it, after 500 and after 2,000 units."""
 
 from __future__ import annotations
 
 import gc
-import io
 import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from alerts.test_memory import record_run
+from support.recorded_run import record_run, recorded_experiment
 
 from daemon.config import Settings
-from daemon.logs import configure_logging
 from daemon.monitor.snapshot import Snapshots
 
 BYTES_PER_UNIT = 2000  # kept per unit (3 quality rows each); it was ~3,200, now ~1,700
@@ -31,11 +29,7 @@ def read_all(snapshots: Snapshots, since: str | None) -> str:
 
 
 def test_the_page_keeps_little_per_unit(tmp_path: Path) -> None:
-    configure_logging("json", "info", stream=io.StringIO())
-    experiment = tmp_path / "exp"
-    (experiment / "raw_data").mkdir(parents=True)
-    store = Settings().datastore_path(experiment)
-    record_run(store, 0, 500)
+    experiment, store = recorded_experiment(tmp_path, 500)
     gc.collect()
     tracemalloc.start()
     try:
