@@ -261,6 +261,23 @@ def test_a_poor_match_quality_alerts():
     assert "match quality 0.30 (below 0.5)" in found[0].message
 
 
+def test_only_the_units_with_a_quality_condition_are_named():
+    """A unit's name is made (a layout's entry path) only for a condition: the rule looks at
+    30,000 rows at 10,000 units every evaluation, and naming each row was most of its cost."""
+    named: list[tuple[int, int]] = []
+
+    def naming(tile: int, round_: int) -> str:
+        named.append((tile, round_))
+        return unit_name(tile, round_)
+
+    shift = {"reference_round": 0, "shift_z_um": 0.0, "shift_y_um": 0.3, "shift_x_um": 0.4}
+    rows = [fiducial(t, 1, match_quality=0.9, **shift) for t in range(20)]
+    rows[7] = fiducial(7, 1, match_quality=0.2, **shift)
+    found = quality(rows, naming, SETTINGS)
+    assert [c.key for c in found] == ["quality:match:tile0007/round001"]
+    assert named == [(7, 1)]
+
+
 def test_conditions_gathers_every_rule():
     view = RunView(
         now=540.0 + 601.0,
