@@ -31,7 +31,6 @@ from inotify_simple import INotify, flags
 
 from daemon.events import Event
 from daemon.ingest.ledger import unit_id
-from daemon.logs import get_logger
 from daemon.raw.experiment import Plan
 
 RECENT_CHANGE_S = 1.0  # a folder changed this recently may change again within its time's tick
@@ -232,6 +231,8 @@ class RawListing:
             self._watching = False
             if not RawListing._said_unwatched:
                 RawListing._said_unwatched = True
+                from daemon.logs import get_logger  # here: `status` lists raw_data, logs nothing
+
                 log = get_logger(folder=str(folder), reader="page's raw_data listing")
                 log.warning(Event.POLLING_INSTEAD, error=str(exc))
 

@@ -170,7 +170,7 @@ STATUS_THEN_MODULES = """
 import sys
 from daemon.cli.main import main
 code = main(["status", sys.argv[1]])
-heavy = ("numpy", "tensorstore", "pyarrow")
+heavy = ("numpy", "tensorstore", "pyarrow", "structlog")
 print("imported:", *[name for name in heavy if name in sys.modules], file=sys.stderr)
 raise SystemExit(code)
 """
@@ -179,7 +179,9 @@ raise SystemExit(code)
 @pytest.mark.parametrize("layout", ["seed", "merfish3d-v0.6"])
 def test_status_imports_no_array_library(layout: str, tmp_path: Path) -> None:
     """`status` reads the ledger and raw_data's plan: starting numpy, tensorstore and pyarrow
-    was a quarter of a second of every `status` on a busy acquisition PC (issue 25)."""
+    was a quarter of a second of every `status` on a busy acquisition PC (issue 25), and
+    structlog (with rich, which its console renderer imports) a tenth more; status logs
+    nothing."""
     experiment = ingest_simulated(tmp_path, layout)
     probe = [sys.executable, "-c", STATUS_THEN_MODULES, str(experiment)]
     result = subprocess.run(probe, capture_output=True, text=True, timeout=WAIT_S)
