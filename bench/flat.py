@@ -37,13 +37,13 @@ import time
 import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
-from profile import py_spy
 
 from harness import DaemonProcess, median, remove, sample_tree, write_config
 from microscope import unit_priorities
 from paced import prerender
 from pagetimes import WHOLE_EVERY_S, PageWatcher, ask, free_address
 from report import Row, Section, table
+from spyprofile import py_spy
 from unitcost import START_UP, breakdown
 
 from daemon.events import Event
@@ -418,7 +418,9 @@ def _unit_costs(small: Path, layouts: tuple[str, ...], cpu_ms: dict[str, float])
         f" {SMALL_TILES * ROUNDS}-unit run, 2 workers (`.venv/bin/python bench/unitcost.py"
         " EXPERIMENT --layout LAYOUT`), as a share of the units' samples and that share of the"
         f" live CPU per unit (units {SKIP + 1}-...); busy includes waiting in fsync (and for a"
-        " core on a loaded machine), so the milliseconds are an estimate.",
+        " core on a loaded machine), so the milliseconds are an estimate. Stacks that end"
+        " waiting for work or a lock (thread pools' idle threads, which py-spy counted busy)"
+        " are left out.",
         "",
         *table(["part", *layouts], rows),
     ]

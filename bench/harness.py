@@ -46,6 +46,7 @@ class DaemonRun:
     rss_samples: list[tuple[float, float]]  # (time.time(), MB)
     events: list[dict[str, Any]] = field(default_factory=list)
     started_at: float = float("nan")  # time.time() just before the process was started
+    cpu_s: float = float("nan")  # user + system, its waited-for children's included
 
     def named(self, event: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("event") == event]
@@ -144,7 +145,7 @@ class DaemonProcess:
 
     def finish(self) -> DaemonRun:
         """Wait for the process to exit and collect its run."""
-        self.proc.wait()  # (a caller's poll() may have reaped it already)
+        cpu = reap(self.proc)
         wall = time.perf_counter() - self.started
         self._sampler.join()
         return DaemonRun(
@@ -154,7 +155,33 @@ class DaemonProcess:
             rss_samples=self.samples,
             events=read_events(self.log),
             started_at=self.started_at,
+            cpu_s=cpu,
         )
+
+
+def reap(proc: subprocess.Popen[bytes]) -> float:
+    """Wait for `proc` to exit; its CPU seconds (user + system, its waited-for children's
+    included, from wait4), or NaN if a caller's poll() has reaped it already."""
+    if proc.returncode is None:
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except ChildProcessError:  # reaped meanwhile by another thread's poll()
+            proc.wait()
+            return float("nan")
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        return usage.ru_utime + usage.ru_stime
+    return float("nan")
+
+
+def run_measured(command: Sequence[str]) -> tuple[float, float]:
+    """(wall s, CPU s) of `command` run as a child to its end; raises if it fails."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(command)
+    cpu = reap(proc)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, list(command))
+    return wall, cpu
 
 
 def run_daemon(command: str, experiment: Path, config: Path, *extra: str) -> DaemonRun:
