@@ -1,6 +1,7 @@
-"""bench/unitcost.py's parts (and bench/spyprofile.py's tables) of py-spy's collapsed stacks (the format `py-spy record -f raw
---threads` writes; these lines are shaped as in a real `ingest`'s profile): a part is matched
-on the Python frames, not on the thread's name, and a thread waiting for work is not busy."""
+"""bench/unitcost.py's parts (and bench/spyprofile.py's tables) of py-spy's collapsed stacks
+(the format `py-spy record -f raw --threads` writes; these lines are shaped as in a real
+`ingest`'s profile): a part is matched on the Python frames, not on the thread's name, and a
+thread waiting for work is not busy."""
 
 from __future__ import annotations
 
