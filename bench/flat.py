@@ -3,13 +3,18 @@
 Live: for each layout, bench/paced.py writes `tiles` x 8 rounds of tiny datasets at
 `UNITS_PER_S` while `watch --exit-when-complete` follows, the layouts side by side (two
 daemons on two experiments at once, each serving its page on its own port: CPU time per unit
-is each process's own, so the pair takes the wall time of one run). This process samples each
-daemon's CPU time (utime + stime of /proc/PID/stat) and RSS every `SAMPLE_S`, and after the run
-reads the CPU time at each unit's `unit done` (interpolated between samples). CPU per unit over
-units 51..50+W is compared with that over the last W units (W = 1,000, or less for a shorter
-run). Meanwhile bench/pagetimes.py keeps a page open on each daemon (`/api/state?since=` every
-second, the whole state and `status` every 30 s), and once the run is over times them again
-against `serve` of the finished run.
+is each process's own, so the pair takes the wall time of one run). The daemons (and `serve`
+after the run) run at the shipped unit's priorities, Nice= and IOScheduling*= read from
+systemd/qi2lab-ingest.service as bench/microscope.py does; the paced writer, the page's
+asks and `status` run at this process's own, as the microscope and the person would. CPU
+time per unit does not depend on nice; who waits for a core when both are busy does. This
+process samples each daemon's CPU time (utime + stime + cutime + cstime of /proc/PID/stat)
+and RSS, summed over the daemon and the processes it started (its page, wherever it runs),
+every `SAMPLE_S`, and after the run reads the CPU time at each unit's `unit done`
+(interpolated between samples). CPU per unit over units 51..50+W is compared with that over
+the last W units (W = 1,000, or less for a shorter run). Meanwhile bench/pagetimes.py keeps a
+page open on each daemon (`/api/state?since=` every second, the whole state and `status`
+every 30 s), and once the run is over times them again against `serve` of the finished run.
 
 Backlog: the finished live run, on disk when the daemon starts (`ingest` into a new datastore,
 as after a restart or a late start), the layouts side by side again: each one's wall time per
@@ -24,7 +29,6 @@ median of the two). Then bench/unitcost.py: py-spy on `ingest` of the
 from __future__ import annotations
 
 import bisect
-import os
 import shutil
 import subprocess
 import sys
@@ -33,12 +37,13 @@ import time
 import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
-from profile import py_spy
 
-from harness import DaemonProcess, median, remove, write_config
+from harness import DaemonProcess, median, remove, sample_tree, write_config
+from microscope import unit_priorities
 from paced import prerender
 from pagetimes import WHOLE_EVERY_S, PageWatcher, ask, free_address
 from report import Row, Section, table
+from spyprofile import py_spy
 from unitcost import START_UP, breakdown
 
 from daemon.events import Event
@@ -62,7 +67,7 @@ PACED = Path(__file__).resolve().with_name("paced.py")
 
 @dataclass
 class Samples:
-    """(time.time(), CPU seconds, RSS MB) of one process, taken every SAMPLE_S."""
+    """(time.time(), CPU seconds, RSS MB) of a daemon's process tree, taken every SAMPLE_S."""
 
     rows: list[tuple[float, float, float]]
 
@@ -75,21 +80,6 @@ class Samples:
 
     def rss_at(self, t: float) -> float:
         return next((mb for when, _, mb in self.rows if when >= t), self.rows[-1][2])
-
-
-def _sample(pid: int, rows: list[tuple[float, float, float]]) -> None:
-    tick = os.sysconf("SC_CLK_TCK")
-    page = os.sysconf("SC_PAGE_SIZE")
-    while True:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            return
-        if fields[0] == "Z":
-            return
-        cpu = (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14, 15)
-        rows.append((time.time(), cpu, int(fields[21]) * page / 1e6))  # rss (field 24)
-        time.sleep(SAMPLE_S)
 
 
 @dataclass
@@ -116,11 +106,18 @@ class LiveRun:
         self.config = write_config(work / f"flat-live-{layout}.toml", None, layout=layout)
         self.address = free_address()
         self.daemon = DaemonProcess(
-            "watch", self.experiment, self.config, "--exit-when-complete", "--listen", self.address
+            "watch",
+            self.experiment,
+            self.config,
+            "--exit-when-complete",
+            *("--listen", self.address),
+            wrapper=unit_priorities(),
         )
         self.samples = Samples([])
         self._sampler = threading.Thread(
-            target=_sample, args=(self.daemon.proc.pid, self.samples.rows), daemon=True
+            target=sample_tree,
+            args=(self.daemon.proc.pid, self.samples.rows, SAMPLE_S),
+            daemon=True,
         )
         self._sampler.start()
         self.page = PageWatcher(self.address, self.experiment, self.config)
@@ -193,7 +190,9 @@ class LiveRun:
         then `AFTER_ASKS` more."""
         config = self.config.with_name(f"{self.config.stem}-serve.toml")  # a log of its own
         shutil.copyfile(self.config, config)
-        server = DaemonProcess("serve", self.experiment, config, "--listen", self.address)
+        server = DaemonProcess(
+            "serve", self.experiment, config, "--listen", self.address, wrapper=unit_priorities()
+        )
         url = f"http://{self.address}/api/state"
         deadline = time.monotonic() + 60
         while True:
@@ -348,11 +347,16 @@ def flat_section(work: Path, tiles: int, layouts: tuple[str, ...] = LAYOUTS) -> 
         f" {ROUNDS} rounds. Live: each layout's run written by bench/paced.py at"
         f" {UNITS_PER_S:g} units/s and followed by `watch --exit-when-complete`, the layouts"
         " side by side (two daemons, two experiments, at once: CPU time per unit is each"
-        " process's own); the daemon's CPU time (utime + stime, /proc/PID/stat) sampled every"
-        f" {SAMPLE_S} s and read at each unit's `unit done`. Backlog: `ingest` of the finished"
-        " live run into a new datastore (as after a restart or a late start), the layouts side"
-        " by side again, the wall time per unit of each while both convert (the later first"
-        " unit started to the earlier last done), against an"
+        " process's own); the daemon's CPU time (utime + stime + cutime + cstime, /proc/PID/stat)"
+        " and RSS, summed over the daemon and the processes it started (its page, wherever it"
+        f" runs), sampled every {SAMPLE_S} s and read at each unit's `unit done`. The daemons"
+        " (and `serve` after the run) run at the shipped unit's priorities"
+        f" (`{' '.join(unit_priorities())}`, from systemd/qi2lab-ingest.service), the paced"
+        " writer, the page's asks and `status` at the bench's own: CPU time per unit does not"
+        " depend on nice, who waits for a core does. Backlog:"
+        " `ingest` of the finished live run into a new datastore (as after a restart or a late"
+        " start), the layouts side by side again, the wall time per unit of each while both"
+        " convert (the later first unit started to the earlier last done), against an"
         f" {n_small}-unit run's, both layouts side by side too, before and after (their"
         " median).",
         "",
@@ -414,7 +418,9 @@ def _unit_costs(small: Path, layouts: tuple[str, ...], cpu_ms: dict[str, float])
         f" {SMALL_TILES * ROUNDS}-unit run, 2 workers (`.venv/bin/python bench/unitcost.py"
         " EXPERIMENT --layout LAYOUT`), as a share of the units' samples and that share of the"
         f" live CPU per unit (units {SKIP + 1}-...); busy includes waiting in fsync (and for a"
-        " core on a loaded machine), so the milliseconds are an estimate.",
+        " core on a loaded machine), so the milliseconds are an estimate. Stacks that end"
+        " waiting for work or a lock (thread pools' idle threads, which py-spy counted busy)"
+        " are left out.",
         "",
         *table(["part", *layouts], rows),
     ]

@@ -2,10 +2,12 @@
 
 The daemon is always measured as the user runs it (`qi2lab-ingest` from the same venv, a child
 process) so start-up, planning and publication are part of its figures. Its RSS over time and
-its peak come from /proc/PID/status (VmRSS, VmHWM), sampled by a thread; VmHWM is the kernel's
-own high-water mark, so the peak misses nothing between samples. (`os.wait4`'s ru_maxrss is
-no use here: a child's counts the parent's RSS at fork time, i.e. this process's.) Its JSON
-log goes to a file, never a pipe: a pipe nobody drains would stall a daemon that logs 4000 units.
+its peak come from /proc/PID/status (VmRSS, VmHWM) of the daemon and every process it started
+(its page may run in one), sampled by a thread; VmHWM is the kernel's own high-water mark, so
+the peak misses nothing between samples (summed over processes, it is an upper bound).
+(`os.wait4`'s ru_maxrss is no use here: a child's counts the parent's RSS at fork time, i.e.
+this process's.) Its JSON log goes to a file, never a pipe: a pipe nobody drains would stall a
+daemon that logs 4000 units.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,6 +46,7 @@ class DaemonRun:
     rss_samples: list[tuple[float, float]]  # (time.time(), MB)
     events: list[dict[str, Any]] = field(default_factory=list)
     started_at: float = float("nan")  # time.time() just before the process was started
+    cpu_s: float = float("nan")  # user + system, its waited-for children's included
 
     def named(self, event: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("event") == event]
@@ -141,7 +145,7 @@ class DaemonProcess:
 
     def finish(self) -> DaemonRun:
         """Wait for the process to exit and collect its run."""
-        self.proc.wait()  # (a caller's poll() may have reaped it already)
+        cpu = reap(self.proc)
         wall = time.perf_counter() - self.started
         self._sampler.join()
         return DaemonRun(
@@ -151,7 +155,33 @@ class DaemonProcess:
             rss_samples=self.samples,
             events=read_events(self.log),
             started_at=self.started_at,
+            cpu_s=cpu,
         )
+
+
+def reap(proc: subprocess.Popen[bytes]) -> float:
+    """Wait for `proc` to exit; its CPU seconds (user + system, its waited-for children's
+    included, from wait4), or NaN if a caller's poll() has reaped it already."""
+    if proc.returncode is None:
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except ChildProcessError:  # reaped meanwhile by another thread's poll()
+            proc.wait()
+            return float("nan")
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        return usage.ru_utime + usage.ru_stime
+    return float("nan")
+
+
+def run_measured(command: Sequence[str]) -> tuple[float, float]:
+    """(wall s, CPU s) of `command` run as a child to its end; raises if it fails."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(command)
+    cpu = reap(proc)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, list(command))
+    return wall, cpu
 
 
 def run_daemon(command: str, experiment: Path, config: Path, *extra: str) -> DaemonRun:
@@ -159,20 +189,83 @@ def run_daemon(command: str, experiment: Path, config: Path, *extra: str) -> Dae
     return DaemonProcess(command, experiment, config, *extra).finish()
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants now, `pid` first: a daemon's figures count the processes it
+    starts (its page, for one). Found by each process's parent in /proc/*/stat, as not every
+    kernel has /proc/PID/task/*/children (CONFIG_PROC_CHILDREN; this machine's has not); a
+    process that exits between the reads is simply left out."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError):
+            continue
+        children[parent].append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo += children.get(tree[-1], [])
+    return tree
+
+
+def tree_memory_mb(pid: int) -> tuple[float, float] | None:
+    """(VmRSS, VmHWM) in MB summed over `pid`'s process tree; None once `pid` has exited or is
+    a zombie. Both sums count a page shared by two processes twice, and the processes' peaks
+    need not have come at once: the sum of VmHWM is an upper bound of the tree's peak."""
+    rss = hwm = 0.0
+    for member in process_tree(pid):
+        try:
+            text = Path(f"/proc/{member}/status").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            if member == pid:
+                return None
+            continue
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        if "VmRSS" not in fields:  # a zombie has no memory left to report
+            if member == pid:
+                return None
+            continue
+        rss += int(fields["VmRSS"].split()[0]) * 1024 / MB
+        hwm += int(fields["VmHWM"].split()[0]) * 1024 / MB
+    return rss, hwm
+
+
+def tree_cpu_s(pid: int) -> float | None:
+    """CPU seconds of `pid`'s process tree (`process_tree`): each process's utime + stime, and
+    cutime + cstime, the time of its children that have exited and been waited for, so a page
+    in a child process counts while it runs and after it ends; None once `pid` has exited or is
+    a zombie."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            if member == pid:
+                return None
+            continue
+        if member == pid and fields[0] == "Z":
+            return None
+        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime (14-17)
+    return total / tick
+
+
+def sample_tree(pid: int, rows: list[tuple[float, float, float]], period_s: float) -> None:
+    """(time.time(), CPU s, RSS MB) of `pid`'s process tree every `period_s` into `rows`,
+    until `pid` exits."""
+    while (cpu := tree_cpu_s(pid)) is not None and (memory := tree_memory_mb(pid)) is not None:
+        rows.append((time.time(), cpu, memory[0]))
+        time.sleep(period_s)
+
+
 def _sample_rss(
     pid: int, samples: list[tuple[float, float]], peak: list[float], period_s: float = 0.1
 ) -> None:
-    status = Path(f"/proc/{pid}/status")
-    while True:
-        try:
-            text = status.read_text()
-        except (FileNotFoundError, ProcessLookupError):
-            return
-        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-        if "VmRSS" not in fields:  # a zombie has no memory left to report
-            return
-        samples.append((time.time(), int(fields["VmRSS"].split()[0]) * 1024 / MB))
-        peak[0] = max(peak[0], int(fields["VmHWM"].split()[0]) * 1024 / MB)
+    """RSS of `pid`'s process tree every `period_s` into `samples`, and the peak (the sum of
+    VmHWM: see `tree_memory_mb`) into `peak[0]`, until `pid` exits."""
+    while (memory := tree_memory_mb(pid)) is not None:
+        samples.append((time.time(), memory[0]))
+        peak[0] = max(peak[0], memory[1])
         time.sleep(period_s)
 
 

@@ -2,22 +2,23 @@
 
 Sections (each figure measured side by side in the same run, on simulator data):
 1. whole-process throughput (`qi2lab-ingest ingest` vs the whole-process bare writer, both
-layouts, small and realistic datasets), 2. the upstream reference converter vs ingest, 3. live
-latency and time-to-ready (paced writer + `watch`, cold start), 4. memory (peak RSS per worker
-count, growth over a long run), 5. scaling (10 vs thousands of units), 6. codec table (the
-default codec's rule, zarr-python read-back), 7. keeping up with a paced microscope (1, 2, 4
-workers), 8. where `ingest`'s time goes (py-spy). About 28 minutes on 2 cores. And `root`
-(issue 24, bench/root.py, about 4 minutes): `watch --root` following two paced experiments at
-once against one, and its idle cost per poll for 50 finished experiments; it goes into its own
-block of RESULTS.md (`<!-- root:begin -->`), so `--only root` leaves the other sections as
-they are. And `microscope` (issue 25, bench/microscope.py, about 6 minutes, a block too): the
-microscope's own frame-write latency at 150 MB/s of 2048 px frames, alone and with `watch`
-running at the shipped unit's priorities, and a plot of both (bench/microscope_latency.png).
-And `flat` (issue 25, bench/flat.py, its own block too, about 18 minutes at its default
-10,000 units): the daemon's CPU per unit early and late in a paced run of 1,250 tiles x 8
-rounds (both layouts side by side), the page's `/api/state` and `status` timed against those
-daemons at ~10,000 units and after, and the wall time per unit of that run as a backlog against
-an 80-unit one (`--flat-tiles 40`: 320 units, a few minutes).
+layouts, small and realistic datasets; for the small ones, where `ingest`'s time goes against
+the bare writer's and the limit that sets, bench/ingestlimit.py), 2. the upstream reference
+converter vs ingest, 3. live latency and time-to-ready (paced writer + `watch`, cold start), 4.
+memory (peak RSS per worker count, growth over a long run), 5. scaling (10 vs thousands of
+units), 6. codec table (the default codec's rule, zarr-python read-back), 7. keeping up with a
+paced microscope (1, 2, 4 workers), 8. where `ingest`'s time goes (py-spy). About 28 minutes on
+2 cores. And `root` (issue 24, bench/root.py, about 4 minutes): `watch --root` following two
+paced experiments at once against one, and its idle cost per poll for 50 finished experiments;
+it goes into its own block of RESULTS.md (`<!-- root:begin -->`), so `--only root` leaves the
+other sections as they are. And `microscope` (issue 25, bench/microscope.py, about 6 minutes, a
+block too): the microscope's own frame-write latency at 150 MB/s of 2048 px frames, alone and
+with `watch` running at the shipped unit's priorities, and a plot of both
+(bench/microscope_latency.png). And `flat` (issue 25, bench/flat.py, its own block too, about 18
+minutes at its default 10,000 units): the daemon's CPU per unit early and late in a paced run of
+1,250 tiles x 8 rounds (both layouts side by side), the page's `/api/state` and `status` timed
+against those daemons at ~10,000 units and after, and the wall time per unit of that run as a
+backlog against an 80-unit one (`--flat-tiles 40`: 320 units, a few minutes).
 
 Every dataset of an experiment replays the planes of one dataset rendered by the simulator
 (bench/paced.py): rendering 2048 px planes is slower than converting them, and the content,
@@ -158,8 +159,10 @@ def run(
     memory = Section("Memory")
 
     if "throughput" in wanted:
-        say(f"section 1: small runs, ingest / bare writer, {args.reps} repetitions")
-        sections["1"], _ = whole_process(made.bench(args.small_size, context), args.reps, "Small")
+        say(f"section 1: small runs, ingest / bare writer, {args.reps} reps, profile, limit")
+        sections["1"], _ = whole_process(
+            made.bench(args.small_size, context), args.reps, "Small", limits=True
+        )
         say(f"sections 1-2: realistic runs, ingest / bare writer / reference, {args.reps} reps")
         realistic, sections["2"] = whole_process(
             made.bench(args.size, context), args.reps, "Realistic", reference=True
@@ -216,18 +219,18 @@ def run(
 
 
 def profile_section(bench: Bench, work: Path) -> Section:
-    """Section 8: py-spy's view of one `ingest` of the small experiment (bench/profile.py),
+    """Section 8: py-spy's view of one `ingest` of the small experiment (bench/spyprofile.py),
     and each step of a unit timed alone (bench/steps.py)."""
     steps = step_costs(bench.jobs[0], bench.codec, bench.context, work)
     if shutil.which("py-spy", path=str(Path(sys.executable).parent)) is None:
         spy = ["py-spy is not installed (`pip install -e '.[bench]'`): no profile."]
     else:
-        args = [HERE / "profile.py", bench.experiment, "--top", 15, "--raw", work / "spy.txt"]
+        args = [HERE / "spyprofile.py", bench.experiment, "--top", 15, "--raw", work / "spy.txt"]
         out = subprocess.run(
             [sys.executable, *map(str, args)], capture_output=True, text=True, check=True
         )
         spy = [
-            f"`bench/profile.py` on {bench.describe()}, 2 workers, the default codec. py-spy"
+            f"`bench/spyprofile.py` on {bench.describe()}, 2 workers, the default codec. py-spy"
             " samples Python threads only while they are busy (a thread waiting for a core"
             " counts as busy); tensorstore's compression runs in its own C++ threads, which it"
             " does not see.",

@@ -9,12 +9,15 @@ Compared things run side by side in each repetition, in an order that rotates be
 repetitions (so the first-write-after-delete slowdown and other tenants' load fall on each in
 turn), and every ratio is taken within a repetition before the median over repetitions.
 Each run writes into a fresh folder that is deleted, outside the timing, right after.
+Each run's CPU time (user + system, from wait4) is kept too: for the small runs, where the
+ratio misses its goal, bench/ingestlimit.py says from the same run where `ingest`'s time goes
+against the bare writer's and what the limit is (one more `ingest` of each layout under
+py-spy, a few seconds).
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -22,8 +25,10 @@ from pathlib import Path
 
 import tensorstore as ts
 from converters import Job, bare_arrays, reference_convert
-from harness import MB, DaemonRun, median, remove, run_daemon, write_config
+from harness import MB, DaemonRun, median, remove, run_daemon, run_measured, write_config
+from ingestlimit import limit_body, limit_rows, profiled
 from report import Row, Section, table
+from spyprofile import py_spy
 
 from daemon.config import load_settings
 
@@ -82,14 +87,12 @@ class Bench:
         self._bare[layout] = arrays
         return run
 
-    def bare(self, layout: str) -> float:
-        """Seconds of one whole bare-writer process for `layout` (after `warm_up(layout)`)."""
-        arrays = self._bare[layout]
-        started = time.perf_counter()
-        subprocess.run([sys.executable, str(BARE_WRITER), str(arrays)], check=True)
-        seconds = time.perf_counter() - started
+    def bare(self, layout: str) -> tuple[float, float]:
+        """(wall, CPU) seconds of one whole bare-writer process for `layout` (after
+        `warm_up(layout)`)."""
+        measured = run_measured([sys.executable, str(BARE_WRITER), str(self._bare[layout])])
         remove(self.work / f"bare-{layout}")
-        return seconds
+        return measured
 
     def reference(self) -> float:
         """Seconds of the upstream converter (in this process) into a fresh folder."""
@@ -112,15 +115,18 @@ class Bench:
 
 
 def whole_process(
-    bench: Bench, reps: int, label: str, reference: bool = False
+    bench: Bench, reps: int, label: str, reference: bool = False, limits: bool = False
 ) -> tuple[Section, Section | None]:
-    """`ingest` vs the bare writer per layout (and the reference converter, if asked)."""
+    """`ingest` vs the bare writer per layout (and the reference converter, if asked; and
+    where `ingest`'s time goes against the bare writer's, the limit, if `limits`:
+    bench/ingestlimit.py)."""
     methods = [f"{way}-{short}" for short in LAYOUTS for way in ("ingest", "bare")]
     if reference:
         methods.append("reference")
     for layout in LAYOUTS.values():
         bench.warm_up(layout)
     times: dict[str, list[float]] = {m: [] for m in methods}
+    cpu: dict[str, list[float]] = {m: [] for m in methods}  # ingest and the bare writer
     runs: dict[str, list[DaemonRun]] = {short: [] for short in LAYOUTS}
     for rep in range(reps):
         for method in _rotated(methods, rep):
@@ -129,8 +135,11 @@ def whole_process(
                 run = bench.ingest(f"{method}-{rep}", layout=LAYOUTS[short])
                 runs[short].append(run)
                 times[method].append(run.wall_s)
+                cpu[method].append(run.cpu_s)
             elif way == "bare":
-                times[method].append(bench.bare(LAYOUTS[short]))
+                wall, cpu_s = bench.bare(LAYOUTS[short])
+                times[method].append(wall)
+                cpu[method].append(cpu_s)
             else:
                 times[method].append(bench.reference())
     rows: list[Row] = []
@@ -179,6 +188,21 @@ def whole_process(
         "",
         "Ratios within each repetition: " + " ".join(ratio_lines),
     ]
+    if limits and py_spy() is None:
+        body += ["", "py-spy is not installed (`pip install -e '.[bench]'`): no profile."]
+    elif limits:
+        profiles = [
+            profiled(
+                bench.experiment,
+                layout,
+                median(times[f"ingest-{short}"]),
+                median(cpu[f"ingest-{short}"]),
+                (median(times[f"bare-{short}"]), median(cpu[f"bare-{short}"])),
+            )
+            for short, layout in LAYOUTS.items()
+        ]
+        rows += limit_rows(label, profiles, TARGET)
+        body += ["", *limit_body(label, profiles, TARGET)]
     first = Section("Whole-process throughput", rows, body)
     if not reference:
         return first, None

@@ -1,5 +1,5 @@
 """bench/'s modules import one another by their plain names (bench/run.py runs as a script):
-its folder goes on the path, last, so none of them shadows a standard module (bench/profile.py)."""
+its folder goes on the path, last, so none of them could shadow a standard module."""
 
 from __future__ import annotations
 

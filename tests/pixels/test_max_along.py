@@ -1,6 +1,6 @@
 """The maximum along an axis of a stack turned onto the stage (`orient`'s flipped views) is
 taken with every stride positive (numpy does not vectorise a reduction over a negative stride,
-~10x slower: bench/profile.py's preview and registration steps); the values are numpy's own."""
+~10x slower: bench/spyprofile.py's preview and registration steps); the values are numpy's own."""
 
 from __future__ import annotations
 

@@ -1,10 +1,11 @@
 """Profile one `qi2lab-ingest ingest` under py-spy and say where its threads spend their time.
 
     .venv/bin/pip install -e '.[bench]'         # py-spy
-    .venv/bin/python bench/profile.py EXPERIMENT [--workers N] [--top 20]
+    .venv/bin/python bench/spyprofile.py EXPERIMENT [--workers N] [--top 20]
 
 py-spy samples every Python thread of the daemon (`--threads`, busy samples only: a thread
-waiting for tensorstore's own C++ threads or sleeping in the loop is not counted), and this
+waiting for tensorstore's own C++ threads or sleeping in the loop is not counted; nor, here, a
+stack that ends in a wait (`WAITS`), which py-spy counted busy for idle pool threads), and this
 script folds its collapsed stacks into two tables: inclusive share per line of the project's
 code (`daemon/...:line`, a stack counted once per line) and self share per leaf frame, each as
 a percentage of all busy samples and per thread.
@@ -24,6 +25,12 @@ from pathlib import Path
 from harness import DAEMON, write_config
 
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*):(?P<line>\d+)\)$")
+# a leaf frame where a thread waits: py-spy counted some of these busy (a pool's 32 idle fsync
+# threads were 3/4 of an `ingest`'s samples), though they are waits, not work
+WAITS = re.compile(
+    r"^(_worker \(concurrent/futures/thread\.py|(Condition|Event|Thread|Semaphore)\."
+    r"(wait|join|_wait_for_tstate_lock|acquire) \(threading\.py)"
+)
 
 
 def py_spy() -> str | None:
@@ -83,6 +90,8 @@ def fold(raw: Path) -> tuple[int, Counter[str], Counter[str], Counter[str]]:
         thread = "main"
         while frames and re.match(r"^(thread|process) ", frames[0]):
             thread = frames.pop(0)
+        if frames and WAITS.match(frames[-1]):
+            continue  # a wait, not work
         frames = [short(f) for f in frames]
         total += n
         threads[thread] += n
