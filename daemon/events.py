@@ -68,6 +68,7 @@ class Event:
     OBSERVER_RESTARTED: Final = "observer restarted"
     WEB_PAGE_SERVED: Final = "web page served"
     WEB_PAGE_NOT_SERVED: Final = "web page not served"
+    WEB_PAGE_PROCESS_ENDED: Final = "web page process ended"
 
     # Alerts
     ALERT: Final = "alert"
