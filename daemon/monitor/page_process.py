@@ -77,12 +77,6 @@ class PageProcess:
         self._child: subprocess.Popen[bytes] | None = None
         self._watcher: threading.Thread | None = None
 
-    @property
-    def pid(self) -> int | None:
-        """The current page process's pid."""
-        child = self._child
-        return child.pid if child is not None else None
-
     def start(self) -> None:
         """Start the page process and the thread that starts it again if it dies."""
         self._child = self._spawn()
@@ -108,9 +102,9 @@ class PageProcess:
     def _spawn(self) -> subprocess.Popen[bytes]:
         """A new page process, given its order."""
         fd = self.sock.fileno()
-        child = subprocess.Popen(
-            [sys.executable, "-m", __name__, str(fd)], stdin=subprocess.PIPE, pass_fds=(fd,)
-        )
+        # -P: the daemon's working directory is not put on the child's import path
+        command = [sys.executable, "-P", "-m", __name__, str(fd)]
+        child = subprocess.Popen(command, stdin=subprocess.PIPE, pass_fds=(fd,))
         assert child.stdin is not None  # stdin=PIPE
         try:
             child.stdin.write(self._order)
