@@ -217,10 +217,10 @@ def start_web(order: PageOrder) -> PageProcess | None:
     log = get_logger()
     try:
         server = open_page_process(order, listen)
+        server.start()
     except OSError as exc:
         log.warning(Event.WEB_PAGE_NOT_SERVED, listen=listen, error=str(exc))
         return None
-    server.start()
     log.info(Event.WEB_PAGE_SERVED, url=server.url)
     return server
 

@@ -78,8 +78,13 @@ class PageProcess:
         self._watcher: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start the page process and the thread that starts it again if it dies."""
-        self._child = self._spawn()
+        """Start the page process and the thread that starts it again if it dies; OSError
+        (the socket closed) if no process can be started."""
+        try:
+            self._child = self._spawn()
+        except OSError:
+            self.sock.close()
+            raise
         self._watcher = threading.Thread(target=self._watch, name="web-page", daemon=True)
         self._watcher.start()
 
@@ -115,27 +120,33 @@ class PageProcess:
 
     def _watch(self) -> None:
         """Wait for the child; if it ends while the daemon runs, say so and start another."""
+        log = get_logger()
         failures = 0
+        child: subprocess.Popen[bytes] | None = self._child
         while True:
-            child = self._child
-            assert child is not None
             started = time.monotonic()
-            status = child.wait()
-            if self._stopping.is_set():
-                return
-            _close(child.stdin)
+            if child is not None:
+                status = child.wait()
+                if self._stopping.is_set():
+                    return
+                _close(child.stdin)
             failures = 0 if time.monotonic() - started >= STEADY_S else failures
             delay = RESTART_DELAYS_S[min(failures, len(RESTART_DELAYS_S) - 1)]
             failures += 1
-            get_logger().error(
-                Event.WEB_PAGE_PROCESS_ENDED, status=status, pid=child.pid, restart_in_s=delay
-            )
+            if child is not None:
+                log.error(
+                    Event.WEB_PAGE_PROCESS_ENDED, status=status, pid=child.pid, restart_in_s=delay
+                )
             if self._stopping.wait(delay):
                 return
             with self._lock:
                 if self._stopping.is_set():
                     return
-                self._child = self._spawn()
+                try:
+                    child = self._child = self._spawn()
+                except OSError as exc:  # no process to be had now (memory, a limit): later
+                    child = None
+                    log.error(Event.WEB_PAGE_PROCESS_NOT_STARTED, error=str(exc))
 
 
 def _close(pipe: IO[bytes] | None) -> None:
