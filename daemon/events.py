@@ -68,6 +68,8 @@ class Event:
     OBSERVER_RESTARTED: Final = "observer restarted"
     WEB_PAGE_SERVED: Final = "web page served"
     WEB_PAGE_NOT_SERVED: Final = "web page not served"
+    WEB_PAGE_PROCESS_ENDED: Final = "web page process ended"
+    WEB_PAGE_PROCESS_NOT_STARTED: Final = "web page process not started"
 
     # Alerts
     ALERT: Final = "alert"

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from daemon.config import Settings
     from daemon.console import ProgressBar
     from daemon.ingest.service import IngestService
-    from daemon.monitor.web import WebServer
+    from daemon.monitor.page_process import PageOrder, PageProcess
 
 EXIT_CODES = """exit status:
   0  everything found was ingested (watch: stopped by SIGTERM/SIGINT)
@@ -40,9 +40,10 @@ EXIT_CODES = """exit status:
   130  a second SIGINT (Ctrl-C) stopped it at once; the next start converts what was left"""
 
 # How long a thread may keep the GIL while another waits for it (Python's default: 5 ms). The
-# page is served by a thread of the daemon, beside the workers' Python; each time its answer
-# lets go of the GIL (each row SQLite steps, each file and socket call) it waits up to this to
-# get it back: at 5 ms a 5-10 ms answer took 120-400 ms during a run of 10,000 units (issue 25).
+# daemon's own threads (the loop, the alerts, the workers' Python parts) each wait up to this
+# for the GIL every time they let go of it. It was set for the page when a thread of the
+# daemon served it: at 5 ms a 5-10 ms answer took 120-400 ms during a run of 10,000 units
+# (issue 25); the page now has a process of its own (`daemon.monitor.page_process`).
 SWITCH_INTERVAL_S = 0.0005
 
 
@@ -134,24 +135,26 @@ def _run_service(
 ) -> int:
     """Run a started service until it stops, with the signals and the page; its exit status."""
 
+    web: PageProcess | None = None
+
     def request_stop(signum: int, _frame: object) -> None:
         if signum == signal.SIGINT and service.stop_requested.is_set():
             # A second Ctrl-C: no more waiting. Not in this handler, which may have interrupted
             # the main thread inside a log write (holding the log's lock): in a thread.
-            stop = threading.Thread(target=_stop_at_once, args=(args.experiment, settings))
+            stop = threading.Thread(target=_stop_at_once, args=(args.experiment, settings, web))
             stop.start()
         service.stop_requested.set()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     watching = args.command == "watch"
-    web: WebServer | None = None
     alerts: AlertThread | None = None
     if watching:  # imported here: `ingest` serves no page and sends no alerts
         from daemon.alerts.evaluator import one_experiment
-        from daemon.monitor.web import open_server
+        from daemon.monitor.page_process import PageOrder
 
-        web = start_web(partial(open_server, args.experiment, settings), settings)
+        log_fields = {"experiment": str(args.experiment)}  # as configure_logging's above
+        web = start_web(PageOrder(settings, experiment=args.experiment, log_fields=log_fields))
         report_url = (lambda _name: f"{web.url}report") if web is not None else None
         alerts = start_alerts(one_experiment(args.experiment, settings), settings, report_url)
     try:
@@ -172,8 +175,9 @@ def _run_service(
     return 1 if outcome.failed or outcome.pending else 0
 
 
-def _stop_at_once(experiment: Path, settings: Settings) -> None:
-    """End the process now, in one log line saying what the next start converts.
+def _stop_at_once(experiment: Path, settings: Settings, web: PageProcess | None) -> None:
+    """End the process now (and the page's), in one log line saying what the next start
+    converts.
 
     Safe as a SIGKILL is: the ledger's units left `running` go back to pending at the next
     start, and nothing partly written is ever published. The counts are read on a connection
@@ -196,23 +200,27 @@ def _stop_at_once(experiment: Path, settings: Settings) -> None:
     except (NoDatastoreError, OSError, sqlite3.Error):
         pass  # the line still says the daemon stopped; the counts are in the next `status`
     get_logger().warning(Event.STOPPED_AT_ONCE, **fields)
+    if web is not None:
+        web.stop()
     os._exit(128 + signal.SIGINT)
 
 
-def start_web(open_web: Callable[[], WebServer], settings: Settings) -> WebServer | None:
-    """The live page in a thread of `watch`, unless disabled; a busy port costs the page, not
-    the ingestion (logged as a warning)."""
+def start_web(order: PageOrder) -> PageProcess | None:
+    """The live page of `watch`, served by a process of its own (`page_process`), unless
+    disabled; a busy port costs the page, not the ingestion (logged as a warning)."""
     from daemon.logs import get_logger
+    from daemon.monitor.page_process import open_page_process
 
-    if not settings.web.listen:
+    listen = order.settings.web.listen
+    if not listen:
         return None
     log = get_logger()
     try:
-        server = open_web()
+        server = open_page_process(order, listen)
+        server.start()
     except OSError as exc:
-        log.warning(Event.WEB_PAGE_NOT_SERVED, listen=settings.web.listen, error=str(exc))
+        log.warning(Event.WEB_PAGE_NOT_SERVED, listen=listen, error=str(exc))
         return None
-    server.start()
     log.info(Event.WEB_PAGE_SERVED, url=server.url)
     return server
 

@@ -14,7 +14,7 @@ from daemon.cli.watch import start_alerts, start_web, with_listen
 from daemon.events import Event
 
 if TYPE_CHECKING:
-    pass
+    from daemon.monitor.page_process import PageProcess
 
 
 def run_root(args: argparse.Namespace) -> int:
@@ -23,7 +23,7 @@ def run_root(args: argparse.Namespace) -> int:
     from daemon.ingest.root import RootService
     from daemon.logs import configure_logging
     from daemon.monitor.overview import page_path
-    from daemon.monitor.web import open_root_server
+    from daemon.monitor.page_process import PageOrder
 
     if args.experiment is not None:
         raise CommandError("give an experiment folder or --root, not both")
@@ -38,15 +38,17 @@ def run_root(args: argparse.Namespace) -> int:
         raise CommandError(f"{root}: no such root folder")
     configure_logging(settings.logging.format, settings.logging.level, root=str(root))
     service = RootService(root, settings, layout=chosen_layout(args))
+    web: PageProcess | None = None
 
     def request_stop(signum: int, _frame: object) -> None:
         if signum == signal.SIGINT and service.stop_requested.is_set():
-            threading.Thread(target=_stop_at_once).start()  # a second Ctrl-C: no more waiting
+            # a second Ctrl-C: no more waiting
+            threading.Thread(target=_stop_at_once, args=(web,)).start()
         service.stop_requested.set()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    web = start_web(lambda: open_root_server(root, settings), settings)
+    web = start_web(PageOrder(settings, root=root, log_fields={"root": str(root)}))
     report_url = (lambda name: f"{web.url}{page_path(name)}report") if web is not None else None
     alerts = start_alerts(under_root(root, settings), settings, report_url)
     try:
@@ -58,9 +60,12 @@ def run_root(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stop_at_once() -> None:
-    """End the process now: units left `running` go back to pending at the next start."""
+def _stop_at_once(web: PageProcess | None) -> None:
+    """End the process now (and the page's): units left `running` go back to pending at the
+    next start."""
     from daemon.logs import get_logger
 
     get_logger().warning(Event.STOPPED_AT_ONCE)
+    if web is not None:
+        web.stop()
     os._exit(128 + signal.SIGINT)

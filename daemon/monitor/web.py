@@ -1,7 +1,8 @@
 """The read-only web server: the live page, its JSON, and /metrics, of one experiment
 (`watch EXP`, `serve EXP`) or of every experiment under a data root (`root_app`).
 
-Starlette + uvicorn, in a thread of the daemon's process (see the README for why). Safe by
+Starlette + uvicorn in a thread: of `serve`'s process, or of the page process `watch` starts
+(`page_process`; see the README for why). Safe by
 construction rather than by filtering:
 
 - no request path is ever joined to a filesystem path (see `answers`): the page's files are
@@ -126,8 +127,7 @@ class WebServer:
 
     def __init__(self, app: ASGIApp, sock: socket.socket) -> None:
         self.sock = sock
-        host, port = sock.getsockname()[:2]
-        self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+        self.url = served_url(sock)
         config = uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="off", log_level="warning"
         )
@@ -149,6 +149,12 @@ class WebServer:
         self.sock.close()
 
 
+def served_url(sock: socket.socket) -> str:
+    """The page's address on the bound socket `sock`."""
+    host, port = sock.getsockname()[:2]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
+
 def open_server(experiment: Path, settings: Settings, listen: str | None = None) -> WebServer:
     """Bind `listen` (default: the config's) and build the server; OSError if it cannot bind."""
     return WebServer(build_app(experiment, settings), bind(listen or settings.web.listen))
@@ -157,5 +163,9 @@ def open_server(experiment: Path, settings: Settings, listen: str | None = None)
 def open_root_server(root: Path, settings: Settings, listen: str | None = None) -> WebServer:
     """The server of every experiment under `root` (`build_root_app`), on `listen` (default:
     the config's); OSError if it cannot bind."""
-    app = _Guard(build_root_app(root, settings), settings.web.token)
-    return WebServer(app, bind(listen or settings.web.listen))
+    return WebServer(guarded_root_app(root, settings), bind(listen or settings.web.listen))
+
+
+def guarded_root_app(root: Path, settings: Settings) -> ASGIApp:
+    """The ASGI app of every experiment under `root` (`build_root_app`), behind the guard."""
+    return _Guard(build_root_app(root, settings), settings.web.token)

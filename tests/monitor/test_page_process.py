@@ -1,0 +1,121 @@
+"""The page of `watch` is served by a process of its own (no GIL shared with the workers): it
+answers from that process, never outlives the daemon (even a SIGKILLed one), and comes back,
+said as an error, when it dies while the daemon runs."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from monitor_support import Page, live_run
+from support.processes import wait_until
+
+from daemon.address import bind
+from daemon.events import Event
+from daemon.simulate.settings import SimulationSettings
+
+RUN = SimulationSettings(tiles=2, rounds=2, z=2, size=32, interval=0.05)
+UNITS = RUN.tiles * RUN.rounds
+PAGE_MODULE = b"daemon.monitor.page_process"
+
+
+def children(pid: int) -> set[int]:
+    """The pids of `pid`'s children (started by any of its threads)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+            found |= {int(c) for c in (task / "children").read_text().split()}
+    return found
+
+
+def page_process(daemon_pid: int) -> int | None:
+    """The daemon's child serving the page, if it has one."""
+    for pid in children(daemon_pid):
+        try:
+            if PAGE_MODULE in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+        except FileNotFoundError:
+            pass
+    return None
+
+
+def gone(pid: int) -> bool:
+    """Whether `pid` has exited (ended, or a zombie its new parent has not reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def answering_pid(page: Page, candidates: set[int]) -> int:
+    """Which of `candidates` holds the server's end of a connection that has just been
+    answered (kept open to look it up in /proc)."""
+    parts = urlsplit(page.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.request("GET", "/api/state")
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200
+        client_port = conn.sock.getsockname()[1]
+        inode = _server_side_inode(parts.port, client_port)
+        holders = [pid for pid in candidates if f"socket:[{inode}]" in _fd_links(pid)]
+        assert len(holders) == 1, holders
+        return holders[0]
+    finally:
+        conn.close()
+
+
+def _server_side_inode(server_port: int, client_port: int) -> str:
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = (int(a.split(":")[1], 16) for a in fields[1:3])
+        if (local, remote) == (server_port, client_port):
+            return fields[9]
+    raise AssertionError(f"no connection {server_port} <- {client_port} in /proc/net/tcp")
+
+
+def _fd_links(pid: int) -> set[str]:
+    links = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            links.add(os.readlink(fd))
+    return links
+
+
+def test_the_page_is_answered_by_a_process_of_its_own_which_ends_with_the_daemon(tmp_path):
+    with live_run(tmp_path, RUN) as (daemon, page):
+        child = wait_until(lambda: page_process(daemon.pid), "a page process", [daemon])
+        assert answering_pid(page, {daemon.pid, child}) == child
+        wait_until(lambda: len(daemon.named(Event.UNIT_DONE)) == UNITS, "every unit", [daemon])
+        assert daemon.stop() == 0, daemon.report()
+    assert gone(child)
+
+
+def test_a_sigkilled_daemon_leaves_no_page_process_holding_the_port(tmp_path):
+    with live_run(tmp_path, RUN) as (daemon, page):
+        child = wait_until(lambda: page_process(daemon.pid), "a page process", [daemon])
+        daemon.kill()
+        wait_until(lambda: gone(child), f"the page process {child} to exit")
+        port = urlsplit(page.url).port
+        bind(f"127.0.0.1:{port}").close()  # free again
+
+
+def test_a_killed_page_process_is_said_and_started_again(tmp_path):
+    with live_run(tmp_path, RUN) as (daemon, page):
+        first = wait_until(lambda: page_process(daemon.pid), "a page process", [daemon])
+        os.kill(first, signal.SIGKILL)
+        ended = daemon.wait_event(Event.WEB_PAGE_PROCESS_ENDED)
+        assert ended["level"] == "error" and ended["status"] == -signal.SIGKILL
+        assert ended["pid"] == first
+        second = wait_until(
+            lambda: (pid := page_process(daemon.pid)) not in (None, first) and pid,
+            "another page process",
+            [daemon],
+        )
+        assert answering_pid(page, {daemon.pid, second}) == second
+        wait_until(lambda: len(daemon.named(Event.UNIT_DONE)) == UNITS, "every unit", [daemon])
