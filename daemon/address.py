@@ -69,3 +69,9 @@ def bind(listen: str) -> socket.socket:
         reason = exc.strerror or str(exc)
         raise OSError(exc.errno, f"cannot listen on {listen}: {reason}") from None
     return sock
+
+
+def served_url(sock: socket.socket) -> str:
+    """The page's address on the bound socket `sock`."""
+    host, port = sock.getsockname()[:2]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from daemon.address import bind
+from daemon.address import bind, served_url
 from daemon.config import Settings
 from daemon.events import Event
 from daemon.logs import configure_logging, get_logger
@@ -67,8 +67,6 @@ class PageProcess:
     dies while the daemon runs. Has WebServer's `url`, `start` and `stop`."""
 
     def __init__(self, order: PageOrder, sock: socket.socket) -> None:
-        from daemon.monitor.web import served_url
-
         self.sock = sock
         self.url = served_url(sock)
         self._order = pickle.dumps(order)

@@ -32,7 +32,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from daemon.address import bind
+from daemon.address import bind, served_url
 from daemon.config import Settings
 from daemon.monitor.answers import RunAnswers
 from daemon.monitor.metrics import registry_for
@@ -147,12 +147,6 @@ class WebServer:
         if self._thread is not None:
             self._thread.join(timeout)
         self.sock.close()
-
-
-def served_url(sock: socket.socket) -> str:
-    """The page's address on the bound socket `sock`."""
-    host, port = sock.getsockname()[:2]
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
 
 def open_server(experiment: Path, settings: Settings, listen: str | None = None) -> WebServer:
