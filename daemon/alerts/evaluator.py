@@ -44,6 +44,7 @@ from daemon.ingest.ledger import unit_of
 from daemon.layouts import reader
 from daemon.logs import get_logger
 from daemon.monitor.overview import experiments as root_experiments
+from daemon.monitor.rawlisting import RawListing
 from daemon.monitor.snapshot import ledger_signature
 from daemon.monitor.status import being_written, daemon_pid, readable_plan
 from daemon.products.alertlog import AlertLog, alert_log_path
@@ -88,6 +89,7 @@ class Watched:
     log: AlertLog
     unit_name: UnitName
     quality: QualityRows
+    listing: RawListing  # raw_data's names, followed between evaluations as the page does
     disk: dict[str, collections.deque[tuple[float, int]]] = field(default_factory=dict)
     incomplete_since: dict[str, float] = field(default_factory=dict)
     # A complete run's files as of its last evaluation: while they stay so, what held holds
@@ -132,6 +134,7 @@ class AlertThread:
             self._outbox.stop()
         for watched in self._watched.values():
             watched.log.close()
+            watched.listing.close()
         self._watched.clear()
 
     def _run(self) -> None:
@@ -214,7 +217,9 @@ class AlertThread:
         """Stop telling and watching an experiment, and close its alert history."""
         if self._outbox is not None:
             self._outbox.forget(name)
-        self._watched.pop(name).log.close()
+        watched = self._watched.pop(name)
+        watched.log.close()
+        watched.listing.close()
 
 
 def reconcile(
@@ -285,7 +290,8 @@ def _watch(experiment: Path, settings: Settings) -> Watched:
     log = AlertLog(alert_log_path(store))
     quality = QualityRows(state_dir(store) / QUALITY_DB)
     units = RunUnits(ledger_path(store))
-    watched = Watched(experiment, settings, units, log, names.unit_name, quality)
+    listing = RawListing(watch=settings.watch.observer == "inotify")
+    watched = Watched(experiment, settings, units, log, names.unit_name, quality, listing)
     after = stall_after_s(units.units(), settings.alerts)
     for alert in log.open_alerts():  # a restart: a dataset stuck before it is stuck still
         if alert.rule == "stall" and alert.key != "stall":
@@ -299,7 +305,12 @@ def _view(watched: Watched, now: float) -> RunView:
     units = watched.units.units()
     raw_dir = watched.experiment / RAW_DATA
     plan = readable_plan(raw_dir, settings)
-    written = being_written(raw_dir, plan, watched.units.recorded())
+    recorded = watched.units.recorded()
+    folders = None
+    if plan is not None:  # only the names new since the last evaluation are parsed
+        watched.listing.read(plan)
+        folders = watched.listing.unrecorded(recorded)
+    written = being_written(raw_dir, plan, recorded, folders)
     datasets = set()
     if plan is not None:
         for uid in written:

@@ -3,12 +3,11 @@ run's entries cost to stat, not a read of the ledger per entry."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+from support.faults import index_half_written
+from support.reads import folders_listed
 
 from daemon.config import Settings, WatchSettings
 from daemon.ingest.planner import FULL_RESCAN_EVERY, STAGE_SUFFIX
@@ -38,26 +37,6 @@ def test_a_rescan_reads_no_unit_for_the_stage_positions_of_units_that_did_not_fa
     assert unit_reads == []
 
 
-@contextmanager
-def folders_listed_in(raw: Path) -> Iterator[list[str]]:
-    """The folders inside `raw` the process lists (os.scandir, os.listdir) while in the block,
-    seen by an audit hook: whatever code reads them, each read counts."""
-    listed: list[str] = []
-    recording = [True]
-
-    def hook(event: str, args: tuple[object, ...]) -> None:
-        if recording[0] and event in ("os.scandir", "os.listdir") and args and args[0]:
-            path = Path(os.fsdecode(args[0]))  # type: ignore[arg-type]
-            if path.parent == raw:
-                listed.append(path.name)
-
-    sys.addaudithook(hook)  # hooks cannot be removed: this one stops recording at the end
-    try:
-        yield listed
-    finally:
-        recording[0] = False
-
-
 def test_periodic_rescans_read_a_taken_in_dataset_only_at_the_full_one(tmp_path: Path) -> None:
     """A rescan at 10,000 units read the 10,000 dataset folders every 30 s (0.36 s of CPU):
     between full rescans, one every FULL_RESCAN_EVERY, it reads only what may hold news, so
@@ -74,12 +53,13 @@ def test_periodic_rescans_read_a_taken_in_dataset_only_at_the_full_one(tmp_path:
         service.begin(watch=True)
         try:
             service.step(watch=True)  # the start's full scan
-            with folders_listed_in(raw) as listed:
+            with folders_listed() as listed:
                 for _ in range(FULL_RESCAN_EVERY):
                     service.step(watch=True)
         finally:
             service.finish()
-    assert sorted(listed) == datasets  # once each, by the one full rescan among them
+    read = sorted(folder.name for folder in listed if folder.parent == raw)
+    assert read == datasets  # once each, by the one full rescan among them
 
 
 def test_a_rescan_between_full_ones_finds_datasets_no_event_announced(tmp_path: Path) -> None:
@@ -92,15 +72,13 @@ def test_a_rescan_between_full_ones_finds_datasets_no_event_announced(tmp_path: 
     shutil.copytree(truth / "raw_data", raw)
     late, unfinished = sorted(p.name for p in raw.iterdir() if p.is_dir())[:2]
     shutil.rmtree(raw / late)
-    index = raw / unfinished / "NDTiff.index"
-    whole = index.read_bytes()
-    index.write_bytes(whole[: len(whole) // 2])  # its last frames not indexed yet
+    whole = index_half_written(raw / unfinished)
     with IngestService(experiment, Settings()) as service:
         service.planner.scan()
         assert service.ledger.counts()["pending"] == 2
         assert service.planner.waiting == {unfinished}
         shutil.copytree(truth / "raw_data" / late, raw / late)
-        index.write_bytes(whole)
+        (raw / unfinished / "NDTiff.index").write_bytes(whole)
         service.planner.scan(full=False)
         assert service.ledger.counts()["pending"] == 4
         assert service.planner.waiting == set()
