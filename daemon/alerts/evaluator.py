@@ -26,6 +26,7 @@ from pathlib import Path
 from structlog.typing import FilteringBoundLogger
 
 from daemon.alerts.notifier import Outbox
+from daemon.alerts.qualityjudge import QualityJudge
 from daemon.alerts.qualityrows import QualityRows
 from daemon.alerts.rules import (
     Condition,
@@ -90,6 +91,7 @@ class Watched:
     unit_name: UnitName
     quality: QualityRows
     listing: RawListing  # raw_data's names, followed between evaluations as the page does
+    judge: QualityJudge  # the quality rule, its tiles' numbers kept between evaluations
     disk: dict[str, collections.deque[tuple[float, int]]] = field(default_factory=dict)
     incomplete_since: dict[str, float] = field(default_factory=dict)
     # A complete run's files as of its last evaluation: while they stay so, what held holds
@@ -291,7 +293,8 @@ def _watch(experiment: Path, settings: Settings) -> Watched:
     quality = QualityRows(state_dir(store) / QUALITY_DB)
     units = RunUnits(ledger_path(store))
     listing = RawListing(watch=settings.watch.observer == "inotify")
-    watched = Watched(experiment, settings, units, log, names.unit_name, quality, listing)
+    judge = QualityJudge(names.unit_name, settings.alerts)
+    watched = Watched(experiment, settings, units, log, names.unit_name, quality, listing, judge)
     after = stall_after_s(units.units(), settings.alerts)
     for alert in log.open_alerts():  # a restart: a dataset stuck before it is stuck still
         if alert.rule == "stall" and alert.key != "stall":
@@ -321,15 +324,18 @@ def _view(watched: Watched, now: float) -> RunView:
         del since[gone]
     for dataset in datasets:
         since.setdefault(dataset, now)
+    by_tile = watched.quality.by_tile()
+    rows = [row for tile in sorted(by_tile) for row in by_tile[tile]]
     return RunView(
         now=now,
         units=units,
         expected=plan.num_tiles * plan.num_rounds if plan is not None else None,
         incomplete=dict(since),
         backlog=watched.units.backlog(),
-        quality=watched.quality.rows(),
+        quality=rows,
         disks=_disks(watched, now),
         unit_name=watched.unit_name,
+        judged_quality=watched.judge.conditions(by_tile),
     )
 
 
