@@ -12,7 +12,7 @@ and judges each channel in numpy (`rules.channel_outliers`), giving the conditio
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +52,7 @@ class TileFacts:
     """What the rule reads of one tile's rows (`rows`, the list they were taken from): their
     judged numbers (MEASURED, in row order) and their own conditions (`rules.registration`)."""
 
-    rows: list[Row]
+    rows: Sequence[Row]
     measured: np.ndarray
     registration: tuple[Condition, ...]
 
@@ -66,7 +66,7 @@ class QualityJudge:
         self._tiles: dict[int, TileFacts] = {}
         self._channel_ids: dict[tuple[str, int], int] = {}  # (kind, entry index) -> an id
 
-    def conditions(self, by_tile: Mapping[int, list[Row]]) -> list[Condition]:
+    def conditions(self, by_tile: Mapping[int, Sequence[Row]]) -> list[Condition]:
         """`rules.quality` of the rows (`by_tile`: each tile's rows in the log's order)."""
         facts = [self._facts(tile, by_tile[tile]) for tile in sorted(by_tile)]
         for gone in self._tiles.keys() - by_tile.keys():
@@ -83,7 +83,7 @@ class QualityJudge:
         return list(found.values())
 
     def _outliers(
-        self, measured: np.ndarray, judged: Judged, by_tile: Mapping[int, list[Row]]
+        self, measured: np.ndarray, judged: Judged, by_tile: Mapping[int, Sequence[Row]]
     ) -> list[Condition]:
         """`rules.outliers` of one judged number's values (in row order)."""
         if not len(measured):
@@ -114,7 +114,7 @@ class QualityJudge:
             )
         return found
 
-    def _facts(self, tile: int, rows: list[Row]) -> TileFacts:
+    def _facts(self, tile: int, rows: Sequence[Row]) -> TileFacts:
         """The tile's facts, taken from its rows again only when they were read again."""
         kept = self._tiles.get(tile)
         if kept is not None and kept.rows is rows:
