@@ -90,7 +90,7 @@ class Watched:
     log: AlertLog
     unit_name: UnitName
     quality: QualityRows
-    listing: RawListing  # raw_data's names, followed between evaluations as the page does
+    listing: RawListing  # raw_data's names and dataset folders, kept between evaluations
     judge: QualityJudge  # the quality rule, its tiles' numbers kept between evaluations
     disk: dict[str, collections.deque[tuple[float, int]]] = field(default_factory=dict)
     incomplete_since: dict[str, float] = field(default_factory=dict)
@@ -292,7 +292,9 @@ def _watch(experiment: Path, settings: Settings) -> Watched:
     log = AlertLog(alert_log_path(store))
     quality = QualityRows(state_dir(store) / QUALITY_DB)
     units = RunUnits(ledger_path(store))
-    listing = RawListing(watch=settings.watch.observer == "inotify")
+    # listed again when raw_data's time moved, its new names parsed: no inotify watch of its
+    # own (the page's and the observer's say when inotify is missing; this would say it again)
+    listing = RawListing(watch=False)
     judge = QualityJudge(names.unit_name, settings.alerts)
     watched = Watched(experiment, settings, units, log, names.unit_name, quality, listing, judge)
     after = stall_after_s(units.units(), settings.alerts)
