@@ -26,6 +26,7 @@ from pathlib import Path
 from structlog.typing import FilteringBoundLogger
 
 from daemon.alerts.notifier import Outbox
+from daemon.alerts.qualityjudge import QualityJudge
 from daemon.alerts.qualityrows import QualityRows
 from daemon.alerts.rules import (
     Condition,
@@ -44,6 +45,7 @@ from daemon.ingest.ledger import unit_of
 from daemon.layouts import reader
 from daemon.logs import get_logger
 from daemon.monitor.overview import experiments as root_experiments
+from daemon.monitor.rawlisting import RawListing
 from daemon.monitor.snapshot import ledger_signature
 from daemon.monitor.status import being_written, daemon_pid, readable_plan
 from daemon.products.alertlog import AlertLog, alert_log_path
@@ -88,6 +90,8 @@ class Watched:
     log: AlertLog
     unit_name: UnitName
     quality: QualityRows
+    listing: RawListing  # raw_data's names and dataset folders, kept between evaluations
+    judge: QualityJudge  # the quality rule, its tiles' numbers kept between evaluations
     disk: dict[str, collections.deque[tuple[float, int]]] = field(default_factory=dict)
     incomplete_since: dict[str, float] = field(default_factory=dict)
     # A complete run's files as of its last evaluation: while they stay so, what held holds
@@ -132,6 +136,7 @@ class AlertThread:
             self._outbox.stop()
         for watched in self._watched.values():
             watched.log.close()
+            watched.listing.close()
         self._watched.clear()
 
     def _run(self) -> None:
@@ -214,7 +219,9 @@ class AlertThread:
         """Stop telling and watching an experiment, and close its alert history."""
         if self._outbox is not None:
             self._outbox.forget(name)
-        self._watched.pop(name).log.close()
+        watched = self._watched.pop(name)
+        watched.log.close()
+        watched.listing.close()
 
 
 def reconcile(
@@ -285,7 +292,11 @@ def _watch(experiment: Path, settings: Settings) -> Watched:
     log = AlertLog(alert_log_path(store))
     quality = QualityRows(state_dir(store) / QUALITY_DB)
     units = RunUnits(ledger_path(store))
-    watched = Watched(experiment, settings, units, log, names.unit_name, quality)
+    # listed again when raw_data's time moved, its new names parsed: no inotify watch of its
+    # own (the page's and the observer's say when inotify is missing; this would say it again)
+    listing = RawListing(watch=False)
+    judge = QualityJudge(names.unit_name, settings.alerts)
+    watched = Watched(experiment, settings, units, log, names.unit_name, quality, listing, judge)
     after = stall_after_s(units.units(), settings.alerts)
     for alert in log.open_alerts():  # a restart: a dataset stuck before it is stuck still
         if alert.rule == "stall" and alert.key != "stall":
@@ -299,7 +310,12 @@ def _view(watched: Watched, now: float) -> RunView:
     units = watched.units.units()
     raw_dir = watched.experiment / RAW_DATA
     plan = readable_plan(raw_dir, settings)
-    written = being_written(raw_dir, plan, watched.units.recorded())
+    recorded = watched.units.recorded()
+    folders = None
+    if plan is not None:  # only the names new since the last evaluation are parsed
+        watched.listing.read(plan)
+        folders = watched.listing.unrecorded(recorded)
+    written = being_written(raw_dir, plan, recorded, folders)
     datasets = set()
     if plan is not None:
         for uid in written:
@@ -310,15 +326,18 @@ def _view(watched: Watched, now: float) -> RunView:
         del since[gone]
     for dataset in datasets:
         since.setdefault(dataset, now)
+    by_tile = watched.quality.by_tile()
+    rows = [row for tile in sorted(by_tile) for row in by_tile[tile]]
     return RunView(
         now=now,
         units=units,
         expected=plan.num_tiles * plan.num_rounds if plan is not None else None,
         incomplete=dict(since),
         backlog=watched.units.backlog(),
-        quality=watched.quality.rows(),
+        quality=rows,
         disks=_disks(watched, now),
         unit_name=watched.unit_name,
+        judged_quality=watched.judge.conditions(by_tile),
     )
 
 

@@ -78,12 +78,18 @@ class QualityRows:
 
     def rows(self) -> list[KeptRow]:
         """Every row, in the log's order (tile, round, kind, index); [] before the log exists."""
+        by_tile = self.by_tile()
+        return [row for tile in sorted(by_tile) for row in by_tile[tile]]
+
+    def by_tile(self) -> Mapping[int, list[KeptRow]]:
+        """Each tile's rows in the log's order, read again if the log changed; a tile's list
+        is a new one when its rows were read again ({} before the log exists)."""
         signature = ledger_signature(self._path)
         if signature is None:
-            return []
+            return {}
         if signature != self._read_at:
             self._read(signature)
-        return [row for tile in sorted(self._by_tile) for row in self._by_tile[tile]]
+        return self._by_tile
 
     def _read(self, signature: tuple[object, ...]) -> None:
         """Take in the tiles changed since the last read (every tile at the first, from

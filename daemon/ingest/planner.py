@@ -33,7 +33,7 @@ from daemon.config import Settings
 from daemon.events import Event
 from daemon.ingest.calibrations import PsfJob, write_calibrations
 from daemon.ingest.failures import describe, errno_name
-from daemon.ingest.ledger import Ledger, UnitRecord, unit_id
+from daemon.ingest.ledger import Ledger, UnitRecord, unit_id, unit_of
 from daemon.layouts.base import Layout
 from daemon.logs import get_logger
 from daemon.raw.errors import DatasetError, MetadataError, NotReadyError, RawDataError
@@ -43,6 +43,10 @@ from daemon.states import UnitState
 
 STAGE_SUFFIX = "_stage_positions.csv"
 MTIME_SLACK_S = 1.0
+# One periodic rescan in this many looks at every entry of raw_data (the others at those that
+# may hold news, `Planner._unsettled`): a dataset taken in and then rewritten while its events
+# were lost is found within this many rescan intervals (5 minutes by default).
+FULL_RESCAN_EVERY = 10
 _ONLY_REGULAR = "a symbolic link or special file; only regular files inside raw_data are read"
 
 
@@ -65,18 +69,41 @@ class Planner:
         # raw_dir is EXPERIMENT/raw_data; a backfill's lines name their experiment this way
         self._log = get_logger(experiment=str(raw_dir.parent), raw_dir=str(raw_dir))
 
-    def scan(self) -> None:
-        """Look at every entry of raw_data (start-up, and periodically for missed events)."""
+    def scan(self, full: bool = True) -> None:
+        """Look at the entries of raw_data for changes no event announced: every one (`full`:
+        at start-up, after the observer was down, and every `FULL_RESCAN_EVERY` rescans), or
+        only those that may hold a change the ledger does not know (`_unsettled`)."""
         try:
-            names = sorted(os.listdir(self.raw_dir))
+            names = os.listdir(self.raw_dir)
         except FileNotFoundError:
             self._once("raw_data missing", Event.WAITING_FOR_RAW_DATA, folder=str(self.raw_dir))
             return
         self._load_plan()
         failed = self._ledger.failed_ids()  # a stage-position file can only bring these back
-        for name in names:
+        if not full:
+            names = self._unsettled(names, failed)
+        for name in sorted(names):
             self.consider(name, failed)
         self._calibrate()
+
+    def _unsettled(self, names: list[str], failed: set[str]) -> list[str]:
+        """The `names` a lost event can hide news in: all but the datasets the ledger took in
+        as they are (`_recorded`) and the stage-position files of units that did not fail.
+
+        A new dataset is a new name, one being written is not taken in yet, and only a failed
+        unit's stage-position file can bring it back: what is left out changes only when a
+        dataset taken in is written again, which its events (or the next full rescan) tell.
+        A rescan at 10,000 units then reads a few entries instead of 10,000 folders.
+        """
+        if self.plan is None:
+            return names  # nothing is taken in before the plan
+        plan = self.plan
+        stage = {plan.stage_positions_path(r + 1, t).name for t, r in map(unit_of, failed)}
+        return [
+            name
+            for name in names
+            if name not in self._recorded and (name in stage or not name.endswith(STAGE_SUFFIX))
+        ]
 
     def consider(self, name: str, failed: Container[str] | None = None) -> None:
         """Look at one top-level entry of raw_data that may have changed (`failed`: the failed

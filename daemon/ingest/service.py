@@ -37,7 +37,7 @@ from daemon.ingest.backlog import BacklogReport, recover, requeue_environmental
 from daemon.ingest.claim import Claim
 from daemon.ingest.failures import describe, errno_name
 from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult
-from daemon.ingest.planner import Planner
+from daemon.ingest.planner import FULL_RESCAN_EVERY, Planner
 from daemon.ingest.sdnotify import Notifier
 from daemon.ingest.state import StatePublisher, iso_time
 from daemon.ingest.unit import UnitConverter
@@ -102,6 +102,7 @@ class IngestService:
         self._step_error: str | None = None  # the last failed step's error, logged once
         self._recovered = False  # units left `running` by a crash are back to pending
         self._last_rescan: float | None = None  # None until the first full scan succeeded
+        self._rescans_to_full = 0  # periodic rescans before the next full one (`Planner.scan`)
         self._last_status = 0.0
         self._warm = False  # what a unit imports on first use was imported while idle
 
@@ -288,7 +289,8 @@ class IngestService:
         # The first scan (retried until it succeeds), then in watch mode a periodic rescan.
         if self._last_rescan is None or (watch and now - self._last_rescan >= interval):
             first = self._last_rescan is None
-            self.planner.scan()
+            self.planner.scan(full=self._rescans_to_full == 0)
+            self._rescans_to_full = (self._rescans_to_full or FULL_RESCAN_EVERY) - 1
             self._last_rescan = now
             if first:  # ready once what is already on disk is recorded
                 self.notifier.ready(self.backlog.status_line())
@@ -377,6 +379,7 @@ class IngestService:
             # What arrived while no observer ran (raw_data created late, a dead observer)
             # sent no event: look at everything now rather than at the next periodic rescan.
             self._last_rescan = -math.inf
+            self._rescans_to_full = 0
 
     def _dispatch(self) -> None:
         for uid in self.offerable():

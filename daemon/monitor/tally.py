@@ -134,6 +134,31 @@ def _finished(u: Finishing) -> bool:
     return u.state == UnitState.FAILED or (u.state == UnitState.DONE and u.finished_at is not None)
 
 
+def _history_end(u: TalliedUnit) -> tuple[float, bool, int] | None:
+    """What a unit adds to the history's sums where it leaves the backlog: when, whether it
+    was done, its size if so (`Tally.history`); None while it is in the backlog."""
+    if not _finished(u):
+        return None
+    done = u.state == UnitState.DONE
+    return ended(u), done, (u.source_bytes or 0) if done else 0
+
+
+def _history_changes(old: TalliedUnit | None, new: TalliedUnit) -> list[float]:
+    """The times from which the history's sums change when a unit goes from `old` (None: not
+    recorded) to `new`: where it was and is seen, if that moved, and where it left and leaves
+    the backlog, if that or what it adds there changed (done or not, its size). A unit seen
+    long ago and converted now changes the sums from now on only: a daemon working through
+    an old backlog would have them summed again from its oldest unit at each answer."""
+    found = []
+    if old is None or old.seen_at != new.seen_at:
+        found += [new.seen_at] + ([old.seen_at] if old is not None else [])
+    before = _history_end(old) if old is not None else None
+    after = _history_end(new)
+    if before != after:
+        found += [end[0] for end in (before, after) if end is not None]
+    return found
+
+
 STREAMS = ("done", "seen", "started", "ended")
 
 
@@ -179,6 +204,7 @@ class Tally:
         removed: dict[str, list[tuple[float, str]]] = {s: [] for s in STREAMS}
         added: dict[str, list[tuple[float, str]]] = {s: [] for s in STREAMS}
         latest = {u.unit_id: u for u in changed}  # a unit read twice: as it is now
+        stale: list[float] = []  # times from which the history's sums changed
         for record in latest.values():
             old = self.units.get(record.unit_id)
             uid = record.unit_id if old is None else old.unit_id
@@ -188,17 +214,13 @@ class Tally:
             self._count(new, 1, added)
             if new.state == UnitState.FAILED:
                 self.failed[uid] = record
+            if self.timeline:
+                stale += _history_changes(old, new)
         for stream in STREAMS:
             getattr(self, f"_{stream}").replace(removed[stream], added[stream])
-        if self.timeline:
-            changed_times = [
-                t for s in ("seen", "ended") for x in (removed, added) for t, _ in x[s]
-            ]
-            if changed_times:
-                first = min(changed_times)
-                self._stale_from = (
-                    first if self._stale_from is None else min(self._stale_from, first)
-                )
+        if stale:
+            first = min(stale)
+            self._stale_from = first if self._stale_from is None else min(self._stale_from, first)
 
     def _count(self, u: TalliedUnit, sign: int, items: dict[str, list[tuple[float, str]]]) -> None:
         """Add (`sign` 1) or take away (-1) one unit's part of every sum."""

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from support.daemon import DaemonProcess
 from support.experiment import daemon_command, quiet, simulate_and_ingest, write_config
-from support.faults import truncate_mid_plane
+from support.faults import index_half_written, truncate_mid_plane
+from support.reads import folders_listed
 
 from daemon.alerts.evaluator import AlertThread, _view, _watch, one_experiment
 from daemon.alerts.qualityrows import RULE_COLUMNS
@@ -27,6 +28,7 @@ from daemon.datastore.sqlite import Database
 from daemon.datastore.statedir import ledger_path, state_dir
 from daemon.events import Event
 from daemon.ingest.ledger import Ledger
+from daemon.ingest.service import IngestService
 from daemon.logs import configure_logging
 from daemon.products.alertlog import read_alerts
 from daemon.products.qualitylog import QUALITY_DB, QualityLog
@@ -263,3 +265,30 @@ def test_an_evaluation_reads_again_only_the_tiles_whose_quality_changed(
     assert second == whole() != first
     assert {row["tile"] for row in second} == {0, 1}
     watched.log.close()
+
+
+def test_an_evaluation_parses_only_the_raw_data_names_new_since_the_last(tmp_path: Path) -> None:
+    """The stall rule asks which datasets are being written: listing raw_data and parsing its
+    20,000 names at every evaluation cost 27 ms at 10,000 units. The thread keeps the listing:
+    raw_data is listed again only when its time moved (a dataset added), and a dataset that
+    starts being written after the first evaluations is found."""
+    simulate(tmp_path / "truth", SETTINGS)
+    truth = tmp_path / "truth" / "raw_data"
+    experiment = tmp_path / "exp"
+    raw = planned(truth, experiment)
+    arrive(truth, raw, "sim_r0001_tile0000_1")
+    configure_logging("json", "info", stream=io.StringIO())
+    with IngestService(experiment, Settings()) as service:
+        assert service.run(watch=False).done == 1
+    os.utime(raw, (1e9, 1e9))  # the last dataset arrived a while ago
+    watched = _watch(experiment, Settings())
+    try:
+        with folders_listed() as listed:
+            for now in (100.0, 110.0, 120.0):
+                assert _view(watched, now).incomplete == {}
+        assert [folder for folder in listed if folder == raw] == [raw]  # the first only
+        arrive(truth, raw, "sim_r0001_tile0001_1", damage=index_half_written)
+        assert _view(watched, 130.0).incomplete == {"sim_r0001_tile0001": 130.0}
+    finally:
+        watched.log.close()
+        watched.listing.close()
