@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from support.records import unit_record
+
 from daemon.alerts.rules import (
     DiskSamples,
     RunView,
@@ -27,23 +29,9 @@ def unit_name(tile: int, round_: int) -> str:
 
 
 def unit(tile: int, round_: int, seen_at: float, state: str = "done", error: str | None = None):
-    return UnitRecord(
-        unit_id=f"tile{tile:04d}/round{round_:04d}",
-        tile=tile,
-        round=round_,
-        state=state,
-        dataset=f"sim_r{round_ + 1:04d}_tile{tile:04d}_1",
-        fingerprint="",
-        attempts=1,
-        source_bytes=None,
-        checksum=None,
-        outputs=(),
-        error=error,
-        seen_at=seen_at,
-        started_at=None,
-        finished_at=None,
-        read_s=None,
-        write_s=None,
+    dataset = f"sim_r{round_ + 1:04d}_tile{tile:04d}_1"
+    return unit_record(
+        tile, round_, state=state, dataset=dataset, fingerprint="", error=error, seen_at=seen_at
     )
 
 

@@ -14,11 +14,12 @@ from dataclasses import astuple, fields
 import pytest
 from monitor_support import ledger_of
 from support.experiment import quiet
+from support.records import unit_record
 
 from daemon.config import Settings
 from daemon.datastore.sqlite import Database
 from daemon.datastore.statedir import ledger_path, state_dir
-from daemon.ingest.ledger import Ledger, UnitRecord, UnitResult, unit_id
+from daemon.ingest.ledger import Ledger, UnitResult, unit_id
 from daemon.monitor.alertview import RECENT_CLEARED, AlertHistory
 from daemon.monitor.qualityview import PAGE_ROWS
 from daemon.monitor.snapshot import Snapshots, as_stored
@@ -32,23 +33,15 @@ QUALITY_COLUMNS = [f.name for f in fields(QualityRow)]
 
 
 def unit(tile: int, state: str, seen: float, started=None, finished=None, size=0, error=None):
-    return UnitRecord(
-        unit_id=f"tile{tile:04d}/round0000",
-        tile=tile,
-        round=0,
+    return unit_record(
+        tile,
         state=state,
         dataset=f"d{tile}",
-        fingerprint="f",
-        attempts=1,
         source_bytes=size,
-        checksum=None,
-        outputs=(),
         error=error,
         seen_at=seen,
         started_at=started,
         finished_at=finished,
-        read_s=None,
-        write_s=None,
     )
 
 

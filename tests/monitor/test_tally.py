@@ -6,28 +6,21 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from daemon.ingest.ledger import UnitRecord, unit_id
+from support.records import unit_record
+
+from daemon.ingest.ledger import UnitRecord
 from daemon.monitor.tally import TalliedUnit, Tally
 
 
 def unit(tile: int, seen: float, state: str = "pending", finished=None, size=None) -> UnitRecord:
-    return UnitRecord(
-        unit_id=unit_id(tile, 0),
-        tile=tile,
-        round=0,
+    return unit_record(
+        tile,
         state=state,
-        dataset=f"run_r0001_tile{tile:04d}_1",
-        fingerprint="f",
-        attempts=1,
         source_bytes=size,
-        checksum=None,
-        outputs=(),
         error="broken" if state == "failed" else None,
         seen_at=seen,
         started_at=None if finished is None else finished - 0.5,
         finished_at=finished,
-        read_s=None,
-        write_s=None,
     )
 
 
