@@ -192,8 +192,8 @@ def run_daemon(command: str, experiment: Path, config: Path, *extra: str) -> Dae
 def process_tree(pid: int) -> list[int]:
     """`pid` and its descendants now, `pid` first: a daemon's figures count the processes it
     starts (its page, for one). Found by each process's parent in /proc/*/stat, as not every
-    kernel has /proc/PID/task/*/children (CONFIG_PROC_CHILDREN; this machine's has not); a
-    process that exits between the reads is simply left out."""
+    kernel has /proc/PID/task/*/children (CONFIG_PROC_CHILDREN), which names each thread's
+    children apart; a process that exits between the reads is simply left out."""
     children: dict[int, list[int]] = defaultdict(list)
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:

@@ -13,9 +13,11 @@ descriptor FD (`pass_fds`). Everything else the child needs, the settings the da
 `PageOrder` pickled onto the child's stdin: the exact settings, not the config file read again
 (which may have changed since the daemon started), and no token on a command line that `ps`
 shows. The stdin pipe then stays open: its EOF, when the daemon closes it or dies (even by
-SIGKILL), is the child's signal to exit, so the child never outlives the daemon. The child
-ignores SIGINT and SIGTERM: a Ctrl-C at the terminal reaches the whole process group, and the
-daemon, which may still drain its workers, decides when the page ends.
+SIGKILL), is the child's signal to exit, so the child never outlives the daemon. The daemon,
+which may still drain its workers, decides when the page ends: the child runs in a session of
+its own, so a Ctrl-C at the terminal (SIGINT to its foreground process group) reaches the
+daemon alone, also while the child starts and could not ignore it yet; and it ignores SIGINT
+and SIGTERM sent to it directly.
 
 If the child dies while the daemon runs, the daemon logs `web page process ended` (an error,
 with its exit status) and starts another on the same socket after a backoff of
@@ -107,7 +109,9 @@ class PageProcess:
         fd = self.sock.fileno()
         # -P: the daemon's working directory is not put on the child's import path
         command = [sys.executable, "-P", "-m", __name__, str(fd)]
-        child = subprocess.Popen(command, stdin=subprocess.PIPE, pass_fds=(fd,))
+        child = subprocess.Popen(
+            command, stdin=subprocess.PIPE, pass_fds=(fd,), start_new_session=True
+        )
         assert child.stdin is not None  # stdin=PIPE
         try:
             child.stdin.write(self._order)

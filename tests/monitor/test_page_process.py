@@ -12,10 +12,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from monitor_support import Page, live_run
+from support.daemon import DaemonProcess
+from support.experiment import write_config
 from support.processes import wait_until
 
 from daemon.address import bind
 from daemon.events import Event
+from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
 
 RUN = SimulationSettings(tiles=2, rounds=2, z=2, size=32, interval=0.05)
@@ -119,3 +122,18 @@ def test_a_killed_page_process_is_said_and_started_again(tmp_path):
         )
         assert answering_pid(page, {daemon.pid, second}) == second
         wait_until(lambda: len(daemon.named(Event.UNIT_DONE)) == UNITS, "every unit", [daemon])
+
+
+def test_a_ctrl_c_at_the_terminal_is_the_daemons_alone_even_while_its_page_starts(tmp_path):
+    """Ctrl-C sends SIGINT to the terminal's whole foreground process group; a page process
+    in that group, still starting (before it can ignore SIGINT), died of it and was said as
+    an error (`web page process ended`). The daemon decides when its page ends."""
+    experiment = tmp_path / "exp"
+    simulate(experiment, SimulationSettings(tiles=1, rounds=1, z=2, size=32))
+    config = write_config(tmp_path / "config.toml", web={"listen": "127.0.0.1:0"})
+    # setsid: the daemon leads a process group of its own, as a shell's foreground job does
+    with DaemonProcess("watch", experiment, config, wrapper=["setsid"]) as daemon:
+        wait_until(lambda: page_process(daemon.pid), "a page process", [daemon])
+        os.killpg(daemon.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        daemon.expect_exit(0)
+    assert daemon.named(Event.WEB_PAGE_PROCESS_ENDED) == [], daemon.report()
