@@ -4,7 +4,8 @@ The daemon is always measured as the user runs it (`qi2lab-ingest` from the same
 process) so start-up, planning and publication are part of its figures. Its RSS over time and
 its peak come from /proc/PID/status (VmRSS, VmHWM) of the daemon and every process it started
 (its page may run in one), sampled by a thread; VmHWM is the kernel's own high-water mark, so
-the peak misses nothing between samples (summed over processes, it is an upper bound).
+the peak misses nothing between samples (summed over processes, RSS and peak are upper
+bounds: pages the processes share, their libraries', count once in each).
 (`os.wait4`'s ru_maxrss is no use here: a child's counts the parent's RSS at fork time, i.e.
 this process's.) Its JSON log goes to a file, never a pipe: a pipe nobody drains would stall a
 daemon that logs 4000 units.

@@ -99,7 +99,8 @@ class PageProcess:
                 child.wait(timeout)
             except subprocess.TimeoutExpired:
                 child.kill()
-                child.wait(timeout)
+                with contextlib.suppress(subprocess.TimeoutExpired):  # stuck in the kernel:
+                    child.wait(timeout)  # the daemon stops anyway; the kill lands when it can
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join(timeout)
         self.sock.close()
