@@ -7,8 +7,9 @@ GIL every time it let go of it (each SQLite row step, each file and socket call)
 10,000-unit run a `?since=` answer whose own work is 3-9 ms took 60 ms median, up to 280 ms
 (issue 25). A process of its own shares no GIL with the workers.
 
-The daemon binds the socket (so a busy port stays its warning) and hands it over as file
-descriptor FD (`pass_fds`). Everything else the child needs, the settings the daemon resolved
+The daemon binds the socket (so a busy port stays its warning) and, at the page's first
+connection (nobody looking, the page costs nothing: `PageProcess._visited`), starts the
+process and hands it the socket as file descriptor FD (`pass_fds`). Everything else the child needs, the settings the daemon resolved
 (the settled layout, --listen, the token, the config's sections) and what to serve, is a
 `PageOrder` pickled onto the child's stdin: the exact settings, not the config file read again
 (which may have changed since the daemon started), and no token on a command line that `ps`
@@ -29,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import selectors
 import signal
 import socket
 import subprocess
@@ -76,15 +78,11 @@ class PageProcess:
         self._lock = threading.Lock()  # the current child, between the watcher and stop
         self._child: subprocess.Popen[bytes] | None = None
         self._watcher: threading.Thread | None = None
+        self._wake_r, self._wake_w = os.pipe()  # stop()'s word to a watcher still waiting
 
     def start(self) -> None:
-        """Start the page process and the thread that starts it again if it dies; OSError
-        (the socket closed) if no process can be started."""
-        try:
-            self._child = self._spawn()
-        except OSError:
-            self.sock.close()
-            raise
+        """Start the thread that starts the page process at the first connection, and again
+        if it dies."""
         self._watcher = threading.Thread(target=self._watch, name="web-page", daemon=True)
         self._watcher.start()
 
@@ -93,6 +91,8 @@ class PageProcess:
         self._stopping.set()
         with self._lock:
             child = self._child
+            if self._wake_w >= 0:
+                os.write(self._wake_w, b"x")  # a watcher still waiting for a first visitor
         if child is not None:
             _close(child.stdin)
             try:
@@ -103,6 +103,11 @@ class PageProcess:
                     child.wait(timeout)  # the daemon stops anyway; the kill lands when it can
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join(timeout)
+        with self._lock:
+            if self._wake_w >= 0 and not (self._watcher and self._watcher.is_alive()):
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                self._wake_r = self._wake_w = -1
         self.sock.close()
 
     def _spawn(self) -> subprocess.Popen[bytes]:
@@ -122,12 +127,22 @@ class PageProcess:
         return child
 
     def _watch(self) -> None:
-        """Wait for the child; if it ends while the daemon runs, say so and start another."""
+        """At the first connection start the page process, then wait on it; if it ends while
+        the daemon runs, say so and start another."""
         log = get_logger()
+        if not self._visited():
+            return
         failures = 0
-        child: subprocess.Popen[bytes] | None = self._child
         while True:
             started = time.monotonic()
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                try:
+                    child = self._child = self._spawn()
+                except OSError as exc:  # no process to be had now (memory, a limit): later
+                    child = None
+                    log.error(Event.WEB_PAGE_PROCESS_NOT_STARTED, error=str(exc))
             if child is not None:
                 status = child.wait()
                 if self._stopping.is_set():
@@ -142,14 +157,21 @@ class PageProcess:
                 )
             if self._stopping.wait(delay):
                 return
-            with self._lock:
-                if self._stopping.is_set():
-                    return
-                try:
-                    child = self._child = self._spawn()
-                except OSError as exc:  # no process to be had now (memory, a limit): later
-                    child = None
-                    log.error(Event.WEB_PAGE_PROCESS_NOT_STARTED, error=str(exc))
+
+    def _visited(self) -> bool:
+        """Wait for the page's first connection (True) or the daemon's stop (False).
+
+        Nobody looking, the page costs nothing, not even its process's start (an interpreter,
+        the web server's and the page's imports: ~0.5 s of a core), which at the daemon's
+        start competed with the first units (`make bench` sections 3 and 7: a unit 0.99 ->
+        1.21 s, 150 MB/s no longer kept up with). The connection waits in the socket's
+        backlog until the process accepts it.
+        """
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.sock, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            selector.select()
+        return not self._stopping.is_set()
 
 
 def _close(pipe: IO[bytes] | None) -> None:

@@ -8,6 +8,7 @@ import contextlib
 import http.client
 import os
 import signal
+import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -90,18 +91,36 @@ def _fd_links(pid: int) -> set[str]:
     return links
 
 
+def visited(daemon: DaemonProcess, page: Page) -> int:
+    """The page process, once a first visit has started it (the visit answered)."""
+    assert page.request("/api/state")[0] == 200
+    return wait_until(lambda: page_process(daemon.pid), "a page process", [daemon])
+
+
 def test_the_page_is_answered_by_a_process_of_its_own_which_ends_with_the_daemon(tmp_path):
     with live_run(tmp_path, RUN) as (daemon, page):
-        child = wait_until(lambda: page_process(daemon.pid), "a page process", [daemon])
+        child = visited(daemon, page)
         assert answering_pid(page, {daemon.pid, child}) == child
         wait_until(lambda: len(daemon.named(Event.UNIT_DONE)) == UNITS, "every unit", [daemon])
         assert daemon.stop() == 0, daemon.report()
     assert gone(child)
 
 
+def test_nobody_looking_no_page_process_is_started(tmp_path):
+    """Its start (an interpreter and the page's imports, ~0.5 s of a core) competed with the
+    daemon's first units: it waits for the page's first visitor."""
+    with live_run(tmp_path, RUN) as (daemon, page):
+        wait_until(lambda: len(daemon.named(Event.UNIT_DONE)) == UNITS, "every unit", [daemon])
+        assert page_process(daemon.pid) is None
+        child = visited(daemon, page)
+        assert answering_pid(page, {daemon.pid, child}) == child
+        assert daemon.stop() == 0, daemon.report()
+    assert gone(child)
+
+
 def test_a_sigkilled_daemon_leaves_no_page_process_holding_the_port(tmp_path):
     with live_run(tmp_path, RUN) as (daemon, page):
-        child = wait_until(lambda: page_process(daemon.pid), "a page process", [daemon])
+        child = visited(daemon, page)
         daemon.kill()
         wait_until(lambda: gone(child), f"the page process {child} to exit")
         port = urlsplit(page.url).port
@@ -110,7 +129,7 @@ def test_a_sigkilled_daemon_leaves_no_page_process_holding_the_port(tmp_path):
 
 def test_a_killed_page_process_is_said_and_started_again(tmp_path):
     with live_run(tmp_path, RUN) as (daemon, page):
-        first = wait_until(lambda: page_process(daemon.pid), "a page process", [daemon])
+        first = visited(daemon, page)
         os.kill(first, signal.SIGKILL)
         ended = daemon.wait_event(Event.WEB_PAGE_PROCESS_ENDED)
         assert ended["level"] == "error" and ended["status"] == -signal.SIGKILL
@@ -133,7 +152,10 @@ def test_a_ctrl_c_at_the_terminal_is_the_daemons_alone_even_while_its_page_start
     config = write_config(tmp_path / "config.toml", web={"listen": "127.0.0.1:0"})
     # setsid: the daemon leads a process group of its own, as a shell's foreground job does
     with DaemonProcess("watch", experiment, config, wrapper=["setsid"]) as daemon:
-        wait_until(lambda: page_process(daemon.pid), "a page process", [daemon])
-        os.killpg(daemon.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
-        daemon.expect_exit(0)
+        url = urlsplit(daemon.wait_seen(Event.WEB_PAGE_SERVED)["url"])
+        # a visitor whose answer is not awaited: the page process is still starting
+        with socket.create_connection((url.hostname, url.port), timeout=30):
+            wait_until(lambda: page_process(daemon.pid), "a page process", [daemon])
+            os.killpg(daemon.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+            daemon.expect_exit(0)
     assert daemon.named(Event.WEB_PAGE_PROCESS_ENDED) == [], daemon.report()
