@@ -9,8 +9,9 @@ GIL every time it let go of it (each SQLite row step, each file and socket call)
 
 The daemon binds the socket (so a busy port stays its warning) and, at the page's first
 connection (nobody looking, the page costs nothing: `PageProcess._visited`), starts the
-process and hands it the socket as file descriptor FD (`pass_fds`). Everything else the child needs, the settings the daemon resolved
-(the settled layout, --listen, the token, the config's sections) and what to serve, is a
+process and hands it the socket as file descriptor FD (`pass_fds`). Everything else the
+child needs, the settings the daemon resolved (the settled layout, --listen, the token, the
+config's sections) and what to serve, is a
 `PageOrder` pickled onto the child's stdin: the exact settings, not the config file read again
 (which may have changed since the daemon started), and no token on a command line that `ps`
 shows. The stdin pipe then stays open: its EOF, when the daemon closes it or dies (even by
