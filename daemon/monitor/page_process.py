@@ -164,9 +164,11 @@ class PageProcess:
 
         Nobody looking, the page costs nothing, not even its process's start (an interpreter,
         the web server's and the page's imports: ~0.5 s of a core), which at the daemon's
-        start competed with the first units (`make bench` sections 3 and 7: a unit 0.99 ->
-        1.21 s, 150 MB/s no longer kept up with). The connection waits in the socket's
-        backlog until the process accepts it.
+        start competed with the first units (`bench/run.py --only live keepup`, started with
+        the daemon and at the first visit alternated twice: 150 MB/s with 2 workers +0.49 /
+        +0.49 against +0.16 / -0.00 datasets of backlog growth, a cold start's first unit
+        1.05 / 0.80 against 0.78 / 0.81 s). The connection waits in the socket's backlog
+        until the process accepts it.
         """
         with selectors.DefaultSelector() as selector:
             selector.register(self.sock, selectors.EVENT_READ)
