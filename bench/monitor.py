@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from harness import DaemonProcess, median, read_events, run_daemon, write_config
+from harness import DaemonProcess, median, read_events, run_daemon, tree_cpu_s, write_config
 from report import markers, write_block
 
 from daemon.events import Event
@@ -37,9 +37,12 @@ BEGIN, END = markers("monitor")
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds so far of the daemon and the processes it started (its page is served by
+    one: `harness.tree_cpu_s`)."""
+    cpu = tree_cpu_s(pid)
+    if cpu is None:
+        raise RuntimeError(f"the daemon (pid {pid}) exited while it was measured")
+    return cpu
 
 
 def server_cpu(work: Path, tiles: int, seconds: float) -> dict[str, float]:
