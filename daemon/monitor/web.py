@@ -2,8 +2,7 @@
 (`watch EXP`, `serve EXP`) or of every experiment under a data root (`root_app`).
 
 Starlette + uvicorn in a thread: of `serve`'s process, or of the page process `watch` starts
-(`page_process`; see the README for why). Safe by
-construction rather than by filtering:
+(`page_process`; see the README for why). Safe by construction rather than by filtering:
 
 - no request path is ever joined to a filesystem path (see `answers`): the page's files are
   read from the package into memory and looked up by exact name, and every other answer is
