@@ -8,7 +8,7 @@ very same unit, whatever else loads the machine.
 Part 2: the web server's CPU while a browser watches (see `server_cpu`).
 Writes the figures into RESULTS.md's `monitor` block (bench/report.py's `write_block`).
 
-    .venv/bin/python bench/monitor.py [--tiles 2 --z 30 --size 2048]
+    .venv/bin/python bench/monitorcost.py [--tiles 2 --z 30 --size 2048]
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ),
     ]
-    command = "python bench/monitor.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python bench/monitorcost.py " + " ".join(argv if argv is not None else sys.argv[1:])
     block = "\n".join(
         [
             BEGIN,
