@@ -135,12 +135,22 @@ class ValueCounts:
 
 
 def block_max(image: np.ndarray, factor: int) -> np.ndarray:
-    """Maximum of each factor x factor block (a partial block at an edge counts too)."""
+    """Maximum of each factor x factor block (a partial block at an edge counts too).
+
+    Element-wise maxima of the `factor` interleaved columns, then rows: numpy's reduction over
+    a block's short axes (`reshape(...).max(axis=(1, 3))`) is ~8x slower (2.7 ms for a
+    1024 x 1024 projection, a tenth of a channel's ingest budget)."""
     h, w = image.shape
     ph, pw = -h % factor, -w % factor
     if ph or pw:
         image = np.pad(image, ((0, ph), (0, pw)))
-    return image.reshape(image.shape[0] // factor, factor, -1, factor).max(axis=(1, 3))
+    columns = image[:, ::factor].copy()
+    for offset in range(1, factor):
+        np.maximum(columns, image[:, offset::factor], out=columns)
+    blocks = columns[::factor].copy()
+    for offset in range(1, factor):
+        np.maximum(blocks, columns[offset::factor], out=blocks)
+    return blocks
 
 
 def projection(stack: np.ndarray) -> np.ndarray:
