@@ -124,16 +124,18 @@ def focus_scores(sampled: np.ndarray) -> tuple[float, ...]:
 def saturated_count(raw: np.ndarray, camera_max: int) -> int:
     """How many of the sample grid's raw pixels are at `camera_max` or above.
 
-    Nearly always none, which the maximum of the grid's whole lines of memory (every
-    stride-th row, or column of a turned view: a superset of the grid, read vectorised in a
-    third of the time gathering the grid takes) shows; only then are the grid's pixels counted.
+    The maximum of each of the grid's whole lines of memory (every stride-th row, or column of
+    a turned view: a superset of the grid, read vectorised in a third of the time gathering
+    the grid takes) says which lines can hold one; only those lines' grid points are counted.
     """
     stride = stride_for(raw.shape[-2:])
-    rows_in_memory = abs(raw.strides[-2]) >= abs(raw.strides[-1])
-    lines = raw[:, ::stride, :] if rows_in_memory else raw[:, :, ::stride]
-    if lines.size == 0 or int(max_along(lines, 0).max()) < camera_max:
+    if abs(raw.strides[-2]) < abs(raw.strides[-1]):
+        raw = raw.transpose(0, 2, 1)  # the same grid points, its lines now rows
+    lines = raw[:, ::stride, :]
+    if lines.size == 0:
         return 0
-    return int(np.count_nonzero(sample(raw) >= camera_max))
+    reaching = max_along(lines, 2) >= camera_max
+    return int(np.count_nonzero(lines[reaching][:, ::stride] >= camera_max))
 
 
 def measure(
