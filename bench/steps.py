@@ -13,11 +13,8 @@ threads included) around it, and issue 25's budget is on it: ingest's per-channe
 (checksum, quality numbers, the preview's projection and block maximum, the registration QC's
 projections) at most 5 % of the channel's v0.6 write. They are measured on what a unit of the
 0.6 layout hands them: the raw stack and the corrected stack's stage-frame view (turned, not
-copied). The 0.6 layout corrects the raw stack itself, so its correction's pass also takes the
-checksum and the maximum along z (`AlongTheWay`): what that adds to the correction counts,
-and both taken apart (as the seed layout with a turned camera does) are shown beside it. The
-registration QC's projections are made for the fiducial channel only, one of a unit's
-channels (three in the simulator's plan): each channel is counted that share of them.
+copied). The registration QC's projections are made for the fiducial channel only, one of a
+unit's channels (three in the simulator's plan): each channel is counted that share of them.
 """
 
 from __future__ import annotations
@@ -31,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import tensorstore as ts
-import xxhash
 from converters import Job
 from harness import MB, remove
 from report import Row, table
@@ -42,7 +38,7 @@ from daemon.datastore.codec import ArrayCodec
 from daemon.datastore.jsonio import fsync_tree
 from daemon.ingest.unit import channel_checksum
 from daemon.layouts.merfish3d_v06 import _array_spec as v06_array_spec
-from daemon.pixels.camera import AlongTheWay, correct, max_along, orient
+from daemon.pixels.camera import correct, max_along, orient
 from daemon.pixels.quality import measure
 from daemon.pixels.registration import projections
 from daemon.products.preview import projection
@@ -127,24 +123,10 @@ def _step_costs(
         ("compress + write camera_data, corrected_data (seed)", _best(write_seed), "both"),
         ("compress + write corrected_data (v0.6 chunks)", _best(write_v06), "both"),
     ]
-
-    def correct_v06(along: AlongTheWay | None) -> None:
-        correct(raw, job.acq.e_per_adu, job.acq.offset_adu, out=in_camera_frame, along=along)
-
-    plain = _best(lambda: correct_v06(None))
-    swept = _best(lambda: correct_v06(AlongTheWay(digest=xxhash.xxh3_64())))
-    in_pass = Cost(max(0.0, swept.wall_s - plain.wall_s), max(0.0, swept.cpu_s - plain.cpu_s))
-    apart = [
-        ("checksum (xxh3), apart", _best(lambda: channel_checksum(raw)), "ingest (seed, turned)"),
-        ("maximum along z, apart", _best(lambda: max_along(on_stage, 0)), "ingest (seed, turned)"),
-    ]
     products = [
-        (
-            "checksum + maximum along z in v0.6's correction (what they add to it)",
-            in_pass,
-            "ingest",
-        ),
+        ("checksum (xxh3)", _best(lambda: channel_checksum(raw)), "ingest"),
         ("quality numbers", _best(lambda: measure(raw, on_stage)), "ingest"),
+        ("preview: maximum along z", _best(lambda: max_along(on_stage, 0)), "ingest"),
         (
             "preview: block maximum of the projection",
             _best(lambda: projection(projected[np.newaxis])),
@@ -163,7 +145,7 @@ def _step_costs(
     )
     remove(seed)
     remove(v06)
-    steps = [*both, *apart, *products, durable]
+    steps = [*both, *products, durable]
     rows = [[name, f"{c.cpu_s * 1e3:.2f}", f"{c.wall_s * 1e3:.2f}", who] for name, c, who in steps]
     cpu = sum(
         c.cpu_s * (fiducial_share if who == "ingest (fiducial)" else 1.0) for _, c, who in products
@@ -185,8 +167,7 @@ def _step_costs(
         "",
         *table(["step", "CPU ms", "wall ms", "who"], rows),
         "",
-        f"Ingest's per-channel products (checksum and maximum along z in the correction's pass,"
-        " quality numbers, the preview's block maximum, and"
+        f"Ingest's per-channel products (checksum, quality numbers, preview, and"
         f" {fiducial_share:.2f} of the fiducial's registration projections) cost {cpu * 1e3:.1f}"
         f" ms of CPU per channel: {100 * share:.1f} % of the v0.6 write's ({v06_cpu * 1e3:.0f}"
         f" ms) and {100 * cpu / seed_cpu:.1f} % of the seed write's ({seed_cpu * 1e3:.0f} ms);"
