@@ -33,7 +33,7 @@ from daemon.datastore.layout import Entity
 from daemon.ingest.ledger import UnitRecord, UnitResult
 from daemon.ingest.warmup import warm_up
 from daemon.layouts.base import EntryFacts, Layout, StagedEntry, unit_entities
-from daemon.pixels.camera import AlongTheWay, correct, max_along, orient
+from daemon.pixels.camera import correct, max_along, orient
 from daemon.pixels.hotpixels import replace_hot_pixels
 from daemon.pixels.quality import measure
 from daemon.pixels.registration import FiducialProjections, projections
@@ -273,30 +273,18 @@ class UnitConverter:
             for channel, entity in entities.items():
                 with _timed(timings, "read"):
                     raw = buffer.read(dataset, channel.axis_name)
+                    checksum = channel_checksum(raw)
                 with _timed(timings, "write"):
                     corrected = replaced.pop(channel.axis_name) if replaced else None
-                    # the correction's pass over the planes also takes, from each block while
-                    # it is in cache, the raw checksum and the maximum along z (for the
-                    # fiducial's QC and the preview) when it can (see Layout.entry_pixels)
-                    hasher = xxhash.xxh3_64()
-                    along = AlongTheWay(digest=hasher)
-                    pixels = self._store.entry_pixels(raw, source.acq, corrected, along)
-                    checksum = (
-                        channel_checksum(raw)
-                        if along.digest is None
-                        else f"{CHECKSUM_ALGORITHM}:{hasher.hexdigest()}"
-                    )
+                    pixels = self._store.entry_pixels(raw, source.acq, corrected)
                     on_stage = self._store.stage_frame(pixels["corrected_data"], source.acq)
-                    projected = (
-                        None
-                        if along.maximum is None
-                        else self._store.stage_frame(along.maximum, source.acq)
-                    )
+                    # the maximum along z, taken once for both the fiducial's QC and the
+                    # preview, in the stack's memory order (on_stage may be a turned view)
+                    projected: np.ndarray | None = None
                     with _timed(timings, "quality"):
                         quality = self._measure(source, entity, raw, on_stage)
                         if entity.kind == "round" and self._fiducials is not None:
-                            if projected is None:
-                                projected = max_along(on_stage, 0)
+                            projected = max_along(on_stage, 0)
                             fiducial = projections(on_stage, projected)
                     quality_rows.append(quality)
                     if self._preview is not None:
@@ -314,7 +302,7 @@ class UnitConverter:
                     staged.write(pixels)
                     # the write holds what it needs until done; the raw stack is not needed
                     buffer.give_back(raw, pixels.values())
-                    del raw, pixels, corrected, on_stage, projected, along
+                    del raw, pixels, corrected, on_stage, projected
                     if previous is not None:
                         # its compression overlapped this channel's read and correction, and
                         # making it durable (fsync) now overlaps this channel's compression

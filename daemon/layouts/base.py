@@ -29,7 +29,7 @@ from daemon.datastore.arrays import shared_context
 from daemon.datastore.codec import REFERENCE_CODEC, ArrayCodec
 from daemon.datastore.layout import Entity, tile_name
 from daemon.layouts.names import folder_name
-from daemon.pixels.camera import AlongTheWay, correct
+from daemon.pixels.camera import correct
 from daemon.raw.acquisition import Acquisition
 from daemon.raw.experiment import Channel, Plan
 
@@ -210,11 +210,7 @@ class Layout(abc.ABC):
         self.close()
 
     def entry_pixels(
-        self,
-        raw: np.ndarray,
-        acq: Acquisition,
-        corrected: np.ndarray | None = None,
-        along: AlongTheWay | None = None,
+        self, raw: np.ndarray, acq: Acquisition, corrected: np.ndarray | None = None
     ) -> dict[str, np.ndarray]:
         """The arrays an entry stores, computed from its raw channel stack: `camera_data` (the
         raw counts in the layout's frame) and `corrected_data` (gain and offset corrected,
@@ -223,20 +219,12 @@ class Layout(abc.ABC):
         A turned frame (the ORCA's transpose) is copied into contiguous memory once, here:
         tensorstore compressing from a turned view, or the correction reading one, gathers
         across strides (per 63 MB channel: 0.32 s to write a transposed view, 0.11 s to copy
-        it plus 0.11 s to write the copy).
-
-        `along` (see `correct`) gets corrected_data's maximum along z when it is computed here
-        (else it stays None), and the raw stack's digest when the correction reads the raw
-        stack itself, not a turned copy (else its digest is set to None)."""
+        it plus 0.11 s to write the copy)."""
         camera = np.ascontiguousarray(self.frame(raw, acq))
         pixels = {"camera_data": camera}
-        reads_raw = camera.ctypes.data == raw.ctypes.data and camera.strides == raw.strides
-        swept = "corrected_data" in self.arrays and corrected is None
-        if along is not None and not (swept and reads_raw):
-            along.digest = None
         if "corrected_data" in self.arrays:
             if corrected is None:
-                corrected = correct(camera, acq.e_per_adu, acq.offset_adu, along=along)
+                corrected = correct(camera, acq.e_per_adu, acq.offset_adu)
             pixels["corrected_data"] = corrected
         return {name: pixels[name] for name in self.arrays}
 

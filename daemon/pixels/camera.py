@@ -5,32 +5,12 @@ No I/O here, so each function is tested on small arrays without a disk.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
-
 import numpy as np
 
 from daemon.pixels.orientation import Orientation
 
 # Rows per block of the correction: a few MiB of float32 temporaries instead of 4x the stack.
 CORRECTION_BLOCK_ROWS = 128
-
-
-class Digest(Protocol):
-    """A running hash (xxhash's, hashlib's): fed bytes in order, it holds the digest of all."""
-
-    def update(self, data: memoryview, /) -> None: ...
-
-
-@dataclass
-class AlongTheWay:
-    """What `correct` also takes from each block of rows while it is in cache, so that one
-    pass over the planes gives what three did (63 MB each for a 30 x 1024 x 1024 channel): a
-    running `digest` of the input stack's bytes in order (C-contiguous input only), and the
-    corrected stack's `maximum` along z, which `correct` makes (None until it has run)."""
-
-    digest: Digest | None = None
-    maximum: np.ndarray | None = None
 
 
 def orient(stack: np.ndarray, orientation: Orientation) -> np.ndarray:
@@ -63,27 +43,17 @@ def max_along(stack: np.ndarray, axis: int) -> np.ndarray:
 
 
 def correct(
-    stack: np.ndarray,
-    e_per_adu: float,
-    offset_adu: float,
-    out: np.ndarray | None = None,
-    along: AlongTheWay | None = None,
+    stack: np.ndarray, e_per_adu: float, offset_adu: float, out: np.ndarray | None = None
 ) -> np.ndarray:
     """Gain and offset correction, bit for bit as the reference converter does it.
 
     The reference computes `((raw.astype(float32) - offset) * gain)`, clips to [0, 65535] and
     truncates to uint16 on the whole stack; this does the same arithmetic in float32 on blocks
     of rows written into a preallocated uint16 output, which is ~7x faster and needs a few MiB
-    of temporaries instead of four times the stack. `along` takes the input's digest and the
-    output's maximum along z from the same blocks, at almost no cost (they are in cache).
+    of temporaries instead of four times the stack.
     """
     if out is None:
         out = np.empty(stack.shape, dtype=np.uint16)
-    maximum = None
-    if along is not None:
-        if along.digest is not None and not stack.flags.c_contiguous:
-            raise ValueError("a digest of the stack's bytes needs a C-contiguous stack")
-        maximum = along.maximum = np.zeros(stack.shape[1:], dtype=np.uint16)
     offset = np.float32(offset_adu)
     gain = np.float32(e_per_adu)
     rows = CORRECTION_BLOCK_ROWS
@@ -96,9 +66,4 @@ def correct(
             np.multiply(tmp, gain, out=tmp)
             np.clip(tmp, 0, 65535, out=tmp)
             out[z, y0 : y0 + rows] = tmp
-            if along is not None and along.digest is not None:
-                along.digest.update(block.data)
-            if maximum is not None:
-                top = maximum[y0 : y0 + rows]
-                np.maximum(top, out[z, y0 : y0 + rows], out=top)
     return out
