@@ -7,7 +7,8 @@ the bare writer's and the limit that sets, bench/ingestlimit.py), 2. the upstrea
 converter vs ingest, 3. live latency and time-to-ready (paced writer + `watch`, cold start), 4.
 memory (peak RSS per worker count, growth over a long run), 5. scaling (10 vs thousands of
 units), 6. codec table (the default codec's rule, zarr-python read-back), 7. keeping up with a
-paced microscope (1, 2, 4 workers), 8. where `ingest`'s time goes (py-spy). About 28 minutes on
+paced microscope (1, 2, 4 workers), 8. where `ingest`'s time goes (py-spy; each step's CPU, and
+ingest's per-channel products against issue 25's 5 % of the v0.6 write). About 28 minutes on
 2 cores. And `root` (issue 24, bench/root.py, about 4 minutes): `watch --root` following two
 paced experiments at once against one, and its idle cost per poll for 50 finished experiments;
 it goes into its own block of RESULTS.md (`<!-- root:begin -->`), so `--only root` leaves the
@@ -220,8 +221,8 @@ def run(
 
 def profile_section(bench: Bench, work: Path) -> Section:
     """Section 8: py-spy's view of one `ingest` of the small experiment (bench/spyprofile.py),
-    and each step of a unit timed alone (bench/steps.py)."""
-    steps = step_costs(bench.jobs[0], bench.codec, bench.context, work)
+    and each step of a unit timed alone (bench/steps.py), whose CPU budget is its summary row."""
+    budget, steps = step_costs(bench.jobs[0], bench.codec, bench.context, work)
     if shutil.which("py-spy", path=str(Path(sys.executable).parent)) is None:
         spy = ["py-spy is not installed (`pip install -e '.[bench]'`): no profile."]
     else:
@@ -239,7 +240,7 @@ def profile_section(bench: Bench, work: Path) -> Section:
             *out.stdout.splitlines(),
             "```",
         ]
-    return Section("Where ingest's time goes (small run)", [], [*spy, "", *steps])
+    return Section("Where ingest's time goes (small run)", [budget], [*spy, "", *steps])
 
 
 def main(argv: list[str] | None = None) -> int:

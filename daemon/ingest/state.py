@@ -39,7 +39,7 @@ INGEST_LOG_SCHEMA = pa.schema(
         ("attempts", pa.int32()),
         ("source_bytes", pa.int64()),
         ("channels", pa.list_(pa.string())),  # the raw channels, in the order of `checksum`
-        ("checksum", pa.list_(pa.string())),  # CRC-32 of each channel's raw pixels
+        ("checksum", pa.list_(pa.string())),  # each channel's raw pixels' checksum
         ("outputs", pa.list_(pa.string())),
         ("error", pa.string()),
         ("seen_at", pa.timestamp("ms", tz="UTC")),

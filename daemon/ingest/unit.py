@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import xxhash
 
 from daemon.config import Settings
 from daemon.datastore.layout import Entity
@@ -51,9 +52,28 @@ from daemon.raw.positions import ImageGeometry, first_image_geometry
 CONVERSION_VERSION = 2
 
 
-def channel_checksum(stack: np.ndarray) -> str:
-    """CRC-32 of a channel's raw pixels as stored (z ascending, little-endian uint16)."""
-    return f"crc32:{zlib.crc32(np.ascontiguousarray(stack, dtype='<u2').data) & 0xFFFFFFFF:08x}"
+# A channel's checksum is `<algorithm>:<hex digest>`. New ones are XXH3-64 (1.6 ms for a
+# 30 x 1024 x 1024 channel, against CRC-32's 8.9 ms: a fifth of ingest's per-channel budget);
+# datastores written before hold CRC-32s, which `verify` recomputes as recorded.
+CHECKSUM_ALGORITHM = "xxh3"
+_DIGESTS: dict[str, Callable[[memoryview], str]] = {
+    "xxh3": xxhash.xxh3_64_hexdigest,
+    "crc32": lambda data: f"{zlib.crc32(data) & 0xFFFFFFFF:08x}",
+}
+
+
+def channel_checksum(stack: np.ndarray, algorithm: str = CHECKSUM_ALGORITHM) -> str:
+    """`algorithm`'s digest of a channel's raw pixels as stored (z ascending, little-endian
+    uint16), named by the algorithm: `xxh3:<16 hex>` or `crc32:<8 hex>`."""
+    pixels = np.ascontiguousarray(stack, dtype="<u2")
+    return f"{algorithm}:{_DIGESTS[algorithm](pixels.data)}"
+
+
+def checksum_as_recorded(stack: np.ndarray, recorded: str | None) -> str:
+    """The channel's checksum by the algorithm the `recorded` one names (a datastore written
+    before XXH3 holds CRC-32s), by today's for a record that names none we know."""
+    algorithm = (recorded or "").partition(":")[0]
+    return channel_checksum(stack, algorithm if algorithm in _DIGESTS else CHECKSUM_ALGORITHM)
 
 
 def source_dataset(raw_dir: Path, dataset: str) -> str:

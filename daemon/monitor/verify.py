@@ -6,10 +6,11 @@ the datastore's layout backend: each array bit for bit against what the backend 
 the raw channel (`entry_pixels`, hot pixels included), the conversion version (an entry
 written by an older version of the conversion is named as such: `ingest` converts it again),
 the attributes (`entry_attributes`: stage, wavelengths, voxel size, linkers, PSF index,
-source), and the ledger's own record (outputs, bytes, checksums). The expected values come
-from the same plan, settings and conversion functions the daemon uses, so a difference means
-the bytes on disk are not what conversion produced (a damaged chunk, a hand edit, a bug in
-writing), never a second opinion.
+source), and the ledger's own record (outputs, bytes, checksums: each recomputed with the
+algorithm it names, so a datastore written before XXH3 is checked against its CRC-32s). The
+expected values come from the same plan, settings and conversion functions the daemon uses, so
+a difference means the bytes on disk are not what conversion produced (a damaged chunk, a hand
+edit, a bug in writing), never a second opinion.
 
 Read-only: the ledger is opened read-only, the datastore is opened in the layout it holds
 without creating anything, raw data is only read.
@@ -28,7 +29,7 @@ from daemon.config import Settings
 from daemon.datastore.layout import Entity
 from daemon.errors import Qi2labError
 from daemon.ingest.ledger import UnitRecord
-from daemon.ingest.unit import CONVERSION_VERSION, UnitSource, channel_checksum
+from daemon.ingest.unit import CONVERSION_VERSION, UnitSource, checksum_as_recorded
 from daemon.layouts import Layout, reader
 from daemon.monitor.status import open_ledger
 from daemon.raw.errors import NotReadyError, RawDataError
@@ -90,7 +91,9 @@ def _unit_differences(
 ) -> Iterator[str]:
     """Differences between one done unit's entries (and ledger row) and its raw dataset."""
     name = store.unit_name(unit.tile, unit.round)
-    checksums = []
+    checksums: list[str] = []
+    # each channel's checksum by the algorithm the ledger recorded it with (CRC-32 before XXH3)
+    recorded = unit.checksum.split(",") if unit.checksum else []
     try:
         with RawDataset(raw_dir / unit.dataset, plan.channel_axis_names) as dataset:
             source = UnitSource.read(plan, unit, dataset, settings)
@@ -101,7 +104,8 @@ def _unit_differences(
             replaced = source.hot_corrected(dataset, store, store.load_noise_map)
             for channel, entity in entities.items():
                 raw = dataset.read_channel(channel.axis_name)
-                checksums.append(channel_checksum(raw))
+                as_recorded = recorded[len(checksums)] if len(checksums) < len(recorded) else None
+                checksums.append(checksum_as_recorded(raw, as_recorded))
                 facts = source.facts(channel, entity, checksums[-1])
                 expected = _flatten(store.entry_attributes(facts))
                 corrected = replaced[channel.axis_name] if replaced else None

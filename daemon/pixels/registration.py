@@ -75,6 +75,26 @@ def _bin_last(image: np.ndarray, factor: int) -> np.ndarray:
     return np.asarray(blocks.mean(axis=-1))
 
 
+def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    """Mean (float64) of each factor x factor block of a 2D integer image (ragged ends
+    dropped): the block's integer sum over factor^2, summed in interleaved columns then rows,
+    ~8x faster than reducing the blocks' short axes, and the same values (every sum of a few
+    integers is exact in float64, so the order they are added in does not matter). A
+    transposed view (the 0.6 layout's stage frame of a turned camera) is summed as its memory
+    lies, then turned back."""
+    if abs(image.strides[0]) < abs(image.strides[1]):
+        return block_mean(image.T, factor).T
+    h, w = (n // factor * factor for n in image.shape)
+    image = image[:h, :w]
+    columns = image[:, ::factor].astype(np.int64)
+    for offset in range(1, factor):
+        columns += image[:, offset::factor]
+    blocks = columns[::factor].copy()
+    for offset in range(1, factor):
+        blocks += columns[offset::factor]
+    return blocks / (factor * factor)
+
+
 def projections(stack: np.ndarray, max_z: np.ndarray | None = None) -> FiducialProjections:
     """The top and side projections of a (z, y, x) fiducial stack; `max_z`, its maximum along
     z if the caller already has it (the mosaic preview's), saves a pass over the stack.
@@ -90,7 +110,7 @@ def projections(stack: np.ndarray, max_z: np.ndarray | None = None) -> FiducialP
     """
     factor = bin_factor(stack.shape[-2:])
     top = max_along(stack, 0) if max_z is None else max_z
-    top = _bin_last(_bin_last(top, factor).T, factor).T
+    top = block_mean(top, factor)
     side = _bin_last(max_along(stack[:, ::factor, :], 1), factor)
     side = side - np.median(side, axis=0)
     return FiducialProjections(

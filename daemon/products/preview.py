@@ -43,6 +43,7 @@ import numpy as np
 import tensorstore as ts
 
 from daemon.datastore.jsonio import atomic_write
+from daemon.pixels.camera import max_along
 
 PREVIEW_DIR = "preview"
 IMAGE_SUFFIX = ".ome.zarr"
@@ -135,17 +136,33 @@ class ValueCounts:
 
 
 def block_max(image: np.ndarray, factor: int) -> np.ndarray:
-    """Maximum of each factor x factor block (a partial block at an edge counts too)."""
+    """Maximum of each factor x factor block (a partial block at an edge counts too).
+
+    Element-wise maxima of the `factor` interleaved columns, then rows: numpy's reduction over
+    a block's short axes (`reshape(...).max(axis=(1, 3))`) is ~8x slower (2.7 ms for a
+    1024 x 1024 projection, a tenth of a channel's ingest budget). A transposed view (the 0.6
+    layout's stage frame of a turned camera) is reduced as the memory lies, then turned back.
+    """
+    if abs(image.strides[0]) < abs(image.strides[1]):
+        return block_max(image.T, factor).T
     h, w = image.shape
     ph, pw = -h % factor, -w % factor
     if ph or pw:
         image = np.pad(image, ((0, ph), (0, pw)))
-    return image.reshape(image.shape[0] // factor, factor, -1, factor).max(axis=(1, 3))
+    columns = image[:, ::factor].copy()
+    for offset in range(1, factor):
+        np.maximum(columns, image[:, offset::factor], out=columns)
+    blocks = columns[::factor].copy()
+    for offset in range(1, factor):
+        np.maximum(blocks, columns[offset::factor], out=blocks)
+    return blocks
 
 
 def projection(stack: np.ndarray) -> np.ndarray:
-    """The (z, y, x) stack's max projection over z, reduced by DOWNSAMPLE."""
-    return block_max(stack.max(axis=0), DOWNSAMPLE)
+    """The (z, y, x) stack's max projection over z, reduced by DOWNSAMPLE (a single plane, the
+    unit's own projection, as it is: no copy)."""
+    top = stack[0] if stack.shape[0] == 1 else max_along(stack, 0)
+    return block_max(top, DOWNSAMPLE)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -110,7 +111,8 @@ def test_fiducial_relative_to_round_zero() -> None:
 def test_a_turned_stack_measures_exactly_as_its_numpy_reductions(turn: tuple) -> None:
     """The sample grid is gathered in memory order (fast on the v0.6 layout's transposed
     view); every number is the same, to the last bit, as numpy's reductions of the grid as the
-    stage frame sees it, whatever the orientation."""
+    stage frame sees it, whatever the orientation; focus is the exact quotient (integer
+    arithmetic) rounded once, and numpy's two-pass variance agrees to float tolerance."""
     rng = np.random.default_rng(5)
     camera = rng.poisson(150, size=(4, 1024, 1024)).astype(np.uint16)
     camera[:, :40, :9] = 65535
@@ -121,9 +123,26 @@ def test_a_turned_stack_measures_exactly_as_its_numpy_reductions(turn: tuple) ->
     assert q.median == float(np.percentile(grid, 50, method="lower"))
     assert q.p999 == float(np.percentile(grid, 99.9, method="lower"))
     assert q.saturated_fraction == np.count_nonzero(raw_grid == 65535) / raw_grid.size
-    expected = []
+    exact, numpy_s = [], []
     for plane in grid:
+        ints = [int(v) for v in plane.ravel()]
+        n, total, squares = len(ints), sum(ints), sum(v * v for v in ints)
+        exact.append(float(Fraction(n * squares - total * total, n * total)))
         values = plane.astype(np.float32)  # numpy's own copy: the view's memory order
         mean = float(values.mean(dtype=np.float64))
-        expected.append(float(values.var(dtype=np.float64)) / mean)
-    assert q.focus == tuple(expected)
+        numpy_s.append(float(values.var(dtype=np.float64)) / mean)
+    assert q.focus == tuple(exact)
+    assert q.focus == pytest.approx(numpy_s, rel=1e-12)
+
+
+def test_saturation_off_the_sample_grid_is_not_counted() -> None:
+    """The grid's whole rows are looked at first; a saturated pixel in them but off the grid
+    is not counted, one on the grid is."""
+    raw = np.full((2, 1024, 1024), 100, np.uint16)
+    raw[0, 1, 1] = 65535  # a row between the grid's
+    raw[1, 0, 1] = 65535  # a grid row, between its columns
+    assert measure(raw, raw).saturated_fraction == 0.0
+    raw[1, 0, 4] = 65535
+    assert measure(raw, raw).saturated_fraction == 1 / (2 * 256 * 256)
+    turned = raw.transpose(0, 2, 1)  # the grid's lines of memory are its columns
+    assert measure(turned, turned).saturated_fraction == 1 / (2 * 256 * 256)

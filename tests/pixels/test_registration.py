@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from support.scenes import cell_stack, random_cells
 
-from daemon.pixels.registration import bin_factor, median3x3, projections, register
+from daemon.pixels.registration import bin_factor, block_mean, median3x3, projections, register
 
 SIZE = 2048
 PLANES = 16
@@ -105,3 +105,19 @@ def test_median3x3_is_scipys_median_filter_value_for_value(shape: tuple[int, int
     ):
         expected = ndimage.median_filter(image, size=3, mode="nearest")
         assert np.array_equal(median3x3(image), expected)
+
+
+def numpy_block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    """numpy's mean of each block of a contiguous copy, ragged ends dropped."""
+    h, w = image.shape[0] // factor * factor, image.shape[1] // factor * factor
+    blocks = np.ascontiguousarray(image[:h, :w]).reshape(h // factor, factor, w // factor, factor)
+    return blocks.astype(np.float64).mean(axis=(1, 3))
+
+
+@pytest.mark.parametrize(("shape", "factor"), [((2048, 2048), 8), ((67, 45), 4), ((5, 3), 1)])
+def test_block_mean_is_numpys_mean_of_each_block(shape: tuple[int, int], factor: int) -> None:
+    """The top projection's binning, ragged ends dropped, as numpy's mean of the blocks, of
+    the image and of its turned views (the 0.6 layout's stage frame)."""
+    image = np.random.default_rng(1).integers(0, 65536, shape, dtype=np.uint16)
+    for view in (image, image.T, image[::-1], image.T[:, ::-1]):
+        assert np.array_equal(block_mean(view, factor), numpy_block_mean(view, factor))

@@ -289,3 +289,15 @@ def index_half_written(dataset: Path) -> bytes:
     whole = index.read_bytes()
     index.write_bytes(whole[: len(whole) // 2])
     return whole
+
+
+def change_raw_pixel(dataset: Path) -> None:
+    """Change the first pixel of the dataset's first plane by one (its lowest bit flipped): a
+    stack that still reads, one raw value off."""
+    entries = parse_index((dataset / "NDTiff.index").read_bytes()).entries
+    first = min(entries, key=lambda e: e.pixel_offset)
+    with open(dataset / first.filename, "r+b") as stack:
+        stack.seek(first.pixel_offset)
+        low = stack.read(1)[0]
+        stack.seek(first.pixel_offset)
+        stack.write(bytes([low ^ 1]))
