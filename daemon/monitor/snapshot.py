@@ -127,6 +127,9 @@ class Snapshots:
         # the tiles' positions as sent and how many times they changed: a page is sent them
         # again only when they changed since its answer (1,250 tiles: 46 kB of each answer)
         self._tiles: tuple[int, dict[int, tuple[float, float]]] = (0, {})
+        # the positions in the datastore's convention (`as_stored`) and what they are made of:
+        # how many raw positions (only ever added) and measured rows (none, then one)
+        self._stored: tuple[tuple[int, int], dict[int, tuple[float, float]]] = ((0, 0), {})
         self._lock = threading.Lock()
         self._tally = Tally()
         self._grid = Grid()
@@ -172,6 +175,16 @@ class Snapshots:
         if signature is None or signature != self._plan_read[0]:
             self._plan_read = signature, readable_plan(raw_dir, self.settings)
         return self._plan_read[1]
+
+    def _as_stored(self, raw: dict[int, tuple[float, float]]) -> dict[int, tuple[float, float]]:
+        """`as_stored(raw, measured)`, made again only when a tile's position was read or the
+        first measured row came (the convention's sign): at 1,250 tiles a dict made and
+        compared with the one sent at every answer otherwise. A copy, never changed after:
+        `Positions.known` grows in place."""
+        made_of = (len(raw), len(self._quality.measured))
+        if made_of != self._stored[0]:
+            self._stored = made_of, dict(as_stored(raw, self._quality.measured))
+        return self._stored[1]
 
     def _facts(self, recorded: Container[str]) -> RunFacts:
         """`RunFacts.read`, from the parts kept between answers: the plan, raw_data's listing
@@ -327,9 +340,9 @@ class Snapshots:
             positions = self._positions.of(facts.plan if listed else None, self._listing.names)
             while whole and self._positions.more:  # every stage file, not a page of them
                 positions = self._positions.of(facts.plan, self._listing.names)
-            positions = as_stored(positions, self._quality.measured)
-            if positions != self._tiles[1]:
-                self._tiles = (self._tiles[0] + 1, dict(positions))
+            positions = self._as_stored(positions)
+            if positions is not self._tiles[1]:  # made again: sent if it changed
+                self._tiles = (self._tiles[0] + (positions != self._tiles[1]), positions)
             if not changed_only or tiles_seq != self._tiles[0]:  # not sent to that page yet
                 report["tiles"] = {
                     str(t): {"x": x, "y": y} for t, (x, y) in sorted(positions.items())
