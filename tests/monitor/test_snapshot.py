@@ -558,6 +558,44 @@ def test_the_tiles_changed_since_cost_what_changed_not_the_size_of_the_log(tmp_p
     assert large_steps <= small_steps + 10, (small_steps, large_steps)
 
 
+def test_a_tile_measured_again_costs_its_changed_rows_not_every_row_it_holds(tmp_path, monkeypatch):
+    """During a run the page's answer takes in the rows recorded since its last one: a tile
+    whose new round leaves its reference round and round 0's signal as they were costs the
+    rows recorded (SQLite's steps the same for a tile of 2 rounds as for one of 30: at
+    10,000 units, the microscope going round by round over 1,250 tiles, every answer read,
+    compacted and related the ~24 rows of each of ~16 tiles, half the answer's CPU). Its
+    rows as the page merges them equal what a page opened afresh is sent; a tile whose
+    round 0 comes later is read whole again (its other rows' relative signal changes)."""
+    monkeypatch.setattr("daemon.monitor.qualityview.QualityLog", CountedQualityLog)
+
+    def steps(rounds: int) -> int:
+        settings = Settings()
+        experiment = tmp_path / f"run{rounds}"
+        store = settings.datastore_path(experiment)
+        ledger = Ledger(ledger_path(store))
+        ledger.observe(0, 0, "r0001_tile0000_1", "f")
+        log = QualityLog(state_dir(store) / QUALITY_DB)
+        log.record([row for r in range(1, rounds + 1) for row in quality_rows(0, r, 400.0)])
+        snapshots = Snapshots(experiment, settings)
+        kept = merged(None, snapshots.page())
+        measured = []
+        for round_ in (rounds + 1, 0):  # a round after the reference, then round 0
+            log.record(quality_rows(0, round_, 500.0))
+            CountedQualityLog.steps = 0
+            answer = snapshots.page(kept["since"])
+            measured.append(CountedQualityLog.steps)
+            kept = merged(kept, answer)
+            afresh = Snapshots(experiment, settings).page()
+            assert named_rows(kept) == named_rows(afresh)
+        log.close()
+        ledger.close()
+        assert measured[1] > measured[0]  # round 0: the whole tile read again
+        return measured[0]
+
+    small, large = steps(2), steps(30)
+    assert large <= small + 10, (small, large)
+
+
 def test_the_quality_rows_kept_between_answers_are_not_tracked_by_the_garbage_collector(
     tmp_path,
 ):
