@@ -4,9 +4,11 @@ A run of 10,000 units holds tens of thousands of quality rows: reading, compacti
 them all every second cost the page's answers most of their time. The quality log stamps each
 row with the revision that wrote it (`QualityLog.revision`), so this keeps the page's rows by
 tile, reads them a page of tiles at a time as pages ask for them (a server just started on a
-finished run reads one page for its first answer), and reads again only the tiles with a row
-written since its last read; each tile remembers the answer (`seq`) at which it last changed,
-so a page asking since an answer gets the rows of the tiles changed after it. A tile travels
+finished run reads one page for its first answer), and reads only the rows written since its
+last read, merged into their tiles' kept rows (the tile read whole again when one of them may
+change its reference round or round 0's signal, on which its other rows depend); each tile
+remembers the answer (`seq`) at which it last changed, so a page asking since an answer gets
+the rows of the tiles changed after it. A tile travels
 whole: its fiducials' signal relative to round 0 and which round is its registration reference
 depend on its other rows. Rows travel as lists of values in `PAGE_FIELDS` order (the page names
 them): a third of the bytes of named rows, and a third of the time to encode a whole answer.
