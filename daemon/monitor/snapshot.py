@@ -11,18 +11,19 @@ afterwards.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from daemon.config import Settings
 from daemon.datastore.sqlite import same_file
 from daemon.datastore.statedir import ledger_path, lock_path, state_dir
 from daemon.ingest.ledger import unit_of
-from daemon.layouts import Layout, found_layout, reader
+from daemon.layouts import found_layout, reader
 from daemon.monitor.alertview import AlertHistory, read_history
 from daemon.monitor.grid import Cell, Grid
 from daemon.monitor.qualityview import PAGE_FIELDS, QualityView
@@ -57,6 +58,16 @@ STALLED_AFTER_S = 600.0  # backlog waiting and no unit finished for this long: s
 # fourth of 10,000 units read 4,000 and cost as much as the whole read).
 UNITS_PER_ANSWER = 1000
 STAGE_FILES_PER_ANSWER = 250  # stage-position CSVs read for one answer
+# units whose names are kept between answers: the recent events' (at most 3 x RECENT_EVENTS)
+# and the failed ones' (each answer lists every failure), bounded for a run of many failures
+UNIT_NAMES_KEPT = 2048
+
+
+class Naming(NamedTuple):
+    """How the datastore names a unit (tile, round from 0) and a round (from 0)."""
+
+    unit_name: Callable[[int, int], str]
+    round_name: Callable[[int], str]
 
 
 @dataclass
@@ -116,6 +127,9 @@ class Snapshots:
         # the tiles' positions as sent and how many times they changed: a page is sent them
         # again only when they changed since its answer (1,250 tiles: 46 kB of each answer)
         self._tiles: tuple[int, dict[int, tuple[float, float]]] = (0, {})
+        # the positions in the datastore's convention (`as_stored`) and what they are made of:
+        # how many raw positions (only ever added) and measured rows (none, then one)
+        self._stored: tuple[tuple[int, int], dict[int, tuple[float, float]]] = ((0, 0), {})
         self._lock = threading.Lock()
         self._tally = Tally()
         self._grid = Grid()
@@ -131,20 +145,24 @@ class Snapshots:
         self._alerts = AlertHistory()
         self._alerts_read_at: tuple[object, ...] | None = None  # the same, of the alert history
         self._quality = QualityView()  # the page's quality rows, as of its last answer
-        self._names: tuple[Layout, Callable[[int], str]] | None = None  # once the store has one
+        self._names: Naming | None = None  # once the store has one
         self._plan_read: tuple[tuple[object, ...] | None, Plan | None] = (None, None)
         self._naming()  # its layout's module imported as the server starts, not at a first ask
 
-    def _naming(self) -> tuple[Layout, Callable[[int], str]]:
-        """The datastore's layout (the one it holds, else the configured one), for its names,
-        and how it names a round (`rounds_named_by`); kept once the datastore holds a layout,
-        which never changes then: opening it reads files, at every answer otherwise."""
+    def _naming(self) -> Naming:
+        """How the datastore's layout (the one it holds, else the configured one) names a
+        unit and a round (`rounds_named_by`); kept once the datastore holds a layout, which
+        never changes then: opening it reads files, at every answer otherwise. A unit's name
+        is kept too (UNIT_NAMES_KEPT, the most recently asked): every answer names the recent
+        events' units and every failed one, and a name built costs a path (~15 µs; at 10,000
+        units a fifth of a `?since=` answer's CPU)."""
         if self._names is not None:
             return self._names
         held = found_layout(self.store) is not None
         names = reader(self.store, self.settings.raw, default=self.settings.datastore.layout)
         names.close()  # opened read-only: it holds nothing; only its naming is used
-        naming = names, rounds_named_by(names)
+        unit_name = functools.lru_cache(maxsize=UNIT_NAMES_KEPT)(names.unit_name)
+        naming = Naming(unit_name, rounds_named_by(names))
         if held:
             self._names = naming
         return naming
@@ -157,6 +175,16 @@ class Snapshots:
         if signature is None or signature != self._plan_read[0]:
             self._plan_read = signature, readable_plan(raw_dir, self.settings)
         return self._plan_read[1]
+
+    def _as_stored(self, raw: dict[int, tuple[float, float]]) -> dict[int, tuple[float, float]]:
+        """`as_stored(raw, measured)`, made again only when a tile's position was read or the
+        first measured row came (the convention's sign): at 1,250 tiles a dict made and
+        compared with the one sent at every answer otherwise. A copy, never changed after:
+        `Positions.known` grows in place."""
+        made_of = (len(raw), len(self._quality.measured))
+        if made_of != self._stored[0]:
+            self._stored = made_of, dict(as_stored(raw, self._quality.measured))
+        return self._stored[1]
 
     def _facts(self, recorded: Container[str]) -> RunFacts:
         """`RunFacts.read`, from the parts kept between answers: the plan, raw_data's listing
@@ -175,7 +203,7 @@ class Snapshots:
             daemon_pid(lock_path(self.store)),
             plan,
             being_written(self.experiment / "raw_data", plan, recorded, folders),
-            self._naming()[1],
+            self._naming().round_name,
         )
 
     def units(self) -> list[TalliedUnit]:
@@ -312,9 +340,9 @@ class Snapshots:
             positions = self._positions.of(facts.plan if listed else None, self._listing.names)
             while whole and self._positions.more:  # every stage file, not a page of them
                 positions = self._positions.of(facts.plan, self._listing.names)
-            positions = as_stored(positions, self._quality.measured)
-            if positions != self._tiles[1]:
-                self._tiles = (self._tiles[0] + 1, dict(positions))
+            positions = self._as_stored(positions)
+            if positions is not self._tiles[1]:  # made again: sent if it changed
+                self._tiles = (self._tiles[0] + (positions != self._tiles[1]), positions)
             if not changed_only or tiles_seq != self._tiles[0]:  # not sent to that page yet
                 report["tiles"] = {
                     str(t): {"x": x, "y": y} for t, (x, y) in sorted(positions.items())
@@ -332,7 +360,7 @@ class Snapshots:
                 "units_more": self._unread is not None or self._settling > 0,
             }
             now = time.time()
-            unit_name = self._naming()[0].unit_name
+            unit_name = self._naming().unit_name
             # the latest unit done is not known until every unit is read: none claimed (the
             # first page of units read holds the lowest ids, not the latest units)
             last_done = tally.last_done() if self._unread is None else None

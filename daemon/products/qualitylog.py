@@ -267,6 +267,14 @@ class QualityLog:
         found = self._db.query("SELECT tile FROM quality WHERE revision > ?", (since,))
         return {int(r[0]) for r in found}
 
+    def changed_rows(self, since: int) -> list[dict[str, Any]]:
+        """The rows written after revision `since` (`revision`), in no order, as `rows` gives
+        them without focus, but without `fiducial_relative` (it depends on the tile's round
+        0, which may not be among them): through the revision index (no ORDER BY, which
+        would take the tile index), so they cost the rows changed, not the log's size."""
+        found = self._db.query("SELECT * FROM quality WHERE revision > ?", (since,))
+        return _plain(found, focus=False)
+
     def tiles_from(self, first: int, rows: int) -> list[int]:
         """The tiles, in order from tile `first`, of the next `rows` rows (tile order; the last
         tile's rows may go on beyond): through the tile index, so a reader paging a large log
@@ -293,14 +301,7 @@ class QualityLog:
             found = self._db.query(f"SELECT * FROM quality {where} {_ORDER}")
         except sqlite3.OperationalError:  # read-only and not created yet
             return []
-        missing: dict[str, Any] = dict.fromkeys(SHIFT_COLUMNS)  # an older file, read-only
-        rows = [missing | dict(r) for r in found]
-        for row in rows:
-            row.pop("revision", None)
-            if focus:
-                row["focus"] = json.loads(row["focus"])
-            else:
-                del row["focus"]
+        rows = _plain(found, focus)
         signals = fiducial_signals(rows)
         for row in rows:
             row["fiducial_relative"] = (
@@ -309,6 +310,20 @@ class QualityLog:
                 else None
             )
         return rows
+
+
+def _plain(found: Iterable[sqlite3.Row], focus: bool) -> list[dict[str, Any]]:
+    """Rows read as plain data, the columns an older file lacks as None, without `revision`;
+    focus decoded (`focus`) or left out."""
+    missing: dict[str, Any] = dict.fromkeys(SHIFT_COLUMNS)  # an older file, read-only
+    rows = [missing | dict(r) for r in found]
+    for row in rows:
+        row.pop("revision", None)
+        if focus:
+            row["focus"] = json.loads(row["focus"])
+        else:
+            del row["focus"]
+    return rows
 
 
 def quality_table(rows: Iterable[dict[str, Any]]) -> pa.Table:

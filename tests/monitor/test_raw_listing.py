@@ -20,6 +20,7 @@ from support.experiment import simulator_process
 from daemon.config import Settings, WatchSettings
 from daemon.datastore.statedir import ledger_path
 from daemon.ingest.ledger import Ledger
+from daemon.monitor import snapshot
 from daemon.monitor.rawlisting import RawListing
 from daemon.monitor.snapshot import STAGE_FILES_PER_ANSWER, Snapshots
 from daemon.monitor.status import readable_plan
@@ -429,3 +430,43 @@ def test_a_process_watching_raw_data_exits_without_an_unclosed_file(tmp_path: Pa
     )
     assert done.returncode == 0, done.stderr
     assert "ResourceWarning" not in done.stderr
+
+
+def test_positions_are_put_in_the_stored_convention_only_when_one_arrives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every answer needs the tiles' positions in the datastore's convention (`as_stored`):
+    at 1,250 tiles making that dict and comparing it with the one last sent cost each
+    `?since=` answer ~2 ms. They are made again only when a tile's position was read (or the
+    first measured tile came, which sets the convention), and are right at each answer."""
+    experiment = tmp_path / "exp"
+    simulator_process(experiment, RUN).expect_exit(0)
+    csv = experiment / "raw_data" / "sim_r0001_tile0001_stage_positions.csv"
+    held = csv.read_bytes()
+    for round_ in (1, 2):
+        (experiment / "raw_data" / f"sim_r{round_:04d}_tile0001_stage_positions.csv").unlink()
+    settings = Settings()
+    writer = Ledger(ledger_path(settings.datastore_path(experiment)))
+    writer.observe(0, 0, "sim_r0001_tile0000_1", "f")
+    converted: list[int] = []
+    as_stored = snapshot.as_stored
+
+    def counted(raw: dict[int, tuple[float, float]], quality: list[dict[str, Any]]) -> Any:
+        converted.append(len(raw))
+        return as_stored(raw, quality)
+
+    monkeypatch.setattr(snapshot, "as_stored", counted)
+    page = Snapshots(experiment, settings)
+    answer = page.page()
+    first = answer["tiles"]
+    for _ in range(2):
+        answer = page.page(answer["since"])
+    assert converted == [1]
+    csv.write_bytes(held)
+    answer = page.page(answer["since"])
+    assert list(answer["tiles"]) == ["0", "1"] and answer["tiles"]["0"] == first["0"]
+    for _ in range(2):
+        answer = page.page(answer["since"])
+        assert "tiles" not in answer
+    assert converted == [1, 2]
+    writer.close()
