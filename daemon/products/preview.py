@@ -64,12 +64,14 @@ class ValueCounts:
     """How many of an image's tile pixels hold each uint16 value, for its display window,
     with a running sum per block of `_BLOCK` values: a percentile is found in two cumulative
     sums of 256 bins, not one of 65,536 (a fifth of a small tile's placing). The counts reach
-    only as far as the block of the highest value counted (a 12-bit camera's: 32 kB, not the
-    512 kB of every uint16 value, kept per image for the whole run)."""
+    only as far as the block of the highest value counted (a 12-bit camera's: 16 kB, not the
+    256 kB of every uint16 value, kept per image for the whole run), in 32 bits until the
+    pixels counted could overflow them (billions: thousands of large tiles), then in 64."""
 
     def __init__(self, counts: np.ndarray | None = None) -> None:
-        self.counts = np.zeros(0, np.int64)
+        self.counts = np.zeros(0, np.int32)
         self.blocks = np.zeros(0, np.int64)
+        self._counted = 0  # pixels counted: what a count could reach
         if counts is not None:
             self._add_counts(counts)
 
@@ -80,6 +82,7 @@ class ValueCounts:
         if not flat.size:
             return
         if flat.size < _BINS // 16:
+            self._widen(flat.size)
             self._reach(int(flat.max()))
             np.add.at(self.counts, flat, 1)
             np.add.at(self.blocks, flat // _BLOCK, 1)
@@ -89,6 +92,7 @@ class ValueCounts:
     def _add_counts(self, added: np.ndarray) -> None:
         """Add counts per value (value i at index i; trailing zeros need not be there)."""
         top = int(np.flatnonzero(added)[-1]) if added.any() else 0
+        self._widen(int(added.sum()))
         self._reach(top)
         added = added[: top + 1]
         self.counts[: added.size] += added
@@ -96,11 +100,18 @@ class ValueCounts:
         padded[: added.size] = added
         self.blocks[: padded.size // _BLOCK] += padded.reshape(-1, _BLOCK).sum(axis=1)
 
+    def _widen(self, pixels: int) -> None:
+        """Count `pixels` more: in 64 bits from the first that could overflow 32."""
+        self._counted += pixels
+        if self._counted > np.iinfo(np.int32).max and self.counts.dtype != np.int64:
+            self.counts = self.counts.astype(np.int64)
+
     def _reach(self, value: int) -> None:
         """Grow the counts to the end of `value`'s block (at least one block)."""
         size = (value // _BLOCK + 1) * _BLOCK
         if size > self.counts.size:
-            self.counts = np.concatenate([self.counts, np.zeros(size - self.counts.size, np.int64)])
+            more = np.zeros(size - self.counts.size, self.counts.dtype)
+            self.counts = np.concatenate([self.counts, more])
             self.blocks = np.concatenate(
                 [self.blocks, np.zeros(size // _BLOCK - self.blocks.size, np.int64)]
             )

@@ -235,3 +235,18 @@ def test_the_window_is_numpys_percentiles_of_the_pixels_that_are_not_zero(values
     low, high = np.percentile(values[values > 0], [0.5, 99.8], method="inverted_cdf")
     assert counts.window() == (low, max(high, low + 1))
     assert ValueCounts(counts.counts).window() == counts.window()  # as after a restart
+
+
+def test_an_images_value_counts_take_four_bytes_per_value_until_they_could_overflow():
+    """Kept per image for the whole run (the rounds' and bits': 24 images of a small plan,
+    12 MB at 8 bytes a value once a hot pixel reaches 65535), so 32-bit counts until the
+    pixels counted could overflow them; then 64-bit, exact."""
+    counts = ValueCounts()
+    counts.add(np.array([65535, 100, 100, 7], np.uint16))
+    assert counts.counts.nbytes == 65536 * 4
+    near_limit = np.zeros(65536, np.int64)
+    near_limit[100] = 2**31 - 2  # as a restart counts a large canvas back
+    counts = ValueCounts(near_limit)
+    counts.add(np.array([100, 100, 200], np.uint16))
+    assert counts.counts[100] == 2**31 and counts.counts[200] == 1
+    assert counts.window() == (100, 101)

@@ -14,7 +14,7 @@ from daemon.products.preview import MosaicPreview, read_level
 
 PIXEL_UM = 0.5
 IMAGES = 6
-BYTES_PER_IMAGE = 128 * 1024  # a 12-bit camera's counts: 32 kB; every uint16 value's: 512 kB
+BYTES_PER_IMAGE = 128 * 1024  # a 12-bit camera's counts: 16 kB; every uint16 value's: 256 kB
 
 
 def twelve_bit_stack(seed: int) -> np.ndarray:
