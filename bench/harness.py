@@ -345,3 +345,9 @@ def rss_start_end(run: DaemonRun, after: float) -> tuple[float, float]:
     """
     warm = [mb for t, mb in run.rss_samples if t >= after] or [float("nan")]
     return warm[0], warm[-1]
+
+
+def rss_median_between(run: DaemonRun, start: float, end: float) -> float:
+    """Median RSS (MB) of the samples taken between epoch times `start` and `end`: a window of
+    samples, not one, whose 0.1 s of allocator noise would move a growth by points."""
+    return median([mb for t, mb in run.rss_samples if start <= t <= end])

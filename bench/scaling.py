@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import DaemonRun, median, remove, rss_start_end, run_daemon, write_config
+from harness import DaemonRun, median, remove, rss_median_between, run_daemon, write_config
 from report import Row, Section, table
 
 from daemon.events import Event
@@ -120,8 +120,11 @@ def scaling(work: Path, big_tiles: int) -> tuple[Section, list[Row], list[str]]:
             lines,
         ),
     ]
-    warm_after = sorted(e["t"] for e in big.run.named(Event.UNIT_DONE))[n_big // 10]
-    start_mb, end_mb = rss_start_end(big.run, warm_after)
+    done_at = sorted(e["t"] for e in big.run.named(Event.UNIT_DONE))
+    start_mb, end_mb = (
+        rss_median_between(big.run, done_at[n_big * a // 10], done_at[n_big * b // 10 - 1])
+        for a, b in ((1, 2), (9, 10))
+    )
     growth = end_mb / start_mb - 1
     memory_rows = [
         Row(
@@ -133,7 +136,9 @@ def scaling(work: Path, big_tiles: int) -> tuple[Section, list[Row], list[str]]:
     ]
     memory_note = [
         f"RSS growth: the {n_big}-unit `ingest` run, sampled from /proc every 0.1 s; start is"
-        f" when 10 % of its units were done (warm), end is the last sample before exit"
-        f" ({big.run.wall_s:.0f} s run, peak {big.run.peak_rss_mb:.0f} MB)."
+        " the median sample while its units 10-20 % were done (warm), end the median while"
+        " units 90-100 % were done (not one sample each, whose allocator noise moved the"
+        " figure by 2-4 points from run to run, nor the exit's last rewrite of the state"
+        f" files) ({big.run.wall_s:.0f} s run, peak {big.run.peak_rss_mb:.0f} MB)."
     ]
     return Section("Scaling with the number of units", rows, body), memory_rows, memory_note
