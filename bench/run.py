@@ -222,7 +222,7 @@ def run(
 def profile_section(bench: Bench, work: Path) -> Section:
     """Section 8: py-spy's view of one `ingest` of the small experiment (bench/spyprofile.py),
     and each step of a unit timed alone (bench/steps.py), whose CPU budget is its summary row."""
-    budget, steps = step_costs(bench.jobs[0], bench.codec, bench.context, work)
+    budget, steps = step_costs(bench.jobs, bench.codec, bench.context, work)
     if shutil.which("py-spy", path=str(Path(sys.executable).parent)) is None:
         spy = ["py-spy is not installed (`pip install -e '.[bench]'`): no profile."]
     else:

@@ -10,11 +10,19 @@ and numpy one BLAS thread, like the workers.
 
 Each step's CPU time is the process's (getrusage: every thread, tensorstore's compression
 threads included) around it, and issue 25's budget is on it: ingest's per-channel products
-(checksum, quality numbers, the preview's projection and block maximum, the registration QC's
-projections) at most 5 % of the channel's v0.6 write. They are measured on what a unit of the
-0.6 layout hands them: the raw stack and the corrected stack's stage-frame view (turned, not
-copied). The registration QC's projections are made for the fiducial channel only, one of a
-unit's channels (three in the simulator's plan): each channel is counted that share of them.
+(checksum, quality numbers, the preview's maximum along z and the tile's placing in the live
+mosaic, the registration QC's projections and shift) at most 5 % of the channel's v0.6 write.
+They are measured on what a unit of the 0.6 layout hands them: the raw stack and the corrected
+stack's stage-frame view (turned, not copied). The registration QC is made for the fiducial
+channel only, one of a unit's channels (three in the simulator's plan): each channel is counted
+that share of it.
+
+The mosaic is timed in steady state: `MosaicPreview.add` (block maximum, the 3 levels' read,
+maximum and write, the value counts, the display window, the image's zarr.json replaced when it
+changes) of a tile at a new position next to tiles already placed, on a canvas that already
+holds it (a canvas grows a few times per run, by doubling). The shift is
+`FiducialStore.record` of the same tile's round-1 fiducial against its round-0 reference (phase
+correlation of the projections, the .npz kept, the unit's quality rows written to the log).
 """
 
 from __future__ import annotations
@@ -40,12 +48,16 @@ from daemon.ingest.unit import channel_checksum
 from daemon.layouts.merfish3d_v06 import _array_spec as v06_array_spec
 from daemon.pixels.camera import correct, max_along, orient
 from daemon.pixels.quality import measure
-from daemon.pixels.registration import projections
-from daemon.products.preview import projection
+from daemon.pixels.registration import FiducialProjections, projections
+from daemon.products.fiducials import FiducialStore
+from daemon.products.preview import MosaicPreview
+from daemon.products.qualitylog import QualityLog, QualityRow
 from daemon.raw.ndtiff import RawDataset
 
 TRIES = 3
 BUDGET = 0.05  # ingest's per-channel products, of the channel's v0.6 write's CPU (issue 25)
+PLACED = 3  # the mosaic's tiles placed before the timed ones: PLACED x PLACED, every other one
+OVERLAP = 0.1  # of a tile's side, between neighbouring tiles
 
 
 @dataclass(frozen=True)
@@ -75,17 +87,76 @@ def _best(step: Callable[[], Any], before: Callable[[], Any] = lambda: None) -> 
 
 
 def step_costs(
-    job: Job, codec: ArrayCodec, context: ts.Context, work: Path
+    jobs: list[Job], codec: ArrayCodec, context: ts.Context, work: Path
 ) -> tuple[Row, list[str]]:
     """The summary's row (ingest's per-channel products against the 5 % budget) and the
-    table with its sentences, as markdown lines."""
+    table with its sentences, as markdown lines: the first job's first readout channel, and
+    the registration QC of the first job's tile in the next round."""
     with threadpool_limits(limits=1, user_api="blas"):
-        return _step_costs(job, codec, context, work)
+        return _step_costs(jobs, codec, context, work)
+
+
+def stage_fiducial(job: Job) -> tuple[np.ndarray, np.ndarray]:
+    """The job's fiducial (its round's channel) as the 0.6 layout's unit hands it to the
+    registration QC: the raw stack and the corrected stack's stage-frame view."""
+    channel = next(c for c, e in job.entities.items() if e.kind == "round")
+    with RawDataset(job.dataset) as dataset:
+        raw = dataset.read_channel(channel)
+    corrected = correct(raw, job.acq.e_per_adu, job.acq.offset_adu)
+    return raw, orient(corrected, job.acq.orientation)
+
+
+def fiducial_recording(jobs: list[Job], quality: QualityLog, work: Path) -> Callable[[], None]:
+    """`FiducialStore.record` of the first job's tile's round-1 fiducial (with its unit's
+    quality rows) against its round-0 reference, already stored, ready to be timed again and
+    again (each time a replacement of the same round's row and .npz, as a unit converted again
+    is)."""
+    first = next(e for e in jobs[0].entities.values() if e.kind == "round")
+    later = next(
+        j
+        for j in jobs
+        if any(
+            e.kind == "round" and e.tile == first.tile and e.index > 0 for e in j.entities.values()
+        )
+    )
+    store = FiducialStore(work / "steps-fiducials")
+    voxel = later.acq.voxel_size_zyx_um
+    _, reference = stage_fiducial(jobs[0])
+    store.save(first.tile, first.index, projections(reference), voxel)
+    raw, on_stage = stage_fiducial(later)
+    fiducial: FiducialProjections = projections(on_stage)
+    numbers = measure(raw, on_stage)
+    rows = [
+        QualityRow.of(f"{e.kind}{e.index}", e.kind, e.tile, e.index, i, (0.0, 0.0, 0.0), numbers)
+        for i, e in enumerate(later.entities.values())
+    ]
+    return lambda: store.record(quality, rows, fiducial, voxel)
+
+
+def mosaic_placing(projected: np.ndarray, pixel_um: float, work: Path) -> Callable[[], None]:
+    """Placing one tile's projection into the live mosaic preview in steady state: a canvas
+    that already holds every other tile of a PLACED x PLACED grid (OVERLAP apart, the corners
+    first, so that it does not grow again), each call a new tile at a free position next to
+    them (at most PLACED^2 // 2 calls)."""
+    preview = MosaicPreview(work / "steps-preview")
+    step = (1 - OVERLAP) * pixel_um * np.asarray(projected.shape)
+    grid = [(y, x) for y in range(PLACED) for x in range(PLACED)]
+    placed = sorted(grid[::2], key=lambda yx: (yx[0] % (PLACED - 1), yx[1] % (PLACED - 1)))
+    stack = projected[np.newaxis]
+
+    def place(yx: tuple[int, int]) -> None:
+        preview.add("bit001", stack, (yx[0] * step[0], yx[1] * step[1]), pixel_um)
+
+    for yx in placed:
+        place(yx)
+    free = iter(grid[1::2])
+    return lambda: place(next(free))
 
 
 def _step_costs(
-    job: Job, codec: ArrayCodec, context: ts.Context, work: Path
+    jobs: list[Job], codec: ArrayCodec, context: ts.Context, work: Path
 ) -> tuple[Row, list[str]]:
+    job = jobs[0]
     channel = list(job.entities)[1]
     with RawDataset(job.dataset) as dataset:
         raw = dataset.read_channel(channel)
@@ -112,6 +183,7 @@ def _step_costs(
         store.write(in_camera_frame, can_reference_source_data_indefinitely=True).result()
 
     fiducial_share = 1 / len(job.entities)  # one fiducial channel per unit
+    quality = QualityLog(work / "steps-quality.sqlite")
     both = [
         ("read the raw channel", read, "both"),
         (
@@ -128,13 +200,20 @@ def _step_costs(
         ("quality numbers", _best(lambda: measure(raw, on_stage)), "ingest"),
         ("preview: maximum along z", _best(lambda: max_along(on_stage, 0)), "ingest"),
         (
-            "preview: block maximum of the projection",
-            _best(lambda: projection(projected[np.newaxis])),
+            "preview: place the tile in the live mosaic (block maximum, 3 levels, window,"
+            " zarr.json)",
+            _best(mosaic_placing(projected, job.acq.voxel_size_zyx_um[2], work)),
             "ingest",
         ),
         (
             "registration QC's projections (fiducial channel only)",
             _best(lambda: projections(on_stage, projected)),
+            "ingest (fiducial)",
+        ),
+        (
+            "registration QC's shift against round 0, .npz, the unit's quality rows"
+            " (fiducial channel only)",
+            _best(fiducial_recording(jobs, quality, work)),
             "ingest (fiducial)",
         ),
     ]
@@ -143,8 +222,10 @@ def _step_costs(
         _best(lambda: fsync_tree(seed), before=write_seed),  # a synced tree has nothing left
         "ingest",
     )
-    remove(seed)
-    remove(v06)
+    for folder in (seed, v06, work / "steps-preview", work / "steps-fiducials"):
+        remove(folder)
+    quality.close()
+    (work / "steps-quality.sqlite").unlink()
     steps = [*both, *products, durable]
     rows = [[name, f"{c.cpu_s * 1e3:.2f}", f"{c.wall_s * 1e3:.2f}", who] for name, c, who in steps]
     cpu = sum(
@@ -167,8 +248,9 @@ def _step_costs(
         "",
         *table(["step", "CPU ms", "wall ms", "who"], rows),
         "",
-        f"Ingest's per-channel products (checksum, quality numbers, preview, and"
-        f" {fiducial_share:.2f} of the fiducial's registration projections) cost {cpu * 1e3:.1f}"
+        f"Ingest's per-channel products (checksum, quality numbers, preview's maximum and the"
+        f" tile's placing in the mosaic, and {fiducial_share:.2f} of the fiducial's"
+        f" registration projections and shift) cost {cpu * 1e3:.1f}"
         f" ms of CPU per channel: {100 * share:.1f} % of the v0.6 write's ({v06_cpu * 1e3:.0f}"
         f" ms) and {100 * cpu / seed_cpu:.1f} % of the seed write's ({seed_cpu * 1e3:.0f} ms);"
         f" issue 25's budget is {100 * BUDGET:.0f} % of the v0.6 write.",

@@ -75,6 +75,39 @@ def test_tiles_land_at_their_stage_positions_as_the_canvas_grows(tmp_path):
     np.testing.assert_array_equal(again[:], expected)
 
 
+def test_overlapping_tiles_across_chunks_are_each_levels_maximum(tmp_path):
+    """Tiles 10 % overlapping on a 4 x 3 grid, placed out of order so that the canvas grows
+    and neighbours share chunks (the preview keeps chunks decoded between tiles): every level,
+    read with zarr-python, is the maximum of every tile's block maxima placed at its pixel."""
+    root = tmp_path / "preview"
+    preview = MosaicPreview(root)
+    shape = (1, 640, 512)  # 80 x 64 px at level 0: tiles straddle the 256 px chunks
+    step = (0.9 * shape[1] * PIXEL_UM, 0.9 * shape[2] * PIXEL_UM)
+    grid = [(y, x) for y in range(4) for x in range(3)]
+    order = np.random.default_rng(3).permutation(len(grid))
+    stacks = {yx: stack_for(10 + i, shape) for i, yx in enumerate(grid)}
+    for i in order:
+        y, x = grid[i]
+        preview.add("bit001", stacks[(y, x)], (y * step[0], x * step[1]), PIXEL_UM)
+
+    image = zarr.open_group(root / "bit001.ome.zarr", mode="r")
+    for level in range(3):
+        array, _, origin = open_level(image, level)
+        expected = np.zeros(array.shape, np.uint16)
+        for (y, x), stack in stacks.items():
+            level0 = (
+                round((y * step[0] - origin[0]) / (PIXEL_UM * 8)),
+                round((x * step[1] - origin[1]) / (PIXEL_UM * 8)),
+            )
+            part = expected_projection(stack)
+            factor = 2**level
+            part = part.reshape(part.shape[0] // factor, factor, -1, factor).max(axis=(1, 3))
+            top = level0[0] // factor, level0[1] // factor
+            region = expected[top[0] : top[0] + part.shape[0], top[1] : top[1] + part.shape[1]]
+            np.maximum(region, part, out=region)
+        np.testing.assert_array_equal(array[:], expected, err_msg=f"level {level}")
+
+
 def test_readers_never_fail_nor_see_a_torn_tile_while_tiles_arrive(tmp_path):
     root = tmp_path / "preview"
     preview = MosaicPreview(root)

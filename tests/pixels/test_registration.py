@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 from support.scenes import cell_stack, random_cells
 
-from daemon.pixels.registration import bin_factor, block_mean, median3x3, projections, register
+from daemon.pixels.registration import (
+    CubicShift,
+    bin_factor,
+    block_mean,
+    median3x3,
+    projections,
+    register,
+)
 
 SIZE = 2048
 PLANES = 16
@@ -105,6 +112,21 @@ def test_median3x3_is_scipys_median_filter_value_for_value(shape: tuple[int, int
     ):
         expected = ndimage.median_filter(image, size=3, mode="nearest")
         assert np.array_equal(median3x3(image), expected)
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (30, 256), (3, 40)])
+def test_cubic_shift_moves_an_image_as_scipys_shift(shape: tuple[int, int]) -> None:
+    """The refinement's sub-pixel moves are scipy's `ndimage.shift(order=3, mode="nearest")`
+    to float rounding, for small shifts, whole pixels, and shifts past its 12-pixel padding."""
+    from scipy import ndimage
+
+    image = (np.random.default_rng(sum(shape)).random(shape) * 400).astype(np.float32)
+    moves = CubicShift(image)
+    for shift in ([0.3, -1.7], [-0.5, 0.25], [2.0, 0.0], [0.999, -0.001], [13.2, -40.9]):
+        expected = ndimage.shift(image, shift, order=3, mode="nearest")
+        moved = moves.by(np.array(shift))
+        assert moved.dtype == expected.dtype
+        np.testing.assert_allclose(moved, expected, rtol=1e-6, atol=1e-4, err_msg=str(shift))
 
 
 def numpy_block_mean(image: np.ndarray, factor: int) -> np.ndarray:
