@@ -227,7 +227,10 @@ class QualityLog:
         self._db.close()
 
     def record(self, rows: Iterable[QualityRow]) -> None:
-        """Add or replace rows (one transaction)."""
+        """Add or replace rows (one transaction). A row replaced is updated in place, not
+        deleted and inserted again (INSERT OR REPLACE): the insert trigger's revision, the
+        highest left + 1, gave a row replacing the one holding the last revision that same
+        revision, so a reader that had read up to it never saw the new numbers."""
         values = [
             tuple(
                 json.dumps(list(v)) if k == "focus" else v
@@ -236,9 +239,11 @@ class QualityLog:
             for r in rows
         ]
         placeholders = ", ".join("?" for _ in _COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "entry")
         with self._db.transaction() as db:
             db.executemany(
-                f"INSERT OR REPLACE INTO quality ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
+                f"INSERT INTO quality ({', '.join(_COLUMNS)}) VALUES ({placeholders})"
+                f" ON CONFLICT (entry) DO UPDATE SET {updates}",
                 values,
             )
 

@@ -596,6 +596,28 @@ def test_a_tile_measured_again_costs_its_changed_rows_not_every_row_it_holds(tmp
     assert large <= small + 10, (small, large)
 
 
+def test_a_unit_of_one_entry_converted_again_reaches_a_page_asking_since(tmp_path):
+    """A unit of one entry (a round of only its fiducial) converted again right after it was
+    the last one measured: its row replaces the one holding the log's last revision, and the
+    page asking `since` its last answer is sent the new numbers, as a page opened afresh is
+    (the replaced row's revision was given again: the page kept the old numbers)."""
+    settings = Settings()
+    store = settings.datastore_path(tmp_path)
+    ledger = Ledger(ledger_path(store))
+    ledger.observe(0, 0, "r0001_tile0000_1", "f")
+    log = QualityLog(state_dir(store) / QUALITY_DB)
+    log.record(quality_rows(0, 0, 400.0)[:1])
+    log.record(quality_rows(1, 0, 400.0)[:1])
+    following = Snapshots(tmp_path, settings)
+    kept = merged(None, following.page())
+    log.record(quality_rows(1, 0, 900.0)[:1])  # converted again
+    kept = merged(kept, following.page(kept["since"]))
+    assert [r["p999"] for r in kept["quality"]] == [400.0, 900.0]
+    assert kept["quality"] == named_rows(Snapshots(tmp_path, settings).page())
+    log.close()
+    ledger.close()
+
+
 def test_the_quality_rows_kept_between_answers_are_not_tracked_by_the_garbage_collector(
     tmp_path,
 ):
