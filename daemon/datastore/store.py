@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import tensorstore as ts
 
 from daemon.datastore.arrays import (
@@ -125,6 +124,8 @@ class _TableCalibration(_Calibration):
     def __get__(self, ds: DataStore | None, owner: type | None = None) -> Any:
         if ds is None:
             return self
+        import pyarrow as pa  # here: writing a datastore never reads a table back (issue 25)
+
         columns = ds._calibration(f"{self.key}_columns")
         rows = ds._calibration(self.key)
         return pa.table({c: [row[i] for row in rows] for i, c in enumerate(columns)})
