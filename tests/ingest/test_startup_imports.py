@@ -110,14 +110,15 @@ def test_ingest_opens_its_service_without_pyarrow(layout, tmp_path):
     assert run.stdout.splitlines()[-1] == "[]"
 
 
-# run first in the interpreter: remembers which thread first imported scikit-image
-SEES_SKIMAGE_IMPORTER = (
-    "import threading;"
-    "importer = [];"
-    "Finder = type('Finder', (), {'find_spec': lambda self, name, path=None, target=None:"
-    " importer.append(threading.current_thread().name) if name == 'skimage' else None});"
-    "sys.meta_path.insert(0, Finder())"
-)
+def sees_importer(module: str) -> str:
+    """Code run first in the interpreter: remembers which thread first imported `module`."""
+    return (
+        "import threading;"
+        "importer = [];"
+        "Finder = type('Finder', (), {'find_spec': lambda self, name, path=None, target=None:"
+        f" importer.append(threading.current_thread().name) if name == {module!r} else None}});"
+        "sys.meta_path.insert(0, Finder())"
+    )
 
 
 def test_ingest_imports_the_registration_libraries_beside_the_first_units(tmp_path):
@@ -126,8 +127,19 @@ def test_ingest_imports_the_registration_libraries_beside_the_first_units(tmp_pa
     registers its fiducial (which held up that worker, and the GIL, for ~0.3 s)."""
     simulate(tmp_path / "exp", TINY)
     config = write_config(tmp_path / "config.toml")
-    importer = _ingest_then_print(tmp_path / "exp", config, SEES_SKIMAGE_IMPORTER, "importer")
+    importer = _ingest_then_print(tmp_path / "exp", config, sees_importer("skimage"), "importer")
     assert importer == "['unit-imports']"
+
+
+def test_ingest_reads_package_versions_only_in_the_psf_thread(tmp_path):
+    """importlib.metadata (~0.02-0.03 s of CPU to import) is for the PSF cache's key, psfmodels'
+    version, taken in the PSF thread beside the first units: the daemon's own version is a
+    literal, and the progress bar's tqdm, which imports it too, is imported only on a
+    terminal (issue 25)."""
+    simulate(tmp_path / "exp", TINY)
+    config = write_config(tmp_path / "config.toml")
+    before = sees_importer("importlib.metadata")
+    assert _ingest_then_print(tmp_path / "exp", config, before, "importer") == "['psf']"
 
 
 def test_a_watching_daemon_warms_up_before_the_first_dataset(tmp_path):
