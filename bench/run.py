@@ -44,7 +44,7 @@ import numpy as np
 from codec_table import codec_table
 from converters import jobs
 from flat import flat_section
-from harness import machine, remove
+from harness import compile_daemon, machine, remove
 from keepup import Acquisition, keep_up
 from live import LiveRun, live_latency
 from microscope import MicroscopeSpec, microscope_section
@@ -250,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join([".venv/bin/python", "bench/run.py", *(argv or sys.argv[1:])])
     date = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     info = machine(work)
+    compile_daemon()
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     try:

@@ -84,7 +84,6 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from daemon.config import settle_layout
-    from daemon.console import ProgressBar
     from daemon.ingest.claim import DaemonError
     from daemon.ingest.service import IngestService
     from daemon.logs import configure_logging
@@ -99,8 +98,12 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.experiment}: nothing to ingest (no raw_data folder)")
     settings = settle_layout(read_settings(args), args.experiment, chosen_layout(args))
     settings = with_listen(settings, args)
-    on_terminal = args.command == "ingest" and sys.stderr.isatty()
-    bar = ProgressBar("ingest", "unit") if on_terminal else None
+    bar = None
+    if args.command == "ingest" and sys.stderr.isatty():
+        # imported here: tqdm imports importlib.metadata (~0.03 s of CPU), off a terminal unused
+        from daemon.console import ProgressBar
+
+        bar = ProgressBar("ingest", "unit")
     configure_logging(
         settings.logging.format,
         settings.logging.level,

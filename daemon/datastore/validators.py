@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from daemon.datastore.arrays import little_endian
 from daemon.datastore.layout import Entity
@@ -153,13 +152,17 @@ def validated(validate: Validator, value: Any, key: str, where: object) -> Any:
 
 def table_parts(value: Any) -> tuple[list[str], list[list[Any]]]:
     """(columns, rows) of a pyarrow.Table or of a (columns, rows) pair, checked for shape."""
-    if isinstance(value, pa.Table):
-        columns = value.column_names
-        rows = [[row[c] for c in columns] for row in value.to_pylist()]
-    elif isinstance(value, tuple) and len(value) == 2:
+    if isinstance(value, tuple) and len(value) == 2:
         columns, rows = texts(value[0]), [sequence(r) for r in sequence(value[1])]
     else:
-        raise TypeError(f"expected a pyarrow.Table or (columns, rows), got {type(value).__name__}")
+        import pyarrow as pa  # here: the daemon gives pairs, and `ingest` needs no pyarrow
+
+        if not isinstance(value, pa.Table):
+            raise TypeError(
+                f"expected a pyarrow.Table or (columns, rows), got {type(value).__name__}"
+            )
+        columns = value.column_names
+        rows = [[row[c] for c in columns] for row in value.to_pylist()]
     if len(set(columns)) != len(columns):
         raise ValueError(f"column names must be unique, got {columns}")
     for row in rows:

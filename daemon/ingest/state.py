@@ -12,43 +12,52 @@ import math
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
-from typing import Any, BinaryIO
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from daemon.datastore import layout
 from daemon.datastore.jsonio import atomic_write
 from daemon.datastore.layout import INGEST_LOG, Entity
 from daemon.ingest.ledger import Ledger, UnitRecord
 from daemon.layouts.base import Layout, unit_entities
-from daemon.products.qualitylog import QUALITY_SCHEMA, QUALITY_TABLE, QualityLog, quality_table
+from daemon.products.qualitylog import QUALITY_TABLE, QualityLog, quality_schema, quality_table
 from daemon.raw.experiment import Plan
 from daemon.states import LEDGER_STATES, UnitState
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 DAEMON_KEYS = ("pid", "host", "version", "started_at", "stopped_at")  # the daemon's identity
-INGEST_LOG_SCHEMA = pa.schema(
-    [
-        ("unit_id", pa.string()),
-        ("tile", pa.int32()),
-        ("round", pa.int32()),
-        ("state", pa.string()),
-        ("dataset", pa.string()),
-        ("fingerprint", pa.string()),
-        ("attempts", pa.int32()),
-        ("source_bytes", pa.int64()),
-        ("channels", pa.list_(pa.string())),  # the raw channels, in the order of `checksum`
-        ("checksum", pa.list_(pa.string())),  # each channel's raw pixels' checksum
-        ("outputs", pa.list_(pa.string())),
-        ("error", pa.string()),
-        ("seen_at", pa.timestamp("ms", tz="UTC")),
-        ("started_at", pa.timestamp("ms", tz="UTC")),
-        ("finished_at", pa.timestamp("ms", tz="UTC")),
-        ("read_s", pa.float64()),
-        ("write_s", pa.float64()),
-    ]
-)
+
+
+@cache
+def ingest_log_schema() -> pa.Schema:
+    """ingest_log.parquet's columns; pyarrow is imported when a view is first written (see
+    `quality_schema`)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("unit_id", pa.string()),
+            ("tile", pa.int32()),
+            ("round", pa.int32()),
+            ("state", pa.string()),
+            ("dataset", pa.string()),
+            ("fingerprint", pa.string()),
+            ("attempts", pa.int32()),
+            ("source_bytes", pa.int64()),
+            ("channels", pa.list_(pa.string())),  # the raw channels, in the order of `checksum`
+            ("checksum", pa.list_(pa.string())),  # each channel's raw pixels' checksum
+            ("outputs", pa.list_(pa.string())),
+            ("error", pa.string()),
+            ("seen_at", pa.timestamp("ms", tz="UTC")),
+            ("started_at", pa.timestamp("ms", tz="UTC")),
+            ("finished_at", pa.timestamp("ms", tz="UTC")),
+            ("read_s", pa.float64()),
+            ("write_s", pa.float64()),
+        ]
+    )
 
 
 class RunSummary:
@@ -129,7 +138,9 @@ def ingest_log_table(units: Iterable[UnitRecord], plan: Plan | None) -> pa.Table
         for key in ("seen_at", "started_at", "finished_at"):
             if row[key] is not None:
                 row[key] = int(row[key] * 1000)
-    return pa.Table.from_pylist(rows, schema=INGEST_LOG_SCHEMA)
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(rows, schema=ingest_log_schema())
 
 
 VIEW_BATCH_ROWS = 1000  # rows made into Arrow at once (quality rows: whole tiles, about)
@@ -143,6 +154,8 @@ def write_view(path: Path, schema: pa.Schema, batches: Iterable[pa.Table]) -> No
     run, by each rewrite's peak (RSS 96 -> 143 MB from 1,000 to 10,000 units of quality rows,
     flat without the rewrites). In batches the peak is one batch's, whatever the run's length.
     """
+
+    import pyarrow.parquet as pq
 
     def write(f: BinaryIO) -> None:
         with pq.ParquetWriter(f, schema) as writer:
@@ -312,10 +325,10 @@ class StatePublisher:
                 ingest_log_table(units, plan)
                 for units in self._ledger.unit_batches(VIEW_BATCH_ROWS)
             )
-            write_view(self._store.path / INGEST_LOG, INGEST_LOG_SCHEMA, batches)
+            write_view(self._store.path / INGEST_LOG, ingest_log_schema(), batches)
         elif self._quality is not None:
             write_view(
-                self._store.path / QUALITY_TABLE, QUALITY_SCHEMA, _quality_batches(self._quality)
+                self._store.path / QUALITY_TABLE, quality_schema(), _quality_batches(self._quality)
             )
         self._published[key] = version
         if key == "log":

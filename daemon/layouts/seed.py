@@ -122,23 +122,25 @@ class SeedLayout(Layout):
 
     def write_calibrations(self, data: CalibrationData) -> None:
         plan, acq, store = data.plan, data.acq, self.store
-        store.num_rounds = plan.num_rounds
-        store.num_tiles = plan.num_tiles
-        store.num_bits = plan.num_bits
-        store.channels_in_data = list(plan.channels_in_data)
-        store.wavelengths_um = [list(w) for w in plan.wavelengths_um]
-        store.voxel_size_zyx_um = list(acq.voxel_size_zyx_um)
-        store.microscope_type = acq.microscope_type
-        store.camera_model = acq.camera_model
-        store.e_per_ADU = acq.e_per_adu
-        store.camera_offset_ADU = acq.offset_adu
-        store.binning = acq.binning
-        store.na = acq.na
-        store.ri = acq.ri
-        store.tile_overlap = acq.tile_overlap
-        store.exp_codebook = (plan.codebook_columns, plan.codebook_rows)
-        store.exp_order = (plan.bit_order_columns, plan.bit_order_rows)
-        store.experiment_path = str(plan.raw_dir.parent)  # entries' `source.dataset` is relative
+        store.set_calibrations(
+            num_rounds=plan.num_rounds,
+            num_tiles=plan.num_tiles,
+            num_bits=plan.num_bits,
+            channels_in_data=list(plan.channels_in_data),
+            wavelengths_um=[list(w) for w in plan.wavelengths_um],
+            voxel_size_zyx_um=list(acq.voxel_size_zyx_um),
+            microscope_type=acq.microscope_type,
+            camera_model=acq.camera_model,
+            e_per_ADU=acq.e_per_adu,
+            camera_offset_ADU=acq.offset_adu,
+            binning=acq.binning,
+            na=acq.na,
+            ri=acq.ri,
+            tile_overlap=acq.tile_overlap,
+            exp_codebook=(plan.codebook_columns, plan.codebook_rows),
+            exp_order=(plan.bit_order_columns, plan.bit_order_rows),
+            experiment_path=str(plan.raw_dir.parent),  # entries' `source.dataset` is relative
+        )
         if data.noise_map is not None:
             noise = data.noise_map
         else:

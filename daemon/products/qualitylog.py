@@ -19,13 +19,15 @@ import sqlite3
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass, fields, replace
+from functools import cache
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from daemon.datastore.sqlite import Database
 from daemon.pixels.quality import EntryQuality, fiducial_relative, fiducial_signals
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 QUALITY_TABLE = "quality.parquet"  # in the datastore, next to ingest_log.parquet
 QUALITY_DB = "quality.sqlite"  # in the daemon's state folder, next to the ledger
@@ -176,33 +178,40 @@ END;
 """
 _ORDER = "ORDER BY tile, round, kind DESC, entry_index"
 
-QUALITY_SCHEMA = pa.schema(
-    [
-        ("entry", pa.string()),
-        ("kind", pa.string()),
-        ("tile", pa.int32()),
-        ("round", pa.int32()),
-        ("entry_index", pa.int32()),
-        ("stage_z_um", pa.float64()),
-        ("stage_y_um", pa.float64()),
-        ("stage_x_um", pa.float64()),
-        ("mean", pa.float64()),
-        ("median", pa.float64()),
-        ("p999", pa.float64()),
-        ("signal", pa.float64()),
-        ("saturated_fraction", pa.float64()),
-        ("best_focus_plane", pa.int32()),
-        ("best_focus", pa.float64()),
-        ("focus", pa.list_(pa.float64())),
-        ("measured_at", pa.timestamp("ms", tz="UTC")),
-        ("fiducial_relative", pa.float64()),
-        ("reference_round", pa.int32()),
-        ("shift_z_um", pa.float64()),
-        ("shift_y_um", pa.float64()),
-        ("shift_x_um", pa.float64()),
-        ("match_quality", pa.float64()),
-    ]
-)
+
+@cache
+def quality_schema() -> pa.Schema:
+    """quality.parquet's columns. pyarrow is imported when a view is first written, not with
+    this module: `ingest` imports it on its way to the first unit (issue 25)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("entry", pa.string()),
+            ("kind", pa.string()),
+            ("tile", pa.int32()),
+            ("round", pa.int32()),
+            ("entry_index", pa.int32()),
+            ("stage_z_um", pa.float64()),
+            ("stage_y_um", pa.float64()),
+            ("stage_x_um", pa.float64()),
+            ("mean", pa.float64()),
+            ("median", pa.float64()),
+            ("p999", pa.float64()),
+            ("signal", pa.float64()),
+            ("saturated_fraction", pa.float64()),
+            ("best_focus_plane", pa.int32()),
+            ("best_focus", pa.float64()),
+            ("focus", pa.list_(pa.float64())),
+            ("measured_at", pa.timestamp("ms", tz="UTC")),
+            ("fiducial_relative", pa.float64()),
+            ("reference_round", pa.int32()),
+            ("shift_z_um", pa.float64()),
+            ("shift_y_um", pa.float64()),
+            ("shift_x_um", pa.float64()),
+            ("match_quality", pa.float64()),
+        ]
+    )
 
 
 class QualityLog:
@@ -332,6 +341,8 @@ def _plain(found: Iterable[sqlite3.Row], focus: bool) -> list[dict[str, Any]]:
 
 
 def quality_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
-    """Quality rows as an Arrow table with QUALITY_SCHEMA."""
+    """Quality rows as an Arrow table with `quality_schema()`."""
+    import pyarrow as pa
+
     plain = [r | {"measured_at": int(r["measured_at"] * 1000)} for r in rows]
-    return pa.Table.from_pylist(plain, schema=QUALITY_SCHEMA)
+    return pa.Table.from_pylist(plain, schema=quality_schema())

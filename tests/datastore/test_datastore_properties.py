@@ -44,6 +44,29 @@ def test_every_value_round_trips_and_persists(ds, context):
     assert attrs["exp_order"] == ORDER[1]
 
 
+def test_set_calibrations_writes_what_the_setters_write(ds, tmp_path, context):
+    """Several values in one rewrite of .zattrs (the seed layout's calibrations: one on the
+    way to the first unit, not 17, issue 25): the same document as one setter at a time."""
+    for key, value in VALUES.items():
+        setattr(ds, key, value)
+    ds.exp_codebook = CODEBOOK
+    ds.exp_order = ORDER
+    with DataStore(tmp_path / "other", context=context) as other:
+        other.set_calibrations(**VALUES, exp_codebook=CODEBOOK, exp_order=ORDER)
+        written = (other.calibrations_path / ".zattrs").read_text()
+    assert written == (ds.calibrations_path / ".zattrs").read_text()
+
+
+def test_set_calibrations_writes_nothing_when_a_value_is_refused(ds):
+    """All of them in one write: a refused value leaves the ones before it unwritten too."""
+    with pytest.raises(ValueError, match="na for"):
+        ds.set_calibrations(num_rounds=8, na=7.0)
+    with pytest.raises(MissingValueError):
+        ds.num_rounds  # noqa: B018
+    with pytest.raises(AttributeError, match="calibrations_path is not a calibration value"):
+        ds.set_calibrations(calibrations_path="x")
+
+
 def test_tables_come_back_as_pyarrow(ds):
     ds.exp_codebook = CODEBOOK
     table = ds.exp_codebook

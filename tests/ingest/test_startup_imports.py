@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from support.daemon import DaemonProcess
 from support.experiment import daemon_command, simulate, write_config
 
@@ -73,14 +74,51 @@ def test_after_the_warm_up_a_unit_imports_no_library_of_its_own(tmp_path):
     assert _ingest_then_print(tmp_path / "exp", config, before, new) == "[]"
 
 
-# run first in the interpreter: remembers which thread first imported scikit-image
-SEES_SKIMAGE_IMPORTER = (
-    "import threading;"
-    "importer = [];"
-    "Finder = type('Finder', (), {'find_spec': lambda self, name, path=None, target=None:"
-    " importer.append(threading.current_thread().name) if name == 'skimage' else None});"
-    "sys.meta_path.insert(0, Finder())"
-)
+# what `ingest` does before its first unit: its command's imports, then its service opened (the
+# datastore created, its codebook tables set) and closed
+OPENS_THE_SERVICE = """
+import sys
+from daemon.cli.main import main
+from pathlib import Path
+
+from daemon.cli import watch
+from daemon.config import load_settings, settle_layout
+from daemon.ingest.service import IngestService
+
+experiment, config, layout = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+settings = settle_layout(load_settings(config), experiment, layout)
+with IngestService(experiment, settings):
+    pass
+print(sorted(m for m in ("pyarrow",) if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("layout", ["seed", "merfish3d-v0.6"])
+def test_ingest_opens_its_service_without_pyarrow(layout, tmp_path):
+    """pyarrow is for the Parquet views, written once units are under way (and for reading
+    tables back, which a run never does): importing it cost ~0.02 s of CPU of every start
+    before the first unit (issue 25)."""
+    simulate(tmp_path / "exp", TINY)
+    config = write_config(tmp_path / "config.toml")
+    run = subprocess.run(
+        [sys.executable, "-c", OPENS_THE_SERVICE, str(tmp_path / "exp"), str(config), layout],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.splitlines()[-1] == "[]"
+
+
+def sees_importer(module: str) -> str:
+    """Code run first in the interpreter: remembers which thread first imported `module`."""
+    return (
+        "import threading;"
+        "importer = [];"
+        "Finder = type('Finder', (), {'find_spec': lambda self, name, path=None, target=None:"
+        f" importer.append(threading.current_thread().name) if name == {module!r} else None}});"
+        "sys.meta_path.insert(0, Finder())"
+    )
 
 
 def test_ingest_imports_the_registration_libraries_beside_the_first_units(tmp_path):
@@ -89,8 +127,19 @@ def test_ingest_imports_the_registration_libraries_beside_the_first_units(tmp_pa
     registers its fiducial (which held up that worker, and the GIL, for ~0.3 s)."""
     simulate(tmp_path / "exp", TINY)
     config = write_config(tmp_path / "config.toml")
-    importer = _ingest_then_print(tmp_path / "exp", config, SEES_SKIMAGE_IMPORTER, "importer")
+    importer = _ingest_then_print(tmp_path / "exp", config, sees_importer("skimage"), "importer")
     assert importer == "['unit-imports']"
+
+
+def test_ingest_reads_package_versions_only_in_the_psf_thread(tmp_path):
+    """importlib.metadata (~0.02-0.03 s of CPU to import) is for the PSF cache's key, psfmodels'
+    version, taken in the PSF thread beside the first units: the daemon's own version is a
+    literal, and the progress bar's tqdm, which imports it too, is imported only on a
+    terminal (issue 25)."""
+    simulate(tmp_path / "exp", TINY)
+    config = write_config(tmp_path / "config.toml")
+    before = sees_importer("importlib.metadata")
+    assert _ingest_then_print(tmp_path / "exp", config, before, "importer") == "['psf']"
 
 
 def test_a_watching_daemon_warms_up_before_the_first_dataset(tmp_path):
