@@ -50,7 +50,6 @@ IMAGE_SUFFIX = ".ome.zarr"
 DOWNSAMPLE = 8
 LEVELS = 3
 CHUNK = 256
-CACHE_BYTES = 16 << 20  # decoded chunks kept (128 kB each): a few tiles' worth, all images
 CONTRAST_PERCENTILES = (0.5, 99.8)
 _BINS = 1 << 16  # one per uint16 value
 _BLOCK = 1 << 8  # values per running sum (ValueCounts)
@@ -302,15 +301,10 @@ class MosaicPreview:
         self._published: dict[str, tuple[int, bytes]] = {}  # zarr.json written: version, bytes
         # Its own context, not the units' shared one: a preview tile is small and written
         # under the lock, so one copy thread does, and it never waits behind a unit's chunks.
-        # Its cache keeps the chunks a tile reads decoded for the write that merges into them
-        # (without one, tensorstore read and decoded each chunk a second time to write it back)
-        # and for the neighbouring tiles that share them: ~15 % of a tile's placing.
-        self._context = ts.Context(
-            {
-                "data_copy_concurrency": {"limit": 1},
-                "cache_pool": {"total_bytes_limit": CACHE_BYTES},
-            }
-        )
+        # No cache pool: one of 16 MB (decoded chunks kept for the write that merges into them,
+        # ~10 % of a tile's placing) grew `ingest`'s resident memory over 2,000 tiny units by
+        # +16 % against +1-2 % without it (make bench, section 4, alternated).
+        self._context = ts.Context({"data_copy_concurrency": {"limit": 1}})
 
     def add(
         self, name: str, stack: np.ndarray, stage_yx_um: tuple[float, float], pixel_um: float
