@@ -104,13 +104,25 @@ def commit(writer: Ledger, quality: QualityLog, running: str) -> None:
     writer.claim(running)
 
 
+def tile_by_tile(n: int) -> tuple[int, int]:
+    """The (tile, round) of the n-th unit acquired when each tile's rounds come together."""
+    tile, round_ = divmod(n, ROUNDS)
+    return tile, round_
+
+
 def build_ledger(
-    path: Path, quality: QualityLog, units: int, backlog: int, failed_every: int
+    path: Path,
+    quality: QualityLog,
+    units: int,
+    backlog: int,
+    failed_every: int,
+    unit_at: Callable[[int], tuple[int, int]] = tile_by_tile,
 ) -> Ledger:
-    """A ledger of `units` units written as a run writes it; the writer is returned open."""
+    """A ledger of `units` units written as a run writes it, acquired in the order `unit_at`
+    gives; the writer is returned open."""
     ledger = Ledger(path)
     for n in range(units):
-        tile, round_ = divmod(n, ROUNDS)
+        tile, round_ = unit_at(n)
         ledger.observe(tile, round_, f"r{round_ + 1:04d}_tile{tile:04d}_1", f"fp{n}")
         if n >= units - backlog:
             continue  # pending
@@ -121,7 +133,7 @@ def build_ledger(
         else:
             finish(ledger, quality, claimed)
     for n in range(units - backlog, units - backlog + 4):
-        ledger.claim(unit_id(*divmod(n, ROUNDS)))  # running
+        ledger.claim(unit_id(*unit_at(n)))  # running
     return ledger
 
 

@@ -1,12 +1,12 @@
 """The CPU of one `?since=` answer at 10,000 units during a run (issue 25), in-process: a run
 acquired round by round as the microscope does (1,250 tiles x 8 rounds, the first 8,000 units
-done, every 500th failed, with their quality rows; raw_data's plan, folders and stage CSVs;
-a seed datastore), then `--answers` answers each after `--units` units done (16: the pace of
-bench/flat.py), round by round, so each answer takes in a unit of ~16 tiles that hold 6-7
-rounds of quality rows. An answer is `Snapshots.page(since)` and its JSON as the server
-encodes it (starlette's `JSONResponse`); this thread's CPU time and the wall time of each,
-p50 / p95 / max. `--check` then compares the quality rows kept with those of a page opened
-afresh. It writes to the experiment: time each code on its own copy, alternated:
+done and 4 more running, every 500th failed, with their quality rows; raw_data's plan, folders
+and stage CSVs; a seed datastore), then `--answers` answers each after `--units` units done (16:
+the pace of bench/flat.py), round by round, so each answer takes in a unit of ~16 tiles that
+hold 6-7 rounds of quality rows. An answer is `Snapshots.page(since)` and its JSON as the server
+encodes it (starlette's `JSONResponse`); this thread's CPU time and the wall time of each, p50 /
+p95 / max. `--check` then compares the quality rows kept with those of a page opened afresh. It
+writes to the experiment: time each code on its own copy, alternated:
 
     .venv/bin/python bench/sincecost.py --keep /tmp/since10k --answers 0
     cp -a /tmp/since10k /tmp/since-a; cp -a /tmp/since10k /tmp/since-b
@@ -22,14 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from api_scale import ROUNDS, finish, write_raw_data
+from api_scale import ROUNDS, build_ledger, finish, write_raw_data
 from harness import percentile
 from pagetimes import more
 from starlette.responses import JSONResponse
 
 from daemon.config import Settings
 from daemon.datastore.statedir import ledger_path, state_dir
-from daemon.ingest.ledger import Ledger, unit_id, unit_of
+from daemon.ingest.ledger import Ledger, unit_of
 from daemon.layouts import open_layout
 from daemon.monitor.snapshot import Snapshots
 from daemon.products.qualitylog import QUALITY_DB, QualityLog
@@ -39,22 +39,20 @@ DONE = 8000  # units done when the answers start; the rest pending
 FAILED_EVERY = 500
 
 
+def round_by_round(n: int) -> tuple[int, int]:
+    """The (tile, round) of the n-th unit acquired when every tile is imaged in a round."""
+    round_, tile = divmod(n, TILES)
+    return tile, round_
+
+
 def build(experiment: Path) -> None:
     """The run as the microscope acquires it (round by round), written with the daemon's calls."""
     store = Settings().datastore_path(experiment)
-    ledger = Ledger(ledger_path(store))
     quality = QualityLog(state_dir(store) / QUALITY_DB)
-    for n in range(TILES * ROUNDS):
-        round_, tile = divmod(n, TILES)
-        ledger.observe(tile, round_, f"r{round_ + 1:04d}_tile{tile:04d}_1", f"fp{n}")
-        if n >= DONE:
-            continue
-        claimed = ledger.claim(unit_id(tile, round_))
-        assert claimed is not None
-        if n % FAILED_EVERY == 0:
-            ledger.fail(claimed, "unreadable plane 3 of 30")
-        else:
-            finish(ledger, quality, claimed)
+    units = TILES * ROUNDS
+    ledger = build_ledger(
+        ledger_path(store), quality, units, units - DONE, FAILED_EVERY, round_by_round
+    )
     ledger.close()
     quality.close()
     write_raw_data(experiment, TILES * ROUNDS)
