@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 from dataclasses import astuple, fields
+from pathlib import Path
 
 import pytest
 from monitor_support import ledger_of
@@ -209,6 +210,16 @@ def test_open_alerts_unacknowledged_then_most_urgent_first_and_the_latest_cleare
     assert [a["cleared_at"] for a in summary["recent"]] == list(range(11, 11 - RECENT_CLEARED, -1))
 
 
+def one_unit_run(experiment: Path) -> tuple[Settings, Ledger, QualityLog]:
+    """A run's ledger (one unit seen) and its empty quality log, open, in `experiment`'s
+    datastore: what the page reads."""
+    settings = Settings()
+    store = settings.datastore_path(experiment)
+    ledger = Ledger(ledger_path(store))
+    ledger.observe(0, 0, "r0001_tile0000_1", "f")
+    return settings, ledger, QualityLog(state_dir(store) / QUALITY_DB)
+
+
 def merged(previous: dict | None, answer: dict) -> dict:
     """What the page's `fetchState` keeps: an answer `changed_only` merged into its grid, and
     one `quality_changed_only` into its quality rows (the tiles sent replace theirs), and the
@@ -396,11 +407,7 @@ def test_answers_since_the_last_one_carry_only_the_tiles_whose_quality_changed(t
     the rows of the tiles measured (or re-registered) since, whole tiles (a fiducial's signal
     relative to round 0 and the tile's reference round depend on its other rows), and its
     merged rows equal what a page opened afresh is sent."""
-    settings = Settings()
-    store = settings.datastore_path(tmp_path)
-    ledger = Ledger(ledger_path(store))
-    ledger.observe(0, 0, "r0001_tile0000_1", "f")
-    log = QualityLog(state_dir(store) / QUALITY_DB)
+    settings, ledger, log = one_unit_run(tmp_path)
     steps = [
         lambda: [log.record(quality_rows(t, 1, 400.0)) for t in range(3)],
         lambda: log.record(quality_rows(1, 0, 800.0)),  # round 0: tile 1's relative signals
@@ -445,11 +452,7 @@ def test_a_page_opened_on_many_quality_rows_gets_them_a_page_of_tiles_at_a_time(
     are more (`quality_more`); asked `since` it, the next answer adds the next tiles and the
     tiles already sent that changed meanwhile. Once it has them all, its rows equal those a
     page reading every page afresh gets, whatever was measured in between."""
-    settings = Settings()
-    store = settings.datastore_path(tmp_path)
-    ledger = Ledger(ledger_path(store))
-    ledger.observe(0, 0, "r0001_tile0000_1", "f")
-    log = QualityLog(state_dir(store) / QUALITY_DB)
+    settings, ledger, log = one_unit_run(tmp_path)
     half = PAGE_ROWS // 2  # tiles of one page: two rows each
     run_tiles = 5 * half - 2  # the last page short of PAGE_ROWS with its two new rows
     log.record([row for t in range(run_tiles) for row in quality_rows(t, 1, 400.0)])
@@ -510,12 +513,8 @@ def test_a_server_started_on_a_large_run_reads_one_page_of_quality_rows_for_its_
     monkeypatch.setattr("daemon.monitor.qualityview.QualityLog", CountedQualityLog)
 
     def first_answer(tiles: int) -> tuple[int, int]:
-        settings = Settings()
         experiment = tmp_path / f"run{tiles}"
-        store = settings.datastore_path(experiment)
-        ledger = Ledger(ledger_path(store))
-        ledger.observe(0, 0, "r0001_tile0000_1", "f")
-        log = QualityLog(state_dir(store) / QUALITY_DB)
+        settings, ledger, log = one_unit_run(experiment)
         log.record([row for t in range(tiles) for row in quality_rows(t, 1, 400.0)])
         CountedQualityLog.steps = 0
         answer = Snapshots(experiment, settings).page()
@@ -569,12 +568,8 @@ def test_a_tile_measured_again_costs_its_changed_rows_not_every_row_it_holds(tmp
     monkeypatch.setattr("daemon.monitor.qualityview.QualityLog", CountedQualityLog)
 
     def steps(rounds: int) -> int:
-        settings = Settings()
         experiment = tmp_path / f"run{rounds}"
-        store = settings.datastore_path(experiment)
-        ledger = Ledger(ledger_path(store))
-        ledger.observe(0, 0, "r0001_tile0000_1", "f")
-        log = QualityLog(state_dir(store) / QUALITY_DB)
+        settings, ledger, log = one_unit_run(experiment)
         log.record([row for r in range(1, rounds + 1) for row in quality_rows(0, r, 400.0)])
         snapshots = Snapshots(experiment, settings)
         kept = merged(None, snapshots.page())
@@ -601,11 +596,7 @@ def test_a_unit_of_one_entry_converted_again_reaches_a_page_asking_since(tmp_pat
     the last one measured: its row replaces the one holding the log's last revision, and the
     page asking `since` its last answer is sent the new numbers, as a page opened afresh is
     (the replaced row's revision was given again: the page kept the old numbers)."""
-    settings = Settings()
-    store = settings.datastore_path(tmp_path)
-    ledger = Ledger(ledger_path(store))
-    ledger.observe(0, 0, "r0001_tile0000_1", "f")
-    log = QualityLog(state_dir(store) / QUALITY_DB)
+    settings, ledger, log = one_unit_run(tmp_path)
     log.record(quality_rows(0, 0, 400.0)[:1])
     log.record(quality_rows(1, 0, 400.0)[:1])
     following = Snapshots(tmp_path, settings)
@@ -624,11 +615,7 @@ def test_the_quality_rows_kept_between_answers_are_not_tracked_by_the_garbage_co
     """The page keeps every quality row of the run (30,000 at 10,000 units) in the daemon's
     process: as values the garbage collector does not track, so they do not lengthen its full
     collections, which pause every thread (the workers' too)."""
-    settings = Settings()
-    store = settings.datastore_path(tmp_path)
-    ledger = Ledger(ledger_path(store))
-    ledger.observe(0, 0, "r0001_tile0000_1", "f")
-    log = QualityLog(state_dir(store) / QUALITY_DB)
+    settings, ledger, log = one_unit_run(tmp_path)
     log.record([row for t in range(50) for row in quality_rows(t, 1, 400.0)])
     rows = Snapshots(tmp_path, settings).page()["quality"]["rows"]
     gc.collect()
@@ -642,12 +629,8 @@ def test_rows_an_older_version_writes_still_reach_a_page_asking_since(tmp_path):
     """The quality rows' revisions are set by triggers in the file: a row written by a
     version that knows nothing of them (its INSERT names only its own columns) is still sent
     to a page asking `since` its last answer."""
-    settings = Settings()
-    store = settings.datastore_path(tmp_path)
-    ledger = Ledger(ledger_path(store))
-    ledger.observe(0, 0, "r0001_tile0000_1", "f")
-    path = state_dir(store) / QUALITY_DB
-    log = QualityLog(path)
+    settings, ledger, log = one_unit_run(tmp_path)
+    path = log.path
     log.record(quality_rows(0, 0, 400.0))
     following = Snapshots(tmp_path, settings)
     first = following.page()
