@@ -14,10 +14,14 @@ from harness import _sample_rss, sample_tree
 
 CHILD_MB = 200
 CHILD_CPU_S = 0.5
+# /proc counts CPU time in whole clock ticks, split between utime and stime, while
+# process_time() is exact: a child that stopped at exactly 0.5 s once read 0.49 there (CI). It
+# burns 0.1 s more; the parent alone uses ~0.05 s, so >= 0.5 still needs the child's time.
+CHILD_BURNS_S = CHILD_CPU_S + 0.1
 CHILD = f"""
 import sys, time
 block = b"x" * ({CHILD_MB} * 2**20)  # written, so resident
-while time.process_time() < {CHILD_CPU_S}:
+while time.process_time() < {CHILD_BURNS_S}:
     pass
 print("ready", flush=True)
 sys.stdin.read()
