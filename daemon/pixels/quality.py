@@ -68,14 +68,54 @@ def sample(stack: np.ndarray) -> np.ndarray:
     return stack[:, ::stride, ::stride]
 
 
-def memory_ordered(view: np.ndarray) -> np.ndarray:
-    """A contiguous copy of a strided view, its axes in the order of the memory they lie in
-    (largest stride first): the order numpy's own `astype` copy of the view has (so every
-    sum over it adds the same values in the same order). Gathering the sample grid of a
-    turned stack (the v0.6 layout's stage frame is a transposed view) in the view's own order
-    reads one cache line per value, ~10x slower."""
-    order = sorted(range(view.ndim), key=lambda axis: -abs(view.strides[axis]))
-    return np.ascontiguousarray(view.transpose(order))
+def gathered(stack: np.ndarray) -> np.ndarray:
+    """The sample grid of a (z, y, x) stack as a contiguous copy: its planes in z order, each
+    plane's values in the order of the memory they lie in.
+
+    Every number taken from a plane (a count, an order statistic, an exact integer sum) is the
+    same whatever the order of its values; the order of memory is what makes the copy fast.
+    Gathering the grid of a turned stack (the v0.6 layout's stage frame is a transposed,
+    flipped view) in the view's own order reads one cache line per value, ~10x slower.
+    """
+    stride = stride_for(stack.shape[-2:])
+    plane_axes = sorted((1, 2), key=lambda axis: -abs(stack.strides[axis]))
+    ordered = stack.transpose(0, *plane_axes)
+    flipped = [step < 0 for step in ordered.strides[1:]]
+    forward = ordered[
+        (slice(None), *(slice(None, None, -1) if f else slice(None) for f in flipped))
+    ]
+    # a flipped axis's grid, read forward, starts where its last point lies
+    starts = [(n - 1) % stride if f else 0 for n, f in zip(ordered.shape[1:], flipped, strict=True)]
+    grid = _gathered_by_words(forward, starts[0], starts[1], stride)
+    if grid is None:
+        grid = np.ascontiguousarray(forward[:, starts[0] :: stride, starts[1] :: stride])
+    return grid
+
+
+def _gathered_by_words(
+    forward: np.ndarray, row_start: int, column_start: int, stride: int
+) -> np.ndarray | None:
+    """The grid of a stack whose rows are contiguous uint16 and whose stride is a multiple of
+    4 (cameras of 1024 px and more): each grid row read as the 64-bit words of its memory row,
+    one value taken from each (a shift and a truncating cast, vectorised): 1.5x faster than
+    numpy's copy of every 4th value (a 30 x 1024 x 1024 stack turned onto the stage), as fast
+    as its copy of every 8th. None where that does not apply."""
+    lanes = 4  # uint16 values per 64-bit word, the first at the word's low bits
+    width = forward.shape[2]
+    if (
+        stride % lanes
+        or forward.dtype != np.dtype("<u2")
+        or not np.little_endian
+        or forward.strides[2] != forward.itemsize
+    ):
+        return None
+    rows = forward[:, row_start::stride, : width - width % lanes]
+    words = rows.view(np.uint64)[..., column_start // lanes :: stride // lanes]
+    if words.shape[2] != len(range(column_start, width, stride)):
+        return None  # the row's last grid point lies in its last, incomplete word
+    grid = np.empty(words.shape, np.uint16)
+    np.right_shift(words, np.uint64(16 * (column_start % lanes)), out=grid, casting="unsafe")
+    return grid
 
 
 def histogram_stats(values: np.ndarray) -> tuple[float, float, float]:
@@ -143,7 +183,7 @@ def measure(
 ) -> EntryQuality:
     """The quality numbers of one channel: `raw` as the camera wrote it (for saturation),
     `corrected` as stored (for everything else); both (z, y, x), same shape."""
-    corrected_s = memory_ordered(sample(corrected))
+    corrected_s = gathered(corrected)
     mean, median, p999 = histogram_stats(corrected_s)
     focus = focus_scores(corrected_s)
     return EntryQuality(

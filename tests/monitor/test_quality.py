@@ -13,6 +13,7 @@ from daemon.pixels.orientation import Orientation
 from daemon.pixels.quality import (
     fiducial_relative,
     focus_scores,
+    gathered,
     histogram_stats,
     measure,
     sample,
@@ -146,3 +147,32 @@ def test_saturation_off_the_sample_grid_is_not_counted() -> None:
     assert measure(raw, raw).saturated_fraction == 1 / (2 * 256 * 256)
     turned = raw.transpose(0, 2, 1)  # the grid's lines of memory are its columns
     assert measure(turned, turned).saturated_fraction == 1 / (2 * 256 * 256)
+
+
+@pytest.mark.parametrize("turn", list(itertools.product([False, True], repeat=3)))
+@pytest.mark.parametrize(
+    "shape, row_offset",
+    [
+        ((3, 37, 53), 0),  # every pixel
+        ((2, 1024, 1024), 0),  # every 4th, read as 64-bit words
+        ((2, 1024, 1024), 3),  # rows that start off a word's boundary
+        ((2, 1025, 1031), 0),  # a row's last grid point in its last, incomplete word
+        ((1, 2048, 2054), 1),  # every 8th
+    ],
+)
+def test_the_gathered_grid_holds_each_planes_sampled_values(
+    shape: tuple[int, int, int], row_offset: int, turn: tuple
+) -> None:
+    """The grid is copied in the memory's order, not the view's: plane by plane, the same
+    values (as a sorted list) as numpy's strided view of the grid as the stage frame sees it."""
+    z, height, width = shape
+    memory = np.random.default_rng(sum(shape)).integers(
+        0, 65536, size=(z, height, width + row_offset), dtype=np.uint16
+    )
+    stack = orient(memory[:, :, row_offset:], Orientation(*turn))
+    grid = gathered(stack)
+    expected = sample(stack)
+    assert grid.dtype == np.uint16 and grid.flags.c_contiguous
+    assert grid.shape[0] == expected.shape[0] and grid.size == expected.size
+    for plane, view in zip(grid, expected, strict=True):
+        assert np.array_equal(np.sort(plane, axis=None), np.sort(view, axis=None))
