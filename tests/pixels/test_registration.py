@@ -11,12 +11,15 @@ import pytest
 from support.scenes import cell_stack, random_cells
 
 from daemon.pixels.registration import (
+    COARSE,
+    UPSAMPLE,
     CubicShift,
     bin_factor,
     block_mean,
     median3x3,
     projections,
     register,
+    upsampled_peak,
 )
 
 SIZE = 2048
@@ -143,3 +146,36 @@ def test_block_mean_is_numpys_mean_of_each_block(shape: tuple[int, int], factor:
     image = np.random.default_rng(1).integers(0, 65536, shape, dtype=np.uint16)
     for view in (image, image.T, image[::-1], image.T[:, ::-1]):
         assert np.array_equal(block_mean(view, factor), numpy_block_mean(view, factor))
+
+
+def zero_padded_peak(product: np.ndarray, factor: int) -> np.ndarray:
+    """The cross-correlation's peak on a grid `factor` times finer, by the definition of the
+    upsampled DFT: the spectrum zero-padded to `factor` times its size, inverse-transformed
+    (odd sizes: no Nyquist bin to split), the peak's index wrapped to a signed shift."""
+    shape = np.array(product.shape)
+    padded = np.zeros(shape * factor, dtype=np.complex128)
+    low = [np.fft.fftfreq(n, 1 / n).astype(int) for n in shape]  # each bin's signed frequency
+    padded[np.ix_(*(f % (n * factor) for f, n in zip(low, shape, strict=True)))] = product
+    correlation = np.abs(np.fft.ifft2(padded))
+    peak = np.array(np.unravel_index(np.argmax(correlation), correlation.shape))
+    peak = np.where(peak > shape * factor / 2, peak - shape * factor, peak)
+    return peak / factor
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_upsampled_peak_is_the_zero_padded_correlations_peak(seed: int) -> None:
+    """The last refinement finds, near the coarse peak, the peak of the cross-correlation
+    upsampled by zero-padding its spectrum (what the matrix-product DFT stands for), of a
+    smooth image against itself moved by a shift on the fine grid (by its spectrum's phase,
+    scipy's `fourier_shift`: the correlation then peaks exactly there)."""
+    from scipy import fft, ndimage
+
+    rng = np.random.default_rng(seed)
+    image = ndimage.gaussian_filter(rng.random((21, 19)), 2.0)
+    shift = np.round(rng.uniform(-3, 3, 2), 2)
+    moved = ndimage.fourier_shift(fft.fft2(image), shift)
+    product = fft.fft2(image) * moved.conj()
+    expected = zero_padded_peak(product, UPSAMPLE)
+    np.testing.assert_allclose(expected, -shift, atol=1e-9)  # moving's content is at +shift
+    near = np.round(zero_padded_peak(product, COARSE), 1)
+    np.testing.assert_allclose(upsampled_peak(product, near), expected, atol=1e-9)
