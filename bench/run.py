@@ -2,8 +2,8 @@
 
 Sections (each figure measured side by side in the same run, on simulator data):
 1. whole-process throughput (`qi2lab-ingest ingest` vs the whole-process bare writer, both
-layouts, small and realistic datasets; for the small ones, where `ingest`'s time goes against
-the bare writer's and the limit that sets, bench/ingestlimit.py), 2. the upstream reference
+layouts, small and realistic datasets; for each, where `ingest`'s time goes against the bare
+writer's and the limit that sets, bench/ingestlimit.py), 2. the upstream reference
 converter vs ingest, 3. live latency and time-to-ready (paced writer + `watch`, cold start), 4.
 memory (peak RSS per worker count, growth over a long run), 5. scaling (10 vs thousands of
 units), 6. codec table (the default codec's rule, zarr-python read-back), 7. keeping up with a
@@ -161,10 +161,11 @@ def run(
 
     if "throughput" in wanted:
         say(f"section 1: small runs, ingest / bare writer, {args.reps} reps, profile, limit")
-        sections["1"], _ = whole_process(
-            made.bench(args.small_size, context), args.reps, "Small", limits=True
+        sections["1"], _ = whole_process(made.bench(args.small_size, context), args.reps, "Small")
+        say(
+            f"sections 1-2: realistic runs, ingest / bare writer / reference, {args.reps} reps,"
+            " profile, limit"
         )
-        say(f"sections 1-2: realistic runs, ingest / bare writer / reference, {args.reps} reps")
         realistic, sections["2"] = whole_process(
             made.bench(args.size, context), args.reps, "Realistic", reference=True
         )

@@ -46,24 +46,25 @@ def record(experiment: Path, workers: int, out: Path, rate: int, layout: str = "
     with tempfile.TemporaryDirectory(prefix="qi2lab-profile-") as scratch:
         config = write_config(Path(scratch) / "p.toml", Path(scratch) / "store", workers, layout)
         command = [str(DAEMON), "ingest", str(experiment), "--config", str(config)]
-        subprocess.run(
-            [
-                spy,
-                "record",
-                "--threads",
-                "-r",
-                str(rate),
-                "-f",
-                "raw",
-                "-o",
-                str(out),
-                "--",
-                *command,
-            ],
-            check=True,
-            stdout=(Path(scratch) / "p.log").open("wb"),  # the daemon's log; py-spy's too
-            stderr=subprocess.STDOUT,
-        )
+        with (Path(scratch) / "p.log").open("wb") as log:  # the daemon's log; py-spy's too
+            subprocess.run(
+                [
+                    spy,
+                    "record",
+                    "--threads",
+                    "-r",
+                    str(rate),
+                    "-f",
+                    "raw",
+                    "-o",
+                    str(out),
+                    "--",
+                    *command,
+                ],
+                check=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
 
 def short(frame: str) -> str:

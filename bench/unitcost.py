@@ -27,7 +27,9 @@ PARTS = (  # (part, a pattern any frame of the stack matches)
     # numpy's and tensorstore's own imports, which the bare writer does too, apart from the rest
     (f"{START_UP}: numpy, tensorstore imports", r"<module> \((?:[^()]*/)?(?:numpy|tensorstore)/"),
     (f"{START_UP}: registration QC's imports", r"ingest/warmup\.py"),  # scipy, scikit-image
-    (f"{START_UP}: other imports, PSFs", r"<module>|_find_and_load|psf"),
+    # an import in progress, not any <module> frame: every main-thread stack starts in the
+    # console script's own <module> (`<module> (qi2lab-ingest:6);main ...`)
+    (f"{START_UP}: other imports, PSFs", r"_find_and_load|psf"),
     ("preview mosaic", r"products/preview\.py"),
     ("fiducials + registration QC", r"products/fiducials\.py|pixels/registration\.py"),
     ("quality numbers", r"UnitConverter\._measure|products/quality|QualityTable"),

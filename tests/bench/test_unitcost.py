@@ -23,6 +23,13 @@ STACKS = [
     " (daemon/ingest/warmup.py:37);_find_and_load (<frozen importlib._bootstrap>:1176) 3",
     "thread (0x7f06): worker-1;UnitConverter.convert (daemon/ingest/unit.py:250);"
     "Condition.wait (threading.py:331) 9",
+    # the main thread's work: its stack starts in the console script's own <module> frame
+    "thread (0x7f07): MainThread;<module> (qi2lab-ingest:6);main (daemon/cli/main.py:75);"
+    "IngestService._step (daemon/ingest/service.py:299);Ledger.pending"
+    " (daemon/ingest/ledger.py:464);Database.query (daemon/datastore/sqlite.py:97) 6",
+    "thread (0x7f07): MainThread;<module> (qi2lab-ingest:6);main (daemon/cli/main.py:75);"
+    "StatePublisher._write (daemon/ingest/state.py:328);write_view (daemon/ingest/state.py:166)"
+    " 8",
 ]
 
 
@@ -37,7 +44,11 @@ def test_parts_are_matched_on_python_frames_and_waits_are_not_busy(tmp_path):
     assert counts["raw read"] == 7
     assert counts[f"{START_UP}: numpy, tensorstore imports"] == 4
     assert counts[f"{START_UP}: registration QC's imports"] == 3
-    assert total == 5 + 7 + 4 + 3  # the waits are left out of the busy samples
+    # not start-up for being under the script's <module>: only an import in progress is
+    assert counts["ledger (sqlite)"] == 6
+    assert counts["state files (datastore.json, parquet)"] == 8
+    assert counts[f"{START_UP}: other imports, PSFs"] == 0
+    assert total == 5 + 7 + 4 + 3 + 6 + 8  # the waits are left out of the busy samples
 
 
 def test_the_profile_tables_leave_the_waits_out_too(tmp_path):
@@ -46,6 +57,6 @@ def test_the_profile_tables_leave_the_waits_out_too(tmp_path):
 
     total, _, leaf, threads = fold(raw)
 
-    assert total == 5 + 7 + 4 + 3
+    assert total == 5 + 7 + 4 + 3 + 6 + 8
     assert not any("fsync_3" in t or "worker-1" in t for t in threads)  # only waited
     assert not any(name.startswith("_worker") for name in leaf)
