@@ -26,13 +26,13 @@ from daemon.ingest.ledger import unit_of
 from daemon.layouts import found_layout, reader
 from daemon.monitor.alertview import AlertHistory, read_history
 from daemon.monitor.grid import Cell, Grid
+from daemon.monitor.lockholder import LockHolder
 from daemon.monitor.qualityview import PAGE_FIELDS, QualityView
 from daemon.monitor.rawlisting import RawListing
 from daemon.monitor.status import (
     NoDatastoreError,
     RunFacts,
     being_written,
-    daemon_pid,
     open_ledger,
     readable_plan,
     report_from,
@@ -143,6 +143,7 @@ class Snapshots:
         self._changed: set[Cell] = set()  # cells of units changed since the grid's update
         self._acquiring: set[str] = set()  # units acquiring at the grid's update
         self._alerts = AlertHistory()
+        self._lock_holder = LockHolder()  # the daemon's pid, without /proc/locks each answer
         self._alerts_read_at: tuple[object, ...] | None = None  # the same, of the alert history
         self._quality = QualityView()  # the page's quality rows, as of its last answer
         self._names: Naming | None = None  # once the store has one
@@ -200,7 +201,7 @@ class Snapshots:
             self._listing.read(plan)
             folders = self._listing.unrecorded(recorded)
         return RunFacts(
-            daemon_pid(lock_path(self.store)),
+            self._lock_holder.pid(lock_path(self.store)),
             plan,
             being_written(self.experiment / "raw_data", plan, recorded, folders),
             self._naming().round_name,

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from daemon.layouts import Layout
 
 LABEL = 12  # width of the label column of the text report
+PROC_LOCKS = Path("/proc/locks")  # every lock of the system, with its holder's pid
 
 
 class NoDatastoreError(Qi2labError, RuntimeError):
@@ -232,15 +233,16 @@ def throughput(finished: Sequence[TalliedUnit]) -> dict[str, Any]:
     }
 
 
-def daemon_pid(lock: Path) -> int | None:
-    """The pid holding the daemon's flock on `lock` according to /proc/locks, or None.
+def daemon_pid(lock: Path, proc_locks: Path = PROC_LOCKS) -> int | None:
+    """The pid holding the daemon's flock on `lock` according to /proc/locks, or None
+    (each read may wait for an RCU grace period: the page asks `lockholder.LockHolder`).
 
     Matched on the inode number only: /proc/locks names the device of the file actually
     locked, which differs from what stat() reports on overlay file systems.
     """
     try:
         inode = lock.stat().st_ino
-        lines = Path("/proc/locks").read_text().splitlines()
+        lines = proc_locks.read_text().splitlines()
     except OSError:
         return None
     for line in lines:
