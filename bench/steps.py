@@ -262,7 +262,15 @@ def _step_costs(
         "",
         f"Its floor: the checksum and the maximum along z must read every pixel once; together"
         f" they cost {floor_cpu * 1e3:.1f} ms, {100 * floor_cpu / v06_cpu:.1f} % of the v0.6"
-        f" write's CPU, which leaves {100 * left_cpu / v06_cpu:.1f} % ({left_cpu * 1e3:.1f} ms)"
-        " of the budget for everything else (quality numbers, the mosaic's placing, the"
-        " registration QC).",
+        f" write's CPU, {_left_of_budget(left_cpu, v06_cpu)}.",
     ]
+
+
+def _left_of_budget(left_cpu: float, v06_cpu: float) -> str:
+    """What the budget leaves after its floor, or by how much the floor alone exceeds it."""
+    if left_cpu < 0:
+        return f"which alone exceeds the budget by {-left_cpu * 1e3:.1f} ms"
+    return (
+        f"which leaves {100 * left_cpu / v06_cpu:.1f} % ({left_cpu * 1e3:.1f} ms) of the budget"
+        " for everything else (quality numbers, the mosaic's placing, the registration QC)"
+    )

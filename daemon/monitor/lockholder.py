@@ -7,7 +7,9 @@ second, every `?since=` answer slept 7-20 ms in it on an idle machine and up to 
 busy cores (issue 25: the tail of the answers, whose own CPU is ~4 ms). Once the holder is
 found there, its lock is confirmed from the holder's own descriptor (/proc/PID/fdinfo/FD lists
 the locks taken through it), which takes no such semaphore; /proc/locks is read again only
-when that fails (the daemon stopped, released the lock, or another took it).
+when that fails (the daemon stopped, released the lock, or another took it). A page that may
+not read the daemon's /proc/PID/fd (another user, /proc mounted hidepid) finds no descriptor
+and so reads /proc/locks at every ask, as before: the same answers, with the wait.
 """
 
 from __future__ import annotations

@@ -96,10 +96,11 @@ def _gathered_by_words(
     forward: np.ndarray, row_start: int, column_start: int, stride: int
 ) -> np.ndarray | None:
     """The grid of a stack whose rows are contiguous uint16 and whose stride is a multiple of
-    4 (cameras of 1024 px and more): each grid row read as the 64-bit words of its memory row,
-    one value taken from each (a shift and a truncating cast, vectorised): 1.5x faster than
-    numpy's copy of every 4th value (a 30 x 1024 x 1024 stack turned onto the stage), as fast
-    as its copy of every 8th. None where that does not apply."""
+    4 (a shorter side of 1024-1279 px, 2048-2303, ...; 2304 px takes numpy's copy): each grid
+    row read as the 64-bit words of its memory row, one value taken from each (a shift and a
+    truncating cast, vectorised): 1.5x faster than numpy's copy of every 4th value (a 30 x
+    1024 x 1024 stack turned onto the stage), as fast as its copy of every 8th. None where
+    that does not apply."""
     lanes = 4  # uint16 values per 64-bit word, the first at the word's low bits
     width = forward.shape[2]
     if (
