@@ -20,6 +20,7 @@ from support.experiment import (
     simulator_process,
     write_config,
 )
+from support.processes import expect_clean_exits
 
 from daemon.events import Event
 from daemon.simulate.microscope import simulate
@@ -47,8 +48,7 @@ def test_watch_ingests_a_live_acquisition(tmp_path, settings):
         simulator_process(experiment, settings) as microscope,
         DaemonProcess("watch", experiment, config, "--exit-when-complete") as daemon,
     ):
-        microscope.expect_exit(0, TIMEOUT_S, while_alive=[daemon])
-        daemon.expect_exit(0, TIMEOUT_S)
+        expect_clean_exits([microscope, daemon], TIMEOUT_S)
 
     store = experiment / "qi2labdatastore"
     expected = expected_entries(experiment)

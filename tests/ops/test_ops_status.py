@@ -17,7 +17,7 @@ import pytest
 from ops_support import cli, ingest_simulated, start_daemon
 from support.daemon import DaemonProcess
 from support.experiment import simulator_process, write_config
-from support.processes import WAIT_S, wait_until
+from support.processes import WAIT_S, expect_clean_exits, wait_until
 
 from daemon.events import Event
 from daemon.simulate.microscope import simulate
@@ -72,8 +72,7 @@ def test_status_matches_the_ledger_during_a_run_and_after_it(tmp_path: Path) -> 
             ledger = ledger_states(experiment)
         finally:
             os.kill(daemon.pid, signal.SIGCONT)
-        microscope.expect_exit(0, while_alive=[daemon])
-        daemon.expect_exit(0)
+        expect_clean_exits([microscope, daemon])
     assert during["daemon_pid"] == daemon.pid
     # The microscope went on while the daemon was stopped: a dataset it was writing is
     # `acquiring`, a unit the ledger has no record of yet.

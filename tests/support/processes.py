@@ -185,6 +185,24 @@ def wait_until(
         time.sleep(POLL_S)
 
 
+def expect_clean_exits(processes: Sequence[Watched], timeout: float = WAIT_S) -> None:
+    """Wait until every one of `processes` has ended with exit status 0, in whatever order they
+    end: a daemon run with --exit-when-complete may finish its last unit and exit before the
+    simulator that fed it has (its interpreter still shutting down), so neither may be waited
+    on "while the other runs". Fails at once, with the report, when one ends otherwise."""
+
+    def all_ended_cleanly() -> bool:
+        codes = [process.process.poll() for process in processes]
+        for process, code in zip(processes, codes, strict=True):
+            if code not in (None, 0):
+                process.check_alive()  # raises ProcessEnded with its status and last lines
+        return all(code == 0 for code in codes)
+
+    wait_until(all_ended_cleanly, "every process to exit", timeout=timeout, also_report=processes)
+    for process in processes:
+        process.wait(timeout)  # its output read to the end
+
+
 def imported_by(code: str, modules: Iterable[str]) -> list[str]:
     """Which of `modules` a fresh interpreter has imported once it has run `code` (what a
     process of the daemon pays for at its start, seen from outside it)."""
