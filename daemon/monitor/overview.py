@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -21,7 +22,14 @@ from urllib.parse import quote
 from daemon.config import ConfigError, Settings, experiment_settings
 from daemon.datastore.statedir import ledger_path, lock_owner, lock_path
 from daemon.layouts import found_layout
-from daemon.monitor.status import NoDatastoreError, collect, daemon_pid, readable_plan
+from daemon.monitor.status import (
+    PROC_LOCKS,
+    NoDatastoreError,
+    collect,
+    flock_holders,
+    holder_of,
+    readable_plan,
+)
 from daemon.raw.root import RAW_DATA, find_experiments
 
 ACQUIRING, COMPLETE, FAILED = "acquiring", "complete", "failed"
@@ -69,21 +77,30 @@ def experiments(root: Path, settings: Settings) -> dict[str, Path]:
     return {experiment_name(root, path): path for path in found}
 
 
-def overview(root: Path, settings: Settings) -> list[Summary]:
-    """A summary of every experiment under `root`, the acquiring ones first, then by name."""
-    rows = [summarise(name, path, settings) for name, path in experiments(root, settings).items()]
+def overview(root: Path, settings: Settings, proc_locks: Path = PROC_LOCKS) -> list[Summary]:
+    """A summary of every experiment under `root`, the acquiring ones first, then by name.
+    /proc/locks is read once for all of them: each read may wait for an RCU grace period
+    (7-20 ms on an idle machine, see `lockholder`), which a root of many experiments paid
+    twice per experiment."""
+    holders = flock_holders(proc_locks)
+    rows = [
+        summarise(name, path, settings, holders)
+        for name, path in experiments(root, settings).items()
+    ]
     return sorted(rows, key=lambda row: (STATE_ORDER[row.state], row.name))
 
 
-def summarise(name: str, experiment: Path, settings: Settings) -> Summary:
-    """One experiment's row, read with its own settings."""
+def summarise(
+    name: str, experiment: Path, settings: Settings, holders: Mapping[int, int]
+) -> Summary:
+    """One experiment's row, read with its own settings; `holders`: `flock_holders`."""
     try:
         own = experiment_settings(settings, experiment)
     except ConfigError as exc:
         return Summary(name, page_path(name), FAILED, error=str(exc))
     store = own.datastore_path(experiment)
     try:
-        report = collect(experiment, own)
+        report = collect(experiment, own, holders)
     except NoDatastoreError:
         plan = readable_plan(experiment / RAW_DATA, own)
         return Summary(
@@ -93,7 +110,7 @@ def summarise(name: str, experiment: Path, settings: Settings) -> Summary:
             layout=own.datastore.layout,
             planned=plan.num_tiles * plan.num_rounds if plan is not None else None,
             last_activity=_changed(experiment / RAW_DATA),
-            held_by=lock_holder(lock_path(store)),
+            held_by=lock_holder(lock_path(store), holders),
         )
     except sqlite3.Error as exc:  # a ledger that is not one: this row only
         return Summary(name, page_path(name), FAILED, error=f"{ledger_path(store)}: {exc}")
@@ -110,7 +127,7 @@ def summarise(name: str, experiment: Path, settings: Settings) -> Summary:
         failures=units["failed"],
         last_activity=report["last_activity"] or _changed(experiment / RAW_DATA),
         eta_s=report["eta_s"],
-        held_by=lock_holder(lock_path(store)),
+        held_by=lock_holder(lock_path(store), holders),
         error=report["alerts"]["error"],
         open_alerts=len(report["alerts"]["open"]),
     )
@@ -127,11 +144,11 @@ def run_state(units: dict[str, Any]) -> str:
     return ACQUIRING
 
 
-def lock_holder(lock: Path) -> str | None:
-    """ "pid X on host Y" when another process holds the datastore's lock (per /proc/locks; the
-    host from the "pid host" the lock file holds); None when nobody does, or this process (the
-    root service showing its own experiments)."""
-    pid = daemon_pid(lock)
+def lock_holder(lock: Path, holders: Mapping[int, int]) -> str | None:
+    """ "pid X on host Y" when another process holds the datastore's lock (per `holders`, read
+    from /proc/locks; the host from the "pid host" the lock file holds); None when nobody
+    does, or this process (the root service showing its own experiments)."""
+    pid = holder_of(lock, holders)
     if pid is None or pid == os.getpid():
         return None
     owner = lock_owner(lock)

@@ -62,9 +62,12 @@ def open_ledger(experiment: Path, settings: Settings) -> Ledger:
     return Ledger.open_readonly(path)
 
 
-def collect(experiment: Path, settings: Settings) -> dict[str, Any]:
+def collect(
+    experiment: Path, settings: Settings, holders: Mapping[int, int] | None = None
+) -> dict[str, Any]:
     """The status report as plain JSON-able data (what `status --json` prints), with the
-    run's alerts (`alertview.AlertHistory.summary`).
+    run's alerts (`alertview.AlertHistory.summary`); the daemon's pid from `holders`
+    (`flock_holders`, read once for many experiments) when given, else from /proc/locks.
 
     Raises:
         NoDatastoreError: there is no datastore yet.
@@ -75,13 +78,18 @@ def collect(experiment: Path, settings: Settings) -> dict[str, Any]:
     finally:
         ledger.close()
     alerts = read_history(settings.datastore_path(experiment)).summary()
-    return report_of(units, experiment, settings) | {"alerts": alerts}
+    return report_of(units, experiment, settings, holders) | {"alerts": alerts}
 
 
-def report_of(units: Iterable[UnitRecord], experiment: Path, settings: Settings) -> dict[str, Any]:
+def report_of(
+    units: Iterable[UnitRecord],
+    experiment: Path,
+    settings: Settings,
+    holders: Mapping[int, int] | None = None,
+) -> dict[str, Any]:
     """`collect`'s report from the ledger's `units` as already read."""
     tally = Tally.of(units, timeline=False)  # status shows no history nor events
-    facts = RunFacts.read(experiment, settings, tally.units)
+    facts = RunFacts.read(experiment, settings, tally.units, holders)
     grid = Grid()
     update_grid(grid, tally, facts, ())
     return report_from(tally, facts, experiment, settings, grid.as_json(facts.round_name))
@@ -99,13 +107,20 @@ class RunFacts:
     round_name: Callable[[int], str]
 
     @classmethod
-    def read(cls, experiment: Path, settings: Settings, recorded: Container[str]) -> RunFacts:
-        """Read them now; `recorded`: the unit ids the ledger holds."""
+    def read(
+        cls,
+        experiment: Path,
+        settings: Settings,
+        recorded: Container[str],
+        holders: Mapping[int, int] | None = None,
+    ) -> RunFacts:
+        """Read them now; `recorded`: the unit ids the ledger holds; `holders` as `collect`."""
         store = settings.datastore_path(experiment)
         raw_dir = experiment / "raw_data"
         plan = readable_plan(raw_dir, settings)
+        lock = lock_path(store)
         return cls(
-            daemon_pid(lock_path(store)),
+            daemon_pid(lock) if holders is None else holder_of(lock, holders),
             plan,
             being_written(raw_dir, plan, recorded),
             round_namer(store, settings),
@@ -235,21 +250,37 @@ def throughput(finished: Sequence[TalliedUnit]) -> dict[str, Any]:
 
 def daemon_pid(lock: Path, proc_locks: Path = PROC_LOCKS) -> int | None:
     """The pid holding the daemon's flock on `lock` according to /proc/locks, or None
-    (each read may wait for an RCU grace period: the page asks `lockholder.LockHolder`).
+    (each read may wait for an RCU grace period: the page asks `lockholder.LockHolder`, a
+    root listing reads `flock_holders` once for all its experiments)."""
+    if not lock.exists():
+        return None  # no lock file: nobody holds it, and /proc/locks need not be read
+    return holder_of(lock, flock_holders(proc_locks))
 
-    Matched on the inode number only: /proc/locks names the device of the file actually
+
+def flock_holders(proc_locks: Path = PROC_LOCKS) -> dict[int, int]:
+    """Inode -> pid of every flock's holder in /proc/locks, read once ({} if unreadable).
+
+    Keyed by the inode number only: /proc/locks names the device of the file actually
     locked, which differs from what stat() reports on overlay file systems.
     """
     try:
-        inode = lock.stat().st_ino
         lines = proc_locks.read_text().splitlines()
     except OSError:
-        return None
+        return {}
+    holders: dict[int, int] = {}
     for line in lines:
         fields = line.split()  # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2180599 0 EOF"
-        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5].endswith(f":{inode}"):
-            return int(fields[4])
-    return None
+        if len(fields) >= 6 and fields[1] == "FLOCK":
+            holders.setdefault(int(fields[5].rsplit(":", 1)[1]), int(fields[4]))
+    return holders
+
+
+def holder_of(lock: Path, holders: Mapping[int, int]) -> int | None:
+    """The pid holding `lock`'s flock among `holders` (`flock_holders`), or None."""
+    try:
+        return holders.get(lock.stat().st_ino)
+    except OSError:
+        return None
 
 
 def render(report: dict[str, Any]) -> str:

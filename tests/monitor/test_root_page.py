@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from browser import chromium
+from inotify_simple import INotify, flags
 from monitor_support import Page, dataset_dir
 from prometheus_client.parser import text_string_to_metric_families
 from support.daemon import DaemonProcess
@@ -27,6 +28,8 @@ from support.processes import Watched, wait_until
 from daemon.config import load_settings
 from daemon.events import Event
 from daemon.ingest.claim import Claim
+from daemon.monitor.overview import overview
+from daemon.monitor.status import PROC_LOCKS
 from daemon.monitor.web import open_root_server
 from daemon.simulate.microscope import simulate
 from daemon.simulate.settings import SimulationSettings
@@ -320,3 +323,23 @@ def test_a_root_served_with_a_token(root: Root, tmp_path: Path) -> None:
             logs = driver.get_log("browser")
             assert not [e for e in logs if e["level"] == "SEVERE"], logs  # no 401: all loaded
         assert serve.stop() == 0, serve.report()
+
+
+def test_the_root_listing_reads_proc_locks_once_for_every_experiment(
+    root: Root, tmp_path: Path
+) -> None:
+    """Each read of /proc/locks may wait for an RCU grace period (issue 25: 7-20 ms idle, up
+    to ~170 ms on busy cores), and the listing read it twice per experiment. Counted by the
+    kernel (inotify's opens) on a copy of /proc/locks taken while HELD's `watch` runs."""
+    locks = tmp_path / "locks"
+    locks.write_text(PROC_LOCKS.read_text())
+    settings = load_settings(root.config)
+    with INotify() as inotify:
+        # closes watched too: the kernel merges an event with an identical one just before it
+        inotify.add_watch(locks, flags.OPEN | flags.CLOSE_NOWRITE)
+        rows = {row.name: row for row in overview(root.path, settings, locks)}
+        events = inotify.read(timeout=0)
+    assert sum(bool(event.mask & flags.OPEN) for event in events) == 1
+    assert f"held by {rows[HELD].held_by}" == root.held_by
+    assert rows[HELD].state == "acquiring" and rows[HELD].done == 1
+    assert rows[NEW].held_by is None and rows[DONE].held_by is None
