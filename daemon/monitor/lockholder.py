@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from daemon.monitor.status import PROC_LOCKS, daemon_pid
+from daemon.monitor.status import PROC_LOCKS, daemon_pid, flock_of
 
 
 def _holds(pid: int, fd: int, inode: int) -> bool:
@@ -27,11 +27,8 @@ def _holds(pid: int, fd: int, inode: int) -> bool:
         info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
     except OSError:
         return False
-    for line in info.splitlines():
-        fields = line.split()  # "lock:  1: FLOCK  ADVISORY  WRITE 4242 fe:00:2180599 0 EOF"
-        if fields[:1] == ["lock:"] and "FLOCK" in fields and fields[-3].endswith(f":{inode}"):
-            return True
-    return False
+    flocks = (flock_of(line.removeprefix("lock:")) for line in info.splitlines())
+    return any(flock is not None and flock[0] == inode for flock in flocks)
 
 
 def _descriptor(pid: int, inode: int) -> int | None:

@@ -269,10 +269,18 @@ def flock_holders(proc_locks: Path = PROC_LOCKS) -> dict[int, int]:
         return {}
     holders: dict[int, int] = {}
     for line in lines:
-        fields = line.split()  # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2180599 0 EOF"
-        if len(fields) >= 6 and fields[1] == "FLOCK":
-            holders.setdefault(int(fields[5].rsplit(":", 1)[1]), int(fields[4]))
+        if (flock := flock_of(line)) is not None:
+            holders.setdefault(*flock)
     return holders
+
+
+def flock_of(line: str) -> tuple[int, int] | None:
+    """(inode, pid) of a held flock's line of /proc/locks (the same after an fdinfo file's
+    "lock:"), or None for another lock or a waiter's "->" line."""
+    fields = line.split()  # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2180599 0 EOF"
+    if len(fields) >= 6 and fields[1] == "FLOCK":
+        return int(fields[5].rsplit(":", 1)[1]), int(fields[4])
+    return None
 
 
 def holder_of(lock: Path, holders: Mapping[int, int]) -> int | None:
